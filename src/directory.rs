@@ -1,0 +1,361 @@
+//! The directory: users, instances, their wrapped keys and verifiers, who is paired with
+//! whom, and the metadata log of closed sessions. All SQL lives here, so another backend
+//! (PostgreSQL) replaces this one module.
+//!
+//! Pairings are also held in memory: the publish path asks "may A address B?" for every
+//! envelope, and that answer must not cost a database round trip.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+
+use crate::protocol::{KdfParams, PrincipalId, PrincipalKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("cannot open the directory database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("directory schema migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("directory database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("directory row is corrupt: {0}")]
+    Corrupt(&'static str),
+}
+
+/// What a login is checked against.
+pub struct Credentials {
+    pub id: PrincipalId,
+    pub kind: PrincipalKind,
+    pub verifier: [u8; 32],
+}
+
+pub struct NewUser {
+    pub id: PrincipalId,
+    pub name: String,
+    pub public_key: [u8; 32],
+    pub wrapped_key: Vec<u8>,
+    pub verifier: [u8; 32],
+    pub salt: Vec<u8>,
+    pub kdf: KdfParams,
+}
+
+pub struct NewInstance {
+    pub id: PrincipalId,
+    pub public_key: [u8; 32],
+    pub wrapped_key: Vec<u8>,
+    pub verifier: [u8; 32],
+}
+
+/// A principal's own key material as stored: public key and the blob only it can open.
+pub struct KeyBundle {
+    pub id: PrincipalId,
+    pub kind: PrincipalKind,
+    pub public_key: [u8; 32],
+    pub wrapped_key: Vec<u8>,
+}
+
+pub struct InstanceInfo {
+    pub id: PrincipalId,
+    pub public_key: [u8; 32],
+    pub created_at: i64,
+}
+
+/// One closed MQTT session, as the accounting module reports it.
+pub struct SessionRecord {
+    pub principal: PrincipalId,
+    pub ip: String,
+    pub connected_at: i64,
+    pub disconnected_at: i64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub close_reason: &'static str,
+}
+
+pub struct Directory {
+    pool: SqlitePool,
+    /// principal → principals it may address; symmetric.
+    peers: DashMap<PrincipalId, HashSet<PrincipalId>>,
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn id_of(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<PrincipalId, DirectoryError> {
+    let bytes: Vec<u8> = row.try_get(column)?;
+    PrincipalId::from_slice(&bytes).ok_or(DirectoryError::Corrupt("principal id is not 16 bytes"))
+}
+
+fn key_of(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<[u8; 32], DirectoryError> {
+    let bytes: Vec<u8> = row.try_get(column)?;
+    bytes
+        .try_into()
+        .map_err(|_| DirectoryError::Corrupt("32-byte column has another length"))
+}
+
+fn kind_of(row: &sqlx::sqlite::SqliteRow) -> Result<PrincipalKind, DirectoryError> {
+    match row.try_get::<&str, _>("kind")? {
+        "user" => Ok(PrincipalKind::User),
+        "instance" => Ok(PrincipalKind::Instance),
+        _ => Err(DirectoryError::Corrupt("unknown principal kind")),
+    }
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+impl Directory {
+    /// Opens (creating if needed) the SQLite file and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Directory, DirectoryError> {
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|source| DirectoryError::Open {
+                path: path.display().to_string(),
+                source,
+            })?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| DirectoryError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let directory = Directory {
+            pool,
+            peers: DashMap::new(),
+        };
+        for row in sqlx::query("SELECT user_id, instance_id FROM pairings")
+            .fetch_all(&directory.pool)
+            .await?
+        {
+            directory.remember_pair(id_of(&row, "user_id")?, id_of(&row, "instance_id")?);
+        }
+        Ok(directory)
+    }
+
+    fn remember_pair(&self, a: PrincipalId, b: PrincipalId) {
+        self.peers.entry(a).or_default().insert(b);
+        self.peers.entry(b).or_default().insert(a);
+    }
+
+    /// May `from` address `to`? Answered from memory.
+    pub fn is_paired(&self, from: PrincipalId, to: PrincipalId) -> bool {
+        self.peers
+            .get(&from)
+            .is_some_and(|peers| peers.contains(&to))
+    }
+
+    pub fn peers_of(&self, id: PrincipalId) -> Vec<PrincipalId> {
+        self.peers
+            .get(&id)
+            .map(|peers| peers.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub async fn register_user(&self, user: NewUser) -> Result<(), DirectoryError> {
+        sqlx::query(
+            "INSERT INTO principals (id, kind, login, public_key, wrapped_key, verifier, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism, created_at) \
+             VALUES (?, 'user', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&user.id.0[..])
+        .bind(&user.name)
+        .bind(&user.public_key[..])
+        .bind(&user.wrapped_key)
+        .bind(&user.verifier[..])
+        .bind(&user.salt)
+        .bind(user.kdf.memory_kib)
+        .bind(user.kdf.iterations)
+        .bind(user.kdf.parallelism)
+        .bind(unix_now())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                DirectoryError::Conflict("a user with that name or id")
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Salt and KDF parameters of a user, if the name exists.
+    pub async fn kdf_of(&self, name: &str) -> Result<Option<(Vec<u8>, KdfParams)>, DirectoryError> {
+        let row = sqlx::query(
+            "SELECT kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism FROM principals WHERE login = ? AND kind = 'user'",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok((
+                row.try_get("kdf_salt")?,
+                KdfParams {
+                    memory_kib: row.try_get("kdf_memory_kib")?,
+                    iterations: row.try_get("kdf_iterations")?,
+                    parallelism: row.try_get("kdf_parallelism")?,
+                },
+            ))
+        })
+        .transpose()
+    }
+
+    pub async fn credentials(&self, login: &str) -> Result<Option<Credentials>, DirectoryError> {
+        let row = sqlx::query("SELECT id, kind, verifier FROM principals WHERE login = ?")
+            .bind(login)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(Credentials {
+                id: id_of(&row, "id")?,
+                kind: kind_of(&row)?,
+                verifier: key_of(&row, "verifier")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn key_bundle(&self, id: PrincipalId) -> Result<Option<KeyBundle>, DirectoryError> {
+        let row =
+            sqlx::query("SELECT id, kind, public_key, wrapped_key FROM principals WHERE id = ?")
+                .bind(&id.0[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|row| {
+            Ok(KeyBundle {
+                id: id_of(&row, "id")?,
+                kind: kind_of(&row)?,
+                public_key: key_of(&row, "public_key")?,
+                wrapped_key: row.try_get("wrapped_key")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Stores a new instance and pairs it with its owner, in one transaction.
+    pub async fn add_instance(
+        &self,
+        owner: PrincipalId,
+        instance: NewInstance,
+    ) -> Result<(), DirectoryError> {
+        let now = unix_now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO principals (id, kind, login, public_key, wrapped_key, verifier, created_at) VALUES (?, 'instance', ?, ?, ?, ?, ?)",
+        )
+        .bind(&instance.id.0[..])
+        .bind(instance.id.to_string())
+        .bind(&instance.public_key[..])
+        .bind(&instance.wrapped_key)
+        .bind(&instance.verifier[..])
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                DirectoryError::Conflict("a principal with that instance id")
+            } else {
+                e.into()
+            }
+        })?;
+        sqlx::query("INSERT INTO pairings (user_id, instance_id, created_at) VALUES (?, ?, ?)")
+            .bind(&owner.0[..])
+            .bind(&instance.id.0[..])
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.remember_pair(owner, instance.id);
+        Ok(())
+    }
+
+    pub async fn instances_of(
+        &self,
+        owner: PrincipalId,
+    ) -> Result<Vec<InstanceInfo>, DirectoryError> {
+        sqlx::query(
+            "SELECT p.id, p.public_key, p.created_at FROM pairings x JOIN principals p ON p.id = x.instance_id \
+             WHERE x.user_id = ? ORDER BY p.created_at, p.id",
+        )
+        .bind(&owner.0[..])
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(InstanceInfo {
+                id: id_of(row, "id")?,
+                public_key: key_of(row, "public_key")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .collect()
+    }
+
+    pub async fn public_key(
+        &self,
+        id: PrincipalId,
+    ) -> Result<Option<(PrincipalKind, [u8; 32])>, DirectoryError> {
+        let row = sqlx::query("SELECT kind, public_key FROM principals WHERE id = ?")
+            .bind(&id.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok((kind_of(&row)?, key_of(&row, "public_key")?)))
+            .transpose()
+    }
+
+    pub async fn record_session(&self, r: &SessionRecord) -> Result<(), DirectoryError> {
+        sqlx::query(
+            "INSERT INTO session_log (principal_id, ip, connected_at, disconnected_at, bytes_in, bytes_out, messages_in, messages_out, close_reason) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.principal.0[..])
+        .bind(&r.ip)
+        .bind(r.connected_at)
+        .bind(r.disconnected_at)
+        .bind(r.bytes_in as i64)
+        .bind(r.bytes_out as i64)
+        .bind(r.messages_in as i64)
+        .bind(r.messages_out as i64)
+        .bind(r.close_reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes session metadata that closed before `cutoff` (unix seconds).
+    pub async fn purge_sessions_before(&self, cutoff: i64) -> Result<u64, DirectoryError> {
+        Ok(
+            sqlx::query("DELETE FROM session_log WHERE disconnected_at < ?")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,491 @@
+//! The JSON API (registration, prelogin, key bundles, instances, peer keys), `/healthz`
+//! and `/metrics`. Every error is a 4xx/5xx with a body `{"error": code, "message": …}`;
+//! no request body, secret or key is ever logged. `docs/http-api.md` is the reference.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use actix_web::dev::Service;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use futures_util::FutureExt;
+use hkdf::Hkdf;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::auth::{verifier, AuthError, Authenticator};
+use crate::config::Config;
+use crate::directory::{Credentials, Directory, DirectoryError, NewInstance, NewUser};
+use crate::envelope::Witness;
+use crate::metrics;
+use crate::protocol::{b64, KdfParams, KdfSpec, PrincipalId, PrincipalKind};
+use crate::router::Router;
+
+const MAX_WRAPPED_KEY: usize = 1024;
+const MAX_NAME_LEN: usize = 64;
+
+pub struct ApiState {
+    pub config: Arc<Config>,
+    pub directory: Arc<Directory>,
+    pub authenticator: Arc<Authenticator>,
+    pub router: Arc<Router>,
+    pub metrics: PrometheusHandle,
+    /// Keys the fake salts returned for unknown names.
+    pub prelogin_key: [u8; 32],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or invalid credentials: send Authorization: Basic base64(login:auth-secret)")]
+    Unauthorized,
+    #[error("too many failed logins; retry later")]
+    RateLimited,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the directory is unavailable; retry later")]
+    Unavailable,
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::RateLimited => "rate_limited",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unauthorized) {
+            response.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"sealrelay\""));
+        }
+        response.json(serde_json::json!({ "error": self.code(), "message": self.to_string() }))
+    }
+}
+
+impl From<DirectoryError> for ApiError {
+    fn from(e: DirectoryError) -> Self {
+        match e {
+            DirectoryError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+            other => {
+                tracing::error!(error = %other, "directory error in HTTP request");
+                ApiError::Unavailable
+            }
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Denied => ApiError::Unauthorized,
+            AuthError::RateLimited => ApiError::RateLimited,
+            AuthError::Directory(e) => e.into(),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+#[derive(Deserialize)]
+struct PreloginRequest {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct RegisterRequest {
+    name: String,
+    user_id: PrincipalId,
+    #[serde(with = "b64")]
+    public_key: Vec<u8>,
+    #[serde(with = "b64")]
+    wrapped_key: Vec<u8>,
+    auth_secret: String,
+    kdf: KdfSpec,
+}
+
+#[derive(Deserialize)]
+struct AddInstanceRequest {
+    instance_id: PrincipalId,
+    #[serde(with = "b64")]
+    public_key: Vec<u8>,
+    #[serde(with = "b64")]
+    wrapped_key: Vec<u8>,
+    auth_secret: String,
+}
+
+#[derive(Serialize)]
+struct PublicKeyView {
+    id: PrincipalId,
+    kind: PrincipalKind,
+    #[serde(with = "b64")]
+    public_key: Vec<u8>,
+    witness: String,
+}
+
+fn key32(bytes: &[u8], field: &str) -> Result<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| ApiError::BadRequest(format!("{field} must be 32 bytes of base64")))
+}
+
+fn check_wrapped(bytes: &[u8]) -> Result<()> {
+    if bytes.is_empty() || bytes.len() > MAX_WRAPPED_KEY {
+        return Err(ApiError::BadRequest(format!(
+            "wrapped_key must be 1..={MAX_WRAPPED_KEY} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check_secret(secret: &str) -> Result<[u8; 32]> {
+    if secret.len() < 32 || secret.len() > 128 {
+        return Err(ApiError::BadRequest(
+            "auth_secret must be 32..=128 characters".into(),
+        ));
+    }
+    Ok(verifier(secret))
+}
+
+/// User names: 1..=64 of `[A-Za-z0-9._@-]`, and never a principal id (instances log in
+/// by their id, and the login namespace is shared).
+fn check_name(name: &str) -> Result<()> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
+    if name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || !ok_chars
+        || name.parse::<PrincipalId>().is_ok()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "name must be 1..={MAX_NAME_LEN} characters of A-Z a-z 0-9 . _ @ - and not a 32-hex-digit id"
+        )));
+    }
+    Ok(())
+}
+
+fn peer_ip(req: &HttpRequest) -> IpAddr {
+    req.peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
+}
+
+/// Checks `Authorization: Basic base64(login:secret)` like an MQTT CONNECT.
+async fn caller(req: &HttpRequest, state: &ApiState) -> Result<Credentials> {
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .ok_or(ApiError::Unauthorized)?;
+    let decoded = zeroize::Zeroizing::new(
+        B64.decode(value.trim())
+            .map_err(|_| ApiError::Unauthorized)?,
+    );
+    let text = std::str::from_utf8(&decoded).map_err(|_| ApiError::Unauthorized)?;
+    let (login, secret) = text.split_once(':').ok_or(ApiError::Unauthorized)?;
+    Ok(state
+        .authenticator
+        .authenticate(&state.directory, peer_ip(req), login, secret)
+        .await?)
+}
+
+async fn caller_user(req: &HttpRequest, state: &ApiState) -> Result<Credentials> {
+    let credentials = caller(req, state).await?;
+    if credentials.kind != PrincipalKind::User {
+        return Err(ApiError::Forbidden("only a user may do this"));
+    }
+    Ok(credentials)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn metrics_page(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+/// Salt and KDF parameters for a name. Unknown names get a salt derived from a server
+/// secret and the default parameters: stable and indistinguishable from a real account.
+async fn prelogin(
+    state: web::Data<ApiState>,
+    body: web::Json<PreloginRequest>,
+) -> Result<HttpResponse> {
+    let (salt, params) = match state.directory.kdf_of(&body.name).await? {
+        Some(found) => found,
+        None => {
+            let mut salt = vec![0u8; 16];
+            Hkdf::<Sha256>::new(Some(&state.prelogin_key), body.name.as_bytes())
+                .expand(b"sealrelay/v1/fake-salt", &mut salt)
+                .expect("16 bytes is a valid HKDF length");
+            (salt, default_kdf(&state.config))
+        }
+    };
+    Ok(HttpResponse::Ok().json(KdfSpec { salt, params }))
+}
+
+pub fn default_kdf(config: &Config) -> KdfParams {
+    KdfParams {
+        memory_kib: config.kdf.memory_kib,
+        iterations: config.kdf.iterations,
+        parallelism: config.kdf.parallelism,
+    }
+}
+
+async fn register(
+    state: web::Data<ApiState>,
+    body: web::Json<RegisterRequest>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    check_name(&body.name)?;
+    check_wrapped(&body.wrapped_key)?;
+    let kdf = body.kdf.params;
+    let min = &state.config.kdf;
+    if kdf.memory_kib < min.min_memory_kib
+        || kdf.iterations < min.min_iterations
+        || kdf.parallelism == 0
+    {
+        return Err(ApiError::BadRequest(format!(
+            "KDF parameters are below this server's minimum (memory_kib >= {}, iterations >= {}, parallelism >= 1)",
+            min.min_memory_kib, min.min_iterations
+        )));
+    }
+    if kdf.memory_kib > 4 * 1024 * 1024 || kdf.iterations > 64 || kdf.parallelism > 16 {
+        return Err(ApiError::BadRequest(
+            "KDF parameters are beyond what clients can run (memory_kib <= 4194304, iterations <= 64, parallelism <= 16)".into(),
+        ));
+    }
+    if !(16..=64).contains(&body.kdf.salt.len()) {
+        return Err(ApiError::BadRequest(
+            "kdf.salt must be 16..=64 bytes".into(),
+        ));
+    }
+    state
+        .directory
+        .register_user(NewUser {
+            id: body.user_id,
+            name: body.name,
+            public_key: key32(&body.public_key, "public_key")?,
+            wrapped_key: body.wrapped_key,
+            verifier: check_secret(&body.auth_secret)?,
+            salt: body.kdf.salt,
+            kdf,
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(serde_json::json!({ "id": body.user_id })))
+}
+
+/// The caller's own id, public key and wrapped private key, plus who it may address.
+async fn me(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let credentials = caller(&req, &state).await?;
+    let bundle = state
+        .directory
+        .key_bundle(credentials.id)
+        .await?
+        .ok_or(ApiError::NotFound("principal no longer exists"))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "id": bundle.id,
+        "kind": bundle.kind,
+        "public_key": b64::encode(&bundle.public_key),
+        "wrapped_key": b64::encode(&bundle.wrapped_key),
+        "witness": Witness::of(&bundle.public_key).to_string(),
+        "peers": state.directory.peers_of(credentials.id),
+    })))
+}
+
+async fn add_instance(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<AddInstanceRequest>,
+) -> Result<HttpResponse> {
+    let owner = caller_user(&req, &state).await?;
+    let body = body.into_inner();
+    check_wrapped(&body.wrapped_key)?;
+    let public_key = key32(&body.public_key, "public_key")?;
+    state
+        .directory
+        .add_instance(
+            owner.id,
+            NewInstance {
+                id: body.instance_id,
+                public_key,
+                wrapped_key: body.wrapped_key,
+                verifier: check_secret(&body.auth_secret)?,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(serde_json::json!({
+        "id": body.instance_id,
+        "witness": Witness::of(&public_key).to_string(),
+    })))
+}
+
+async fn list_instances(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let owner = caller_user(&req, &state).await?;
+    let instances: Vec<_> = state
+        .directory
+        .instances_of(owner.id)
+        .await?
+        .into_iter()
+        .map(|i| {
+            serde_json::json!({
+                "id": i.id,
+                "public_key": b64::encode(&i.public_key),
+                "witness": Witness::of(&i.public_key).to_string(),
+                "created_at": i.created_at,
+                "online": state.router.is_online(i.id),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "instances": instances })))
+}
+
+/// A peer's public key. Unknown and unpaired ids get the same 404, so ids cannot be probed.
+async fn peer_key(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let credentials = caller(&req, &state).await?;
+    let not_found = ApiError::NotFound("no paired principal with that id");
+    let id: PrincipalId = path
+        .parse()
+        .map_err(|_| ApiError::BadRequest("the id must be 32 lowercase hex characters".into()))?;
+    if id != credentials.id && !state.directory.is_paired(credentials.id, id) {
+        return Err(not_found);
+    }
+    let (kind, public_key) = state.directory.public_key(id).await?.ok_or(not_found)?;
+    Ok(HttpResponse::Ok().json(PublicKeyView {
+        id,
+        kind,
+        public_key: public_key.to_vec(),
+        witness: Witness::of(&public_key).to_string(),
+    }))
+}
+
+/// Names the field and the problem, never the value sent (it may be a secret).
+fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as J;
+    let message = match &err {
+        J::Deserialize(e) if e.is_data() => {
+            let text = e.to_string();
+            let detail = if text.starts_with("missing field") || text.starts_with("unknown field") {
+                text.split(" at line").next().unwrap_or("").to_owned()
+            } else {
+                "a field has the wrong type or format".to_owned()
+            };
+            format!(
+                "request body does not match this endpoint: {detail} (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        }
+        J::Deserialize(e) => format!(
+            "request body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+        J::ContentType => "send Content-Type: application/json".to_owned(),
+        J::Overflow { limit } | J::OverflowKnownLength { limit, .. } => {
+            format!("request body exceeds {limit} bytes")
+        }
+        _ => "request body could not be read".to_owned(),
+    };
+    ApiError::BadRequest(message).into()
+}
+
+async fn not_found() -> Result<HttpResponse> {
+    Err(ApiError::NotFound("no such endpoint; see docs/http-api.md"))
+}
+
+/// A static label for the metrics, from the matched route pattern.
+fn route_label(pattern: Option<&str>) -> &'static str {
+    match pattern {
+        Some("/healthz") => "healthz",
+        Some("/metrics") => "metrics",
+        Some("/v1/prelogin") => "prelogin",
+        Some("/v1/users") => "users",
+        Some("/v1/me") => "me",
+        Some("/v1/instances") => "instances",
+        Some("/v1/principals/{id}/key") => "principal_key",
+        _ => "unmatched",
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(64 * 1024)
+            .error_handler(json_error),
+    )
+    .route("/healthz", web::get().to(healthz))
+    .route("/metrics", web::get().to(metrics_page))
+    .route("/v1/prelogin", web::post().to(prelogin))
+    .route("/v1/users", web::post().to(register))
+    .route("/v1/me", web::get().to(me))
+    .route("/v1/instances", web::post().to(add_instance))
+    .route("/v1/instances", web::get().to(list_instances))
+    .route("/v1/principals/{id}/key", web::get().to(peer_key))
+    .default_service(web::to(not_found));
+}
+
+/// Binds the API; the returned server runs until stopped through its handle.
+pub fn bind(
+    state: Arc<ApiState>,
+) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+    let listen = state.config.http.listen;
+    let workers = Config::worker_count(state.config.http.workers);
+    let data = web::Data::from(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap_fn(|req, srv| {
+                srv.call(req).map(|res| {
+                    // The route is known only after routing, so it is read off the response.
+                    if let Ok(res) = &res {
+                        let route = route_label(res.request().match_pattern().as_deref());
+                        metrics::http_request(route, res.status().as_u16());
+                    }
+                    res
+                })
+            })
+            .configure(configure)
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(listen)?;
+    let addr = server.addrs().first().copied().unwrap_or(listen);
+    Ok((server.run(), addr))
+}

@@ -1,0 +1,119 @@
+//! Prometheus metrics: every name and label the broker exports is defined here, served at
+//! `GET /metrics` by the HTTP module. Labels are closed sets of static words; no principal
+//! id, topic, IP or payload ever becomes a label.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static HOT: OnceLock<Hot> = OnceLock::new();
+
+/// Counters touched for every packet, resolved once instead of per use.
+pub struct Hot {
+    pub sessions_active: Gauge,
+    pub messages_in: Counter,
+    pub bytes_in: Counter,
+    pub messages_out: Counter,
+    pub bytes_out: Counter,
+    pub dropped_backpressure: Counter,
+    pub no_subscriber: Counter,
+}
+
+/// Installs the process-wide recorder (once) and returns the handle that renders it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .install_recorder()
+                .expect("no other metrics recorder is installed in this process");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+pub fn hot() -> &'static Hot {
+    HOT.get_or_init(|| Hot {
+        sessions_active: gauge!("sealrelay_sessions_active"),
+        messages_in: counter!("sealrelay_envelopes_received_total"),
+        bytes_in: counter!("sealrelay_envelope_bytes_received_total"),
+        messages_out: counter!("sealrelay_envelopes_delivered_total"),
+        bytes_out: counter!("sealrelay_envelope_bytes_delivered_total"),
+        dropped_backpressure: counter!("sealrelay_deliveries_refused_total", "reason" => "backpressure"),
+        no_subscriber: counter!("sealrelay_deliveries_refused_total", "reason" => "no_subscriber"),
+    })
+}
+
+fn describe() {
+    describe_gauge!(
+        "sealrelay_sessions_active",
+        "MQTT sessions past CONNACK, right now."
+    );
+    describe_counter!(
+        "sealrelay_connections_total",
+        "MQTT connections by outcome of CONNECT."
+    );
+    describe_counter!(
+        "sealrelay_auth_total",
+        "Login checks (MQTT and HTTP) by result."
+    );
+    describe_counter!(
+        "sealrelay_envelopes_received_total",
+        "Envelopes accepted from publishers."
+    );
+    describe_counter!(
+        "sealrelay_envelope_bytes_received_total",
+        "Bytes of envelopes accepted from publishers."
+    );
+    describe_counter!(
+        "sealrelay_envelopes_delivered_total",
+        "Envelopes written to subscriber sessions."
+    );
+    describe_counter!(
+        "sealrelay_envelope_bytes_delivered_total",
+        "Bytes of envelopes written to subscriber sessions."
+    );
+    describe_counter!(
+        "sealrelay_deliveries_refused_total",
+        "Envelopes not handed to a recipient session, by reason."
+    );
+    describe_counter!(
+        "sealrelay_refused_total",
+        "Packets refused by the ACL or envelope checks, by reason."
+    );
+    describe_counter!(
+        "sealrelay_sessions_closed_total",
+        "Closed MQTT sessions by reason."
+    );
+    describe_counter!(
+        "sealrelay_http_requests_total",
+        "HTTP API requests by route and status class."
+    );
+}
+
+pub fn connection(outcome: &'static str) {
+    counter!("sealrelay_connections_total", "outcome" => outcome).increment(1);
+}
+
+pub fn auth_result(result: &'static str) {
+    counter!("sealrelay_auth_total", "result" => result).increment(1);
+}
+
+pub fn refused(reason: &'static str) {
+    counter!("sealrelay_refused_total", "reason" => reason).increment(1);
+}
+
+pub fn session_closed(reason: &'static str) {
+    counter!("sealrelay_sessions_closed_total", "reason" => reason).increment(1);
+}
+
+pub fn http_request(route: &'static str, status: u16) {
+    let class = match status {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    counter!("sealrelay_http_requests_total", "route" => route, "status" => class).increment(1);
+}

@@ -1,0 +1,630 @@
+//! MQTT framing for the session actor. Packets are parsed and written by rumqttc's codec
+//! (`mqttbytes::v4` and `v5::mqttbytes::v5`); this module only picks the version from
+//! CONNECT and maps both versions onto one small vocabulary, so the session logic is
+//! written once.
+//!
+//! Framing is checked before rumqttc parses a packet: once a whole frame is buffered, any
+//! parse error — including rumqttc's `InsufficientBytes` for a short-form MQTT 5
+//! DISCONNECT — is a malformed packet, never a reason to wait for more bytes.
+
+use bytes::{Buf, Bytes, BytesMut};
+use rumqttc::mqttbytes::{self as mb, v4, QoS};
+use rumqttc::v5::mqttbytes::{v5, QoS as Qos5};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::protocol::Reason;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V311,
+    V5,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V311 => "3.1.1",
+            Version::V5 => "5.0",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Connect {
+    pub version: Version,
+    pub client_id: String,
+    pub keep_alive: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// `Some(retain flag)` when the client set a will.
+    pub will_retain: Option<bool>,
+    /// MQTT 5: the most unacknowledged QoS 1/2 publishes the client accepts.
+    pub receive_maximum: Option<u16>,
+    /// MQTT 5: the largest packet the client accepts.
+    pub max_packet_size: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct Publish {
+    pub topic: String,
+    pub qos: u8,
+    pub retain: bool,
+    pub pkid: u16,
+    pub payload: Bytes,
+}
+
+/// What a client can send, in both versions.
+#[derive(Debug)]
+pub enum Inbound {
+    Connect(Box<Connect>),
+    Publish(Publish),
+    PubAck(u16),
+    PubRec(u16),
+    PubRel(u16),
+    PubComp(u16),
+    Subscribe {
+        pkid: u16,
+        filters: Vec<(String, u8)>,
+    },
+    Unsubscribe {
+        pkid: u16,
+        filters: Vec<String>,
+    },
+    PingReq,
+    Disconnect,
+    /// A packet only a server may send (CONNACK, SUBACK, …): a protocol error.
+    ServerOnly,
+}
+
+/// CONNACK details that only MQTT 5 can carry.
+#[derive(Debug, Clone)]
+pub struct ConnAckInfo {
+    pub assigned_client_id: Option<String>,
+    pub max_packet_size: u32,
+    pub receive_maximum: u16,
+    pub server_keep_alive: Option<u16>,
+}
+
+/// What the broker sends, in both versions.
+#[derive(Debug)]
+pub enum Outbound {
+    ConnAck {
+        reason: Reason,
+        info: Option<ConnAckInfo>,
+    },
+    Publish {
+        topic: Bytes,
+        qos: u8,
+        pkid: u16,
+        payload: Bytes,
+    },
+    PubAck {
+        pkid: u16,
+        reason: Reason,
+    },
+    PubRec {
+        pkid: u16,
+    },
+    PubComp {
+        pkid: u16,
+    },
+    /// `Ok(granted QoS)` or the refusal reason, per filter.
+    SubAck {
+        pkid: u16,
+        results: Vec<Result<u8, Reason>>,
+    },
+    UnsubAck {
+        pkid: u16,
+        count: usize,
+    },
+    PingResp,
+    /// Sent to MQTT 5 clients only; 3.1.1 has no server DISCONNECT, the socket just closes.
+    Disconnect(Reason),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("packet of {0} bytes exceeds the maximum packet size")]
+    TooLarge(usize),
+    #[error("malformed packet: {0}")]
+    Malformed(String),
+    #[error("first packet is not CONNECT")]
+    NotConnect,
+    #[error("protocol {name} level {level} is not supported (MQTT 3.1.1 and 5.0 are)")]
+    UnsupportedProtocol { name: String, level: u8 },
+    #[error("cannot encode packet: {0}")]
+    Encode(String),
+}
+
+impl CodecError {
+    /// The reason code a client is told before the connection closes.
+    pub fn reason(&self) -> Reason {
+        match self {
+            CodecError::TooLarge(_) => Reason::PacketTooLarge,
+            CodecError::UnsupportedProtocol { .. } => Reason::UnsupportedProtocolVersion,
+            CodecError::NotConnect => Reason::ProtocolError,
+            _ => Reason::MalformedPacket,
+        }
+    }
+}
+
+pub struct MqttCodec {
+    version: Option<Version>,
+    max_packet: u32,
+}
+
+impl MqttCodec {
+    /// A decoder that learns the version from the CONNECT it reads first.
+    pub fn server(max_packet: u32) -> Self {
+        MqttCodec {
+            version: None,
+            max_packet,
+        }
+    }
+
+    /// An encoder for a session whose version is known.
+    pub fn for_version(version: Version, max_packet: u32) -> Self {
+        MqttCodec {
+            version: Some(version),
+            max_packet,
+        }
+    }
+}
+
+fn qos_of(q: QoS) -> u8 {
+    q as u8
+}
+
+fn qos5_of(q: Qos5) -> u8 {
+    q as u8
+}
+
+fn to_qos(q: u8) -> QoS {
+    match q {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+fn to_qos5(q: u8) -> Qos5 {
+    match q {
+        0 => Qos5::AtMostOnce,
+        1 => Qos5::AtLeastOnce,
+        _ => Qos5::ExactlyOnce,
+    }
+}
+
+/// Length of the fixed header of a frame `check` accepted: type byte plus the
+/// variable-length remaining length (at most 4 bytes, validated by `check`).
+fn fixed_header_len(frame: &[u8]) -> usize {
+    1 + frame[1..]
+        .iter()
+        .take(4)
+        .position(|b| b & 0x80 == 0)
+        .map_or(4, |i| i + 1)
+}
+
+/// Reads protocol name and level from a complete CONNECT frame.
+fn sniff_version(frame: &[u8], header_len: usize) -> Result<Version, CodecError> {
+    let rest = &frame[header_len..];
+    let malformed = || CodecError::Malformed("CONNECT variable header is truncated".into());
+    let name_len = u16::from_be_bytes([
+        *rest.first().ok_or_else(malformed)?,
+        *rest.get(1).ok_or_else(malformed)?,
+    ]) as usize;
+    let name = rest.get(2..2 + name_len).ok_or_else(malformed)?;
+    let level = *rest.get(2 + name_len).ok_or_else(malformed)?;
+    match (name, level) {
+        (b"MQTT", 4) => Ok(Version::V311),
+        (b"MQTT", 5) => Ok(Version::V5),
+        _ => Err(CodecError::UnsupportedProtocol {
+            name: String::from_utf8_lossy(name).into_owned(),
+            level,
+        }),
+    }
+}
+
+impl Decoder for MqttCodec {
+    type Item = Inbound;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
+        let header = match mb::check(src.iter(), self.max_packet as usize) {
+            Ok(header) => header,
+            Err(mb::Error::InsufficientBytes(n)) => {
+                src.reserve(n);
+                return Ok(None);
+            }
+            Err(mb::Error::PayloadSizeLimitExceeded(n)) => return Err(CodecError::TooLarge(n)),
+            Err(e) => return Err(CodecError::Malformed(e.to_string())),
+        };
+        let frame_len = header.frame_length();
+        let header_len = fixed_header_len(src);
+        let remaining_len = frame_len - header_len;
+        let packet_type = src[0] >> 4;
+        let version = match self.version {
+            Some(v) => v,
+            None if packet_type == 1 => {
+                let v = sniff_version(&src[..frame_len], header_len)?;
+                self.version = Some(v);
+                v
+            }
+            None => return Err(CodecError::NotConnect),
+        };
+        // MQTT 5 DISCONNECT may omit reason code and properties; rumqttc rejects or
+        // stalls on those short forms, so they are taken here.
+        if version == Version::V5 && src[0] == 0xE0 && remaining_len <= 1 {
+            src.advance(frame_len);
+            return Ok(Some(Inbound::Disconnect));
+        }
+        let malformed = |e: &dyn std::fmt::Display| CodecError::Malformed(e.to_string());
+        let inbound = match version {
+            Version::V311 => {
+                let mut frame = src.split_to(frame_len);
+                from_v4(
+                    v4::Packet::read(&mut frame, self.max_packet as usize)
+                        .map_err(|e| malformed(&e))?,
+                )
+            }
+            Version::V5 => {
+                let mut frame = src.split_to(frame_len);
+                from_v5(
+                    v5::Packet::read(&mut frame, Some(self.max_packet))
+                        .map_err(|e| malformed(&e))?,
+                )
+            }
+        };
+        Ok(Some(inbound))
+    }
+}
+
+fn from_v4(packet: v4::Packet) -> Inbound {
+    match packet {
+        v4::Packet::Connect(c) => Inbound::Connect(Box::new(Connect {
+            version: Version::V311,
+            client_id: c.client_id,
+            keep_alive: c.keep_alive,
+            will_retain: c.last_will.map(|w| w.retain),
+            username: c.login.as_ref().map(|l| l.username.clone()),
+            password: c.login.map(|l| l.password),
+            receive_maximum: None,
+            max_packet_size: None,
+        })),
+        v4::Packet::Publish(p) => Inbound::Publish(Publish {
+            topic: p.topic,
+            qos: qos_of(p.qos),
+            retain: p.retain,
+            pkid: p.pkid,
+            payload: p.payload,
+        }),
+        v4::Packet::PubAck(a) => Inbound::PubAck(a.pkid),
+        v4::Packet::PubRec(a) => Inbound::PubRec(a.pkid),
+        v4::Packet::PubRel(a) => Inbound::PubRel(a.pkid),
+        v4::Packet::PubComp(a) => Inbound::PubComp(a.pkid),
+        v4::Packet::Subscribe(s) => Inbound::Subscribe {
+            pkid: s.pkid,
+            filters: s
+                .filters
+                .into_iter()
+                .map(|f| (f.path, qos_of(f.qos)))
+                .collect(),
+        },
+        v4::Packet::Unsubscribe(u) => Inbound::Unsubscribe {
+            pkid: u.pkid,
+            filters: u.topics,
+        },
+        v4::Packet::PingReq => Inbound::PingReq,
+        v4::Packet::Disconnect => Inbound::Disconnect,
+        v4::Packet::ConnAck(_)
+        | v4::Packet::SubAck(_)
+        | v4::Packet::UnsubAck(_)
+        | v4::Packet::PingResp => Inbound::ServerOnly,
+    }
+}
+
+fn from_v5(packet: v5::Packet) -> Inbound {
+    match packet {
+        v5::Packet::Connect(c, will, login) => Inbound::Connect(Box::new(Connect {
+            version: Version::V5,
+            client_id: c.client_id,
+            keep_alive: c.keep_alive,
+            will_retain: will.map(|w| w.retain),
+            username: login.as_ref().map(|l| l.username.clone()),
+            password: login.map(|l| l.password),
+            receive_maximum: c.properties.as_ref().and_then(|p| p.receive_maximum),
+            max_packet_size: c.properties.as_ref().and_then(|p| p.max_packet_size),
+        })),
+        v5::Packet::Publish(p) => Inbound::Publish(Publish {
+            // A topic that is not UTF-8 can never name an inbox; it fails the ACL check.
+            topic: String::from_utf8(p.topic.to_vec()).unwrap_or_default(),
+            qos: qos5_of(p.qos),
+            retain: p.retain,
+            pkid: p.pkid,
+            payload: p.payload,
+        }),
+        v5::Packet::PubAck(a) => Inbound::PubAck(a.pkid),
+        v5::Packet::PubRec(a) => Inbound::PubRec(a.pkid),
+        v5::Packet::PubRel(a) => Inbound::PubRel(a.pkid),
+        v5::Packet::PubComp(a) => Inbound::PubComp(a.pkid),
+        v5::Packet::Subscribe(s) => Inbound::Subscribe {
+            pkid: s.pkid,
+            filters: s
+                .filters
+                .into_iter()
+                .map(|f| (f.path, qos5_of(f.qos)))
+                .collect(),
+        },
+        v5::Packet::Unsubscribe(u) => Inbound::Unsubscribe {
+            pkid: u.pkid,
+            filters: u.filters,
+        },
+        v5::Packet::PingReq(_) => Inbound::PingReq,
+        v5::Packet::Disconnect(_) => Inbound::Disconnect,
+        v5::Packet::Auth(_)
+        | v5::Packet::ConnAck(_)
+        | v5::Packet::SubAck(_)
+        | v5::Packet::UnsubAck(_)
+        | v5::Packet::PingResp(_) => Inbound::ServerOnly,
+    }
+}
+
+impl Encoder<Outbound> for MqttCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, item: Outbound, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let encode_err = |e: &dyn std::fmt::Display| CodecError::Encode(e.to_string());
+        match self.version.unwrap_or(Version::V311) {
+            Version::V311 => to_v4(item)
+                .map(|p| p.write(dst, usize::MAX).map_err(|e| encode_err(&e)))
+                .transpose()?,
+            Version::V5 => to_v5(item, self.max_packet)
+                .write(dst, None)
+                .map(Some)
+                .map_err(|e| encode_err(&e))?,
+        };
+        Ok(())
+    }
+}
+
+/// MQTT 3.1.1 CONNACK return codes for the reasons sealrelay refuses with.
+fn v4_connack(reason: Reason) -> v4::ConnectReturnCode {
+    use v4::ConnectReturnCode as C;
+    match reason {
+        Reason::Success => C::Success,
+        Reason::UnsupportedProtocolVersion => C::RefusedProtocolVersion,
+        Reason::ClientIdNotValid => C::BadClientId,
+        Reason::NotAuthorized | Reason::ConnectionRateExceeded => C::NotAuthorized,
+        _ => C::ServiceUnavailable,
+    }
+}
+
+fn to_v4(item: Outbound) -> Option<v4::Packet> {
+    Some(match item {
+        Outbound::ConnAck { reason, .. } => {
+            v4::Packet::ConnAck(v4::ConnAck::new(v4_connack(reason), false))
+        }
+        Outbound::Publish {
+            topic,
+            qos,
+            pkid,
+            payload,
+        } => v4::Packet::Publish(v4::Publish {
+            dup: false,
+            qos: to_qos(qos),
+            retain: false,
+            // Inbox topics are built from ASCII hex, so this never loses anything.
+            topic: String::from_utf8_lossy(&topic).into_owned(),
+            pkid,
+            payload,
+        }),
+        Outbound::PubAck { pkid, .. } => v4::Packet::PubAck(v4::PubAck::new(pkid)),
+        Outbound::PubRec { pkid } => v4::Packet::PubRec(v4::PubRec::new(pkid)),
+        Outbound::PubComp { pkid } => v4::Packet::PubComp(v4::PubComp::new(pkid)),
+        Outbound::SubAck { pkid, results } => v4::Packet::SubAck(v4::SubAck::new(
+            pkid,
+            results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(q) => v4::SubscribeReasonCode::Success(to_qos(q)),
+                    Err(_) => v4::SubscribeReasonCode::Failure,
+                })
+                .collect(),
+        )),
+        Outbound::UnsubAck { pkid, .. } => v4::Packet::UnsubAck(v4::UnsubAck::new(pkid)),
+        Outbound::PingResp => v4::Packet::PingResp,
+        Outbound::Disconnect(_) => return None,
+    })
+}
+
+fn v5_connack(reason: Reason) -> v5::ConnectReturnCode {
+    use v5::ConnectReturnCode as C;
+    match reason {
+        Reason::Success => C::Success,
+        Reason::MalformedPacket => C::MalformedPacket,
+        Reason::ProtocolError => C::ProtocolError,
+        Reason::UnsupportedProtocolVersion => C::UnsupportedProtocolVersion,
+        Reason::ClientIdNotValid => C::ClientIdentifierNotValid,
+        Reason::NotAuthorized => C::NotAuthorized,
+        Reason::PacketTooLarge => C::PacketTooLarge,
+        Reason::RetainNotSupported => C::RetainNotSupported,
+        Reason::ConnectionRateExceeded => C::ConnectionRateExceeded,
+        Reason::QuotaExceeded => C::QuotaExceeded,
+        Reason::ServerShuttingDown | Reason::ServerUnavailable => C::ServerUnavailable,
+        _ => C::UnspecifiedError,
+    }
+}
+
+fn v5_puback(reason: Reason) -> v5::PubAckReason {
+    use v5::PubAckReason as P;
+    match reason {
+        Reason::Success => P::Success,
+        Reason::NoMatchingSubscribers => P::NoMatchingSubscribers,
+        Reason::NotAuthorized => P::NotAuthorized,
+        Reason::TopicNameInvalid => P::TopicNameInvalid,
+        Reason::QuotaExceeded => P::QuotaExceeded,
+        Reason::PayloadFormatInvalid => P::PayloadFormatInvalid,
+        _ => P::UnspecifiedError,
+    }
+}
+
+fn v5_disconnect(reason: Reason) -> v5::DisconnectReasonCode {
+    use v5::DisconnectReasonCode as D;
+    match reason {
+        Reason::Success => D::NormalDisconnection,
+        Reason::MalformedPacket => D::MalformedPacket,
+        Reason::ProtocolError => D::ProtocolError,
+        Reason::NotAuthorized => D::NotAuthorized,
+        Reason::ServerShuttingDown => D::ServerShuttingDown,
+        Reason::KeepAliveTimeout => D::KeepAliveTimeout,
+        Reason::SessionTakenOver => D::SessionTakenOver,
+        Reason::TopicNameInvalid => D::TopicNameInvalid,
+        Reason::ReceiveMaximumExceeded => D::ReceiveMaximumExceeded,
+        Reason::PacketTooLarge => D::PacketTooLarge,
+        Reason::QuotaExceeded => D::QuotaExceeded,
+        Reason::AdministrativeAction => D::AdministrativeAction,
+        Reason::PayloadFormatInvalid => D::PayloadFormatInvalid,
+        Reason::RetainNotSupported => D::RetainNotSupported,
+        _ => D::UnspecifiedError,
+    }
+}
+
+fn to_v5(item: Outbound, max_packet: u32) -> v5::Packet {
+    match item {
+        Outbound::ConnAck { reason, info } => v5::Packet::ConnAck(v5::ConnAck {
+            session_present: false,
+            code: v5_connack(reason),
+            properties: info.map(|info| v5::ConnAckProperties {
+                session_expiry_interval: None,
+                receive_max: Some(info.receive_maximum),
+                // QoS 2 is accepted inbound and downgraded to 1 on delivery.
+                max_qos: None,
+                retain_available: Some(0),
+                max_packet_size: Some(info.max_packet_size.min(max_packet)),
+                assigned_client_identifier: info.assigned_client_id,
+                topic_alias_max: None,
+                reason_string: None,
+                user_properties: Vec::new(),
+                wildcard_subscription_available: Some(0),
+                subscription_identifiers_available: Some(0),
+                shared_subscription_available: Some(0),
+                server_keep_alive: info.server_keep_alive,
+                response_information: None,
+                server_reference: None,
+                authentication_method: None,
+                authentication_data: None,
+            }),
+        }),
+        Outbound::Publish {
+            topic,
+            qos,
+            pkid,
+            payload,
+        } => v5::Packet::Publish(v5::Publish {
+            dup: false,
+            qos: to_qos5(qos),
+            retain: false,
+            topic,
+            pkid,
+            payload,
+            properties: None,
+        }),
+        Outbound::PubAck { pkid, reason } => v5::Packet::PubAck(v5::PubAck {
+            pkid,
+            reason: v5_puback(reason),
+            properties: None,
+        }),
+        Outbound::PubRec { pkid } => v5::Packet::PubRec(v5::PubRec::new(pkid, None)),
+        Outbound::PubComp { pkid } => v5::Packet::PubComp(v5::PubComp::new(pkid, None)),
+        Outbound::SubAck { pkid, results } => v5::Packet::SubAck(v5::SubAck {
+            pkid,
+            return_codes: results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(q) => v5::SubscribeReasonCode::Success(to_qos5(q)),
+                    Err(Reason::NotAuthorized) => v5::SubscribeReasonCode::NotAuthorized,
+                    Err(_) => v5::SubscribeReasonCode::Unspecified,
+                })
+                .collect(),
+            properties: None,
+        }),
+        Outbound::UnsubAck { pkid, count } => v5::Packet::UnsubAck(v5::UnsubAck {
+            pkid,
+            reasons: vec![v5::UnsubAckReason::Success; count],
+            properties: None,
+        }),
+        Outbound::PingResp => v5::Packet::PingResp(v5::PingResp),
+        Outbound::Disconnect(reason) => {
+            v5::Packet::Disconnect(v5::Disconnect::new(v5_disconnect(reason)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v5_codec() -> MqttCodec {
+        MqttCodec::for_version(Version::V5, 1024)
+    }
+
+    #[test]
+    fn short_v5_disconnects_decode_instead_of_stalling() {
+        for bytes in [&[0xE0u8, 0x00][..], &[0xE0, 0x01, 0x8E][..]] {
+            let mut buf = BytesMut::from(bytes);
+            assert!(
+                matches!(v5_codec().decode(&mut buf), Ok(Some(Inbound::Disconnect))),
+                "{bytes:x?}"
+            );
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn partial_frames_wait_and_oversized_frames_fail() {
+        let mut buf = BytesMut::from(&[0x30u8, 0x05, 0x00][..]);
+        assert!(matches!(v5_codec().decode(&mut buf), Ok(None)));
+        let mut big = BytesMut::from(&[0x30u8, 0xFF, 0xFF, 0x03][..]);
+        assert!(matches!(
+            v5_codec().decode(&mut big),
+            Err(CodecError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn version_is_sniffed_from_connect() {
+        for (level, version) in [(4u8, Version::V311), (5, Version::V5)] {
+            let mut buf = BytesMut::new();
+            let mut codec = MqttCodec::server(1024);
+            if level == 4 {
+                v4::Packet::Connect(v4::Connect::new("c"))
+                    .write(&mut buf, 1024)
+                    .unwrap();
+            } else {
+                v5::Packet::Connect(
+                    v5::Connect {
+                        keep_alive: 10,
+                        client_id: "c".into(),
+                        clean_start: true,
+                        properties: None,
+                    },
+                    None,
+                    None,
+                )
+                .write(&mut buf, None)
+                .unwrap();
+            }
+            let Ok(Some(Inbound::Connect(c))) = codec.decode(&mut buf) else {
+                panic!("CONNECT level {level} did not decode");
+            };
+            assert_eq!(c.version, version);
+        }
+        let mut not_connect = BytesMut::from(&[0xC0u8, 0x00][..]);
+        assert!(matches!(
+            MqttCodec::server(1024).decode(&mut not_connect),
+            Err(CodecError::NotConnect)
+        ));
+    }
+}
