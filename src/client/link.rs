@@ -224,6 +224,20 @@ impl Link {
         result.map_err(ClientError::Mqtt)
     }
 
+    /// Sends DISCONNECT and waits (briefly) for the connection to end.
+    pub async fn disconnect(mut self) {
+        let sent = match &self.handle {
+            Handle::V4(c) => c.disconnect().await.is_ok(),
+            Handle::V5(c) => c.disconnect().await.is_ok(),
+        };
+        if sent {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while !matches!(self.events.recv().await, None | Some(Event::Closed(_))) {}
+            })
+            .await;
+        }
+    }
+
     /// The next envelope for this principal, or why the connection ended.
     pub async fn recv(&mut self) -> Result<Bytes, ClientError> {
         loop {

@@ -90,6 +90,12 @@ impl Identity {
         Witness::of(self.public_key().as_bytes())
     }
 
+    /// The login secret derived from the password or token: the MQTT password and the
+    /// HTTP Basic password. It opens nothing, but it logs in: keep it like a session key.
+    pub fn auth_secret(&self) -> &str {
+        &self.auth_secret
+    }
+
     fn api_login(&self) -> Login<'_> {
         Login {
             login: &self.login,
@@ -279,6 +285,11 @@ impl Client {
 
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Disconnects cleanly (MQTT DISCONNECT) rather than dropping the socket.
+    pub async fn close(self) {
+        self.link.disconnect().await;
     }
 
     async fn key_for(&mut self, peer: PrincipalId) -> Result<PublicKey, ClientError> {

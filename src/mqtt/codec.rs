@@ -119,7 +119,8 @@ pub enum Outbound {
     },
     PingResp,
     /// Sent to MQTT 5 clients only; 3.1.1 has no server DISCONNECT, the socket just closes.
-    Disconnect(Reason),
+    /// The text goes out as the Reason String property: a static label, never data.
+    Disconnect(Reason, &'static str),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -435,7 +436,7 @@ fn to_v4(item: Outbound) -> Option<v4::Packet> {
         )),
         Outbound::UnsubAck { pkid, .. } => v4::Packet::UnsubAck(v4::UnsubAck::new(pkid)),
         Outbound::PingResp => v4::Packet::PingResp,
-        Outbound::Disconnect(_) => return None,
+        Outbound::Disconnect(..) => return None,
     })
 }
 
@@ -556,9 +557,17 @@ fn to_v5(item: Outbound, max_packet: u32) -> v5::Packet {
             properties: None,
         }),
         Outbound::PingResp => v5::Packet::PingResp(v5::PingResp),
-        Outbound::Disconnect(reason) => {
-            v5::Packet::Disconnect(v5::Disconnect::new(v5_disconnect(reason)))
-        }
+        // Always with a properties block: rumqttc writes the property-less form with a
+        // wrong remaining length, which its own client then fails to parse.
+        Outbound::Disconnect(reason, why) => v5::Packet::Disconnect(v5::Disconnect {
+            reason_code: v5_disconnect(reason),
+            properties: Some(v5::DisconnectProperties {
+                session_expiry_interval: None,
+                reason_string: Some(why.to_owned()),
+                user_properties: Vec::new(),
+                server_reference: None,
+            }),
+        }),
     }
 }
 
@@ -591,6 +600,16 @@ mod tests {
             v5_codec().decode(&mut big),
             Err(CodecError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn server_disconnect_is_well_framed() {
+        let mut buf = BytesMut::new();
+        v5_codec()
+            .encode(Outbound::Disconnect(Reason::NotAuthorized, "x"), &mut buf)
+            .unwrap();
+        // Type, remaining length, reason, property length, Reason String (0x1F) "x".
+        assert_eq!(&buf[..], &[0xE0, 0x06, 0x87, 0x04, 0x1F, 0x00, 0x01, b'x']);
     }
 
     #[test]

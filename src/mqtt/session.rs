@@ -201,7 +201,7 @@ impl Session {
         let was_live = matches!(self.state, State::Live(_));
         self.close_reason = label;
         if was_live && self.version == Version::V5 && reason != Reason::Success {
-            self.send(Outbound::Disconnect(reason), 0);
+            self.send(Outbound::Disconnect(reason, label), 0);
         }
         self.leave();
         if self.writer.take().is_none() {

@@ -1,0 +1,380 @@
+//! Who may do what: logins, subscriptions, publishes and the sender field, checked with
+//! our SDK, plain rumqttc clients, and Debian's mosquitto clients.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Broker, Probe, ProbeOptions, Seen};
+use sealrelay::client::{Identity, MqttVersion};
+use sealrelay::crypto;
+use sealrelay::protocol::PrincipalId;
+
+fn login(identity: &Identity) -> (String, String) {
+    (identity.login.clone(), identity.auth_secret().to_owned())
+}
+
+async fn probe(broker: &Broker, version: MqttVersion, who: &(String, String)) -> Probe {
+    let mut p = Probe::connect(
+        broker.mqtt,
+        ProbeOptions::new(version, Some((&who.0, &who.1))),
+    )
+    .await;
+    assert_eq!(p.next().await, Seen::ConnAck(0));
+    p
+}
+
+#[tokio::test]
+async fn subscriptions_are_limited_to_the_own_inbox() {
+    let broker = Broker::start();
+    let alice = broker.user("alice").await;
+    let bob = broker.user("bob").await;
+    let creds = login(&alice);
+    for (version, refused) in [(MqttVersion::V5, 0x87), (MqttVersion::V311, 0x80)] {
+        let mut p = probe(&broker, version, &creds).await;
+        for filter in [
+            "#",
+            "+/v1/inbox/+",
+            "$SYS/#",
+            "sr/v1/inbox/#",
+            &bob.id.inbox_topic(),
+            "sr/v1/inbox/+",
+        ] {
+            p.subscribe(filter, 1).await;
+            assert_eq!(
+                p.next().await,
+                Seen::SubAck(vec![refused]),
+                "{version:?} {filter}"
+            );
+        }
+        p.subscribe(&alice.id.inbox_topic(), 2).await;
+        assert_eq!(
+            p.next().await,
+            Seen::SubAck(vec![1]),
+            "QoS 2 is granted as 1"
+        );
+    }
+
+    // Traffic between bob and his instance reaches no one else.
+    let mut spy = probe(&broker, MqttVersion::V5, &creds).await;
+    spy.subscribe("#", 0).await;
+    spy.next().await;
+    let (bob_instance, token) = bob.add_instance(&broker.api()).await.unwrap();
+    let instance = Identity::login_instance(&broker.api(), &token)
+        .await
+        .unwrap();
+    let mut instance = broker.client(instance, MqttVersion::V5).await;
+    let mut bob = broker.client(bob, MqttVersion::V5).await;
+    bob.send(bob_instance, b"private", 1).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), instance.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(spy.next_within(Duration::from_millis(300)).await, None);
+}
+
+#[tokio::test]
+async fn publishing_to_an_unpaired_principal_is_refused_and_not_delivered() {
+    let broker = Broker::start();
+    let alice = broker.user("alice").await;
+    let (alice_instance, _) = alice.add_instance(&broker.api()).await.unwrap();
+    let bob = broker.user("bob").await;
+    let envelope =
+        crypto::seal_anonymous(alice.id, bob.id, &bob.public_key(), b"unsolicited").unwrap();
+    let to_own_instance =
+        crypto::seal_anonymous(alice.id, alice_instance, &bob.public_key(), b"fine").unwrap();
+    let creds = login(&alice);
+    let mut bob = broker.client(bob, MqttVersion::V5).await;
+
+    let mut p = probe(&broker, MqttVersion::V5, &creds).await;
+    p.publish(&bob.identity().id.inbox_topic(), 1, false, envelope.clone())
+        .await;
+    assert!(matches!(p.next().await, Seen::PubAck(_, 0x87)));
+    // MQTT 5 keeps the session: a publish to a paired (offline) instance still works.
+    p.publish(&alice_instance.inbox_topic(), 1, false, to_own_instance)
+        .await;
+    assert!(
+        matches!(p.next().await, Seen::PubAck(_, 0x10)),
+        "no subscriber yet: 0x10"
+    );
+
+    // MQTT 3.1.1 has no negative PUBACK: the session is closed instead.
+    let mut p = probe(&broker, MqttVersion::V311, &creds).await;
+    p.publish(&bob.identity().id.inbox_topic(), 1, false, envelope)
+        .await;
+    assert!(matches!(p.next().await, Seen::Closed(_)));
+
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), bob.next())
+            .await
+            .is_err(),
+        "bob got nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_spoofed_sender_closes_the_session() {
+    let broker = Broker::start();
+    let alice = broker.user("alice").await;
+    let (instance, _) = alice.add_instance(&broker.api()).await.unwrap();
+    let mallory = broker.user("mallory").await;
+    // Alice claims the envelope comes from mallory.
+    let forged = crypto::seal_anonymous(mallory.id, instance, &alice.public_key(), b"x").unwrap();
+    let mut p = probe(&broker, MqttVersion::V5, &login(&alice)).await;
+    p.publish(&instance.inbox_topic(), 1, false, forged).await;
+    assert_eq!(p.next().await, Seen::Disconnect(0x87));
+}
+
+#[tokio::test]
+async fn wrong_unknown_and_missing_logins_get_one_answer() {
+    let broker = Broker::start();
+    let alice = broker.user("alice").await;
+    let wrong = (alice.login.clone(), "A".repeat(43));
+    let unknown = ("nobody".to_owned(), "A".repeat(43));
+    for (version, code) in [(MqttVersion::V5, 0x87), (MqttVersion::V311, 5)] {
+        for who in [Some(&wrong), Some(&unknown), None] {
+            let login = who.map(|(u, p)| (u.as_str(), p.as_str()));
+            let mut p = Probe::connect(broker.mqtt, ProbeOptions::new(version, login)).await;
+            assert_eq!(p.next().await, Seen::ConnAck(code), "{version:?} {login:?}");
+        }
+    }
+    // The HTTP API answers the same way for both.
+    for (user, secret) in [&wrong, &unknown] {
+        let out = ureq::get(&format!("http://{}/v1/me", broker.http))
+            .header(
+                "Authorization",
+                format!(
+                    "Basic {}",
+                    sealrelay::protocol::b64::encode(format!("{user}:{secret}").as_bytes())
+                ),
+            )
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap();
+        assert_eq!(out.status(), 401);
+    }
+}
+
+#[tokio::test]
+async fn repeated_failures_are_rate_limited() {
+    let broker = Broker::start_with(&[("SEALRELAY_AUTH_MAX_FAILURES_PER_LOGIN", "3")]);
+    let alice = broker.user("alice").await;
+    let wrong = (alice.login.clone(), "A".repeat(43));
+    for _ in 0..3 {
+        let mut p = Probe::connect(
+            broker.mqtt,
+            ProbeOptions::new(MqttVersion::V5, Some((&wrong.0, &wrong.1))),
+        )
+        .await;
+        assert_eq!(p.next().await, Seen::ConnAck(0x87));
+    }
+    // Now even the right secret is refused until the window passes.
+    let right = login(&alice);
+    let mut p = Probe::connect(
+        broker.mqtt,
+        ProbeOptions::new(MqttVersion::V5, Some((&right.0, &right.1))),
+    )
+    .await;
+    assert_eq!(p.next().await, Seen::ConnAck(0x9F));
+    let err = Identity::login_user(&broker.api(), "alice", "pw-alice")
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("429"), "{err}");
+}
+
+#[tokio::test]
+async fn the_http_api_enforces_pairing_and_roles() {
+    let broker = Broker::start();
+    let alice = broker.user("alice").await;
+    let bob = broker.user("bob").await;
+    let (_, token) = alice.add_instance(&broker.api()).await.unwrap();
+    let instance = Identity::login_instance(&broker.api(), &token)
+        .await
+        .unwrap();
+    let api = broker.api();
+    fn who(i: &Identity) -> sealrelay::client::Login<'_> {
+        sealrelay::client::Login {
+            login: &i.login,
+            secret: i.auth_secret(),
+        }
+    }
+    let err = api.public_key(who(&alice), bob.id).await.err().unwrap();
+    assert!(
+        err.to_string().contains("404"),
+        "unpaired keys are not served: {err}"
+    );
+    let err = api
+        .public_key(who(&alice), PrincipalId::random())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("404"),
+        "unknown ids look the same: {err}"
+    );
+    assert!(api.public_key(who(&instance), alice.id).await.is_ok());
+    let err = instance.add_instance(&api).await.err().unwrap();
+    assert!(
+        err.to_string().contains("403"),
+        "an instance cannot add instances: {err}"
+    );
+}
+
+fn mosquitto(
+    tool: &str,
+    broker: &Broker,
+    who: &(String, String),
+    args: &[&str],
+) -> std::process::Output {
+    Command::new(tool)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.mqtt.port().to_string(),
+            "-u",
+            &who.0,
+            "-P",
+            &who.1,
+        ])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{tool} (Debian package mosquitto-clients) must be installed: {e}")
+        })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mosquitto_clients_interoperate_and_meet_the_same_acl() {
+    let broker = Broker::start();
+    let alice = broker.user("alice").await;
+    let (instance_id, token) = alice.add_instance(&broker.api()).await.unwrap();
+    let instance = Identity::login_instance(&broker.api(), &token)
+        .await
+        .unwrap();
+    let bob = broker.user("bob").await;
+    let (alice_creds, instance_creds) = (login(&alice), login(&instance));
+    let instance_key = instance.public_key();
+
+    // A wildcard subscription is denied.
+    let out = mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &alice_creds,
+        &["-V", "5", "-t", "#", "-C", "1", "-W", "2"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("denied"), "{err}");
+
+    // A publish to an unpaired user is refused with 0x87.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("envelope.bin");
+    std::fs::write(
+        &file,
+        crypto::seal_anonymous(alice.id, bob.id, &bob.public_key(), b"no").unwrap(),
+    )
+    .unwrap();
+    let topic = bob.id.inbox_topic();
+    let out = mosquitto(
+        "mosquitto_pub",
+        &broker,
+        &alice_creds,
+        &[
+            "-V",
+            "5",
+            "-q",
+            "1",
+            "-t",
+            &topic,
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Not authorized"), "{err}");
+
+    // mosquitto_sub as the instance receives what our SDK console seals to it.
+    let sub = {
+        let (broker_port, creds, topic) = (
+            broker.mqtt.port(),
+            instance_creds.clone(),
+            instance_id.inbox_topic(),
+        );
+        tokio::task::spawn_blocking(move || {
+            Command::new("mosquitto_sub")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &broker_port.to_string(),
+                    "-u",
+                    &creds.0,
+                    "-P",
+                    &creds.1,
+                ])
+                .args([
+                    "-V", "311", "-q", "1", "-t", &topic, "-C", "1", "-W", "10", "-F", "%x",
+                ])
+                .output()
+                .unwrap()
+        })
+    };
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    console.send(instance_id, b"to mosquitto", 1).await.unwrap();
+    let out = sub.await.unwrap();
+    let received = hex::decode(String::from_utf8_lossy(&out.stdout).trim()).expect("hex payload");
+    let header = sealrelay::envelope::Header::parse(&received).unwrap();
+    assert_eq!(
+        (header.sender, header.recipient),
+        (console.identity().id, instance_id)
+    );
+    assert_eq!(
+        header.witness,
+        sealrelay::envelope::Witness::of(instance_key.as_bytes())
+    );
+
+    // mosquitto_pub as the console delivers an envelope our SDK instance opens.
+    let mut instance = broker.client(instance, MqttVersion::V311).await;
+    let envelope = crypto::seal_anonymous(
+        console.identity().id,
+        instance_id,
+        &instance_key,
+        b"from mosquitto",
+    )
+    .unwrap();
+    std::fs::write(&file, envelope).unwrap();
+    let out = mosquitto(
+        "mosquitto_pub",
+        &broker,
+        &alice_creds,
+        &[
+            "-V",
+            "5",
+            "-q",
+            "1",
+            "-t",
+            &instance_id.inbox_topic(),
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = tokio::time::timeout(Duration::from_secs(5), instance.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.payload.as_slice(), b"from mosquitto");
+    assert!(
+        !m.authenticated,
+        "an anonymous sealed box does not prove its sender"
+    );
+}

@@ -1,0 +1,450 @@
+//! Shared harness: starts the real `sealrelay` binary on ephemeral ports in a temporary
+//! directory (its database, key file and log all land there, so tests can read every
+//! byte it wrote), and drives it with the SDK, rumqttc probes and raw sockets.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sealrelay::client::{Api, Client, Identity, MqttVersion};
+use sealrelay::protocol::{KdfParams, PrincipalId};
+use tokio::sync::mpsc;
+
+/// The server's floor (OWASP's Argon2id minimum), so tests stay quick.
+pub const FAST_KDF: KdfParams = KdfParams {
+    memory_kib: 19_456,
+    iterations: 2,
+    parallelism: 1,
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sealrelay");
+
+pub struct Broker {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub mqtt: SocketAddr,
+    pub http: SocketAddr,
+    log_path: PathBuf,
+}
+
+fn find_addr(log: &str, key: &str) -> Option<SocketAddr> {
+    let at = log.find(&format!("{key}="))? + key.len() + 1;
+    log[at..].split_whitespace().next()?.parse().ok()
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// Starts a broker with extra `SEALRELAY_*` environment overrides.
+    pub fn start_with(env: &[(&str, &str)]) -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("broker.toml");
+        std::fs::write(
+            &config,
+            "[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
+             [kdf]\nmemory_kib = 19456\niterations = 2\n[log]\nlevel = \"debug\"\n",
+        )
+        .unwrap();
+        let log_path = dir.path().join("broker.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn sealrelay");
+        let mut broker = Broker {
+            child: Some(child),
+            dir,
+            mqtt: "0.0.0.0:0".parse().unwrap(),
+            http: "0.0.0.0:0".parse().unwrap(),
+            log_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let log = broker.log();
+            if let (Some(mqtt), Some(http)) = (find_addr(&log, "mqtt"), find_addr(&log, "http")) {
+                broker.mqtt = mqtt;
+                broker.http = http;
+                return broker;
+            }
+            if let Some(status) = broker.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("broker exited with {status} before listening:\n{log}");
+            }
+            assert!(Instant::now() < deadline, "broker did not start:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        std::fs::File::open(&self.log_path)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .unwrap();
+        text
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&format!("http://{}", self.http))
+    }
+
+    pub fn broker_addr(&self) -> String {
+        self.mqtt.to_string()
+    }
+
+    /// The CLI, pointed at this broker.
+    pub fn cli(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env("SEALRELAY_SERVER", format!("http://{}", self.http))
+            .env("SEALRELAY_BROKER", self.broker_addr())
+            .env_remove("SEALRELAY_PASSWORD")
+            .env_remove("SEALRELAY_TOKEN")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Stops the broker with SIGTERM (graceful) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("broker did not stop within 10 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub async fn user(&self, name: &str) -> Identity {
+        Identity::register_user(&self.api(), name, &format!("pw-{name}"), FAST_KDF)
+            .await
+            .expect("register user")
+    }
+
+    pub async fn client(&self, identity: Identity, version: MqttVersion) -> Client {
+        Client::connect(self.api(), identity, &self.broker_addr(), version)
+            .await
+            .expect("connect client")
+    }
+
+    /// A user and one of its instances, both connected; the instance echoes.
+    pub async fn pair(&self, name: &str, version: MqttVersion) -> (Client, PrincipalId) {
+        let user = self.user(name).await;
+        let (instance_id, token) = user.add_instance(&self.api()).await.unwrap();
+        let instance = Identity::login_instance(&self.api(), &token).await.unwrap();
+        let mut agent = self.client(instance, version).await;
+        tokio::spawn(async move {
+            let _ = agent
+                .serve(|m| [b"echo:".as_slice(), &m.payload].concat())
+                .await;
+        });
+        (self.client(user, version).await, instance_id)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What an MQTT probe saw, in either protocol version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    ConnAck(u8),
+    SubAck(Vec<u8>),
+    PubAck(u16, u8),
+    PubRec(u16),
+    PubComp(u16),
+    Publish {
+        topic: String,
+        qos: u8,
+        payload: Bytes,
+    },
+    Disconnect(u8),
+    Closed(String),
+}
+
+enum ProbeClient {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+/// A plain MQTT client (rumqttc) that reports every packet it receives, for checking the
+/// broker's exact answers. It does not reconnect.
+pub struct Probe {
+    client: ProbeClient,
+    seen: mpsc::UnboundedReceiver<Seen>,
+}
+
+pub struct ProbeOptions<'a> {
+    pub version: MqttVersion,
+    pub client_id: &'a str,
+    pub login: Option<(&'a str, &'a str)>,
+    pub keep_alive: u64,
+    pub will_retain: Option<bool>,
+}
+
+impl<'a> ProbeOptions<'a> {
+    pub fn new(version: MqttVersion, login: Option<(&'a str, &'a str)>) -> Self {
+        ProbeOptions {
+            version,
+            client_id: "probe",
+            login,
+            keep_alive: 30,
+            will_retain: None,
+        }
+    }
+}
+
+fn qos4(q: u8) -> rumqttc::QoS {
+    match q {
+        0 => rumqttc::QoS::AtMostOnce,
+        1 => rumqttc::QoS::AtLeastOnce,
+        _ => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+fn qos5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
+    use rumqttc::v5::mqttbytes::QoS;
+    match q {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+impl Probe {
+    pub async fn connect(addr: SocketAddr, o: ProbeOptions<'_>) -> Probe {
+        let (tx, seen) = mpsc::unbounded_channel();
+        let host = addr.ip().to_string();
+        let client = match o.version {
+            MqttVersion::V311 => {
+                let mut options = rumqttc::MqttOptions::new(o.client_id, host, addr.port());
+                options
+                    .set_keep_alive(Duration::from_secs(o.keep_alive))
+                    .set_max_packet_size(1 << 20, 1 << 20);
+                if let Some((u, p)) = o.login {
+                    options.set_credentials(u, p);
+                }
+                if let Some(retain) = o.will_retain {
+                    options.set_last_will(rumqttc::LastWill::new(
+                        "will",
+                        "bye",
+                        rumqttc::QoS::AtMostOnce,
+                        retain,
+                    ));
+                }
+                let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+                tokio::spawn(async move {
+                    use rumqttc::{ConnectionError as CE, Event, Packet as P};
+                    loop {
+                        let seen = match eventloop.poll().await {
+                            Ok(Event::Incoming(P::ConnAck(a))) => Seen::ConnAck(a.code as u8),
+                            Ok(Event::Incoming(P::SubAck(a))) => Seen::SubAck(
+                                a.return_codes
+                                    .iter()
+                                    .map(|c| match c {
+                                        rumqttc::SubscribeReasonCode::Success(q) => *q as u8,
+                                        rumqttc::SubscribeReasonCode::Failure => 0x80,
+                                    })
+                                    .collect(),
+                            ),
+                            Ok(Event::Incoming(P::PubAck(a))) => Seen::PubAck(a.pkid, 0),
+                            Ok(Event::Incoming(P::PubRec(a))) => Seen::PubRec(a.pkid),
+                            Ok(Event::Incoming(P::PubComp(a))) => Seen::PubComp(a.pkid),
+                            Ok(Event::Incoming(P::Publish(p))) => Seen::Publish {
+                                topic: p.topic,
+                                qos: p.qos as u8,
+                                payload: p.payload,
+                            },
+                            Ok(_) => continue,
+                            Err(CE::ConnectionRefused(code)) => {
+                                let _ = tx.send(Seen::ConnAck(code as u8));
+                                return;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Seen::Closed(e.to_string()));
+                                return;
+                            }
+                        };
+                        if tx.send(seen).is_err() {
+                            return;
+                        }
+                    }
+                });
+                ProbeClient::V4(client)
+            }
+            MqttVersion::V5 => {
+                let mut options = rumqttc::v5::MqttOptions::new(o.client_id, host, addr.port());
+                options
+                    .set_keep_alive(Duration::from_secs(o.keep_alive))
+                    .set_max_packet_size(Some(1 << 20));
+                if let Some((u, p)) = o.login {
+                    options.set_credentials(u, p);
+                }
+                if let Some(retain) = o.will_retain {
+                    options.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+                        "will",
+                        "bye",
+                        rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+                        retain,
+                        None,
+                    ));
+                }
+                let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
+                tokio::spawn(async move {
+                    use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode as S;
+                    use rumqttc::v5::{ConnectionError as CE, Event, Incoming as P};
+                    loop {
+                        let seen = match eventloop.poll().await {
+                            Ok(Event::Incoming(P::ConnAck(a))) => {
+                                Seen::ConnAck(connack_code(a.code))
+                            }
+                            Ok(Event::Incoming(P::SubAck(a))) => Seen::SubAck(
+                                a.return_codes
+                                    .iter()
+                                    .map(|c| match c {
+                                        S::Success(q) => *q as u8,
+                                        S::NotAuthorized => 0x87,
+                                        S::Failure | S::Unspecified => 0x80,
+                                        _ => 0xFF,
+                                    })
+                                    .collect(),
+                            ),
+                            Ok(Event::Incoming(P::PubAck(a))) => {
+                                Seen::PubAck(a.pkid, puback_code(a.reason))
+                            }
+                            Ok(Event::Incoming(P::PubRec(a))) => Seen::PubRec(a.pkid),
+                            Ok(Event::Incoming(P::PubComp(a))) => Seen::PubComp(a.pkid),
+                            Ok(Event::Incoming(P::Publish(p))) => Seen::Publish {
+                                topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                                qos: p.qos as u8,
+                                payload: p.payload,
+                            },
+                            Ok(Event::Incoming(P::Disconnect(d))) => {
+                                Seen::Disconnect(d.reason_code as u8)
+                            }
+                            Ok(_) => continue,
+                            Err(CE::ConnectionRefused(code)) => {
+                                let _ = tx.send(Seen::ConnAck(connack_code(code)));
+                                return;
+                            }
+                            Err(CE::MqttState(rumqttc::v5::StateError::ServerDisconnect {
+                                reason_code,
+                                ..
+                            })) => {
+                                let _ = tx.send(Seen::Disconnect(reason_code as u8));
+                                return;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Seen::Closed(e.to_string()));
+                                return;
+                            }
+                        };
+                        if tx.send(seen).is_err() {
+                            return;
+                        }
+                    }
+                });
+                ProbeClient::V5(client)
+            }
+        };
+        Probe { client, seen }
+    }
+
+    /// The next packet seen, or `Closed`, within 5 s.
+    pub async fn next(&mut self) -> Seen {
+        self.next_within(Duration::from_secs(5))
+            .await
+            .expect("probe saw nothing within its timeout")
+    }
+
+    pub async fn next_within(&mut self, limit: Duration) -> Option<Seen> {
+        match tokio::time::timeout(limit, self.seen.recv()).await {
+            Ok(Some(seen)) => Some(seen),
+            Ok(None) => Some(Seen::Closed("event loop ended".into())),
+            Err(_) => None,
+        }
+    }
+
+    pub async fn subscribe(&self, filter: &str, qos: u8) {
+        match &self.client {
+            ProbeClient::V4(c) => c.subscribe(filter, qos4(qos)).await.unwrap(),
+            ProbeClient::V5(c) => c.subscribe(filter, qos5(qos)).await.unwrap(),
+        }
+    }
+
+    pub async fn publish(&self, topic: &str, qos: u8, retain: bool, payload: Bytes) {
+        match &self.client {
+            ProbeClient::V4(c) => c
+                .publish_bytes(topic, qos4(qos), retain, payload)
+                .await
+                .unwrap(),
+            ProbeClient::V5(c) => c
+                .publish_bytes(topic, qos5(qos), retain, payload)
+                .await
+                .unwrap(),
+        }
+    }
+}
+
+fn puback_code(reason: rumqttc::v5::mqttbytes::v5::PubAckReason) -> u8 {
+    use rumqttc::v5::mqttbytes::v5::PubAckReason as R;
+    match reason {
+        R::Success => 0x00,
+        R::NoMatchingSubscribers => 0x10,
+        R::UnspecifiedError => 0x80,
+        R::ImplementationSpecificError => 0x83,
+        R::NotAuthorized => 0x87,
+        R::TopicNameInvalid => 0x90,
+        R::PacketIdentifierInUse => 0x91,
+        R::QuotaExceeded => 0x97,
+        R::PayloadFormatInvalid => 0x99,
+    }
+}
+
+fn connack_code(code: rumqttc::v5::mqttbytes::v5::ConnectReturnCode) -> u8 {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as C;
+    match code {
+        C::Success => 0x00,
+        C::UnspecifiedError => 0x80,
+        C::MalformedPacket => 0x81,
+        C::ProtocolError => 0x82,
+        C::UnsupportedProtocolVersion => 0x84,
+        C::ClientIdentifierNotValid => 0x85,
+        C::BadUserNamePassword => 0x86,
+        C::NotAuthorized => 0x87,
+        C::ServerUnavailable => 0x88,
+        C::RetainNotSupported => 0x9A,
+        C::QoSNotSupported => 0x9B,
+        C::ConnectionRateExceeded => 0x9F,
+        _ => 0xFF,
+    }
+}
+
+/// Waits until `f` holds, polling, or panics after `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

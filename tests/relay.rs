@@ -1,0 +1,226 @@
+//! The relay end to end, as a user drives it: register, add an instance, run the agent,
+//! send from the console and get the sealed reply — over MQTT 3.1.1 and 5.0.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::{eventually, Broker};
+use sealrelay::client::{Identity, MqttVersion};
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `sealrelay agent` with the token in its environment and waits until it serves.
+fn start_agent(broker: &Broker, token: &str, version: &str) -> Agent {
+    let mut child = broker
+        .cli()
+        .args(["agent", "--mqtt-version", version])
+        .env("SEALRELAY_TOKEN", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("serving"), "agent did not start: {first:?}");
+    Agent(child)
+}
+
+fn cli_ok(broker: &Broker, args: &[&str], password: &str) -> String {
+    let out = broker
+        .cli()
+        .args(args)
+        .env("SEALRELAY_PASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn cli_flow(version: &str) {
+    let broker = Broker::start();
+    let registered = cli_ok(
+        &broker,
+        &["user", "register", "--user", "alice"],
+        "alice-password",
+    );
+    assert!(
+        registered.starts_with("registered user alice"),
+        "{registered}"
+    );
+
+    let added = cli_ok(
+        &broker,
+        &["instance", "add", "--user", "alice"],
+        "alice-password",
+    );
+    let field = |name: &str| {
+        added
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no `{name}` in {added}"))
+            .trim()
+            .to_owned()
+    };
+    let (instance, token) = (field("instance "), field("token "));
+    assert!(token.starts_with(&format!("srt1.{instance}.")));
+
+    let _agent = start_agent(&broker, &token, version);
+    let reply = cli_ok(
+        &broker,
+        &[
+            "send",
+            "--user",
+            "alice",
+            "--to",
+            &instance,
+            "--mqtt-version",
+            version,
+            "ping from the console",
+        ],
+        "alice-password",
+    );
+    assert_eq!(reply, "ping from the console\n");
+
+    let listed = cli_ok(
+        &broker,
+        &["instance", "list", "--user", "alice"],
+        "alice-password",
+    );
+    assert!(
+        listed.contains(&instance) && listed.contains("yes"),
+        "{listed}"
+    );
+
+    // A wrong password stops at the server with a one-line reason, before any MQTT.
+    let out = broker
+        .cli()
+        .args(["send", "--user", "alice", "--to", &instance, "x"])
+        .env("SEALRELAY_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("401") && err.lines().count() == 1, "{err}");
+}
+
+#[test]
+fn cli_register_add_agent_send_over_mqtt_5() {
+    cli_flow("5");
+}
+
+#[test]
+fn cli_register_add_agent_send_over_mqtt_311() {
+    cli_flow("3.1.1");
+}
+
+#[tokio::test]
+async fn every_console_tab_of_a_user_receives_its_envelopes() {
+    let broker = Broker::start();
+    let user = broker.user("bob").await;
+    let (instance_id, token) = user.add_instance(&broker.api()).await.unwrap();
+    let tab = |v| {
+        let broker = &broker;
+        async move {
+            let me = Identity::login_user(&broker.api(), "bob", "pw-bob")
+                .await
+                .unwrap();
+            broker.client(me, v).await
+        }
+    };
+    let mut tab1 = tab(MqttVersion::V5).await;
+    let mut tab2 = tab(MqttVersion::V311).await;
+    let instance = Identity::login_instance(&broker.api(), &token)
+        .await
+        .unwrap();
+    let mut agent = broker.client(instance, MqttVersion::V5).await;
+
+    for qos in [0, 1] {
+        let note = format!("status at qos {qos}");
+        agent.send(user.id, note.as_bytes(), qos).await.unwrap();
+        for tab in [&mut tab1, &mut tab2] {
+            let m = tokio::time::timeout(Duration::from_secs(5), tab.next())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((m.from, m.authenticated), (instance_id, true));
+            assert_eq!(m.payload.as_slice(), note.as_bytes());
+        }
+    }
+    // And the other way: a tab's request reaches the instance, whose reply reaches both tabs.
+    tab1.send(instance_id, b"from tab 1", 1).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), agent.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (got.from, got.payload.as_slice()),
+        (user.id, b"from tab 1".as_slice())
+    );
+}
+
+#[tokio::test]
+async fn qos_1_envelopes_all_arrive_in_order() {
+    let broker = Broker::start();
+    let (mut console, instance) = broker.pair("carol", MqttVersion::V5).await;
+    for i in 0..200u32 {
+        console
+            .send(instance, format!("n{i}").as_bytes(), 1)
+            .await
+            .unwrap();
+    }
+    for i in 0..200u32 {
+        let m = tokio::time::timeout(Duration::from_secs(10), console.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.payload.as_slice(), format!("echo:n{i}").as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn sessions_are_accounted_as_metadata_only() {
+    let mut broker = Broker::start();
+    let (mut console, instance) = broker.pair("dave", MqttVersion::V5).await;
+    console
+        .request(instance, b"count me", Duration::from_secs(5))
+        .await
+        .unwrap();
+    console.close().await;
+    let metrics = ureq::get(&format!("http://{}/metrics", broker.http))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains("sealrelay_envelopes_delivered_total 2"),
+        "{metrics}"
+    );
+    let db = broker.dir.path().join("sealrelay.db");
+    eventually(Duration::from_secs(5), "session row written", || {
+        let out = std::process::Command::new("sqlite3")
+            .arg(&db)
+            .arg("SELECT messages_in, messages_out, close_reason FROM session_log")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("1|1|client_disconnect")
+    })
+    .await;
+    broker.stop();
+}
