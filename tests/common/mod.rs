@@ -448,3 +448,108 @@ pub async fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A raw MQTT 5 connection: sends exact bytes, parses what comes back with rumqttc.
+pub struct Raw {
+    stream: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+}
+
+#[derive(Debug)]
+pub enum RawRead {
+    Packet(Box<rumqttc::v5::mqttbytes::v5::Packet>),
+    Eof,
+    Timeout,
+}
+
+impl Raw {
+    pub async fn open(addr: SocketAddr) -> Raw {
+        Raw {
+            stream: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            buf: bytes::BytesMut::new(),
+        }
+    }
+
+    /// Opens and logs in over MQTT 5, asserting CONNACK success.
+    pub async fn connect_v5(addr: SocketAddr, login: (&str, &str), keep_alive: u16) -> Raw {
+        use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Login, Packet};
+        let mut raw = Raw::open(addr).await;
+        let connect = rumqttc::v5::mqttbytes::v5::Connect {
+            keep_alive,
+            client_id: format!("raw-{}", rand_suffix()),
+            clean_start: true,
+            properties: None,
+        };
+        let login = Login {
+            username: login.0.into(),
+            password: login.1.into(),
+        };
+        raw.send_v5(Packet::Connect(connect, None, Some(login)))
+            .await;
+        match raw.read(Duration::from_secs(5)).await {
+            RawRead::Packet(p) => match *p {
+                Packet::ConnAck(ack) => assert_eq!(ack.code, ConnectReturnCode::Success),
+                other => panic!("expected CONNACK, got {other:?}"),
+            },
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        raw
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        // The peer may already have closed; what it answered is what the test reads.
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    pub async fn send_v5(&mut self, packet: rumqttc::v5::mqttbytes::v5::Packet) {
+        let mut out = bytes::BytesMut::new();
+        packet.write(&mut out, None).unwrap();
+        self.send(&out).await;
+    }
+
+    pub async fn read(&mut self, limit: Duration) -> RawRead {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if !self.buf.is_empty() {
+                match rumqttc::v5::mqttbytes::v5::Packet::read(&mut self.buf, None) {
+                    Ok(p) => return RawRead::Packet(Box::new(p)),
+                    Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
+                    Err(e) => panic!("server sent bytes rumqttc cannot parse: {e}"),
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => return RawRead::Timeout,
+                Ok(Ok(0)) | Ok(Err(_)) => return RawRead::Eof,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the packets it sent first.
+    pub async fn until_closed(&mut self) -> Vec<rumqttc::v5::mqttbytes::v5::Packet> {
+        let mut seen = Vec::new();
+        loop {
+            match self.read(Duration::from_secs(5)).await {
+                RawRead::Packet(p) => seen.push(*p),
+                RawRead::Eof => return seen,
+                RawRead::Timeout => panic!("server kept the connection open; sent {seen:?}"),
+            }
+        }
+    }
+
+    /// Reads raw bytes until the server closes (for answers that are not MQTT 5).
+    pub async fn raw_until_closed(&mut self) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut all = self.buf.split().to_vec();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), self.stream.read_to_end(&mut all)).await;
+        assert!(read.is_ok(), "server kept the connection open");
+        all
+    }
+}
+
+fn rand_suffix() -> String {
+    hex::encode(&PrincipalId::random().0[..4])
+}
