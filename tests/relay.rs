@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{eventually, Broker};
+use common::Broker;
 use sealrelay::client::{Identity, MqttVersion};
 
 struct Agent(Child);
@@ -212,15 +212,33 @@ async fn sessions_are_accounted_as_metadata_only() {
         metrics.contains("sealrelay_envelopes_delivered_total 2"),
         "{metrics}"
     );
-    let db = broker.dir.path().join("sealrelay.db");
-    eventually(Duration::from_secs(5), "session row written", || {
-        let out = std::process::Command::new("sqlite3")
-            .arg(&db)
-            .arg("SELECT messages_in, messages_out, close_reason FROM session_log")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains("1|1|client_disconnect")
-    })
-    .await;
+    // Read the broker's own database, as an operator would.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite:{}",
+        broker.dir.path().join("sealrelay.db").display()
+    ))
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let row: (i64, i64, String, String) = loop {
+        let found =
+            sqlx::query_as("SELECT messages_in, messages_out, close_reason, ip FROM session_log")
+                .fetch_optional(&db)
+                .await
+                .unwrap();
+        if let Some(row) = found {
+            break row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session row was written"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(
+        row,
+        (1, 1, "client_disconnect".to_owned(), "127.0.0.1".to_owned())
+    );
+    db.close().await;
     broker.stop();
 }

@@ -440,15 +440,6 @@ fn connack_code(code: rumqttc::v5::mqttbytes::v5::ConnectReturnCode) -> u8 {
     }
 }
 
-/// Waits until `f` holds, polling, or panics after `limit`.
-pub async fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// A raw MQTT 5 connection: sends exact bytes, parses what comes back with rumqttc.
 pub struct Raw {
     stream: tokio::net::TcpStream,
