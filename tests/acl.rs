@@ -91,6 +91,12 @@ async fn publishing_to_an_unpaired_principal_is_refused_and_not_delivered() {
     p.publish(&bob.identity().id.inbox_topic(), 1, false, envelope.clone())
         .await;
     assert!(matches!(p.next().await, Seen::PubAck(_, 0x87)));
+    p.publish(&bob.identity().id.inbox_topic(), 2, false, envelope.clone())
+        .await;
+    assert!(
+        matches!(p.next().await, Seen::PubRec(_, 0x87)),
+        "QoS 2 is refused on PUBREC"
+    );
     // MQTT 5 keeps the session: a publish to a paired (offline) instance still works.
     p.publish(&alice_instance.inbox_topic(), 1, false, to_own_instance)
         .await;
@@ -377,4 +383,18 @@ async fn mosquitto_clients_interoperate_and_meet_the_same_acl() {
         !m.authenticated,
         "an anonymous sealed box does not prove its sender"
     );
+}
+
+#[tokio::test]
+async fn prelogin_does_not_reveal_which_names_exist() {
+    let broker = Broker::start();
+    broker.user("alice").await;
+    let api = broker.api();
+    let real = api.prelogin("alice").await.unwrap();
+    let ghost = api.prelogin("ghost").await.unwrap();
+    assert_eq!(ghost.salt, api.prelogin("ghost").await.unwrap().salt, "a fake salt is stable");
+    assert_ne!(ghost.salt, api.prelogin("ghost-2").await.unwrap().salt, "and differs per name");
+    assert_eq!((ghost.salt.len(), ghost.params), (real.salt.len(), real.params), "same shape as a real answer");
+    let err = Identity::login_user(&api, "ghost", "anything").await.err().unwrap();
+    assert!(err.to_string().contains("401"), "{err}");
 }

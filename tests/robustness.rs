@@ -193,7 +193,7 @@ async fn qos_2_is_accepted_and_delivered_as_qos_1() {
     publisher
         .publish(&instance_id.inbox_topic(), 2, false, envelope.clone())
         .await;
-    assert!(matches!(publisher.next().await, Seen::PubRec(_)));
+    assert!(matches!(publisher.next().await, Seen::PubRec(_, 0)));
     assert!(matches!(publisher.next().await, Seen::PubComp(_)));
     assert_eq!(
         sub.next().await,

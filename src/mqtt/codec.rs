@@ -104,6 +104,7 @@ pub enum Outbound {
     },
     PubRec {
         pkid: u16,
+        reason: Reason,
     },
     PubComp {
         pkid: u16,
@@ -422,7 +423,7 @@ fn to_v4(item: Outbound) -> Option<v4::Packet> {
             payload,
         }),
         Outbound::PubAck { pkid, .. } => v4::Packet::PubAck(v4::PubAck::new(pkid)),
-        Outbound::PubRec { pkid } => v4::Packet::PubRec(v4::PubRec::new(pkid)),
+        Outbound::PubRec { pkid, .. } => v4::Packet::PubRec(v4::PubRec::new(pkid)),
         Outbound::PubComp { pkid } => v4::Packet::PubComp(v4::PubComp::new(pkid)),
         Outbound::SubAck { pkid, results } => v4::Packet::SubAck(v4::SubAck::new(
             pkid,
@@ -460,6 +461,19 @@ fn v5_connack(reason: Reason) -> v5::ConnectReturnCode {
 
 fn v5_puback(reason: Reason) -> v5::PubAckReason {
     use v5::PubAckReason as P;
+    match reason {
+        Reason::Success => P::Success,
+        Reason::NoMatchingSubscribers => P::NoMatchingSubscribers,
+        Reason::NotAuthorized => P::NotAuthorized,
+        Reason::TopicNameInvalid => P::TopicNameInvalid,
+        Reason::QuotaExceeded => P::QuotaExceeded,
+        Reason::PayloadFormatInvalid => P::PayloadFormatInvalid,
+        _ => P::UnspecifiedError,
+    }
+}
+
+fn v5_pubrec(reason: Reason) -> v5::PubRecReason {
+    use v5::PubRecReason as P;
     match reason {
         Reason::Success => P::Success,
         Reason::NoMatchingSubscribers => P::NoMatchingSubscribers,
@@ -537,7 +551,11 @@ fn to_v5(item: Outbound, max_packet: u32) -> v5::Packet {
             reason: v5_puback(reason),
             properties: None,
         }),
-        Outbound::PubRec { pkid } => v5::Packet::PubRec(v5::PubRec::new(pkid, None)),
+        Outbound::PubRec { pkid, reason } => v5::Packet::PubRec(v5::PubRec {
+            pkid,
+            reason: v5_pubrec(reason),
+            properties: None,
+        }),
         Outbound::PubComp { pkid } => v5::Packet::PubComp(v5::PubComp::new(pkid, None)),
         Outbound::SubAck { pkid, results } => v5::Packet::SubAck(v5::SubAck {
             pkid,

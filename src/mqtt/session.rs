@@ -345,7 +345,13 @@ impl Session {
         };
         if publish.qos == 2 && live.awaiting_pubrel.contains(&publish.pkid) {
             // A resent QoS 2 publish already delivered: acknowledge, do not deliver twice.
-            return self.send(Outbound::PubRec { pkid: publish.pkid }, 0);
+            return self.send(
+                Outbound::PubRec {
+                    pkid: publish.pkid,
+                    reason: Reason::Success,
+                },
+                0,
+            );
         }
         if publish.retain && self.version == Version::V5 {
             // CONNACK said Retain Available = 0 (MQTT-3.3.1-4 / 3.2.2.3.5).
@@ -402,9 +408,7 @@ impl Session {
 
     fn ack(&mut self, qos: u8, pkid: u16, reason: Reason) {
         if qos == 2 {
-            // PUBREC carries no reason in 3.1.1 and the codec maps it without one;
-            // for QoS 2 refusals MQTT 5 clients see the session continue.
-            self.send(Outbound::PubRec { pkid }, 0);
+            self.send(Outbound::PubRec { pkid, reason }, 0);
         } else {
             self.send(Outbound::PubAck { pkid, reason }, 0);
         }

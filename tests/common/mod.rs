@@ -171,7 +171,7 @@ pub enum Seen {
     ConnAck(u8),
     SubAck(Vec<u8>),
     PubAck(u16, u8),
-    PubRec(u16),
+    PubRec(u16, u8),
     PubComp(u16),
     Publish {
         topic: String,
@@ -268,7 +268,7 @@ impl Probe {
                                     .collect(),
                             ),
                             Ok(Event::Incoming(P::PubAck(a))) => Seen::PubAck(a.pkid, 0),
-                            Ok(Event::Incoming(P::PubRec(a))) => Seen::PubRec(a.pkid),
+                            Ok(Event::Incoming(P::PubRec(a))) => Seen::PubRec(a.pkid, 0),
                             Ok(Event::Incoming(P::PubComp(a))) => Seen::PubComp(a.pkid),
                             Ok(Event::Incoming(P::Publish(p))) => Seen::Publish {
                                 topic: p.topic,
@@ -332,7 +332,9 @@ impl Probe {
                             Ok(Event::Incoming(P::PubAck(a))) => {
                                 Seen::PubAck(a.pkid, puback_code(a.reason))
                             }
-                            Ok(Event::Incoming(P::PubRec(a))) => Seen::PubRec(a.pkid),
+                            Ok(Event::Incoming(P::PubRec(a))) => {
+                                Seen::PubRec(a.pkid, pubrec_code(a.reason))
+                            }
                             Ok(Event::Incoming(P::PubComp(a))) => Seen::PubComp(a.pkid),
                             Ok(Event::Incoming(P::Publish(p))) => Seen::Publish {
                                 topic: String::from_utf8_lossy(&p.topic).into_owned(),
@@ -418,6 +420,17 @@ fn puback_code(reason: rumqttc::v5::mqttbytes::v5::PubAckReason) -> u8 {
         R::PacketIdentifierInUse => 0x91,
         R::QuotaExceeded => 0x97,
         R::PayloadFormatInvalid => 0x99,
+    }
+}
+
+fn pubrec_code(reason: rumqttc::v5::mqttbytes::v5::PubRecReason) -> u8 {
+    use rumqttc::v5::mqttbytes::v5::PubRecReason as R;
+    match reason {
+        R::Success => 0x00,
+        R::NoMatchingSubscribers => 0x10,
+        R::NotAuthorized => 0x87,
+        R::QuotaExceeded => 0x97,
+        _ => 0x80,
     }
 }
 
