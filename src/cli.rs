@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
 
-use sealrelay::client::{Api, Client, Identity, MqttVersion};
+use sealrelay::client::{Api, Client, ClientError, Identity, MqttVersion};
 use sealrelay::config::Config;
 use sealrelay::crypto::Token;
 use sealrelay::protocol::{KdfParams, PrincipalId};
@@ -264,7 +264,24 @@ async fn client_command(command: Command) -> Result<()> {
                 Client::connect(api, me, &endpoints.broker, endpoints.mqtt_version).await?;
             println!("agent {id} connected to {}; serving", endpoints.broker);
             std::io::stdout().flush()?;
-            client.serve(|message| message.payload.to_vec()).await?;
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                if let Err(e) = client.serve(|message| message.payload.to_vec()).await {
+                    tracing::warn!(error = %e, "connection lost; reconnecting");
+                }
+                loop {
+                    tokio::time::sleep(backoff).await;
+                    match client.reconnect().await {
+                        Ok(()) => break,
+                        // A refused login (token revoked, instance removed) is final.
+                        Err(e @ ClientError::Refused(_)) => return Err(e.into()),
+                        Err(e) => tracing::warn!(error = %e, "reconnect failed"),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                backoff = Duration::from_millis(250);
+                tracing::warn!("reconnected");
+            }
         }
         Command::Send {
             endpoints,

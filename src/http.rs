@@ -51,6 +51,8 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    #[error("this endpoint does not take that method; see docs/http-api.md")]
+    MethodNotAllowed,
     #[error("the directory is unavailable; retry later")]
     Unavailable,
 }
@@ -64,6 +66,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable => "unavailable",
         }
     }
@@ -78,6 +81,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -425,6 +429,10 @@ fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> ac
     ApiError::BadRequest(message).into()
 }
 
+async fn method_not_allowed() -> Result<HttpResponse> {
+    Err(ApiError::MethodNotAllowed)
+}
+
 async fn not_found() -> Result<HttpResponse> {
     Err(ApiError::NotFound("no such endpoint; see docs/http-api.md"))
 }
@@ -444,19 +452,25 @@ fn route_label(pattern: Option<&str>) -> &'static str {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Each path is one resource so a wrong method gets our JSON 405, not an empty one.
+    let resource =
+        |path: &str| web::resource(path.to_owned()).default_service(web::to(method_not_allowed));
     cfg.app_data(
         web::JsonConfig::default()
             .limit(64 * 1024)
             .error_handler(json_error),
     )
-    .route("/healthz", web::get().to(healthz))
-    .route("/metrics", web::get().to(metrics_page))
-    .route("/v1/prelogin", web::post().to(prelogin))
-    .route("/v1/users", web::post().to(register))
-    .route("/v1/me", web::get().to(me))
-    .route("/v1/instances", web::post().to(add_instance))
-    .route("/v1/instances", web::get().to(list_instances))
-    .route("/v1/principals/{id}/key", web::get().to(peer_key))
+    .service(resource("/healthz").route(web::get().to(healthz)))
+    .service(resource("/metrics").route(web::get().to(metrics_page)))
+    .service(resource("/v1/prelogin").route(web::post().to(prelogin)))
+    .service(resource("/v1/users").route(web::post().to(register)))
+    .service(resource("/v1/me").route(web::get().to(me)))
+    .service(
+        resource("/v1/instances")
+            .route(web::post().to(add_instance))
+            .route(web::get().to(list_instances)),
+    )
+    .service(resource("/v1/principals/{id}/key").route(web::get().to(peer_key)))
     .default_service(web::to(not_found));
 }
 

@@ -392,9 +392,89 @@ async fn prelogin_does_not_reveal_which_names_exist() {
     let api = broker.api();
     let real = api.prelogin("alice").await.unwrap();
     let ghost = api.prelogin("ghost").await.unwrap();
-    assert_eq!(ghost.salt, api.prelogin("ghost").await.unwrap().salt, "a fake salt is stable");
-    assert_ne!(ghost.salt, api.prelogin("ghost-2").await.unwrap().salt, "and differs per name");
-    assert_eq!((ghost.salt.len(), ghost.params), (real.salt.len(), real.params), "same shape as a real answer");
-    let err = Identity::login_user(&api, "ghost", "anything").await.err().unwrap();
+    assert_eq!(
+        ghost.salt,
+        api.prelogin("ghost").await.unwrap().salt,
+        "a fake salt is stable"
+    );
+    assert_ne!(
+        ghost.salt,
+        api.prelogin("ghost-2").await.unwrap().salt,
+        "and differs per name"
+    );
+    assert_eq!(
+        (ghost.salt.len(), ghost.params),
+        (real.salt.len(), real.params),
+        "same shape as a real answer"
+    );
+    let err = Identity::login_user(&api, "ghost", "anything")
+        .await
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("401"), "{err}");
+}
+
+#[tokio::test]
+async fn http_errors_are_json_and_name_the_problem() {
+    let broker = Broker::start();
+    broker.user("alice").await;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = |path: &str| format!("http://{}{path}", broker.http);
+    let check = |mut response: ureq::http::Response<ureq::Body>, status: u16, code: &str| {
+        assert_eq!(response.status(), status);
+        let body: serde_json::Value = response.body_mut().read_json().unwrap();
+        assert_eq!(body["error"], code, "{body}");
+        body["message"].as_str().unwrap().to_owned()
+    };
+    check(agent.get(url("/nope")).call().unwrap(), 404, "not_found");
+    check(
+        agent.get(url("/v1/users")).call().unwrap(),
+        405,
+        "method_not_allowed",
+    );
+    let message = check(
+        agent
+            .post(url("/v1/users"))
+            .header("Content-Type", "application/json")
+            .send("{not json")
+            .unwrap(),
+        400,
+        "bad_request",
+    );
+    assert!(message.contains("not valid JSON"), "{message}");
+    let message = check(
+        agent
+            .post(url("/v1/prelogin"))
+            .send_json(serde_json::json!({"nome": "x"}))
+            .unwrap(),
+        400,
+        "bad_request",
+    );
+    assert!(
+        message.contains("name"),
+        "names the missing field: {message}"
+    );
+    let weak = serde_json::json!({
+        "name": "weak", "user_id": PrincipalId::random(), "public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "wrapped_key": "AAAA", "auth_secret": "A".repeat(43),
+        "kdf": {"salt": "AAAAAAAAAAAAAAAAAAAAAA==", "memory_kib": 1024, "iterations": 1, "parallelism": 1}
+    });
+    let message = check(
+        agent.post(url("/v1/users")).send_json(&weak).unwrap(),
+        400,
+        "bad_request",
+    );
+    assert!(message.contains("minimum"), "{message}");
+    let mut taken = weak.clone();
+    taken["name"] = "alice".into();
+    taken["kdf"]["memory_kib"] = 19456.into();
+    taken["kdf"]["iterations"] = 2.into();
+    check(
+        agent.post(url("/v1/users")).send_json(&taken).unwrap(),
+        409,
+        "conflict",
+    );
 }

@@ -242,3 +242,52 @@ async fn sessions_are_accounted_as_metadata_only() {
     db.close().await;
     broker.stop();
 }
+
+#[test]
+fn the_agent_reconnects_after_a_broker_restart_and_accounts_persist() {
+    let mut broker = Broker::start();
+    cli_ok(
+        &broker,
+        &["user", "register", "--user", "erin"],
+        "erin-password",
+    );
+    let added = cli_ok(
+        &broker,
+        &["instance", "add", "--user", "erin"],
+        "erin-password",
+    );
+    let mut lines = added
+        .lines()
+        .map(|l| l.split_once(' ').unwrap().1.to_owned());
+    let (instance, token) = (lines.next().unwrap(), lines.next().unwrap());
+    let _agent = start_agent(&broker, &token, "5");
+    broker.restart();
+    // The agent backs off from 250 ms; give it a moment to come back before asking.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = broker
+            .cli()
+            .args([
+                "send",
+                "--user",
+                "erin",
+                "--to",
+                &instance,
+                "--timeout-secs",
+                "2",
+                "after restart",
+            ])
+            .env("SEALRELAY_PASSWORD", "erin-password")
+            .output()
+            .unwrap();
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "after restart\n");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -36,6 +36,8 @@ enum Event {
     Connected,
     Subscribed(Vec<bool>),
     Envelope(Bytes),
+    /// CONNACK refused the login: final, unlike a lost connection.
+    Refused(String),
     Closed(String),
 }
 
@@ -64,6 +66,41 @@ fn split_addr(broker: &str) -> Result<(String, u16), ClientError> {
         .parse()
         .map_err(|_| ClientError::Usage(format!("broker address `{broker}` has no valid port")))?;
     Ok((host.trim_matches(['[', ']']).to_owned(), port))
+}
+
+fn closed(e: impl Into<LinkError>) -> Event {
+    match e.into() {
+        LinkError::Refused(code) => Event::Refused(format!("CONNACK {code}")),
+        LinkError::Other(why) => Event::Closed(why),
+    }
+}
+
+/// A connection error of either rumqttc client, reduced to what the SDK acts on.
+enum LinkError {
+    Refused(String),
+    Other(String),
+}
+
+impl From<rumqttc::ConnectionError> for LinkError {
+    fn from(e: rumqttc::ConnectionError) -> Self {
+        match e {
+            rumqttc::ConnectionError::ConnectionRefused(code) => {
+                LinkError::Refused(format!("{code:?}"))
+            }
+            other => LinkError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<rumqttc::v5::ConnectionError> for LinkError {
+    fn from(e: rumqttc::v5::ConnectionError) -> Self {
+        match e {
+            rumqttc::v5::ConnectionError::ConnectionRefused(code) => {
+                LinkError::Refused(format!("{code:?}"))
+            }
+            other => LinkError::Other(other.to_string()),
+        }
+    }
 }
 
 impl Link {
@@ -100,7 +137,7 @@ impl Link {
                             Ok(E::Incoming(P::Publish(p))) => Event::Envelope(p.payload),
                             Ok(_) => continue,
                             Err(e) => {
-                                let _ = tx.send(Event::Closed(e.to_string()));
+                                let _ = tx.send(closed(e));
                                 return;
                             }
                         };
@@ -135,7 +172,7 @@ impl Link {
                             }
                             Ok(_) => continue,
                             Err(e) => {
-                                let _ = tx.send(Event::Closed(e.to_string()));
+                                let _ = tx.send(closed(e));
                                 return;
                             }
                         };
@@ -154,6 +191,7 @@ impl Link {
         };
         match link.next_event().await? {
             Event::Connected => {}
+            Event::Refused(why) => return Err(ClientError::Refused(why)),
             Event::Closed(why) => return Err(ClientError::Mqtt(why)),
             _ => return Err(ClientError::Mqtt("expected CONNACK".into())),
         }
@@ -232,7 +270,10 @@ impl Link {
         };
         if sent {
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                while !matches!(self.events.recv().await, None | Some(Event::Closed(_))) {}
+                while !matches!(
+                    self.events.recv().await,
+                    None | Some(Event::Closed(_) | Event::Refused(_))
+                ) {}
             })
             .await;
         }
@@ -244,6 +285,7 @@ impl Link {
             match self.next_event().await? {
                 Event::Envelope(bytes) => return Ok(bytes),
                 Event::Closed(why) => return Err(ClientError::Mqtt(why)),
+                Event::Refused(why) => return Err(ClientError::Refused(why)),
                 Event::Connected | Event::Subscribed(_) => continue,
             }
         }

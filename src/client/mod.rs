@@ -43,6 +43,9 @@ pub enum ClientError {
     Transport(String),
     #[error("MQTT: {0}")]
     Mqtt(String),
+    /// The broker refused the login (CONNACK): retrying will not help.
+    #[error("the broker refused the connection: {0}")]
+    Refused(String),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error(transparent)]
@@ -244,6 +247,8 @@ pub struct Client {
     api: Api,
     identity: Identity,
     link: Link,
+    broker: String,
+    version: MqttVersion,
     keys: HashMap<PrincipalId, PublicKey>,
     replay: ReplayGuard,
 }
@@ -255,20 +260,7 @@ impl Client {
         broker: &str,
         version: MqttVersion,
     ) -> Result<Client, ClientError> {
-        let client_id = format!(
-            "{}-{}",
-            identity.kind.as_str(),
-            hex::encode(&PrincipalId::random().0[..6])
-        );
-        let link = Link::connect(
-            broker,
-            version,
-            &client_id,
-            &identity.login,
-            &identity.auth_secret,
-            identity.id,
-        )
-        .await?;
+        let link = Self::link(&identity, broker, version).await?;
         let mut keys = HashMap::new();
         if let Some((owner, owner_key)) = &identity.owner {
             // Pinned: the owner's key came authenticated inside the token-wrapped bundle.
@@ -278,9 +270,38 @@ impl Client {
             api,
             identity,
             link,
+            broker: broker.to_owned(),
+            version,
             keys,
             replay: ReplayGuard::default(),
         })
+    }
+
+    async fn link(
+        identity: &Identity,
+        broker: &str,
+        version: MqttVersion,
+    ) -> Result<Link, ClientError> {
+        let client_id = format!(
+            "{}-{}",
+            identity.kind.as_str(),
+            hex::encode(&PrincipalId::random().0[..6])
+        );
+        Link::connect(
+            broker,
+            version,
+            &client_id,
+            &identity.login,
+            &identity.auth_secret,
+            identity.id,
+        )
+        .await
+    }
+
+    /// Replaces a lost connection with a new one to the same broker, as the same principal.
+    pub async fn reconnect(&mut self) -> Result<(), ClientError> {
+        self.link = Self::link(&self.identity, &self.broker, self.version).await?;
+        Ok(())
     }
 
     pub fn identity(&self) -> &Identity {

@@ -19,6 +19,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Encoder, FramedRead};
+use zeroize::Zeroizing;
 
 use super::codec::{
     CodecError, ConnAckInfo, Connect, Inbound, MqttCodec, Outbound, Publish, Version,
@@ -229,7 +230,7 @@ impl Session {
         self.close(ctx, reason, label);
     }
 
-    fn on_connect(&mut self, ctx: &mut Context<Self>, connect: Box<Connect>) {
+    fn on_connect(&mut self, ctx: &mut Context<Self>, mut connect: Box<Connect>) {
         if !matches!(self.state, State::AwaitingConnect) {
             // A second CONNECT is a protocol violation (MQTT-3.1.0-2).
             return self.close(ctx, Reason::ProtocolError, "protocol_error");
@@ -241,8 +242,8 @@ impl Session {
         if connect.client_id.len() > MAX_CLIENT_ID_LEN {
             return self.refuse_connect(ctx, Reason::ClientIdNotValid, "refused_client_id");
         }
-        let (Some(login), Some(secret)) = (connect.username.clone(), connect.password.clone())
-        else {
+        let secret = connect.password.take().map(Zeroizing::new);
+        let (Some(login), Some(secret)) = (connect.username.clone(), secret) else {
             return self.refuse_connect(ctx, Reason::NotAuthorized, "refused_auth");
         };
         self.state = State::Authenticating;

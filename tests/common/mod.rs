@@ -44,45 +44,65 @@ impl Broker {
     /// Starts a broker with extra `SEALRELAY_*` environment overrides.
     pub fn start_with(env: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("broker.toml");
         std::fs::write(
-            &config,
+            dir.path().join("broker.toml"),
             "[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
              [kdf]\nmemory_kib = 19456\niterations = 2\n[log]\nlevel = \"debug\"\n",
         )
         .unwrap();
-        let log_path = dir.path().join("broker.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .current_dir(dir.path())
-            .envs(env.iter().copied())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn sealrelay");
         let mut broker = Broker {
-            child: Some(child),
+            child: None,
+            log_path: dir.path().join("broker.log"),
             dir,
             mqtt: "0.0.0.0:0".parse().unwrap(),
             http: "0.0.0.0:0".parse().unwrap(),
-            log_path,
         };
+        broker.spawn(env);
+        broker
+    }
+
+    fn spawn(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let before = self.log().len();
+        self.child = Some(
+            Command::new(BIN)
+                .args(["serve", "--config", "broker.toml"])
+                .current_dir(self.dir.path())
+                .envs(env.iter().copied())
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("spawn sealrelay"),
+        );
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let log = broker.log();
-            if let (Some(mqtt), Some(http)) = (find_addr(&log, "mqtt"), find_addr(&log, "http")) {
-                broker.mqtt = mqtt;
-                broker.http = http;
-                return broker;
+            let log = self.log();
+            let fresh = &log[before..];
+            if let (Some(mqtt), Some(http)) = (find_addr(fresh, "mqtt"), find_addr(fresh, "http")) {
+                self.mqtt = mqtt;
+                self.http = http;
+                return;
             }
-            if let Some(status) = broker.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("broker exited with {status} before listening:\n{log}");
             }
             assert!(Instant::now() < deadline, "broker did not start:\n{log}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Stops the broker and starts it again on the same ports, database and key file.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (mqtt, http) = (self.mqtt.to_string(), self.http.to_string());
+        self.spawn(&[
+            ("SEALRELAY_MQTT_LISTEN", &mqtt),
+            ("SEALRELAY_HTTP_LISTEN", &http),
+        ]);
     }
 
     pub fn log(&self) -> String {
