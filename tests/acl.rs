@@ -15,24 +15,13 @@ fn login(identity: &Identity) -> (String, String) {
     (identity.login.clone(), identity.auth_secret().to_owned())
 }
 
-async fn probe(broker: &Broker, version: MqttVersion, who: &(String, String)) -> Probe {
-    let mut p = Probe::connect(
-        broker.mqtt,
-        ProbeOptions::new(version, Some((&who.0, &who.1))),
-    )
-    .await;
-    assert_eq!(p.next().await, Seen::ConnAck(0));
-    p
-}
-
 #[tokio::test]
 async fn subscriptions_are_limited_to_the_own_inbox() {
     let broker = Broker::start();
     let alice = broker.user("alice").await;
     let bob = broker.user("bob").await;
-    let creds = login(&alice);
     for (version, refused) in [(MqttVersion::V5, 0x87), (MqttVersion::V311, 0x80)] {
-        let mut p = probe(&broker, version, &creds).await;
+        let mut p = Probe::logged_in(broker.mqtt, version, &alice).await;
         for filter in [
             "#",
             "+/v1/inbox/+",
@@ -57,13 +46,11 @@ async fn subscriptions_are_limited_to_the_own_inbox() {
     }
 
     // Traffic between bob and his instance reaches no one else.
-    let mut spy = probe(&broker, MqttVersion::V5, &creds).await;
+    let mut spy = Probe::logged_in(broker.mqtt, MqttVersion::V5, &alice).await;
     spy.subscribe("#", 0).await;
     spy.next().await;
-    let (bob_instance, token) = bob.add_instance(&broker.api()).await.unwrap();
-    let instance = Identity::login_instance(&broker.api(), &token)
-        .await
-        .unwrap();
+    let instance = broker.instance_of(&bob).await;
+    let bob_instance = instance.id;
     let mut instance = broker.client(instance, MqttVersion::V5).await;
     let mut bob = broker.client(bob, MqttVersion::V5).await;
     bob.send(bob_instance, b"private", 1).await.unwrap();
@@ -84,10 +71,9 @@ async fn publishing_to_an_unpaired_principal_is_refused_and_not_delivered() {
         crypto::seal_anonymous(alice.id, bob.id, &bob.public_key(), b"unsolicited").unwrap();
     let to_own_instance =
         crypto::seal_anonymous(alice.id, alice_instance, &bob.public_key(), b"fine").unwrap();
-    let creds = login(&alice);
     let mut bob = broker.client(bob, MqttVersion::V5).await;
 
-    let mut p = probe(&broker, MqttVersion::V5, &creds).await;
+    let mut p = Probe::logged_in(broker.mqtt, MqttVersion::V5, &alice).await;
     p.publish(&bob.identity().id.inbox_topic(), 1, false, envelope.clone())
         .await;
     assert!(matches!(p.next().await, Seen::PubAck(_, 0x87)));
@@ -106,7 +92,7 @@ async fn publishing_to_an_unpaired_principal_is_refused_and_not_delivered() {
     );
 
     // MQTT 3.1.1 has no negative PUBACK: the session is closed instead.
-    let mut p = probe(&broker, MqttVersion::V311, &creds).await;
+    let mut p = Probe::logged_in(broker.mqtt, MqttVersion::V311, &alice).await;
     p.publish(&bob.identity().id.inbox_topic(), 1, false, envelope)
         .await;
     assert!(matches!(p.next().await, Seen::Closed(_)));
@@ -127,7 +113,7 @@ async fn a_spoofed_sender_closes_the_session() {
     let mallory = broker.user("mallory").await;
     // Alice claims the envelope comes from mallory.
     let forged = crypto::seal_anonymous(mallory.id, instance, &alice.public_key(), b"x").unwrap();
-    let mut p = probe(&broker, MqttVersion::V5, &login(&alice)).await;
+    let mut p = Probe::logged_in(broker.mqtt, MqttVersion::V5, &alice).await;
     p.publish(&instance.inbox_topic(), 1, false, forged).await;
     assert_eq!(p.next().await, Seen::Disconnect(0x87));
 }
@@ -197,10 +183,8 @@ async fn the_http_api_enforces_pairing_and_roles() {
     let broker = Broker::start();
     let alice = broker.user("alice").await;
     let bob = broker.user("bob").await;
-    let (_, token) = alice.add_instance(&broker.api()).await.unwrap();
-    let instance = Identity::login_instance(&broker.api(), &token)
-        .await
-        .unwrap();
+    let instance = broker.instance_of(&alice).await;
+    let _ = instance.id;
     let api = broker.api();
     fn who(i: &Identity) -> sealrelay::client::Login<'_> {
         sealrelay::client::Login {
@@ -254,14 +238,28 @@ fn mosquitto(
         })
 }
 
+/// `mosquitto_pub -V 5 -q 1` of the file's bytes to `topic`.
+fn publish_file(
+    broker: &Broker,
+    who: &(String, String),
+    topic: &str,
+    file: &std::path::Path,
+) -> std::process::Output {
+    let file = file.to_str().unwrap();
+    mosquitto(
+        "mosquitto_pub",
+        broker,
+        who,
+        &["-V", "5", "-q", "1", "-t", topic, "-f", file],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn mosquitto_clients_interoperate_and_meet_the_same_acl() {
     let broker = Broker::start();
     let alice = broker.user("alice").await;
-    let (instance_id, token) = alice.add_instance(&broker.api()).await.unwrap();
-    let instance = Identity::login_instance(&broker.api(), &token)
-        .await
-        .unwrap();
+    let instance = broker.instance_of(&alice).await;
+    let instance_id = instance.id;
     let bob = broker.user("bob").await;
     let (alice_creds, instance_creds) = (login(&alice), login(&instance));
     let instance_key = instance.public_key();
@@ -285,21 +283,7 @@ async fn mosquitto_clients_interoperate_and_meet_the_same_acl() {
     )
     .unwrap();
     let topic = bob.id.inbox_topic();
-    let out = mosquitto(
-        "mosquitto_pub",
-        &broker,
-        &alice_creds,
-        &[
-            "-V",
-            "5",
-            "-q",
-            "1",
-            "-t",
-            &topic,
-            "-f",
-            file.to_str().unwrap(),
-        ],
-    );
+    let out = publish_file(&broker, &alice_creds, &topic, &file);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Not authorized"), "{err}");
 
@@ -354,21 +338,7 @@ async fn mosquitto_clients_interoperate_and_meet_the_same_acl() {
     )
     .unwrap();
     std::fs::write(&file, envelope).unwrap();
-    let out = mosquitto(
-        "mosquitto_pub",
-        &broker,
-        &alice_creds,
-        &[
-            "-V",
-            "5",
-            "-q",
-            "1",
-            "-t",
-            &instance_id.inbox_topic(),
-            "-f",
-            file.to_str().unwrap(),
-        ],
-    );
+    let out = publish_file(&broker, &alice_creds, &instance_id.inbox_topic(), &file);
     assert!(
         out.status.success(),
         "{}",

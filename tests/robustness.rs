@@ -9,7 +9,7 @@ use bytes::Bytes;
 use common::{Broker, Probe, ProbeOptions, Raw, Seen};
 use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode as D, Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
-use sealrelay::client::{Identity, MqttVersion};
+use sealrelay::client::MqttVersion;
 use sealrelay::crypto;
 
 fn disconnect_code(packets: &[Packet]) -> Option<D> {
@@ -161,28 +161,13 @@ async fn a_second_connect_with_the_same_client_id_takes_over() {
 async fn qos_2_is_accepted_and_delivered_as_qos_1() {
     let broker = Broker::start();
     let user = broker.user("alice").await;
-    let (instance_id, token) = user.add_instance(&broker.api()).await.unwrap();
-    let instance = Identity::login_instance(&broker.api(), &token)
-        .await
-        .unwrap();
-    let mut sub = Probe::connect(
-        broker.mqtt,
-        ProbeOptions::new(
-            MqttVersion::V311,
-            Some((&instance.login, instance.auth_secret())),
-        ),
-    )
-    .await;
-    assert_eq!(sub.next().await, Seen::ConnAck(0));
+    let instance = broker.instance_of(&user).await;
+    let instance_id = instance.id;
+    let mut sub = Probe::logged_in(broker.mqtt, MqttVersion::V311, &instance).await;
     sub.subscribe(&instance_id.inbox_topic(), 2).await;
     assert_eq!(sub.next().await, Seen::SubAck(vec![1]), "granted QoS is 1");
 
-    let mut publisher = Probe::connect(
-        broker.mqtt,
-        ProbeOptions::new(MqttVersion::V5, Some((&user.login, user.auth_secret()))),
-    )
-    .await;
-    assert_eq!(publisher.next().await, Seen::ConnAck(0));
+    let mut publisher = Probe::logged_in(broker.mqtt, MqttVersion::V5, &user).await;
     let envelope = crypto::seal_anonymous(
         user.id,
         instance_id,
@@ -209,10 +194,8 @@ async fn qos_2_is_accepted_and_delivered_as_qos_1() {
 async fn retained_messages_and_wills_follow_the_documented_rules() {
     let broker = Broker::start();
     let user = broker.user("alice").await;
-    let (instance_id, token) = user.add_instance(&broker.api()).await.unwrap();
-    let instance = Identity::login_instance(&broker.api(), &token)
-        .await
-        .unwrap();
+    let instance = broker.instance_of(&user).await;
+    let instance_id = instance.id;
     let login = Some((user.login.as_str(), user.auth_secret()));
     let envelope =
         crypto::seal_anonymous(user.id, instance_id, &instance.public_key(), b"r").unwrap();
@@ -245,15 +228,7 @@ async fn retained_messages_and_wills_follow_the_documented_rules() {
     assert_eq!(p.next().await, Seen::Disconnect(0x9A));
 
     // MQTT 3.1.1 cannot refuse retain: the flag is ignored and the envelope delivered live.
-    let mut sub = Probe::connect(
-        broker.mqtt,
-        ProbeOptions::new(
-            MqttVersion::V5,
-            Some((&instance.login, instance.auth_secret())),
-        ),
-    )
-    .await;
-    sub.next().await;
+    let mut sub = Probe::logged_in(broker.mqtt, MqttVersion::V5, &instance).await;
     sub.subscribe(&instance_id.inbox_topic(), 1).await;
     sub.next().await;
     let mut p = Probe::connect(

@@ -459,31 +459,27 @@ fn v5_connack(reason: Reason) -> v5::ConnectReturnCode {
     }
 }
 
-fn v5_puback(reason: Reason) -> v5::PubAckReason {
-    use v5::PubAckReason as P;
-    match reason {
-        Reason::Success => P::Success,
-        Reason::NoMatchingSubscribers => P::NoMatchingSubscribers,
-        Reason::NotAuthorized => P::NotAuthorized,
-        Reason::TopicNameInvalid => P::TopicNameInvalid,
-        Reason::QuotaExceeded => P::QuotaExceeded,
-        Reason::PayloadFormatInvalid => P::PayloadFormatInvalid,
-        _ => P::UnspecifiedError,
-    }
+/// PUBACK and PUBREC share one set of reason codes (MQTT 5 §3.4.2.1 and §3.5.2.1), which
+/// rumqttc models as two enums with the same variants.
+macro_rules! publish_ack_reason {
+    ($name:ident, $enum:ty) => {
+        fn $name(reason: Reason) -> $enum {
+            type A = $enum;
+            match reason {
+                Reason::Success => A::Success,
+                Reason::NoMatchingSubscribers => A::NoMatchingSubscribers,
+                Reason::NotAuthorized => A::NotAuthorized,
+                Reason::TopicNameInvalid => A::TopicNameInvalid,
+                Reason::QuotaExceeded => A::QuotaExceeded,
+                Reason::PayloadFormatInvalid => A::PayloadFormatInvalid,
+                _ => A::UnspecifiedError,
+            }
+        }
+    };
 }
 
-fn v5_pubrec(reason: Reason) -> v5::PubRecReason {
-    use v5::PubRecReason as P;
-    match reason {
-        Reason::Success => P::Success,
-        Reason::NoMatchingSubscribers => P::NoMatchingSubscribers,
-        Reason::NotAuthorized => P::NotAuthorized,
-        Reason::TopicNameInvalid => P::TopicNameInvalid,
-        Reason::QuotaExceeded => P::QuotaExceeded,
-        Reason::PayloadFormatInvalid => P::PayloadFormatInvalid,
-        _ => P::UnspecifiedError,
-    }
-}
+publish_ack_reason!(v5_puback, v5::PubAckReason);
+publish_ack_reason!(v5_pubrec, v5::PubRecReason);
 
 fn v5_disconnect(reason: Reason) -> v5::DisconnectReasonCode {
     use v5::DisconnectReasonCode as D;

@@ -161,11 +161,19 @@ impl Broker {
             .expect("connect client")
     }
 
+    /// Adds an instance for `user` and logs it in with its token.
+    pub async fn instance_of(&self, user: &Identity) -> Identity {
+        let (_, token) = user.add_instance(&self.api()).await.expect("add instance");
+        Identity::login_instance(&self.api(), &token)
+            .await
+            .expect("instance login")
+    }
+
     /// A user and one of its instances, both connected; the instance echoes.
     pub async fn pair(&self, name: &str, version: MqttVersion) -> (Client, PrincipalId) {
         let user = self.user(name).await;
-        let (instance_id, token) = user.add_instance(&self.api()).await.unwrap();
-        let instance = Identity::login_instance(&self.api(), &token).await.unwrap();
+        let instance = self.instance_of(&user).await;
+        let instance_id = instance.id;
         let mut agent = self.client(instance, version).await;
         tokio::spawn(async move {
             let _ = agent
@@ -252,6 +260,17 @@ fn qos5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
 }
 
 impl Probe {
+    /// Connects as `who` and asserts the login succeeded.
+    pub async fn logged_in(addr: SocketAddr, version: MqttVersion, who: &Identity) -> Probe {
+        let mut p = Probe::connect(
+            addr,
+            ProbeOptions::new(version, Some((&who.login, who.auth_secret()))),
+        )
+        .await;
+        assert_eq!(p.next().await, Seen::ConnAck(0), "login as {}", who.login);
+        p
+    }
+
     pub async fn connect(addr: SocketAddr, o: ProbeOptions<'_>) -> Probe {
         let (tx, seen) = mpsc::unbounded_channel();
         let host = addr.ip().to_string();
