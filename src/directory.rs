@@ -222,19 +222,23 @@ impl Directory {
         .transpose()
     }
 
+    /// The login's id, kind and verifier. An unknown login costs the same as a known one:
+    /// the query always yields one row (a placeholder when nothing matches) and that row
+    /// is decoded either way, so timing does not tell which logins exist.
     pub async fn credentials(&self, login: &str) -> Result<Option<Credentials>, DirectoryError> {
-        let row = sqlx::query("SELECT id, kind, verifier FROM principals WHERE login = ?")
-            .bind(login)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(Credentials {
-                id: id_of(&row, "id")?,
-                kind: kind_of(&row)?,
-                verifier: key_of(&row, "verifier")?,
-            })
-        })
-        .transpose()
+        let row = sqlx::query(
+            "SELECT * FROM (SELECT 1 AS found, id, kind, verifier FROM principals WHERE login = ? \
+             UNION ALL SELECT 0, zeroblob(16), 'user', zeroblob(32)) LIMIT 1",
+        )
+        .bind(login)
+        .fetch_one(&self.pool)
+        .await?;
+        let credentials = Credentials {
+            id: id_of(&row, "id")?,
+            kind: kind_of(&row)?,
+            verifier: key_of(&row, "verifier")?,
+        };
+        Ok((row.try_get::<i64, _>("found")? == 1).then_some(credentials))
     }
 
     pub async fn key_bundle(&self, id: PrincipalId) -> Result<Option<KeyBundle>, DirectoryError> {
