@@ -316,9 +316,63 @@ pub fn seal_anonymous(
     .encode(&body))
 }
 
+/// Seals sender-authenticated envelopes from one principal to one peer. The X25519
+/// exchange is done once here rather than per envelope.
+///
 /// libsodium `crypto_box_easy` from the sender's static key. The inner plaintext repeats
 /// sender and recipient: the box key is symmetric between two parties, so without them
 /// a server could reflect A's envelope back to A as if B had sent it.
+pub struct Sealer {
+    sender: PrincipalId,
+    recipient: PrincipalId,
+    witness: Witness,
+    sbox: SalsaBox,
+}
+
+impl Sealer {
+    pub fn new(
+        sender: PrincipalId,
+        sender_key: &SecretKey,
+        recipient: PrincipalId,
+        recipient_key: &PublicKey,
+    ) -> Sealer {
+        Sealer {
+            sender,
+            recipient,
+            witness: Witness::of(recipient_key.as_bytes()),
+            sbox: SalsaBox::new(recipient_key, sender_key),
+        }
+    }
+
+    pub fn seal(&self, payload: &[u8]) -> Result<Bytes, CryptoError> {
+        let mut inner = Zeroizing::new(Vec::with_capacity(INNER_PREFIX_LEN + payload.len()));
+        inner.extend_from_slice(&self.sender.0);
+        inner.extend_from_slice(&self.recipient.0);
+        let mut message_id = [0u8; 16];
+        OsRng.fill_bytes(&mut message_id);
+        inner.extend_from_slice(&message_id);
+        inner.extend_from_slice(&now_ms().to_be_bytes());
+        inner.extend_from_slice(payload);
+        let nonce = SalsaBox::generate_nonce(&mut OsRng);
+        let ct = self
+            .sbox
+            .encrypt(&nonce, inner.as_slice())
+            .map_err(|_| CryptoError::Seal)?;
+        let mut body = Vec::with_capacity(BOX_NONCE_LEN + ct.len());
+        body.extend_from_slice(&nonce);
+        body.extend_from_slice(&ct);
+        Ok(Header {
+            kind: Kind::Authenticated,
+            sender: self.sender,
+            recipient: self.recipient,
+            witness: self.witness,
+            body_len: body.len() as u32,
+        }
+        .encode(&body))
+    }
+}
+
+/// One sender-authenticated envelope; see [`Sealer`] for many to the same peer.
 pub fn seal_authenticated(
     sender: PrincipalId,
     sender_key: &SecretKey,
@@ -326,30 +380,7 @@ pub fn seal_authenticated(
     recipient_key: &PublicKey,
     payload: &[u8],
 ) -> Result<Bytes, CryptoError> {
-    let mut inner = Zeroizing::new(Vec::with_capacity(INNER_PREFIX_LEN + payload.len()));
-    inner.extend_from_slice(&sender.0);
-    inner.extend_from_slice(&recipient.0);
-    let mut message_id = [0u8; 16];
-    OsRng.fill_bytes(&mut message_id);
-    inner.extend_from_slice(&message_id);
-    inner.extend_from_slice(&now_ms().to_be_bytes());
-    inner.extend_from_slice(payload);
-    let sbox = SalsaBox::new(recipient_key, sender_key);
-    let nonce = SalsaBox::generate_nonce(&mut OsRng);
-    let ct = sbox
-        .encrypt(&nonce, inner.as_slice())
-        .map_err(|_| CryptoError::Seal)?;
-    let mut body = Vec::with_capacity(BOX_NONCE_LEN + ct.len());
-    body.extend_from_slice(&nonce);
-    body.extend_from_slice(&ct);
-    Ok(Header {
-        kind: Kind::Authenticated,
-        sender,
-        recipient,
-        witness: Witness::of(recipient_key.as_bytes()),
-        body_len: body.len() as u32,
-    }
-    .encode(&body))
+    Sealer::new(sender, sender_key, recipient, recipient_key).seal(payload)
 }
 
 /// An opened envelope.

@@ -229,6 +229,22 @@ impl Identity {
         Ok((id, token))
     }
 
+    /// Seals `payload` from this principal to `to` (sender-authenticated) without sending.
+    pub fn seal_to(
+        &self,
+        to: PrincipalId,
+        key: &PublicKey,
+        payload: &[u8],
+    ) -> Result<bytes::Bytes, ClientError> {
+        Ok(self.sealer_to(to, key).seal(payload)?)
+    }
+
+    /// A sealer for many envelopes to one peer (the key exchange is done once), for callers
+    /// that publish through their own MQTT client, like the load tests.
+    pub fn sealer_to(&self, to: PrincipalId, key: &PublicKey) -> crypto::Sealer {
+        crypto::Sealer::new(self.id, &self.secret, to, key)
+    }
+
     pub async fn instances(&self, api: &Api) -> Result<Vec<InstanceView>, ClientError> {
         api.instances(self.api_login()).await
     }
@@ -331,8 +347,7 @@ impl Client {
         qos: u8,
     ) -> Result<(), ClientError> {
         let key = self.key_for(to).await?;
-        let envelope =
-            crypto::seal_authenticated(self.identity.id, &self.identity.secret, to, &key, payload)?;
+        let envelope = self.identity.seal_to(to, &key, payload)?;
         self.link.publish(to, envelope, qos).await
     }
 

@@ -1,0 +1,216 @@
+//! Results: a table for people, JSON for scripts, and a progress line while running.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::procstat::Usage;
+use crate::{Counters, Kind, Scenario};
+
+/// End-to-end latency in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub broker: String,
+    pub kind: Kind,
+    pub scenario: Scenario,
+    pub setup_seconds: f64,
+    pub measured_seconds: f64,
+    pub sent: u64,
+    pub received: u64,
+    /// Sent and never received (after a 3 s drain at the end).
+    pub lost: u64,
+    pub errors: u64,
+    /// Open loop: the most any send lagged its schedule, in µs. Large values mean the load
+    /// tool (not the broker) could not keep the rate, and latency is understated.
+    pub max_schedule_lag_us: u64,
+    pub messages_per_second: f64,
+    pub megabytes_per_second: f64,
+    pub latency_us: Option<Latency>,
+    pub sessions: usize,
+    pub connects_per_second: f64,
+    pub broker_usage: Option<Usage>,
+    /// Idle: broker RSS growth divided by sessions held.
+    pub kib_per_session: Option<f64>,
+}
+
+pub(crate) struct Traffic {
+    pub setup: Duration,
+    pub measured: Duration,
+    pub sent: u64,
+    pub sent_in_window: u64,
+    pub received: u64,
+    pub errors: u64,
+    pub max_lag_us: u64,
+    pub histogram: Histogram<u64>,
+    pub broker: Option<Usage>,
+}
+
+impl Report {
+    fn base(s: &Scenario) -> Report {
+        Report {
+            broker: s.broker_name.clone(),
+            kind: s.kind,
+            scenario: s.clone(),
+            setup_seconds: 0.0,
+            measured_seconds: 0.0,
+            sent: 0,
+            received: 0,
+            lost: 0,
+            errors: 0,
+            max_schedule_lag_us: 0,
+            messages_per_second: 0.0,
+            megabytes_per_second: 0.0,
+            latency_us: None,
+            sessions: 0,
+            connects_per_second: 0.0,
+            broker_usage: None,
+            kib_per_session: None,
+        }
+    }
+
+    pub(crate) fn traffic(s: &Scenario, t: Traffic) -> Report {
+        let secs = t.measured.as_secs_f64();
+        // Throughput counts what was delivered of what was sent in the measured window.
+        let delivered = t.received.min(t.sent_in_window);
+        let h = &t.histogram;
+        Report {
+            setup_seconds: t.setup.as_secs_f64(),
+            measured_seconds: secs,
+            sent: t.sent,
+            received: t.received,
+            lost: t.sent.saturating_sub(t.received),
+            errors: t.errors,
+            max_schedule_lag_us: t.max_lag_us,
+            messages_per_second: delivered as f64 / secs,
+            megabytes_per_second: (delivered * s.size as u64) as f64 / secs / 1e6,
+            latency_us: (!h.is_empty()).then(|| Latency {
+                p50: h.value_at_quantile(0.5),
+                p90: h.value_at_quantile(0.9),
+                p99: h.value_at_quantile(0.99),
+                p999: h.value_at_quantile(0.999),
+                max: h.max(),
+            }),
+            sessions: s.consoles + s.consoles * s.instances_per_console,
+            broker_usage: t.broker,
+            ..Report::base(s)
+        }
+    }
+
+    pub(crate) fn sessions(
+        s: &Scenario,
+        held: usize,
+        took: Duration,
+        errors: u64,
+        broker: Option<Usage>,
+    ) -> Report {
+        let kib_per_session = broker
+            .filter(|_| s.kind == Kind::Idle && held > 0)
+            .map(|u| u.rss_after_kib.saturating_sub(u.rss_before_kib) as f64 / held as f64);
+        Report {
+            measured_seconds: took.as_secs_f64(),
+            errors,
+            sessions: held,
+            connects_per_second: held as f64 / took.as_secs_f64().max(1e-9),
+            broker_usage: broker,
+            kib_per_session,
+            ..Report::base(s)
+        }
+    }
+
+    /// A short table for the terminal.
+    pub fn table(&self) -> String {
+        let mut out = format!("broker      {}\nscenario    {:?}\n", self.broker, self.kind);
+        let mut row = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
+        match self.kind {
+            Kind::Traffic => {
+                row(
+                    "sent",
+                    format!("{} (lost {}, errors {})", self.sent, self.lost, self.errors),
+                );
+                row(
+                    "throughput",
+                    format!(
+                        "{:.0} msg/s, {:.2} MB/s over {:.1} s",
+                        self.messages_per_second, self.megabytes_per_second, self.measured_seconds
+                    ),
+                );
+                if let Some(l) = &self.latency_us {
+                    row(
+                        "latency µs",
+                        format!(
+                            "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                            l.p50, l.p90, l.p99, l.p999, l.max
+                        ),
+                    );
+                }
+                if self.scenario.rate > 0 {
+                    row(
+                        "schedule",
+                        format!(
+                            "sends lagged their schedule by at most {} µs",
+                            self.max_schedule_lag_us
+                        ),
+                    );
+                }
+                row(
+                    "setup",
+                    format!("{:.1} s for {} sessions", self.setup_seconds, self.sessions),
+                );
+            }
+            Kind::Idle | Kind::Storm => {
+                row(
+                    "sessions",
+                    format!("{} (errors {})", self.sessions, self.errors),
+                );
+                row("connects", format!("{:.0}/s", self.connects_per_second));
+                if let Some(k) = self.kib_per_session {
+                    row("per session", format!("{k:.1} KiB of broker RSS"));
+                }
+            }
+        }
+        if let Some(u) = &self.broker_usage {
+            row(
+                "broker",
+                format!(
+                    "RSS {} → {} KiB (peak {} KiB), CPU {:.2} s",
+                    u.rss_before_kib, u.rss_after_kib, u.peak_rss_kib, u.cpu_seconds
+                ),
+            );
+        }
+        out
+    }
+}
+
+/// Prints sent/received once a second to stderr until aborted.
+pub(crate) fn progress(counters: Arc<Counters>, duration: f64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        let (mut last, mut elapsed) = (0, 0);
+        loop {
+            tick.tick().await;
+            elapsed += 1;
+            let received = counters.received.load(Ordering::Relaxed);
+            eprint!(
+                "\r[{elapsed:>4}/{duration:.0} s] sent {:>10}  received {:>10}  {:>8} msg/s  errors {}   ",
+                counters.sent.load(Ordering::Relaxed),
+                received,
+                received - last,
+                counters.errors.load(Ordering::Relaxed)
+            );
+            last = received;
+        }
+    })
+}

@@ -1,0 +1,122 @@
+//! A few seconds of each scenario against a real sealrelay on ephemeral ports: the load
+//! tool works end to end and QoS 1 loses nothing. Figures are not asserted here; they are
+//! measured with release builds and written to docs/benchmarks.md.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use sealrelay::config::Config;
+use sealrelay_load::{run, Kind, Scenario};
+
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    scenario: Scenario,
+}
+
+/// Starts the broker in its own actix system thread; the returned sender stops it.
+fn start_broker(
+    dir: &std::path::Path,
+) -> (SocketAddr, SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let text = format!(
+        "[mqtt]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n[http]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
+         [directory]\ndatabase = \"{0}/sealrelay.db\"\nprelogin_key_file = \"{0}/prelogin.key\"\n\
+         [kdf]\nmemory_kib = 19456\niterations = 2\n",
+        dir.display()
+    );
+    let config = Config::from_layers(Some(("smoke.toml", &text)), std::iter::empty()).unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let running = sealrelay::server::start(config)
+                .await
+                .expect("broker starts");
+            ready_tx
+                .send((running.mqtt_addr, running.http_addr))
+                .unwrap();
+            let _ = stop_rx.await;
+            running.shutdown().await;
+        })
+    });
+    let (mqtt, http) = ready_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("broker ready");
+    (mqtt, http, stop_tx)
+}
+
+#[test]
+fn every_scenario_runs_and_qos_1_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mqtt, http, stop) = start_broker(dir.path());
+    let pid = std::process::id().to_string();
+    let scenario = |args: &[&str]| {
+        let base = [
+            "sealrelay-load",
+            "--mqtt",
+            &mqtt.to_string(),
+            "--http",
+            &format!("http://{http}"),
+            "--broker-pid",
+            &pid,
+        ];
+        Flags::parse_from(base.iter().copied().chain(args.iter().copied())).scenario
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    // Pairs, closed loop at QoS 1.
+    let report = runtime
+        .block_on(run(&scenario(&[
+            "--consoles",
+            "4",
+            "--duration",
+            "2",
+            "--qos",
+            "1",
+        ])))
+        .unwrap();
+    assert_eq!((report.lost, report.errors), (0, 0), "{}", report.table());
+    assert!(
+        report.received > 1000 && report.latency_us.is_some(),
+        "{}",
+        report.table()
+    );
+    assert!(report.broker_usage.is_some_and(|u| u.cpu_seconds > 0.0));
+
+    // Fan-out, open loop at QoS 1.
+    let report = runtime
+        .block_on(run(&scenario(&[
+            "--instances-per-console",
+            "50",
+            "--rate",
+            "2000",
+            "--duration",
+            "1",
+            "--qos",
+            "1",
+        ])))
+        .unwrap();
+    assert_eq!((report.lost, report.errors), (0, 0), "{}", report.table());
+    assert!(report.received >= 1500, "{}", report.table());
+
+    // A reconnect storm of authenticated sessions.
+    let report = runtime
+        .block_on(run(&scenario(&[
+            "--kind",
+            "storm",
+            "--sessions",
+            "200",
+            "--rounds",
+            "2",
+        ])))
+        .unwrap();
+    assert_eq!(
+        (report.kind, report.sessions, report.errors),
+        (Kind::Storm, 400, 0),
+        "{}",
+        report.table()
+    );
+
+    let _ = stop.send(());
+}
