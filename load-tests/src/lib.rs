@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 pub use report::Report;
 
 /// What to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// N consoles, each sending to its M instances (pairs: M = 1; fan-out: N = 1).
@@ -45,7 +45,7 @@ pub enum Kind {
 }
 
 /// A scenario; every knob is a flag (`sealrelay-load --help`).
-#[derive(Debug, Clone, Args, Serialize)]
+#[derive(Debug, Clone, Args, Serialize, serde::Deserialize)]
 pub struct Scenario {
     /// traffic, idle or storm.
     #[arg(long, value_enum, default_value = "traffic")]

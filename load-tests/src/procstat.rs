@@ -10,7 +10,7 @@ pub struct Sample {
 }
 
 /// What the broker used between two samples.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
 pub struct Usage {
     pub rss_before_kib: u64,
     pub rss_after_kib: u64,

@@ -11,7 +11,7 @@ use crate::procstat::Usage;
 use crate::{Counters, Kind, Scenario};
 
 /// End-to-end latency in microseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Latency {
     pub p50: u64,
     pub p90: u64,
@@ -20,7 +20,7 @@ pub struct Latency {
     pub max: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Report {
     pub broker: String,
     pub kind: Kind,
@@ -213,4 +213,88 @@ pub(crate) fn progress(counters: Arc<Counters>, duration: f64) -> tokio::task::J
             last = received;
         }
     })
+}
+
+/// A markdown table of reports, one row per (label, broker), in the order given, plus the
+/// throughput ratios of the first broker against each other one for every label.
+pub fn markdown(runs: &[(String, Report)]) -> String {
+    let mut out = String::from(
+        "| scenario | broker | msg/s | MB/s | p50 µs | p99 µs | p99.9 µs | max µs | lost | connects/s | KiB/session | broker CPU s | broker peak RSS MiB |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (label, r) in runs {
+        let l = r.latency_us.as_ref();
+        let num = |v: Option<u64>| v.map_or("–".to_owned(), |v| v.to_string());
+        let (msgs, mbs) = if r.kind == Kind::Traffic {
+            (
+                format!("{:.0}", r.messages_per_second),
+                format!("{:.1}", r.megabytes_per_second),
+            )
+        } else {
+            ("–".into(), "–".into())
+        };
+        out.push_str(&format!(
+            "| {label} | {} | {msgs} | {mbs} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.broker,
+            num(l.map(|l| l.p50)),
+            num(l.map(|l| l.p99)),
+            num(l.map(|l| l.p999)),
+            num(l.map(|l| l.max)),
+            r.lost,
+            if r.kind == Kind::Traffic {
+                "–".into()
+            } else {
+                format!("{:.0}", r.connects_per_second)
+            },
+            r.kib_per_session.map_or("–".into(), |k| format!("{k:.1}")),
+            r.broker_usage
+                .map_or("–".into(), |u| format!("{:.1}", u.cpu_seconds)),
+            r.broker_usage.map_or("–".into(), |u| format!(
+                "{:.1}",
+                u.peak_rss_kib as f64 / 1024.0
+            )),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        scenario: Scenario,
+    }
+
+    #[test]
+    fn summary_table_has_a_row_per_run_and_survives_json() {
+        let scenario = Flags::parse_from(["x", "--broker-name", "mosquitto"]).scenario;
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        histogram.record(250).unwrap();
+        let report = Report::traffic(
+            &scenario,
+            Traffic {
+                setup: Duration::from_secs(1),
+                measured: Duration::from_secs(2),
+                sent: 100,
+                sent_in_window: 100,
+                received: 98,
+                errors: 0,
+                max_lag_us: 0,
+                histogram,
+                broker: None,
+            },
+        );
+        let back: Report = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+        let table = markdown(&[("b-pairs-qos1".into(), back)]);
+        let row = table.lines().nth(2).unwrap();
+        assert!(
+            row.starts_with("| b-pairs-qos1 | mosquitto | 49 | 0.0 | 250 |"),
+            "{row}"
+        );
+        assert!(row.contains("| 2 |"), "two lost: {row}");
+    }
 }

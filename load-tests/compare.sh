@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The one command behind docs/benchmarks.md: the same scenarios against sealrelay,
+# mosquitto and rumqttd on this machine, a fresh broker per run, loopback only.
+#
+#   load-tests/compare.sh                 # full run, rewrites docs/benchmarks.md
+#   DURATION=3 load-tests/compare.sh      # shorter traffic runs
+#   BROKERS="sealrelay mosquitto" load-tests/compare.sh
+#
+# sealrelay gets real sealed envelopes and authenticated sessions; the others get the
+# same sizes and rates on plain topics (--plain), with no authentication at all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${DURATION:-10}
+BROKERS=${BROKERS:-"sealrelay mosquitto rumqttd"}
+WORK=$(mktemp -d /tmp/sealrelay-bench.XXXXXX)
+RESULTS=$WORK/results
+mkdir -p "$RESULTS"
+MQTT_PORT=${MQTT_PORT:-18831}
+HTTP_PORT=${HTTP_PORT:-18081}
+
+cargo build --release -q -p sealrelay -p sealrelay-load
+LOAD=$ROOT/target/release/sealrelay-load
+SEALRELAY=$ROOT/target/release/sealrelay
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+if [ ! -x "$MOSQUITTO" ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq mosquitto
+  MOSQUITTO=/usr/sbin/mosquitto
+fi
+RUMQTTD=${RUMQTTD:-$ROOT/.bench/bin/rumqttd}
+if [[ " $BROKERS " == *" rumqttd "* ]] && [ ! -x "$RUMQTTD" ]; then
+  # Not --locked: its lockfile pins metrics 0.22.1, which current rustc rejects.
+  cargo install rumqttd --version "^0.20" --root "$ROOT/.bench"
+fi
+
+PID=""
+start_broker() {
+  case $1 in
+    sealrelay)
+      rm -f "$WORK"/sr.db* "$WORK/sr.key"
+      (cd "$WORK" && SEALRELAY_MQTT_LISTEN=127.0.0.1:$MQTT_PORT SEALRELAY_HTTP_LISTEN=127.0.0.1:$HTTP_PORT \
+        SEALRELAY_DIRECTORY_DATABASE=sr.db SEALRELAY_DIRECTORY_PRELOGIN_KEY_FILE=sr.key \
+        SEALRELAY_KDF_MEMORY_KIB=19456 SEALRELAY_KDF_ITERATIONS=2 SEALRELAY_LOG_LEVEL=warn \
+        SEALRELAY_AUTH_MAX_FAILURES_PER_IP=1000000 \
+        exec "$SEALRELAY" serve) >"$WORK/sealrelay.log" 2>&1 &
+      PID=$! ;;
+    mosquitto)
+      # TCP_NODELAY as sealrelay does, so neither side pays Nagle's 40 ms.
+      printf 'listener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nmax_queued_messages 10000\n' \
+        "$MQTT_PORT" >"$WORK/mosquitto.conf"
+      "$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
+      PID=$! ;;
+    rumqttd)
+      # Stock config, but without its 1 ms pause between accepted connections.
+      cat >"$WORK/rumqttd.toml" <<EOF
+id = 0
+[router]
+id = 0
+max_connections = 20010
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:$MQTT_PORT"
+next_connection_delay_ms = 0
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 20480
+    max_inflight_count = 100
+    dynamic_filters = true
+EOF
+      "$RUMQTTD" -c "$WORK/rumqttd.toml" >"$WORK/rumqttd.log" 2>&1 &
+      PID=$! ;;
+  esac
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "compare.sh: $1 did not start" >&2
+  return 1
+}
+
+stop_broker() {
+  kill "$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+}
+
+# run LABEL BROKER ARGS...: a fresh broker, one scenario, a JSON report.
+run() {
+  local label=$1 broker=$2 plain=()
+  shift 2
+  [ "$broker" = sealrelay ] || plain=(--plain)
+  start_broker "$broker"
+  echo "== $label on $broker" >&2
+  "$LOAD" "${plain[@]}" --mqtt "127.0.0.1:$MQTT_PORT" --http "http://127.0.0.1:$HTTP_PORT" \
+    --broker-pid "$PID" --broker-name "$broker" --json "$RESULTS/$label.$broker.json" "$@" >&2 ||
+    echo "compare.sh: $label on $broker failed" >&2
+  stop_broker
+}
+
+for broker in $BROKERS; do
+  run a-pairs-qos0 "$broker" --consoles 100 --qos 0 --duration "$DURATION"
+  run b-pairs-qos1 "$broker" --consoles 100 --qos 1 --duration "$DURATION"
+  run c-fanout-qos1 "$broker" --instances-per-console 1000 --qos 1 --duration "$DURATION"
+  run d-idle "$broker" --kind idle --sessions 10000 --duration 3
+  run e-storm "$broker" --kind storm --sessions 5000
+done
+# Latency at half of sealrelay's closed-loop QoS 1 rate, the same open-loop rate for all.
+HALF=$(grep -o '"messages_per_second": [0-9.]*' "$RESULTS/b-pairs-qos1.sealrelay.json" | awk '{printf "%d", $2 / 2}')
+for broker in $BROKERS; do
+  run f-latency-qos1 "$broker" --consoles 100 --qos 1 --rate "$HALF" --duration "$DURATION"
+done
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+{
+  cat <<EOF
+# Benchmarks
+
+Written by \`load-tests/compare.sh\` (DURATION=$DURATION) on $(date -u +%Y-%m-%d): $(nproc) vCPU ($cpu),
+$(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), loopback only; broker and load tool share the machine.
+Brokers: sealrelay $(git rev-parse --short HEAD) (release build), $("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//'), rumqttd 0.20 (\`cargo install\`).
+One run per cell, a fresh broker for each.
+
+| label | scenario (sealrelay-load flags) |
+|---|---|
+| a-pairs-qos0 | \`--consoles 100 --qos 0\` — 100 console→instance pairs, 256 B, closed loop, 10 in flight per pair |
+| b-pairs-qos1 | \`--consoles 100 --qos 1\` — the same at QoS 1 |
+| c-fanout-qos1 | \`--instances-per-console 1000 --qos 1\` — one console to 1,000 instances |
+| d-idle | \`--kind idle --sessions 10000\` — 10,000 idle subscribed sessions; broker RSS growth per session |
+| e-storm | \`--kind storm --sessions 5000\` — 5,000 clients connecting at once (authenticated on sealrelay) |
+| f-latency-qos1 | \`--consoles 100 --qos 1 --rate $HALF\` — open loop at half of sealrelay's rate in b |
+
+sealrelay relays real sealed envelopes (SDK-sealed before the clock starts) between
+authenticated principals, checking each header and pairing; mosquitto and rumqttd relay the
+same sizes on plain topics without authentication.
+
+EOF
+  "$LOAD" --summarize "$RESULTS"
+} >"$ROOT/docs/benchmarks.md.new"
+mv "$ROOT/docs/benchmarks.md.new" "$ROOT/docs/benchmarks.md"
+echo "compare.sh: wrote docs/benchmarks.md (raw reports in $RESULTS)" >&2
