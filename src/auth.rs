@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config;
-use crate::directory::{Credentials, Directory, DirectoryError};
+use crate::directory::{Credentials, Directory};
 use crate::metrics;
 
 /// Longest login (user name or instance id) accepted before any lookup.
@@ -36,8 +36,6 @@ pub enum AuthError {
     Denied,
     #[error("too many failed logins from this address or for this login; retry later")]
     RateLimited,
-    #[error(transparent)]
-    Directory(#[from] DirectoryError),
 }
 
 struct Window {
@@ -85,7 +83,7 @@ impl Authenticator {
 
     /// Checks `secret` for `login` from `ip`; the same work is done whether or not the
     /// login exists, so neither the answer nor its timing tells which.
-    pub async fn authenticate(
+    pub fn authenticate(
         &self,
         directory: &Directory,
         ip: IpAddr,
@@ -101,7 +99,7 @@ impl Authenticator {
         let found = if login.is_empty() || login.len() > MAX_LOGIN_LEN {
             None
         } else {
-            directory.credentials(login).await?
+            directory.credentials(login)
         };
         let presented = verifier(secret);
         let expected = found.as_ref().map_or([0u8; 32], |c| c.verifier);

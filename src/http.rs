@@ -112,7 +112,6 @@ impl From<AuthError> for ApiError {
         match e {
             AuthError::Denied => ApiError::Unauthorized,
             AuthError::RateLimited => ApiError::RateLimited,
-            AuthError::Directory(e) => e.into(),
         }
     }
 }
@@ -218,8 +217,7 @@ async fn caller(req: &HttpRequest, state: &ApiState) -> Result<Credentials> {
     let (login, secret) = text.split_once(':').ok_or(ApiError::Unauthorized)?;
     Ok(state
         .authenticator
-        .authenticate(&state.directory, peer_ip(req), login, secret)
-        .await?)
+        .authenticate(&state.directory, peer_ip(req), login, secret)?)
 }
 
 async fn caller_user(req: &HttpRequest, state: &ApiState) -> Result<Credentials> {

@@ -153,7 +153,6 @@ pub enum Reason {
     UnsupportedProtocolVersion = 0x84,
     ClientIdNotValid = 0x85,
     NotAuthorized = 0x87,
-    ServerUnavailable = 0x88,
     ServerShuttingDown = 0x8B,
     KeepAliveTimeout = 0x8D,
     SessionTakenOver = 0x8E,

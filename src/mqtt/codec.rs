@@ -454,7 +454,7 @@ fn v5_connack(reason: Reason) -> v5::ConnectReturnCode {
         Reason::RetainNotSupported => C::RetainNotSupported,
         Reason::ConnectionRateExceeded => C::ConnectionRateExceeded,
         Reason::QuotaExceeded => C::QuotaExceeded,
-        Reason::ServerShuttingDown | Reason::ServerUnavailable => C::ServerUnavailable,
+        Reason::ServerShuttingDown => C::ServerUnavailable,
         _ => C::UnspecifiedError,
     }
 }

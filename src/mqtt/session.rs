@@ -65,7 +65,6 @@ struct Live {
 
 enum State {
     AwaitingConnect,
-    Authenticating,
     Live(Box<Live>),
     Closing,
 }
@@ -230,7 +229,7 @@ impl Session {
         self.close(ctx, reason, label);
     }
 
-    fn on_connect(&mut self, ctx: &mut Context<Self>, mut connect: Box<Connect>) {
+    fn on_connect(&mut self, ctx: &mut Context<Self>, mut connect: Connect) {
         if !matches!(self.state, State::AwaitingConnect) {
             // A second CONNECT is a protocol violation (MQTT-3.1.0-2).
             return self.close(ctx, Reason::ProtocolError, "protocol_error");
@@ -246,34 +245,21 @@ impl Session {
         let (Some(login), Some(secret)) = (connect.username.clone(), secret) else {
             return self.refuse_connect(ctx, Reason::NotAuthorized, "refused_auth");
         };
-        self.state = State::Authenticating;
-        let shared = self.shared.clone();
-        let ip = self.peer.ip();
-        let check = async move {
-            shared
-                .authenticator
-                .authenticate(&shared.directory, ip, &login, &secret)
-                .await
-        };
-        // `wait` holds every later packet until the login is decided.
-        ctx.wait(check.into_actor(self).map(move |result, act, ctx| {
-            if matches!(act.state, State::Closing) {
-                return;
+        let checked = self.shared.authenticator.authenticate(
+            &self.shared.directory,
+            self.peer.ip(),
+            &login,
+            &secret,
+        );
+        match checked {
+            Ok(credentials) => self.go_live(ctx, connect, credentials.id),
+            Err(AuthError::Denied) => {
+                self.refuse_connect(ctx, Reason::NotAuthorized, "refused_auth")
             }
-            match result {
-                Ok(credentials) => act.go_live(ctx, *connect, credentials.id),
-                Err(AuthError::Denied) => {
-                    act.refuse_connect(ctx, Reason::NotAuthorized, "refused_auth")
-                }
-                Err(AuthError::RateLimited) => {
-                    act.refuse_connect(ctx, Reason::ConnectionRateExceeded, "refused_rate_limit")
-                }
-                Err(AuthError::Directory(e)) => {
-                    tracing::error!(error = %e, "directory unavailable during CONNECT");
-                    act.refuse_connect(ctx, Reason::ServerUnavailable, "refused_unavailable")
-                }
+            Err(AuthError::RateLimited) => {
+                self.refuse_connect(ctx, Reason::ConnectionRateExceeded, "refused_rate_limit")
             }
-        }));
+        }
     }
 
     fn go_live(&mut self, ctx: &mut Context<Self>, connect: Connect, principal: PrincipalId) {
@@ -585,7 +571,7 @@ impl StreamHandler<Result<Inbound, CodecError>> for Session {
             }
         };
         match packet {
-            Inbound::Connect(connect) => self.on_connect(ctx, connect),
+            Inbound::Connect(connect) => self.on_connect(ctx, *connect),
             _ if !matches!(self.state, State::Live(_)) => {
                 self.close(ctx, Reason::ProtocolError, "protocol_error")
             }
