@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Arbiter;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
+
+/// Pending connections the kernel may queue before `accept` (capped by net.core.somaxconn).
+const LISTEN_BACKLOG: u32 = 4096;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -34,7 +37,17 @@ pub struct Listener {
 
 impl Listener {
     pub async fn bind(shared: Arc<Shared>) -> std::io::Result<Listener> {
-        let listener = TcpListener::bind(shared.config.mqtt.listen).await?;
+        let listen = shared.config.mqtt.listen;
+        let socket = if listen.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(listen)?;
+        // tokio's default backlog (1024) overflows in a connect storm, and each overflowed
+        // SYN then waits a full second for its retransmit. The kernel caps this at somaxconn.
+        let listener = socket.listen(LISTEN_BACKLOG)?;
         let arbiters = (0..Config::worker_count(shared.config.mqtt.workers))
             .map(|_| Arbiter::new())
             .collect();
