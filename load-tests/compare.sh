@@ -5,6 +5,7 @@
 #   load-tests/compare.sh                 # full run, rewrites docs/benchmarks.md
 #   DURATION=3 load-tests/compare.sh      # shorter traffic runs
 #   BROKERS="sealrelay mosquitto" load-tests/compare.sh
+#   RENDER_FROM=/tmp/sealrelay-bench.XXXX/results load-tests/compare.sh   # re-render only
 #
 # sealrelay gets real sealed envelopes and authenticated sessions; the others get the
 # same sizes and rates on plain topics (--plain), with no authentication at all.
@@ -14,7 +15,7 @@ ROOT=$PWD
 DURATION=${DURATION:-10}
 BROKERS=${BROKERS:-"sealrelay mosquitto rumqttd"}
 WORK=$(mktemp -d /tmp/sealrelay-bench.XXXXXX)
-RESULTS=$WORK/results
+RESULTS=${RENDER_FROM:-$WORK/results}
 mkdir -p "$RESULTS"
 MQTT_PORT=${MQTT_PORT:-18831}
 HTTP_PORT=${HTTP_PORT:-18081}
@@ -100,7 +101,8 @@ run() {
   stop_broker
 }
 
-for broker in $BROKERS; do
+[ -n "${RENDER_FROM:-}" ] || git rev-parse --short HEAD >"$RESULTS/commit"
+[ -n "${RENDER_FROM:-}" ] || for broker in $BROKERS; do
   run a-pairs-qos0 "$broker" --consoles 100 --qos 0 --duration "$DURATION"
   run b-pairs-qos1 "$broker" --consoles 100 --qos 1 --duration "$DURATION"
   run c-fanout-qos1 "$broker" --instances-per-console 1000 --qos 1 --duration "$DURATION"
@@ -109,7 +111,7 @@ for broker in $BROKERS; do
 done
 # Latency at half of sealrelay's closed-loop QoS 1 rate, the same open-loop rate for all.
 HALF=$(grep -o '"messages_per_second": [0-9.]*' "$RESULTS/b-pairs-qos1.sealrelay.json" | awk '{printf "%d", $2 / 2}')
-for broker in $BROKERS; do
+[ -n "${RENDER_FROM:-}" ] || for broker in $BROKERS; do
   run f-latency-qos1 "$broker" --consoles 100 --qos 1 --rate "$HALF" --duration "$DURATION"
 done
 
@@ -118,9 +120,9 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   cat <<EOF
 # Benchmarks
 
-Written by \`load-tests/compare.sh\` (DURATION=$DURATION) on $(date -u +%Y-%m-%d): $(nproc) vCPU ($cpu),
+Written by \`load-tests/compare.sh\` (DURATION=$DURATION) on $(date -u +%Y-%m-%d -r "$RESULTS"): $(nproc) vCPU ($cpu),
 $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), loopback only; broker and load tool share the machine.
-Brokers: sealrelay $(git rev-parse --short HEAD) (release build), $("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//'), rumqttd 0.20 (\`cargo install\`).
+Brokers: sealrelay $(cat "$RESULTS/commit" 2>/dev/null || echo unknown) (release build), $("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//'), rumqttd 0.20 (\`cargo install\`).
 One run per cell, a fresh broker for each.
 
 | label | scenario (sealrelay-load flags) |
@@ -138,6 +140,7 @@ same sizes on plain topics without authentication.
 
 EOF
   "$LOAD" --summarize "$RESULTS"
+  [ ! -f "$ROOT/load-tests/benchmarks-notes.md" ] || cat "$ROOT/load-tests/benchmarks-notes.md"
 } >"$ROOT/docs/benchmarks.md.new"
 mv "$ROOT/docs/benchmarks.md.new" "$ROOT/docs/benchmarks.md"
 echo "compare.sh: wrote docs/benchmarks.md (raw reports in $RESULTS)" >&2

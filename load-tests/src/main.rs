@@ -46,7 +46,11 @@ fn summarize(dir: &std::path::Path) -> Result<String, String> {
             .to_owned();
         runs.push((label, report));
     }
-    Ok(sealrelay_load::report::markdown(&runs))
+    Ok(format!(
+        "{}\n## Targets\n\n{}",
+        sealrelay_load::report::markdown(&runs),
+        sealrelay_load::report::targets(&runs)
+    ))
 }
 
 #[tokio::main]

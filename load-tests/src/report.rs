@@ -258,6 +258,60 @@ pub fn markdown(runs: &[(String, Report)]) -> String {
     out
 }
 
+/// The issue-3 targets, checked against the reports of one compare run (labels as
+/// compare.sh names them). Each line says the figure, the target, and whether it holds.
+pub fn targets(runs: &[(String, Report)]) -> String {
+    let find = |label: &str, broker: &str| {
+        runs.iter()
+            .find(|(l, r)| l == label && r.broker == broker)
+            .map(|(_, r)| r)
+    };
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    let mut out = String::from("| target | figure | |\n|---|---|---|\n");
+    for label in ["a-pairs-qos0", "b-pairs-qos1"] {
+        let Some(ours) = find(label, "sealrelay") else {
+            continue;
+        };
+        for (peer, want) in [("mosquitto", 1.5), ("rumqttd", 1.0)] {
+            if let Some(theirs) = find(label, peer) {
+                let ratio = ours.messages_per_second / theirs.messages_per_second.max(1e-9);
+                out.push_str(&format!(
+                    "| {label}: throughput ≥ {want}× {peer} | {ratio:.2}× ({:.0} vs {:.0} msg/s) | {} |\n",
+                    ours.messages_per_second,
+                    theirs.messages_per_second,
+                    verdict(ratio >= want)
+                ));
+            }
+        }
+    }
+    let p99 = |r: &Report| r.latency_us.as_ref().map_or(u64::MAX, |l| l.p99);
+    if let (Some(ours), Some(theirs)) = (
+        find("f-latency-qos1", "sealrelay"),
+        find("f-latency-qos1", "mosquitto"),
+    ) {
+        out.push_str(&format!(
+            "| f-latency-qos1: p99 at half of sealrelay's max rate ≤ mosquitto's | {} µs vs {} µs | {} |\n",
+            p99(ours),
+            p99(theirs),
+            verdict(p99(ours) <= p99(theirs))
+        ));
+    }
+    if let Some(k) = find("d-idle", "sealrelay").and_then(|r| r.kib_per_session) {
+        out.push_str(&format!(
+            "| d-idle: memory per idle session ≤ 16 KiB | {k:.1} KiB | {} |\n",
+            verdict(k <= 16.0)
+        ));
+    }
+    if let Some(r) = find("e-storm", "sealrelay") {
+        out.push_str(&format!(
+            "| e-storm: authenticated connects ≥ 5,000/s | {:.0}/s | {} |\n",
+            r.connects_per_second,
+            verdict(r.connects_per_second >= 5000.0)
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
