@@ -139,7 +139,9 @@ authenticated principals, checking each header and pairing; mosquitto and rumqtt
 same sizes on plain topics without authentication.
 
 EOF
-  "$LOAD" --summarize "$RESULTS"
+  echo "![throughput and latency per broker](benchmarks.svg)"
+  echo
+  "$LOAD" --summarize "$RESULTS" --chart "$ROOT/docs/benchmarks.svg"
   [ ! -f "$ROOT/load-tests/benchmarks-notes.md" ] || cat "$ROOT/load-tests/benchmarks-notes.md"
 } >"$ROOT/docs/benchmarks.md.new"
 mv "$ROOT/docs/benchmarks.md.new" "$ROOT/docs/benchmarks.md"

@@ -312,6 +312,98 @@ pub fn targets(runs: &[(String, Report)]) -> String {
     out
 }
 
+/// A two-panel SVG: throughput of the traffic scenarios, and p99 latency of the half-rate
+/// run, one bar per broker. Written by hand: a plotting crate would bring a font stack
+/// just to measure these few labels.
+pub fn chart(runs: &[(String, Report)]) -> String {
+    const W: f64 = 760.0;
+    const LEFT: f64 = 150.0;
+    const BAR: f64 = 16.0;
+    let brokers: Vec<&str> = runs.iter().fold(Vec::new(), |mut seen, (_, r)| {
+        if !seen.contains(&r.broker.as_str()) {
+            seen.push(&r.broker);
+        }
+        seen
+    });
+    let colour = |b: &str| match brokers.iter().position(|x| *x == b) {
+        Some(0) => "#2b6cb0",
+        Some(1) => "#dd6b20",
+        _ => "#718096",
+    };
+    let panel = |title: &str,
+                 unit: &str,
+                 rows: Vec<(&str, &str, f64)>,
+                 top: f64|
+     -> (String, f64) {
+        let max = rows.iter().map(|r| r.2).fold(0.0, f64::max).max(1e-9);
+        let mut svg = format!(
+            "<text x=\"10\" y=\"{}\" font-weight=\"bold\">{title}</text>\n",
+            top + 16.0
+        );
+        let mut y = top + 28.0;
+        let mut last_label = "";
+        for (label, broker, value) in rows {
+            if label != last_label {
+                y += 8.0;
+                svg.push_str(&format!(
+                    "<text x=\"10\" y=\"{}\">{label}</text>\n",
+                    y + BAR - 4.0
+                ));
+                last_label = label;
+            }
+            let width = (W - LEFT - 120.0) * value / max;
+            svg.push_str(&format!(
+                "<rect x=\"{LEFT}\" y=\"{y}\" width=\"{width:.1}\" height=\"{}\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{}\" font-size=\"11\">{broker} {value:.1} {unit}</text>\n",
+                BAR - 2.0,
+                colour(broker),
+                LEFT + width + 4.0,
+                y + BAR - 5.0
+            ));
+            y += BAR;
+        }
+        (svg, y)
+    };
+    let traffic: Vec<_> = runs
+        .iter()
+        .filter(|(l, r)| r.kind == Kind::Traffic && !l.starts_with("f-"))
+        .map(|(l, r)| {
+            (
+                l.as_str(),
+                r.broker.as_str(),
+                r.messages_per_second / 1000.0,
+            )
+        })
+        .collect();
+    let latency: Vec<_> = runs
+        .iter()
+        .filter(|(l, _)| l.starts_with("f-"))
+        .filter_map(|(l, r)| {
+            Some((
+                l.as_str(),
+                r.broker.as_str(),
+                r.latency_us.as_ref()?.p99 as f64 / 1000.0,
+            ))
+        })
+        .collect();
+    let (first, y) = panel(
+        "Throughput (thousand messages/s, higher is better)",
+        "k/s",
+        traffic,
+        0.0,
+    );
+    let (second, height) = panel(
+        "p99 latency at half of sealrelay's QoS 1 rate (ms, lower is better)",
+        "ms",
+        latency,
+        y + 16.0,
+    );
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{first}{second}</svg>\n",
+        height + 10.0
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
