@@ -3,7 +3,7 @@
 # mosquitto and rumqttd on this machine, a fresh broker per run, loopback only.
 #
 #   load-tests/compare.sh                 # full run, rewrites docs/benchmarks.md
-#   DURATION=3 load-tests/compare.sh      # shorter traffic runs
+#   DURATION=3 REPEAT=1 load-tests/compare.sh   # shorter traffic runs, one run per cell
 #   BROKERS="sealrelay mosquitto" load-tests/compare.sh
 #   RENDER_FROM=/tmp/sealrelay-bench.XXXX/results load-tests/compare.sh   # re-render only
 #
@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DURATION=${DURATION:-10}
+REPEAT=${REPEAT:-3}
 BROKERS=${BROKERS:-"sealrelay mosquitto rumqttd"}
 WORK=$(mktemp -d /tmp/sealrelay-bench.XXXXXX)
 RESULTS=${RENDER_FROM:-$WORK/results}
@@ -93,15 +94,23 @@ run() {
   local label=$1 broker=$2 plain=()
   shift 2
   [ "$broker" = sealrelay ] || plain=(--plain)
-  start_broker "$broker"
-  echo "== $label on $broker" >&2
-  "$LOAD" "${plain[@]}" --mqtt "127.0.0.1:$MQTT_PORT" --http "http://127.0.0.1:$HTTP_PORT" \
-    --broker-pid "$PID" --broker-name "$broker" --json "$RESULTS/$label.$broker.json" "$@" >&2 ||
-    echo "compare.sh: $label on $broker failed" >&2
-  stop_broker
+  for i in $(seq "$REPEAT"); do
+    start_broker "$broker"
+    echo "== $label on $broker ($i/$REPEAT)" >&2
+    "$LOAD" "${plain[@]}" --mqtt "127.0.0.1:$MQTT_PORT" --http "http://127.0.0.1:$HTTP_PORT" \
+      --broker-pid "$PID" --broker-name "$broker" --json "$RESULTS/$label.$broker.$i.json" "$@" >&2 ||
+      echo "compare.sh: $label on $broker failed" >&2
+    stop_broker
+  done
 }
 
-[ -n "${RENDER_FROM:-}" ] || git rev-parse --short HEAD >"$RESULTS/commit"
+if [ -z "${RENDER_FROM:-}" ]; then
+  git rev-parse --short HEAD >"$RESULTS/commit"
+  echo "$DURATION" >"$RESULTS/duration"
+  echo "$REPEAT" >"$RESULTS/repeat"
+fi
+DURATION=$(cat "$RESULTS/duration" 2>/dev/null || echo "$DURATION")
+REPEAT=$(cat "$RESULTS/repeat" 2>/dev/null || echo 1)
 [ -n "${RENDER_FROM:-}" ] || for broker in $BROKERS; do
   run a-pairs-qos0 "$broker" --consoles 100 --qos 0 --duration "$DURATION"
   run b-pairs-qos1 "$broker" --consoles 100 --qos 1 --duration "$DURATION"
@@ -110,7 +119,8 @@ run() {
   run e-storm "$broker" --kind storm --sessions 5000
 done
 # Latency at half of sealrelay's closed-loop QoS 1 rate, the same open-loop rate for all.
-HALF=$(grep -o '"messages_per_second": [0-9.]*' "$RESULTS/b-pairs-qos1.sealrelay.json" | awk '{printf "%d", $2 / 2}')
+HALF=$(cat "$RESULTS"/b-pairs-qos1.sealrelay*.json | grep -o '"messages_per_second": [0-9.]*' | awk '{print $2}' |
+  sort -n | awk '{v[NR] = $1} END {printf "%d", v[int((NR + 1) / 2)] / 2}')
 [ -n "${RENDER_FROM:-}" ] || for broker in $BROKERS; do
   run f-latency-qos1 "$broker" --consoles 100 --qos 1 --rate "$HALF" --duration "$DURATION"
 done
@@ -123,7 +133,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 Written by \`load-tests/compare.sh\` (DURATION=$DURATION) on $(date -u +%Y-%m-%d -r "$RESULTS"): $(nproc) vCPU ($cpu),
 $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), loopback only; broker and load tool share the machine.
 Brokers: sealrelay $(cat "$RESULTS/commit" 2>/dev/null || echo unknown) (release build), $("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//'), rumqttd 0.20 (\`cargo install\`).
-One run per cell, a fresh broker for each.
+Each cell is the median of $REPEAT runs, a fresh broker for each run.
 
 | label | scenario (sealrelay-load flags) |
 |---|---|

@@ -23,8 +23,8 @@ struct Cli {
     /// Exit non-zero if any QoS 1 message was lost or any error occurred.
     #[arg(long)]
     assert_no_loss: bool,
-    /// Do not run: print a markdown table of the JSON reports (files named LABEL.BROKER.json)
-    /// in this directory, in file-name order.
+    /// Do not run: print a markdown table of the JSON reports in this directory (files named
+    /// LABEL.BROKER[.N].json; of repeated runs, the median is shown), in file-name order.
     #[arg(long)]
     summarize: Option<PathBuf>,
     /// With --summarize: also write a throughput/latency chart (SVG) to this file.
@@ -85,6 +85,7 @@ fn summarize(dir: &std::path::Path, chart: Option<&std::path::Path>) -> Result<S
             .to_owned();
         runs.push((label, report));
     }
+    let runs = sealrelay_load::report::medians(runs);
     if let Some(path) = chart {
         std::fs::write(path, sealrelay_load::report::chart(&runs))
             .map_err(|e| format!("{}: {e}", path.display()))?;

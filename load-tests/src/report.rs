@@ -215,6 +215,39 @@ pub(crate) fn progress(counters: Arc<Counters>, duration: f64) -> tokio::task::J
     })
 }
 
+/// Keeps, of the repeated runs of each (label, broker), the median one by the figure that
+/// scenario is judged on. Runs of a group must be adjacent (compare.sh's file names sort so).
+pub fn medians(runs: Vec<(String, Report)>) -> Vec<(String, Report)> {
+    let figure = |label: &str, r: &Report| match r.kind {
+        Kind::Traffic if label.starts_with("f-") => {
+            r.latency_us.as_ref().map_or(f64::MAX, |l| l.p99 as f64)
+        }
+        Kind::Traffic => r.messages_per_second,
+        Kind::Idle => r.kib_per_session.unwrap_or(f64::MAX),
+        Kind::Storm => r.connects_per_second,
+    };
+    let mut out: Vec<(String, Report)> = Vec::new();
+    let mut group: Vec<(String, Report)> = Vec::new();
+    let flush = |group: &mut Vec<(String, Report)>, out: &mut Vec<(String, Report)>| {
+        group.sort_by(|(la, a), (lb, b)| figure(la, a).total_cmp(&figure(lb, b)));
+        let middle = group.len() / 2;
+        if let Some(median) = group.drain(..).nth(middle) {
+            out.push(median);
+        }
+    };
+    for run in runs {
+        if group
+            .first()
+            .is_some_and(|(l, r)| *l != run.0 || r.broker != run.1.broker)
+        {
+            flush(&mut group, &mut out);
+        }
+        group.push(run);
+    }
+    flush(&mut group, &mut out);
+    out
+}
+
 /// A markdown table of reports, one row per (label, broker), in the order given, plus the
 /// throughput ratios of the first broker against each other one for every label.
 pub fn markdown(runs: &[(String, Report)]) -> String {
@@ -435,6 +468,19 @@ mod tests {
             },
         );
         let back: Report = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+        // Of three runs, the median by throughput is kept.
+        let mut slow = back.clone();
+        slow.messages_per_second = 10.0;
+        let mut fast = back.clone();
+        fast.messages_per_second = 90.0;
+        let label = || "b-pairs-qos1".to_owned();
+        let kept = medians(vec![
+            (label(), fast),
+            (label(), back.clone()),
+            (label(), slow),
+        ]);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].1.messages_per_second, back.messages_per_second);
         let table = markdown(&[("b-pairs-qos1".into(), back)]);
         let row = table.lines().nth(2).unwrap();
         assert!(
