@@ -82,6 +82,15 @@ enum UserCommand {
         #[command(flatten)]
         user: UserArg,
     },
+    /// Change your password: the same key is re-wrapped (KDF parameters upgraded to the
+    /// server's recommendation); your other sessions are disconnected. The old password
+    /// comes from SEALRELAY_PASSWORD or a prompt, the new from SEALRELAY_NEW_PASSWORD or a prompt.
+    Passwd {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        #[command(flatten)]
+        user: UserArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -124,6 +133,15 @@ struct UserArg {
     /// Your user name. The password comes from SEALRELAY_PASSWORD or a prompt.
     #[arg(long, env = "SEALRELAY_USER")]
     user: String,
+}
+
+/// Each Argon2id parameter at its largest among `candidates`: never weaker than any.
+fn strongest(candidates: &[KdfParams]) -> KdfParams {
+    candidates.iter().fold(CLIENT_MIN_KDF, |a, b| KdfParams {
+        memory_kib: a.memory_kib.max(b.memory_kib),
+        iterations: a.iterations.max(b.iterations),
+        parallelism: a.parallelism.max(b.parallelism),
+    })
 }
 
 pub fn run() -> Result<()> {
@@ -207,17 +225,33 @@ async fn client_command(command: Command) -> Result<()> {
             // Unknown names get the server's default parameters from prelogin; never
             // accept weaker ones than our own floor.
             let advertised = api.prelogin(&user.user).await?.params;
-            let params = KdfParams {
-                memory_kib: advertised.memory_kib.max(CLIENT_MIN_KDF.memory_kib),
-                iterations: advertised.iterations.max(CLIENT_MIN_KDF.iterations),
-                parallelism: advertised.parallelism.max(CLIENT_MIN_KDF.parallelism),
-            };
+            let params = strongest(&[advertised, CLIENT_MIN_KDF]);
             let me = Identity::register_user(&api, &user.user, &password, params).await?;
             println!(
                 "registered user {} (id {}, key witness {})",
                 me.login,
                 me.id,
                 me.witness()
+            );
+        }
+        Command::User(UserCommand::Passwd { endpoints, user }) => {
+            let api = Api::new(&endpoints.server);
+            let mut me = Identity::login_user(&api, &user.user, &password(false)?).await?;
+            let new = secret("SEALRELAY_NEW_PASSWORD", "New password: ", true)?;
+            if new.is_empty() {
+                bail!("the new password is empty");
+            }
+            let current = api.prelogin(&user.user).await?.params;
+            let recommended = me.recommended_kdf(&api).await?.unwrap_or(current);
+            let params = strongest(&[current, recommended, CLIENT_MIN_KDF]);
+            me.change_password(&api, &new, params).await?;
+            println!(
+                "password changed for {} (key witness unchanged: {}; Argon2id m={} KiB t={} p={})",
+                me.login,
+                me.witness(),
+                params.memory_kib,
+                params.iterations,
+                params.parallelism
             );
         }
         Command::Instance(InstanceCommand::Add { endpoints, user }) => {

@@ -54,6 +54,14 @@ pub struct NewUser {
     pub kdf: KdfParams,
 }
 
+/// A user's new password-derived material; the key pair stays.
+pub struct NewSecret {
+    pub wrapped_key: Vec<u8>,
+    pub verifier: [u8; 32],
+    pub salt: Vec<u8>,
+    pub kdf: KdfParams,
+}
+
 pub struct NewInstance {
     pub id: PrincipalId,
     pub public_key: [u8; 32],
@@ -225,6 +233,40 @@ impl Directory {
                 id: user.id,
                 kind: PrincipalKind::User,
                 verifier: user.verifier,
+            },
+        );
+        Ok(())
+    }
+
+    /// Replaces a user's wrapped key, verifier, salt and KDF parameters in one statement
+    /// (so in one transaction), and the login's verifier in memory right after.
+    pub async fn change_password(
+        &self,
+        user: PrincipalId,
+        new: NewSecret,
+    ) -> Result<(), DirectoryError> {
+        let login: Option<String> = sqlx::query_scalar(
+            "UPDATE principals SET wrapped_key = ?, verifier = ?, kdf_salt = ?, kdf_memory_kib = ?, kdf_iterations = ?, kdf_parallelism = ? \
+             WHERE id = ? AND kind = 'user' RETURNING login",
+        )
+        .bind(&new.wrapped_key)
+        .bind(&new.verifier[..])
+        .bind(&new.salt)
+        .bind(new.kdf.memory_kib)
+        .bind(new.kdf.iterations)
+        .bind(new.kdf.parallelism)
+        .bind(&user.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        let login = login.ok_or(DirectoryError::Corrupt(
+            "the user vanished while changing its password",
+        ))?;
+        self.logins.insert(
+            login,
+            Credentials {
+                id: user,
+                kind: PrincipalKind::User,
+                verifier: new.verifier,
             },
         );
         Ok(())

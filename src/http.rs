@@ -18,11 +18,12 @@ use sha2::Sha256;
 
 use crate::auth::{verifier, AuthError, Authenticator};
 use crate::config::Config;
-use crate::directory::{Credentials, Directory, DirectoryError, NewInstance, NewUser};
+use crate::directory::{Credentials, Directory, DirectoryError, NewInstance, NewSecret, NewUser};
 use crate::envelope::Witness;
 use crate::metrics;
+use crate::protocol::Reason;
 use crate::protocol::{b64, KdfParams, KdfSpec, PrincipalId, PrincipalKind};
-use crate::router::Router;
+use crate::router::{Kick, Router};
 
 const MAX_WRAPPED_KEY: usize = 1024;
 const MAX_NAME_LEN: usize = 64;
@@ -265,15 +266,10 @@ pub fn default_kdf(config: &Config) -> KdfParams {
     }
 }
 
-async fn register(
-    state: web::Data<ApiState>,
-    body: web::Json<RegisterRequest>,
-) -> Result<HttpResponse> {
-    let body = body.into_inner();
-    check_name(&body.name)?;
-    check_wrapped(&body.wrapped_key)?;
-    let kdf = body.kdf.params;
-    let min = &state.config.kdf;
+/// The server's policy for a user's KDF: at least its minimum (so a weak client cannot
+/// make a weak account), at most what clients can run, and a salt of sane length.
+fn check_kdf(config: &Config, spec: &KdfSpec) -> Result<KdfParams> {
+    let (kdf, min) = (spec.params, &config.kdf);
     if kdf.memory_kib < min.min_memory_kib
         || kdf.iterations < min.min_iterations
         || kdf.parallelism == 0
@@ -288,11 +284,22 @@ async fn register(
             "KDF parameters are beyond what clients can run (memory_kib <= 4194304, iterations <= 64, parallelism <= 16)".into(),
         ));
     }
-    if !(16..=64).contains(&body.kdf.salt.len()) {
+    if !(16..=64).contains(&spec.salt.len()) {
         return Err(ApiError::BadRequest(
             "kdf.salt must be 16..=64 bytes".into(),
         ));
     }
+    Ok(kdf)
+}
+
+async fn register(
+    state: web::Data<ApiState>,
+    body: web::Json<RegisterRequest>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    check_name(&body.name)?;
+    check_wrapped(&body.wrapped_key)?;
+    let kdf = check_kdf(&state.config, &body.kdf)?;
     state
         .directory
         .register_user(NewUser {
@@ -323,7 +330,49 @@ async fn me(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse
         "wrapped_key": b64::encode(&bundle.wrapped_key),
         "witness": Witness::of(&bundle.public_key).to_string(),
         "peers": state.directory.peers_of(credentials.id),
+        // What a password change should upgrade this account's KDF parameters to.
+        "kdf_recommended": (bundle.kind == PrincipalKind::User).then(|| default_kdf(&state.config)),
     })))
+}
+
+#[derive(Deserialize)]
+struct ChangePasswordRequest {
+    #[serde(with = "b64")]
+    wrapped_key: Vec<u8>,
+    auth_secret: String,
+    kdf: KdfSpec,
+}
+
+/// Swaps a user's salt, KDF parameters, verifier and wrapped key at once (the key pair is
+/// unchanged: the client re-wrapped the same private key). Authenticated with the old
+/// secret; every live session of the user is then closed, so the old password stops
+/// working at once.
+async fn change_password(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<ChangePasswordRequest>,
+) -> Result<HttpResponse> {
+    let user = caller_user(&req, &state).await?;
+    let body = body.into_inner();
+    let kdf = check_kdf(&state.config, &body.kdf)?;
+    check_wrapped(&body.wrapped_key)?;
+    state
+        .directory
+        .change_password(
+            user.id,
+            NewSecret {
+                wrapped_key: body.wrapped_key,
+                verifier: check_secret(&body.auth_secret)?,
+                salt: body.kdf.salt,
+                kdf,
+            },
+        )
+        .await?;
+    state.router.kick_all(
+        user.id,
+        Kick(Reason::AdministrativeAction, "credentials_changed"),
+    );
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": user.id })))
 }
 
 async fn add_instance(
@@ -443,6 +492,7 @@ fn route_label(pattern: Option<&str>) -> &'static str {
         Some("/v1/prelogin") => "prelogin",
         Some("/v1/users") => "users",
         Some("/v1/me") => "me",
+        Some("/v1/me/password") => "password",
         Some("/v1/instances") => "instances",
         Some("/v1/principals/{id}/key") => "principal_key",
         _ => "unmatched",
@@ -463,6 +513,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/v1/prelogin").route(web::post().to(prelogin)))
     .service(resource("/v1/users").route(web::post().to(register)))
     .service(resource("/v1/me").route(web::get().to(me)))
+    .service(resource("/v1/me/password").route(web::post().to(change_password)))
     .service(
         resource("/v1/instances")
             .route(web::post().to(add_instance))

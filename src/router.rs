@@ -26,10 +26,11 @@ pub struct Deliver {
     pub qos: u8,
 }
 
-/// Asks a session to close with a reason (taken over, revoked, shutting down).
+/// Asks a session to close with a reason code and a static label saying why (taken over,
+/// credentials changed, shutting down); MQTT 5 clients get the label as Reason String.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct Kick(pub Reason);
+pub struct Kick(pub Reason, pub &'static str);
 
 const NOT_SUBSCRIBED: u8 = u8::MAX;
 
@@ -72,10 +73,10 @@ impl SessionLink {
         self.inbox_qos.store(NOT_SUBSCRIBED, Ordering::Relaxed);
     }
 
-    pub fn kick(&self, reason: Reason) {
+    pub fn kick(&self, kick: Kick) {
         // A full mailbox means the session is already stuck; it still sees the kick
         // when it next runs, because do_send does not drop.
-        self.kick.do_send(Kick(reason));
+        self.kick.do_send(kick);
     }
 }
 
@@ -110,7 +111,7 @@ impl Router {
         let mut sessions = self.sessions.entry(principal).or_default();
         if let Some(at) = sessions.iter().position(|s| s.client_id == link.client_id) {
             let old = sessions.swap_remove(at);
-            old.kick(Reason::SessionTakenOver);
+            old.kick(Kick(Reason::SessionTakenOver, "taken_over"));
         }
         sessions.push(link);
     }
@@ -126,16 +127,16 @@ impl Router {
     }
 
     /// Closes every live session of `principal` (credentials changed, access revoked).
-    pub fn kick_all(&self, principal: PrincipalId, reason: Reason) {
+    pub fn kick_all(&self, principal: PrincipalId, kick: Kick) {
         if let Some(sessions) = self.sessions.get(&principal) {
-            sessions.iter().for_each(|s| s.kick(reason));
+            sessions.iter().for_each(|s| s.kick(kick));
         }
     }
 
-    pub fn kick_everyone(&self, reason: Reason) {
+    pub fn kick_everyone(&self, kick: Kick) {
         self.sessions
             .iter()
-            .for_each(|entry| entry.value().iter().for_each(|s| s.kick(reason)));
+            .for_each(|entry| entry.value().iter().for_each(|s| s.kick(kick)));
     }
 
     /// Has `principal` at least one live session?

@@ -15,7 +15,7 @@ use crate::http::{self, ApiState};
 use crate::metrics;
 use crate::mqtt::{Listener, Shared};
 use crate::protocol::Reason;
-use crate::router::Router;
+use crate::router::{Kick, Router};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -156,7 +156,8 @@ impl Running {
         for task in &self.tasks {
             task.abort();
         }
-        self.router.kick_everyone(Reason::ServerShuttingDown);
+        self.router
+            .kick_everyone(Kick(Reason::ServerShuttingDown, "server_shutdown"));
         self.http.stop(true).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while self.router.session_count() > 0 && tokio::time::Instant::now() < deadline {

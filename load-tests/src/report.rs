@@ -252,8 +252,8 @@ pub fn medians(runs: Vec<(String, Report)>) -> Vec<(String, Report)> {
 /// throughput ratios of the first broker against each other one for every label.
 pub fn markdown(runs: &[(String, Report)]) -> String {
     let mut out = String::from(
-        "| scenario | broker | msg/s | MB/s | p50 µs | p99 µs | p99.9 µs | max µs | lost | connects/s | KiB/session | broker CPU s | broker peak RSS MiB |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| scenario | broker | msg/s | MB/s | p50 µs | p99 µs | p99.9 µs | max µs | lost | errors | connects/s | KiB/session | broker CPU s | broker peak RSS MiB |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (label, r) in runs {
         let l = r.latency_us.as_ref();
@@ -267,13 +267,14 @@ pub fn markdown(runs: &[(String, Report)]) -> String {
             ("–".into(), "–".into())
         };
         out.push_str(&format!(
-            "| {label} | {} | {msgs} | {mbs} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {label} | {} | {msgs} | {mbs} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.broker,
             num(l.map(|l| l.p50)),
             num(l.map(|l| l.p99)),
             num(l.map(|l| l.p999)),
             num(l.map(|l| l.max)),
             r.lost,
+            r.errors,
             if r.kind == Kind::Traffic {
                 "–".into()
             } else {
@@ -487,6 +488,6 @@ mod tests {
             row.starts_with("| b-pairs-qos1 | mosquitto | 49 | 0.0 | 250 |"),
             "{row}"
         );
-        assert!(row.contains("| 2 |"), "two lost: {row}");
+        assert!(row.contains("| 2 | 0 |"), "two lost, no errors: {row}");
     }
 }

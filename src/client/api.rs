@@ -23,6 +23,14 @@ pub struct RegisterRequest<'a> {
 }
 
 #[derive(Serialize)]
+pub struct ChangePasswordRequest<'a> {
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    pub auth_secret: &'a str,
+    pub kdf: KdfSpec,
+}
+
+#[derive(Serialize)]
 pub struct AddInstanceRequest<'a> {
     pub instance_id: PrincipalId,
     #[serde(with = "b64")]
@@ -42,6 +50,9 @@ pub struct Me {
     pub wrapped_key: Vec<u8>,
     pub witness: String,
     pub peers: Vec<PrincipalId>,
+    /// For users: the KDF parameters the server recommends now (upgrade on password change).
+    #[serde(default)]
+    pub kdf_recommended: Option<crate::protocol::KdfParams>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +184,17 @@ impl Api {
 
     pub async fn me(&self, login: Login<'_>) -> Result<Me, ClientError> {
         self.call("GET", "/v1/me".into(), Some(login), None).await
+    }
+
+    pub async fn change_password(
+        &self,
+        login: Login<'_>,
+        request: ChangePasswordRequest<'_>,
+    ) -> Result<(), ClientError> {
+        let body = serde_json::to_value(&request).expect("request serialises");
+        self.call::<serde_json::Value>("POST", "/v1/me/password".into(), Some(login), Some(body))
+            .await
+            .map(drop)
     }
 
     pub async fn add_instance(

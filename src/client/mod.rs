@@ -24,7 +24,10 @@ use crypto_box::{PublicKey, SecretKey};
 use rand_core::OsRng;
 use zeroize::Zeroizing;
 
-pub use api::{AddInstanceRequest, Api, InstanceView, Login, Me, PublicKeyView, RegisterRequest};
+pub use api::{
+    AddInstanceRequest, Api, ChangePasswordRequest, InstanceView, Login, Me, PublicKeyView,
+    RegisterRequest,
+};
 pub use link::{Link, MqttVersion};
 
 use crate::crypto::{self, Bundle, CryptoError, DerivedKeys, OpenError, ReplayGuard, Token};
@@ -227,6 +230,52 @@ impl Identity {
         )
         .await?;
         Ok((id, token))
+    }
+
+    /// Changes a user's password: the *same* private key is re-wrapped under a key from
+    /// `new_password` with a fresh salt and `params`, so everything sealed to it still opens.
+    /// The server checks the old login secret, swaps everything at once and closes the
+    /// user's live sessions; from then on only the new password works.
+    pub async fn change_password(
+        &mut self,
+        api: &Api,
+        new_password: &str,
+        params: KdfParams,
+    ) -> Result<(), ClientError> {
+        if self.kind != PrincipalKind::User {
+            return Err(ClientError::Usage(
+                "only a user has a password; instances rotate their token".into(),
+            ));
+        }
+        let spec = KdfSpec {
+            salt: crypto::random_salt().to_vec(),
+            params,
+        };
+        let keys = derive(new_password, &spec).await?;
+        let wrapped_key = keys.wrap(
+            self.id,
+            &Bundle::User {
+                secret: self.secret.clone(),
+            }
+            .encode(),
+        );
+        let auth_secret = keys.auth_secret();
+        api.change_password(
+            self.api_login(),
+            ChangePasswordRequest {
+                wrapped_key,
+                auth_secret: &auth_secret,
+                kdf: spec,
+            },
+        )
+        .await?;
+        self.auth_secret = auth_secret;
+        Ok(())
+    }
+
+    /// The KDF parameters the server recommends for this user now.
+    pub async fn recommended_kdf(&self, api: &Api) -> Result<Option<KdfParams>, ClientError> {
+        Ok(api.me(self.api_login()).await?.kdf_recommended)
     }
 
     /// Seals `payload` from this principal to `to` (sender-authenticated) without sending.

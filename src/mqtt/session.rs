@@ -27,6 +27,7 @@ use super::codec::{
 use super::Shared;
 use crate::accounting::Meter;
 use crate::auth::AuthError;
+use crate::directory::Credentials;
 use crate::envelope::Header;
 use crate::metrics;
 use crate::protocol::{inbox_owner, PrincipalId, Reason};
@@ -252,7 +253,7 @@ impl Session {
             &secret,
         );
         match checked {
-            Ok(credentials) => self.go_live(ctx, connect, credentials.id),
+            Ok(credentials) => self.go_live(ctx, connect, &login, credentials),
             Err(AuthError::Denied) => {
                 self.refuse_connect(ctx, Reason::NotAuthorized, "refused_auth")
             }
@@ -262,7 +263,14 @@ impl Session {
         }
     }
 
-    fn go_live(&mut self, ctx: &mut Context<Self>, connect: Connect, principal: PrincipalId) {
+    fn go_live(
+        &mut self,
+        ctx: &mut Context<Self>,
+        connect: Connect,
+        login: &str,
+        credentials: Credentials,
+    ) {
+        let principal = credentials.id;
         let assigned = connect
             .client_id
             .is_empty()
@@ -323,6 +331,12 @@ impl Session {
                     }
                 },
             );
+        }
+        // A credential change between the check in on_connect and the attach above kicked
+        // every session but this one; now that this one is kickable, look again.
+        let current = self.shared.directory.credentials(login).map(|c| c.verifier);
+        if current != Some(credentials.verifier) {
+            self.close(ctx, Reason::NotAuthorized, "credentials_changed");
         }
     }
 
@@ -643,12 +657,7 @@ impl Handler<Deliver> for Session {
 impl Handler<Kick> for Session {
     type Result = ();
 
-    fn handle(&mut self, Kick(reason): Kick, ctx: &mut Self::Context) {
-        let label = match reason {
-            Reason::SessionTakenOver => "taken_over",
-            Reason::ServerShuttingDown => "server_shutdown",
-            _ => "kicked",
-        };
+    fn handle(&mut self, Kick(reason, label): Kick, ctx: &mut Self::Context) {
         self.close(ctx, reason, label);
     }
 }

@@ -1,0 +1,130 @@
+//! The key lifecycle beyond register-and-login (issue 4), through the SDK and the CLI
+//! against a running broker, failure paths included.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Broker, Probe, ProbeOptions, Seen, FAST_KDF};
+use sealrelay::client::{Identity, MqttVersion};
+
+#[tokio::test]
+async fn a_password_change_rewraps_the_same_key_and_ends_old_sessions() {
+    let broker = Broker::start();
+    let api = broker.api();
+    let mut alice = broker.user("alice").await;
+    let instance = broker.instance_of(&alice).await;
+    let old_secret = alice.auth_secret().to_owned();
+    let witness = alice.witness();
+
+    // An envelope sealed to alice before the change, and a live session with the old login.
+    let sealed_before = instance
+        .seal_to(alice.id, &alice.public_key(), b"sealed before")
+        .unwrap();
+    let mut live = Probe::logged_in(broker.mqtt, MqttVersion::V5, &alice).await;
+
+    alice
+        .change_password(&api, "a brand new passphrase", FAST_KDF)
+        .await
+        .unwrap();
+
+    // The live session is closed at once, with a reason.
+    assert_eq!(live.next().await, Seen::Disconnect(0x98));
+    // The old password and the old login secret stop working.
+    let err = Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("401"), "{err}");
+    let mut old = Probe::connect(
+        broker.mqtt,
+        ProbeOptions::new(MqttVersion::V5, Some(("alice", &old_secret))),
+    )
+    .await;
+    assert_eq!(old.next().await, Seen::ConnAck(0x87));
+
+    // The new password unwraps the same key pair, so what was sealed before still opens.
+    let alice = Identity::login_user(&api, "alice", "a brand new passphrase")
+        .await
+        .unwrap();
+    assert_eq!(alice.witness(), witness);
+    let alice_id = alice.id;
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    let sender = Probe::logged_in(broker.mqtt, MqttVersion::V5, &instance).await;
+    sender
+        .publish(&alice_id.inbox_topic(), 1, false, sealed_before)
+        .await;
+    let opened = tokio::time::timeout(Duration::from_secs(5), console.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (opened.from, opened.payload.as_slice()),
+        (instance.id, b"sealed before".as_slice())
+    );
+}
+
+#[tokio::test]
+async fn a_password_change_needs_the_old_password_and_meets_the_kdf_minimum() {
+    // The server now recommends more memory than alice registered with (FAST_KDF).
+    let broker = Broker::start_with(&[("SEALRELAY_KDF_MEMORY_KIB", "24576")]);
+    let api = broker.api();
+    let mut alice = broker.user("alice").await;
+    let weak = sealrelay::protocol::KdfParams {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+    };
+    let err = alice
+        .change_password(&api, "weak", weak)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("minimum"), "{err}");
+    // Nothing changed: the old password still works.
+    Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .unwrap();
+
+    // Through the CLI: a wrong old password is one line naming the refusal.
+    let out = broker
+        .cli()
+        .args(["user", "passwd", "--user", "alice"])
+        .env("SEALRELAY_PASSWORD", "not the password")
+        .env("SEALRELAY_NEW_PASSWORD", "whatever")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.trim().lines().count() == 1 && err.contains("401"),
+        "{err}"
+    );
+
+    // The right one works, upgrades to the server's recommended parameters, and the
+    // new password then logs in where the old one no longer does.
+    let out = broker
+        .cli()
+        .args(["user", "passwd", "--user", "alice"])
+        .env("SEALRELAY_PASSWORD", "pw-alice")
+        .env("SEALRELAY_NEW_PASSWORD", "second passphrase")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("password changed for alice"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spec = api.prelogin("alice").await.unwrap();
+    assert_eq!(FAST_KDF.memory_kib, 19456);
+    assert_eq!(
+        spec.params.memory_kib, 24576,
+        "upgraded to the server's recommendation"
+    );
+    Identity::login_user(&api, "alice", "second passphrase")
+        .await
+        .unwrap();
+    assert!(Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .is_err());
+}
