@@ -166,13 +166,11 @@ impl Directory {
             .fetch_all(&directory.pool)
             .await?
         {
-            directory.logins.insert(
+            directory.remember_login(
                 row.try_get("login")?,
-                Credentials {
-                    id: id_of(&row, "id")?,
-                    kind: kind_of(&row)?,
-                    verifier: key_of(&row, "verifier")?,
-                },
+                id_of(&row, "id")?,
+                kind_of(&row)?,
+                key_of(&row, "verifier")?,
             );
         }
         for row in sqlx::query("SELECT user_id, instance_id FROM pairings")
@@ -182,6 +180,17 @@ impl Directory {
             directory.remember_pair(id_of(&row, "user_id")?, id_of(&row, "instance_id")?);
         }
         Ok(directory)
+    }
+
+    fn remember_login(
+        &self,
+        login: String,
+        id: PrincipalId,
+        kind: PrincipalKind,
+        verifier: [u8; 32],
+    ) {
+        self.logins
+            .insert(login, Credentials { id, kind, verifier });
     }
 
     fn remember_pair(&self, a: PrincipalId, b: PrincipalId) {
@@ -227,14 +236,7 @@ impl Directory {
                 e.into()
             }
         })?;
-        self.logins.insert(
-            user.name,
-            Credentials {
-                id: user.id,
-                kind: PrincipalKind::User,
-                verifier: user.verifier,
-            },
-        );
+        self.remember_login(user.name, user.id, PrincipalKind::User, user.verifier);
         Ok(())
     }
 
@@ -261,14 +263,7 @@ impl Directory {
         let login = login.ok_or(DirectoryError::Corrupt(
             "the user vanished while changing its password",
         ))?;
-        self.logins.insert(
-            login,
-            Credentials {
-                id: user,
-                kind: PrincipalKind::User,
-                verifier: new.verifier,
-            },
-        );
+        self.remember_login(login, user, PrincipalKind::User, new.verifier);
         Ok(())
     }
 
@@ -349,13 +344,11 @@ impl Directory {
             .await?;
         tx.commit().await?;
         self.remember_pair(owner, instance.id);
-        self.logins.insert(
+        self.remember_login(
             instance.id.to_string(),
-            Credentials {
-                id: instance.id,
-                kind: PrincipalKind::Instance,
-                verifier: instance.verifier,
-            },
+            instance.id,
+            PrincipalKind::Instance,
+            instance.verifier,
         );
         Ok(())
     }

@@ -175,11 +175,21 @@ impl Api {
         .await
     }
 
-    pub async fn register(&self, request: RegisterRequest<'_>) -> Result<(), ClientError> {
-        let body = serde_json::to_value(&request).expect("request serialises");
-        self.call::<serde_json::Value>("POST", "/v1/users".into(), None, Some(body))
+    /// POSTs `request` where only success matters (the answer body is not needed).
+    async fn post(
+        &self,
+        path: &str,
+        login: Option<Login<'_>>,
+        request: &impl Serialize,
+    ) -> Result<(), ClientError> {
+        let body = serde_json::to_value(request).expect("request serialises");
+        self.call::<serde_json::Value>("POST", path.into(), login, Some(body))
             .await
             .map(drop)
+    }
+
+    pub async fn register(&self, request: RegisterRequest<'_>) -> Result<(), ClientError> {
+        self.post("/v1/users", None, &request).await
     }
 
     pub async fn me(&self, login: Login<'_>) -> Result<Me, ClientError> {
@@ -191,10 +201,7 @@ impl Api {
         login: Login<'_>,
         request: ChangePasswordRequest<'_>,
     ) -> Result<(), ClientError> {
-        let body = serde_json::to_value(&request).expect("request serialises");
-        self.call::<serde_json::Value>("POST", "/v1/me/password".into(), Some(login), Some(body))
-            .await
-            .map(drop)
+        self.post("/v1/me/password", Some(login), &request).await
     }
 
     pub async fn add_instance(
@@ -202,10 +209,7 @@ impl Api {
         login: Login<'_>,
         request: AddInstanceRequest<'_>,
     ) -> Result<(), ClientError> {
-        let body = serde_json::to_value(&request).expect("request serialises");
-        self.call::<serde_json::Value>("POST", "/v1/instances".into(), Some(login), Some(body))
-            .await
-            .map(drop)
+        self.post("/v1/instances", Some(login), &request).await
     }
 
     pub async fn instances(&self, login: Login<'_>) -> Result<Vec<InstanceView>, ClientError> {
