@@ -109,6 +109,16 @@ enum InstanceCommand {
         #[command(flatten)]
         user: UserArg,
     },
+    /// Remove one of your instances: its token stops working and it is disconnected at once.
+    Remove {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        #[command(flatten)]
+        user: UserArg,
+        /// The instance id.
+        #[arg(long)]
+        instance: PrincipalId,
+    },
 }
 
 #[derive(Args)]
@@ -278,6 +288,16 @@ async fn client_command(command: Command) -> Result<()> {
                     i.created_at
                 );
             }
+        }
+        Command::Instance(InstanceCommand::Remove {
+            endpoints,
+            user,
+            instance,
+        }) => {
+            let api = Api::new(&endpoints.server);
+            let me = Identity::login_user(&api, &user.user, &password(false)?).await?;
+            me.remove_instance(&api, instance).await?;
+            println!("removed instance {instance}");
         }
         Command::Agent {
             endpoints,

@@ -353,6 +353,37 @@ impl Directory {
         Ok(())
     }
 
+    /// Deletes `instance` if `owner` owns it (its pairings go with it), and forgets its
+    /// login and pairings in memory. `false` when there is no such instance of this owner.
+    pub async fn remove_instance(
+        &self,
+        owner: PrincipalId,
+        instance: PrincipalId,
+    ) -> Result<bool, DirectoryError> {
+        let deleted = sqlx::query(
+            "DELETE FROM principals WHERE id = ? AND kind = 'instance' \
+             AND EXISTS (SELECT 1 FROM pairings WHERE user_id = ? AND instance_id = ?)",
+        )
+        .bind(&instance.0[..])
+        .bind(&owner.0[..])
+        .bind(&instance.0[..])
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if deleted == 0 {
+            return Ok(false);
+        }
+        self.logins.remove(&instance.to_string());
+        if let Some((_, peers)) = self.peers.remove(&instance) {
+            for peer in peers {
+                if let Some(mut theirs) = self.peers.get_mut(&peer) {
+                    theirs.remove(&instance);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     pub async fn instances_of(
         &self,
         owner: PrincipalId,

@@ -402,6 +402,27 @@ async fn add_instance(
     })))
 }
 
+/// Removes one of the caller's instances: its key material, token verifier and pairing are
+/// deleted and its live sessions closed at once. Someone else's instance, or an unknown id,
+/// is the same 404, so ids cannot be probed.
+async fn remove_instance(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let owner = caller_user(&req, &state).await?;
+    let id: PrincipalId = path
+        .parse()
+        .map_err(|_| ApiError::BadRequest("the id must be 32 lowercase hex characters".into()))?;
+    if !state.directory.remove_instance(owner.id, id).await? {
+        return Err(ApiError::NotFound("no instance of yours with that id"));
+    }
+    state
+        .router
+        .kick_all(id, Kick(Reason::NotAuthorized, "instance_removed"));
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "removed": true })))
+}
+
 async fn list_instances(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
     let owner = caller_user(&req, &state).await?;
     let instances: Vec<_> = state
@@ -494,6 +515,7 @@ fn route_label(pattern: Option<&str>) -> &'static str {
         Some("/v1/me") => "me",
         Some("/v1/me/password") => "password",
         Some("/v1/instances") => "instances",
+        Some("/v1/instances/{id}") => "instance",
         Some("/v1/principals/{id}/key") => "principal_key",
         _ => "unmatched",
     }
@@ -519,6 +541,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(add_instance))
             .route(web::get().to(list_instances)),
     )
+    .service(resource("/v1/instances/{id}").route(web::delete().to(remove_instance)))
     .service(resource("/v1/principals/{id}/key").route(web::get().to(peer_key)))
     .default_service(web::to(not_found));
 }

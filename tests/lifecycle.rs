@@ -128,3 +128,57 @@ async fn a_password_change_needs_the_old_password_and_meets_the_kdf_minimum() {
         .await
         .is_err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_an_instance_ends_its_sessions_and_its_token_and_only_its_owner_may() {
+    let broker = Broker::start();
+    let api = broker.api();
+    let alice = broker.user("alice").await;
+    let mallory = broker.user("mallory").await;
+    let (instance_id, token) = alice.add_instance(&api).await.unwrap();
+    let instance = Identity::login_instance(&api, &token).await.unwrap();
+    let mut agent = broker.start_agent(&token.reveal(), "5");
+    let mut live = Probe::logged_in(broker.mqtt, MqttVersion::V5, &instance).await;
+
+    // Someone else's instance looks like no instance at all, and nothing happens to it.
+    let err = mallory
+        .remove_instance(&api, instance_id)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("404"), "{err}");
+    assert!(
+        live.next_within(Duration::from_millis(300)).await.is_none(),
+        "still connected"
+    );
+
+    let removed_at = std::time::Instant::now();
+    alice.remove_instance(&api, instance_id).await.unwrap();
+    assert_eq!(live.next().await, Seen::Disconnect(0x87));
+    assert!(
+        removed_at.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        removed_at.elapsed()
+    );
+
+    // The agent's reconnect is refused, which it treats as final.
+    let exited = tokio::task::spawn_blocking(move || agent.exit_within(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let (status, last_line) = exited.expect("the agent exits once its instance is removed");
+    assert!(
+        !status.success() && last_line.contains("refused"),
+        "{last_line}"
+    );
+
+    // Its token no longer logs in, and its owner's list no longer has it.
+    let err = Identity::login_instance(&api, &token).await.err().unwrap();
+    assert!(err.to_string().contains("401"), "{err}");
+    assert!(alice.instances(&api).await.unwrap().is_empty());
+    let err = alice
+        .remove_instance(&api, instance_id)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("404"), "removing twice: {err}");
+}

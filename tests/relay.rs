@@ -3,39 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::Broker;
 use sealrelay::client::{Identity, MqttVersion};
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `sealrelay agent` with the token in its environment and waits until it serves.
-fn start_agent(broker: &Broker, token: &str, version: &str) -> Agent {
-    let mut child = broker
-        .cli()
-        .args(["agent", "--mqtt-version", version])
-        .env("SEALRELAY_TOKEN", token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert!(first.contains("serving"), "agent did not start: {first:?}");
-    Agent(child)
-}
 
 fn cli_ok(broker: &Broker, args: &[&str], password: &str) -> String {
     let out = broker
@@ -80,7 +51,7 @@ fn cli_flow(version: &str) {
     let (instance, token) = (field("instance "), field("token "));
     assert!(token.starts_with(&format!("srt1.{instance}.")));
 
-    let _agent = start_agent(&broker, &token, version);
+    let _agent = broker.start_agent(&token, version);
     let reply = cli_ok(
         &broker,
         &[
@@ -260,7 +231,7 @@ fn the_agent_reconnects_after_a_broker_restart_and_accounts_persist() {
         .lines()
         .map(|l| l.split_once(' ').unwrap().1.to_owned());
     let (instance, token) = (lines.next().unwrap(), lines.next().unwrap());
-    let _agent = start_agent(&broker, &token, "5");
+    let _agent = broker.start_agent(&token, "5");
     broker.restart();
     // The agent backs off from 250 ms; give it a moment to come back before asking.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -127,8 +127,12 @@ impl Api {
         tokio::task::spawn_blocking(move || {
             let transport = |e: ureq::Error| ClientError::Transport(format!("{method} {url}: {e}"));
             let mut response = match (method, body) {
-                ("GET", _) => {
-                    let mut req = agent.get(&url);
+                ("GET" | "DELETE", _) => {
+                    let mut req = if method == "GET" {
+                        agent.get(&url)
+                    } else {
+                        agent.delete(&url)
+                    };
                     if let Some(auth) = &auth {
                         req = req.header("Authorization", auth.as_str());
                     }
@@ -210,6 +214,16 @@ impl Api {
         request: AddInstanceRequest<'_>,
     ) -> Result<(), ClientError> {
         self.post("/v1/instances", Some(login), &request).await
+    }
+
+    pub async fn remove_instance(
+        &self,
+        login: Login<'_>,
+        id: PrincipalId,
+    ) -> Result<(), ClientError> {
+        self.call::<serde_json::Value>("DELETE", format!("/v1/instances/{id}"), Some(login), None)
+            .await
+            .map(drop)
     }
 
     pub async fn instances(&self, login: Login<'_>) -> Result<Vec<InstanceView>, ClientError> {

@@ -294,6 +294,12 @@ impl Identity {
         crypto::Sealer::new(self.id, &self.secret, to, key)
     }
 
+    /// Removes one of this user's instances: its token stops working and its live sessions
+    /// are closed at once.
+    pub async fn remove_instance(&self, api: &Api, id: PrincipalId) -> Result<(), ClientError> {
+        api.remove_instance(self.api_login(), id).await
+    }
+
     pub async fn instances(&self, api: &Api) -> Result<Vec<InstanceView>, ClientError> {
         api.instances(self.api_login()).await
     }

@@ -184,6 +184,59 @@ impl Broker {
     }
 }
 
+/// A running `sealrelay agent` process; killed when dropped.
+pub struct Agent(Child);
+
+impl Agent {
+    /// Waits up to `limit` for the agent to exit by itself; its status and the last line
+    /// of its stderr.
+    pub fn exit_within(&mut self, limit: Duration) -> Option<(std::process::ExitStatus, String)> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                let mut err = String::new();
+                self.0
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return Some((status, err.trim().lines().last().unwrap_or("").to_owned()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Broker {
+    /// Runs `sealrelay agent` with the token in its environment and waits until it serves.
+    pub fn start_agent(&self, token: &str, version: &str) -> Agent {
+        use std::io::{BufRead, BufReader};
+        let mut child = self
+            .cli()
+            .args(["agent", "--mqtt-version", version])
+            .env("SEALRELAY_TOKEN", token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.contains("serving"), "agent did not start: {first:?}");
+        Agent(child)
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
