@@ -109,6 +109,17 @@ enum InstanceCommand {
         #[command(flatten)]
         user: UserArg,
     },
+    /// Give one of your instances a new token (printed once); the old one stops working and
+    /// the instance is disconnected until it logs in with the new one.
+    RotateToken {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        #[command(flatten)]
+        user: UserArg,
+        /// The instance id.
+        #[arg(long)]
+        instance: PrincipalId,
+    },
     /// Remove one of your instances: its token stops working and it is disconnected at once.
     Remove {
         #[command(flatten)]
@@ -288,6 +299,18 @@ async fn client_command(command: Command) -> Result<()> {
                     i.created_at
                 );
             }
+        }
+        Command::Instance(InstanceCommand::RotateToken {
+            endpoints,
+            user,
+            instance,
+        }) => {
+            let api = Api::new(&endpoints.server);
+            let me = Identity::login_user(&api, &user.user, &password(false)?).await?;
+            let token = me.rotate_token(&api, instance).await?;
+            println!("instance {instance}");
+            println!("token {}", &*token.reveal());
+            eprintln!("The new token is shown once; the old one no longer works.");
         }
         Command::Instance(InstanceCommand::Remove {
             endpoints,

@@ -164,6 +164,16 @@ pub fn derive_from_password(
     Ok(split(None, master.as_ref()))
 }
 
+/// Keys only the holder of `owner` can derive, for the owner's escrow copies of its
+/// instances' bundles: they let the owner rotate an instance's token without the instance,
+/// and the server can neither open nor forge them.
+pub fn escrow_keys(owner: &SecretKey) -> DerivedKeys {
+    split(
+        Some(b"sealrelay/v1/escrow"),
+        &Zeroizing::new(owner.to_bytes())[..],
+    )
+}
+
 pub fn random_salt() -> [u8; SALT_LEN] {
     let mut salt = [0u8; SALT_LEN];
     OsRng.fill_bytes(&mut salt);

@@ -67,6 +67,8 @@ pub struct NewInstance {
     pub public_key: [u8; 32],
     pub wrapped_key: Vec<u8>,
     pub verifier: [u8; 32],
+    /// The owner's escrow copy of the instance bundle (opaque here).
+    pub owner_copy: Vec<u8>,
 }
 
 /// A principal's own key material as stored: public key and the blob only it can open.
@@ -81,6 +83,7 @@ pub struct InstanceInfo {
     pub id: PrincipalId,
     pub public_key: [u8; 32],
     pub created_at: i64,
+    pub owner_copy: Option<Vec<u8>>,
 }
 
 /// One closed MQTT session, as the accounting module reports it.
@@ -336,10 +339,11 @@ impl Directory {
                 e.into()
             }
         })?;
-        sqlx::query("INSERT INTO pairings (user_id, instance_id, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO pairings (user_id, instance_id, created_at, owner_copy) VALUES (?, ?, ?, ?)")
             .bind(&owner.0[..])
             .bind(&instance.id.0[..])
             .bind(now)
+            .bind(&instance.owner_copy)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -389,7 +393,7 @@ impl Directory {
         owner: PrincipalId,
     ) -> Result<Vec<InstanceInfo>, DirectoryError> {
         sqlx::query(
-            "SELECT p.id, p.public_key, p.created_at FROM pairings x JOIN principals p ON p.id = x.instance_id \
+            "SELECT p.id, p.public_key, p.created_at, x.owner_copy FROM pairings x JOIN principals p ON p.id = x.instance_id \
              WHERE x.user_id = ? ORDER BY p.created_at, p.id",
         )
         .bind(&owner.0[..])
@@ -401,9 +405,35 @@ impl Directory {
                 id: id_of(row, "id")?,
                 public_key: key_of(row, "public_key")?,
                 created_at: row.try_get("created_at")?,
+                owner_copy: row.try_get("owner_copy")?,
             })
         })
         .collect()
+    }
+
+    /// Replaces an instance's wrapped bundle and token verifier if `owner` owns it (the
+    /// old token stops working); `false` when there is no such instance of this owner.
+    pub async fn rotate_token(
+        &self,
+        owner: PrincipalId,
+        instance: PrincipalId,
+        wrapped_key: &[u8],
+        verifier: [u8; 32],
+    ) -> Result<bool, DirectoryError> {
+        let login: Option<String> = sqlx::query_scalar(
+            "UPDATE principals SET wrapped_key = ?, verifier = ? WHERE id = ? AND kind = 'instance' \
+             AND EXISTS (SELECT 1 FROM pairings WHERE user_id = ? AND instance_id = ?) RETURNING login",
+        )
+        .bind(wrapped_key)
+        .bind(&verifier[..])
+        .bind(&instance.0[..])
+        .bind(&owner.0[..])
+        .bind(&instance.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(login) = login else { return Ok(false) };
+        self.remember_login(login, instance, PrincipalKind::Instance, verifier);
+        Ok(true)
     }
 
     pub async fn public_key(

@@ -144,6 +144,15 @@ struct AddInstanceRequest {
     #[serde(with = "b64")]
     wrapped_key: Vec<u8>,
     auth_secret: String,
+    #[serde(with = "b64")]
+    owner_copy: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct RotateTokenRequest {
+    #[serde(with = "b64")]
+    wrapped_key: Vec<u8>,
+    auth_secret: String,
 }
 
 #[derive(Serialize)]
@@ -383,6 +392,7 @@ async fn add_instance(
     let owner = caller_user(&req, &state).await?;
     let body = body.into_inner();
     check_wrapped(&body.wrapped_key)?;
+    check_wrapped(&body.owner_copy)?;
     let public_key = key32(&body.public_key, "public_key")?;
     state
         .directory
@@ -393,6 +403,7 @@ async fn add_instance(
                 public_key,
                 wrapped_key: body.wrapped_key,
                 verifier: check_secret(&body.auth_secret)?,
+                owner_copy: body.owner_copy,
             },
         )
         .await?;
@@ -411,9 +422,7 @@ async fn remove_instance(
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
     let owner = caller_user(&req, &state).await?;
-    let id: PrincipalId = path
-        .parse()
-        .map_err(|_| ApiError::BadRequest("the id must be 32 lowercase hex characters".into()))?;
+    let id = id_param(&path)?;
     if !state.directory.remove_instance(owner.id, id).await? {
         return Err(ApiError::NotFound("no instance of yours with that id"));
     }
@@ -421,6 +430,38 @@ async fn remove_instance(
         .router
         .kick_all(id, Kick(Reason::NotAuthorized, "instance_removed"));
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "removed": true })))
+}
+
+/// Gives one of the caller's instances a new token: the owner re-wrapped the instance's
+/// bundle (from its escrow copy) under the new token. The old token stops working at once
+/// and the instance's live sessions are closed.
+async fn rotate_token(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+    body: web::Json<RotateTokenRequest>,
+) -> Result<HttpResponse> {
+    let owner = caller_user(&req, &state).await?;
+    let id = id_param(&path)?;
+    check_wrapped(&body.wrapped_key)?;
+    let verifier = check_secret(&body.auth_secret)?;
+    if !state
+        .directory
+        .rotate_token(owner.id, id, &body.wrapped_key, verifier)
+        .await?
+    {
+        return Err(ApiError::NotFound("no instance of yours with that id"));
+    }
+    state
+        .router
+        .kick_all(id, Kick(Reason::AdministrativeAction, "token_rotated"));
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id })))
+}
+
+/// A principal id from a URL path segment.
+fn id_param(path: &str) -> Result<PrincipalId> {
+    path.parse()
+        .map_err(|_| ApiError::BadRequest("the id must be 32 lowercase hex characters".into()))
 }
 
 async fn list_instances(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
@@ -436,6 +477,7 @@ async fn list_instances(req: HttpRequest, state: web::Data<ApiState>) -> Result<
                 "public_key": b64::encode(&i.public_key),
                 "witness": Witness::of(&i.public_key).to_string(),
                 "created_at": i.created_at,
+                "owner_copy": i.owner_copy.as_deref().map(b64::encode),
                 "online": state.router.is_online(i.id),
             })
         })
@@ -451,9 +493,7 @@ async fn peer_key(
 ) -> Result<HttpResponse> {
     let credentials = caller(&req, &state).await?;
     let not_found = ApiError::NotFound("no paired principal with that id");
-    let id: PrincipalId = path
-        .parse()
-        .map_err(|_| ApiError::BadRequest("the id must be 32 lowercase hex characters".into()))?;
+    let id = id_param(&path)?;
     if id != credentials.id && !state.directory.is_paired(credentials.id, id) {
         return Err(not_found);
     }
@@ -516,6 +556,7 @@ fn route_label(pattern: Option<&str>) -> &'static str {
         Some("/v1/me/password") => "password",
         Some("/v1/instances") => "instances",
         Some("/v1/instances/{id}") => "instance",
+        Some("/v1/instances/{id}/token") => "instance_token",
         Some("/v1/principals/{id}/key") => "principal_key",
         _ => "unmatched",
     }
@@ -542,6 +583,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list_instances)),
     )
     .service(resource("/v1/instances/{id}").route(web::delete().to(remove_instance)))
+    .service(resource("/v1/instances/{id}/token").route(web::post().to(rotate_token)))
     .service(resource("/v1/principals/{id}/key").route(web::get().to(peer_key)))
     .default_service(web::to(not_found));
 }

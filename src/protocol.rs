@@ -128,15 +128,17 @@ pub mod b64 {
         STANDARD.encode(bytes)
     }
 
+    pub fn decode(text: &str) -> Option<Vec<u8>> {
+        STANDARD.decode(text.as_bytes()).ok()
+    }
+
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&encode(bytes))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
-        STANDARD
-            .decode(text.as_bytes())
-            .map_err(|_| serde::de::Error::custom("expected standard base64"))
+        decode(&text).ok_or_else(|| serde::de::Error::custom("expected standard base64"))
     }
 }
 

@@ -182,3 +182,80 @@ async fn removing_an_instance_ends_its_sessions_and_its_token_and_only_its_owner
         .unwrap();
     assert!(err.to_string().contains("404"), "removing twice: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotating_a_token_keeps_the_key_and_kills_the_old_token() {
+    let broker = Broker::start();
+    let api = broker.api();
+    let alice = broker.user("alice").await;
+    let mallory = broker.user("mallory").await;
+    let (instance_id, old_token) = alice.add_instance(&api).await.unwrap();
+    let instance = Identity::login_instance(&api, &old_token).await.unwrap();
+    let mut live = Probe::logged_in(broker.mqtt, MqttVersion::V5, &instance).await;
+
+    let err = mallory.rotate_token(&api, instance_id).await.err().unwrap();
+    assert!(
+        err.to_string().contains("not one of your instances"),
+        "{err}"
+    );
+    // The server refuses a non-owner too, whatever its client claims.
+    let forged = sealrelay::client::RotateTokenRequest {
+        wrapped_key: vec![1; 80],
+        auth_secret: &"A".repeat(43),
+    };
+    let who = sealrelay::client::Login {
+        login: &mallory.login,
+        secret: mallory.auth_secret(),
+    };
+    let err = api
+        .rotate_token(who, instance_id, forged)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("404"), "{err}");
+    assert!(
+        live.next_within(Duration::from_millis(300)).await.is_none(),
+        "untouched so far"
+    );
+
+    // Through the CLI, as the owner: a new token, printed once.
+    let out = broker
+        .cli()
+        .args([
+            "instance",
+            "rotate-token",
+            "--user",
+            "alice",
+            "--instance",
+            &instance_id.to_string(),
+        ])
+        .env("SEALRELAY_PASSWORD", "pw-alice")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let new_token = said
+        .lines()
+        .find_map(|l| l.strip_prefix("token "))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert_eq!(
+        live.next().await,
+        Seen::Disconnect(0x98),
+        "the instance is told to log in again"
+    );
+
+    // The old token is dead; the new one opens the same key pair.
+    let err = Identity::login_instance(&api, &old_token)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("401"), "{err}");
+    let rotated = Identity::login_instance(&api, &new_token.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rotated.witness(), instance.witness());
+    assert_eq!(
+        rotated.owner.as_ref().map(|(id, _)| *id),
+        Some(alice.id),
+        "the pinned owner survives"
+    );
+}

@@ -38,6 +38,15 @@ pub struct AddInstanceRequest<'a> {
     #[serde(with = "b64")]
     pub wrapped_key: Vec<u8>,
     pub auth_secret: &'a str,
+    #[serde(with = "b64")]
+    pub owner_copy: Vec<u8>,
+}
+
+#[derive(Serialize)]
+pub struct RotateTokenRequest<'a> {
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    pub auth_secret: &'a str,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +72,8 @@ pub struct InstanceView {
     pub witness: String,
     pub created_at: i64,
     pub online: bool,
+    /// The owner's escrow copy of the instance bundle (base64), if it has one.
+    pub owner_copy: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +225,16 @@ impl Api {
         request: AddInstanceRequest<'_>,
     ) -> Result<(), ClientError> {
         self.post("/v1/instances", Some(login), &request).await
+    }
+
+    pub async fn rotate_token(
+        &self,
+        login: Login<'_>,
+        id: PrincipalId,
+        request: RotateTokenRequest<'_>,
+    ) -> Result<(), ClientError> {
+        self.post(&format!("/v1/instances/{id}/token"), Some(login), &request)
+            .await
     }
 
     pub async fn remove_instance(

@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 
 pub use api::{
     AddInstanceRequest, Api, ChangePasswordRequest, InstanceView, Login, Me, PublicKeyView,
-    RegisterRequest,
+    RegisterRequest, RotateTokenRequest,
 };
 pub use link::{Link, MqttVersion};
 
@@ -219,13 +219,15 @@ impl Identity {
             owner_public: self.public_key(),
         };
         let auth_secret = keys.auth_secret();
+        let encoded = bundle.encode();
         api.add_instance(
             self.api_login(),
             AddInstanceRequest {
                 instance_id: id,
                 public_key: secret.public_key().as_bytes().to_vec(),
-                wrapped_key: keys.wrap(id, &bundle.encode()),
+                wrapped_key: keys.wrap(id, &encoded),
                 auth_secret: &auth_secret,
+                owner_copy: crypto::escrow_keys(&self.secret).wrap(id, &encoded),
             },
         )
         .await?;
@@ -292,6 +294,45 @@ impl Identity {
     /// that publish through their own MQTT client, like the load tests.
     pub fn sealer_to(&self, to: PrincipalId, key: &PublicKey) -> crypto::Sealer {
         crypto::Sealer::new(self.id, &self.secret, to, key)
+    }
+
+    /// Gives one of this user's instances a new token: the instance's bundle is recovered from
+    /// this user's escrow copy, checked (it must name this user as owner and hold the key
+    /// matching the instance's public key), and re-wrapped under the new token. The old token
+    /// stops working at once and the instance's live sessions are closed.
+    pub async fn rotate_token(&self, api: &Api, id: PrincipalId) -> Result<Token, ClientError> {
+        let view = self
+            .instances(api)
+            .await?
+            .into_iter()
+            .find(|i| i.id == id)
+            .ok_or_else(|| ClientError::Usage(format!("{id} is not one of your instances")))?;
+        let copy = view
+            .owner_copy
+            .and_then(|c| crate::protocol::b64::decode(&c))
+            .ok_or_else(|| {
+                ClientError::Usage(format!("instance {id} has no escrow copy: re-enrol it"))
+            })?;
+        let bundle = crypto::escrow_keys(&self.secret).unwrap(id, &copy)?;
+        match Bundle::decode(&bundle)? {
+            Bundle::Instance { secret, owner, .. }
+                if owner == self.id
+                    && secret.public_key().as_bytes()[..] == view.public_key[..] => {}
+            _ => return Err(ClientError::BadKey(id)),
+        }
+        let token = Token::generate(id);
+        let keys = token.keys();
+        let auth_secret = keys.auth_secret();
+        api.rotate_token(
+            self.api_login(),
+            id,
+            RotateTokenRequest {
+                wrapped_key: keys.wrap(id, &bundle),
+                auth_secret: &auth_secret,
+            },
+        )
+        .await?;
+        Ok(token)
     }
 
     /// Removes one of this user's instances: its token stops working and its live sessions
