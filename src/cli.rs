@@ -111,25 +111,9 @@ enum InstanceCommand {
     },
     /// Give one of your instances a new token (printed once); the old one stops working and
     /// the instance is disconnected until it logs in with the new one.
-    RotateToken {
-        #[command(flatten)]
-        endpoints: Endpoints,
-        #[command(flatten)]
-        user: UserArg,
-        /// The instance id.
-        #[arg(long)]
-        instance: PrincipalId,
-    },
+    RotateToken(InstanceTarget),
     /// Remove one of your instances: its token stops working and it is disconnected at once.
-    Remove {
-        #[command(flatten)]
-        endpoints: Endpoints,
-        #[command(flatten)]
-        user: UserArg,
-        /// The instance id.
-        #[arg(long)]
-        instance: PrincipalId,
-    },
+    Remove(InstanceTarget),
 }
 
 #[derive(Args)]
@@ -147,6 +131,18 @@ struct Endpoints {
     /// MQTT protocol version: 5 or 3.1.1.
     #[arg(long, default_value = "5")]
     mqtt_version: MqttVersion,
+}
+
+/// One of your instances, and you to act on it.
+#[derive(Args)]
+struct InstanceTarget {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    #[command(flatten)]
+    user: UserArg,
+    /// The instance id.
+    #[arg(long)]
+    instance: PrincipalId,
 }
 
 #[derive(Args)]
@@ -211,6 +207,13 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// The API at `endpoints` and `user` logged in with the password (env or prompt).
+async fn log_in(endpoints: &Endpoints, user: &UserArg) -> Result<(Api, Identity)> {
+    let api = Api::new(&endpoints.server);
+    let me = Identity::login_user(&api, &user.user, &password(false)?).await?;
+    Ok((api, me))
+}
+
 /// A secret from `variable`, else an interactive prompt (twice when `confirm`).
 fn secret(variable: &str, prompt: &str, confirm: bool) -> Result<Zeroizing<String>> {
     if let Ok(value) = std::env::var(variable) {
@@ -256,8 +259,7 @@ async fn client_command(command: Command) -> Result<()> {
             );
         }
         Command::User(UserCommand::Passwd { endpoints, user }) => {
-            let api = Api::new(&endpoints.server);
-            let mut me = Identity::login_user(&api, &user.user, &password(false)?).await?;
+            let (api, mut me) = log_in(&endpoints, &user).await?;
             let new = secret("SEALRELAY_NEW_PASSWORD", "New password: ", true)?;
             if new.is_empty() {
                 bail!("the new password is empty");
@@ -276,16 +278,14 @@ async fn client_command(command: Command) -> Result<()> {
             );
         }
         Command::Instance(InstanceCommand::Add { endpoints, user }) => {
-            let api = Api::new(&endpoints.server);
-            let me = Identity::login_user(&api, &user.user, &password(false)?).await?;
+            let (api, me) = log_in(&endpoints, &user).await?;
             let (id, token) = me.add_instance(&api).await?;
             println!("instance {id}");
             println!("token {}", &*token.reveal());
             eprintln!("The token is shown once: give it to the instance (SEALRELAY_TOKEN) and keep no other copy.");
         }
         Command::Instance(InstanceCommand::List { endpoints, user }) => {
-            let api = Api::new(&endpoints.server);
-            let me = Identity::login_user(&api, &user.user, &password(false)?).await?;
+            let (api, me) = log_in(&endpoints, &user).await?;
             println!(
                 "{:<32}  {:<32}  {:<7}  created",
                 "instance", "witness", "online"
@@ -300,25 +300,23 @@ async fn client_command(command: Command) -> Result<()> {
                 );
             }
         }
-        Command::Instance(InstanceCommand::RotateToken {
+        Command::Instance(InstanceCommand::RotateToken(InstanceTarget {
             endpoints,
             user,
             instance,
-        }) => {
-            let api = Api::new(&endpoints.server);
-            let me = Identity::login_user(&api, &user.user, &password(false)?).await?;
+        })) => {
+            let (api, me) = log_in(&endpoints, &user).await?;
             let token = me.rotate_token(&api, instance).await?;
             println!("instance {instance}");
             println!("token {}", &*token.reveal());
             eprintln!("The new token is shown once; the old one no longer works.");
         }
-        Command::Instance(InstanceCommand::Remove {
+        Command::Instance(InstanceCommand::Remove(InstanceTarget {
             endpoints,
             user,
             instance,
-        }) => {
-            let api = Api::new(&endpoints.server);
-            let me = Identity::login_user(&api, &user.user, &password(false)?).await?;
+        })) => {
+            let (api, me) = log_in(&endpoints, &user).await?;
             me.remove_instance(&api, instance).await?;
             println!("removed instance {instance}");
         }
@@ -375,8 +373,7 @@ async fn client_command(command: Command) -> Result<()> {
                     buf
                 }
             };
-            let api = Api::new(&endpoints.server);
-            let me = Identity::login_user(&api, &user.user, &password(false)?).await?;
+            let (api, me) = log_in(&endpoints, &user).await?;
             let mut client =
                 Client::connect(api, me, &endpoints.broker, endpoints.mqtt_version).await?;
             let reply = client
