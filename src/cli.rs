@@ -82,6 +82,17 @@ enum UserCommand {
         #[command(flatten)]
         user: UserArg,
     },
+    /// Delete your account and every instance you own, with their keys. Irreversible: what
+    /// was sealed to your key can never be opened again. Needs --yes.
+    Delete {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        #[command(flatten)]
+        user: UserArg,
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Change your password: the same key is re-wrapped (KDF parameters upgraded to the
     /// server's recommendation); your other sessions are disconnected. The old password
     /// comes from SEALRELAY_PASSWORD or a prompt, the new from SEALRELAY_NEW_PASSWORD or a prompt.
@@ -299,6 +310,19 @@ async fn client_command(command: Command) -> Result<()> {
                     i.created_at
                 );
             }
+        }
+        Command::User(UserCommand::Delete {
+            endpoints,
+            user,
+            yes,
+        }) => {
+            if !yes {
+                bail!("deleting an account cannot be undone; add --yes to confirm");
+            }
+            let (api, me) = log_in(&endpoints, &user).await?;
+            let name = me.login.clone();
+            me.delete_account(&api).await?;
+            println!("deleted user {name} and its instances");
         }
         Command::Instance(InstanceCommand::RotateToken(InstanceTarget {
             endpoints,

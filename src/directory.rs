@@ -378,14 +378,54 @@ impl Directory {
             return Ok(false);
         }
         self.logins.remove(&instance.to_string());
-        if let Some((_, peers)) = self.peers.remove(&instance) {
+        self.forget_pairs(instance);
+        Ok(true)
+    }
+
+    /// Deletes a user and every instance it owns (their pairings go with them) in one
+    /// transaction, and forgets their logins and pairings in memory. Session metadata stays
+    /// until the accounting retention purges it. Returns the deleted instances' ids.
+    pub async fn delete_user(&self, user: PrincipalId) -> Result<Vec<PrincipalId>, DirectoryError> {
+        let mut tx = self.pool.begin().await?;
+        let instances = sqlx::query("SELECT instance_id FROM pairings WHERE user_id = ?")
+            .bind(&user.0[..])
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| id_of(row, "instance_id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        for instance in &instances {
+            sqlx::query("DELETE FROM principals WHERE id = ? AND kind = 'instance'")
+                .bind(&instance.0[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        let login: Option<String> = sqlx::query_scalar(
+            "DELETE FROM principals WHERE id = ? AND kind = 'user' RETURNING login",
+        )
+        .bind(&user.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if let Some(login) = login {
+            self.logins.remove(&login);
+        }
+        for id in instances.iter().chain(std::iter::once(&user)) {
+            self.logins.remove(&id.to_string());
+            self.forget_pairs(*id);
+        }
+        Ok(instances)
+    }
+
+    /// Drops every in-memory pairing of `id`, on both sides.
+    fn forget_pairs(&self, id: PrincipalId) {
+        if let Some((_, peers)) = self.peers.remove(&id) {
             for peer in peers {
                 if let Some(mut theirs) = self.peers.get_mut(&peer) {
-                    theirs.remove(&instance);
+                    theirs.remove(&id);
                 }
             }
         }
-        Ok(true)
     }
 
     pub async fn instances_of(

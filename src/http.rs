@@ -432,6 +432,20 @@ async fn remove_instance(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "removed": true })))
 }
 
+/// Deletes the caller's account and every instance it owns; all their live sessions are
+/// closed. Metadata already recorded follows the accounting retention.
+async fn delete_account(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let user = caller_user(&req, &state).await?;
+    let instances = state.directory.delete_user(user.id).await?;
+    for id in instances.iter().chain(std::iter::once(&user.id)) {
+        state
+            .router
+            .kick_all(*id, Kick(Reason::NotAuthorized, "account_deleted"));
+    }
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "id": user.id, "deleted_instances": instances })))
+}
+
 /// Gives one of the caller's instances a new token: the owner re-wrapped the instance's
 /// bundle (from its escrow copy) under the new token. The old token stops working at once
 /// and the instance's live sessions are closed.
@@ -575,7 +589,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/metrics").route(web::get().to(metrics_page)))
     .service(resource("/v1/prelogin").route(web::post().to(prelogin)))
     .service(resource("/v1/users").route(web::post().to(register)))
-    .service(resource("/v1/me").route(web::get().to(me)))
+    .service(
+        resource("/v1/me")
+            .route(web::get().to(me))
+            .route(web::delete().to(delete_account)),
+    )
     .service(resource("/v1/me/password").route(web::post().to(change_password)))
     .service(
         resource("/v1/instances")

@@ -259,3 +259,87 @@ async fn rotating_a_token_keeps_the_key_and_kills_the_old_token() {
         "the pinned owner survives"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_an_account_removes_its_keys_instances_and_sessions_but_not_others() {
+    let broker = Broker::start();
+    let api = broker.api();
+    let alice = broker.user("alice").await;
+    let bob = broker.user("bob").await;
+    let (bob_instance, _) = bob.add_instance(&api).await.unwrap();
+    let (_, token) = alice.add_instance(&api).await.unwrap();
+    let instance = Identity::login_instance(&api, &token).await.unwrap();
+    let mut user_live = Probe::logged_in(broker.mqtt, MqttVersion::V5, &alice).await;
+    let mut instance_live = Probe::logged_in(broker.mqtt, MqttVersion::V5, &instance).await;
+    let real_salt = api.prelogin("alice").await.unwrap().salt;
+    let delete = |yes: bool| {
+        let mut cmd = broker.cli();
+        cmd.args(["user", "delete", "--user", "alice"])
+            .env("SEALRELAY_PASSWORD", "pw-alice");
+        if yes {
+            cmd.arg("--yes");
+        }
+        cmd.output().unwrap()
+    };
+
+    let out = delete(false);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .expect("nothing deleted without --yes");
+
+    let out = delete(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(user_live.next().await, Seen::Disconnect(0x87));
+    assert_eq!(instance_live.next().await, Seen::Disconnect(0x87));
+    assert!(Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .is_err());
+    let err = Identity::login_instance(&api, &token).await.err().unwrap();
+    assert!(err.to_string().contains("401"), "{err}");
+    assert_ne!(
+        api.prelogin("alice").await.unwrap().salt,
+        real_salt,
+        "the name now gets a fake answer"
+    );
+
+    // The name is free again, and bob is untouched.
+    broker.user("alice").await;
+    let bobs: Vec<_> = bob
+        .instances(&api)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(bobs, vec![bob_instance]);
+
+    // Metadata already recorded stays until the retention purge.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite:{}",
+        broker.dir.path().join("sealrelay.db").display()
+    ))
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let rows: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM session_log WHERE principal_id = ?")
+                .bind(&alice.id.0[..])
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        if rows > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice's session metadata was not kept"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

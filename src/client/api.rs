@@ -237,6 +237,12 @@ impl Api {
             .await
     }
 
+    pub async fn delete_account(&self, login: Login<'_>) -> Result<(), ClientError> {
+        self.call::<serde_json::Value>("DELETE", "/v1/me".into(), Some(login), None)
+            .await
+            .map(drop)
+    }
+
     pub async fn remove_instance(
         &self,
         login: Login<'_>,

@@ -335,6 +335,17 @@ impl Identity {
         Ok(token)
     }
 
+    /// Deletes this user's account and every instance it owns: keys, verifiers and pairings
+    /// are gone, all their live sessions are closed, and the name is free again.
+    pub async fn delete_account(self, api: &Api) -> Result<(), ClientError> {
+        if self.kind != PrincipalKind::User {
+            return Err(ClientError::Usage(
+                "only a user account can be deleted; instances are removed by their owner".into(),
+            ));
+        }
+        api.delete_account(self.api_login()).await
+    }
+
     /// Removes one of this user's instances: its token stops working and its live sessions
     /// are closed at once.
     pub async fn remove_instance(&self, api: &Api, id: PrincipalId) -> Result<(), ClientError> {
