@@ -262,3 +262,56 @@ fn the_agent_reconnects_after_a_broker_restart_and_accounts_persist() {
         );
     }
 }
+
+#[tokio::test]
+async fn session_metadata_is_purged_after_the_retention_period() {
+    let mut broker = Broker::start();
+    let (mut console, instance) = broker.pair("frank", MqttVersion::V5).await;
+    console
+        .request(instance, b"leave a trace", Duration::from_secs(5))
+        .await
+        .unwrap();
+    console.close().await;
+    let db_path = broker.dir.path().join("sealrelay.db");
+    let rows = || async {
+        let db = sqlx::SqlitePool::connect(&format!("sqlite:{}", db_path.display()))
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM session_log")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        db.close().await;
+        n
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while rows().await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session row was written"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Sessions recorded before the restart are older than a zero-day retention.
+    broker.stop();
+    let (mqtt, http) = (broker.mqtt.to_string(), broker.http.to_string());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    broker.spawn(&[
+        ("SEALRELAY_MQTT_LISTEN", mqtt.as_str()),
+        ("SEALRELAY_HTTP_LISTEN", http.as_str()),
+        ("SEALRELAY_ACCOUNTING_RETENTION_DAYS", "0"),
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while rows().await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired session metadata was not purged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        broker.log().contains("purged expired session metadata"),
+        "{}",
+        broker.log()
+    );
+}

@@ -61,7 +61,8 @@ impl Broker {
         broker
     }
 
-    fn spawn(&mut self, env: &[(&str, &str)]) {
+    /// Starts the broker process in this directory (again, after `stop`) with these overrides.
+    pub fn spawn(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
