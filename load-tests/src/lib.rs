@@ -436,17 +436,18 @@ pub async fn traffic(s: &Scenario) -> Result<Report, LoadError> {
         });
     }
 
-    let mut senders = JoinSet::new();
+    // Event loops (PUBACKs) and publishers are kept apart: the run waits for the publishers
+    // to stop before draining, and only then ends the event loops.
+    let mut pollers = JoinSet::new();
+    let mut publishers = JoinSet::new();
     let open_loop =
         (s.rate > 0).then(|| Duration::from_secs_f64(pairs.len() as f64 / s.rate as f64));
     for (c, console) in cast.consoles.iter().enumerate() {
         let (client, mut eventloop) =
             connect(s, format!("load-{run}-c{c}"), console, false, inflight).await?;
-        let counters_loop = counters.clone();
-        senders.spawn(async move {
+        pollers.spawn(async move {
             // PUBACKs arrive here; the loop ends when the client disconnects.
             while eventloop.poll().await.is_ok() {}
-            drop(counters_loop);
         });
         for pair in &pairs[c * s.instances_per_console..(c + 1) * s.instances_per_console] {
             let (client, pair, counters, mut gate, clock) = (
@@ -457,7 +458,7 @@ pub async fn traffic(s: &Scenario) -> Result<Report, LoadError> {
                 clock.clone(),
             );
             let duration = Duration::from_secs_f64(s.duration);
-            senders.spawn(async move {
+            publishers.spawn(async move {
                 if gate.wait_for(|open| *open).await.is_err() {
                     return;
                 }
@@ -467,6 +468,10 @@ pub async fn traffic(s: &Scenario) -> Result<Report, LoadError> {
                     let Some((late, permit)) = pace(start, open_loop, seq, &pair).await else {
                         break;
                     };
+                    // Pacing may have slept past the end: nothing is sent outside the window.
+                    if start.elapsed() >= duration {
+                        break;
+                    }
                     counters
                         .max_lag_us
                         .fetch_max(late.as_micros() as u64, Ordering::Relaxed);
@@ -497,6 +502,14 @@ pub async fn traffic(s: &Scenario) -> Result<Report, LoadError> {
     let duration = Duration::from_secs_f64(s.duration);
     tokio::time::sleep(duration).await;
     let measured = clock.get().expect("set").elapsed();
+    // Publishers stop by themselves at the deadline; one still waiting for a window slot
+    // that will never come back (a lost message) is stopped after a grace period.
+    let grace = tokio::time::timeout(Duration::from_secs(2), async {
+        while publishers.join_next().await.is_some() {}
+    });
+    if grace.await.is_err() {
+        publishers.abort_all();
+    }
     let sent_at_end = counters.sent.load(Ordering::Relaxed);
     // Let what is in flight arrive (or be declared lost).
     let drain = Instant::now();
@@ -507,7 +520,7 @@ pub async fn traffic(s: &Scenario) -> Result<Report, LoadError> {
     }
     let after = s.broker_pid.and_then(procstat::sample);
     progress.abort();
-    senders.abort_all();
+    pollers.abort_all();
     stop_tx.send_replace(());
     let mut histogram =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
