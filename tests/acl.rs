@@ -54,10 +54,7 @@ async fn subscriptions_are_limited_to_the_own_inbox() {
     let mut instance = broker.client(instance, MqttVersion::V5).await;
     let mut bob = broker.client(bob, MqttVersion::V5).await;
     bob.send(bob_instance, b"private", 1).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), instance.next())
-        .await
-        .unwrap()
-        .unwrap();
+    common::next_message(&mut instance).await;
     assert_eq!(spy.next_within(Duration::from_millis(300)).await, None);
 }
 
@@ -344,10 +341,7 @@ async fn mosquitto_clients_interoperate_and_meet_the_same_acl() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let m = tokio::time::timeout(Duration::from_secs(5), instance.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let m = common::next_message(&mut instance).await;
     assert_eq!(m.payload.as_slice(), b"from mosquitto");
     assert!(
         !m.authenticated,

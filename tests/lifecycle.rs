@@ -54,10 +54,7 @@ async fn a_password_change_rewraps_the_same_key_and_ends_old_sessions() {
     sender
         .publish(&alice_id.inbox_topic(), 1, false, sealed_before)
         .await;
-    let opened = tokio::time::timeout(Duration::from_secs(5), console.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let opened = common::next_message(&mut console).await;
     assert_eq!(
         (opened.from, opened.payload.as_slice()),
         (instance.id, b"sealed before".as_slice())
@@ -87,13 +84,16 @@ async fn a_password_change_needs_the_old_password_and_meets_the_kdf_minimum() {
         .unwrap();
 
     // Through the CLI: a wrong old password is one line naming the refusal.
-    let out = broker
-        .cli()
-        .args(["user", "passwd", "--user", "alice"])
-        .env("SEALRELAY_PASSWORD", "not the password")
-        .env("SEALRELAY_NEW_PASSWORD", "whatever")
-        .output()
-        .unwrap();
+    let passwd = |old: &str, new: &str| {
+        broker
+            .cli()
+            .args(["user", "passwd", "--user", "alice"])
+            .env("SEALRELAY_PASSWORD", old)
+            .env("SEALRELAY_NEW_PASSWORD", new)
+            .output()
+            .unwrap()
+    };
+    let out = passwd("not the password", "whatever");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.trim().lines().count() == 1 && err.contains("401"),
@@ -102,13 +102,7 @@ async fn a_password_change_needs_the_old_password_and_meets_the_kdf_minimum() {
 
     // The right one works, upgrades to the server's recommended parameters, and the
     // new password then logs in where the old one no longer does.
-    let out = broker
-        .cli()
-        .args(["user", "passwd", "--user", "alice"])
-        .env("SEALRELAY_PASSWORD", "pw-alice")
-        .env("SEALRELAY_NEW_PASSWORD", "second passphrase")
-        .output()
-        .unwrap();
+    let out = passwd("pw-alice", "second passphrase");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && said.contains("password changed for alice"),
@@ -319,27 +313,7 @@ async fn deleting_an_account_removes_its_keys_instances_and_sessions_but_not_oth
     assert_eq!(bobs, vec![bob_instance]);
 
     // Metadata already recorded stays until the retention purge.
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite:{}",
-        broker.dir.path().join("sealrelay.db").display()
-    ))
-    .await
-    .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let rows: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM session_log WHERE principal_id = ?")
-                .bind(&alice.id.0[..])
-                .fetch_one(&db)
-                .await
-                .unwrap();
-        if rows > 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "alice's session metadata was not kept"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    broker
+        .session_rows_until(Some(alice.id), "alice's session metadata kept", |n| n > 0)
+        .await;
 }

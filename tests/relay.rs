@@ -125,20 +125,14 @@ async fn every_console_tab_of_a_user_receives_its_envelopes() {
         let note = format!("status at qos {qos}");
         agent.send(user.id, note.as_bytes(), qos).await.unwrap();
         for tab in [&mut tab1, &mut tab2] {
-            let m = tokio::time::timeout(Duration::from_secs(5), tab.next())
-                .await
-                .unwrap()
-                .unwrap();
+            let m = common::next_message(tab).await;
             assert_eq!((m.from, m.authenticated), (instance_id, true));
             assert_eq!(m.payload.as_slice(), note.as_bytes());
         }
     }
     // And the other way: a tab's request reaches the instance, whose reply reaches both tabs.
     tab1.send(instance_id, b"from tab 1", 1).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), agent.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let got = common::next_message(&mut agent).await;
     assert_eq!(
         (got.from, got.payload.as_slice()),
         (user.id, b"from tab 1".as_slice())
@@ -184,28 +178,20 @@ async fn sessions_are_accounted_as_metadata_only() {
         "{metrics}"
     );
     // Read the broker's own database, as an operator would.
+    broker
+        .session_rows_until(None, "a session row", |n| n > 0)
+        .await;
     let db = sqlx::SqlitePool::connect(&format!(
         "sqlite:{}",
         broker.dir.path().join("sealrelay.db").display()
     ))
     .await
     .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let row: (i64, i64, String, String) = loop {
-        let found =
-            sqlx::query_as("SELECT messages_in, messages_out, close_reason, ip FROM session_log")
-                .fetch_optional(&db)
-                .await
-                .unwrap();
-        if let Some(row) = found {
-            break row;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no session row was written"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let row: (i64, i64, String, String) =
+        sqlx::query_as("SELECT messages_in, messages_out, close_reason, ip FROM session_log")
+            .fetch_one(&db)
+            .await
+            .unwrap();
     assert_eq!(
         row,
         (1, 1, "client_disconnect".to_owned(), "127.0.0.1".to_owned())
@@ -272,26 +258,9 @@ async fn session_metadata_is_purged_after_the_retention_period() {
         .await
         .unwrap();
     console.close().await;
-    let db_path = broker.dir.path().join("sealrelay.db");
-    let rows = || async {
-        let db = sqlx::SqlitePool::connect(&format!("sqlite:{}", db_path.display()))
-            .await
-            .unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM session_log")
-            .fetch_one(&db)
-            .await
-            .unwrap();
-        db.close().await;
-        n
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while rows().await == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no session row was written"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    broker
+        .session_rows_until(None, "a session row", |n| n > 0)
+        .await;
     // Sessions recorded before the restart are older than a zero-day retention.
     broker.stop();
     let (mqtt, http) = (broker.mqtt.to_string(), broker.http.to_string());
@@ -301,14 +270,9 @@ async fn session_metadata_is_purged_after_the_retention_period() {
         ("SEALRELAY_HTTP_LISTEN", http.as_str()),
         ("SEALRELAY_ACCOUNTING_RETENTION_DAYS", "0"),
     ]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while rows().await > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "expired session metadata was not purged"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    broker
+        .session_rows_until(None, "expired session metadata purged", |n| n == 0)
+        .await;
     assert!(
         broker.log().contains("purged expired session metadata"),
         "{}",

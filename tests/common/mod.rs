@@ -247,6 +247,45 @@ impl Drop for Broker {
     }
 }
 
+/// The next message `client` opens, failing the test if none arrives within 5 s.
+pub async fn next_message(client: &mut Client) -> sealrelay::client::Message {
+    tokio::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .expect("a message within 5 s")
+        .expect("the message opens")
+}
+
+impl Broker {
+    /// Polls the broker's `session_log` (all rows, or one principal's) for up to 5 s until
+    /// `until` holds for the row count; returns that count.
+    pub async fn session_rows_until(
+        &self,
+        principal: Option<PrincipalId>,
+        what: &str,
+        until: impl Fn(i64) -> bool,
+    ) -> i64 {
+        let url = format!("sqlite:{}", self.dir.path().join("sealrelay.db").display());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+            let query = match principal {
+                Some(id) => {
+                    sqlx::query_scalar("SELECT count(*) FROM session_log WHERE principal_id = ?")
+                        .bind(id.0.to_vec())
+                }
+                None => sqlx::query_scalar("SELECT count(*) FROM session_log"),
+            };
+            let rows: i64 = query.fetch_one(&db).await.unwrap();
+            db.close().await;
+            if until(rows) {
+                return rows;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
 /// What an MQTT probe saw, in either protocol version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
