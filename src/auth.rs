@@ -90,35 +90,43 @@ impl Authenticator {
         login: &str,
         secret: &str,
     ) -> Result<Credentials, AuthError> {
+        let found = if login.is_empty() || login.len() > MAX_LOGIN_LEN {
+            None
+        } else {
+            directory.credentials(login)
+        };
+        self.check(ip, login, secret, found.as_ref().map(|c| c.verifier))?;
+        found.ok_or(AuthError::Denied)
+    }
+
+    /// Checks `secret` against `expected` (the verifier on record, `None` if there is none)
+    /// under the failure limits of `ip` and `login`: for logins and for one-time codes alike.
+    pub fn check(
+        &self,
+        ip: IpAddr,
+        login: &str,
+        secret: &str,
+        expected: Option<[u8; 32]>,
+    ) -> Result<(), AuthError> {
         if self.over(&self.by_ip, &ip, self.max_per_ip)
             || self.over(&self.by_login, &login.to_owned(), self.max_per_login)
         {
             metrics::auth_result("rate_limited");
             return Err(AuthError::RateLimited);
         }
-        let found = if login.is_empty() || login.len() > MAX_LOGIN_LEN {
-            None
-        } else {
-            directory.credentials(login)
-        };
         let presented = verifier(secret);
-        let expected = found.as_ref().map_or([0u8; 32], |c| c.verifier);
-        let matches: bool = presented.ct_eq(&expected).into();
-        match found {
-            Some(credentials) if matches => {
-                self.by_login.remove(login);
-                metrics::auth_result("ok");
-                Ok(credentials)
-            }
-            _ => {
-                self.count(&self.by_ip, ip);
-                if login.len() <= MAX_LOGIN_LEN {
-                    self.count(&self.by_login, login.to_owned());
-                }
-                metrics::auth_result("denied");
-                Err(AuthError::Denied)
-            }
+        let matches: bool = presented.ct_eq(&expected.unwrap_or([0u8; 32])).into();
+        if expected.is_some() && matches {
+            self.by_login.remove(login);
+            metrics::auth_result("ok");
+            return Ok(());
         }
+        self.count(&self.by_ip, ip);
+        if login.len() <= MAX_LOGIN_LEN {
+            self.count(&self.by_login, login.to_owned());
+        }
+        metrics::auth_result("denied");
+        Err(AuthError::Denied)
     }
 
     /// Drops expired windows so the maps stay as small as the recent failures.

@@ -9,11 +9,15 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
 
+use sealrelay::admin;
 use sealrelay::client::{Api, Client, ClientError, Identity, MqttVersion};
 use sealrelay::config::Config;
 use sealrelay::crypto::Token;
+use sealrelay::envelope::Witness;
+use sealrelay::protocol::ResetCode;
 use sealrelay::protocol::{KdfParams, PrincipalId};
 use sealrelay::server;
+use sha2::{Digest, Sha256};
 
 /// The weakest Argon2id parameters this client will use, whatever a server advertises
 /// (OWASP's minimum for Argon2id): a hostile server cannot talk it into a weak key.
@@ -48,6 +52,9 @@ enum Command {
     /// Add and list your instances.
     #[command(subcommand)]
     Instance(InstanceCommand),
+    /// Operator commands, run on the broker's machine with its config.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Run as an instance: open each envelope, answer it with a sealed reply (echo).
     Agent {
         #[command(flatten)]
@@ -102,6 +109,34 @@ enum UserCommand {
         #[command(flatten)]
         user: UserArg,
     },
+    /// Complete a password reset with the code your operator gave you (SEALRELAY_RESET_CODE
+    /// or a prompt): a new key pair replaces the old one, so what was sealed to the old key
+    /// can no longer be opened, and your instances must be re-enrolled. The new password
+    /// comes from SEALRELAY_NEW_PASSWORD or a prompt.
+    Reset {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        #[command(flatten)]
+        user: UserArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Issue a one-time reset code for a user who forgot their password. Their old password
+    /// stops working at once and their sessions are closed; hand them the code over a
+    /// channel you trust.
+    ResetUser {
+        /// The user's name.
+        #[arg(long)]
+        name: String,
+        /// The broker's config file (for admin.listen and admin.token_file).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The operator API's URL, when it is not at admin.listen.
+        #[arg(long)]
+        admin_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,6 +160,19 @@ enum InstanceCommand {
     RotateToken(InstanceTarget),
     /// Remove one of your instances: its token stops working and it is disconnected at once.
     Remove(InstanceTarget),
+    /// Give one of your instances a new key pair and token (printed once): after a password
+    /// reset, or when its host is no longer trusted. It is disconnected until it logs in
+    /// with the new token.
+    Reenrol(InstanceTarget),
+    /// Trust the server's key for one of your instances after checking its witness out of
+    /// band (the agent prints it): for instances added before keyrings existed.
+    Pin {
+        #[command(flatten)]
+        target: InstanceTarget,
+        /// The witness the instance shows (32 hex characters).
+        #[arg(long)]
+        witness: Witness,
+    },
 }
 
 #[derive(Args)]
@@ -142,6 +190,57 @@ struct Endpoints {
     /// MQTT protocol version: 5 or 3.1.1.
     #[arg(long, default_value = "5")]
     mqtt_version: MqttVersion,
+    /// Where to remember the newest keyring version seen per server, user and key, so an
+    /// older keyring served later is refused. Default: $XDG_STATE_HOME/sealrelay or
+    /// ~/.local/state/sealrelay.
+    #[arg(long, env = "SEALRELAY_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl Endpoints {
+    /// The file remembering the keyring version for this server, login and key.
+    fn keyring_floor(&self, me: &Identity) -> Option<PathBuf> {
+        let dir = self.state_dir.clone().or_else(|| {
+            std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+                .map(|d| d.join("sealrelay"))
+        })?;
+        let digest = Sha256::new()
+            .chain_update(self.server.as_bytes())
+            .chain_update([0])
+            .chain_update(me.login.as_bytes())
+            .chain_update([0])
+            .chain_update(me.witness().0)
+            .finalize();
+        Some(dir.join(format!("keyring-{}", hex::encode(&digest[..16]))))
+    }
+
+    /// Refuses a keyring older than the newest this machine saw, then remembers this one.
+    fn check_keyring(&self, me: &Identity) -> Result<()> {
+        let Some(path) = self.keyring_floor(me) else {
+            return Ok(());
+        };
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let seen = text.trim().parse().with_context(|| {
+                format!("{} should hold a keyring version number", path.display())
+            })?;
+            me.require_keyring_version(seen)?;
+        }
+        self.remember_keyring(me)
+    }
+
+    fn remember_keyring(&self, me: &Identity) -> Result<()> {
+        let Some(path) = self.keyring_floor(me) else {
+            return Ok(());
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        }
+        std::fs::write(&path, me.keyring_version().to_string())
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
 }
 
 /// One of your instances, and you to act on it.
@@ -218,11 +317,27 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// The API at `endpoints` and `user` logged in with the password (env or prompt).
+/// The API at `endpoints` and `user` logged in with the password (env or prompt), its
+/// keyring checked against the newest version this machine saw.
 async fn log_in(endpoints: &Endpoints, user: &UserArg) -> Result<(Api, Identity)> {
     let api = Api::new(&endpoints.server);
     let me = Identity::login_user(&api, &user.user, &password(false)?).await?;
+    endpoints.check_keyring(&me)?;
     Ok((api, me))
+}
+
+fn new_password() -> Result<Zeroizing<String>> {
+    let new = secret("SEALRELAY_NEW_PASSWORD", "New password: ", true)?;
+    if new.is_empty() {
+        bail!("the new password is empty");
+    }
+    Ok(new)
+}
+
+fn print_token(instance: PrincipalId, token: &Token, note: &str) {
+    println!("instance {instance}");
+    println!("token {}", &*token.reveal());
+    eprintln!("{note}");
 }
 
 /// A secret from `variable`, else an interactive prompt (twice when `confirm`).
@@ -271,10 +386,7 @@ async fn client_command(command: Command) -> Result<()> {
         }
         Command::User(UserCommand::Passwd { endpoints, user }) => {
             let (api, mut me) = log_in(&endpoints, &user).await?;
-            let new = secret("SEALRELAY_NEW_PASSWORD", "New password: ", true)?;
-            if new.is_empty() {
-                bail!("the new password is empty");
-            }
+            let new = new_password()?;
             let current = api.prelogin(&user.user).await?.params;
             let recommended = me.recommended_kdf(&api).await?.unwrap_or(current);
             let params = strongest(&[current, recommended, CLIENT_MIN_KDF]);
@@ -289,26 +401,41 @@ async fn client_command(command: Command) -> Result<()> {
             );
         }
         Command::Instance(InstanceCommand::Add { endpoints, user }) => {
-            let (api, me) = log_in(&endpoints, &user).await?;
+            let (api, mut me) = log_in(&endpoints, &user).await?;
             let (id, token) = me.add_instance(&api).await?;
-            println!("instance {id}");
-            println!("token {}", &*token.reveal());
-            eprintln!("The token is shown once: give it to the instance (SEALRELAY_TOKEN) and keep no other copy.");
+            endpoints.remember_keyring(&me)?;
+            print_token(
+                id,
+                &token,
+                "The token is shown once: give it to the instance (SEALRELAY_TOKEN) and keep no other copy.",
+            );
         }
         Command::Instance(InstanceCommand::List { endpoints, user }) => {
             let (api, me) = log_in(&endpoints, &user).await?;
             println!(
-                "{:<32}  {:<32}  {:<7}  created",
-                "instance", "witness", "online"
+                "{:<32}  {:<32}  {:<8}  {:<7}  {:<9}  created",
+                "instance", "witness", "key", "online", "re-enrol"
             );
+            let mut untrusted = 0;
             for i in me.instances(&api).await? {
+                let key = match me.check_served_key(i.id, &i.public_key) {
+                    Ok(_) => "pinned",
+                    Err(ClientError::NotPinned(_)) => "unpinned",
+                    Err(_) => "MISMATCH",
+                };
+                untrusted += usize::from(key != "pinned");
                 println!(
-                    "{}  {}  {:<7}  {}",
+                    "{}  {}  {:<8}  {:<7}  {:<9}  {}",
                     i.id,
                     i.witness,
+                    key,
                     if i.online { "yes" } else { "no" },
+                    if i.stale_owner_key { "needed" } else { "-" },
                     i.created_at
                 );
+            }
+            if untrusted > 0 {
+                eprintln!("{untrusted} instance key(s) are not pinned or differ from the pin: messages to them are refused until you re-enrol them or pin them after checking their witness (sealrelay instance pin).");
             }
         }
         Command::User(UserCommand::Delete {
@@ -331,9 +458,75 @@ async fn client_command(command: Command) -> Result<()> {
         })) => {
             let (api, me) = log_in(&endpoints, &user).await?;
             let token = me.rotate_token(&api, instance).await?;
-            println!("instance {instance}");
-            println!("token {}", &*token.reveal());
-            eprintln!("The new token is shown once; the old one no longer works.");
+            print_token(
+                instance,
+                &token,
+                "The new token is shown once; the old one no longer works.",
+            );
+        }
+        Command::Instance(InstanceCommand::Reenrol(InstanceTarget {
+            endpoints,
+            user,
+            instance,
+        })) => {
+            let (api, mut me) = log_in(&endpoints, &user).await?;
+            let token = me.reenrol_instance(&api, instance).await?;
+            endpoints.remember_keyring(&me)?;
+            print_token(
+                instance,
+                &token,
+                "The instance has a new key and this new token (shown once); start its agent with it.",
+            );
+        }
+        Command::Instance(InstanceCommand::Pin {
+            target:
+                InstanceTarget {
+                    endpoints,
+                    user,
+                    instance,
+                },
+            witness,
+        }) => {
+            let (api, mut me) = log_in(&endpoints, &user).await?;
+            me.pin_instance(&api, instance, witness).await?;
+            endpoints.remember_keyring(&me)?;
+            println!("pinned instance {instance} (key witness {witness})");
+        }
+        Command::User(UserCommand::Reset { endpoints, user }) => {
+            let api = Api::new(&endpoints.server);
+            let code: ResetCode = secret("SEALRELAY_RESET_CODE", "Reset code: ", false)?.parse()?;
+            let new = new_password()?;
+            let advertised = api.prelogin(&user.user).await?.params;
+            let params = strongest(&[advertised, CLIENT_MIN_KDF]);
+            let (me, stale) =
+                Identity::complete_reset(&api, &user.user, &code, &new, params).await?;
+            endpoints.remember_keyring(&me)?;
+            println!(
+                "password reset for {}: new key witness {}; what was sealed to the old key can no longer be opened",
+                me.login,
+                me.witness()
+            );
+            for id in &stale {
+                println!("re-enrol {id}");
+            }
+            if !stale.is_empty() {
+                eprintln!("{} instance(s) still pin your old key: run `sealrelay instance reenrol --instance <id>` for each and restart its agent with the new token.", stale.len());
+            }
+        }
+        Command::Admin(AdminCommand::ResetUser {
+            name,
+            config,
+            admin_url,
+        }) => {
+            let config = Config::load(config.as_deref())?;
+            let token = server::key_file(&config.admin.token_file, "admin token")?;
+            let url = admin_url.unwrap_or_else(|| format!("http://{}", config.admin.listen));
+            let reset = Api::new(&url)
+                .admin_reset_user(&admin::operator_token_text(&token), &name)
+                .await?;
+            println!("user {name} ({})", reset.user_id);
+            println!("reset-code {}", reset.reset_code);
+            eprintln!("The old password no longer works. Give the code to {name} over a channel you trust; it is valid until {} (unix time) and works once: `sealrelay user reset --user {name}`.", reset.expires_at);
         }
         Command::Instance(InstanceCommand::Remove(InstanceTarget {
             endpoints,
@@ -358,10 +551,13 @@ async fn client_command(command: Command) -> Result<()> {
             let token: Token = token_text.trim().parse()?;
             let api = Api::new(&endpoints.server);
             let me = Identity::login_instance(&api, &token).await?;
-            let id = me.id;
+            let (id, witness) = (me.id, me.witness());
             let mut client =
                 Client::connect(api, me, &endpoints.broker, endpoints.mqtt_version).await?;
-            println!("agent {id} connected to {}; serving", endpoints.broker);
+            println!(
+                "agent {id} (key witness {witness}) connected to {}; serving",
+                endpoints.broker
+            );
             std::io::stdout().flush()?;
             let mut backoff = Duration::from_millis(250);
             loop {

@@ -14,6 +14,7 @@ pub const DEFAULT_TOML: &str = include_str!("../broker.toml");
 pub struct Config {
     pub mqtt: Mqtt,
     pub http: Http,
+    pub admin: Admin,
     pub envelope: Envelope,
     pub directory: Directory,
     pub auth: Auth,
@@ -38,6 +39,14 @@ pub struct Mqtt {
 pub struct Http {
     pub listen: SocketAddr,
     pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    pub token_file: PathBuf,
+    pub reset_code_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

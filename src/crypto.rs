@@ -2,7 +2,7 @@
 //! sealing and opening of envelopes. The broker never links against these paths (no
 //! broker module imports this one); `docs/protocol.md` specifies every byte of it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,6 +39,10 @@ pub enum CryptoError {
     TokenFormat,
     #[error("sealing failed")]
     Seal,
+    #[error("the keyring does not open with this principal's key: the server altered it or sent another's")]
+    KeyringUnreadable,
+    #[error("the keyring is malformed: {0}")]
+    KeyringFormat(&'static str),
 }
 
 /// Why an envelope could not be opened. Each case is specific so a user can act on it.
@@ -172,6 +176,99 @@ pub fn escrow_keys(owner: &SecretKey) -> DerivedKeys {
         Some(b"sealrelay/v1/escrow"),
         &Zeroizing::new(owner.to_bytes())[..],
     )
+}
+
+/// Keys only the holder of `owner` can derive, for its keyring (a different salt from the
+/// escrow keys, so neither blob can stand in for the other).
+fn keyring_keys(owner: &SecretKey) -> DerivedKeys {
+    split(
+        Some(b"sealrelay/v1/keyring"),
+        &Zeroizing::new(owner.to_bytes())[..],
+    )
+}
+
+/// The peer public keys a principal trusts because it learned them first-hand (a console
+/// made the instance's key pair; an instance's bundle names its owner's key). Stored on the
+/// server sealed under a key derived from the owner's private key, bound to the owner's id,
+/// with its version inside: the server can neither read, alter nor relabel it, and a client
+/// that remembers the last version it saw detects an older one served again.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Keyring {
+    pub version: u64,
+    peers: BTreeMap<PrincipalId, [u8; 32]>,
+}
+
+const KEYRING_FORMAT: u8 = 1;
+const KEYRING_ENTRY_LEN: usize = 16 + 32;
+
+impl Keyring {
+    pub fn get(&self, peer: PrincipalId) -> Option<PublicKey> {
+        self.peers.get(&peer).map(|k| PublicKey::from(*k))
+    }
+
+    /// Pins `key` for `peer`, replacing an earlier pin (re-enrolment).
+    pub fn pin(&mut self, peer: PrincipalId, key: &PublicKey) {
+        self.peers.insert(peer, *key.as_bytes());
+    }
+
+    pub fn unpin(&mut self, peer: PrincipalId) -> bool {
+        self.peers.remove(&peer).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// `format (1) || version (u64 BE) || count (u32 BE) || count × (id 16 || key 32)`,
+    /// sealed like a bundle under the owner's keyring key.
+    pub fn seal(&self, owner: PrincipalId, owner_key: &SecretKey) -> Vec<u8> {
+        let mut plain = Vec::with_capacity(13 + self.peers.len() * KEYRING_ENTRY_LEN);
+        plain.push(KEYRING_FORMAT);
+        plain.extend_from_slice(&self.version.to_be_bytes());
+        plain.extend_from_slice(&(self.peers.len() as u32).to_be_bytes());
+        for (id, key) in &self.peers {
+            plain.extend_from_slice(&id.0);
+            plain.extend_from_slice(key);
+        }
+        keyring_keys(owner_key).wrap(owner, &plain)
+    }
+
+    pub fn open(
+        owner: PrincipalId,
+        owner_key: &SecretKey,
+        sealed: &[u8],
+    ) -> Result<Keyring, CryptoError> {
+        let plain = keyring_keys(owner_key)
+            .unwrap(owner, sealed)
+            .map_err(|_| CryptoError::KeyringUnreadable)?;
+        let (Some(&KEYRING_FORMAT), Some(version), Some(count)) =
+            (plain.first(), plain.get(1..9), plain.get(9..13))
+        else {
+            return Err(CryptoError::KeyringFormat("unknown format or short header"));
+        };
+        let count = u32::from_be_bytes(count.try_into().expect("4 bytes")) as usize;
+        let entries = &plain[13..];
+        if entries.len() != count * KEYRING_ENTRY_LEN {
+            return Err(CryptoError::KeyringFormat(
+                "entry count does not match its length",
+            ));
+        }
+        let peers = entries
+            .chunks_exact(KEYRING_ENTRY_LEN)
+            .map(|e| {
+                let id = PrincipalId::from_slice(&e[..16]).expect("16 bytes");
+                (id, e[16..].try_into().expect("32 bytes"))
+            })
+            .collect();
+        Ok(Keyring {
+            version: u64::from_be_bytes(version.try_into().expect("8 bytes")),
+            peers,
+        })
+    }
 }
 
 pub fn random_salt() -> [u8; SALT_LEN] {
@@ -402,15 +499,14 @@ pub struct Opened {
     pub payload: Zeroizing<Vec<u8>>,
 }
 
-/// Opens an envelope addressed to `me`. `sender_key` is the public key this client trusts
-/// for the header's sender (needed for authenticated envelopes only).
-pub fn open(
+/// The envelope's header, if it is addressed to `me` and sealed to `my_key` (its witness):
+/// checked before anything else, so a client can say "sealed to your previous key" rather
+/// than fail on the sender or the body.
+pub fn addressed_to(
     me: PrincipalId,
     my_key: &SecretKey,
     envelope: &[u8],
-    sender_key: Option<&PublicKey>,
-    replay: &mut ReplayGuard,
-) -> Result<Opened, OpenError> {
+) -> Result<Header, OpenError> {
     let header = Header::parse(envelope)?;
     if header.recipient != me {
         return Err(OpenError::NotForMe(header.recipient));
@@ -422,6 +518,19 @@ pub fn open(
             current,
         });
     }
+    Ok(header)
+}
+
+/// Opens an envelope addressed to `me`. `sender_key` is the public key this client trusts
+/// for the header's sender (needed for authenticated envelopes only).
+pub fn open(
+    me: PrincipalId,
+    my_key: &SecretKey,
+    envelope: &[u8],
+    sender_key: Option<&PublicKey>,
+    replay: &mut ReplayGuard,
+) -> Result<Opened, OpenError> {
+    let header = addressed_to(me, my_key, envelope)?;
     let body = &envelope[HEADER_LEN..];
     match header.kind {
         Kind::Anonymous => {
@@ -595,6 +704,29 @@ mod tests {
         assert!(matches!(err, OpenError::StaleKey { .. }), "{err}");
         let opened = open(b, &old, &env, None, &mut ReplayGuard::default()).unwrap();
         assert!(!opened.authenticated);
+    }
+
+    #[test]
+    fn keyring_opens_only_for_its_owner_and_keeps_its_version() {
+        let (me, other) = (PrincipalId::random(), PrincipalId::random());
+        let key = SecretKey::generate(&mut OsRng);
+        let peer = SecretKey::generate(&mut OsRng).public_key();
+        let mut ring = Keyring::default();
+        ring.pin(other, &peer);
+        ring.version = 7;
+        let sealed = ring.seal(me, &key);
+        let opened = Keyring::open(me, &key, &sealed).unwrap();
+        assert!(opened == ring && opened.get(other) == Some(peer));
+        // Another principal's id, another key, or one flipped bit: refused.
+        assert!(Keyring::open(other, &key, &sealed).is_err());
+        let stranger = SecretKey::generate(&mut OsRng);
+        assert!(Keyring::open(me, &stranger, &sealed).is_err());
+        let mut flipped = sealed.clone();
+        flipped[30] ^= 1;
+        assert!(Keyring::open(me, &key, &flipped).is_err());
+        // An escrow copy (same owner, same id, other purpose) is not a keyring.
+        let escrow = escrow_keys(&key).wrap(me, &[1; 13]);
+        assert!(Keyring::open(me, &key, &escrow).is_err());
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum DirectoryError {
     Database(#[from] sqlx::Error),
     #[error("directory row is corrupt: {0}")]
     Corrupt(&'static str),
+    /// A keyring write must carry the stored version plus one.
+    #[error("the keyring changed since it was read (stored version {current}): re-read it, merge and retry")]
+    KeyringVersion { current: i64 },
 }
 
 /// What a login is checked against.
@@ -71,12 +74,22 @@ pub struct NewInstance {
     pub owner_copy: Vec<u8>,
 }
 
-/// A principal's own key material as stored: public key and the blob only it can open.
+/// A sealed keyring and the version it claims; the write succeeds only if `version` is the
+/// stored version plus one.
+pub struct KeyringWrite {
+    pub version: i64,
+    pub blob: Vec<u8>,
+}
+
+/// A principal's own key material as stored: public key, the blob only it can open and
+/// its sealed keyring.
 pub struct KeyBundle {
     pub id: PrincipalId,
     pub kind: PrincipalKind,
     pub public_key: [u8; 32],
     pub wrapped_key: Vec<u8>,
+    pub keyring: Option<Vec<u8>>,
+    pub keyring_version: i64,
 }
 
 pub struct InstanceInfo {
@@ -84,6 +97,29 @@ pub struct InstanceInfo {
     pub public_key: [u8; 32],
     pub created_at: i64,
     pub owner_copy: Option<Vec<u8>>,
+    /// The owner's key was replaced by a reset since this instance was enrolled.
+    pub stale_owner_key: bool,
+}
+
+/// New secrets for an instance: always a new token (wrapped bundle and verifier); on
+/// re-enrolment also a new key pair, its owner escrow copy and the owner's keyring.
+pub struct Rekey {
+    pub wrapped_key: Vec<u8>,
+    pub verifier: [u8; 32],
+    pub new_key: Option<NewInstanceKey>,
+}
+
+pub struct NewInstanceKey {
+    pub public_key: [u8; 32],
+    pub owner_copy: Vec<u8>,
+    pub keyring: Option<KeyringWrite>,
+}
+
+/// A pending operator-issued reset of a user's password.
+pub struct PendingReset {
+    pub user: PrincipalId,
+    pub verifier: [u8; 32],
+    pub expires_at: i64,
 }
 
 /// One closed MQTT session, as the accounting module reports it.
@@ -97,6 +133,35 @@ pub struct SessionRecord {
     pub messages_in: u64,
     pub messages_out: u64,
     pub close_reason: &'static str,
+}
+
+/// Writes a keyring inside `tx` if its version is the stored one plus one.
+async fn put_keyring(
+    tx: &mut sqlx::SqliteConnection,
+    id: PrincipalId,
+    keyring: &KeyringWrite,
+) -> Result<(), DirectoryError> {
+    let written = sqlx::query(
+        "UPDATE principals SET keyring = ?, keyring_version = ? WHERE id = ? AND keyring_version = ? - 1",
+    )
+    .bind(&keyring.blob)
+    .bind(keyring.version)
+    .bind(&id.0[..])
+    .bind(keyring.version)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if written == 0 {
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT keyring_version FROM principals WHERE id = ?")
+                .bind(&id.0[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        return Err(DirectoryError::KeyringVersion {
+            current: current.unwrap_or(0),
+        });
+    }
+    Ok(())
 }
 
 pub struct Directory {
@@ -297,17 +362,20 @@ impl Directory {
     }
 
     pub async fn key_bundle(&self, id: PrincipalId) -> Result<Option<KeyBundle>, DirectoryError> {
-        let row =
-            sqlx::query("SELECT id, kind, public_key, wrapped_key FROM principals WHERE id = ?")
-                .bind(&id.0[..])
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT id, kind, public_key, wrapped_key, keyring, keyring_version FROM principals WHERE id = ?",
+        )
+        .bind(&id.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|row| {
             Ok(KeyBundle {
                 id: id_of(&row, "id")?,
                 kind: kind_of(&row)?,
                 public_key: key_of(&row, "public_key")?,
                 wrapped_key: row.try_get("wrapped_key")?,
+                keyring: row.try_get("keyring")?,
+                keyring_version: row.try_get("keyring_version")?,
             })
         })
         .transpose()
@@ -318,6 +386,7 @@ impl Directory {
         &self,
         owner: PrincipalId,
         instance: NewInstance,
+        keyring: Option<KeyringWrite>,
     ) -> Result<(), DirectoryError> {
         let now = unix_now();
         let mut tx = self.pool.begin().await?;
@@ -346,6 +415,9 @@ impl Directory {
             .bind(&instance.owner_copy)
             .execute(&mut *tx)
             .await?;
+        if let Some(keyring) = keyring {
+            put_keyring(&mut tx, owner, &keyring).await?;
+        }
         tx.commit().await?;
         self.remember_pair(owner, instance.id);
         self.remember_login(
@@ -433,7 +505,7 @@ impl Directory {
         owner: PrincipalId,
     ) -> Result<Vec<InstanceInfo>, DirectoryError> {
         sqlx::query(
-            "SELECT p.id, p.public_key, p.created_at, x.owner_copy FROM pairings x JOIN principals p ON p.id = x.instance_id \
+            "SELECT p.id, p.public_key, p.created_at, x.owner_copy, x.stale_owner_key FROM pairings x JOIN principals p ON p.id = x.instance_id \
              WHERE x.user_id = ? ORDER BY p.created_at, p.id",
         )
         .bind(&owner.0[..])
@@ -446,34 +518,166 @@ impl Directory {
                 public_key: key_of(row, "public_key")?,
                 created_at: row.try_get("created_at")?,
                 owner_copy: row.try_get("owner_copy")?,
+                stale_owner_key: row.try_get("stale_owner_key")?,
             })
         })
         .collect()
     }
 
-    /// Replaces an instance's wrapped bundle and token verifier if `owner` owns it (the
-    /// old token stops working); `false` when there is no such instance of this owner.
-    pub async fn rotate_token(
+    /// Gives an instance of `owner` a new token and, on re-enrolment, a new key pair (its
+    /// stale flag cleared, the owner's keyring written in the same transaction). The old
+    /// token stops working. `false` when there is no such instance of this owner.
+    pub async fn rekey_instance(
         &self,
         owner: PrincipalId,
         instance: PrincipalId,
-        wrapped_key: &[u8],
-        verifier: [u8; 32],
+        rekey: Rekey,
     ) -> Result<bool, DirectoryError> {
+        let mut tx = self.pool.begin().await?;
         let login: Option<String> = sqlx::query_scalar(
-            "UPDATE principals SET wrapped_key = ?, verifier = ? WHERE id = ? AND kind = 'instance' \
+            "UPDATE principals SET wrapped_key = ?, verifier = ?, public_key = COALESCE(?, public_key) \
+             WHERE id = ? AND kind = 'instance' \
              AND EXISTS (SELECT 1 FROM pairings WHERE user_id = ? AND instance_id = ?) RETURNING login",
         )
-        .bind(wrapped_key)
-        .bind(&verifier[..])
+        .bind(&rekey.wrapped_key)
+        .bind(&rekey.verifier[..])
+        .bind(rekey.new_key.as_ref().map(|k| k.public_key.to_vec()))
         .bind(&instance.0[..])
         .bind(&owner.0[..])
         .bind(&instance.0[..])
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
         let Some(login) = login else { return Ok(false) };
-        self.remember_login(login, instance, PrincipalKind::Instance, verifier);
+        if let Some(new_key) = &rekey.new_key {
+            sqlx::query(
+                "UPDATE pairings SET owner_copy = ?, stale_owner_key = 0 WHERE user_id = ? AND instance_id = ?",
+            )
+            .bind(&new_key.owner_copy)
+            .bind(&owner.0[..])
+            .bind(&instance.0[..])
+            .execute(&mut *tx)
+            .await?;
+            if let Some(keyring) = &new_key.keyring {
+                put_keyring(&mut tx, owner, keyring).await?;
+            }
+        }
+        tx.commit().await?;
+        self.remember_login(login, instance, PrincipalKind::Instance, rekey.verifier);
         Ok(true)
+    }
+
+    /// Stores a principal's sealed keyring if `keyring.version` follows the stored one.
+    pub async fn write_keyring(
+        &self,
+        id: PrincipalId,
+        keyring: &KeyringWrite,
+    ) -> Result<(), DirectoryError> {
+        let mut tx = self.pool.begin().await?;
+        put_keyring(&mut tx, id, keyring).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a reset code (its verifier) for user `name` and kills the current login at
+    /// once: the verifier is replaced by one of a secret nobody holds. `None` if there is no
+    /// such user.
+    pub async fn issue_reset(
+        &self,
+        name: &str,
+        code_verifier: [u8; 32],
+        expires_at: i64,
+    ) -> Result<Option<PrincipalId>, DirectoryError> {
+        let mut dead = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut dead);
+        let mut tx = self.pool.begin().await?;
+        let user: Option<Vec<u8>> = sqlx::query_scalar(
+            "UPDATE principals SET verifier = ? WHERE login = ? AND kind = 'user' RETURNING id",
+        )
+        .bind(&dead[..])
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(user) = user else { return Ok(None) };
+        let user = PrincipalId::from_slice(&user)
+            .ok_or(DirectoryError::Corrupt("principal id is not 16 bytes"))?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO resets (user_id, verifier, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(&user.0[..])
+        .bind(&code_verifier[..])
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.remember_login(name.to_owned(), user, PrincipalKind::User, dead);
+        Ok(Some(user))
+    }
+
+    /// The pending reset of user `name`, if any (expired or not).
+    pub async fn pending_reset(&self, name: &str) -> Result<Option<PendingReset>, DirectoryError> {
+        let row = sqlx::query(
+            "SELECT r.user_id, r.verifier, r.expires_at FROM resets r JOIN principals p ON p.id = r.user_id \
+             WHERE p.login = ? AND p.kind = 'user'",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(PendingReset {
+                user: id_of(&row, "user_id")?,
+                verifier: key_of(&row, "verifier")?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Completes a reset: consumes the pending code (once: a second use finds none), gives
+    /// the user its new key pair and password material, drops its keyring (sealed under the
+    /// old key) and flags its pairings, whose instances pin the old key. Returns those
+    /// instances; `None` if the code was already used.
+    pub async fn complete_reset(
+        &self,
+        user: PrincipalId,
+        public_key: [u8; 32],
+        new: NewSecret,
+    ) -> Result<Option<Vec<PrincipalId>>, DirectoryError> {
+        let mut tx = self.pool.begin().await?;
+        let consumed = sqlx::query("DELETE FROM resets WHERE user_id = ?")
+            .bind(&user.0[..])
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if consumed == 0 {
+            return Ok(None);
+        }
+        let login: String = sqlx::query_scalar(
+            "UPDATE principals SET public_key = ?, wrapped_key = ?, verifier = ?, kdf_salt = ?, kdf_memory_kib = ?, \
+             kdf_iterations = ?, kdf_parallelism = ?, keyring = NULL, keyring_version = 0 \
+             WHERE id = ? AND kind = 'user' RETURNING login",
+        )
+        .bind(&public_key[..])
+        .bind(&new.wrapped_key)
+        .bind(&new.verifier[..])
+        .bind(&new.salt)
+        .bind(new.kdf.memory_kib)
+        .bind(new.kdf.iterations)
+        .bind(new.kdf.parallelism)
+        .bind(&user.0[..])
+        .fetch_one(&mut *tx)
+        .await?;
+        let stale = sqlx::query(
+            "UPDATE pairings SET stale_owner_key = 1, owner_copy = NULL WHERE user_id = ? RETURNING instance_id",
+        )
+        .bind(&user.0[..])
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| id_of(row, "instance_id"))
+        .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await?;
+        self.remember_login(login, user, PrincipalKind::User, new.verifier);
+        Ok(Some(stale))
     }
 
     pub async fn public_key(

@@ -56,6 +56,19 @@ impl std::fmt::Display for Witness {
     }
 }
 
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a key witness is 32 hex characters (16 bytes)")]
+pub struct BadWitness;
+
+impl std::str::FromStr for Witness {
+    type Err = BadWitness;
+
+    fn from_str(s: &str) -> Result<Witness, BadWitness> {
+        let bytes = hex::decode(s.trim()).map_err(|_| BadWitness)?;
+        bytes.try_into().map(Witness).map_err(|_| BadWitness)
+    }
+}
+
 impl std::fmt::Debug for Witness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Witness({self})")

@@ -18,14 +18,21 @@ use sha2::Sha256;
 
 use crate::auth::{verifier, AuthError, Authenticator};
 use crate::config::Config;
-use crate::directory::{Credentials, Directory, DirectoryError, NewInstance, NewSecret, NewUser};
+use crate::directory::{
+    unix_now, Credentials, Directory, DirectoryError, KeyringWrite, NewInstance, NewInstanceKey,
+    NewSecret, NewUser, Rekey,
+};
 use crate::envelope::Witness;
 use crate::metrics;
 use crate::protocol::Reason;
-use crate::protocol::{b64, KdfParams, KdfSpec, PrincipalId, PrincipalKind};
+use crate::protocol::{
+    b64, BadResetCode, KdfParams, KdfSpec, PrincipalId, PrincipalKind, ResetCode,
+};
 use crate::router::{Kick, Router};
 
 const MAX_WRAPPED_KEY: usize = 1024;
+/// About 2,700 pinned peers; the JSON body limit below leaves room for its base64.
+const MAX_KEYRING: usize = 128 * 1024;
 const MAX_NAME_LEN: usize = 64;
 
 pub struct ApiState {
@@ -52,6 +59,10 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    #[error("the keyring changed since you read it (stored version {current}): re-read it, merge and retry")]
+    KeyringConflict { current: i64 },
+    #[error("missing or wrong operator token: send Authorization: Bearer <the token in admin.token_file>")]
+    NotOperator,
     #[error("this endpoint does not take that method; see docs/http-api.md")]
     MethodNotAllowed,
     #[error("the directory is unavailable; retry later")]
@@ -67,6 +78,8 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::KeyringConflict { .. } => "keyring_conflict",
+            ApiError::NotOperator => "not_operator",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable => "unavailable",
         }
@@ -81,7 +94,8 @@ impl ResponseError for ApiError {
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::KeyringConflict { .. } => StatusCode::CONFLICT,
+            ApiError::NotOperator => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -100,6 +114,7 @@ impl From<DirectoryError> for ApiError {
     fn from(e: DirectoryError) -> Self {
         match e {
             DirectoryError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+            DirectoryError::KeyringVersion { current } => ApiError::KeyringConflict { current },
             other => {
                 tracing::error!(error = %other, "directory error in HTTP request");
                 ApiError::Unavailable
@@ -146,6 +161,41 @@ struct AddInstanceRequest {
     auth_secret: String,
     #[serde(with = "b64")]
     owner_copy: Vec<u8>,
+    /// The owner's keyring with the new instance pinned, written in the same transaction.
+    #[serde(default)]
+    keyring: Option<KeyringBody>,
+}
+
+#[derive(Deserialize)]
+struct KeyringBody {
+    version: i64,
+    #[serde(with = "b64")]
+    keyring: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct ReenrolRequest {
+    #[serde(with = "b64")]
+    public_key: Vec<u8>,
+    #[serde(with = "b64")]
+    wrapped_key: Vec<u8>,
+    auth_secret: String,
+    #[serde(with = "b64")]
+    owner_copy: Vec<u8>,
+    #[serde(default)]
+    keyring: Option<KeyringBody>,
+}
+
+#[derive(Deserialize)]
+struct ResetRequest {
+    name: String,
+    reset_code: String,
+    #[serde(with = "b64")]
+    public_key: Vec<u8>,
+    #[serde(with = "b64")]
+    wrapped_key: Vec<u8>,
+    auth_secret: String,
+    kdf: KdfSpec,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +229,18 @@ fn check_wrapped(bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+fn check_keyring(body: KeyringBody) -> Result<KeyringWrite> {
+    if body.keyring.is_empty() || body.keyring.len() > MAX_KEYRING || body.version < 1 {
+        return Err(ApiError::BadRequest(format!(
+            "keyring must be 1..={MAX_KEYRING} bytes with a version of at least 1"
+        )));
+    }
+    Ok(KeyringWrite {
+        version: body.version,
+        blob: body.keyring,
+    })
+}
+
 fn check_secret(secret: &str) -> Result<[u8; 32]> {
     if secret.len() < 32 || secret.len() > 128 {
         return Err(ApiError::BadRequest(
@@ -206,7 +268,7 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn peer_ip(req: &HttpRequest) -> IpAddr {
+pub(crate) fn peer_ip(req: &HttpRequest) -> IpAddr {
     req.peer_addr()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
 }
@@ -339,6 +401,8 @@ async fn me(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse
         "wrapped_key": b64::encode(&bundle.wrapped_key),
         "witness": Witness::of(&bundle.public_key).to_string(),
         "peers": state.directory.peers_of(credentials.id),
+        "keyring": bundle.keyring.as_deref().map(b64::encode),
+        "keyring_version": bundle.keyring_version,
         // What a password change should upgrade this account's KDF parameters to.
         "kdf_recommended": (bundle.kind == PrincipalKind::User).then(|| default_kdf(&state.config)),
     })))
@@ -394,6 +458,7 @@ async fn add_instance(
     check_wrapped(&body.wrapped_key)?;
     check_wrapped(&body.owner_copy)?;
     let public_key = key32(&body.public_key, "public_key")?;
+    let keyring = body.keyring.map(check_keyring).transpose()?;
     state
         .directory
         .add_instance(
@@ -405,6 +470,7 @@ async fn add_instance(
                 verifier: check_secret(&body.auth_secret)?,
                 owner_copy: body.owner_copy,
             },
+            keyring,
         )
         .await?;
     Ok(HttpResponse::Created().json(serde_json::json!({
@@ -455,21 +521,120 @@ async fn rotate_token(
     path: web::Path<String>,
     body: web::Json<RotateTokenRequest>,
 ) -> Result<HttpResponse> {
-    let owner = caller_user(&req, &state).await?;
-    let id = id_param(&path)?;
+    let body = body.into_inner();
     check_wrapped(&body.wrapped_key)?;
-    let verifier = check_secret(&body.auth_secret)?;
-    if !state
-        .directory
-        .rotate_token(owner.id, id, &body.wrapped_key, verifier)
-        .await?
-    {
+    let rekey = Rekey {
+        verifier: check_secret(&body.auth_secret)?,
+        wrapped_key: body.wrapped_key,
+        new_key: None,
+    };
+    rekey_instance(&req, &state, &path, rekey, "token_rotated").await
+}
+
+/// Gives one of the caller's instances a new key pair and token (after the owner's reset,
+/// or when the instance's host is no longer trusted): the bundle pins the owner's current
+/// key, the stale flag is cleared, the old token stops working and live sessions close.
+async fn reenrol_instance(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+    body: web::Json<ReenrolRequest>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    check_wrapped(&body.wrapped_key)?;
+    check_wrapped(&body.owner_copy)?;
+    let rekey = Rekey {
+        wrapped_key: body.wrapped_key,
+        verifier: check_secret(&body.auth_secret)?,
+        new_key: Some(NewInstanceKey {
+            public_key: key32(&body.public_key, "public_key")?,
+            owner_copy: body.owner_copy,
+            keyring: body.keyring.map(check_keyring).transpose()?,
+        }),
+    };
+    rekey_instance(&req, &state, &path, rekey, "reenrolled").await
+}
+
+async fn rekey_instance(
+    req: &HttpRequest,
+    state: &ApiState,
+    path: &str,
+    rekey: Rekey,
+    reason: &'static str,
+) -> Result<HttpResponse> {
+    let owner = caller_user(req, state).await?;
+    let id = id_param(path)?;
+    if !state.directory.rekey_instance(owner.id, id, rekey).await? {
         return Err(ApiError::NotFound("no instance of yours with that id"));
     }
     state
         .router
-        .kick_all(id, Kick(Reason::AdministrativeAction, "token_rotated"));
+        .kick_all(id, Kick(Reason::AdministrativeAction, reason));
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id })))
+}
+
+/// Replaces the caller's sealed keyring; the version must be the stored one plus one, so
+/// two consoles cannot overwrite each other's pins unnoticed.
+async fn put_keyring(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<KeyringBody>,
+) -> Result<HttpResponse> {
+    let caller = caller(&req, &state).await?;
+    let keyring = check_keyring(body.into_inner())?;
+    state.directory.write_keyring(caller.id, &keyring).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "version": keyring.version })))
+}
+
+/// Completes an operator-issued reset: the code (checked in constant time, under the same
+/// failure limits as logins) lets the user install a new key pair and password. Pairings
+/// are flagged for re-enrolment, and every live session of the user is closed.
+async fn complete_reset(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<ResetRequest>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    let denied = || {
+        ApiError::Forbidden(
+            "this reset code is not valid for that user (wrong, already used or expired): ask the operator for a new one",
+        )
+    };
+    let code: ResetCode = body
+        .reset_code
+        .parse()
+        .map_err(|e: BadResetCode| ApiError::BadRequest(format!("reset_code is malformed: {e}")))?;
+    check_name(&body.name)?;
+    check_wrapped(&body.wrapped_key)?;
+    let kdf = check_kdf(&state.config, &body.kdf)?;
+    let public_key = key32(&body.public_key, "public_key")?;
+    let new = NewSecret {
+        wrapped_key: body.wrapped_key,
+        verifier: check_secret(&body.auth_secret)?,
+        salt: body.kdf.salt,
+        kdf,
+    };
+    let pending = state.directory.pending_reset(&body.name).await?;
+    let expected = pending
+        .filter(|p| p.user == code.user && p.expires_at >= unix_now())
+        .map(|p| p.verifier);
+    state
+        .authenticator
+        .check(peer_ip(&req), &body.name, code.secret(), expected)
+        .map_err(|e| match e {
+            AuthError::Denied => denied(),
+            AuthError::RateLimited => ApiError::RateLimited,
+        })?;
+    let stale = state
+        .directory
+        .complete_reset(code.user, public_key, new)
+        .await?
+        .ok_or_else(denied)?;
+    state.router.kick_all(
+        code.user,
+        Kick(Reason::AdministrativeAction, "password_reset"),
+    );
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": code.user, "stale_instances": stale })))
 }
 
 /// A principal id from a URL path segment.
@@ -492,6 +657,7 @@ async fn list_instances(req: HttpRequest, state: web::Data<ApiState>) -> Result<
                 "witness": Witness::of(&i.public_key).to_string(),
                 "created_at": i.created_at,
                 "owner_copy": i.owner_copy.as_deref().map(b64::encode),
+                "stale_owner_key": i.stale_owner_key,
                 "online": state.router.is_online(i.id),
             })
         })
@@ -521,7 +687,10 @@ async fn peer_key(
 }
 
 /// Names the field and the problem, never the value sent (it may be a secret).
-fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+pub(crate) fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as J;
     let message = match &err {
         J::Deserialize(e) if e.is_data() => {
@@ -551,11 +720,11 @@ fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> ac
     ApiError::BadRequest(message).into()
 }
 
-async fn method_not_allowed() -> Result<HttpResponse> {
+pub(crate) async fn method_not_allowed() -> Result<HttpResponse> {
     Err(ApiError::MethodNotAllowed)
 }
 
-async fn not_found() -> Result<HttpResponse> {
+pub(crate) async fn not_found() -> Result<HttpResponse> {
     Err(ApiError::NotFound("no such endpoint; see docs/http-api.md"))
 }
 
@@ -572,6 +741,10 @@ fn route_label(pattern: Option<&str>) -> &'static str {
         Some("/v1/instances/{id}") => "instance",
         Some("/v1/instances/{id}/token") => "instance_token",
         Some("/v1/principals/{id}/key") => "principal_key",
+        Some("/v1/me/keyring") => "keyring",
+        Some("/v1/users/reset") => "reset",
+        Some("/v1/instances/{id}/reenrol") => "instance_reenrol",
+        Some("/v1/admin/users/{name}/reset") => "admin_reset",
         _ => "unmatched",
     }
 }
@@ -582,19 +755,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         |path: &str| web::resource(path.to_owned()).default_service(web::to(method_not_allowed));
     cfg.app_data(
         web::JsonConfig::default()
-            .limit(64 * 1024)
+            .limit(256 * 1024)
             .error_handler(json_error),
     )
     .service(resource("/healthz").route(web::get().to(healthz)))
     .service(resource("/metrics").route(web::get().to(metrics_page)))
     .service(resource("/v1/prelogin").route(web::post().to(prelogin)))
     .service(resource("/v1/users").route(web::post().to(register)))
+    .service(resource("/v1/users/reset").route(web::post().to(complete_reset)))
     .service(
         resource("/v1/me")
             .route(web::get().to(me))
             .route(web::delete().to(delete_account)),
     )
     .service(resource("/v1/me/password").route(web::post().to(change_password)))
+    .service(resource("/v1/me/keyring").route(web::put().to(put_keyring)))
     .service(
         resource("/v1/instances")
             .route(web::post().to(add_instance))
@@ -602,6 +777,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(resource("/v1/instances/{id}").route(web::delete().to(remove_instance)))
     .service(resource("/v1/instances/{id}/token").route(web::post().to(rotate_token)))
+    .service(resource("/v1/instances/{id}/reenrol").route(web::post().to(reenrol_instance)))
     .service(resource("/v1/principals/{id}/key").route(web::get().to(peer_key)))
     .default_service(web::to(not_found));
 }
@@ -610,8 +786,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub fn bind(
     state: Arc<ApiState>,
 ) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
-    let listen = state.config.http.listen;
-    let workers = Config::worker_count(state.config.http.workers);
+    let (listen, workers) = (state.config.http.listen, state.config.http.workers);
+    bind_app(listen, workers, state, configure)
+}
+
+/// An HTTP server on `listen` whose app is `configure` over `state`, with per-route request
+/// metrics. Shared by the public API and the operator API.
+pub(crate) fn bind_app<T: Send + Sync + 'static>(
+    listen: std::net::SocketAddr,
+    workers: usize,
+    state: Arc<T>,
+    configure: fn(&mut web::ServiceConfig),
+) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+    let workers = Config::worker_count(workers);
     let data = web::Data::from(state);
     let server = HttpServer::new(move || {
         App::new()

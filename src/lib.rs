@@ -7,12 +7,13 @@
 //! - shared wire types: [`protocol`] (ids, topics, reason codes), [`envelope`] (the clear header);
 //! - the broker: [`config`], [`mqtt`] (listener, codec, one actor per session), [`router`]
 //!   (principal → live sessions), [`directory`] (accounts, instances, pairings), [`auth`]
-//!   (verifiers, failure limits), [`http`] (JSON API), [`accounting`] (metadata only),
+//!   (verifiers, failure limits), [`http`] (JSON API), [`admin`] (operator API), [`accounting`] (metadata only),
 //!   [`metrics`], and [`server`] which starts them together;
 //! - the client side: [`crypto`] (key derivation, wrapping, sealing) and [`client`] (the SDK
 //!   used by the CLI and the load tests). No broker module imports either.
 
 pub mod accounting;
+pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod config;

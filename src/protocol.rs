@@ -47,6 +47,65 @@ impl fmt::Debug for PrincipalId {
     }
 }
 
+/// An operator-issued, one-time code that lets a user who forgot their password replace
+/// their key pair: `srr1.<user id>.<secret>`, the secret 32 random bytes in base64url. The
+/// server keeps only a verifier of the secret; the id lets the client bind its new wrapped
+/// key to the account before it can log in.
+pub struct ResetCode {
+    pub user: PrincipalId,
+    secret: zeroize::Zeroizing<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a reset code looks like srr1.<32 hex id>.<43 base64url chars>")]
+pub struct BadResetCode;
+
+impl ResetCode {
+    pub fn generate(user: PrincipalId) -> ResetCode {
+        use rand_core::RngCore;
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        rand_core::OsRng.fill_bytes(secret.as_mut());
+        ResetCode {
+            user,
+            secret: zeroize::Zeroizing::new(b64::encode_url(secret.as_ref())),
+        }
+    }
+
+    /// The part the server verifies.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// The printable form; shown once to the operator, never stored.
+    pub fn reveal(&self) -> zeroize::Zeroizing<String> {
+        zeroize::Zeroizing::new(format!("srr1.{}.{}", self.user, &*self.secret))
+    }
+}
+
+impl FromStr for ResetCode {
+    type Err = BadResetCode;
+
+    fn from_str(s: &str) -> Result<ResetCode, BadResetCode> {
+        let mut parts = s.trim().split('.');
+        let (Some("srr1"), Some(id), Some(secret), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(BadResetCode);
+        };
+        let well_formed = secret.len() == 43
+            && secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !well_formed {
+            return Err(BadResetCode);
+        }
+        Ok(ResetCode {
+            user: id.parse().map_err(|_| BadResetCode)?,
+            secret: zeroize::Zeroizing::new(secret.to_owned()),
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("a principal id is 32 lowercase hex characters (16 bytes)")]
 pub struct BadPrincipalId;
@@ -130,6 +189,11 @@ pub mod b64 {
 
     pub fn decode(text: &str) -> Option<Vec<u8>> {
         STANDARD.decode(text.as_bytes()).ok()
+    }
+
+    /// URL-safe, unpadded: for secrets printed into commands and tokens.
+    pub fn encode_url(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {

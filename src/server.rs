@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::accounting;
+use crate::admin::{self, AdminState};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::directory::{Directory, DirectoryError};
@@ -28,8 +29,9 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Directory(#[from] DirectoryError),
-    #[error("cannot read or create the prelogin key file {path}: {source}")]
-    PreloginKey {
+    #[error("cannot read or create the {what} file {path}: {source}")]
+    KeyFile {
+        what: &'static str,
         path: String,
         source: std::io::Error,
     },
@@ -39,15 +41,19 @@ pub enum ServerError {
 pub struct Running {
     pub mqtt_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     http: actix_web::dev::ServerHandle,
+    admin: actix_web::dev::ServerHandle,
     router: Arc<Router>,
     directory: Arc<Directory>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Reads the 32-byte key behind prelogin's fake salts, creating it (mode 0600) if absent.
-fn prelogin_key(path: &Path) -> Result<[u8; 32], ServerError> {
-    let err = |source| ServerError::PreloginKey {
+/// Reads a 32-byte secret (prelogin's fake-salt key, the operator token), creating it
+/// (mode 0600) if absent.
+pub fn key_file(path: &Path, what: &'static str) -> Result<[u8; 32], ServerError> {
+    let err = |source| ServerError::KeyFile {
+        what,
         path: path.display().to_string(),
         source,
     };
@@ -81,7 +87,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let config = Arc::new(config);
     let metrics_handle = metrics::install();
     let directory = Arc::new(Directory::open(&config.directory.database).await?);
-    let prelogin_key = prelogin_key(&config.directory.prelogin_key_file)?;
+    let prelogin_key = key_file(&config.directory.prelogin_key_file, "prelogin key")?;
+    let operator_token = key_file(&config.admin.token_file, "admin token")?;
     let authenticator = Arc::new(Authenticator::new(&config.auth));
     let router = Arc::new(Router::new(config.mqtt.outbound_queue_bytes));
 
@@ -106,21 +113,29 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         source,
     })?;
 
-    let (http_server, http_addr) = http::bind(Arc::new(ApiState {
+    let api = Arc::new(ApiState {
         config: config.clone(),
         directory: directory.clone(),
         authenticator: authenticator.clone(),
         router: router.clone(),
         metrics: metrics_handle,
         prelogin_key,
-    }))
-    .map_err(|source| ServerError::Bind {
+    });
+    let (http_server, http_addr) = http::bind(api.clone()).map_err(|source| ServerError::Bind {
         what: "HTTP",
         addr: config.http.listen,
         key: "http.listen (SEALRELAY_HTTP_LISTEN)",
         source,
     })?;
+    let (admin_server, admin_addr) = admin::bind(Arc::new(AdminState::new(api, &operator_token)))
+        .map_err(|source| ServerError::Bind {
+        what: "the admin API",
+        addr: config.admin.listen,
+        key: "admin.listen (SEALRELAY_ADMIN_LISTEN)",
+        source,
+    })?;
     let http = http_server.handle();
+    let admin = admin_server.handle();
 
     let mut tasks = vec![
         tokio::spawn(listener.run()),
@@ -133,16 +148,20 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             authenticator.prune();
         }
     }));
-    actix_rt::spawn(async move {
-        if let Err(e) = http_server.await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
-    tracing::info!(mqtt = %mqtt_addr, http = %http_addr, "sealrelay listening");
+    for server in [http_server, admin_server] {
+        actix_rt::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+    }
+    tracing::info!(mqtt = %mqtt_addr, http = %http_addr, admin = %admin_addr, "sealrelay listening");
     Ok(Running {
         mqtt_addr,
         http_addr,
+        admin_addr,
         http,
+        admin,
         router,
         directory,
         tasks,
@@ -159,6 +178,7 @@ impl Running {
         self.router
             .kick_everyone(Kick(Reason::ServerShuttingDown, "server_shutdown"));
         self.http.stop(true).await;
+        self.admin.stop(true).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while self.router.session_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

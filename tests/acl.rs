@@ -19,7 +19,7 @@ fn login(identity: &Identity) -> (String, String) {
 async fn subscriptions_are_limited_to_the_own_inbox() {
     let broker = Broker::start();
     let alice = broker.user("alice").await;
-    let bob = broker.user("bob").await;
+    let mut bob = broker.user("bob").await;
     for (version, refused) in [(MqttVersion::V5, 0x87), (MqttVersion::V311, 0x80)] {
         let mut p = Probe::logged_in(broker.mqtt, version, &alice).await;
         for filter in [
@@ -49,7 +49,7 @@ async fn subscriptions_are_limited_to_the_own_inbox() {
     let mut spy = Probe::logged_in(broker.mqtt, MqttVersion::V5, &alice).await;
     spy.subscribe("#", 0).await;
     spy.next().await;
-    let instance = broker.instance_of(&bob).await;
+    let instance = broker.instance_of(&mut bob).await;
     let bob_instance = instance.id;
     let mut instance = broker.client(instance, MqttVersion::V5).await;
     let mut bob = broker.client(bob, MqttVersion::V5).await;
@@ -61,7 +61,7 @@ async fn subscriptions_are_limited_to_the_own_inbox() {
 #[tokio::test]
 async fn publishing_to_an_unpaired_principal_is_refused_and_not_delivered() {
     let broker = Broker::start();
-    let alice = broker.user("alice").await;
+    let mut alice = broker.user("alice").await;
     let (alice_instance, _) = alice.add_instance(&broker.api()).await.unwrap();
     let bob = broker.user("bob").await;
     let envelope =
@@ -105,7 +105,7 @@ async fn publishing_to_an_unpaired_principal_is_refused_and_not_delivered() {
 #[tokio::test]
 async fn a_spoofed_sender_closes_the_session() {
     let broker = Broker::start();
-    let alice = broker.user("alice").await;
+    let mut alice = broker.user("alice").await;
     let (instance, _) = alice.add_instance(&broker.api()).await.unwrap();
     let mallory = broker.user("mallory").await;
     // Alice claims the envelope comes from mallory.
@@ -178,9 +178,9 @@ async fn repeated_failures_are_rate_limited() {
 #[tokio::test]
 async fn the_http_api_enforces_pairing_and_roles() {
     let broker = Broker::start();
-    let alice = broker.user("alice").await;
+    let mut alice = broker.user("alice").await;
     let bob = broker.user("bob").await;
-    let instance = broker.instance_of(&alice).await;
+    let mut instance = broker.instance_of(&mut alice).await;
     let _ = instance.id;
     let api = broker.api();
     fn who(i: &Identity) -> sealrelay::client::Login<'_> {
@@ -254,8 +254,8 @@ fn publish_file(
 #[tokio::test(flavor = "multi_thread")]
 async fn mosquitto_clients_interoperate_and_meet_the_same_acl() {
     let broker = Broker::start();
-    let alice = broker.user("alice").await;
-    let instance = broker.instance_of(&alice).await;
+    let mut alice = broker.user("alice").await;
+    let instance = broker.instance_of(&mut alice).await;
     let instance_id = instance.id;
     let bob = broker.user("bob").await;
     let (alice_creds, instance_creds) = (login(&alice), login(&instance));

@@ -80,7 +80,7 @@ async fn the_broker_never_holds_payloads_passwords_or_tokens() {
 
     let canary = "CANARY-7f3a9c-the-broker-must-never-see-this";
     let password = "correct-horse-battery-staple-canary";
-    let user = Identity::register_user(&api, "alice", password, common::FAST_KDF)
+    let mut user = Identity::register_user(&api, "alice", password, common::FAST_KDF)
         .await
         .unwrap();
     let (instance_id, token) = user.add_instance(&api).await.unwrap();

@@ -13,7 +13,7 @@ async fn a_password_change_rewraps_the_same_key_and_ends_old_sessions() {
     let broker = Broker::start();
     let api = broker.api();
     let mut alice = broker.user("alice").await;
-    let instance = broker.instance_of(&alice).await;
+    let instance = broker.instance_of(&mut alice).await;
     let old_secret = alice.auth_secret().to_owned();
     let witness = alice.witness();
 
@@ -127,7 +127,7 @@ async fn a_password_change_needs_the_old_password_and_meets_the_kdf_minimum() {
 async fn removing_an_instance_ends_its_sessions_and_its_token_and_only_its_owner_may() {
     let broker = Broker::start();
     let api = broker.api();
-    let alice = broker.user("alice").await;
+    let mut alice = broker.user("alice").await;
     let mallory = broker.user("mallory").await;
     let (instance_id, token) = alice.add_instance(&api).await.unwrap();
     let instance = Identity::login_instance(&api, &token).await.unwrap();
@@ -181,7 +181,7 @@ async fn removing_an_instance_ends_its_sessions_and_its_token_and_only_its_owner
 async fn rotating_a_token_keeps_the_key_and_kills_the_old_token() {
     let broker = Broker::start();
     let api = broker.api();
-    let alice = broker.user("alice").await;
+    let mut alice = broker.user("alice").await;
     let mallory = broker.user("mallory").await;
     let (instance_id, old_token) = alice.add_instance(&api).await.unwrap();
     let instance = Identity::login_instance(&api, &old_token).await.unwrap();
@@ -258,8 +258,8 @@ async fn rotating_a_token_keeps_the_key_and_kills_the_old_token() {
 async fn deleting_an_account_removes_its_keys_instances_and_sessions_but_not_others() {
     let broker = Broker::start();
     let api = broker.api();
-    let alice = broker.user("alice").await;
-    let bob = broker.user("bob").await;
+    let mut alice = broker.user("alice").await;
+    let mut bob = broker.user("bob").await;
     let (bob_instance, _) = bob.add_instance(&api).await.unwrap();
     let (_, token) = alice.add_instance(&api).await.unwrap();
     let instance = Identity::login_instance(&api, &token).await.unwrap();
@@ -316,4 +316,169 @@ async fn deleting_an_account_removes_its_keys_instances_and_sessions_but_not_oth
     broker
         .session_rows_until(Some(alice.id), "alice's session metadata kept", |n| n > 0)
         .await;
+}
+
+/// The line of `out`'s stdout that starts with `prefix`, without it.
+fn line_after(out: &std::process::Output, prefix: &str) -> String {
+    let said = String::from_utf8_lossy(&out.stdout);
+    said.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| {
+            panic!(
+                "no {prefix:?} in {said}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reset_gives_a_new_key_flags_instances_and_old_envelopes_name_the_witness() {
+    let broker = Broker::start();
+    let api = broker.api();
+    let mut alice = broker.user("alice").await;
+    let bob = broker.user("bob").await;
+    let (instance_id, old_token) = alice.add_instance(&api).await.unwrap();
+    let (old_witness, old_secret) = (alice.witness(), alice.auth_secret().to_owned());
+    // The instance runs with alice's old key pinned; alice has a live session.
+    let instance = Identity::login_instance(&api, &old_token).await.unwrap();
+    let mut instance = broker.client(instance, MqttVersion::V5).await;
+    let mut live = Probe::logged_in(broker.mqtt, MqttVersion::V5, &alice).await;
+
+    // The operator API wants the operator token; an unknown user is one line naming it.
+    let admin = sealrelay::client::Api::new(&format!("http://{}", broker.admin));
+    let err = admin
+        .admin_reset_user("guess", "alice")
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("401"), "{err}");
+    let out = broker.admin_reset("nobody");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.trim().lines().count() == 1 && err.contains("404"),
+        "{err}"
+    );
+    assert!(live.next_within(Duration::from_millis(200)).await.is_none());
+
+    let code = line_after(&broker.admin_reset("alice"), "reset-code ");
+    // From now on the old password is dead and alice's sessions are closed.
+    assert_eq!(live.next().await, Seen::Disconnect(0x98));
+    let err = Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("401"), "{err}");
+    let mut old = Probe::connect(
+        broker.mqtt,
+        ProbeOptions::new(MqttVersion::V5, Some(("alice", &old_secret))),
+    )
+    .await;
+    assert_eq!(old.next().await, Seen::ConnAck(0x87));
+
+    // A code is for one user, and must be the real one.
+    let forged = format!("{}x", &code[..code.len() - 1]);
+    let reset = |name: &str, code: &str| {
+        broker
+            .cli()
+            .args(["user", "reset", "--user", name])
+            .env("SEALRELAY_RESET_CODE", code)
+            .env("SEALRELAY_NEW_PASSWORD", "a fresh start")
+            .output()
+            .unwrap()
+    };
+    for (name, code) in [("alice", forged.as_str()), ("bob", code.as_str())] {
+        let out = reset(name, code);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("403"),
+            "{name}: {err}"
+        );
+    }
+    Identity::login_user(&api, "bob", "pw-bob")
+        .await
+        .expect("bob untouched");
+    let _ = bob;
+
+    // The user completes it: a new key, and the instances that pin the old one are named.
+    let out = reset("alice", &code);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(line_after(&out, "re-enrol "), instance_id.to_string());
+    let err = Identity::complete_reset(&api, "alice", &code.parse().unwrap(), "again", FAST_KDF)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("403"), "a code works once: {err}");
+    let mut alice = Identity::login_user(&api, "alice", "a fresh start")
+        .await
+        .unwrap();
+    assert_ne!(alice.witness(), old_witness);
+    let listed = alice.instances(&api).await.unwrap();
+    assert!(listed[0].stale_owner_key, "flagged for re-enrolment");
+
+    // The instance still seals to the old key it pinned: alice's client says exactly that.
+    let alice_id = alice.id;
+    let mut console = broker
+        .client(
+            Identity::login_user(&api, "alice", "a fresh start")
+                .await
+                .unwrap(),
+            MqttVersion::V5,
+        )
+        .await;
+    instance
+        .send(alice_id, b"to your old key", 1)
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), console.next())
+        .await
+        .expect("an envelope within 5 s")
+        .expect_err("it cannot be opened");
+    match err {
+        sealrelay::client::ClientError::Open(sealrelay::crypto::OpenError::StaleKey {
+            sealed_to,
+            current,
+        }) => assert_eq!((sealed_to, current), (old_witness, alice.witness())),
+        other => panic!("expected StaleKey, got {other}"),
+    }
+    // Restarted, the instance refuses to run with an owner key that is not the pinned one.
+    let restarted = Identity::login_instance(&api, &old_token).await.unwrap();
+    let err = sealrelay::client::Client::connect(
+        api.clone(),
+        restarted,
+        &broker.broker_addr(),
+        MqttVersion::V5,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        matches!(err, sealrelay::client::ClientError::PinMismatch { peer, .. } if peer == alice_id),
+        "{err}"
+    );
+
+    // Re-enrolment: a new key and token for the same instance id, pinning alice's new key.
+    let new_token = alice.reenrol_instance(&api, instance_id).await.unwrap();
+    assert!(
+        Identity::login_instance(&api, &old_token).await.is_err(),
+        "old token dead"
+    );
+    let reenrolled = Identity::login_instance(&api, &new_token).await.unwrap();
+    assert_eq!(
+        reenrolled.owner.as_ref().map(|(_, k)| k.clone()),
+        Some(alice.public_key())
+    );
+    assert!(!alice.instances(&api).await.unwrap()[0].stale_owner_key);
+    let mut agent = broker.client(reenrolled, MqttVersion::V5).await;
+    tokio::spawn(async move { agent.serve(|m| m.payload.to_vec()).await });
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    let reply = console
+        .request(instance_id, b"hello again", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply.as_slice(), b"hello again");
 }

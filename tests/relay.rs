@@ -103,7 +103,7 @@ fn cli_register_add_agent_send_over_mqtt_311() {
 #[tokio::test]
 async fn every_console_tab_of_a_user_receives_its_envelopes() {
     let broker = Broker::start();
-    let user = broker.user("bob").await;
+    let mut user = broker.user("bob").await;
     let (instance_id, token) = user.add_instance(&broker.api()).await.unwrap();
     let tab = |v| {
         let broker = &broker;

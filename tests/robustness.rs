@@ -34,7 +34,7 @@ async fn malformed_input_closes_only_the_offending_session() {
         .await
         .unwrap();
     assert_eq!(reply.as_slice(), b"echo:before");
-    let eve = broker.user("eve").await;
+    let mut eve = broker.user("eve").await;
     let (eve_instance, _) = eve.add_instance(&broker.api()).await.unwrap();
     let login = (eve.login.as_str(), eve.auth_secret());
 
@@ -160,8 +160,8 @@ async fn a_second_connect_with_the_same_client_id_takes_over() {
 #[tokio::test]
 async fn qos_2_is_accepted_and_delivered_as_qos_1() {
     let broker = Broker::start();
-    let user = broker.user("alice").await;
-    let instance = broker.instance_of(&user).await;
+    let mut user = broker.user("alice").await;
+    let instance = broker.instance_of(&mut user).await;
     let instance_id = instance.id;
     let mut sub = Probe::logged_in(broker.mqtt, MqttVersion::V311, &instance).await;
     sub.subscribe(&instance_id.inbox_topic(), 2).await;
@@ -193,8 +193,8 @@ async fn qos_2_is_accepted_and_delivered_as_qos_1() {
 #[tokio::test]
 async fn retained_messages_and_wills_follow_the_documented_rules() {
     let broker = Broker::start();
-    let user = broker.user("alice").await;
-    let instance = broker.instance_of(&user).await;
+    let mut user = broker.user("alice").await;
+    let instance = broker.instance_of(&mut user).await;
     let instance_id = instance.id;
     let login = Some((user.login.as_str(), user.auth_secret()));
     let envelope =

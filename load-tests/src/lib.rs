@@ -294,7 +294,7 @@ async fn sealed_cast(s: &Scenario, run: &str) -> Result<Cast, LoadError> {
         );
         tasks.spawn(async move {
             let name = format!("load-{run}-c{c}");
-            let console =
+            let mut console =
                 Identity::register_user(&api, &name, &format!("pw-{name}"), LOAD_KDF).await?;
             let mut instances = Vec::with_capacity(m);
             for _ in 0..m {
@@ -565,7 +565,7 @@ async fn session_endpoint(s: &Scenario, run: &str) -> Result<Endpoint, LoadError
     }
     let api = Api::new(&s.http);
     let name = format!("load-{run}-owner");
-    let owner = Identity::register_user(&api, &name, &format!("pw-{name}"), LOAD_KDF).await?;
+    let mut owner = Identity::register_user(&api, &name, &format!("pw-{name}"), LOAD_KDF).await?;
     let (_, token) = owner.add_instance(&api).await?;
     Ok(endpoint_of(&Identity::login_instance(&api, &token).await?))
 }

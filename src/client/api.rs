@@ -40,6 +40,54 @@ pub struct AddInstanceRequest<'a> {
     pub auth_secret: &'a str,
     #[serde(with = "b64")]
     pub owner_copy: Vec<u8>,
+    pub keyring: Option<KeyringBody>,
+}
+
+/// A sealed keyring and its version (the stored one plus one).
+#[derive(Serialize)]
+pub struct KeyringBody {
+    pub version: u64,
+    #[serde(with = "b64")]
+    pub keyring: Vec<u8>,
+}
+
+#[derive(Serialize)]
+pub struct ReenrolRequest<'a> {
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    pub auth_secret: &'a str,
+    #[serde(with = "b64")]
+    pub owner_copy: Vec<u8>,
+    pub keyring: Option<KeyringBody>,
+}
+
+#[derive(Serialize)]
+pub struct ResetRequest<'a> {
+    pub name: &'a str,
+    pub reset_code: &'a str,
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    pub auth_secret: &'a str,
+    pub kdf: KdfSpec,
+}
+
+/// What completing a reset answers: the instances whose bundles pin the old key.
+#[derive(Debug, Deserialize)]
+pub struct ResetDone {
+    pub id: PrincipalId,
+    pub stale_instances: Vec<PrincipalId>,
+}
+
+/// What the operator API answers to a reset: the code, shown once.
+#[derive(Deserialize)]
+pub struct AdminReset {
+    pub user_id: PrincipalId,
+    pub reset_code: String,
+    pub expires_at: i64,
 }
 
 #[derive(Serialize)]
@@ -62,6 +110,11 @@ pub struct Me {
     /// For users: the KDF parameters the server recommends now (upgrade on password change).
     #[serde(default)]
     pub kdf_recommended: Option<crate::protocol::KdfParams>,
+    /// The sealed keyring (base64), absent until first written.
+    #[serde(default)]
+    pub keyring: Option<String>,
+    #[serde(default)]
+    pub keyring_version: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +127,9 @@ pub struct InstanceView {
     pub online: bool,
     /// The owner's escrow copy of the instance bundle (base64), if it has one.
     pub owner_copy: Option<String>,
+    /// The owner's key was replaced by a reset: re-enrol this instance.
+    #[serde(default)]
+    pub stale_owner_key: bool,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +158,15 @@ pub struct Login<'a> {
     pub secret: &'a str,
 }
 
+impl Login<'_> {
+    fn header(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!(
+            "Basic {}",
+            b64::encode(format!("{}:{}", self.login, self.secret).as_bytes())
+        ))
+    }
+}
+
 #[derive(Clone)]
 pub struct Api {
     base: String,
@@ -124,17 +189,11 @@ impl Api {
         &self,
         method: &'static str,
         path: String,
-        login: Option<Login<'_>>,
+        auth: Option<Zeroizing<String>>,
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
         let agent = self.agent.clone();
         let url = format!("{}{}", self.base, path);
-        let auth = login.map(|l| {
-            Zeroizing::new(format!(
-                "Basic {}",
-                b64::encode(format!("{}:{}", l.login, l.secret).as_bytes())
-            ))
-        });
         tokio::task::spawn_blocking(move || {
             let transport = |e: ureq::Error| ClientError::Transport(format!("{method} {url}: {e}"));
             let mut response = match (method, body) {
@@ -150,7 +209,11 @@ impl Api {
                     req.call().map_err(transport)?
                 }
                 (_, body) => {
-                    let mut req = agent.post(&url);
+                    let mut req = if method == "PUT" {
+                        agent.put(&url)
+                    } else {
+                        agent.post(&url)
+                    };
                     if let Some(auth) = &auth {
                         req = req.header("Authorization", auth.as_str());
                     }
@@ -194,13 +257,23 @@ impl Api {
     async fn post(
         &self,
         path: &str,
-        login: Option<Login<'_>>,
+        auth: Option<Zeroizing<String>>,
         request: &impl Serialize,
     ) -> Result<(), ClientError> {
-        let body = serde_json::to_value(request).expect("request serialises");
-        self.call::<serde_json::Value>("POST", path.into(), login, Some(body))
+        self.send::<serde_json::Value>("POST", path, auth, request)
             .await
             .map(drop)
+    }
+
+    async fn send<T: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &'static str,
+        path: &str,
+        auth: Option<Zeroizing<String>>,
+        request: &impl Serialize,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_value(request).expect("request serialises");
+        self.call(method, path.into(), auth, Some(body)).await
     }
 
     pub async fn register(&self, request: RegisterRequest<'_>) -> Result<(), ClientError> {
@@ -208,7 +281,8 @@ impl Api {
     }
 
     pub async fn me(&self, login: Login<'_>) -> Result<Me, ClientError> {
-        self.call("GET", "/v1/me".into(), Some(login), None).await
+        self.call("GET", "/v1/me".into(), Some(login.header()), None)
+            .await
     }
 
     pub async fn change_password(
@@ -216,15 +290,17 @@ impl Api {
         login: Login<'_>,
         request: ChangePasswordRequest<'_>,
     ) -> Result<(), ClientError> {
-        self.post("/v1/me/password", Some(login), &request).await
+        self.post("/v1/me/password", Some(login.header()), &request)
+            .await
     }
 
     pub async fn add_instance(
         &self,
         login: Login<'_>,
-        request: AddInstanceRequest<'_>,
+        request: &AddInstanceRequest<'_>,
     ) -> Result<(), ClientError> {
-        self.post("/v1/instances", Some(login), &request).await
+        self.post("/v1/instances", Some(login.header()), request)
+            .await
     }
 
     pub async fn rotate_token(
@@ -233,12 +309,16 @@ impl Api {
         id: PrincipalId,
         request: RotateTokenRequest<'_>,
     ) -> Result<(), ClientError> {
-        self.post(&format!("/v1/instances/{id}/token"), Some(login), &request)
-            .await
+        self.post(
+            &format!("/v1/instances/{id}/token"),
+            Some(login.header()),
+            &request,
+        )
+        .await
     }
 
     pub async fn delete_account(&self, login: Login<'_>) -> Result<(), ClientError> {
-        self.call::<serde_json::Value>("DELETE", "/v1/me".into(), Some(login), None)
+        self.call::<serde_json::Value>("DELETE", "/v1/me".into(), Some(login.header()), None)
             .await
             .map(drop)
     }
@@ -248,16 +328,70 @@ impl Api {
         login: Login<'_>,
         id: PrincipalId,
     ) -> Result<(), ClientError> {
-        self.call::<serde_json::Value>("DELETE", format!("/v1/instances/{id}"), Some(login), None)
-            .await
-            .map(drop)
+        self.call::<serde_json::Value>(
+            "DELETE",
+            format!("/v1/instances/{id}"),
+            Some(login.header()),
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn instances(&self, login: Login<'_>) -> Result<Vec<InstanceView>, ClientError> {
         let list: InstanceList = self
-            .call("GET", "/v1/instances".into(), Some(login), None)
+            .call("GET", "/v1/instances".into(), Some(login.header()), None)
             .await?;
         Ok(list.instances)
+    }
+
+    /// Replaces the caller's sealed keyring (version = stored + 1, else 409).
+    pub async fn put_keyring(
+        &self,
+        login: Login<'_>,
+        body: KeyringBody,
+    ) -> Result<(), ClientError> {
+        self.send::<serde_json::Value>("PUT", "/v1/me/keyring", Some(login.header()), &body)
+            .await
+            .map(drop)
+    }
+
+    pub async fn reenrol_instance(
+        &self,
+        login: Login<'_>,
+        id: PrincipalId,
+        request: &ReenrolRequest<'_>,
+    ) -> Result<(), ClientError> {
+        self.post(
+            &format!("/v1/instances/{id}/reenrol"),
+            Some(login.header()),
+            request,
+        )
+        .await
+    }
+
+    /// Completes an operator-issued reset (no login: the reset code authorises it).
+    pub async fn complete_reset(
+        &self,
+        request: ResetRequest<'_>,
+    ) -> Result<ResetDone, ClientError> {
+        self.send("POST", "/v1/users/reset", None, &request).await
+    }
+
+    /// Operator API: issues a reset code for user `name`. `token` is the operator token.
+    pub async fn admin_reset_user(
+        &self,
+        token: &str,
+        name: &str,
+    ) -> Result<AdminReset, ClientError> {
+        let auth = Zeroizing::new(format!("Bearer {token}"));
+        self.send(
+            "POST",
+            &format!("/v1/admin/users/{name}/reset"),
+            Some(auth),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     pub async fn public_key(
@@ -265,7 +399,12 @@ impl Api {
         login: Login<'_>,
         id: PrincipalId,
     ) -> Result<PublicKeyView, ClientError> {
-        self.call("GET", format!("/v1/principals/{id}/key"), Some(login), None)
-            .await
+        self.call(
+            "GET",
+            format!("/v1/principals/{id}/key"),
+            Some(login.header()),
+            None,
+        )
+        .await
     }
 }

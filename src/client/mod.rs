@@ -6,7 +6,7 @@
 //! # async fn demo() -> Result<(), sealrelay::client::ClientError> {
 //! use sealrelay::client::{Api, Client, Identity, MqttVersion};
 //! let api = Api::new("http://127.0.0.1:8080");
-//! let me = Identity::login_user(&api, "alice", "correct horse").await?;
+//! let mut me = Identity::login_user(&api, "alice", "correct horse").await?;
 //! let (instance, token) = me.add_instance(&api).await?;
 //! // …hand `token.reveal()` to the instance, which runs `Client::serve`…
 //! let mut console = Client::connect(api, me, "127.0.0.1:1883", MqttVersion::V5).await?;
@@ -25,14 +25,17 @@ use rand_core::OsRng;
 use zeroize::Zeroizing;
 
 pub use api::{
-    AddInstanceRequest, Api, ChangePasswordRequest, InstanceView, Login, Me, PublicKeyView,
-    RegisterRequest, RotateTokenRequest,
+    AddInstanceRequest, AdminReset, Api, ChangePasswordRequest, InstanceView, KeyringBody, Login,
+    Me, PublicKeyView, ReenrolRequest, RegisterRequest, ResetDone, ResetRequest,
+    RotateTokenRequest,
 };
 pub use link::{Link, MqttVersion};
 
-use crate::crypto::{self, Bundle, CryptoError, DerivedKeys, OpenError, ReplayGuard, Token};
-use crate::envelope::{Header, Witness};
-use crate::protocol::{KdfParams, KdfSpec, PrincipalId, PrincipalKind};
+use crate::crypto::{
+    self, Bundle, CryptoError, DerivedKeys, Keyring, OpenError, ReplayGuard, Token,
+};
+use crate::envelope::{Kind, Witness};
+use crate::protocol::{b64, KdfParams, KdfSpec, PrincipalId, PrincipalKind, ResetCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -57,6 +60,17 @@ pub enum ClientError {
     BadKey(PrincipalId),
     #[error("no reply from {0} within {1:?}")]
     Timeout(PrincipalId, Duration),
+    /// The directory's key for a peer is not the one pinned: refused, never used.
+    #[error("the server's key for {peer} (witness {served}) is not the key pinned for it (witness {pinned}); refusing it. Either the server is substituting keys, or {peer}'s key was replaced (a password reset or a re-enrolment): compare witnesses out of band before trusting the new key")]
+    PinMismatch {
+        peer: PrincipalId,
+        pinned: Witness,
+        served: Witness,
+    },
+    #[error("{0} is not in your keyring, so the server's word alone cannot vouch for its key: it was not added from this account, or the server served an old keyring. Compare its witness out of band and pin it (`sealrelay instance pin`), or re-enrol it")]
+    NotPinned(PrincipalId),
+    #[error("the server served keyring version {served}, older than version {seen} already seen for this key: refusing a rolled-back keyring")]
+    KeyringRollback { seen: u64, served: u64 },
     #[error("{0}")]
     Usage(String),
 }
@@ -71,10 +85,40 @@ pub struct Identity {
     auth_secret: Zeroizing<String>,
     /// An instance's owner and the owner's key as the owner saw it when adding it.
     pub owner: Option<(PrincipalId, PublicKey)>,
+    /// The peer keys this principal trusts first-hand: a user's sealed keyring from the
+    /// server; an instance's owner, from inside its token-wrapped bundle.
+    keyring: Keyring,
+}
+
+/// An operation that pins a peer key and must write the keyring with it, atomically.
+enum PinWrite<'a> {
+    Add(AddInstanceRequest<'a>),
+    Reenrol(PrincipalId, ReenrolRequest<'a>),
+    KeyringOnly,
 }
 
 fn key_of(id: PrincipalId, bytes: &[u8]) -> Result<PublicKey, ClientError> {
     PublicKey::from_slice(bytes).map_err(|_| ClientError::BadKey(id))
+}
+
+/// The keyring `me` carries, opened with this principal's key; no keyring is an empty one
+/// only while the server says none was ever written.
+fn open_keyring(me: &Me, secret: &SecretKey) -> Result<Keyring, ClientError> {
+    let bad = |what| ClientError::Crypto(CryptoError::KeyringFormat(what));
+    let Some(text) = &me.keyring else {
+        return match me.keyring_version {
+            0 => Ok(Keyring::default()),
+            _ => Err(bad(
+                "the server states a keyring version but sent no keyring",
+            )),
+        };
+    };
+    let sealed = b64::decode(text).ok_or(bad("not base64"))?;
+    let ring = Keyring::open(me.id, secret, &sealed)?;
+    if ring.version != me.keyring_version {
+        return Err(bad("the version the server states is not the sealed one"));
+    }
+    Ok(ring)
 }
 
 /// Argon2id is deliberately slow; keep it off the async workers.
@@ -148,7 +192,55 @@ impl Identity {
             secret,
             auth_secret,
             owner: None,
+            keyring: Keyring::default(),
         })
+    }
+
+    /// Completes an operator-issued password reset: a *new* key pair, wrapped under a key
+    /// from `new_password`, replaces the old one. What was sealed to the old key can no
+    /// longer be opened (opening it reports [`OpenError::StaleKey`]); the keyring, sealed
+    /// under the old key, starts empty; the returned instances pin the old key and must be
+    /// re-enrolled ([`Identity::reenrol_instance`]).
+    pub async fn complete_reset(
+        api: &Api,
+        name: &str,
+        code: &ResetCode,
+        new_password: &str,
+        params: KdfParams,
+    ) -> Result<(Identity, Vec<PrincipalId>), ClientError> {
+        let spec = KdfSpec {
+            salt: crypto::random_salt().to_vec(),
+            params,
+        };
+        let keys = derive(new_password, &spec).await?;
+        let secret = SecretKey::generate(&mut OsRng);
+        let auth_secret = keys.auth_secret();
+        let done = api
+            .complete_reset(ResetRequest {
+                name,
+                reset_code: &code.reveal(),
+                public_key: secret.public_key().as_bytes().to_vec(),
+                wrapped_key: keys.wrap(
+                    code.user,
+                    &Bundle::User {
+                        secret: secret.clone(),
+                    }
+                    .encode(),
+                ),
+                auth_secret: &auth_secret,
+                kdf: spec,
+            })
+            .await?;
+        let me = Identity {
+            id: done.id,
+            login: name.to_owned(),
+            kind: PrincipalKind::User,
+            secret,
+            auth_secret,
+            owner: None,
+            keyring: Keyring::default(),
+        };
+        Ok((me, done.stale_instances))
     }
 
     /// Logs a user in: prelogin for salt and parameters, derive, fetch and unwrap the key.
@@ -195,6 +287,14 @@ impl Identity {
             // The stored public key does not belong to the key we just unwrapped.
             return Err(ClientError::BadKey(me.id));
         }
+        let keyring = match &owner {
+            Some((owner, owner_public)) => {
+                let mut ring = Keyring::default();
+                ring.pin(*owner, owner_public);
+                ring
+            }
+            None => open_keyring(&me, &secret)?,
+        };
         Ok(Identity {
             id: me.id,
             login: login.to_owned(),
@@ -202,13 +302,144 @@ impl Identity {
             secret,
             auth_secret,
             owner,
+            keyring,
         })
+    }
+
+    /// The version of the keyring this identity holds. A client that persists it between
+    /// runs passes it to [`Identity::require_keyring_version`] after the next login, which
+    /// turns a rolled-back keyring into an error.
+    pub fn keyring_version(&self) -> u64 {
+        self.keyring.version
+    }
+
+    /// Refuses a keyring older than `seen` (a version this client saw for this key before).
+    pub fn require_keyring_version(&self, seen: u64) -> Result<(), ClientError> {
+        if self.keyring.version < seen {
+            return Err(ClientError::KeyringRollback {
+                seen,
+                served: self.keyring.version,
+            });
+        }
+        Ok(())
+    }
+
+    /// The key pinned for `peer`, if any.
+    pub fn pinned(&self, peer: PrincipalId) -> Option<PublicKey> {
+        self.keyring.get(peer)
+    }
+
+    /// Accepts a key the directory served for `peer` only if it is the pinned one.
+    pub fn check_served_key(
+        &self,
+        peer: PrincipalId,
+        served: &[u8],
+    ) -> Result<PublicKey, ClientError> {
+        let served = key_of(peer, served)?;
+        match self.keyring.get(peer) {
+            Some(pinned) if pinned == served => Ok(pinned),
+            Some(pinned) => Err(ClientError::PinMismatch {
+                peer,
+                pinned: Witness::of(pinned.as_bytes()),
+                served: Witness::of(served.as_bytes()),
+            }),
+            None => Err(ClientError::NotPinned(peer)),
+        }
+    }
+
+    /// Re-reads the keyring from the server (after another console changed it); a version
+    /// older than the one held is a rollback.
+    pub async fn refresh_keyring(&mut self, api: &Api) -> Result<(), ClientError> {
+        let me = api.me(self.api_login()).await?;
+        if me.public_key[..] != self.public_key().as_bytes()[..] {
+            return Err(ClientError::BadKey(self.id));
+        }
+        let ring = open_keyring(&me, &self.secret)?;
+        if ring.version < self.keyring.version {
+            return Err(ClientError::KeyringRollback {
+                seen: self.keyring.version,
+                served: ring.version,
+            });
+        }
+        self.keyring = ring;
+        Ok(())
+    }
+
+    /// Pins `key` for `peer` in a new keyring version and writes it with `op`; when another
+    /// console wrote the keyring meanwhile, re-reads it and tries again.
+    async fn write_pin(
+        &mut self,
+        api: &Api,
+        peer: PrincipalId,
+        key: &PublicKey,
+        mut op: PinWrite<'_>,
+    ) -> Result<(), ClientError> {
+        let mut attempts = 0;
+        loop {
+            let mut ring = self.keyring.clone();
+            ring.pin(peer, key);
+            ring.version += 1;
+            let body = KeyringBody {
+                version: ring.version,
+                keyring: ring.seal(self.id, &self.secret),
+            };
+            let login = Login {
+                login: &self.login,
+                secret: &self.auth_secret,
+            };
+            let result = match &mut op {
+                PinWrite::Add(request) => {
+                    request.keyring = Some(body);
+                    api.add_instance(login, request).await
+                }
+                PinWrite::Reenrol(id, request) => {
+                    request.keyring = Some(body);
+                    api.reenrol_instance(login, *id, request).await
+                }
+                PinWrite::KeyringOnly => api.put_keyring(login, body).await,
+            };
+            match result {
+                Ok(()) => {
+                    self.keyring = ring;
+                    return Ok(());
+                }
+                Err(ClientError::Api {
+                    status: 409, code, ..
+                }) if code == "keyring_conflict" && attempts < 3 => {
+                    attempts += 1;
+                    self.refresh_keyring(api).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Pins the directory's current key for one of this user's instances after the caller
+    /// compared its witness with the one the instance shows (`sealrelay agent` prints it):
+    /// for instances enrolled before keyrings existed, or enrolled from another account.
+    pub async fn pin_instance(
+        &mut self,
+        api: &Api,
+        id: PrincipalId,
+        witness: Witness,
+    ) -> Result<(), ClientError> {
+        let view = api.public_key(self.api_login(), id).await?;
+        let served = key_of(id, &view.public_key)?;
+        if Witness::of(served.as_bytes()) != witness {
+            return Err(ClientError::PinMismatch {
+                peer: id,
+                pinned: witness,
+                served: Witness::of(served.as_bytes()),
+            });
+        }
+        self.write_pin(api, id, &served, PinWrite::KeyringOnly)
+            .await
     }
 
     /// Creates an instance owned by this user: its key pair and token are made here; the
     /// server gets the public key, the token-wrapped bundle and the token's auth secret.
     /// The token is returned once and never stored.
-    pub async fn add_instance(&self, api: &Api) -> Result<(PrincipalId, Token), ClientError> {
+    pub async fn add_instance(&mut self, api: &Api) -> Result<(PrincipalId, Token), ClientError> {
         let id = PrincipalId::random();
         let token = Token::generate(id);
         let keys = token.keys();
@@ -220,18 +451,54 @@ impl Identity {
         };
         let auth_secret = keys.auth_secret();
         let encoded = bundle.encode();
-        api.add_instance(
-            self.api_login(),
-            AddInstanceRequest {
-                instance_id: id,
-                public_key: secret.public_key().as_bytes().to_vec(),
-                wrapped_key: keys.wrap(id, &encoded),
-                auth_secret: &auth_secret,
-                owner_copy: crypto::escrow_keys(&self.secret).wrap(id, &encoded),
-            },
+        let request = AddInstanceRequest {
+            instance_id: id,
+            public_key: secret.public_key().as_bytes().to_vec(),
+            wrapped_key: keys.wrap(id, &encoded),
+            auth_secret: &auth_secret,
+            owner_copy: crypto::escrow_keys(&self.secret).wrap(id, &encoded),
+            keyring: None,
+        };
+        // The key was made here: pin it, in the same transaction as the instance.
+        self.write_pin(api, id, &secret.public_key(), PinWrite::Add(request))
+            .await?;
+        Ok((id, token))
+    }
+
+    /// Gives one of this user's instances a new key pair and token: after this user's
+    /// password reset (the instance's bundle pins the old user key) or when the instance's
+    /// host can no longer be trusted. The new bundle pins this user's current key, the new
+    /// key is pinned in the keyring, the old token dies and the instance is disconnected.
+    pub async fn reenrol_instance(
+        &mut self,
+        api: &Api,
+        id: PrincipalId,
+    ) -> Result<Token, ClientError> {
+        let token = Token::generate(id);
+        let keys = token.keys();
+        let secret = SecretKey::generate(&mut OsRng);
+        let encoded = Bundle::Instance {
+            secret: secret.clone(),
+            owner: self.id,
+            owner_public: self.public_key(),
+        }
+        .encode();
+        let auth_secret = keys.auth_secret();
+        let request = ReenrolRequest {
+            public_key: secret.public_key().as_bytes().to_vec(),
+            wrapped_key: keys.wrap(id, &encoded),
+            auth_secret: &auth_secret,
+            owner_copy: crypto::escrow_keys(&self.secret).wrap(id, &encoded),
+            keyring: None,
+        };
+        self.write_pin(
+            api,
+            id,
+            &secret.public_key(),
+            PinWrite::Reenrol(id, request),
         )
         .await?;
-        Ok((id, token))
+        Ok(token)
     }
 
     /// Changes a user's password: the *same* private key is re-wrapped under a key from
@@ -372,7 +639,8 @@ pub struct Client {
     link: Link,
     broker: String,
     version: MqttVersion,
-    keys: HashMap<PrincipalId, PublicKey>,
+    /// Peer keys checked this session: pinned, and the directory agreed.
+    verified: HashMap<PrincipalId, PublicKey>,
     replay: ReplayGuard,
 }
 
@@ -384,20 +652,22 @@ impl Client {
         version: MqttVersion,
     ) -> Result<Client, ClientError> {
         let link = Self::link(&identity, broker, version).await?;
-        let mut keys = HashMap::new();
-        if let Some((owner, owner_key)) = &identity.owner {
-            // Pinned: the owner's key came authenticated inside the token-wrapped bundle.
-            keys.insert(*owner, owner_key.clone());
-        }
-        Ok(Client {
+        let owner = identity.owner.as_ref().map(|(id, _)| *id);
+        let mut client = Client {
             api,
             identity,
             link,
             broker: broker.to_owned(),
             version,
-            keys,
+            verified: HashMap::new(),
             replay: ReplayGuard::default(),
-        })
+        };
+        if let Some(owner) = owner {
+            // An instance checks its owner's key at once, so a replaced or substituted one
+            // stops it at start-up with PinMismatch rather than at its first message.
+            client.key_for(owner).await?;
+        }
+        Ok(client)
     }
 
     async fn link(
@@ -436,13 +706,18 @@ impl Client {
         self.link.disconnect().await;
     }
 
+    /// The key to seal to or verify `peer` with: the pinned one, and only once the
+    /// directory agrees with it (a disagreement is refused, loudly, and never cached).
     async fn key_for(&mut self, peer: PrincipalId) -> Result<PublicKey, ClientError> {
-        if let Some(key) = self.keys.get(&peer) {
+        if let Some(key) = self.verified.get(&peer) {
             return Ok(key.clone());
         }
+        if self.identity.pinned(peer).is_none() {
+            return Err(ClientError::NotPinned(peer));
+        }
         let view = self.api.public_key(self.identity.api_login(), peer).await?;
-        let key = key_of(peer, &view.public_key)?;
-        self.keys.insert(peer, key.clone());
+        let key = self.identity.check_served_key(peer, &view.public_key)?;
+        self.verified.insert(peer, key.clone());
         Ok(key)
     }
 
@@ -462,10 +737,12 @@ impl Client {
     /// `Err` for that envelope; the connection stays usable.
     pub async fn next(&mut self) -> Result<Message, ClientError> {
         let envelope = self.link.recv().await?;
-        let header = Header::parse(&envelope).map_err(OpenError::from)?;
+        // Addressing and witness first: an envelope sealed to a replaced key is reported as
+        // such, whoever its sender is.
+        let header = crypto::addressed_to(self.identity.id, &self.identity.secret, &envelope)?;
         let sender_key = match header.kind {
-            crate::envelope::Kind::Authenticated => Some(self.key_for(header.sender).await?),
-            crate::envelope::Kind::Anonymous => None,
+            Kind::Authenticated => Some(self.key_for(header.sender).await?),
+            Kind::Anonymous => None,
         };
         let opened = crypto::open(
             self.identity.id,
@@ -522,6 +799,10 @@ impl Client {
                 }
                 Err(ClientError::Api { status: 404, .. }) => {
                     tracing::warn!("skipping an envelope from a principal that is not paired");
+                    continue;
+                }
+                Err(e @ (ClientError::PinMismatch { .. } | ClientError::NotPinned(_))) => {
+                    tracing::error!(error = %e, "refusing an envelope from an untrusted key");
                     continue;
                 }
                 Err(e) => return Err(e),

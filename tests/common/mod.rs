@@ -28,6 +28,7 @@ pub struct Broker {
     pub dir: tempfile::TempDir,
     pub mqtt: SocketAddr,
     pub http: SocketAddr,
+    pub admin: SocketAddr,
     log_path: PathBuf,
 }
 
@@ -47,6 +48,7 @@ impl Broker {
         std::fs::write(
             dir.path().join("broker.toml"),
             "[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\
              [kdf]\nmemory_kib = 19456\niterations = 2\n[log]\nlevel = \"debug\"\n",
         )
         .unwrap();
@@ -56,6 +58,7 @@ impl Broker {
             dir,
             mqtt: "0.0.0.0:0".parse().unwrap(),
             http: "0.0.0.0:0".parse().unwrap(),
+            admin: "0.0.0.0:0".parse().unwrap(),
         };
         broker.spawn(env);
         broker
@@ -83,9 +86,14 @@ impl Broker {
         loop {
             let log = self.log();
             let fresh = &log[before..];
-            if let (Some(mqtt), Some(http)) = (find_addr(fresh, "mqtt"), find_addr(fresh, "http")) {
+            if let (Some(mqtt), Some(http), Some(admin)) = (
+                find_addr(fresh, "mqtt"),
+                find_addr(fresh, "http"),
+                find_addr(fresh, "admin"),
+            ) {
                 self.mqtt = mqtt;
                 self.http = http;
+                self.admin = admin;
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -99,10 +107,15 @@ impl Broker {
     /// Stops the broker and starts it again on the same ports, database and key file.
     pub fn restart(&mut self) {
         self.stop();
-        let (mqtt, http) = (self.mqtt.to_string(), self.http.to_string());
+        let (mqtt, http, admin) = (
+            self.mqtt.to_string(),
+            self.http.to_string(),
+            self.admin.to_string(),
+        );
         self.spawn(&[
             ("SEALRELAY_MQTT_LISTEN", &mqtt),
             ("SEALRELAY_HTTP_LISTEN", &http),
+            ("SEALRELAY_ADMIN_LISTEN", &admin),
         ]);
     }
 
@@ -127,10 +140,40 @@ impl Broker {
         let mut cmd = Command::new(BIN);
         cmd.env("SEALRELAY_SERVER", format!("http://{}", self.http))
             .env("SEALRELAY_BROKER", self.broker_addr())
+            .env("SEALRELAY_STATE_DIR", self.dir.path().join("cli-state"))
             .env_remove("SEALRELAY_PASSWORD")
+            .env_remove("SEALRELAY_NEW_PASSWORD")
+            .env_remove("SEALRELAY_RESET_CODE")
             .env_remove("SEALRELAY_TOKEN")
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// `sealrelay admin reset-user --name <name>` as the operator on the broker's machine:
+    /// its config and token file, and the operator API's ephemeral port.
+    pub fn admin_reset(&self, name: &str) -> std::process::Output {
+        self.cli()
+            .current_dir(self.dir.path())
+            .args([
+                "admin",
+                "reset-user",
+                "--config",
+                "broker.toml",
+                "--name",
+                name,
+            ])
+            .args(["--admin-url", &format!("http://{}", self.admin)])
+            .output()
+            .unwrap()
+    }
+
+    /// The broker's own database, opened beside it: how the malicious-server tests become
+    /// the server that rewrites what the directory answers.
+    pub async fn database(&self) -> sqlx::SqlitePool {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(self.dir.path().join("sealrelay.db"))
+            .busy_timeout(Duration::from_secs(5));
+        sqlx::SqlitePool::connect_with(options).await.unwrap()
     }
 
     /// Stops the broker with SIGTERM (graceful) and waits for it to exit.
@@ -163,7 +206,7 @@ impl Broker {
     }
 
     /// Adds an instance for `user` and logs it in with its token.
-    pub async fn instance_of(&self, user: &Identity) -> Identity {
+    pub async fn instance_of(&self, user: &mut Identity) -> Identity {
         let (_, token) = user.add_instance(&self.api()).await.expect("add instance");
         Identity::login_instance(&self.api(), &token)
             .await
@@ -172,8 +215,8 @@ impl Broker {
 
     /// A user and one of its instances, both connected; the instance echoes.
     pub async fn pair(&self, name: &str, version: MqttVersion) -> (Client, PrincipalId) {
-        let user = self.user(name).await;
-        let instance = self.instance_of(&user).await;
+        let mut user = self.user(name).await;
+        let instance = self.instance_of(&mut user).await;
         let instance_id = instance.id;
         let mut agent = self.client(instance, version).await;
         tokio::spawn(async move {
@@ -688,4 +731,89 @@ impl Raw {
 
 fn rand_suffix() -> String {
     hex::encode(&PrincipalId::random().0[..4])
+}
+
+/// A man in the middle between one MQTT client and the broker: it forwards both ways and
+/// can slip whole PUBLISH packets of its own into what the client receives. This is the
+/// broker turned malicious — it can deliver anything to anyone — without a forging code
+/// path in the broker itself.
+pub struct Mitm {
+    pub addr: SocketAddr,
+    inject: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl Mitm {
+    pub async fn start(upstream: SocketAddr) -> Mitm {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (inject, mut injected) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            let (client, _) = listener.accept().await.unwrap();
+            let broker = tokio::net::TcpStream::connect(upstream).await.unwrap();
+            let (mut client_rx, mut client_tx) = client.into_split();
+            let (mut broker_rx, mut broker_tx) = broker.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_rx, &mut broker_tx).await;
+            });
+            // Broker → client, whole packets only, so injected ones never split a packet.
+            let mut pending = Vec::new();
+            let mut chunk = [0u8; 16384];
+            loop {
+                tokio::select! {
+                    read = broker_rx.read(&mut chunk) => {
+                        let Ok(n @ 1..) = read else { return };
+                        pending.extend_from_slice(&chunk[..n]);
+                        let whole = whole_packets(&pending);
+                        if client_tx.write_all(&pending[..whole]).await.is_err() { return }
+                        pending.drain(..whole);
+                    }
+                    Some(packet) = injected.recv() => {
+                        if client_tx.write_all(&packet).await.is_err() { return }
+                    }
+                }
+            }
+        });
+        Mitm { addr, inject }
+    }
+
+    /// Delivers `payload` to the client as an MQTT 3.1.1 QoS 0 PUBLISH on `topic`.
+    pub fn inject(&self, topic: &str, payload: &[u8]) {
+        let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+        body.extend_from_slice(topic.as_bytes());
+        body.extend_from_slice(payload);
+        let mut packet = vec![0x30];
+        let mut len = body.len();
+        loop {
+            let byte = (len % 128) as u8;
+            len /= 128;
+            packet.push(if len > 0 { byte | 0x80 } else { byte });
+            if len == 0 {
+                break;
+            }
+        }
+        packet.extend_from_slice(&body);
+        self.inject.send(packet).unwrap();
+    }
+}
+
+/// How many leading bytes of `buf` are complete MQTT packets.
+fn whole_packets(buf: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        let (mut len, mut shift, mut i) = (0usize, 0, at + 1);
+        loop {
+            let Some(&b) = buf.get(i) else { return at };
+            len |= ((b & 0x7f) as usize) << shift;
+            shift += 7;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        if buf.len() < i + len {
+            return at;
+        }
+        at = i + len;
+    }
 }

@@ -1,0 +1,320 @@
+//! A server that cheats (issue 4). Here the tests are the server: they rewrite what the
+//! directory answers in the broker's own database, and deliver what they like through a man
+//! in the middle of the MQTT link. Every client must refuse every trick, each with its own
+//! specific error, and still accept what is genuine.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Broker, Mitm, Probe};
+use crypto_box::SecretKey;
+use rand_core::OsRng;
+use sealrelay::client::{Client, ClientError, Identity, Message, MqttVersion};
+use sealrelay::crypto::{self, CryptoError, OpenError};
+use sealrelay::protocol::PrincipalId;
+use sqlx::{Row, SqlitePool};
+
+/// Rewrites one column of one principal, as a malicious server would.
+async fn tamper(db: &SqlitePool, id: PrincipalId, column: &str, value: Option<&[u8]>) {
+    sqlx::query(&format!("UPDATE principals SET {column} = ? WHERE id = ?"))
+        .bind(value)
+        .bind(&id.0[..])
+        .execute(db)
+        .await
+        .unwrap();
+}
+
+async fn column(db: &SqlitePool, id: PrincipalId, column: &str) -> Option<Vec<u8>> {
+    sqlx::query(&format!("SELECT {column} FROM principals WHERE id = ?"))
+        .bind(&id.0[..])
+        .fetch_one(db)
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn set_keyring(db: &SqlitePool, id: PrincipalId, blob: Option<&[u8]>, version: i64) {
+    tamper(db, id, "keyring", blob).await;
+    sqlx::query("UPDATE principals SET keyring_version = ? WHERE id = ?")
+        .bind(version)
+        .bind(&id.0[..])
+        .execute(db)
+        .await
+        .unwrap();
+}
+
+/// The CLI as alice (password in the environment); its state directory persists.
+fn as_alice(broker: &Broker, args: &[&str]) -> std::process::Output {
+    broker
+        .cli()
+        .args(args)
+        .args(["--user", "alice"])
+        .env("SEALRELAY_PASSWORD", "pw-alice")
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swapped_public_key_is_refused_on_both_sides() {
+    let broker = Broker::start();
+    let api = broker.api();
+    let db = broker.database().await;
+    let mut alice = broker.user("alice").await;
+    let (instance_id, token) = alice.add_instance(&api).await.unwrap();
+    let server_key = SecretKey::generate(&mut OsRng).public_key();
+    let real_key = column(&db, instance_id, "public_key").await.unwrap();
+
+    // The server answers with a key of its own for the instance. A fresh login (the pins
+    // come from the sealed keyring on the server) refuses it, loudly and specifically.
+    tamper(&db, instance_id, "public_key", Some(server_key.as_bytes())).await;
+    let fresh = Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .unwrap();
+    let mut console = broker.client(fresh, MqttVersion::V5).await;
+    let err = console.send(instance_id, b"secret", 1).await.err().unwrap();
+    assert!(
+        matches!(err, ClientError::PinMismatch { peer, .. } if peer == instance_id),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not the key pinned"), "{err}");
+    let out = as_alice(&broker, &["instance", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("MISMATCH"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = as_alice(&broker, &["send", "--to", &instance_id.to_string(), "hi"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("not the key pinned"),
+        "{}",
+        stderr(&out)
+    );
+    tamper(&db, instance_id, "public_key", Some(&real_key)).await;
+
+    // The server answers the instance with a key of its own for its owner: the instance
+    // refuses to start, since its bundle pins the owner's real key.
+    tamper(&db, alice.id, "public_key", Some(server_key.as_bytes())).await;
+    let instance = Identity::login_instance(&api, &token).await.unwrap();
+    let err = Client::connect(
+        api.clone(),
+        instance,
+        &broker.broker_addr(),
+        MqttVersion::V5,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        matches!(err, ClientError::PinMismatch { peer, .. } if peer == alice.id),
+        "{err}"
+    );
+    // And alice's own login notices its public key is not the one its private key makes.
+    let err = Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, ClientError::BadKey(id) if id == alice.id),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replayed_keyrings_and_bundles_are_refused() {
+    let broker = Broker::start();
+    let api = broker.api();
+    let db = broker.database().await;
+    let alice_id = broker.user("alice").await.id;
+    let mut bob = broker.user("bob").await;
+    bob.add_instance(&api).await.unwrap();
+
+    // Two instances added through the CLI, which remembers the newest keyring it saw.
+    let add = || {
+        let out = as_alice(&broker, &["instance", "add"]);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        said.lines()
+            .find_map(|l| l.strip_prefix("instance "))
+            .unwrap_or_else(|| panic!("{said}{}", stderr(&out)))
+            .parse::<PrincipalId>()
+            .unwrap()
+    };
+    let first = add();
+    let old_keyring = column(&db, alice_id, "keyring").await.unwrap();
+    let second = add();
+    let keyring = column(&db, alice_id, "keyring").await.unwrap();
+    let second_key = column(&db, second, "public_key").await.unwrap();
+
+    // The server replays the older, genuine keyring: the CLI has seen a newer one.
+    set_keyring(&db, alice_id, Some(&old_keyring), 1).await;
+    let out = as_alice(&broker, &["instance", "list"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("older than version 2"),
+        "{}",
+        stderr(&out)
+    );
+    // A client without that memory still trusts nothing the old keyring lacks.
+    let fresh = Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .unwrap();
+    assert_eq!(fresh.keyring_version(), 1);
+    let err = fresh.check_served_key(second, &second_key).err().unwrap();
+    assert!(
+        matches!(err, ClientError::NotPinned(id) if id == second),
+        "{err}"
+    );
+    let mut console = broker.client(fresh, MqttVersion::V5).await;
+    let err = console.send(second, b"x", 1).await.err().unwrap();
+    assert!(matches!(err, ClientError::NotPinned(_)), "{err}");
+
+    // Wiped: the same rollback to the CLI.
+    set_keyring(&db, alice_id, None, 0).await;
+    let out = as_alice(&broker, &["instance", "list"]);
+    assert!(
+        stderr(&out).contains("keyring version 0, older than version 2"),
+        "{}",
+        stderr(&out)
+    );
+    // A version that is not the sealed one, and bob's keyring under alice's name: refused.
+    set_keyring(&db, alice_id, Some(&keyring), 3).await;
+    let err = Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, ClientError::Crypto(CryptoError::KeyringFormat(_))),
+        "{err}"
+    );
+    let bobs = column(&db, bob.id, "keyring").await.unwrap();
+    set_keyring(&db, alice_id, Some(&bobs), 1).await;
+    let err = Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, ClientError::Crypto(CryptoError::KeyringUnreadable)),
+        "{err}"
+    );
+
+    // Restored, everything works again.
+    set_keyring(&db, alice_id, Some(&keyring), 2).await;
+    let out = as_alice(&broker, &["instance", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut alice = Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .unwrap();
+    alice.check_served_key(second, &second_key).unwrap();
+
+    // An instance's old bundle and key, served again after its re-enrolment: the new token
+    // does not open the old bundle, and the console's pin refuses the old key.
+    let (old_key, old_bundle) = (
+        column(&db, first, "public_key").await.unwrap(),
+        column(&db, first, "wrapped_key").await.unwrap(),
+    );
+    let token = alice.reenrol_instance(&api, first).await.unwrap();
+    tamper(&db, first, "public_key", Some(&old_key)).await;
+    tamper(&db, first, "wrapped_key", Some(&old_bundle)).await;
+    let err = Identity::login_instance(&api, &token).await.err().unwrap();
+    assert!(
+        matches!(err, ClientError::Crypto(CryptoError::Unwrap)),
+        "{err}"
+    );
+    let err = alice.check_served_key(first, &old_key).err().unwrap();
+    assert!(matches!(err, ClientError::PinMismatch { .. }), "{err}");
+}
+
+async fn next(client: &mut Client) -> Result<Message, ClientError> {
+    tokio::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .expect("an envelope within 5 s")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_and_replayed_envelopes_with_valid_headers_are_refused() {
+    let broker = Broker::start();
+    let api = broker.api();
+    let mut alice = broker.user("alice").await;
+    let instance = broker.instance_of(&mut alice).await;
+    let (me, my_key) = (instance.id, instance.public_key());
+    let topic = me.inbox_topic();
+    // The instance's link runs through the man in the middle; alice's through the broker.
+    let mitm = Mitm::start(broker.mqtt).await;
+    let mut instance = Client::connect(api, instance, &mitm.addr.to_string(), MqttVersion::V311)
+        .await
+        .unwrap();
+    let alice_link = Probe::logged_in(broker.mqtt, MqttVersion::V5, &alice).await;
+    let server_key = SecretKey::generate(&mut OsRng);
+
+    // Header right in every byte (sender alice, recipient and witness the instance's), body
+    // boxed with the server's own key: it does not authenticate as alice.
+    let forged = crypto::seal_authenticated(alice.id, &server_key, me, &my_key, b"forged").unwrap();
+    mitm.inject(&topic, &forged);
+    let err = next(&mut instance).await.err().unwrap();
+    assert!(
+        matches!(err, ClientError::Open(OpenError::Forged(id)) if id == alice.id),
+        "{err}"
+    );
+    // A genuine envelope of alice's with one bit flipped: the same.
+    let mut flipped = alice.seal_to(me, &my_key, b"genuine?").unwrap().to_vec();
+    *flipped.last_mut().unwrap() ^= 1;
+    mitm.inject(&topic, &flipped);
+    assert!(matches!(
+        next(&mut instance).await,
+        Err(ClientError::Open(OpenError::Forged(_)))
+    ));
+    // An anonymous sealed box that names alice opens, but is never taken for hers.
+    let anonymous = crypto::seal_anonymous(alice.id, me, &my_key, b"anonymous").unwrap();
+    mitm.inject(&topic, &anonymous);
+    let message = next(&mut instance).await.unwrap();
+    assert!(!message.authenticated && message.payload.as_slice() == b"anonymous");
+    // Another principal's envelope, delivered here.
+    let elsewhere =
+        crypto::seal_authenticated(alice.id, &server_key, alice.id, &alice.public_key(), b"x")
+            .unwrap();
+    mitm.inject(&topic, &elsewhere);
+    assert!(matches!(
+        next(&mut instance).await,
+        Err(ClientError::Open(OpenError::NotForMe(_)))
+    ));
+
+    // A genuine envelope through the broker opens; delivered again, it is a replay.
+    let genuine = alice.seal_to(me, &my_key, b"genuine").unwrap();
+    alice_link.publish(&topic, 1, false, genuine.clone()).await;
+    let message = next(&mut instance).await.unwrap();
+    assert!(message.authenticated && message.from == alice.id);
+    assert_eq!(message.payload.as_slice(), b"genuine");
+    mitm.inject(&topic, &genuine);
+    assert!(matches!(
+        next(&mut instance).await,
+        Err(ClientError::Open(OpenError::Replayed(_)))
+    ));
+
+    // Serving, the instance's handler sees the genuine envelope and none of the others.
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        instance
+            .serve(move |m| {
+                seen_tx.send(m.payload.to_vec()).unwrap();
+                Vec::new()
+            })
+            .await
+    });
+    for trick in [&forged[..], &flipped, &anonymous, &elsewhere, &genuine] {
+        mitm.inject(&topic, trick);
+    }
+    let last = alice.seal_to(me, &my_key, b"last").unwrap();
+    alice_link.publish(&topic, 1, false, last).await;
+    let handled = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        handled, b"last",
+        "the first envelope handled is the genuine one"
+    );
+    assert!(seen.try_recv().is_err());
+}
