@@ -616,7 +616,7 @@ async fn complete_reset(
     };
     let pending = state.directory.pending_reset(&body.name).await?;
     let expected = pending
-        .filter(|p| p.user == code.user && p.expires_at >= unix_now())
+        .filter(|p| p.user == code.user && p.expires_at > unix_now())
         .map(|p| p.verifier);
     state
         .authenticator

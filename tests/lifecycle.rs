@@ -182,7 +182,7 @@ async fn rotating_a_token_keeps_the_key_and_kills_the_old_token() {
     let broker = Broker::start();
     let api = broker.api();
     let mut alice = broker.user("alice").await;
-    let mallory = broker.user("mallory").await;
+    let mut mallory = broker.user("mallory").await;
     let (instance_id, old_token) = alice.add_instance(&api).await.unwrap();
     let instance = Identity::login_instance(&api, &old_token).await.unwrap();
     let mut live = Probe::logged_in(broker.mqtt, MqttVersion::V5, &instance).await;
@@ -192,6 +192,13 @@ async fn rotating_a_token_keeps_the_key_and_kills_the_old_token() {
         err.to_string().contains("not one of your instances"),
         "{err}"
     );
+    // Nor may a non-owner re-enrol it (give it a key of theirs).
+    let err = mallory
+        .reenrol_instance(&api, instance_id)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("404"), "{err}");
     // The server refuses a non-owner too, whatever its client claims.
     let forged = sealrelay::client::RotateTokenRequest {
         wrapped_key: vec![1; 80],
@@ -481,4 +488,78 @@ async fn a_reset_gives_a_new_key_flags_instances_and_old_envelopes_name_the_witn
         .await
         .unwrap();
     assert_eq!(reply.as_slice(), b"hello again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_enrolled_before_keyrings_is_trusted_only_after_its_witness_is_checked() {
+    let broker = Broker::start();
+    let api = broker.api();
+    let mut alice = broker.user("alice").await;
+    let (instance_id, token) = alice.add_instance(&api).await.unwrap();
+    // As if enrolled by a release without keyrings: the account has none.
+    sqlx::query("UPDATE principals SET keyring = NULL, keyring_version = 0 WHERE id = ?")
+        .bind(&alice.id.0[..])
+        .execute(&broker.database().await)
+        .await
+        .unwrap();
+    let agent = broker.start_agent(&token.reveal(), "5");
+    let as_alice = |args: &[&str]| {
+        broker
+            .cli()
+            .args(args)
+            .args(["--user", "alice", "--instance", &instance_id.to_string()])
+            .env("SEALRELAY_PASSWORD", "pw-alice")
+            .output()
+            .unwrap()
+    };
+
+    // Unpinned: the console will not take the directory's word for its key.
+    let alice = Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .unwrap();
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    let err = console.send(instance_id, b"hi", 1).await.err().unwrap();
+    assert!(err.to_string().contains("is not in your keyring"), "{err}");
+
+    // A witness that is not the instance's is refused; the one the agent printed pins it.
+    let out = as_alice(&["instance", "pin", "--witness", &"0".repeat(32)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not the key pinned"),
+        "{err}"
+    );
+    let out = as_alice(&["instance", "pin", "--witness", &agent.witness]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alice = Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .unwrap();
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    let reply = console
+        .request(instance_id, b"pinned now", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply.as_slice(), b"pinned now");
+}
+
+#[tokio::test]
+async fn an_expired_reset_code_is_refused() {
+    let broker = Broker::start_with(&[("SEALRELAY_ADMIN_RESET_CODE_TTL_SECS", "0")]);
+    broker.user("alice").await;
+    let out = broker.admin_reset("alice");
+    let code = line_after(&out, "reset-code ");
+    let err = Identity::complete_reset(
+        &broker.api(),
+        "alice",
+        &code.parse().unwrap(),
+        "too late",
+        FAST_KDF,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("expired"), "{err}");
 }

@@ -229,7 +229,11 @@ impl Broker {
 }
 
 /// A running `sealrelay agent` process; killed when dropped.
-pub struct Agent(Child);
+pub struct Agent {
+    child: Child,
+    /// The key witness the agent printed, for checking out of band.
+    pub witness: String,
+}
 
 impl Agent {
     /// Waits up to `limit` for the agent to exit by itself; its status and the last line
@@ -237,9 +241,9 @@ impl Agent {
     pub fn exit_within(&mut self, limit: Duration) -> Option<(std::process::ExitStatus, String)> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if let Some(status) = self.0.try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait().unwrap() {
                 let mut err = String::new();
-                self.0
+                self.child
                     .stderr
                     .take()
                     .unwrap()
@@ -255,8 +259,8 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -277,7 +281,13 @@ impl Broker {
             .read_line(&mut first)
             .unwrap();
         assert!(first.contains("serving"), "agent did not start: {first:?}");
-        Agent(child)
+        let witness = first
+            .split("(key witness ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .unwrap_or_default()
+            .to_owned();
+        Agent { child, witness }
     }
 }
 
