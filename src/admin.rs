@@ -74,6 +74,7 @@ async fn reset_user(
         user.id,
         Kick(Reason::AdministrativeAction, "password_reset"),
     );
+    crate::metrics::key_event("reset_issued");
     tracing::info!(user = %user.id, "operator issued a password reset");
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "user_id": user.id,

@@ -445,6 +445,7 @@ async fn change_password(
         user.id,
         Kick(Reason::AdministrativeAction, "credentials_changed"),
     );
+    metrics::key_event("password_changed");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": user.id })))
 }
 
@@ -495,6 +496,7 @@ async fn remove_instance(
     state
         .router
         .kick_all(id, Kick(Reason::NotAuthorized, "instance_removed"));
+    metrics::key_event("instance_removed");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "removed": true })))
 }
 
@@ -508,6 +510,7 @@ async fn delete_account(req: HttpRequest, state: web::Data<ApiState>) -> Result<
             .router
             .kick_all(*id, Kick(Reason::NotAuthorized, "account_deleted"));
     }
+    metrics::key_event("account_deleted");
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({ "id": user.id, "deleted_instances": instances })))
 }
@@ -570,6 +573,7 @@ async fn rekey_instance(
     state
         .router
         .kick_all(id, Kick(Reason::AdministrativeAction, reason));
+    metrics::key_event(reason);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id })))
 }
 
@@ -634,6 +638,7 @@ async fn complete_reset(
         code.user,
         Kick(Reason::AdministrativeAction, "password_reset"),
     );
+    metrics::key_event("reset_completed");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": code.user, "stale_instances": stale })))
 }
 

@@ -91,6 +91,10 @@ fn describe() {
         "sealrelay_http_requests_total",
         "HTTP API requests by route and status class."
     );
+    describe_counter!(
+        "sealrelay_key_events_total",
+        "Key lifecycle events (password changes, resets, rotations, re-enrolments, removals, deletions)."
+    );
 }
 
 pub fn connection(outcome: &'static str) {
@@ -107,6 +111,11 @@ pub fn refused(reason: &'static str) {
 
 pub fn session_closed(reason: &'static str) {
     counter!("sealrelay_sessions_closed_total", "reason" => reason).increment(1);
+}
+
+/// A key lifecycle event, by its fixed name (never a principal or a key).
+pub fn key_event(event: &'static str) {
+    counter!("sealrelay_key_events_total", "event" => event).increment(1);
 }
 
 pub fn http_request(route: &'static str, status: u16) {

@@ -423,6 +423,11 @@ async fn a_reset_gives_a_new_key_flags_instances_and_old_envelopes_name_the_witn
     let mut alice = Identity::login_user(&api, "alice", "a fresh start")
         .await
         .unwrap();
+    let metrics = broker.metrics();
+    for event in ["reset_issued", "reset_completed"] {
+        let line = format!("sealrelay_key_events_total{{event=\"{event}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
     assert_ne!(alice.witness(), old_witness);
     let listed = alice.instances(&api).await.unwrap();
     assert!(listed[0].stale_owner_key, "flagged for re-enrolment");

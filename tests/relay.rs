@@ -167,12 +167,7 @@ async fn sessions_are_accounted_as_metadata_only() {
         .await
         .unwrap();
     console.close().await;
-    let metrics = ureq::get(&format!("http://{}/metrics", broker.http))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = broker.metrics();
     assert!(
         metrics.contains("sealrelay_envelopes_delivered_total 2"),
         "{metrics}"

@@ -149,6 +149,16 @@ impl Broker {
         cmd
     }
 
+    /// The Prometheus page, as a scraper reads it.
+    pub fn metrics(&self) -> String {
+        ureq::get(&format!("http://{}/metrics", self.http))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    }
+
     /// `sealrelay admin reset-user --name <name>` as the operator on the broker's machine:
     /// its config and token file, and the operator API's ephemeral port.
     pub fn admin_reset(&self, name: &str) -> std::process::Output {
