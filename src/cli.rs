@@ -533,8 +533,9 @@ async fn client_command(command: Command) -> Result<()> {
             user,
             instance,
         })) => {
-            let (api, me) = log_in(&endpoints, &user).await?;
+            let (api, mut me) = log_in(&endpoints, &user).await?;
             me.remove_instance(&api, instance).await?;
+            endpoints.remember_keyring(&me)?;
             println!("removed instance {instance}");
         }
         Command::Agent {

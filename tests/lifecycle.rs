@@ -128,7 +128,7 @@ async fn removing_an_instance_ends_its_sessions_and_its_token_and_only_its_owner
     let broker = Broker::start();
     let api = broker.api();
     let mut alice = broker.user("alice").await;
-    let mallory = broker.user("mallory").await;
+    let mut mallory = broker.user("mallory").await;
     let (instance_id, token) = alice.add_instance(&api).await.unwrap();
     let instance = Identity::login_instance(&api, &token).await.unwrap();
     let mut agent = broker.start_agent(&token.reveal(), "5");
@@ -169,6 +169,15 @@ async fn removing_an_instance_ends_its_sessions_and_its_token_and_only_its_owner
     let err = Identity::login_instance(&api, &token).await.err().unwrap();
     assert!(err.to_string().contains("401"), "{err}");
     assert!(alice.instances(&api).await.unwrap().is_empty());
+    let fresh = Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .unwrap();
+    assert!(
+        alice.pinned(instance_id).is_none()
+            && fresh.pinned(instance_id).is_none()
+            && fresh.keyring_version() == 2,
+        "its pin left the keyring, on the server too"
+    );
     let err = alice
         .remove_instance(&api, instance_id)
         .await

@@ -365,19 +365,18 @@ impl Identity {
         Ok(())
     }
 
-    /// Pins `key` for `peer` in a new keyring version and writes it with `op`; when another
-    /// console wrote the keyring meanwhile, re-reads it and tries again.
-    async fn write_pin(
+    /// Applies `change` to a new keyring version and writes it with `op`; when another
+    /// console wrote the keyring meanwhile, re-reads it and applies `change` again.
+    async fn write_keyring(
         &mut self,
         api: &Api,
-        peer: PrincipalId,
-        key: &PublicKey,
+        change: impl Fn(&mut Keyring),
         mut op: PinWrite<'_>,
     ) -> Result<(), ClientError> {
         let mut attempts = 0;
         loop {
             let mut ring = self.keyring.clone();
-            ring.pin(peer, key);
+            change(&mut ring);
             ring.version += 1;
             let body = KeyringBody {
                 version: ring.version,
@@ -432,7 +431,7 @@ impl Identity {
                 served: Witness::of(served.as_bytes()),
             });
         }
-        self.write_pin(api, id, &served, PinWrite::KeyringOnly)
+        self.write_keyring(api, |ring| ring.pin(id, &served), PinWrite::KeyringOnly)
             .await
     }
 
@@ -460,7 +459,8 @@ impl Identity {
             keyring: None,
         };
         // The key was made here: pin it, in the same transaction as the instance.
-        self.write_pin(api, id, &secret.public_key(), PinWrite::Add(request))
+        let public = secret.public_key();
+        self.write_keyring(api, |ring| ring.pin(id, &public), PinWrite::Add(request))
             .await?;
         Ok((id, token))
     }
@@ -491,10 +491,10 @@ impl Identity {
             owner_copy: crypto::escrow_keys(&self.secret).wrap(id, &encoded),
             keyring: None,
         };
-        self.write_pin(
+        let public = secret.public_key();
+        self.write_keyring(
             api,
-            id,
-            &secret.public_key(),
+            |ring| ring.pin(id, &public),
             PinWrite::Reenrol(id, request),
         )
         .await?;
@@ -614,9 +614,20 @@ impl Identity {
     }
 
     /// Removes one of this user's instances: its token stops working and its live sessions
-    /// are closed at once.
-    pub async fn remove_instance(&self, api: &Api, id: PrincipalId) -> Result<(), ClientError> {
-        api.remove_instance(self.api_login(), id).await
+    /// are closed at once; then its pin leaves the keyring.
+    pub async fn remove_instance(&mut self, api: &Api, id: PrincipalId) -> Result<(), ClientError> {
+        api.remove_instance(self.api_login(), id).await?;
+        if self.keyring.get(id).is_some() {
+            self.write_keyring(
+                api,
+                |ring| {
+                    ring.unpin(id);
+                },
+                PinWrite::KeyringOnly,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     pub async fn instances(&self, api: &Api) -> Result<Vec<InstanceView>, ClientError> {
