@@ -519,7 +519,9 @@ async fn client_command(command: Command) -> Result<()> {
             admin_url,
         }) => {
             let config = Config::load(config.as_deref())?;
-            let token = server::key_file(&config.admin.token_file, "admin token")?;
+            let token = server::read_key_file(&config.admin.token_file, "admin token").context(
+                "run this on the broker's machine, in its working directory, with its config",
+            )?;
             let url = admin_url.unwrap_or_else(|| format!("http://{}", config.admin.listen));
             let reset = Api::new(&url)
                 .admin_reset_user(&admin::operator_token_text(&token), &name)

@@ -9,8 +9,15 @@ fn main() -> ExitCode {
     match cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, naming what is wrong: the whole cause chain joined by ": ".
-            eprintln!("sealrelay: {e:#}");
+            // One line, naming what is wrong: the cause chain joined by ": ", skipping a
+            // cause whose text an outer message already quotes.
+            let mut line = e.to_string();
+            for cause in e.chain().skip(1).map(|c| c.to_string()) {
+                if !line.contains(&cause) {
+                    line = format!("{line}: {cause}");
+                }
+            }
+            eprintln!("sealrelay: {line}");
             ExitCode::FAILURE
         }
     }

@@ -29,7 +29,7 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Directory(#[from] DirectoryError),
-    #[error("cannot read or create the {what} file {path}: {source}")]
+    #[error("cannot use the {what} file {path}: {source}")]
     KeyFile {
         what: &'static str,
         path: String,
@@ -51,36 +51,51 @@ pub struct Running {
 
 /// Reads a 32-byte secret (prelogin's fake-salt key, the operator token), creating it
 /// (mode 0600) if absent.
-pub fn key_file(path: &Path, what: &'static str) -> Result<[u8; 32], ServerError> {
+fn key_file(path: &Path, what: &'static str) -> Result<[u8; 32], ServerError> {
+    match read_key_file(path, what) {
+        Err(ServerError::KeyFile { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            create_key_file(path, what)
+        }
+        other => other,
+    }
+}
+
+/// Reads a 32-byte secret the broker created; never creates one (the admin CLI must find
+/// the broker's token, not make its own).
+pub fn read_key_file(path: &Path, what: &'static str) -> Result<[u8; 32], ServerError> {
     let err = |source| ServerError::KeyFile {
         what,
         path: path.display().to_string(),
         source,
     };
-    match std::fs::read(path) {
-        Ok(bytes) => bytes.try_into().map_err(|_| {
-            err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "expected exactly 32 bytes",
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use rand_core::RngCore;
-            use std::io::Write;
-            let mut key = [0u8; 32];
-            rand_core::OsRng.fill_bytes(&mut key);
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            options
-                .open(path)
-                .and_then(|mut f| f.write_all(&key))
-                .map_err(err)?;
-            Ok(key)
-        }
-        Err(e) => Err(err(e)),
-    }
+    std::fs::read(path).map_err(err)?.try_into().map_err(|_| {
+        err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "expected exactly 32 bytes",
+        ))
+    })
+}
+
+fn create_key_file(path: &Path, what: &'static str) -> Result<[u8; 32], ServerError> {
+    use rand_core::RngCore;
+    use std::io::Write;
+    let mut key = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut key);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(&key))
+        .map_err(|source| ServerError::KeyFile {
+            what,
+            path: path.display().to_string(),
+            source,
+        })?;
+    Ok(key)
 }
 
 pub async fn start(config: Config) -> Result<Running, ServerError> {
