@@ -243,6 +243,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reset_code_round_trips_and_rejects_malformed_ones() {
+        let code = ResetCode::generate(PrincipalId::random());
+        let parsed: ResetCode = code.reveal().parse().unwrap();
+        assert_eq!((parsed.user, parsed.secret()), (code.user, code.secret()));
+        let text = code.reveal();
+        for bad in [
+            text.replacen("srr1", "srt1", 1),
+            format!("{}=", &*text),
+            text[..text.len() - 1].to_owned(),
+            format!("{}.x", &*text),
+        ] {
+            assert!(bad.parse::<ResetCode>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn inbox_topic_round_trips_and_rejects_everything_else() {
         let id = PrincipalId::random();
         assert_eq!(inbox_owner(&id.inbox_topic()), Some(id));

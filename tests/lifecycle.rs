@@ -577,3 +577,33 @@ async fn an_expired_reset_code_is_refused() {
     .unwrap();
     assert!(err.to_string().contains("expired"), "{err}");
 }
+
+#[tokio::test]
+async fn two_consoles_adding_instances_keep_both_pins() {
+    let broker = Broker::start();
+    let api = broker.api();
+    let mut first = broker.user("alice").await;
+    let mut second = Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .unwrap();
+    let (a, _) = first.add_instance(&api).await.unwrap();
+    // The second console's keyring is now one version behind: the server refuses its write
+    // (409 keyring_conflict), the SDK re-reads, re-applies and succeeds.
+    let (b, _) = second.add_instance(&api).await.unwrap();
+    assert_eq!(second.keyring_version(), 2);
+    let fresh = Identity::login_user(&api, "alice", "pw-alice")
+        .await
+        .unwrap();
+    assert!(fresh.pinned(a).is_some() && fresh.pinned(b).is_some());
+    // A write that skips the version is refused outright.
+    let stale = sealrelay::client::KeyringBody {
+        version: 9,
+        keyring: vec![1; 64],
+    };
+    let who = sealrelay::client::Login {
+        login: "alice",
+        secret: fresh.auth_secret(),
+    };
+    let err = api.put_keyring(who, stale).await.err().unwrap();
+    assert!(err.to_string().contains("keyring_conflict"), "{err}");
+}
