@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -34,12 +33,7 @@ pub fn operator_token_text(token: &[u8; 32]) -> zeroize::Zeroizing<String> {
 }
 
 fn operator(req: &HttpRequest, state: &AdminState) -> Result<(), ApiError> {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::NotOperator)?;
+    let presented = http::authorization(req, "Bearer").ok_or(ApiError::NotOperator)?;
     let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
     if bool::from(digest.ct_eq(&state.token_digest)) {
         Ok(())
@@ -66,10 +60,13 @@ async fn reset_user(
         .ok_or(ApiError::NotFound("no user with that name"))?;
     let code = ResetCode::generate(user.id);
     let expires_at = unix_now() + api.config.admin.reset_code_ttl_secs as i64;
-    api.directory
-        .issue_reset(&name, crate::auth::verifier(code.secret()), expires_at)
+    if !api
+        .directory
+        .issue_reset(user.id, crate::auth::verifier(code.secret()), expires_at)
         .await?
-        .ok_or(ApiError::NotFound("no user with that name"))?;
+    {
+        return Err(ApiError::NotFound("no user with that name"));
+    }
     api.router.kick_all(
         user.id,
         Kick(Reason::AdministrativeAction, "password_reset"),

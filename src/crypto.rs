@@ -19,7 +19,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::envelope::{Header, HeaderError, Kind, Witness, HEADER_LEN};
-use crate::protocol::{KdfParams, PrincipalId};
+use crate::protocol::{split_secret_form, KdfParams, PrincipalId};
 
 pub const SALT_LEN: usize = 16;
 const XNONCE_LEN: usize = 24;
@@ -315,13 +315,7 @@ impl FromStr for Token {
     type Err = CryptoError;
 
     fn from_str(s: &str) -> Result<Token, CryptoError> {
-        let mut parts = s.trim().split('.');
-        let (Some("srt1"), Some(id), Some(secret), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(CryptoError::TokenFormat);
-        };
-        let instance = id.parse().map_err(|_| CryptoError::TokenFormat)?;
+        let (instance, secret) = split_secret_form(s, "srt1").ok_or(CryptoError::TokenFormat)?;
         let mut decoded = Zeroizing::new(
             URL_SAFE_NO_PAD
                 .decode(secret)

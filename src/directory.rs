@@ -65,13 +65,20 @@ pub struct NewSecret {
     pub kdf: KdfParams,
 }
 
-pub struct NewInstance {
-    pub id: PrincipalId,
-    pub public_key: [u8; 32],
+/// An instance's token material: its bundle wrapped under the token, and the token's
+/// verifier. New at creation, rotation and re-enrolment.
+pub struct InstanceSecret {
     pub wrapped_key: Vec<u8>,
     pub verifier: [u8; 32],
+}
+
+/// An instance's key pair material, as its owner's console made it: new at creation and
+/// re-enrolment, with the owner's keyring pinning it (written in the same transaction).
+pub struct InstanceKey {
+    pub public_key: [u8; 32],
     /// The owner's escrow copy of the instance bundle (opaque here).
     pub owner_copy: Vec<u8>,
+    pub keyring: Option<KeyringWrite>,
 }
 
 /// A sealed keyring and the version it claims; the write succeeds only if `version` is the
@@ -101,20 +108,6 @@ pub struct InstanceInfo {
     pub stale_owner_key: bool,
 }
 
-/// New secrets for an instance: always a new token (wrapped bundle and verifier); on
-/// re-enrolment also a new key pair, its owner escrow copy and the owner's keyring.
-pub struct Rekey {
-    pub wrapped_key: Vec<u8>,
-    pub verifier: [u8; 32],
-    pub new_key: Option<NewInstanceKey>,
-}
-
-pub struct NewInstanceKey {
-    pub public_key: [u8; 32],
-    pub owner_copy: Vec<u8>,
-    pub keyring: Option<KeyringWrite>,
-}
-
 /// A pending operator-issued reset of a user's password.
 pub struct PendingReset {
     pub user: PrincipalId,
@@ -133,6 +126,31 @@ pub struct SessionRecord {
     pub messages_in: u64,
     pub messages_out: u64,
     pub close_reason: &'static str,
+}
+
+/// Swaps a user's password material (wrapped key, verifier, salt, KDF parameters) in one
+/// statement; returns the user's login.
+async fn set_password<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    user: PrincipalId,
+    new: &NewSecret,
+) -> Result<String, DirectoryError> {
+    let login: Option<String> = sqlx::query_scalar(
+        "UPDATE principals SET wrapped_key = ?, verifier = ?, kdf_salt = ?, kdf_memory_kib = ?, kdf_iterations = ?, kdf_parallelism = ? \
+         WHERE id = ? AND kind = 'user' RETURNING login",
+    )
+    .bind(&new.wrapped_key)
+    .bind(&new.verifier[..])
+    .bind(&new.salt)
+    .bind(new.kdf.memory_kib)
+    .bind(new.kdf.iterations)
+    .bind(new.kdf.parallelism)
+    .bind(&user.0[..])
+    .fetch_optional(db)
+    .await?;
+    login.ok_or(DirectoryError::Corrupt(
+        "the user vanished while its password was being replaced",
+    ))
 }
 
 /// Writes a keyring inside `tx` if its version is the stored one plus one.
@@ -315,22 +333,7 @@ impl Directory {
         user: PrincipalId,
         new: NewSecret,
     ) -> Result<(), DirectoryError> {
-        let login: Option<String> = sqlx::query_scalar(
-            "UPDATE principals SET wrapped_key = ?, verifier = ?, kdf_salt = ?, kdf_memory_kib = ?, kdf_iterations = ?, kdf_parallelism = ? \
-             WHERE id = ? AND kind = 'user' RETURNING login",
-        )
-        .bind(&new.wrapped_key)
-        .bind(&new.verifier[..])
-        .bind(&new.salt)
-        .bind(new.kdf.memory_kib)
-        .bind(new.kdf.iterations)
-        .bind(new.kdf.parallelism)
-        .bind(&user.0[..])
-        .fetch_optional(&self.pool)
-        .await?;
-        let login = login.ok_or(DirectoryError::Corrupt(
-            "the user vanished while changing its password",
-        ))?;
+        let login = set_password(&self.pool, user, &new).await?;
         self.remember_login(login, user, PrincipalKind::User, new.verifier);
         Ok(())
     }
@@ -385,19 +388,20 @@ impl Directory {
     pub async fn add_instance(
         &self,
         owner: PrincipalId,
-        instance: NewInstance,
-        keyring: Option<KeyringWrite>,
+        instance: PrincipalId,
+        secret: InstanceSecret,
+        key: InstanceKey,
     ) -> Result<(), DirectoryError> {
         let now = unix_now();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO principals (id, kind, login, public_key, wrapped_key, verifier, created_at) VALUES (?, 'instance', ?, ?, ?, ?, ?)",
         )
-        .bind(&instance.id.0[..])
-        .bind(instance.id.to_string())
-        .bind(&instance.public_key[..])
-        .bind(&instance.wrapped_key)
-        .bind(&instance.verifier[..])
+        .bind(&instance.0[..])
+        .bind(instance.to_string())
+        .bind(&key.public_key[..])
+        .bind(&secret.wrapped_key)
+        .bind(&secret.verifier[..])
         .bind(now)
         .execute(&mut *tx)
         .await
@@ -410,21 +414,21 @@ impl Directory {
         })?;
         sqlx::query("INSERT INTO pairings (user_id, instance_id, created_at, owner_copy) VALUES (?, ?, ?, ?)")
             .bind(&owner.0[..])
-            .bind(&instance.id.0[..])
+            .bind(&instance.0[..])
             .bind(now)
-            .bind(&instance.owner_copy)
+            .bind(&key.owner_copy)
             .execute(&mut *tx)
             .await?;
-        if let Some(keyring) = keyring {
-            put_keyring(&mut tx, owner, &keyring).await?;
+        if let Some(keyring) = &key.keyring {
+            put_keyring(&mut tx, owner, keyring).await?;
         }
         tx.commit().await?;
-        self.remember_pair(owner, instance.id);
+        self.remember_pair(owner, instance);
         self.remember_login(
-            instance.id.to_string(),
-            instance.id,
+            instance.to_string(),
+            instance,
             PrincipalKind::Instance,
-            instance.verifier,
+            secret.verifier,
         );
         Ok(())
     }
@@ -531,7 +535,8 @@ impl Directory {
         &self,
         owner: PrincipalId,
         instance: PrincipalId,
-        rekey: Rekey,
+        secret: InstanceSecret,
+        new_key: Option<InstanceKey>,
     ) -> Result<bool, DirectoryError> {
         let mut tx = self.pool.begin().await?;
         let login: Option<String> = sqlx::query_scalar(
@@ -539,16 +544,16 @@ impl Directory {
              WHERE id = ? AND kind = 'instance' \
              AND EXISTS (SELECT 1 FROM pairings WHERE user_id = ? AND instance_id = ?) RETURNING login",
         )
-        .bind(&rekey.wrapped_key)
-        .bind(&rekey.verifier[..])
-        .bind(rekey.new_key.as_ref().map(|k| k.public_key.to_vec()))
+        .bind(&secret.wrapped_key)
+        .bind(&secret.verifier[..])
+        .bind(new_key.as_ref().map(|k| k.public_key.to_vec()))
         .bind(&instance.0[..])
         .bind(&owner.0[..])
         .bind(&instance.0[..])
         .fetch_optional(&mut *tx)
         .await?;
         let Some(login) = login else { return Ok(false) };
-        if let Some(new_key) = &rekey.new_key {
+        if let Some(new_key) = &new_key {
             sqlx::query(
                 "UPDATE pairings SET owner_copy = ?, stale_owner_key = 0 WHERE user_id = ? AND instance_id = ?",
             )
@@ -562,7 +567,7 @@ impl Directory {
             }
         }
         tx.commit().await?;
-        self.remember_login(login, instance, PrincipalKind::Instance, rekey.verifier);
+        self.remember_login(login, instance, PrincipalKind::Instance, secret.verifier);
         Ok(true)
     }
 
@@ -578,28 +583,26 @@ impl Directory {
         Ok(())
     }
 
-    /// Records a reset code (its verifier) for user `name` and kills the current login at
-    /// once: the verifier is replaced by one of a secret nobody holds. `None` if there is no
-    /// such user.
+    /// Records a reset code (its verifier) for `user` and kills the current login at once:
+    /// the verifier is replaced by one of a secret nobody holds. `false` if there is no such
+    /// user.
     pub async fn issue_reset(
         &self,
-        name: &str,
+        user: PrincipalId,
         code_verifier: [u8; 32],
         expires_at: i64,
-    ) -> Result<Option<PrincipalId>, DirectoryError> {
+    ) -> Result<bool, DirectoryError> {
         let mut dead = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut dead);
         let mut tx = self.pool.begin().await?;
-        let user: Option<Vec<u8>> = sqlx::query_scalar(
-            "UPDATE principals SET verifier = ? WHERE login = ? AND kind = 'user' RETURNING id",
+        let login: Option<String> = sqlx::query_scalar(
+            "UPDATE principals SET verifier = ? WHERE id = ? AND kind = 'user' RETURNING login",
         )
         .bind(&dead[..])
-        .bind(name)
+        .bind(&user.0[..])
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(user) = user else { return Ok(None) };
-        let user = PrincipalId::from_slice(&user)
-            .ok_or(DirectoryError::Corrupt("principal id is not 16 bytes"))?;
+        let Some(login) = login else { return Ok(false) };
         sqlx::query(
             "INSERT OR REPLACE INTO resets (user_id, verifier, expires_at) VALUES (?, ?, ?)",
         )
@@ -609,8 +612,8 @@ impl Directory {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.remember_login(name.to_owned(), user, PrincipalKind::User, dead);
-        Ok(Some(user))
+        self.remember_login(login, user, PrincipalKind::User, dead);
+        Ok(true)
     }
 
     /// The pending reset of user `name`, if any (expired or not).
@@ -651,20 +654,13 @@ impl Directory {
         if consumed == 0 {
             return Ok(None);
         }
-        let login: String = sqlx::query_scalar(
-            "UPDATE principals SET public_key = ?, wrapped_key = ?, verifier = ?, kdf_salt = ?, kdf_memory_kib = ?, \
-             kdf_iterations = ?, kdf_parallelism = ?, keyring = NULL, keyring_version = 0 \
-             WHERE id = ? AND kind = 'user' RETURNING login",
+        let login = set_password(&mut *tx, user, &new).await?;
+        sqlx::query(
+            "UPDATE principals SET public_key = ?, keyring = NULL, keyring_version = 0 WHERE id = ?",
         )
         .bind(&public_key[..])
-        .bind(&new.wrapped_key)
-        .bind(&new.verifier[..])
-        .bind(&new.salt)
-        .bind(new.kdf.memory_kib)
-        .bind(new.kdf.iterations)
-        .bind(new.kdf.parallelism)
         .bind(&user.0[..])
-        .fetch_one(&mut *tx)
+        .execute(&mut *tx)
         .await?;
         let stale = sqlx::query(
             "UPDATE pairings SET stale_owner_key = 1, owner_copy = NULL WHERE user_id = ? RETURNING instance_id",

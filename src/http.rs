@@ -19,8 +19,8 @@ use sha2::Sha256;
 use crate::auth::{verifier, AuthError, Authenticator};
 use crate::config::Config;
 use crate::directory::{
-    unix_now, Credentials, Directory, DirectoryError, KeyringWrite, NewInstance, NewInstanceKey,
-    NewSecret, NewUser, Rekey,
+    unix_now, Credentials, Directory, DirectoryError, InstanceKey, InstanceSecret, KeyringWrite,
+    NewSecret, NewUser,
 };
 use crate::envelope::Witness;
 use crate::metrics;
@@ -154,6 +154,14 @@ struct RegisterRequest {
 #[derive(Deserialize)]
 struct AddInstanceRequest {
     instance_id: PrincipalId,
+    #[serde(flatten)]
+    enrolment: Enrolment,
+}
+
+/// A key pair and token the owner's console made for an instance, on creation and on
+/// re-enrolment alike.
+#[derive(Deserialize)]
+struct Enrolment {
     #[serde(with = "b64")]
     public_key: Vec<u8>,
     #[serde(with = "b64")]
@@ -161,9 +169,22 @@ struct AddInstanceRequest {
     auth_secret: String,
     #[serde(with = "b64")]
     owner_copy: Vec<u8>,
-    /// The owner's keyring with the new instance pinned, written in the same transaction.
+    /// The owner's keyring with the new key pinned, written in the same transaction.
     #[serde(default)]
     keyring: Option<KeyringBody>,
+}
+
+impl Enrolment {
+    fn check(self) -> Result<(InstanceSecret, InstanceKey)> {
+        check_wrapped(&self.owner_copy)?;
+        let secret = instance_secret(self.wrapped_key, &self.auth_secret)?;
+        let key = InstanceKey {
+            public_key: key32(&self.public_key, "public_key")?,
+            owner_copy: self.owner_copy,
+            keyring: self.keyring.map(check_keyring).transpose()?,
+        };
+        Ok((secret, key))
+    }
 }
 
 #[derive(Deserialize)]
@@ -171,19 +192,6 @@ struct KeyringBody {
     version: i64,
     #[serde(with = "b64")]
     keyring: Vec<u8>,
-}
-
-#[derive(Deserialize)]
-struct ReenrolRequest {
-    #[serde(with = "b64")]
-    public_key: Vec<u8>,
-    #[serde(with = "b64")]
-    wrapped_key: Vec<u8>,
-    auth_secret: String,
-    #[serde(with = "b64")]
-    owner_copy: Vec<u8>,
-    #[serde(default)]
-    keyring: Option<KeyringBody>,
 }
 
 #[derive(Deserialize)]
@@ -241,6 +249,15 @@ fn check_keyring(body: KeyringBody) -> Result<KeyringWrite> {
     })
 }
 
+/// A token's wrapped bundle and login secret, validated.
+fn instance_secret(wrapped_key: Vec<u8>, auth_secret: &str) -> Result<InstanceSecret> {
+    check_wrapped(&wrapped_key)?;
+    Ok(InstanceSecret {
+        wrapped_key,
+        verifier: check_secret(auth_secret)?,
+    })
+}
+
 fn check_secret(secret: &str) -> Result<[u8; 32]> {
     if secret.len() < 32 || secret.len() > 128 {
         return Err(ApiError::BadRequest(
@@ -273,14 +290,19 @@ pub(crate) fn peer_ip(req: &HttpRequest) -> IpAddr {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
 }
 
+/// The credentials of an `Authorization: <scheme> <credentials>` header.
+pub(crate) fn authorization<'r>(req: &'r HttpRequest, scheme: &str) -> Option<&'r str> {
+    req.headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix(scheme)?
+        .strip_prefix(' ')
+}
+
 /// Checks `Authorization: Basic base64(login:secret)` like an MQTT CONNECT.
 async fn caller(req: &HttpRequest, state: &ApiState) -> Result<Credentials> {
-    let value = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .ok_or(ApiError::Unauthorized)?;
+    let value = authorization(req, "Basic").ok_or(ApiError::Unauthorized)?;
     let decoded = zeroize::Zeroizing::new(
         B64.decode(value.trim())
             .map_err(|_| ApiError::Unauthorized)?,
@@ -455,28 +477,19 @@ async fn add_instance(
     body: web::Json<AddInstanceRequest>,
 ) -> Result<HttpResponse> {
     let owner = caller_user(&req, &state).await?;
-    let body = body.into_inner();
-    check_wrapped(&body.wrapped_key)?;
-    check_wrapped(&body.owner_copy)?;
-    let public_key = key32(&body.public_key, "public_key")?;
-    let keyring = body.keyring.map(check_keyring).transpose()?;
+    let AddInstanceRequest {
+        instance_id,
+        enrolment,
+    } = body.into_inner();
+    let (secret, key) = enrolment.check()?;
+    let witness = Witness::of(&key.public_key);
     state
         .directory
-        .add_instance(
-            owner.id,
-            NewInstance {
-                id: body.instance_id,
-                public_key,
-                wrapped_key: body.wrapped_key,
-                verifier: check_secret(&body.auth_secret)?,
-                owner_copy: body.owner_copy,
-            },
-            keyring,
-        )
+        .add_instance(owner.id, instance_id, secret, key)
         .await?;
     Ok(HttpResponse::Created().json(serde_json::json!({
-        "id": body.instance_id,
-        "witness": Witness::of(&public_key).to_string(),
+        "id": instance_id,
+        "witness": witness.to_string(),
     })))
 }
 
@@ -525,13 +538,8 @@ async fn rotate_token(
     body: web::Json<RotateTokenRequest>,
 ) -> Result<HttpResponse> {
     let body = body.into_inner();
-    check_wrapped(&body.wrapped_key)?;
-    let rekey = Rekey {
-        verifier: check_secret(&body.auth_secret)?,
-        wrapped_key: body.wrapped_key,
-        new_key: None,
-    };
-    rekey_instance(&req, &state, &path, rekey, "token_rotated").await
+    let secret = instance_secret(body.wrapped_key, &body.auth_secret)?;
+    rekey_instance(&req, &state, &path, secret, None, "token_rotated").await
 }
 
 /// Gives one of the caller's instances a new key pair and token (after the owner's reset,
@@ -541,33 +549,27 @@ async fn reenrol_instance(
     req: HttpRequest,
     state: web::Data<ApiState>,
     path: web::Path<String>,
-    body: web::Json<ReenrolRequest>,
+    body: web::Json<Enrolment>,
 ) -> Result<HttpResponse> {
-    let body = body.into_inner();
-    check_wrapped(&body.wrapped_key)?;
-    check_wrapped(&body.owner_copy)?;
-    let rekey = Rekey {
-        wrapped_key: body.wrapped_key,
-        verifier: check_secret(&body.auth_secret)?,
-        new_key: Some(NewInstanceKey {
-            public_key: key32(&body.public_key, "public_key")?,
-            owner_copy: body.owner_copy,
-            keyring: body.keyring.map(check_keyring).transpose()?,
-        }),
-    };
-    rekey_instance(&req, &state, &path, rekey, "reenrolled").await
+    let (secret, key) = body.into_inner().check()?;
+    rekey_instance(&req, &state, &path, secret, Some(key), "reenrolled").await
 }
 
 async fn rekey_instance(
     req: &HttpRequest,
     state: &ApiState,
     path: &str,
-    rekey: Rekey,
+    secret: InstanceSecret,
+    new_key: Option<InstanceKey>,
     reason: &'static str,
 ) -> Result<HttpResponse> {
     let owner = caller_user(req, state).await?;
     let id = id_param(path)?;
-    if !state.directory.rekey_instance(owner.id, id, rekey).await? {
+    if !state
+        .directory
+        .rekey_instance(owner.id, id, secret, new_key)
+        .await?
+    {
         return Err(ApiError::NotFound("no instance of yours with that id"));
     }
     state

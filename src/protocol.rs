@@ -47,6 +47,16 @@ impl fmt::Debug for PrincipalId {
     }
 }
 
+/// Splits the printable form of a principal's secret, `<prefix>.<principal id>.<secret>`
+/// (instance tokens, reset codes), returning the id and the secret part as written.
+pub fn split_secret_form<'s>(s: &'s str, prefix: &str) -> Option<(PrincipalId, &'s str)> {
+    let mut parts = s.trim().split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(p), Some(id), Some(secret), None) if p == prefix => Some((id.parse().ok()?, secret)),
+        _ => None,
+    }
+}
+
 /// An operator-issued, one-time code that lets a user who forgot their password replace
 /// their key pair: `srr1.<user id>.<secret>`, the secret 32 random bytes in base64url. The
 /// server keeps only a verifier of the secret; the id lets the client bind its new wrapped
@@ -86,12 +96,7 @@ impl FromStr for ResetCode {
     type Err = BadResetCode;
 
     fn from_str(s: &str) -> Result<ResetCode, BadResetCode> {
-        let mut parts = s.trim().split('.');
-        let (Some("srr1"), Some(id), Some(secret), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(BadResetCode);
-        };
+        let (user, secret) = split_secret_form(s, "srr1").ok_or(BadResetCode)?;
         let well_formed = secret.len() == 43
             && secret
                 .bytes()
@@ -100,7 +105,7 @@ impl FromStr for ResetCode {
             return Err(BadResetCode);
         }
         Ok(ResetCode {
-            user: id.parse().map_err(|_| BadResetCode)?,
+            user,
             secret: zeroize::Zeroizing::new(secret.to_owned()),
         })
     }

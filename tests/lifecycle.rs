@@ -8,6 +8,21 @@ use std::time::Duration;
 use common::{Broker, Probe, ProbeOptions, Seen, FAST_KDF};
 use sealrelay::client::{Identity, MqttVersion};
 
+/// alice's old password and old login secret no longer log in, over HTTP nor MQTT.
+async fn old_login_is_dead(broker: &Broker, old_secret: &str) {
+    let err = Identity::login_user(&broker.api(), "alice", "pw-alice")
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("401"), "{err}");
+    let mut old = Probe::connect(
+        broker.mqtt,
+        ProbeOptions::new(MqttVersion::V5, Some(("alice", old_secret))),
+    )
+    .await;
+    assert_eq!(old.next().await, Seen::ConnAck(0x87));
+}
+
 #[tokio::test]
 async fn a_password_change_rewraps_the_same_key_and_ends_old_sessions() {
     let broker = Broker::start();
@@ -31,17 +46,7 @@ async fn a_password_change_rewraps_the_same_key_and_ends_old_sessions() {
     // The live session is closed at once, with a reason.
     assert_eq!(live.next().await, Seen::Disconnect(0x98));
     // The old password and the old login secret stop working.
-    let err = Identity::login_user(&api, "alice", "pw-alice")
-        .await
-        .err()
-        .unwrap();
-    assert!(err.to_string().contains("401"), "{err}");
-    let mut old = Probe::connect(
-        broker.mqtt,
-        ProbeOptions::new(MqttVersion::V5, Some(("alice", &old_secret))),
-    )
-    .await;
-    assert_eq!(old.next().await, Seen::ConnAck(0x87));
+    old_login_is_dead(&broker, &old_secret).await;
 
     // The new password unwraps the same key pair, so what was sealed before still opens.
     let alice = Identity::login_user(&api, "alice", "a brand new passphrase")
@@ -380,17 +385,7 @@ async fn a_reset_gives_a_new_key_flags_instances_and_old_envelopes_name_the_witn
     let code = line_after(&broker.admin_reset("alice"), "reset-code ");
     // From now on the old password is dead and alice's sessions are closed.
     assert_eq!(live.next().await, Seen::Disconnect(0x98));
-    let err = Identity::login_user(&api, "alice", "pw-alice")
-        .await
-        .err()
-        .unwrap();
-    assert!(err.to_string().contains("401"), "{err}");
-    let mut old = Probe::connect(
-        broker.mqtt,
-        ProbeOptions::new(MqttVersion::V5, Some(("alice", &old_secret))),
-    )
-    .await;
-    assert_eq!(old.next().await, Seen::ConnAck(0x87));
+    old_login_is_dead(&broker, &old_secret).await;
 
     // A code is for one user, and must be the real one.
     let forged = format!("{}x", &code[..code.len() - 1]);
@@ -468,15 +463,11 @@ async fn a_reset_gives_a_new_key_flags_instances_and_old_envelopes_name_the_witn
     }
     // Restarted, the instance refuses to run with an owner key that is not the pinned one.
     let restarted = Identity::login_instance(&api, &old_token).await.unwrap();
-    let err = sealrelay::client::Client::connect(
-        api.clone(),
-        restarted,
-        &broker.broker_addr(),
-        MqttVersion::V5,
-    )
-    .await
-    .err()
-    .unwrap();
+    let err = broker
+        .try_client(restarted, MqttVersion::V5)
+        .await
+        .err()
+        .unwrap();
     assert!(
         matches!(err, sealrelay::client::ClientError::PinMismatch { peer, .. } if peer == alice_id),
         "{err}"

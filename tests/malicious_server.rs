@@ -100,15 +100,11 @@ async fn a_swapped_public_key_is_refused_on_both_sides() {
     // refuses to start, since its bundle pins the owner's real key.
     tamper(&db, alice.id, "public_key", Some(server_key.as_bytes())).await;
     let instance = Identity::login_instance(&api, &token).await.unwrap();
-    let err = Client::connect(
-        api.clone(),
-        instance,
-        &broker.broker_addr(),
-        MqttVersion::V5,
-    )
-    .await
-    .err()
-    .unwrap();
+    let err = broker
+        .try_client(instance, MqttVersion::V5)
+        .await
+        .err()
+        .unwrap();
     assert!(
         matches!(err, ClientError::PinMismatch { peer, .. } if peer == alice.id),
         "{err}"

@@ -31,16 +31,29 @@ pub struct ChangePasswordRequest<'a> {
 }
 
 #[derive(Serialize)]
-pub struct AddInstanceRequest<'a> {
+pub struct AddInstanceRequest {
     pub instance_id: PrincipalId,
+    #[serde(flatten)]
+    pub enrolment: Enrolment,
+}
+
+/// An instance key pair and token made by its owner's console: the body of a re-enrolment,
+/// and of an addition with the instance id.
+#[derive(Serialize)]
+pub struct Enrolment {
     #[serde(with = "b64")]
     pub public_key: Vec<u8>,
     #[serde(with = "b64")]
     pub wrapped_key: Vec<u8>,
-    pub auth_secret: &'a str,
+    #[serde(serialize_with = "reveal")]
+    pub auth_secret: Zeroizing<String>,
     #[serde(with = "b64")]
     pub owner_copy: Vec<u8>,
     pub keyring: Option<KeyringBody>,
+}
+
+fn reveal<S: serde::Serializer>(secret: &Zeroizing<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret)
 }
 
 /// A sealed keyring and its version (the stored one plus one).
@@ -49,18 +62,6 @@ pub struct KeyringBody {
     pub version: u64,
     #[serde(with = "b64")]
     pub keyring: Vec<u8>,
-}
-
-#[derive(Serialize)]
-pub struct ReenrolRequest<'a> {
-    #[serde(with = "b64")]
-    pub public_key: Vec<u8>,
-    #[serde(with = "b64")]
-    pub wrapped_key: Vec<u8>,
-    pub auth_secret: &'a str,
-    #[serde(with = "b64")]
-    pub owner_copy: Vec<u8>,
-    pub keyring: Option<KeyringBody>,
 }
 
 #[derive(Serialize)]
@@ -297,7 +298,7 @@ impl Api {
     pub async fn add_instance(
         &self,
         login: Login<'_>,
-        request: &AddInstanceRequest<'_>,
+        request: &AddInstanceRequest,
     ) -> Result<(), ClientError> {
         self.post("/v1/instances", Some(login.header()), request)
             .await
@@ -317,10 +318,15 @@ impl Api {
         .await
     }
 
-    pub async fn delete_account(&self, login: Login<'_>) -> Result<(), ClientError> {
-        self.call::<serde_json::Value>("DELETE", "/v1/me".into(), Some(login.header()), None)
+    /// DELETEs `path` where only success matters.
+    async fn delete(&self, path: String, login: Login<'_>) -> Result<(), ClientError> {
+        self.call::<serde_json::Value>("DELETE", path, Some(login.header()), None)
             .await
             .map(drop)
+    }
+
+    pub async fn delete_account(&self, login: Login<'_>) -> Result<(), ClientError> {
+        self.delete("/v1/me".into(), login).await
     }
 
     pub async fn remove_instance(
@@ -328,14 +334,7 @@ impl Api {
         login: Login<'_>,
         id: PrincipalId,
     ) -> Result<(), ClientError> {
-        self.call::<serde_json::Value>(
-            "DELETE",
-            format!("/v1/instances/{id}"),
-            Some(login.header()),
-            None,
-        )
-        .await
-        .map(drop)
+        self.delete(format!("/v1/instances/{id}"), login).await
     }
 
     pub async fn instances(&self, login: Login<'_>) -> Result<Vec<InstanceView>, ClientError> {
@@ -360,7 +359,7 @@ impl Api {
         &self,
         login: Login<'_>,
         id: PrincipalId,
-        request: &ReenrolRequest<'_>,
+        request: &Enrolment,
     ) -> Result<(), ClientError> {
         self.post(
             &format!("/v1/instances/{id}/reenrol"),

@@ -25,8 +25,8 @@ use rand_core::OsRng;
 use zeroize::Zeroizing;
 
 pub use api::{
-    AddInstanceRequest, AdminReset, Api, ChangePasswordRequest, InstanceView, KeyringBody, Login,
-    Me, PublicKeyView, ReenrolRequest, RegisterRequest, ResetDone, ResetRequest,
+    AddInstanceRequest, AdminReset, Api, ChangePasswordRequest, Enrolment, InstanceView,
+    KeyringBody, Login, Me, PublicKeyView, RegisterRequest, ResetDone, ResetRequest,
     RotateTokenRequest,
 };
 pub use link::{Link, MqttVersion};
@@ -91,9 +91,9 @@ pub struct Identity {
 }
 
 /// An operation that pins a peer key and must write the keyring with it, atomically.
-enum PinWrite<'a> {
-    Add(AddInstanceRequest<'a>),
-    Reenrol(PrincipalId, ReenrolRequest<'a>),
+enum PinWrite {
+    Add(AddInstanceRequest),
+    Reenrol(PrincipalId, Enrolment),
     KeyringOnly,
 }
 
@@ -119,6 +119,44 @@ fn open_keyring(me: &Me, secret: &SecretKey) -> Result<Keyring, ClientError> {
         return Err(bad("the version the server states is not the sealed one"));
     }
     Ok(ring)
+}
+
+/// A user's private key wrapped under keys from a password with a fresh salt, and what
+/// the server is sent with it.
+struct WrappedUserKey {
+    kdf: KdfSpec,
+    wrapped_key: Vec<u8>,
+    auth_secret: Zeroizing<String>,
+}
+
+async fn wrap_user_key(
+    id: PrincipalId,
+    secret: &SecretKey,
+    password: &str,
+    params: KdfParams,
+) -> Result<WrappedUserKey, ClientError> {
+    let kdf = KdfSpec {
+        salt: crypto::random_salt().to_vec(),
+        params,
+    };
+    let keys = derive(password, &kdf).await?;
+    let bundle = Bundle::User {
+        secret: secret.clone(),
+    }
+    .encode();
+    Ok(WrappedUserKey {
+        wrapped_key: keys.wrap(id, &bundle),
+        auth_secret: keys.auth_secret(),
+        kdf,
+    })
+}
+
+/// A keyring version `served` is acceptable after `seen` only if it is not older.
+fn not_rolled_back(seen: u64, served: u64) -> Result<(), ClientError> {
+    if served < seen {
+        return Err(ClientError::KeyringRollback { seen, served });
+    }
+    Ok(())
 }
 
 /// Argon2id is deliberately slow; keep it off the async workers.
@@ -161,31 +199,29 @@ impl Identity {
         password: &str,
         params: KdfParams,
     ) -> Result<Identity, ClientError> {
-        let spec = KdfSpec {
-            salt: crypto::random_salt().to_vec(),
-            params,
-        };
-        let keys = derive(password, &spec).await?;
         let id = PrincipalId::random();
         let secret = SecretKey::generate(&mut OsRng);
-        let wrapped = keys.wrap(
-            id,
-            &Bundle::User {
-                secret: secret.clone(),
-            }
-            .encode(),
-        );
-        let auth_secret = keys.auth_secret();
+        let wrapped = wrap_user_key(id, &secret, password, params).await?;
         api.register(RegisterRequest {
             name,
             user_id: id,
             public_key: secret.public_key().as_bytes().to_vec(),
-            wrapped_key: wrapped,
-            auth_secret: &auth_secret,
-            kdf: spec,
+            wrapped_key: wrapped.wrapped_key,
+            auth_secret: &wrapped.auth_secret,
+            kdf: wrapped.kdf,
         })
         .await?;
-        Ok(Identity {
+        Ok(Identity::new_user(id, name, secret, wrapped.auth_secret))
+    }
+
+    /// A user with a key pair just made here: nothing pinned yet.
+    fn new_user(
+        id: PrincipalId,
+        name: &str,
+        secret: SecretKey,
+        auth_secret: Zeroizing<String>,
+    ) -> Identity {
+        Identity {
             id,
             login: name.to_owned(),
             kind: PrincipalKind::User,
@@ -193,7 +229,7 @@ impl Identity {
             auth_secret,
             owner: None,
             keyring: Keyring::default(),
-        })
+        }
     }
 
     /// Completes an operator-issued password reset: a *new* key pair, wrapped under a key
@@ -208,38 +244,19 @@ impl Identity {
         new_password: &str,
         params: KdfParams,
     ) -> Result<(Identity, Vec<PrincipalId>), ClientError> {
-        let spec = KdfSpec {
-            salt: crypto::random_salt().to_vec(),
-            params,
-        };
-        let keys = derive(new_password, &spec).await?;
         let secret = SecretKey::generate(&mut OsRng);
-        let auth_secret = keys.auth_secret();
+        let wrapped = wrap_user_key(code.user, &secret, new_password, params).await?;
         let done = api
             .complete_reset(ResetRequest {
                 name,
                 reset_code: &code.reveal(),
                 public_key: secret.public_key().as_bytes().to_vec(),
-                wrapped_key: keys.wrap(
-                    code.user,
-                    &Bundle::User {
-                        secret: secret.clone(),
-                    }
-                    .encode(),
-                ),
-                auth_secret: &auth_secret,
-                kdf: spec,
+                wrapped_key: wrapped.wrapped_key,
+                auth_secret: &wrapped.auth_secret,
+                kdf: wrapped.kdf,
             })
             .await?;
-        let me = Identity {
-            id: done.id,
-            login: name.to_owned(),
-            kind: PrincipalKind::User,
-            secret,
-            auth_secret,
-            owner: None,
-            keyring: Keyring::default(),
-        };
+        let me = Identity::new_user(done.id, name, secret, wrapped.auth_secret);
         Ok((me, done.stale_instances))
     }
 
@@ -315,13 +332,7 @@ impl Identity {
 
     /// Refuses a keyring older than `seen` (a version this client saw for this key before).
     pub fn require_keyring_version(&self, seen: u64) -> Result<(), ClientError> {
-        if self.keyring.version < seen {
-            return Err(ClientError::KeyringRollback {
-                seen,
-                served: self.keyring.version,
-            });
-        }
-        Ok(())
+        not_rolled_back(seen, self.keyring.version)
     }
 
     /// The key pinned for `peer`, if any.
@@ -355,12 +366,7 @@ impl Identity {
             return Err(ClientError::BadKey(self.id));
         }
         let ring = open_keyring(&me, &self.secret)?;
-        if ring.version < self.keyring.version {
-            return Err(ClientError::KeyringRollback {
-                seen: self.keyring.version,
-                served: ring.version,
-            });
-        }
+        not_rolled_back(self.keyring.version, ring.version)?;
         self.keyring = ring;
         Ok(())
     }
@@ -371,7 +377,7 @@ impl Identity {
         &mut self,
         api: &Api,
         change: impl Fn(&mut Keyring),
-        mut op: PinWrite<'_>,
+        mut op: PinWrite,
     ) -> Result<(), ClientError> {
         let mut attempts = 0;
         loop {
@@ -388,12 +394,12 @@ impl Identity {
             };
             let result = match &mut op {
                 PinWrite::Add(request) => {
-                    request.keyring = Some(body);
+                    request.enrolment.keyring = Some(body);
                     api.add_instance(login, request).await
                 }
-                PinWrite::Reenrol(id, request) => {
-                    request.keyring = Some(body);
-                    api.reenrol_instance(login, *id, request).await
+                PinWrite::Reenrol(id, enrolment) => {
+                    enrolment.keyring = Some(body);
+                    api.reenrol_instance(login, *id, enrolment).await
                 }
                 PinWrite::KeyringOnly => api.put_keyring(login, body).await,
             };
@@ -439,30 +445,20 @@ impl Identity {
     /// server gets the public key, the token-wrapped bundle and the token's auth secret.
     /// The token is returned once and never stored.
     pub async fn add_instance(&mut self, api: &Api) -> Result<(PrincipalId, Token), ClientError> {
-        let id = PrincipalId::random();
-        let token = Token::generate(id);
-        let keys = token.keys();
-        let secret = SecretKey::generate(&mut OsRng);
-        let bundle = Bundle::Instance {
-            secret: secret.clone(),
-            owner: self.id,
-            owner_public: self.public_key(),
-        };
-        let auth_secret = keys.auth_secret();
-        let encoded = bundle.encode();
+        let instance_id = PrincipalId::random();
+        let (token, public, enrolment) = self.enrol(instance_id);
         let request = AddInstanceRequest {
-            instance_id: id,
-            public_key: secret.public_key().as_bytes().to_vec(),
-            wrapped_key: keys.wrap(id, &encoded),
-            auth_secret: &auth_secret,
-            owner_copy: crypto::escrow_keys(&self.secret).wrap(id, &encoded),
-            keyring: None,
+            instance_id,
+            enrolment,
         };
         // The key was made here: pin it, in the same transaction as the instance.
-        let public = secret.public_key();
-        self.write_keyring(api, |ring| ring.pin(id, &public), PinWrite::Add(request))
-            .await?;
-        Ok((id, token))
+        self.write_keyring(
+            api,
+            |ring| ring.pin(instance_id, &public),
+            PinWrite::Add(request),
+        )
+        .await?;
+        Ok((instance_id, token))
     }
 
     /// Gives one of this user's instances a new key pair and token: after this user's
@@ -474,6 +470,19 @@ impl Identity {
         api: &Api,
         id: PrincipalId,
     ) -> Result<Token, ClientError> {
+        let (token, public, enrolment) = self.enrol(id);
+        self.write_keyring(
+            api,
+            |ring| ring.pin(id, &public),
+            PinWrite::Reenrol(id, enrolment),
+        )
+        .await?;
+        Ok(token)
+    }
+
+    /// A new key pair and token for instance `id`: its bundle (pinning this user as owner)
+    /// wrapped under the token and, as this user's escrow copy, under this user's key.
+    fn enrol(&self, id: PrincipalId) -> (Token, PublicKey, Enrolment) {
         let token = Token::generate(id);
         let keys = token.keys();
         let secret = SecretKey::generate(&mut OsRng);
@@ -483,22 +492,14 @@ impl Identity {
             owner_public: self.public_key(),
         }
         .encode();
-        let auth_secret = keys.auth_secret();
-        let request = ReenrolRequest {
+        let enrolment = Enrolment {
             public_key: secret.public_key().as_bytes().to_vec(),
             wrapped_key: keys.wrap(id, &encoded),
-            auth_secret: &auth_secret,
+            auth_secret: keys.auth_secret(),
             owner_copy: crypto::escrow_keys(&self.secret).wrap(id, &encoded),
             keyring: None,
         };
-        let public = secret.public_key();
-        self.write_keyring(
-            api,
-            |ring| ring.pin(id, &public),
-            PinWrite::Reenrol(id, request),
-        )
-        .await?;
-        Ok(token)
+        (token, secret.public_key(), enrolment)
     }
 
     /// Changes a user's password: the *same* private key is re-wrapped under a key from
@@ -516,29 +517,17 @@ impl Identity {
                 "only a user has a password; instances rotate their token".into(),
             ));
         }
-        let spec = KdfSpec {
-            salt: crypto::random_salt().to_vec(),
-            params,
-        };
-        let keys = derive(new_password, &spec).await?;
-        let wrapped_key = keys.wrap(
-            self.id,
-            &Bundle::User {
-                secret: self.secret.clone(),
-            }
-            .encode(),
-        );
-        let auth_secret = keys.auth_secret();
+        let wrapped = wrap_user_key(self.id, &self.secret, new_password, params).await?;
         api.change_password(
             self.api_login(),
             ChangePasswordRequest {
-                wrapped_key,
-                auth_secret: &auth_secret,
-                kdf: spec,
+                wrapped_key: wrapped.wrapped_key,
+                auth_secret: &wrapped.auth_secret,
+                kdf: wrapped.kdf,
             },
         )
         .await?;
-        self.auth_secret = auth_secret;
+        self.auth_secret = wrapped.auth_secret;
         Ok(())
     }
 

@@ -210,9 +210,17 @@ impl Broker {
     }
 
     pub async fn client(&self, identity: Identity, version: MqttVersion) -> Client {
-        Client::connect(self.api(), identity, &self.broker_addr(), version)
+        self.try_client(identity, version)
             .await
             .expect("connect client")
+    }
+
+    pub async fn try_client(
+        &self,
+        identity: Identity,
+        version: MqttVersion,
+    ) -> Result<Client, sealrelay::client::ClientError> {
+        Client::connect(self.api(), identity, &self.broker_addr(), version).await
     }
 
     /// Adds an instance for `user` and logs it in with its token.
