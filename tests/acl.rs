@@ -7,9 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{Broker, Probe, ProbeOptions, Seen};
-use sealrelay::client::{Identity, MqttVersion};
-use sealrelay::crypto;
-use sealrelay::protocol::PrincipalId;
+use sealrelay_client::crypto;
+use sealrelay_client::{Identity, MqttVersion};
+use sealrelay_wire::PrincipalId;
 
 fn login(identity: &Identity) -> (String, String) {
     (identity.login.clone(), identity.auth_secret().to_owned())
@@ -135,7 +135,7 @@ async fn wrong_unknown_and_missing_logins_get_one_answer() {
                 "Authorization",
                 format!(
                     "Basic {}",
-                    sealrelay::protocol::b64::encode(format!("{user}:{secret}").as_bytes())
+                    sealrelay_wire::b64::encode(format!("{user}:{secret}").as_bytes())
                 ),
             )
             .config()
@@ -183,8 +183,8 @@ async fn the_http_api_enforces_pairing_and_roles() {
     let mut instance = broker.instance_of(&mut alice).await;
     let _ = instance.id;
     let api = broker.api();
-    fn who(i: &Identity) -> sealrelay::client::Login<'_> {
-        sealrelay::client::Login {
+    fn who(i: &Identity) -> sealrelay_client::Login<'_> {
+        sealrelay_client::Login {
             login: &i.login,
             secret: i.auth_secret(),
         }
@@ -315,14 +315,14 @@ async fn mosquitto_clients_interoperate_and_meet_the_same_acl() {
     console.send(instance_id, b"to mosquitto", 1).await.unwrap();
     let out = sub.await.unwrap();
     let received = hex::decode(String::from_utf8_lossy(&out.stdout).trim()).expect("hex payload");
-    let header = sealrelay::envelope::Header::parse(&received).unwrap();
+    let header = sealrelay_wire::envelope::Header::parse(&received).unwrap();
     assert_eq!(
         (header.sender, header.recipient),
         (console.identity().id, instance_id)
     );
     assert_eq!(
         header.witness,
-        sealrelay::envelope::Witness::of(instance_key.as_bytes())
+        sealrelay_wire::envelope::Witness::of(instance_key.as_bytes())
     );
 
     // mosquitto_pub as the console delivers an envelope our SDK instance opens.

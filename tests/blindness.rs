@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::Broker;
-use sealrelay::client::{Api, Client, Identity, MqttVersion};
+use sealrelay_client::{Api, Client, Identity, MqttVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

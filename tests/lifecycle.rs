@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Broker, Probe, ProbeOptions, Seen, FAST_KDF};
-use sealrelay::client::{Identity, MqttVersion};
+use sealrelay_client::{Identity, MqttVersion};
 
 /// alice's old password and old login secret no longer log in, over HTTP nor MQTT.
 async fn old_login_is_dead(broker: &Broker, old_secret: &str) {
@@ -72,7 +72,7 @@ async fn a_password_change_needs_the_old_password_and_meets_the_kdf_minimum() {
     let broker = Broker::start_with(&[("SEALRELAY_KDF_MEMORY_KIB", "24576")]);
     let api = broker.api();
     let mut alice = broker.user("alice").await;
-    let weak = sealrelay::protocol::KdfParams {
+    let weak = sealrelay_wire::KdfParams {
         memory_kib: 1024,
         iterations: 1,
         parallelism: 1,
@@ -214,11 +214,11 @@ async fn rotating_a_token_keeps_the_key_and_kills_the_old_token() {
         .unwrap();
     assert!(err.to_string().contains("404"), "{err}");
     // The server refuses a non-owner too, whatever its client claims.
-    let forged = sealrelay::client::RotateTokenRequest {
+    let forged = sealrelay_wire::api::RotateTokenRequest {
         wrapped_key: vec![1; 80],
-        auth_secret: &"A".repeat(43),
+        auth_secret: "A".repeat(43).as_str().into(),
     };
-    let who = sealrelay::client::Login {
+    let who = sealrelay_client::Login {
         login: &mallory.login,
         secret: mallory.auth_secret(),
     };
@@ -367,7 +367,7 @@ async fn a_reset_gives_a_new_key_flags_instances_and_old_envelopes_name_the_witn
     let mut live = Probe::logged_in(broker.mqtt, MqttVersion::V5, &alice).await;
 
     // The operator API wants the operator token; an unknown user is one line naming it.
-    let admin = sealrelay::client::Api::new(&format!("http://{}", broker.admin));
+    let admin = sealrelay_client::Api::new(&format!("http://{}", broker.admin));
     let err = admin
         .admin_reset_user("guess", "alice")
         .await
@@ -455,7 +455,7 @@ async fn a_reset_gives_a_new_key_flags_instances_and_old_envelopes_name_the_witn
         .expect("an envelope within 5 s")
         .expect_err("it cannot be opened");
     match err {
-        sealrelay::client::ClientError::Open(sealrelay::crypto::OpenError::StaleKey {
+        sealrelay_client::ClientError::Open(sealrelay_client::crypto::OpenError::StaleKey {
             sealed_to,
             current,
         }) => assert_eq!((sealed_to, current), (old_witness, alice.witness())),
@@ -469,7 +469,7 @@ async fn a_reset_gives_a_new_key_flags_instances_and_old_envelopes_name_the_witn
         .err()
         .unwrap();
     assert!(
-        matches!(err, sealrelay::client::ClientError::PinMismatch { peer, .. } if peer == alice_id),
+        matches!(err, sealrelay_client::ClientError::PinMismatch { peer, .. } if peer == alice_id),
         "{err}"
     );
 
@@ -587,11 +587,11 @@ async fn two_consoles_adding_instances_keep_both_pins() {
         .unwrap();
     assert!(fresh.pinned(a).is_some() && fresh.pinned(b).is_some());
     // A write that skips the version is refused outright.
-    let stale = sealrelay::client::KeyringBody {
+    let stale = sealrelay_wire::api::KeyringBody {
         version: 9,
         keyring: vec![1; 64],
     };
-    let who = sealrelay::client::Login {
+    let who = sealrelay_client::Login {
         login: "alice",
         secret: fresh.auth_secret(),
     };

@@ -10,9 +10,9 @@ use std::time::Duration;
 use common::{Broker, Mitm, Probe};
 use crypto_box::SecretKey;
 use rand_core::OsRng;
-use sealrelay::client::{Client, ClientError, Identity, Message, MqttVersion};
-use sealrelay::crypto::{self, CryptoError, OpenError};
-use sealrelay::protocol::PrincipalId;
+use sealrelay_client::crypto::{self, CryptoError, OpenError};
+use sealrelay_client::{Client, ClientError, Identity, Message, MqttVersion};
+use sealrelay_wire::PrincipalId;
 use sqlx::{Row, SqlitePool};
 
 /// Rewrites one column of one principal, as a malicious server would.

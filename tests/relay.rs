@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::Broker;
-use sealrelay::client::{Identity, MqttVersion};
+use sealrelay_client::{Identity, MqttVersion};
 
 fn cli_ok(broker: &Broker, args: &[&str], password: &str) -> String {
     let out = broker
@@ -176,12 +176,7 @@ async fn sessions_are_accounted_as_metadata_only() {
     broker
         .session_rows_until(None, "a session row", |n| n > 0)
         .await;
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite:{}",
-        broker.dir.path().join("sealrelay.db").display()
-    ))
-    .await
-    .unwrap();
+    let db = broker.database().await;
     let row: (i64, i64, String, String) =
         sqlx::query_as("SELECT messages_in, messages_out, close_reason, ip FROM session_log")
             .fetch_one(&db)

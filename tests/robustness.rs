@@ -9,8 +9,8 @@ use bytes::Bytes;
 use common::{Broker, Probe, ProbeOptions, Raw, Seen};
 use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode as D, Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
-use sealrelay::client::MqttVersion;
-use sealrelay::crypto;
+use sealrelay_client::crypto;
+use sealrelay_client::MqttVersion;
 
 fn disconnect_code(packets: &[Packet]) -> Option<D> {
     packets.iter().find_map(|p| match p {

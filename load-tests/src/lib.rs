@@ -24,8 +24,8 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use rand_core::{OsRng, RngCore};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
-use sealrelay::client::{Api, Identity};
-use sealrelay::protocol::KdfParams;
+use sealrelay_client::{Api, Identity};
+use sealrelay_wire::KdfParams;
 use serde::Serialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::task::JoinSet;
@@ -100,7 +100,7 @@ pub struct Scenario {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("setting up principals through the HTTP API failed: {0}")]
-    Setup(#[from] sealrelay::client::ClientError),
+    Setup(#[from] sealrelay_client::ClientError),
     #[error("MQTT connection {0} failed: {1}")]
     Connect(String, String),
     #[error("invalid scenario: {0}")]
@@ -306,7 +306,7 @@ async fn sealed_cast(s: &Scenario, run: &str) -> Result<Cast, LoadError> {
                     .collect::<Result<Vec<_>, _>>()?;
                 instances.push((endpoint_of(&instance), pool));
             }
-            Ok::<_, sealrelay::client::ClientError>((c, endpoint_of(&console), instances))
+            Ok::<_, sealrelay_client::ClientError>((c, endpoint_of(&console), instances))
         });
     }
     let mut consoles = vec![None; s.consoles];

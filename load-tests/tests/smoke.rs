@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use sealrelay::config::Config;
+use sealrelay_broker::config::Config;
 use sealrelay_load::{run, Kind, Scenario};
 
 #[derive(Parser)]
@@ -31,7 +31,7 @@ fn start_broker(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
-            let running = sealrelay::server::start(config)
+            let running = sealrelay_broker::server::start(config)
                 .await
                 .expect("broker starts");
             ready_tx

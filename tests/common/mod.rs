@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sealrelay::client::{Api, Client, Identity, MqttVersion};
-use sealrelay::protocol::{KdfParams, PrincipalId};
+use sealrelay_client::{Api, Client, Identity, MqttVersion};
+use sealrelay_wire::{KdfParams, PrincipalId};
 use tokio::sync::mpsc;
 
 /// The server's floor (OWASP's Argon2id minimum), so tests stay quick.
@@ -179,27 +179,40 @@ impl Broker {
 
     /// The broker's own database, opened beside it: how the malicious-server tests become
     /// the server that rewrites what the directory answers.
+    /// The broker's SQLite file, where the embedded defaults put it (under `data/`).
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data").join("sealrelay.db")
+    }
+
     pub async fn database(&self) -> sqlx::SqlitePool {
         let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(self.dir.path().join("sealrelay.db"))
+            .filename(self.db_path())
             .busy_timeout(Duration::from_secs(5));
         sqlx::SqlitePool::connect_with(options).await.unwrap()
     }
 
     /// Stops the broker with SIGTERM (graceful) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!("broker did not stop within 10 s of SIGTERM");
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        self.stop_with("TERM");
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) and waits for the broker to exit; returns its status
+    /// and how long it took, or `None` if it was not running.
+    pub fn stop_with(&mut self, signal: &str) -> Option<(std::process::ExitStatus, Duration)> {
+        let mut child = self.child.take()?;
+        let sent = Instant::now();
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some((status, sent.elapsed()));
             }
+            if sent.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                panic!("broker did not stop within 15 s of SIG{signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -219,7 +232,7 @@ impl Broker {
         &self,
         identity: Identity,
         version: MqttVersion,
-    ) -> Result<Client, sealrelay::client::ClientError> {
+    ) -> Result<Client, sealrelay_client::ClientError> {
         Client::connect(self.api(), identity, &self.broker_addr(), version).await
     }
 
@@ -319,7 +332,7 @@ impl Drop for Broker {
 }
 
 /// The next message `client` opens, failing the test if none arrives within 5 s.
-pub async fn next_message(client: &mut Client) -> sealrelay::client::Message {
+pub async fn next_message(client: &mut Client) -> sealrelay_client::Message {
     tokio::time::timeout(Duration::from_secs(5), client.next())
         .await
         .expect("a message within 5 s")
@@ -335,7 +348,7 @@ impl Broker {
         what: &str,
         until: impl Fn(i64) -> bool,
     ) -> i64 {
-        let url = format!("sqlite:{}", self.dir.path().join("sealrelay.db").display());
+        let url = format!("sqlite:{}", self.db_path().display());
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let db = sqlx::SqlitePool::connect(&url).await.unwrap();
@@ -673,6 +686,17 @@ impl Raw {
     pub async fn open(addr: SocketAddr) -> Raw {
         Raw {
             stream: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            buf: bytes::BytesMut::new(),
+        }
+    }
+
+    /// Opens a connection whose source address is `from` (any 127.x.y.z is loopback on
+    /// Linux), so tests can play several client IPs.
+    pub async fn open_from(addr: SocketAddr, from: std::net::IpAddr) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        Raw {
+            stream: socket.connect(addr).await.unwrap(),
             buf: bytes::BytesMut::new(),
         }
     }

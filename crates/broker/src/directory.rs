@@ -1,0 +1,887 @@
+//! The directory: users, instances, their wrapped keys and verifiers, who is paired with
+//! whom, and the metadata log of closed sessions. All SQL lives here, so another backend
+//! (PostgreSQL) replaces this one module.
+//!
+//! Pairings and login credentials are also held in memory, loaded at start and updated
+//! with every write: the publish path asks "may A address B?" for every envelope and every
+//! CONNECT checks a verifier, and neither may cost a database round trip. Holding every
+//! login also makes an unknown login cost exactly what a known one does (one hash lookup),
+//! so timing does not reveal which accounts exist. The cost is memory: about 100 bytes per
+//! principal.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+
+use sealrelay_wire::{KdfParams, PrincipalId, PrincipalKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("cannot open the directory database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("directory schema migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("directory database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("directory row is corrupt: {0}")]
+    Corrupt(&'static str),
+    /// A keyring write must carry the stored version plus one.
+    #[error("the keyring changed since it was read (stored version {current}): re-read it, merge and retry")]
+    KeyringVersion { current: i64 },
+}
+
+/// What a login is checked against.
+#[derive(Clone)]
+pub struct Credentials {
+    pub id: PrincipalId,
+    pub kind: PrincipalKind,
+    pub verifier: [u8; 32],
+}
+
+pub struct NewUser {
+    pub id: PrincipalId,
+    pub name: String,
+    pub public_key: [u8; 32],
+    pub wrapped_key: Vec<u8>,
+    pub verifier: [u8; 32],
+    pub salt: Vec<u8>,
+    pub kdf: KdfParams,
+}
+
+/// A user's new password-derived material; the key pair stays.
+pub struct NewSecret {
+    pub wrapped_key: Vec<u8>,
+    pub verifier: [u8; 32],
+    pub salt: Vec<u8>,
+    pub kdf: KdfParams,
+}
+
+/// An instance's token material: its bundle wrapped under the token, and the token's
+/// verifier. New at creation, rotation and re-enrolment.
+pub struct InstanceSecret {
+    pub wrapped_key: Vec<u8>,
+    pub verifier: [u8; 32],
+}
+
+/// An instance's key pair material, as its owner's console made it: new at creation and
+/// re-enrolment, with the owner's keyring pinning it (written in the same transaction).
+pub struct InstanceKey {
+    pub public_key: [u8; 32],
+    /// The owner's escrow copy of the instance bundle (opaque here).
+    pub owner_copy: Vec<u8>,
+    pub keyring: Option<KeyringWrite>,
+}
+
+/// A sealed keyring and the version it claims; the write succeeds only if `version` is the
+/// stored version plus one.
+pub struct KeyringWrite {
+    pub version: i64,
+    pub blob: Vec<u8>,
+}
+
+/// A principal's own key material as stored: public key, the blob only it can open and
+/// its sealed keyring.
+pub struct KeyBundle {
+    pub id: PrincipalId,
+    pub kind: PrincipalKind,
+    pub public_key: [u8; 32],
+    pub wrapped_key: Vec<u8>,
+    pub keyring: Option<Vec<u8>>,
+    pub keyring_version: i64,
+}
+
+pub struct InstanceInfo {
+    pub id: PrincipalId,
+    pub public_key: [u8; 32],
+    pub created_at: i64,
+    pub owner_copy: Option<Vec<u8>>,
+    /// The owner's key was replaced by a reset since this instance was enrolled.
+    pub stale_owner_key: bool,
+}
+
+/// A pending operator-issued reset of a user's password.
+pub struct PendingReset {
+    pub user: PrincipalId,
+    pub verifier: [u8; 32],
+    pub expires_at: i64,
+}
+
+/// One closed MQTT session, as the accounting module reports it.
+pub struct SessionRecord {
+    pub principal: PrincipalId,
+    pub ip: String,
+    pub connected_at: i64,
+    pub disconnected_at: i64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub close_reason: &'static str,
+}
+
+/// Swaps a user's password material (wrapped key, verifier, salt, KDF parameters) in one
+/// statement; returns the user's login.
+async fn set_password<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    user: PrincipalId,
+    new: &NewSecret,
+) -> Result<String, DirectoryError> {
+    let login: Option<String> = sqlx::query_scalar(
+        "UPDATE principals SET wrapped_key = ?, verifier = ?, kdf_salt = ?, kdf_memory_kib = ?, kdf_iterations = ?, kdf_parallelism = ? \
+         WHERE id = ? AND kind = 'user' RETURNING login",
+    )
+    .bind(&new.wrapped_key)
+    .bind(&new.verifier[..])
+    .bind(&new.salt)
+    .bind(new.kdf.memory_kib)
+    .bind(new.kdf.iterations)
+    .bind(new.kdf.parallelism)
+    .bind(&user.0[..])
+    .fetch_optional(db)
+    .await?;
+    login.ok_or(DirectoryError::Corrupt(
+        "the user vanished while its password was being replaced",
+    ))
+}
+
+/// Writes a keyring inside `tx` if its version is the stored one plus one.
+async fn put_keyring(
+    tx: &mut sqlx::SqliteConnection,
+    id: PrincipalId,
+    keyring: &KeyringWrite,
+) -> Result<(), DirectoryError> {
+    let written = sqlx::query(
+        "UPDATE principals SET keyring = ?, keyring_version = ? WHERE id = ? AND keyring_version = ? - 1",
+    )
+    .bind(&keyring.blob)
+    .bind(keyring.version)
+    .bind(&id.0[..])
+    .bind(keyring.version)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if written == 0 {
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT keyring_version FROM principals WHERE id = ?")
+                .bind(&id.0[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        return Err(DirectoryError::KeyringVersion {
+            current: current.unwrap_or(0),
+        });
+    }
+    Ok(())
+}
+
+pub struct Directory {
+    pool: SqlitePool,
+    /// principal → principals it may address; symmetric.
+    peers: DashMap<PrincipalId, HashSet<PrincipalId>>,
+    /// login → its credentials.
+    logins: DashMap<String, Credentials>,
+    /// Held across every write that changes credentials or pairings, from the SQL until
+    /// the maps above are updated: commits and map updates then happen in the same order,
+    /// so memory and SQLite agree after any interleaving. SQLite serialises writers anyway,
+    /// so this costs nothing it did not already cost.
+    writes: tokio::sync::Mutex<()>,
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn id_of(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<PrincipalId, DirectoryError> {
+    let bytes: Vec<u8> = row.try_get(column)?;
+    PrincipalId::from_slice(&bytes).ok_or(DirectoryError::Corrupt("principal id is not 16 bytes"))
+}
+
+fn key_of(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<[u8; 32], DirectoryError> {
+    let bytes: Vec<u8> = row.try_get(column)?;
+    bytes
+        .try_into()
+        .map_err(|_| DirectoryError::Corrupt("32-byte column has another length"))
+}
+
+fn kind_of(row: &sqlx::sqlite::SqliteRow) -> Result<PrincipalKind, DirectoryError> {
+    match row.try_get::<&str, _>("kind")? {
+        "user" => Ok(PrincipalKind::User),
+        "instance" => Ok(PrincipalKind::Instance),
+        _ => Err(DirectoryError::Corrupt("unknown principal kind")),
+    }
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+impl Directory {
+    /// Opens (creating if needed) the SQLite file and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Directory, DirectoryError> {
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|source| DirectoryError::Open {
+                path: path.display().to_string(),
+                source,
+            })?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| DirectoryError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let directory = Directory {
+            pool,
+            peers: DashMap::new(),
+            logins: DashMap::new(),
+            writes: tokio::sync::Mutex::new(()),
+        };
+        for row in sqlx::query("SELECT login, id, kind, verifier FROM principals")
+            .fetch_all(&directory.pool)
+            .await?
+        {
+            directory.remember_login(
+                row.try_get("login")?,
+                id_of(&row, "id")?,
+                kind_of(&row)?,
+                key_of(&row, "verifier")?,
+            );
+        }
+        for row in sqlx::query("SELECT user_id, instance_id FROM pairings")
+            .fetch_all(&directory.pool)
+            .await?
+        {
+            directory.remember_pair(id_of(&row, "user_id")?, id_of(&row, "instance_id")?);
+        }
+        Ok(directory)
+    }
+
+    fn remember_login(
+        &self,
+        login: String,
+        id: PrincipalId,
+        kind: PrincipalKind,
+        verifier: [u8; 32],
+    ) {
+        self.logins
+            .insert(login, Credentials { id, kind, verifier });
+    }
+
+    fn remember_pair(&self, a: PrincipalId, b: PrincipalId) {
+        self.peers.entry(a).or_default().insert(b);
+        self.peers.entry(b).or_default().insert(a);
+    }
+
+    /// May `from` address `to`? Answered from memory.
+    pub fn is_paired(&self, from: PrincipalId, to: PrincipalId) -> bool {
+        self.peers
+            .get(&from)
+            .is_some_and(|peers| peers.contains(&to))
+    }
+
+    pub fn peers_of(&self, id: PrincipalId) -> Vec<PrincipalId> {
+        self.peers
+            .get(&id)
+            .map(|peers| peers.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub async fn register_user(&self, user: NewUser) -> Result<(), DirectoryError> {
+        let _writing = self.writes.lock().await;
+        sqlx::query(
+            "INSERT INTO principals (id, kind, login, public_key, wrapped_key, verifier, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism, created_at) \
+             VALUES (?, 'user', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&user.id.0[..])
+        .bind(&user.name)
+        .bind(&user.public_key[..])
+        .bind(&user.wrapped_key)
+        .bind(&user.verifier[..])
+        .bind(&user.salt)
+        .bind(user.kdf.memory_kib)
+        .bind(user.kdf.iterations)
+        .bind(user.kdf.parallelism)
+        .bind(unix_now())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                DirectoryError::Conflict("a user with that name or id")
+            } else {
+                e.into()
+            }
+        })?;
+        self.remember_login(user.name, user.id, PrincipalKind::User, user.verifier);
+        Ok(())
+    }
+
+    /// Replaces a user's wrapped key, verifier, salt and KDF parameters in one statement
+    /// (so in one transaction), and the login's verifier in memory right after.
+    pub async fn change_password(
+        &self,
+        user: PrincipalId,
+        new: NewSecret,
+    ) -> Result<(), DirectoryError> {
+        let _writing = self.writes.lock().await;
+        let login = set_password(&self.pool, user, &new).await?;
+        self.remember_login(login, user, PrincipalKind::User, new.verifier);
+        Ok(())
+    }
+
+    /// Salt and KDF parameters of a user, if the name exists.
+    pub async fn kdf_of(&self, name: &str) -> Result<Option<(Vec<u8>, KdfParams)>, DirectoryError> {
+        let row = sqlx::query(
+            "SELECT kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism FROM principals WHERE login = ? AND kind = 'user'",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok((
+                row.try_get("kdf_salt")?,
+                KdfParams {
+                    memory_kib: row.try_get("kdf_memory_kib")?,
+                    iterations: row.try_get("kdf_iterations")?,
+                    parallelism: row.try_get("kdf_parallelism")?,
+                },
+            ))
+        })
+        .transpose()
+    }
+
+    /// The login's id, kind and verifier, from memory.
+    pub fn credentials(&self, login: &str) -> Option<Credentials> {
+        self.logins.get(login).map(|c| c.clone())
+    }
+
+    pub async fn key_bundle(&self, id: PrincipalId) -> Result<Option<KeyBundle>, DirectoryError> {
+        let row = sqlx::query(
+            "SELECT id, kind, public_key, wrapped_key, keyring, keyring_version FROM principals WHERE id = ?",
+        )
+        .bind(&id.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(KeyBundle {
+                id: id_of(&row, "id")?,
+                kind: kind_of(&row)?,
+                public_key: key_of(&row, "public_key")?,
+                wrapped_key: row.try_get("wrapped_key")?,
+                keyring: row.try_get("keyring")?,
+                keyring_version: row.try_get("keyring_version")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Stores a new instance and pairs it with its owner, in one transaction.
+    pub async fn add_instance(
+        &self,
+        owner: PrincipalId,
+        instance: PrincipalId,
+        secret: InstanceSecret,
+        key: InstanceKey,
+    ) -> Result<(), DirectoryError> {
+        let _writing = self.writes.lock().await;
+        let now = unix_now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO principals (id, kind, login, public_key, wrapped_key, verifier, created_at) VALUES (?, 'instance', ?, ?, ?, ?, ?)",
+        )
+        .bind(&instance.0[..])
+        .bind(instance.to_string())
+        .bind(&key.public_key[..])
+        .bind(&secret.wrapped_key)
+        .bind(&secret.verifier[..])
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                DirectoryError::Conflict("a principal with that instance id")
+            } else {
+                e.into()
+            }
+        })?;
+        sqlx::query("INSERT INTO pairings (user_id, instance_id, created_at, owner_copy) VALUES (?, ?, ?, ?)")
+            .bind(&owner.0[..])
+            .bind(&instance.0[..])
+            .bind(now)
+            .bind(&key.owner_copy)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(keyring) = &key.keyring {
+            put_keyring(&mut tx, owner, keyring).await?;
+        }
+        tx.commit().await?;
+        self.remember_pair(owner, instance);
+        self.remember_login(
+            instance.to_string(),
+            instance,
+            PrincipalKind::Instance,
+            secret.verifier,
+        );
+        Ok(())
+    }
+
+    /// Deletes `instance` if `owner` owns it (its pairings go with it), and forgets its
+    /// login and pairings in memory. `false` when there is no such instance of this owner.
+    pub async fn remove_instance(
+        &self,
+        owner: PrincipalId,
+        instance: PrincipalId,
+    ) -> Result<bool, DirectoryError> {
+        let _writing = self.writes.lock().await;
+        let deleted = sqlx::query(
+            "DELETE FROM principals WHERE id = ? AND kind = 'instance' \
+             AND EXISTS (SELECT 1 FROM pairings WHERE user_id = ? AND instance_id = ?)",
+        )
+        .bind(&instance.0[..])
+        .bind(&owner.0[..])
+        .bind(&instance.0[..])
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if deleted == 0 {
+            return Ok(false);
+        }
+        self.logins.remove(&instance.to_string());
+        self.forget_pairs(instance);
+        Ok(true)
+    }
+
+    /// Deletes a user and every instance it owns (their pairings go with them) in one
+    /// transaction, and forgets their logins and pairings in memory. Session metadata stays
+    /// until the accounting retention purges it. Returns the deleted instances' ids.
+    pub async fn delete_user(&self, user: PrincipalId) -> Result<Vec<PrincipalId>, DirectoryError> {
+        let _writing = self.writes.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let instances = sqlx::query("SELECT instance_id FROM pairings WHERE user_id = ?")
+            .bind(&user.0[..])
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| id_of(row, "instance_id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        for instance in &instances {
+            sqlx::query("DELETE FROM principals WHERE id = ? AND kind = 'instance'")
+                .bind(&instance.0[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        let login: Option<String> = sqlx::query_scalar(
+            "DELETE FROM principals WHERE id = ? AND kind = 'user' RETURNING login",
+        )
+        .bind(&user.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if let Some(login) = login {
+            self.logins.remove(&login);
+        }
+        for id in instances.iter().chain(std::iter::once(&user)) {
+            self.logins.remove(&id.to_string());
+            self.forget_pairs(*id);
+        }
+        Ok(instances)
+    }
+
+    /// Drops every in-memory pairing of `id`, on both sides.
+    fn forget_pairs(&self, id: PrincipalId) {
+        if let Some((_, peers)) = self.peers.remove(&id) {
+            for peer in peers {
+                if let Some(mut theirs) = self.peers.get_mut(&peer) {
+                    theirs.remove(&id);
+                }
+            }
+        }
+    }
+
+    pub async fn instances_of(
+        &self,
+        owner: PrincipalId,
+    ) -> Result<Vec<InstanceInfo>, DirectoryError> {
+        sqlx::query(
+            "SELECT p.id, p.public_key, p.created_at, x.owner_copy, x.stale_owner_key FROM pairings x JOIN principals p ON p.id = x.instance_id \
+             WHERE x.user_id = ? ORDER BY p.created_at, p.id",
+        )
+        .bind(&owner.0[..])
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(InstanceInfo {
+                id: id_of(row, "id")?,
+                public_key: key_of(row, "public_key")?,
+                created_at: row.try_get("created_at")?,
+                owner_copy: row.try_get("owner_copy")?,
+                stale_owner_key: row.try_get("stale_owner_key")?,
+            })
+        })
+        .collect()
+    }
+
+    /// Gives an instance of `owner` a new token and, on re-enrolment, a new key pair (its
+    /// stale flag cleared, the owner's keyring written in the same transaction). The old
+    /// token stops working. `false` when there is no such instance of this owner.
+    pub async fn rekey_instance(
+        &self,
+        owner: PrincipalId,
+        instance: PrincipalId,
+        secret: InstanceSecret,
+        new_key: Option<InstanceKey>,
+    ) -> Result<bool, DirectoryError> {
+        let _writing = self.writes.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let login: Option<String> = sqlx::query_scalar(
+            "UPDATE principals SET wrapped_key = ?, verifier = ?, public_key = COALESCE(?, public_key) \
+             WHERE id = ? AND kind = 'instance' \
+             AND EXISTS (SELECT 1 FROM pairings WHERE user_id = ? AND instance_id = ?) RETURNING login",
+        )
+        .bind(&secret.wrapped_key)
+        .bind(&secret.verifier[..])
+        .bind(new_key.as_ref().map(|k| k.public_key.to_vec()))
+        .bind(&instance.0[..])
+        .bind(&owner.0[..])
+        .bind(&instance.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(login) = login else { return Ok(false) };
+        if let Some(new_key) = &new_key {
+            sqlx::query(
+                "UPDATE pairings SET owner_copy = ?, stale_owner_key = 0 WHERE user_id = ? AND instance_id = ?",
+            )
+            .bind(&new_key.owner_copy)
+            .bind(&owner.0[..])
+            .bind(&instance.0[..])
+            .execute(&mut *tx)
+            .await?;
+            if let Some(keyring) = &new_key.keyring {
+                put_keyring(&mut tx, owner, keyring).await?;
+            }
+        }
+        tx.commit().await?;
+        self.remember_login(login, instance, PrincipalKind::Instance, secret.verifier);
+        Ok(true)
+    }
+
+    /// Stores a principal's sealed keyring if `keyring.version` follows the stored one.
+    pub async fn write_keyring(
+        &self,
+        id: PrincipalId,
+        keyring: &KeyringWrite,
+    ) -> Result<(), DirectoryError> {
+        let mut tx = self.pool.begin().await?;
+        put_keyring(&mut tx, id, keyring).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a reset code (its verifier) for `user` and kills the current login at once:
+    /// the verifier is replaced by one of a secret nobody holds. `false` if there is no such
+    /// user.
+    pub async fn issue_reset(
+        &self,
+        user: PrincipalId,
+        code_verifier: [u8; 32],
+        expires_at: i64,
+    ) -> Result<bool, DirectoryError> {
+        let _writing = self.writes.lock().await;
+        let mut dead = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut dead);
+        let mut tx = self.pool.begin().await?;
+        let login: Option<String> = sqlx::query_scalar(
+            "UPDATE principals SET verifier = ? WHERE id = ? AND kind = 'user' RETURNING login",
+        )
+        .bind(&dead[..])
+        .bind(&user.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(login) = login else { return Ok(false) };
+        sqlx::query(
+            "INSERT OR REPLACE INTO resets (user_id, verifier, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(&user.0[..])
+        .bind(&code_verifier[..])
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.remember_login(login, user, PrincipalKind::User, dead);
+        Ok(true)
+    }
+
+    /// The pending reset of user `name`, if any (expired or not).
+    pub async fn pending_reset(&self, name: &str) -> Result<Option<PendingReset>, DirectoryError> {
+        let row = sqlx::query(
+            "SELECT r.user_id, r.verifier, r.expires_at FROM resets r JOIN principals p ON p.id = r.user_id \
+             WHERE p.login = ? AND p.kind = 'user'",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(PendingReset {
+                user: id_of(&row, "user_id")?,
+                verifier: key_of(&row, "verifier")?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Completes a reset: consumes the pending code (once: a second use finds none), gives
+    /// the user its new key pair and password material, drops its keyring (sealed under the
+    /// old key) and flags its pairings, whose instances pin the old key. Returns those
+    /// instances; `None` if the code was already used.
+    pub async fn complete_reset(
+        &self,
+        user: PrincipalId,
+        public_key: [u8; 32],
+        new: NewSecret,
+    ) -> Result<Option<Vec<PrincipalId>>, DirectoryError> {
+        let _writing = self.writes.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let consumed = sqlx::query("DELETE FROM resets WHERE user_id = ?")
+            .bind(&user.0[..])
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if consumed == 0 {
+            return Ok(None);
+        }
+        let login = set_password(&mut *tx, user, &new).await?;
+        sqlx::query(
+            "UPDATE principals SET public_key = ?, keyring = NULL, keyring_version = 0 WHERE id = ?",
+        )
+        .bind(&public_key[..])
+        .bind(&user.0[..])
+        .execute(&mut *tx)
+        .await?;
+        let stale = sqlx::query(
+            "UPDATE pairings SET stale_owner_key = 1, owner_copy = NULL WHERE user_id = ? RETURNING instance_id",
+        )
+        .bind(&user.0[..])
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| id_of(row, "instance_id"))
+        .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await?;
+        self.remember_login(login, user, PrincipalKind::User, new.verifier);
+        Ok(Some(stale))
+    }
+
+    pub async fn public_key(
+        &self,
+        id: PrincipalId,
+    ) -> Result<Option<(PrincipalKind, [u8; 32])>, DirectoryError> {
+        let row = sqlx::query("SELECT kind, public_key FROM principals WHERE id = ?")
+            .bind(&id.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok((kind_of(&row)?, key_of(&row, "public_key")?)))
+            .transpose()
+    }
+
+    pub async fn record_session(&self, r: &SessionRecord) -> Result<(), DirectoryError> {
+        sqlx::query(
+            "INSERT INTO session_log (principal_id, ip, connected_at, disconnected_at, bytes_in, bytes_out, messages_in, messages_out, close_reason) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.principal.0[..])
+        .bind(&r.ip)
+        .bind(r.connected_at)
+        .bind(r.disconnected_at)
+        .bind(r.bytes_in as i64)
+        .bind(r.bytes_out as i64)
+        .bind(r.messages_in as i64)
+        .bind(r.messages_out as i64)
+        .bind(r.close_reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes session metadata that closed before `cutoff` (unix seconds).
+    pub async fn purge_sessions_before(&self, cutoff: i64) -> Result<u64, DirectoryError> {
+        Ok(
+            sqlx::query("DELETE FROM session_log WHERE disconnected_at < ?")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    const KDF: KdfParams = KdfParams {
+        memory_kib: 19_456,
+        iterations: 2,
+        parallelism: 1,
+    };
+
+    fn secret(verifier: u8) -> NewSecret {
+        NewSecret {
+            wrapped_key: vec![verifier; 80],
+            verifier: [verifier; 32],
+            salt: vec![verifier; 16],
+            kdf: KDF,
+        }
+    }
+
+    async fn stored_verifier(directory: &Directory, login: &str) -> [u8; 32] {
+        let row = sqlx::query("SELECT verifier FROM principals WHERE login = ?")
+            .bind(login)
+            .fetch_one(&directory.pool)
+            .await
+            .unwrap();
+        key_of(&row, "verifier").unwrap()
+    }
+
+    /// The login map is what CONNECT checks; SQLite is what survives a restart. After any
+    /// interleaving of credential writes they must hold the same verifier, or a reset
+    /// could leave the old password working until the next restart (or the reverse).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn login_map_and_database_agree_after_racing_credential_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = Arc::new(Directory::open(&dir.path().join("d.db")).await.unwrap());
+        let user = PrincipalId([1; 16]);
+        directory
+            .register_user(NewUser {
+                id: user,
+                name: "alice".into(),
+                public_key: [2; 32],
+                wrapped_key: vec![3; 80],
+                verifier: [4; 32],
+                salt: vec![5; 16],
+                kdf: KDF,
+            })
+            .await
+            .unwrap();
+        let mut disagreements = 0;
+        for round in 0..300u32 {
+            let v = (round % 50) as u8 * 4 + 10;
+            let racers: Vec<_> = (0..6u8)
+                .map(|i| {
+                    let d = directory.clone();
+                    tokio::spawn(async move {
+                        match i % 3 {
+                            0 => d.change_password(user, secret(v + i)).await.map(drop),
+                            1 => d.issue_reset(user, [9; 32], 0).await.map(drop),
+                            _ => d
+                                .complete_reset(user, [2; 32], secret(v + i))
+                                .await
+                                .map(drop),
+                        }
+                    })
+                })
+                .collect();
+            for racer in racers {
+                racer.await.unwrap().unwrap();
+            }
+            let in_memory = directory.credentials("alice").unwrap().verifier;
+            if in_memory != stored_verifier(&directory, "alice").await {
+                disagreements += 1;
+            }
+        }
+        assert_eq!(disagreements, 0, "rounds where memory and SQLite disagreed");
+    }
+
+    /// The same for an instance: token rotations, re-enrolments and its removal racing
+    /// leave it either present with one verifier in both places, or gone from both.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn instance_logins_agree_after_racing_rotation_reenrolment_and_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = Arc::new(Directory::open(&dir.path().join("d.db")).await.unwrap());
+        let owner = PrincipalId([1; 16]);
+        directory
+            .register_user(NewUser {
+                id: owner,
+                name: "alice".into(),
+                public_key: [2; 32],
+                wrapped_key: vec![3; 80],
+                verifier: [4; 32],
+                salt: vec![5; 16],
+                kdf: KDF,
+            })
+            .await
+            .unwrap();
+        let token = |v: u8| InstanceSecret {
+            wrapped_key: vec![v; 80],
+            verifier: [v; 32],
+        };
+        let key = || InstanceKey {
+            public_key: [6; 32],
+            owner_copy: vec![7; 80],
+            keyring: None,
+        };
+        let mut disagreements = 0;
+        for round in 0..100u8 {
+            let instance = PrincipalId([round.wrapping_add(100); 16]);
+            directory
+                .add_instance(owner, instance, token(10), key())
+                .await
+                .unwrap();
+            let racers: Vec<_> = (0..6u8)
+                .map(|i| {
+                    let d = directory.clone();
+                    tokio::spawn(async move {
+                        match i {
+                            5 => d.remove_instance(owner, instance).await,
+                            i if i % 2 == 0 => {
+                                d.rekey_instance(owner, instance, token(20 + i), None).await
+                            }
+                            _ => {
+                                d.rekey_instance(owner, instance, token(20 + i), Some(key()))
+                                    .await
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for racer in racers {
+                racer.await.unwrap().unwrap();
+            }
+            let login = instance.to_string();
+            let in_memory = directory.credentials(&login).map(|c| c.verifier);
+            let stored = sqlx::query("SELECT verifier FROM principals WHERE login = ?")
+                .bind(&login)
+                .fetch_optional(&directory.pool)
+                .await
+                .unwrap()
+                .map(|row| key_of(&row, "verifier").unwrap());
+            if in_memory != stored || directory.is_paired(owner, instance) != stored.is_some() {
+                disagreements += 1;
+            }
+        }
+        assert_eq!(disagreements, 0, "rounds where memory and SQLite disagreed");
+    }
+}

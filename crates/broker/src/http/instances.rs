@@ -1,0 +1,145 @@
+//! `/v1/instances…` and `/v1/principals/{id}/key`: a user's instances and peer keys.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use sealrelay_wire::api::*;
+
+use super::checks::*;
+use super::{caller, caller_user, ApiError, ApiState, Result};
+use crate::directory::{InstanceKey, InstanceSecret};
+use crate::metrics;
+use sealrelay_wire::b64;
+use sealrelay_wire::envelope::Witness;
+use sealrelay_wire::Close;
+
+pub(super) async fn add_instance(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<AddInstanceRequest>,
+) -> Result<HttpResponse> {
+    let owner = caller_user(&req, &state).await?;
+    let AddInstanceRequest {
+        instance_id,
+        enrolment,
+    } = body.into_inner();
+    let (secret, key) = check_enrolment(enrolment)?;
+    let witness = Witness::of(&key.public_key);
+    state
+        .directory
+        .add_instance(owner.id, instance_id, secret, key)
+        .await?;
+    Ok(HttpResponse::Created().json(AddedInstance {
+        id: instance_id,
+        witness: witness.to_string(),
+    }))
+}
+
+/// Removes one of the caller's instances: its key material, token verifier and pairing are
+/// deleted and its live sessions closed at once. Someone else's instance, or an unknown id,
+/// is the same 404, so ids cannot be probed.
+pub(super) async fn remove_instance(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let owner = caller_user(&req, &state).await?;
+    let id = id_param(&path)?;
+    if !state.directory.remove_instance(owner.id, id).await? {
+        return Err(ApiError::NotFound("no instance of yours with that id"));
+    }
+    state.router.kick_all(id, Close::InstanceRemoved);
+    metrics::key_event("instance_removed");
+    Ok(HttpResponse::Ok().json(Removed { id, removed: true }))
+}
+
+/// Gives one of the caller's instances a new token: the owner re-wrapped the instance's
+/// bundle (from its escrow copy) under the new token. The old token stops working at once
+/// and the instance's live sessions are closed.
+pub(super) async fn rotate_token(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+    body: web::Json<RotateTokenRequest>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    let secret = instance_secret(body.wrapped_key, body.auth_secret.expose())?;
+    rekey_instance(&req, &state, &path, secret, None, Close::TokenRotated).await
+}
+
+/// Gives one of the caller's instances a new key pair and token (after the owner's reset,
+/// or when the instance's host is no longer trusted): the bundle pins the owner's current
+/// key, the stale flag is cleared, the old token stops working and live sessions close.
+pub(super) async fn reenrol_instance(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+    body: web::Json<Enrolment>,
+) -> Result<HttpResponse> {
+    let (secret, key) = check_enrolment(body.into_inner())?;
+    rekey_instance(&req, &state, &path, secret, Some(key), Close::Reenrolled).await
+}
+
+async fn rekey_instance(
+    req: &HttpRequest,
+    state: &ApiState,
+    path: &str,
+    secret: InstanceSecret,
+    new_key: Option<InstanceKey>,
+    why: Close,
+) -> Result<HttpResponse> {
+    let owner = caller_user(req, state).await?;
+    let id = id_param(path)?;
+    if !state
+        .directory
+        .rekey_instance(owner.id, id, secret, new_key)
+        .await?
+    {
+        return Err(ApiError::NotFound("no instance of yours with that id"));
+    }
+    state.router.kick_all(id, why);
+    metrics::key_event(why.label());
+    Ok(HttpResponse::Ok().json(IdBody { id }))
+}
+
+pub(super) async fn list_instances(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse> {
+    let owner = caller_user(&req, &state).await?;
+    let instances: Vec<_> = state
+        .directory
+        .instances_of(owner.id)
+        .await?
+        .into_iter()
+        .map(|i| InstanceView {
+            id: i.id,
+            witness: Witness::of(&i.public_key).to_string(),
+            public_key: i.public_key.to_vec(),
+            created_at: i.created_at,
+            owner_copy: i.owner_copy.as_deref().map(b64::encode),
+            stale_owner_key: i.stale_owner_key,
+            online: state.router.is_online(i.id),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(InstanceList { instances }))
+}
+
+/// A peer's public key. Unknown and unpaired ids get the same 404, so ids cannot be probed.
+pub(super) async fn peer_key(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let credentials = caller(&req, &state).await?;
+    let not_found = ApiError::NotFound("no paired principal with that id");
+    let id = id_param(&path)?;
+    if id != credentials.id && !state.directory.is_paired(credentials.id, id) {
+        return Err(not_found);
+    }
+    let (kind, public_key) = state.directory.public_key(id).await?.ok_or(not_found)?;
+    Ok(HttpResponse::Ok().json(PublicKeyView {
+        id,
+        kind,
+        public_key: public_key.to_vec(),
+        witness: Witness::of(&public_key).to_string(),
+    }))
+}

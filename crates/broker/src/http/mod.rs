@@ -1,0 +1,311 @@
+//! The JSON API, split by resource (users, me, instances; body checks beside them),
+//! `/healthz` and `/metrics`. Request and response bodies are sealrelay-wire's `api` types,
+//! the same ones the SDK uses. Every error is a 4xx/5xx with a body `{"error": code,
+//! "message": …}`; no request body, secret or key is ever logged. `docs/http-api.md` is
+//! the reference.
+
+mod checks;
+mod instances;
+mod me;
+mod users;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use actix_web::dev::Service;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use futures_util::FutureExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::auth::{AuthError, Authenticator};
+use crate::config::Config;
+use crate::directory::{Credentials, Directory, DirectoryError};
+use crate::metrics;
+use crate::router::Router;
+use sealrelay_wire::{b64, PrincipalKind};
+
+pub struct ApiState {
+    pub config: Arc<Config>,
+    pub directory: Arc<Directory>,
+    pub authenticator: Arc<Authenticator>,
+    pub router: Arc<Router>,
+    pub metrics: PrometheusHandle,
+    /// Keys the fake salts returned for unknown names.
+    pub prelogin_key: [u8; 32],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or invalid credentials: send Authorization: Basic base64(login:auth-secret)")]
+    Unauthorized,
+    #[error("too many failed logins; retry later")]
+    RateLimited,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the keyring changed since you read it (stored version {current}): re-read it, merge and retry")]
+    KeyringConflict { current: i64 },
+    #[error("missing or wrong operator token: send Authorization: Bearer <the token in admin.token_file>")]
+    NotOperator,
+    #[error("this endpoint does not take that method; see docs/http-api.md")]
+    MethodNotAllowed,
+    #[error("the directory is unavailable; retry later")]
+    Unavailable,
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::RateLimited => "rate_limited",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::KeyringConflict { .. } => "keyring_conflict",
+            ApiError::NotOperator => "not_operator",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) | ApiError::KeyringConflict { .. } => StatusCode::CONFLICT,
+            ApiError::NotOperator => StatusCode::UNAUTHORIZED,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unauthorized) {
+            response.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"sealrelay\""));
+        }
+        response.json(sealrelay_wire::api::ErrorBody {
+            error: self.code().into(),
+            message: self.to_string(),
+        })
+    }
+}
+
+impl From<DirectoryError> for ApiError {
+    fn from(e: DirectoryError) -> Self {
+        match e {
+            DirectoryError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+            DirectoryError::KeyringVersion { current } => ApiError::KeyringConflict { current },
+            other => {
+                tracing::error!(error = %other, "directory error in HTTP request");
+                ApiError::Unavailable
+            }
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Denied => ApiError::Unauthorized,
+            AuthError::RateLimited => ApiError::RateLimited,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+pub(crate) fn peer_ip(req: &HttpRequest) -> IpAddr {
+    req.peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
+}
+
+/// The credentials of an `Authorization: <scheme> <credentials>` header.
+pub(crate) fn authorization<'r>(req: &'r HttpRequest, scheme: &str) -> Option<&'r str> {
+    req.headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix(scheme)?
+        .strip_prefix(' ')
+}
+
+/// Checks `Authorization: Basic base64(login:secret)` like an MQTT CONNECT.
+async fn caller(req: &HttpRequest, state: &ApiState) -> Result<Credentials> {
+    let value = authorization(req, "Basic").ok_or(ApiError::Unauthorized)?;
+    let decoded = zeroize::Zeroizing::new(b64::decode(value.trim()).ok_or(ApiError::Unauthorized)?);
+    let text = std::str::from_utf8(&decoded).map_err(|_| ApiError::Unauthorized)?;
+    let (login, secret) = text.split_once(':').ok_or(ApiError::Unauthorized)?;
+    Ok(state
+        .authenticator
+        .authenticate(&state.directory, peer_ip(req), login, secret)?)
+}
+
+async fn caller_user(req: &HttpRequest, state: &ApiState) -> Result<Credentials> {
+    let credentials = caller(req, state).await?;
+    if credentials.kind != PrincipalKind::User {
+        return Err(ApiError::Forbidden("only a user may do this"));
+    }
+    Ok(credentials)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn metrics_page(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+/// Names the field and the problem, never the value sent (it may be a secret).
+pub(crate) fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as J;
+    let message = match &err {
+        J::Deserialize(e) if e.is_data() => {
+            let text = e.to_string();
+            let detail = if text.starts_with("missing field") || text.starts_with("unknown field") {
+                text.split(" at line").next().unwrap_or("").to_owned()
+            } else {
+                "a field has the wrong type or format".to_owned()
+            };
+            format!(
+                "request body does not match this endpoint: {detail} (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        }
+        J::Deserialize(e) => format!(
+            "request body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+        J::ContentType => "send Content-Type: application/json".to_owned(),
+        J::Overflow { limit } | J::OverflowKnownLength { limit, .. } => {
+            format!("request body exceeds {limit} bytes")
+        }
+        _ => "request body could not be read".to_owned(),
+    };
+    ApiError::BadRequest(message).into()
+}
+
+pub(crate) async fn method_not_allowed() -> Result<HttpResponse> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+pub(crate) async fn not_found() -> Result<HttpResponse> {
+    Err(ApiError::NotFound("no such endpoint; see docs/http-api.md"))
+}
+
+/// A static label for the metrics, from the matched route pattern.
+fn route_label(pattern: Option<&str>) -> &'static str {
+    match pattern {
+        Some("/healthz") => "healthz",
+        Some("/metrics") => "metrics",
+        Some("/v1/prelogin") => "prelogin",
+        Some("/v1/users") => "users",
+        Some("/v1/me") => "me",
+        Some("/v1/me/password") => "password",
+        Some("/v1/instances") => "instances",
+        Some("/v1/instances/{id}") => "instance",
+        Some("/v1/instances/{id}/token") => "instance_token",
+        Some("/v1/principals/{id}/key") => "principal_key",
+        Some("/v1/me/keyring") => "keyring",
+        Some("/v1/users/reset") => "reset",
+        Some("/v1/instances/{id}/reenrol") => "instance_reenrol",
+        Some("/v1/admin/users/{name}/reset") => "admin_reset",
+        _ => "unmatched",
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Each path is one resource so a wrong method gets our JSON 405, not an empty one.
+    let resource =
+        |path: &str| web::resource(path.to_owned()).default_service(web::to(method_not_allowed));
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(256 * 1024)
+            .error_handler(json_error),
+    )
+    .service(resource("/healthz").route(web::get().to(healthz)))
+    .service(resource("/metrics").route(web::get().to(metrics_page)))
+    .service(resource("/v1/prelogin").route(web::post().to(users::prelogin)))
+    .service(resource("/v1/users").route(web::post().to(users::register)))
+    .service(resource("/v1/users/reset").route(web::post().to(users::complete_reset)))
+    .service(
+        resource("/v1/me")
+            .route(web::get().to(me::me))
+            .route(web::delete().to(me::delete_account)),
+    )
+    .service(resource("/v1/me/password").route(web::post().to(me::change_password)))
+    .service(resource("/v1/me/keyring").route(web::put().to(me::put_keyring)))
+    .service(
+        resource("/v1/instances")
+            .route(web::post().to(instances::add_instance))
+            .route(web::get().to(instances::list_instances)),
+    )
+    .service(resource("/v1/instances/{id}").route(web::delete().to(instances::remove_instance)))
+    .service(resource("/v1/instances/{id}/token").route(web::post().to(instances::rotate_token)))
+    .service(
+        resource("/v1/instances/{id}/reenrol").route(web::post().to(instances::reenrol_instance)),
+    )
+    .service(resource("/v1/principals/{id}/key").route(web::get().to(instances::peer_key)))
+    .default_service(web::to(not_found));
+}
+
+/// Binds the API; the returned server runs until stopped through its handle.
+pub fn bind(
+    state: Arc<ApiState>,
+) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+    let (listen, workers) = (state.config.http.listen, state.config.http.workers);
+    bind_app(listen, workers, state, configure)
+}
+
+/// An HTTP server on `listen` whose app is `configure` over `state`, with per-route request
+/// metrics. Shared by the public API and the operator API.
+pub(crate) fn bind_app<T: Send + Sync + 'static>(
+    listen: std::net::SocketAddr,
+    workers: usize,
+    state: Arc<T>,
+    configure: fn(&mut web::ServiceConfig),
+) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+    let workers = Config::worker_count(workers);
+    let data = web::Data::from(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap_fn(|req, srv| {
+                srv.call(req).map(|res| {
+                    // The route is known only after routing, so it is read off the response.
+                    if let Ok(res) = &res {
+                        let route = route_label(res.request().match_pattern().as_deref());
+                        metrics::http_request(route, res.status().as_u16());
+                    }
+                    res
+                })
+            })
+            .configure(configure)
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(listen)?;
+    let addr = server.addrs().first().copied().unwrap_or(listen);
+    Ok((server.run(), addr))
+}

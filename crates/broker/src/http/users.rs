@@ -1,0 +1,110 @@
+//! `/v1/prelogin`, `/v1/users` and `/v1/users/reset`: the calls made before a login.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use sealrelay_wire::api::*;
+
+use super::checks::*;
+use hkdf::Hkdf;
+use sha2::Sha256;
+
+use super::{peer_ip, ApiError, ApiState, Result};
+use crate::auth::AuthError;
+use crate::directory::{unix_now, NewSecret, NewUser};
+use crate::metrics;
+use sealrelay_wire::Close;
+use sealrelay_wire::{BadResetCode, KdfSpec, ResetCode};
+
+/// Salt and KDF parameters for a name. Unknown names get a salt derived from a server
+/// secret and the default parameters: stable and indistinguishable from a real account.
+pub(super) async fn prelogin(
+    state: web::Data<ApiState>,
+    body: web::Json<PreloginRequest>,
+) -> Result<HttpResponse> {
+    let (salt, params) = match state.directory.kdf_of(&body.name).await? {
+        Some(found) => found,
+        None => {
+            let mut salt = vec![0u8; 16];
+            Hkdf::<Sha256>::new(Some(&state.prelogin_key), body.name.as_bytes())
+                .expand(b"sealrelay/v1/fake-salt", &mut salt)
+                .expect("16 bytes is a valid HKDF length");
+            (salt, default_kdf(&state.config))
+        }
+    };
+    Ok(HttpResponse::Ok().json(KdfSpec { salt, params }))
+}
+
+pub(super) async fn register(
+    state: web::Data<ApiState>,
+    body: web::Json<RegisterRequest>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    check_name(&body.name)?;
+    check_wrapped(&body.wrapped_key)?;
+    let kdf = check_kdf(&state.config, &body.kdf)?;
+    state
+        .directory
+        .register_user(NewUser {
+            id: body.user_id,
+            name: body.name,
+            public_key: key32(&body.public_key, "public_key")?,
+            wrapped_key: body.wrapped_key,
+            verifier: check_secret(body.auth_secret.expose())?,
+            salt: body.kdf.salt,
+            kdf,
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(IdBody { id: body.user_id }))
+}
+
+/// Completes an operator-issued reset: the code (checked in constant time, under the same
+/// failure limits as logins) lets the user install a new key pair and password. Pairings
+/// are flagged for re-enrolment, and every live session of the user is closed.
+pub(super) async fn complete_reset(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<ResetRequest>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    let denied = || {
+        ApiError::Forbidden(
+            "this reset code is not valid for that user (wrong, already used or expired): ask the operator for a new one",
+        )
+    };
+    let code: ResetCode = body
+        .reset_code
+        .expose()
+        .parse()
+        .map_err(|e: BadResetCode| ApiError::BadRequest(format!("reset_code is malformed: {e}")))?;
+    check_name(&body.name)?;
+    check_wrapped(&body.wrapped_key)?;
+    let kdf = check_kdf(&state.config, &body.kdf)?;
+    let public_key = key32(&body.public_key, "public_key")?;
+    let new = NewSecret {
+        wrapped_key: body.wrapped_key,
+        verifier: check_secret(body.auth_secret.expose())?,
+        salt: body.kdf.salt,
+        kdf,
+    };
+    let pending = state.directory.pending_reset(&body.name).await?;
+    let expected = pending
+        .filter(|p| p.user == code.user && p.expires_at > unix_now())
+        .map(|p| p.verifier);
+    state
+        .authenticator
+        .check(peer_ip(&req), &body.name, code.secret(), expected)
+        .map_err(|e| match e {
+            AuthError::Denied => denied(),
+            AuthError::RateLimited => ApiError::RateLimited,
+        })?;
+    let stale = state
+        .directory
+        .complete_reset(code.user, public_key, new)
+        .await?
+        .ok_or_else(denied)?;
+    state.router.kick_all(code.user, Close::PasswordReset);
+    metrics::key_event("reset_completed");
+    Ok(HttpResponse::Ok().json(ResetDone {
+        id: code.user,
+        stale_instances: stale,
+    }))
+}

@@ -1,0 +1,27 @@
+//! sealrelay-broker: the blind relay. It authenticates consoles and instances, routes each
+//! sealed envelope by its clear header to the recipient's live sessions, and records
+//! metadata only (who, from where, when, how many bytes).
+//!
+//! - [`server`]: boot in order and shutdown as a protocol (signal, drain, record, close);
+//! - [`config`]: `broker.toml` compiled in, then a file, then `SEALRELAY_*` variables;
+//! - [`mqtt`]: listener, codec for both protocol versions, one session per connection;
+//! - [`router`]: principal → live sessions, reached only through a `SessionHandle`;
+//! - [`directory`]: accounts, instances, pairings and session metadata in SQLite, with the
+//!   in-memory login and pairing maps the hot path reads;
+//! - [`http`], [`admin`]: the JSON API and the operator API; [`auth`]: verifiers and
+//!   failure limits; [`accounting`]: metadata records; [`metrics`]: Prometheus names.
+//!
+//! It uses sealrelay-wire for everything on the wire. It must never depend on the client
+//! SDK or on `crypto_box`, `argon2` or `chacha20poly1305`: the broker has no code that could
+//! open an envelope or unwrap a key, by construction (`.ci/run` checks with `cargo tree`).
+
+pub mod accounting;
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod directory;
+pub mod http;
+pub mod metrics;
+pub mod mqtt;
+pub mod router;
+pub mod server;

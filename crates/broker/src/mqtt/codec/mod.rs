@@ -1,0 +1,360 @@
+//! MQTT framing for the session. Packets are parsed and written by rumqttc's codec; this
+//! module only picks the version from CONNECT and maps both versions onto one small
+//! vocabulary, so the session logic is written once. One file per protocol version:
+//! `v4` (3.1.1, rumqttc's `mqttbytes::v4`) and `v5` (rumqttc's `v5::mqttbytes::v5`).
+//!
+//! Framing is checked before rumqttc parses a packet: once a whole frame is buffered, any
+//! parse error — including rumqttc's `InsufficientBytes` for a short-form MQTT 5
+//! DISCONNECT — is a malformed packet, never a reason to wait for more bytes.
+
+mod v4;
+mod v5;
+
+use bytes::{Buf, Bytes, BytesMut};
+use rumqttc::mqttbytes::{self as mb, v4 as p4};
+use rumqttc::v5::mqttbytes::v5 as p5;
+use tokio_util::codec::{Decoder, Encoder};
+
+use sealrelay_wire::Reason;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V311,
+    V5,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V311 => "3.1.1",
+            Version::V5 => "5.0",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Connect {
+    pub version: Version,
+    pub client_id: String,
+    pub keep_alive: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// `Some(retain flag)` when the client set a will.
+    pub will_retain: Option<bool>,
+    /// MQTT 5: the most unacknowledged QoS 1/2 publishes the client accepts.
+    pub receive_maximum: Option<u16>,
+    /// MQTT 5: the largest packet the client accepts.
+    pub max_packet_size: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct Publish {
+    pub topic: String,
+    pub qos: u8,
+    pub retain: bool,
+    pub pkid: u16,
+    pub payload: Bytes,
+}
+
+/// What a client can send, in both versions.
+#[derive(Debug)]
+pub enum Inbound {
+    Connect(Box<Connect>),
+    Publish(Publish),
+    PubAck(u16),
+    PubRec(u16),
+    PubRel(u16),
+    PubComp(u16),
+    Subscribe {
+        pkid: u16,
+        filters: Vec<(String, u8)>,
+    },
+    Unsubscribe {
+        pkid: u16,
+        filters: Vec<String>,
+    },
+    PingReq,
+    Disconnect,
+    /// A packet only a server may send (CONNACK, SUBACK, …): a protocol error.
+    ServerOnly,
+}
+
+/// CONNACK details that only MQTT 5 can carry.
+#[derive(Debug, Clone)]
+pub struct ConnAckInfo {
+    pub assigned_client_id: Option<String>,
+    pub max_packet_size: u32,
+    pub receive_maximum: u16,
+    pub server_keep_alive: Option<u16>,
+}
+
+/// What the broker sends, in both versions.
+#[derive(Debug)]
+pub enum Outbound {
+    ConnAck {
+        reason: Reason,
+        info: Option<ConnAckInfo>,
+    },
+    Publish {
+        topic: Bytes,
+        qos: u8,
+        pkid: u16,
+        payload: Bytes,
+    },
+    PubAck {
+        pkid: u16,
+        reason: Reason,
+    },
+    PubRec {
+        pkid: u16,
+        reason: Reason,
+    },
+    PubComp {
+        pkid: u16,
+    },
+    /// `Ok(granted QoS)` or the refusal reason, per filter.
+    SubAck {
+        pkid: u16,
+        results: Vec<Result<u8, Reason>>,
+    },
+    UnsubAck {
+        pkid: u16,
+        count: usize,
+    },
+    PingResp,
+    /// Sent to MQTT 5 clients only; 3.1.1 has no server DISCONNECT, the socket just closes.
+    /// The text goes out as the Reason String property: a static label, never data.
+    Disconnect(Reason, &'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("packet of {0} bytes exceeds the maximum packet size")]
+    TooLarge(usize),
+    #[error("malformed packet: {0}")]
+    Malformed(String),
+    #[error("first packet is not CONNECT")]
+    NotConnect,
+    #[error("protocol {name} level {level} is not supported (MQTT 3.1.1 and 5.0 are)")]
+    UnsupportedProtocol { name: String, level: u8 },
+    #[error("cannot encode packet: {0}")]
+    Encode(String),
+}
+
+impl CodecError {
+    /// The reason code a client is told before the connection closes.
+    pub fn reason(&self) -> Reason {
+        match self {
+            CodecError::TooLarge(_) => Reason::PacketTooLarge,
+            CodecError::UnsupportedProtocol { .. } => Reason::UnsupportedProtocolVersion,
+            CodecError::NotConnect => Reason::ProtocolError,
+            _ => Reason::MalformedPacket,
+        }
+    }
+}
+
+pub struct MqttCodec {
+    version: Option<Version>,
+    max_packet: u32,
+}
+
+impl MqttCodec {
+    /// A decoder that learns the version from the CONNECT it reads first.
+    pub fn server(max_packet: u32) -> Self {
+        MqttCodec {
+            version: None,
+            max_packet,
+        }
+    }
+
+    /// An encoder for a session whose version is known.
+    pub fn for_version(version: Version, max_packet: u32) -> Self {
+        MqttCodec {
+            version: Some(version),
+            max_packet,
+        }
+    }
+}
+
+/// Length of the fixed header of a frame `check` accepted: type byte plus the
+/// variable-length remaining length (at most 4 bytes, validated by `check`).
+fn fixed_header_len(frame: &[u8]) -> usize {
+    1 + frame[1..]
+        .iter()
+        .take(4)
+        .position(|b| b & 0x80 == 0)
+        .map_or(4, |i| i + 1)
+}
+
+/// Reads protocol name and level from a complete CONNECT frame.
+fn sniff_version(frame: &[u8], header_len: usize) -> Result<Version, CodecError> {
+    let rest = &frame[header_len..];
+    let malformed = || CodecError::Malformed("CONNECT variable header is truncated".into());
+    let name_len = u16::from_be_bytes([
+        *rest.first().ok_or_else(malformed)?,
+        *rest.get(1).ok_or_else(malformed)?,
+    ]) as usize;
+    let name = rest.get(2..2 + name_len).ok_or_else(malformed)?;
+    let level = *rest.get(2 + name_len).ok_or_else(malformed)?;
+    match (name, level) {
+        (b"MQTT", 4) => Ok(Version::V311),
+        (b"MQTT", 5) => Ok(Version::V5),
+        _ => Err(CodecError::UnsupportedProtocol {
+            name: String::from_utf8_lossy(name).into_owned(),
+            level,
+        }),
+    }
+}
+
+impl Decoder for MqttCodec {
+    type Item = Inbound;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
+        let header = match mb::check(src.iter(), self.max_packet as usize) {
+            Ok(header) => header,
+            Err(mb::Error::InsufficientBytes(n)) => {
+                src.reserve(n);
+                return Ok(None);
+            }
+            Err(mb::Error::PayloadSizeLimitExceeded(n)) => return Err(CodecError::TooLarge(n)),
+            Err(e) => return Err(CodecError::Malformed(e.to_string())),
+        };
+        let frame_len = header.frame_length();
+        let header_len = fixed_header_len(src);
+        let remaining_len = frame_len - header_len;
+        let packet_type = src[0] >> 4;
+        let version = match self.version {
+            Some(v) => v,
+            None if packet_type == 1 => {
+                let v = sniff_version(&src[..frame_len], header_len)?;
+                self.version = Some(v);
+                v
+            }
+            None => return Err(CodecError::NotConnect),
+        };
+        // MQTT 5 DISCONNECT may omit reason code and properties; rumqttc rejects or
+        // stalls on those short forms, so they are taken here.
+        if version == Version::V5 && src[0] == 0xE0 && remaining_len <= 1 {
+            src.advance(frame_len);
+            return Ok(Some(Inbound::Disconnect));
+        }
+        let malformed = |e: &dyn std::fmt::Display| CodecError::Malformed(e.to_string());
+        let inbound = match version {
+            Version::V311 => {
+                let mut frame = src.split_to(frame_len);
+                v4::from_v4(
+                    p4::Packet::read(&mut frame, self.max_packet as usize)
+                        .map_err(|e| malformed(&e))?,
+                )
+            }
+            Version::V5 => {
+                let mut frame = src.split_to(frame_len);
+                v5::from_v5(
+                    p5::Packet::read(&mut frame, Some(self.max_packet))
+                        .map_err(|e| malformed(&e))?,
+                )
+            }
+        };
+        Ok(Some(inbound))
+    }
+}
+
+impl Encoder<Outbound> for MqttCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, item: Outbound, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let encode_err = |e: &dyn std::fmt::Display| CodecError::Encode(e.to_string());
+        match self.version.unwrap_or(Version::V311) {
+            Version::V311 => v4::to_v4(item)
+                .map(|p| p.write(dst, usize::MAX).map_err(|e| encode_err(&e)))
+                .transpose()?,
+            Version::V5 => v5::to_v5(item, self.max_packet)
+                .write(dst, None)
+                .map(Some)
+                .map_err(|e| encode_err(&e))?,
+        };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::mqttbytes::v4;
+    use rumqttc::v5::mqttbytes::v5;
+
+    fn v5_codec() -> MqttCodec {
+        MqttCodec::for_version(Version::V5, 1024)
+    }
+
+    #[test]
+    fn short_v5_disconnects_decode_instead_of_stalling() {
+        for bytes in [&[0xE0u8, 0x00][..], &[0xE0, 0x01, 0x8E][..]] {
+            let mut buf = BytesMut::from(bytes);
+            assert!(
+                matches!(v5_codec().decode(&mut buf), Ok(Some(Inbound::Disconnect))),
+                "{bytes:x?}"
+            );
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn partial_frames_wait_and_oversized_frames_fail() {
+        let mut buf = BytesMut::from(&[0x30u8, 0x05, 0x00][..]);
+        assert!(matches!(v5_codec().decode(&mut buf), Ok(None)));
+        let mut big = BytesMut::from(&[0x30u8, 0xFF, 0xFF, 0x03][..]);
+        assert!(matches!(
+            v5_codec().decode(&mut big),
+            Err(CodecError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn server_disconnect_is_well_framed() {
+        let mut buf = BytesMut::new();
+        v5_codec()
+            .encode(Outbound::Disconnect(Reason::NotAuthorized, "x"), &mut buf)
+            .unwrap();
+        // Type, remaining length, reason, property length, Reason String (0x1F) "x".
+        assert_eq!(&buf[..], &[0xE0, 0x06, 0x87, 0x04, 0x1F, 0x00, 0x01, b'x']);
+    }
+
+    #[test]
+    fn version_is_sniffed_from_connect() {
+        for (level, version) in [(4u8, Version::V311), (5, Version::V5)] {
+            let mut buf = BytesMut::new();
+            let mut codec = MqttCodec::server(1024);
+            if level == 4 {
+                v4::Packet::Connect(v4::Connect::new("c"))
+                    .write(&mut buf, 1024)
+                    .unwrap();
+            } else {
+                v5::Packet::Connect(
+                    v5::Connect {
+                        keep_alive: 10,
+                        client_id: "c".into(),
+                        clean_start: true,
+                        properties: None,
+                    },
+                    None,
+                    None,
+                )
+                .write(&mut buf, None)
+                .unwrap();
+            }
+            let Ok(Some(Inbound::Connect(c))) = codec.decode(&mut buf) else {
+                panic!("CONNECT level {level} did not decode");
+            };
+            assert_eq!(c.version, version);
+        }
+        let mut not_connect = BytesMut::from(&[0xC0u8, 0x00][..]);
+        assert!(matches!(
+            MqttCodec::server(1024).decode(&mut not_connect),
+            Err(CodecError::NotConnect)
+        ));
+    }
+}

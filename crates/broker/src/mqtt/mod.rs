@@ -1,0 +1,253 @@
+//! The MQTT front end: a TCP listener that admits connections under the connection caps
+//! and spreads them over one session thread (actix arbiter) per core, where each becomes a
+//! [`session::Session`]. actix is confined to `session` and to the [`Workers`] that own its
+//! threads; nothing outside this module names an actix type.
+//!
+//! Shutdown is a protocol, as in tokio's mini-redis: the listener and every session watch
+//! one [`CancellationToken`]; every session holds a [`TaskTracker`] token until its metadata
+//! is written, so the server waits on the tracker rather than on a sleep.
+
+pub mod codec;
+pub mod session;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Arbiter;
+use bytes::BytesMut;
+use dashmap::DashMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::metrics;
+use crate::router::Router;
+use codec::{Inbound, MqttCodec, Outbound, Version};
+use sealrelay_wire::Close;
+
+/// Pending connections the kernel may queue before `accept` (capped by net.core.somaxconn).
+const LISTEN_BACKLOG: u32 = 4096;
+/// Refusals being answered at once; past it an over-cap connection is closed unanswered,
+/// so a flood beyond the cap costs no more than a close.
+const MAX_REFUSALS_IN_FLIGHT: usize = 256;
+/// How long a refused connection may take to send its CONNECT, and how much of it is read.
+const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(2);
+const REFUSAL_READ_LIMIT: usize = 4096;
+
+/// What every session needs, shared across arbiters.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub directory: Arc<Directory>,
+    pub authenticator: Arc<Authenticator>,
+    pub router: Arc<Router>,
+    /// Cancelled once, at shutdown: each session closes with DISCONNECT 0x8B.
+    pub shutdown: CancellationToken,
+    /// Every session holds a token from here until its metadata record is written.
+    pub sessions: TaskTracker,
+}
+
+/// The session threads. Stopped only after every session has finished (or the grace
+/// period ran out): stopping them earlier would drop sessions before they record.
+pub struct Workers {
+    arbiters: Vec<Arbiter>,
+}
+
+impl Workers {
+    pub fn new(count: usize) -> Workers {
+        Workers {
+            arbiters: (0..count).map(|_| Arbiter::new()).collect(),
+        }
+    }
+
+    pub fn stop(self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+/// The global and per-IP connection caps. A [`ConnectionSlot`] is held by each admitted
+/// connection for its whole life and gives its place back when dropped.
+pub struct Limits {
+    global: Arc<Semaphore>,
+    per_ip: Arc<DashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+}
+
+/// One admitted connection's place under both caps.
+pub struct ConnectionSlot {
+    _global: OwnedSemaphorePermit,
+    ip: IpAddr,
+    per_ip: Arc<DashMap<IpAddr, usize>>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if let dashmap::Entry::Occupied(mut entry) = self.per_ip.entry(self.ip) {
+            *entry.get_mut() -= 1;
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+    }
+}
+
+impl Limits {
+    pub fn new(config: &crate::config::Mqtt) -> Limits {
+        Limits {
+            global: Arc::new(Semaphore::new(config.max_connections)),
+            per_ip: Arc::new(DashMap::new()),
+            max_per_ip: config.max_connections_per_ip,
+        }
+    }
+
+    /// A slot for a connection from `ip`, or the reason it is refused.
+    pub fn admit(&self, ip: IpAddr) -> Result<ConnectionSlot, Close> {
+        let global = self
+            .global
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Close::RefusedCapacity)?;
+        let mut count = self.per_ip.entry(ip).or_insert(0);
+        if *count >= self.max_per_ip {
+            return Err(Close::RefusedIpCapacity);
+        }
+        *count += 1;
+        Ok(ConnectionSlot {
+            _global: global,
+            ip,
+            per_ip: self.per_ip.clone(),
+        })
+    }
+}
+
+/// A bound listener and the session threads it feeds.
+pub struct Listener {
+    listener: TcpListener,
+    workers: Vec<actix::ArbiterHandle>,
+    shared: Arc<Shared>,
+    limits: Limits,
+    refusals: Arc<Semaphore>,
+}
+
+impl Listener {
+    pub async fn bind(shared: Arc<Shared>, workers: &Workers) -> std::io::Result<Listener> {
+        let listen = shared.config.mqtt.listen;
+        let socket = if listen.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(listen)?;
+        // tokio's default backlog (1024) overflows in a connect storm, and each overflowed
+        // SYN then waits a full second for its retransmit. The kernel caps this at somaxconn.
+        let listener = socket.listen(LISTEN_BACKLOG)?;
+        Ok(Listener {
+            listener,
+            workers: workers.arbiters.iter().map(Arbiter::handle).collect(),
+            limits: Limits::new(&shared.config.mqtt),
+            refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
+            shared,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts until shutdown is signalled, then closes the listening socket. Sessions go
+    /// round-robin to the session threads.
+    pub async fn run(self) {
+        static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+        let mut turn = 0usize;
+        loop {
+            let accepted = tokio::select! {
+                _ = self.shared.shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let slot = match self.limits.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    self.refuse(stream, why);
+                    continue;
+                }
+            };
+            // Without this, small deliveries wait for Nagle's 40 ms on the subscriber side.
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot detach accepted socket");
+                    continue;
+                }
+            };
+            let worker = &self.workers[turn % self.workers.len()];
+            turn = turn.wrapping_add(1);
+            let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+            session::Session::spawn(worker, stream, peer, id, slot, self.shared.clone());
+        }
+        tracing::info!("MQTT listener closed");
+    }
+
+    /// Answers an over-cap connection without giving it a session: an MQTT 5 client gets
+    /// CONNACK with `why`'s reason code, anything else a close. Counted either way.
+    fn refuse(&self, mut stream: TcpStream, why: Close) {
+        metrics::connection(why.label());
+        let Ok(permit) = self.refusals.clone().try_acquire_owned() else {
+            return; // Dropping the stream closes it.
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut codec = MqttCodec::server(REFUSAL_READ_LIMIT as u32);
+            let mut buf = BytesMut::with_capacity(512);
+            let connect = tokio::time::timeout(REFUSAL_READ_TIMEOUT, async {
+                while buf.len() < REFUSAL_READ_LIMIT {
+                    if stream.read_buf(&mut buf).await.ok()? == 0 {
+                        return None;
+                    }
+                    match codec.decode(&mut buf) {
+                        Ok(Some(Inbound::Connect(connect))) => return Some(connect.version),
+                        Ok(None) => continue,
+                        _ => return None,
+                    }
+                }
+                None
+            })
+            .await;
+            if let Ok(Some(Version::V5)) = connect {
+                let mut out = BytesMut::new();
+                let connack = Outbound::ConnAck {
+                    reason: why.reason(),
+                    info: None,
+                };
+                if MqttCodec::for_version(Version::V5, REFUSAL_READ_LIMIT as u32)
+                    .encode(connack, &mut out)
+                    .is_ok()
+                {
+                    let _ = stream.write_all(&out).await;
+                }
+            }
+            let _ = stream.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,724 @@
+//! One actor per MQTT connection: CONNECT and login, the ACL on SUBSCRIBE and PUBLISH,
+//! the envelope header check, delivery to the recipient's sessions, QoS 1 in flight
+//! toward this client, keepalive and takeover.
+//!
+//! This is the only module that knows sessions are actix actors: the router reaches one
+//! through the [`SessionSink`] it is given, and the listener through [`Session::spawn`].
+//!
+//! Writes go through a writer task on the same arbiter rather than actix's `FramedWrite`:
+//! its high-watermark pause only triggers on `WouldBlock`, which tokio sockets never
+//! return, so its buffer could grow without bound behind a slow reader. Here every byte
+//! handed to a session stays counted until it has been flushed to the socket.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio_util::codec::{Encoder, FramedRead};
+use zeroize::Zeroizing;
+
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use super::codec::{
+    CodecError, ConnAckInfo, Connect, Inbound, MqttCodec, Outbound, Publish, Version,
+};
+use super::{ConnectionSlot, Shared};
+use crate::accounting::Meter;
+use crate::auth::AuthError;
+use crate::directory::Credentials;
+use crate::metrics;
+use crate::router::{Delivery, SessionHandle, SessionSink};
+use sealrelay_wire::envelope::Header;
+use sealrelay_wire::{inbox_owner, Close, PrincipalId, Reason};
+
+const MAX_CLIENT_ID_LEN: usize = 256;
+/// Inbound QoS 1/2 publishes a client may have unacknowledged (MQTT 5 Receive Maximum).
+/// Acks are sent as each publish is handled, so this only caps a misbehaving client.
+const RECEIVE_MAXIMUM: u16 = 1024;
+
+/// A frame for the writer task, and how many budget bytes to release once it is flushed.
+struct Frame {
+    bytes: Bytes,
+    release: usize,
+}
+
+/// The writer task ended: the socket closed or failed, or the session finished it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterDone;
+
+/// An envelope for the session's own inbox; the payload is shared across a fan-out.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Deliver {
+    payload: Bytes,
+    qos: u8,
+}
+
+/// Asks the session to close, saying why.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Kick(Close);
+
+/// How the router reaches a session actor.
+struct ActorSink(Addr<Session>);
+
+impl SessionSink for ActorSink {
+    fn deliver(&self, payload: Bytes, qos: u8) {
+        // Unbounded, but the router has already charged the payload to the session's byte
+        // budget and refuses deliveries past it.
+        self.0.do_send(Deliver { payload, qos });
+    }
+
+    fn kick(&self, why: Close) {
+        // A full mailbox means the session is already stuck; it still sees the kick
+        // when it next runs, because do_send does not drop.
+        self.0.do_send(Kick(why));
+    }
+}
+
+struct Live {
+    principal: PrincipalId,
+    inbox: Bytes,
+    link: Arc<SessionHandle>,
+    client_max_packet: Option<u32>,
+    max_inflight: usize,
+    next_pkid: u16,
+    /// QoS 1 deliveries written but not yet acknowledged: packet id → payload size.
+    inflight: HashMap<u16, usize>,
+    /// QoS 1 deliveries waiting for an in-flight slot.
+    waiting: VecDeque<Bytes>,
+    /// Inbound QoS 2 packet ids delivered and awaiting PUBREL (exactly-once bookkeeping).
+    awaiting_pubrel: HashSet<u16>,
+}
+
+enum State {
+    AwaitingConnect,
+    Live(Box<Live>),
+    Closing,
+}
+
+pub struct Session {
+    id: u64,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    state: State,
+    version: Version,
+    write_half: Option<OwnedWriteHalf>,
+    writer: Option<mpsc::UnboundedSender<Frame>>,
+    scratch: BytesMut,
+    /// Bytes handed to this session and not yet flushed or acknowledged; shared with the
+    /// router, which refuses deliveries past the budget.
+    pending: Arc<AtomicUsize>,
+    /// Bytes of frames queued for the writer task; past the limit the client is not
+    /// reading its acknowledgements and the session is closed.
+    queued: Arc<AtomicUsize>,
+    last_heard: Instant,
+    meter: Meter,
+    close_reason: Close,
+    /// This connection's place under the connection caps, given back when the actor drops.
+    _slot: ConnectionSlot,
+    /// Held until the actor drops; `stopped` takes another for the metadata write, so
+    /// shutdown waits for both.
+    alive: TaskTrackerToken,
+}
+
+impl Session {
+    /// Starts a session on `arbiter` for an accepted socket.
+    pub fn spawn(
+        arbiter: &ArbiterHandle,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+        id: u64,
+        slot: ConnectionSlot,
+        shared: Arc<Shared>,
+    ) {
+        Session::start_in_arbiter(arbiter, move |ctx| {
+            let max_packet = shared.config.mqtt.max_packet_bytes;
+            let mut session = Session {
+                id,
+                peer,
+                state: State::AwaitingConnect,
+                version: Version::V311,
+                write_half: None,
+                writer: None,
+                scratch: BytesMut::new(),
+                pending: Arc::new(AtomicUsize::new(0)),
+                queued: Arc::new(AtomicUsize::new(0)),
+                last_heard: Instant::now(),
+                meter: Meter::start(peer.ip()),
+                close_reason: Close::ClientDisconnect,
+                _slot: slot,
+                alive: shared.sessions.token(),
+                shared,
+            };
+            // The socket must be registered with this arbiter's runtime, so it is
+            // converted here rather than by the listener.
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    let (read, write) = stream.into_split();
+                    ctx.add_stream(FramedRead::new(read, MqttCodec::server(max_packet)));
+                    session.write_half = Some(write);
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %peer, error = %e, "cannot register accepted socket");
+                    session.state = State::Closing;
+                    session.close_reason = Close::IoError;
+                    ctx.stop();
+                }
+            }
+            session
+        });
+    }
+
+    /// Starts the writer task; the encoder speaks `version` from now on.
+    fn open_writer(&mut self, ctx: &mut Context<Self>, version: Version) {
+        let Some(write_half) = self.write_half.take() else {
+            return;
+        };
+        self.version = version;
+        let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
+        let (pending, queued, addr) = (self.pending.clone(), self.queued.clone(), ctx.address());
+        actix_rt::spawn(async move {
+            let mut out = BufWriter::with_capacity(64 * 1024, write_half);
+            'write: while let Some(first) = rx.recv().await {
+                let mut release = 0;
+                let mut next = Some(first);
+                // Batch what is already queued into one flush: fewer syscalls under load.
+                while let Some(frame) = next {
+                    if out.write_all(&frame.bytes).await.is_err() {
+                        break 'write;
+                    }
+                    queued.fetch_sub(frame.bytes.len(), Ordering::AcqRel);
+                    release += frame.release;
+                    next = rx.try_recv().ok();
+                }
+                if out.flush().await.is_err() {
+                    break;
+                }
+                pending.fetch_sub(release, Ordering::AcqRel);
+            }
+            let _ = out.shutdown().await;
+            addr.do_send(WriterDone);
+        });
+        self.writer = Some(tx);
+    }
+
+    fn send(&mut self, packet: Outbound, release: usize) {
+        let Some(writer) = &self.writer else {
+            self.pending.fetch_sub(release, Ordering::AcqRel);
+            return;
+        };
+        let mut encoder =
+            MqttCodec::for_version(self.version, self.shared.config.mqtt.max_packet_bytes);
+        if let Err(e) = encoder.encode(packet, &mut self.scratch) {
+            tracing::warn!(session = self.id, error = %e, "dropping a packet that does not encode");
+            self.scratch.clear();
+            self.pending.fetch_sub(release, Ordering::AcqRel);
+            return;
+        }
+        let bytes = self.scratch.split().freeze();
+        if bytes.is_empty() {
+            // MQTT 3.1.1 has no server DISCONNECT: nothing to write.
+            self.pending.fetch_sub(release, Ordering::AcqRel);
+            return;
+        }
+        self.queued.fetch_add(bytes.len(), Ordering::AcqRel);
+        if writer.send(Frame { bytes, release }).is_err() {
+            self.pending.fetch_sub(release, Ordering::AcqRel);
+        }
+    }
+
+    /// Ends the session: tells the client why where the protocol allows it, lets the
+    /// writer flush, and stops once it has.
+    fn close(&mut self, ctx: &mut Context<Self>, why: Close) {
+        self.close_with(ctx, why.reason(), why);
+    }
+
+    /// [`Session::close`] with a reason code other than the label's usual one (the
+    /// decoder's verdict on a bad packet).
+    fn close_with(&mut self, ctx: &mut Context<Self>, reason: Reason, why: Close) {
+        if matches!(self.state, State::Closing) {
+            return;
+        }
+        let was_live = matches!(self.state, State::Live(_));
+        self.close_reason = why;
+        if was_live && self.version == Version::V5 && reason != Reason::Success {
+            self.send(Outbound::Disconnect(reason, why.label()), 0);
+        }
+        self.leave();
+        if self.writer.take().is_none() {
+            ctx.stop();
+        }
+        // Otherwise the writer drains, shuts the socket down and sends WriterDone.
+    }
+
+    /// Leaves the router so no new deliveries arrive; returns the budget of those still
+    /// held. Idempotent: every path out of `Live` goes through here.
+    fn leave(&mut self) {
+        if let State::Live(live) = std::mem::replace(&mut self.state, State::Closing) {
+            self.shared.router.detach(live.principal, self.id);
+            metrics::hot().sessions_active.decrement(1.0);
+            let held: usize = live.inflight.values().sum::<usize>()
+                + live.waiting.iter().map(Bytes::len).sum::<usize>();
+            self.pending.fetch_sub(held, Ordering::AcqRel);
+        }
+    }
+
+    /// Refuses a CONNECT with `reason` and closes.
+    fn refuse_connect(&mut self, ctx: &mut Context<Self>, reason: Reason, why: Close) {
+        metrics::connection(why.label());
+        self.send(Outbound::ConnAck { reason, info: None }, 0);
+        self.close_with(ctx, reason, why);
+    }
+
+    fn on_connect(&mut self, ctx: &mut Context<Self>, mut connect: Connect) {
+        if !matches!(self.state, State::AwaitingConnect) {
+            // A second CONNECT is a protocol violation (MQTT-3.1.0-2).
+            return self.close(ctx, Close::ProtocolError);
+        }
+        self.open_writer(ctx, connect.version);
+        if connect.version == Version::V5 && connect.will_retain == Some(true) {
+            return self.refuse_connect(ctx, Reason::RetainNotSupported, Close::RefusedRetain);
+        }
+        if connect.client_id.len() > MAX_CLIENT_ID_LEN {
+            return self.refuse_connect(ctx, Reason::ClientIdNotValid, Close::RefusedClientId);
+        }
+        let secret = connect.password.take().map(Zeroizing::new);
+        let (Some(login), Some(secret)) = (connect.username.clone(), secret) else {
+            return self.refuse_connect(ctx, Reason::NotAuthorized, Close::RefusedAuth);
+        };
+        let checked = self.shared.authenticator.authenticate(
+            &self.shared.directory,
+            self.peer.ip(),
+            &login,
+            &secret,
+        );
+        match checked {
+            Ok(credentials) => self.go_live(ctx, connect, &login, credentials),
+            Err(AuthError::Denied) => {
+                self.refuse_connect(ctx, Reason::NotAuthorized, Close::RefusedAuth)
+            }
+            Err(AuthError::RateLimited) => {
+                self.refuse_connect(ctx, Reason::ConnectionRateExceeded, Close::RefusedRateLimit)
+            }
+        }
+    }
+
+    fn go_live(
+        &mut self,
+        ctx: &mut Context<Self>,
+        connect: Connect,
+        login: &str,
+        credentials: Credentials,
+    ) {
+        let principal = credentials.id;
+        let assigned = connect
+            .client_id
+            .is_empty()
+            .then(|| format!("sealrelay-{}", self.id));
+        let client_id = assigned.clone().unwrap_or(connect.client_id);
+        let link = SessionHandle::new(
+            self.id,
+            client_id,
+            self.pending.clone(),
+            Box::new(ActorSink(ctx.address())),
+        );
+        self.shared.router.attach(principal, link.clone());
+        let keep_alive =
+            (connect.keep_alive > 0).then(|| Duration::from_secs(u64::from(connect.keep_alive)));
+        self.state = State::Live(Box::new(Live {
+            principal,
+            inbox: Bytes::from(principal.inbox_topic()),
+            link,
+            client_max_packet: connect.max_packet_size,
+            max_inflight: usize::from(
+                self.shared
+                    .config
+                    .mqtt
+                    .max_inflight
+                    .min(connect.receive_maximum.unwrap_or(u16::MAX))
+                    .max(1),
+            ),
+            next_pkid: 0,
+            inflight: HashMap::new(),
+            waiting: VecDeque::new(),
+            awaiting_pubrel: HashSet::new(),
+        }));
+        self.meter.principal = Some(principal);
+        metrics::connection("accepted");
+        metrics::hot().sessions_active.increment(1.0);
+        let info = (self.version == Version::V5).then(|| ConnAckInfo {
+            assigned_client_id: assigned,
+            max_packet_size: self.shared.config.mqtt.max_packet_bytes,
+            receive_maximum: RECEIVE_MAXIMUM,
+            server_keep_alive: None,
+        });
+        self.send(
+            Outbound::ConnAck {
+                reason: Reason::Success,
+                info,
+            },
+            0,
+        );
+        if let Some(keep_alive) = keep_alive {
+            // MQTT-3.1.2-24: one and a half keepalive periods without a packet closes.
+            let limit = keep_alive + keep_alive / 2;
+            ctx.run_interval(
+                keep_alive.div_f32(2.0).max(Duration::from_millis(250)),
+                move |act, ctx| {
+                    if act.last_heard.elapsed() > limit {
+                        act.close(ctx, Close::KeepaliveTimeout);
+                    }
+                },
+            );
+        }
+        // A credential change between the check in on_connect and the attach above kicked
+        // every session but this one; now that this one is kickable, look again.
+        let current = self.shared.directory.credentials(login).map(|c| c.verifier);
+        if current != Some(credentials.verifier) {
+            self.close(ctx, Close::ChangedDuringLogin);
+        }
+    }
+
+    fn on_publish(&mut self, ctx: &mut Context<Self>, publish: Publish) {
+        let State::Live(live) = &mut self.state else {
+            return self.close(ctx, Close::ProtocolError);
+        };
+        if publish.qos == 2 && live.awaiting_pubrel.contains(&publish.pkid) {
+            // A resent QoS 2 publish already delivered: acknowledge, do not deliver twice.
+            return self.send(
+                Outbound::PubRec {
+                    pkid: publish.pkid,
+                    reason: Reason::Success,
+                },
+                0,
+            );
+        }
+        if publish.retain && self.version == Version::V5 {
+            // CONNACK said Retain Available = 0 (MQTT-3.3.1-4 / 3.2.2.3.5).
+            metrics::refused("retain");
+            return self.close(ctx, Close::RetainRefused);
+        }
+        let me = live.principal;
+        let recipient = match self.check_envelope(me, &publish) {
+            Ok(recipient) => recipient,
+            Err(Refusal::Close(why)) => {
+                metrics::refused(why.label());
+                return self.close(ctx, why);
+            }
+            Err(Refusal::Ack(why)) => {
+                metrics::refused(why.label());
+                // MQTT 5 can refuse one publish and keep the session; QoS 0 has no ack
+                // and 3.1.1 no negative ack, so for those the only signal is closing.
+                if self.version == Version::V5 && publish.qos > 0 {
+                    self.ack(publish.qos, publish.pkid, why.reason());
+                } else {
+                    self.close(ctx, why);
+                }
+                return;
+            }
+        };
+        let size = publish.payload.len() as u64;
+        self.meter.messages_in += 1;
+        self.meter.bytes_in += size;
+        let hot = metrics::hot();
+        hot.messages_in.increment(1);
+        hot.bytes_in.increment(size);
+        let outcome = self
+            .shared
+            .router
+            .deliver(recipient, &publish.payload, publish.qos.min(1));
+        let reason = match outcome {
+            Delivery::Delivered => Reason::Success,
+            Delivery::NoSubscriber => Reason::NoMatchingSubscribers,
+            Delivery::Backpressure => Reason::QuotaExceeded,
+        };
+        if outcome == Delivery::Backpressure && publish.qos > 0 && self.version == Version::V311 {
+            // 3.1.1 cannot refuse one publish; acknowledging would lose it silently.
+            return self.close(ctx, Close::RecipientBackpressure);
+        }
+        if publish.qos == 2 && outcome != Delivery::Backpressure {
+            if let State::Live(live) = &mut self.state {
+                live.awaiting_pubrel.insert(publish.pkid);
+            }
+        }
+        if publish.qos > 0 {
+            self.ack(publish.qos, publish.pkid, reason);
+        }
+    }
+
+    fn ack(&mut self, qos: u8, pkid: u16, reason: Reason) {
+        if qos == 2 {
+            self.send(Outbound::PubRec { pkid, reason }, 0);
+        } else {
+            self.send(Outbound::PubAck { pkid, reason }, 0);
+        }
+    }
+
+    /// The ACL and header checks: whom this envelope may go to, or why not.
+    fn check_envelope(&self, me: PrincipalId, publish: &Publish) -> Result<PrincipalId, Refusal> {
+        let Some(recipient) = inbox_owner(&publish.topic) else {
+            return Err(Refusal::Ack(Close::TopicNotInbox));
+        };
+        if publish.payload.len() > self.shared.config.envelope.max_bytes as usize {
+            return Err(Refusal::Close(Close::EnvelopeTooLarge));
+        }
+        let header =
+            Header::parse(&publish.payload).map_err(|_| Refusal::Close(Close::BadHeader))?;
+        if header.sender != me {
+            return Err(Refusal::Close(Close::SenderSpoofed));
+        }
+        if header.recipient != recipient {
+            return Err(Refusal::Close(Close::RecipientMismatch));
+        }
+        if !self.shared.directory.is_paired(me, recipient) {
+            return Err(Refusal::Ack(Close::NotPaired));
+        }
+        Ok(recipient)
+    }
+
+    fn on_subscribe(&mut self, ctx: &mut Context<Self>, pkid: u16, filters: Vec<(String, u8)>) {
+        let State::Live(live) = &self.state else {
+            return self.close(ctx, Close::ProtocolError);
+        };
+        let results = filters
+            .iter()
+            .map(|(filter, qos)| {
+                if filter.as_bytes() == live.inbox.as_ref() {
+                    // QoS 2 is granted as 1: the granted-QoS downgrade of MQTT-3.9.3.
+                    let granted = (*qos).min(1);
+                    live.link.subscribe(granted);
+                    Ok(granted)
+                } else {
+                    metrics::refused("subscribe_not_own_inbox");
+                    Err(Reason::NotAuthorized)
+                }
+            })
+            .collect();
+        self.send(Outbound::SubAck { pkid, results }, 0);
+    }
+
+    fn on_unsubscribe(&mut self, ctx: &mut Context<Self>, pkid: u16, filters: Vec<String>) {
+        let State::Live(live) = &self.state else {
+            return self.close(ctx, Close::ProtocolError);
+        };
+        if filters.iter().any(|f| f.as_bytes() == live.inbox.as_ref()) {
+            live.link.unsubscribe();
+        }
+        self.send(
+            Outbound::UnsubAck {
+                pkid,
+                count: filters.len(),
+            },
+            0,
+        );
+    }
+
+    fn on_puback(&mut self, pkid: u16) {
+        if let State::Live(live) = &mut self.state {
+            if let Some(size) = live.inflight.remove(&pkid) {
+                self.pending.fetch_sub(size, Ordering::AcqRel);
+                self.pump();
+            }
+        }
+    }
+
+    /// Writes waiting QoS 1 deliveries while in-flight slots are free.
+    fn pump(&mut self) {
+        loop {
+            let State::Live(live) = &mut self.state else {
+                return;
+            };
+            if live.inflight.len() >= live.max_inflight {
+                return;
+            }
+            let Some(payload) = live.waiting.pop_front() else {
+                return;
+            };
+            let pkid = loop {
+                live.next_pkid = live.next_pkid.wrapping_add(1).max(1);
+                if !live.inflight.contains_key(&live.next_pkid) {
+                    break live.next_pkid;
+                }
+            };
+            live.inflight.insert(pkid, payload.len());
+            let topic = live.inbox.clone();
+            self.write_delivery(topic, 1, pkid, payload, 0);
+        }
+    }
+
+    fn write_delivery(&mut self, topic: Bytes, qos: u8, pkid: u16, payload: Bytes, release: usize) {
+        let size = payload.len() as u64;
+        self.meter.messages_out += 1;
+        self.meter.bytes_out += size;
+        let hot = metrics::hot();
+        hot.messages_out.increment(1);
+        hot.bytes_out.increment(size);
+        self.send(
+            Outbound::Publish {
+                topic,
+                qos,
+                pkid,
+                payload,
+            },
+            release,
+        );
+    }
+}
+
+enum Refusal {
+    /// Refuse this publish; the session may continue where the protocol can say so.
+    Ack(Close),
+    /// Close the session: the client sent something no correct client sends.
+    Close(Close),
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let timeout = Duration::from_secs(self.shared.config.mqtt.connect_timeout_secs);
+        ctx.run_later(timeout, |act, ctx| {
+            if matches!(act.state, State::AwaitingConnect) {
+                act.close(ctx, Close::ConnectTimeout);
+            }
+        });
+        let shutdown = self.shared.shutdown.clone().cancelled_owned();
+        ctx.spawn(
+            fut::wrap_future::<_, Self>(shutdown)
+                .map(|(), act, ctx| act.close(ctx, Close::ServerShutdown)),
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.leave();
+        metrics::session_closed(self.close_reason.label());
+        if let Some(record) = self.meter.finish(self.close_reason.label()) {
+            let directory = self.shared.directory.clone();
+            // Shutdown waits for this token too: the record is part of the session.
+            let alive = self.alive.clone();
+            actix_rt::spawn(async move {
+                if let Err(e) = directory.record_session(&record).await {
+                    tracing::warn!(error = %e, "could not record session metadata");
+                }
+                drop(alive);
+            });
+        }
+    }
+}
+
+impl StreamHandler<Result<Inbound, CodecError>> for Session {
+    fn handle(&mut self, item: Result<Inbound, CodecError>, ctx: &mut Self::Context) {
+        if matches!(self.state, State::Closing) {
+            return;
+        }
+        self.last_heard = Instant::now();
+        let packet = match item {
+            Ok(packet) => packet,
+            Err(CodecError::Io(_)) => return self.close(ctx, Close::IoError),
+            Err(e) => {
+                tracing::debug!(session = self.id, error = %e, "closing on a bad packet");
+                metrics::refused("bad_packet");
+                if matches!(self.state, State::AwaitingConnect) {
+                    // Answer in the version the client asked for, if we got that far.
+                    if let CodecError::UnsupportedProtocol { .. } = e {
+                        self.open_writer(ctx, Version::V311);
+                    }
+                    return self.refuse_connect(ctx, e.reason(), Close::RefusedProtocol);
+                }
+                return self.close_with(ctx, e.reason(), Close::BadPacket);
+            }
+        };
+        match packet {
+            Inbound::Connect(connect) => self.on_connect(ctx, *connect),
+            _ if !matches!(self.state, State::Live(_)) => self.close(ctx, Close::ProtocolError),
+            Inbound::Publish(publish) => self.on_publish(ctx, publish),
+            Inbound::PubAck(pkid) => self.on_puback(pkid),
+            Inbound::PubRel(pkid) => {
+                if let State::Live(live) = &mut self.state {
+                    live.awaiting_pubrel.remove(&pkid);
+                }
+                self.send(Outbound::PubComp { pkid }, 0);
+            }
+            // The broker never sends QoS 2, so a client has no reason to send these.
+            Inbound::PubRec(_) | Inbound::PubComp(_) => self.close(ctx, Close::ProtocolError),
+            Inbound::Subscribe { pkid, filters } => self.on_subscribe(ctx, pkid, filters),
+            Inbound::Unsubscribe { pkid, filters } => self.on_unsubscribe(ctx, pkid, filters),
+            Inbound::PingReq => self.send(Outbound::PingResp, 0),
+            Inbound::Disconnect => self.close(ctx, Close::ClientDisconnect),
+            Inbound::ServerOnly => self.close(ctx, Close::ProtocolError),
+        }
+        if self.queued.load(Ordering::Acquire) > self.shared.config.mqtt.outbound_queue_bytes {
+            // The client sends faster than it reads its own acknowledgements.
+            self.close(ctx, Close::SlowReader);
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if !matches!(self.state, State::Closing) {
+            let why = if matches!(self.state, State::Live(_)) {
+                Close::ConnectionLost
+            } else {
+                Close::ClosedBeforeConnect
+            };
+            self.close(ctx, why);
+        }
+    }
+}
+
+impl Handler<Deliver> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
+        let State::Live(live) = &mut self.state else {
+            self.pending.fetch_sub(msg.payload.len(), Ordering::AcqRel);
+            return;
+        };
+        let size = msg.payload.len();
+        let frame_size = size + live.inbox.len() + 16;
+        if live
+            .client_max_packet
+            .is_some_and(|max| frame_size > max as usize)
+        {
+            // MQTT-3.1.2-25: a packet over the client's maximum is discarded as if sent.
+            metrics::refused("client_max_packet");
+            self.pending.fetch_sub(size, Ordering::AcqRel);
+            return;
+        }
+        if msg.qos == 0 {
+            let topic = live.inbox.clone();
+            self.write_delivery(topic, 0, 0, msg.payload, size);
+        } else {
+            live.waiting.push_back(msg.payload);
+            self.pump();
+        }
+    }
+}
+
+impl Handler<Kick> for Session {
+    type Result = ();
+
+    fn handle(&mut self, Kick(why): Kick, ctx: &mut Self::Context) {
+        self.close(ctx, why);
+    }
+}
+
+impl Handler<WriterDone> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: WriterDone, ctx: &mut Self::Context) {
+        if !matches!(self.state, State::Closing) {
+            self.close_reason = Close::ConnectionLost;
+            self.state = State::Closing;
+        }
+        ctx.stop();
+    }
+}

@@ -1,0 +1,169 @@
+//! Who is connected: principal → its live sessions. A publishing session looks up the
+//! recipient here and hands the envelope straight to each of the recipient's sessions
+//! through their [`SessionHandle`]; there is no central router thread in the path. This
+//! module knows nothing of actix: a session is whatever implements [`SessionSink`].
+//!
+//! A session's mailbox may be unbounded (actix's `do_send` is), so the bound is kept here: each
+//! session counts the bytes handed to it and not yet written out (or, at QoS 1, not yet
+//! acknowledged). A delivery that would push a session past its budget is refused and
+//! counted rather than queued without limit.
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+
+use crate::metrics;
+use sealrelay_wire::{Close, PrincipalId};
+
+/// What a session does with what the router hands it. Implemented by the session module
+/// (today over an actix address); the router sees only this, so sessions can move to
+/// plain tokio tasks, or to another node, without touching routing.
+pub trait SessionSink: Send + Sync + 'static {
+    /// Queue `payload` for the session's inbox at `qos`. Its size was already added to the
+    /// handle's pending budget; the session releases it once written (or acknowledged).
+    fn deliver(&self, payload: Bytes, qos: u8);
+    /// Ask the session to close, telling the client `why` where the protocol allows it.
+    fn kick(&self, why: Close);
+}
+
+const NOT_SUBSCRIBED: u8 = u8::MAX;
+
+/// The router's handle on one live session.
+pub struct SessionHandle {
+    pub id: u64,
+    pub client_id: String,
+    sink: Box<dyn SessionSink>,
+    /// Bytes handed to this session and not yet flushed (QoS 0) or acknowledged (QoS 1);
+    /// the session releases them.
+    pending: Arc<AtomicUsize>,
+    /// Granted QoS of the inbox subscription, or `NOT_SUBSCRIBED`.
+    inbox_qos: AtomicU8,
+}
+
+impl SessionHandle {
+    pub fn new(
+        id: u64,
+        client_id: String,
+        pending: Arc<AtomicUsize>,
+        sink: Box<dyn SessionSink>,
+    ) -> Arc<Self> {
+        Arc::new(SessionHandle {
+            id,
+            client_id,
+            sink,
+            pending,
+            inbox_qos: AtomicU8::new(NOT_SUBSCRIBED),
+        })
+    }
+
+    pub fn subscribe(&self, qos: u8) {
+        self.inbox_qos.store(qos, Ordering::Relaxed);
+    }
+
+    pub fn unsubscribe(&self) {
+        self.inbox_qos.store(NOT_SUBSCRIBED, Ordering::Relaxed);
+    }
+
+    pub fn kick(&self, why: Close) {
+        self.sink.kick(why);
+    }
+}
+
+/// Outcome of handing an envelope to a principal's sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// At least one session took it.
+    Delivered,
+    /// The principal has no session subscribed to its inbox.
+    NoSubscriber,
+    /// Every subscribed session was over its byte budget.
+    Backpressure,
+}
+
+pub struct Router {
+    sessions: DashMap<PrincipalId, Vec<Arc<SessionHandle>>>,
+    queue_budget: usize,
+}
+
+impl Router {
+    pub fn new(queue_budget: usize) -> Self {
+        Router {
+            sessions: DashMap::new(),
+            queue_budget,
+        }
+    }
+
+    /// Registers a session that passed CONNECT. A session of the same principal with the
+    /// same client id is taken over, as MQTT requires; client ids are scoped per
+    /// principal so one tenant cannot kick another's sessions by reusing an id.
+    pub fn attach(&self, principal: PrincipalId, link: Arc<SessionHandle>) {
+        let mut sessions = self.sessions.entry(principal).or_default();
+        if let Some(at) = sessions.iter().position(|s| s.client_id == link.client_id) {
+            let old = sessions.swap_remove(at);
+            old.kick(Close::TakenOver);
+        }
+        sessions.push(link);
+    }
+
+    /// Removes a session if it is still registered (a taken-over one already is not).
+    pub fn detach(&self, principal: PrincipalId, session_id: u64) {
+        if let dashmap::Entry::Occupied(mut entry) = self.sessions.entry(principal) {
+            entry.get_mut().retain(|s| s.id != session_id);
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+        }
+    }
+
+    /// Closes every live session of `principal` (credentials changed, access revoked).
+    pub fn kick_all(&self, principal: PrincipalId, why: Close) {
+        if let Some(sessions) = self.sessions.get(&principal) {
+            sessions.iter().for_each(|s| s.kick(why));
+        }
+    }
+
+    /// Has `principal` at least one live session?
+    pub fn is_online(&self, principal: PrincipalId) -> bool {
+        self.sessions.contains_key(&principal)
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.iter().map(|e| e.value().len()).sum()
+    }
+
+    /// Hands `payload` to every session of `to` subscribed to its inbox, at the lower of
+    /// the publish QoS and the granted QoS.
+    pub fn deliver(&self, to: PrincipalId, payload: &Bytes, qos: u8) -> Delivery {
+        let Some(sessions) = self.sessions.get(&to) else {
+            metrics::hot().no_subscriber.increment(1);
+            return Delivery::NoSubscriber;
+        };
+        let (mut subscribed, mut taken) = (0, 0);
+        for link in sessions.iter() {
+            let granted = link.inbox_qos.load(Ordering::Relaxed);
+            if granted == NOT_SUBSCRIBED {
+                continue;
+            }
+            subscribed += 1;
+            let size = payload.len();
+            let before = link.pending.fetch_add(size, Ordering::AcqRel);
+            if before + size > self.queue_budget {
+                link.pending.fetch_sub(size, Ordering::AcqRel);
+                metrics::hot().dropped_backpressure.increment(1);
+                continue;
+            }
+            link.sink.deliver(payload.clone(), qos.min(granted));
+            taken += 1;
+        }
+        match (subscribed, taken) {
+            (0, _) => {
+                metrics::hot().no_subscriber.increment(1);
+                Delivery::NoSubscriber
+            }
+            (_, 0) => Delivery::Backpressure,
+            _ => Delivery::Delivered,
+        }
+    }
+}

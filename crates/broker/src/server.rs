@@ -1,0 +1,266 @@
+//! Starts the broker's parts in order — directory, session threads, MQTT listener, HTTP
+//! and operator APIs — and stops them as a protocol: stop accepting, signal every session,
+//! wait for each to flush and record its metadata (a task tracker, not a sleep), then
+//! stop the APIs, close the database and return, all within `server.shutdown_grace_secs`.
+//! `main` and the integration tests both use it, so what the tests drive is what
+//! operators run.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::accounting;
+use crate::admin::{self, AdminState};
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::directory::{Directory, DirectoryError};
+use crate::http::{self, ApiState};
+use crate::metrics;
+use crate::mqtt::{Listener, Shared, Workers};
+use crate::router::Router;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen for {what} on {addr}: {source}; set {key} to a free address")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        key: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error("cannot use the {what} file {path}: {source}")]
+    KeyFile {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A started broker. Must be created inside an actix `System`.
+pub struct Running {
+    pub mqtt_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// Stops the HTTP API; its in-flight requests get the grace period too.
+    http: actix_web::dev::ServerHandle,
+    admin: actix_web::dev::ServerHandle,
+    /// Cancelled once by `shutdown`: the listener stops accepting, every session closes.
+    shutdown: CancellationToken,
+    /// One token per live session (and per pending metadata write).
+    sessions: TaskTracker,
+    /// The listener's task; awaited so the listening socket is closed before sessions are.
+    listener: tokio::task::JoinHandle<()>,
+    /// Session threads, stopped last.
+    workers: Workers,
+    grace: Duration,
+    directory: Arc<Directory>,
+    /// Housekeeping (retention purge, auth pruning): aborted at shutdown, they hold nothing.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Creates the directory holding `path` (mode 0700) if it is missing, so the embedded
+/// defaults can keep the broker's state under `data/`.
+fn ensure_parent(path: &Path, what: &'static str) -> Result<(), ServerError> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| ServerError::KeyFile {
+        what,
+        path: dir.display().to_string(),
+        source,
+    })
+}
+
+/// Reads a 32-byte secret (prelogin's fake-salt key, the operator token), creating it
+/// (mode 0600) if absent.
+fn key_file(path: &Path, what: &'static str) -> Result<[u8; 32], ServerError> {
+    match read_key_file(path, what) {
+        Err(ServerError::KeyFile { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            create_key_file(path, what)
+        }
+        other => other,
+    }
+}
+
+/// Reads a 32-byte secret the broker created; never creates one (the admin CLI must find
+/// the broker's token, not make its own).
+pub fn read_key_file(path: &Path, what: &'static str) -> Result<[u8; 32], ServerError> {
+    let err = |source| ServerError::KeyFile {
+        what,
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::read(path).map_err(err)?.try_into().map_err(|_| {
+        err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "expected exactly 32 bytes",
+        ))
+    })
+}
+
+fn create_key_file(path: &Path, what: &'static str) -> Result<[u8; 32], ServerError> {
+    use rand_core::RngCore;
+    use std::io::Write;
+    let mut key = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut key);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(&key))
+        .map_err(|source| ServerError::KeyFile {
+            what,
+            path: path.display().to_string(),
+            source,
+        })?;
+    Ok(key)
+}
+
+pub async fn start(config: Config) -> Result<Running, ServerError> {
+    let config = Arc::new(config);
+    let metrics_handle = metrics::install();
+    ensure_parent(&config.directory.database, "database directory")?;
+    ensure_parent(
+        &config.directory.prelogin_key_file,
+        "prelogin key directory",
+    )?;
+    ensure_parent(&config.admin.token_file, "admin token directory")?;
+    let directory = Arc::new(Directory::open(&config.directory.database).await?);
+    let prelogin_key = key_file(&config.directory.prelogin_key_file, "prelogin key")?;
+    let operator_token = key_file(&config.admin.token_file, "admin token")?;
+    let authenticator = Arc::new(Authenticator::new(&config.auth));
+    let router = Arc::new(Router::new(config.mqtt.outbound_queue_bytes));
+
+    let shutdown = CancellationToken::new();
+    let sessions = TaskTracker::new();
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        directory: directory.clone(),
+        authenticator: authenticator.clone(),
+        router: router.clone(),
+        shutdown: shutdown.clone(),
+        sessions: sessions.clone(),
+    });
+    let workers = Workers::new(Config::worker_count(config.mqtt.workers));
+    let listener = Listener::bind(shared, &workers)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what: "MQTT",
+            addr: config.mqtt.listen,
+            key: "mqtt.listen (SEALRELAY_MQTT_LISTEN)",
+            source,
+        })?;
+    let mqtt_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        what: "MQTT",
+        addr: config.mqtt.listen,
+        key: "mqtt.listen (SEALRELAY_MQTT_LISTEN)",
+        source,
+    })?;
+
+    let api = Arc::new(ApiState {
+        config: config.clone(),
+        directory: directory.clone(),
+        authenticator: authenticator.clone(),
+        router: router.clone(),
+        metrics: metrics_handle,
+        prelogin_key,
+    });
+    let (http_server, http_addr) = http::bind(api.clone()).map_err(|source| ServerError::Bind {
+        what: "HTTP",
+        addr: config.http.listen,
+        key: "http.listen (SEALRELAY_HTTP_LISTEN)",
+        source,
+    })?;
+    let (admin_server, admin_addr) = admin::bind(Arc::new(AdminState::new(api, &operator_token)))
+        .map_err(|source| ServerError::Bind {
+        what: "the admin API",
+        addr: config.admin.listen,
+        key: "admin.listen (SEALRELAY_ADMIN_LISTEN)",
+        source,
+    })?;
+    let http = http_server.handle();
+    let admin = admin_server.handle();
+
+    let listener = tokio::spawn(listener.run());
+    let mut tasks = vec![accounting::spawn_retention(
+        directory.clone(),
+        config.accounting.retention_days,
+    )];
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            authenticator.prune();
+        }
+    }));
+    for server in [http_server, admin_server] {
+        actix_rt::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+    }
+    tracing::info!(mqtt = %mqtt_addr, http = %http_addr, admin = %admin_addr, "sealrelay listening");
+    Ok(Running {
+        mqtt_addr,
+        http_addr,
+        admin_addr,
+        http,
+        admin,
+        shutdown,
+        sessions,
+        listener,
+        workers,
+        grace: Duration::from_secs(config.server.shutdown_grace_secs),
+        directory,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Stops the broker without losing what it accepted: stop accepting, tell every session
+    /// the server is going away (MQTT 5: DISCONNECT 0x8B), wait until each has flushed and
+    /// written its metadata, stop the APIs, close the database. Whatever is still open when
+    /// `server.shutdown_grace_secs` runs out is cut, and counted in the log.
+    pub async fn shutdown(self) {
+        let deadline = tokio::time::Instant::now() + self.grace;
+        tracing::info!(grace_secs = self.grace.as_secs(), "sealrelay stopping");
+        self.shutdown.cancel();
+        self.sessions.close();
+        let _ = self.listener.await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        let drained = tokio::time::timeout_at(deadline, self.sessions.wait()).await;
+        let cut = self.sessions.len();
+        // Sessions are done (or out of time): their threads can go.
+        self.workers.stop();
+        let apis = async {
+            tokio::join!(self.http.stop(true), self.admin.stop(true));
+        };
+        if tokio::time::timeout_at(deadline, apis).await.is_err() {
+            tracing::warn!("HTTP requests still running at the end of the grace period were cut");
+        }
+        self.directory.close().await;
+        if drained.is_err() {
+            tracing::warn!(
+                sessions = cut,
+                "grace period over: sessions still flushing or recording were cut"
+            );
+        }
+        tracing::info!("sealrelay stopped");
+    }
+}

@@ -1,0 +1,268 @@
+//! The HTTP API from the client side: one method per endpoint of `docs/http-api.md`.
+//! ureq is blocking, so each call runs on tokio's blocking pool.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::ClientError;
+use sealrelay_wire::api::{
+    AddInstanceRequest, AdminReset, ChangePasswordRequest, Enrolment, ErrorBody, InstanceList,
+    InstanceView, KeyringBody, Me, PreloginRequest, PublicKeyView, RegisterRequest, ResetDone,
+    ResetRequest, RotateTokenRequest,
+};
+use sealrelay_wire::{b64, KdfSpec, PrincipalId};
+
+/// A login for the Basic header: the login name and the derived auth secret.
+pub struct Login<'a> {
+    pub login: &'a str,
+    pub secret: &'a str,
+}
+
+impl Login<'_> {
+    fn header(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!(
+            "Basic {}",
+            b64::encode(format!("{}:{}", self.login, self.secret).as_bytes())
+        ))
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    pub fn new(base_url: &str) -> Api {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build();
+        Api {
+            base: base_url.trim_end_matches('/').to_owned(),
+            agent: config.into(),
+        }
+    }
+
+    async fn call<T: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &'static str,
+        path: String,
+        auth: Option<Zeroizing<String>>,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        let agent = self.agent.clone();
+        let url = format!("{}{}", self.base, path);
+        tokio::task::spawn_blocking(move || {
+            let transport = |e: ureq::Error| ClientError::Transport(format!("{method} {url}: {e}"));
+            let mut response = match (method, body) {
+                ("GET" | "DELETE", _) => {
+                    let mut req = if method == "GET" {
+                        agent.get(&url)
+                    } else {
+                        agent.delete(&url)
+                    };
+                    if let Some(auth) = &auth {
+                        req = req.header("Authorization", auth.as_str());
+                    }
+                    req.call().map_err(transport)?
+                }
+                (_, body) => {
+                    let mut req = if method == "PUT" {
+                        agent.put(&url)
+                    } else {
+                        agent.post(&url)
+                    };
+                    if let Some(auth) = &auth {
+                        req = req.header("Authorization", auth.as_str());
+                    }
+                    req.send_json(body.unwrap_or(serde_json::Value::Null))
+                        .map_err(transport)?
+                }
+            };
+            let status = response.status().as_u16();
+            if !(200..300).contains(&status) {
+                let body: Option<ErrorBody> = response.body_mut().read_json().ok();
+                return Err(ClientError::Api {
+                    status,
+                    code: body
+                        .as_ref()
+                        .map_or_else(|| "unknown".into(), |b| b.error.clone()),
+                    message: body.map_or_else(
+                        || format!("HTTP {status} without a JSON error body"),
+                        |b| b.message,
+                    ),
+                });
+            }
+            response.body_mut().read_json::<T>().map_err(|e| {
+                ClientError::Transport(format!("{method} {url}: unreadable response: {e}"))
+            })
+        })
+        .await
+        .map_err(|e| ClientError::Transport(format!("HTTP task failed: {e}")))?
+    }
+
+    pub async fn prelogin(&self, name: &str) -> Result<KdfSpec, ClientError> {
+        self.call(
+            "POST",
+            "/v1/prelogin".into(),
+            None,
+            Some(serde_json::json!(PreloginRequest { name: name.into() })),
+        )
+        .await
+    }
+
+    /// POSTs `request` where only success matters (the answer body is not needed).
+    async fn post(
+        &self,
+        path: &str,
+        auth: Option<Zeroizing<String>>,
+        request: &impl Serialize,
+    ) -> Result<(), ClientError> {
+        self.send::<serde_json::Value>("POST", path, auth, request)
+            .await
+            .map(drop)
+    }
+
+    async fn send<T: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &'static str,
+        path: &str,
+        auth: Option<Zeroizing<String>>,
+        request: &impl Serialize,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_value(request).expect("request serialises");
+        self.call(method, path.into(), auth, Some(body)).await
+    }
+
+    pub async fn register(&self, request: RegisterRequest) -> Result<(), ClientError> {
+        self.post("/v1/users", None, &request).await
+    }
+
+    pub async fn me(&self, login: Login<'_>) -> Result<Me, ClientError> {
+        self.call("GET", "/v1/me".into(), Some(login.header()), None)
+            .await
+    }
+
+    pub async fn change_password(
+        &self,
+        login: Login<'_>,
+        request: ChangePasswordRequest,
+    ) -> Result<(), ClientError> {
+        self.post("/v1/me/password", Some(login.header()), &request)
+            .await
+    }
+
+    pub async fn add_instance(
+        &self,
+        login: Login<'_>,
+        request: &AddInstanceRequest,
+    ) -> Result<(), ClientError> {
+        self.post("/v1/instances", Some(login.header()), request)
+            .await
+    }
+
+    pub async fn rotate_token(
+        &self,
+        login: Login<'_>,
+        id: PrincipalId,
+        request: RotateTokenRequest,
+    ) -> Result<(), ClientError> {
+        self.post(
+            &format!("/v1/instances/{id}/token"),
+            Some(login.header()),
+            &request,
+        )
+        .await
+    }
+
+    /// DELETEs `path` where only success matters.
+    async fn delete(&self, path: String, login: Login<'_>) -> Result<(), ClientError> {
+        self.call::<serde_json::Value>("DELETE", path, Some(login.header()), None)
+            .await
+            .map(drop)
+    }
+
+    pub async fn delete_account(&self, login: Login<'_>) -> Result<(), ClientError> {
+        self.delete("/v1/me".into(), login).await
+    }
+
+    pub async fn remove_instance(
+        &self,
+        login: Login<'_>,
+        id: PrincipalId,
+    ) -> Result<(), ClientError> {
+        self.delete(format!("/v1/instances/{id}"), login).await
+    }
+
+    pub async fn instances(&self, login: Login<'_>) -> Result<Vec<InstanceView>, ClientError> {
+        let list: InstanceList = self
+            .call("GET", "/v1/instances".into(), Some(login.header()), None)
+            .await?;
+        Ok(list.instances)
+    }
+
+    /// Replaces the caller's sealed keyring (version = stored + 1, else 409).
+    pub async fn put_keyring(
+        &self,
+        login: Login<'_>,
+        body: KeyringBody,
+    ) -> Result<(), ClientError> {
+        self.send::<serde_json::Value>("PUT", "/v1/me/keyring", Some(login.header()), &body)
+            .await
+            .map(drop)
+    }
+
+    pub async fn reenrol_instance(
+        &self,
+        login: Login<'_>,
+        id: PrincipalId,
+        request: &Enrolment,
+    ) -> Result<(), ClientError> {
+        self.post(
+            &format!("/v1/instances/{id}/reenrol"),
+            Some(login.header()),
+            request,
+        )
+        .await
+    }
+
+    /// Completes an operator-issued reset (no login: the reset code authorises it).
+    pub async fn complete_reset(&self, request: ResetRequest) -> Result<ResetDone, ClientError> {
+        self.send("POST", "/v1/users/reset", None, &request).await
+    }
+
+    /// Operator API: issues a reset code for user `name`. `token` is the operator token.
+    pub async fn admin_reset_user(
+        &self,
+        token: &str,
+        name: &str,
+    ) -> Result<AdminReset, ClientError> {
+        let auth = Zeroizing::new(format!("Bearer {token}"));
+        self.send(
+            "POST",
+            &format!("/v1/admin/users/{name}/reset"),
+            Some(auth),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn public_key(
+        &self,
+        login: Login<'_>,
+        id: PrincipalId,
+    ) -> Result<PublicKeyView, ClientError> {
+        self.call(
+            "GET",
+            format!("/v1/principals/{id}/key"),
+            Some(login.header()),
+            None,
+        )
+        .await
+    }
+}

@@ -1,0 +1,236 @@
+//! Sealing and opening envelopes (protocol §4): kind 1 (libsodium sealed box) and kind 2
+//! (crypto_box from the sender's static key, ids repeated inside), the addressing and
+//! witness checks done before anything is opened, and the replay guard. Client side only.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use chacha20poly1305::aead::{Aead, AeadCore};
+use crypto_box::{PublicKey, SalsaBox, SecretKey};
+use rand_core::{OsRng, RngCore};
+use zeroize::Zeroizing;
+
+use sealrelay_wire::envelope::{Header, Kind, Witness, HEADER_LEN};
+use sealrelay_wire::PrincipalId;
+
+use super::{CryptoError, OpenError};
+
+const BOX_NONCE_LEN: usize = 24;
+/// sender id, recipient id, message id, sent-at milliseconds.
+const INNER_PREFIX_LEN: usize = 16 + 16 + 16 + 8;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// libsodium `crypto_box_seal` to the recipient; anyone could have sent it.
+pub fn seal_anonymous(
+    sender: PrincipalId,
+    recipient: PrincipalId,
+    recipient_key: &PublicKey,
+    payload: &[u8],
+) -> Result<Bytes, CryptoError> {
+    let body = recipient_key
+        .seal(&mut OsRng, payload)
+        .map_err(|_| CryptoError::Seal)?;
+    Ok(Header {
+        kind: Kind::Anonymous,
+        sender,
+        recipient,
+        witness: Witness::of(recipient_key.as_bytes()),
+        body_len: body.len() as u32,
+    }
+    .encode(&body))
+}
+
+/// Seals sender-authenticated envelopes from one principal to one peer. The X25519
+/// exchange is done once here rather than per envelope.
+///
+/// libsodium `crypto_box_easy` from the sender's static key. The inner plaintext repeats
+/// sender and recipient: the box key is symmetric between two parties, so without them
+/// a server could reflect A's envelope back to A as if B had sent it.
+pub struct Sealer {
+    sender: PrincipalId,
+    recipient: PrincipalId,
+    witness: Witness,
+    sbox: SalsaBox,
+}
+
+impl Sealer {
+    pub fn new(
+        sender: PrincipalId,
+        sender_key: &SecretKey,
+        recipient: PrincipalId,
+        recipient_key: &PublicKey,
+    ) -> Sealer {
+        Sealer {
+            sender,
+            recipient,
+            witness: Witness::of(recipient_key.as_bytes()),
+            sbox: SalsaBox::new(recipient_key, sender_key),
+        }
+    }
+
+    pub fn seal(&self, payload: &[u8]) -> Result<Bytes, CryptoError> {
+        let mut inner = Zeroizing::new(Vec::with_capacity(INNER_PREFIX_LEN + payload.len()));
+        inner.extend_from_slice(&self.sender.0);
+        inner.extend_from_slice(&self.recipient.0);
+        let mut message_id = [0u8; 16];
+        OsRng.fill_bytes(&mut message_id);
+        inner.extend_from_slice(&message_id);
+        inner.extend_from_slice(&now_ms().to_be_bytes());
+        inner.extend_from_slice(payload);
+        let nonce = SalsaBox::generate_nonce(&mut OsRng);
+        let ct = self
+            .sbox
+            .encrypt(&nonce, inner.as_slice())
+            .map_err(|_| CryptoError::Seal)?;
+        let mut body = Vec::with_capacity(BOX_NONCE_LEN + ct.len());
+        body.extend_from_slice(&nonce);
+        body.extend_from_slice(&ct);
+        Ok(Header {
+            kind: Kind::Authenticated,
+            sender: self.sender,
+            recipient: self.recipient,
+            witness: self.witness,
+            body_len: body.len() as u32,
+        }
+        .encode(&body))
+    }
+}
+
+/// One sender-authenticated envelope; see [`Sealer`] for many to the same peer.
+pub fn seal_authenticated(
+    sender: PrincipalId,
+    sender_key: &SecretKey,
+    recipient: PrincipalId,
+    recipient_key: &PublicKey,
+    payload: &[u8],
+) -> Result<Bytes, CryptoError> {
+    Sealer::new(sender, sender_key, recipient, recipient_key).seal(payload)
+}
+
+/// An opened envelope.
+#[derive(Debug)]
+pub struct Opened {
+    /// The header's sender; proven only when `authenticated`.
+    pub sender: PrincipalId,
+    pub authenticated: bool,
+    pub payload: Zeroizing<Vec<u8>>,
+}
+
+/// The envelope's header, if it is addressed to `me` and sealed to `my_key` (its witness):
+/// checked before anything else, so a client can say "sealed to your previous key" rather
+/// than fail on the sender or the body.
+pub fn addressed_to(
+    me: PrincipalId,
+    my_key: &SecretKey,
+    envelope: &[u8],
+) -> Result<Header, OpenError> {
+    let header = Header::parse(envelope)?;
+    if header.recipient != me {
+        return Err(OpenError::NotForMe(header.recipient));
+    }
+    let current = Witness::of(my_key.public_key().as_bytes());
+    if header.witness != current {
+        return Err(OpenError::StaleKey {
+            sealed_to: header.witness,
+            current,
+        });
+    }
+    Ok(header)
+}
+
+/// Opens an envelope addressed to `me`. `sender_key` is the public key this client trusts
+/// for the header's sender (needed for authenticated envelopes only).
+pub fn open(
+    me: PrincipalId,
+    my_key: &SecretKey,
+    envelope: &[u8],
+    sender_key: Option<&PublicKey>,
+    replay: &mut ReplayGuard,
+) -> Result<Opened, OpenError> {
+    let header = addressed_to(me, my_key, envelope)?;
+    let body = &envelope[HEADER_LEN..];
+    match header.kind {
+        Kind::Anonymous => {
+            let payload = my_key.unseal(body).map_err(|_| OpenError::Undecryptable)?;
+            Ok(Opened {
+                sender: header.sender,
+                authenticated: false,
+                payload: Zeroizing::new(payload),
+            })
+        }
+        Kind::Authenticated => {
+            let sender_key = sender_key.ok_or(OpenError::UnknownSender(header.sender))?;
+            if body.len() < BOX_NONCE_LEN {
+                return Err(OpenError::Forged(header.sender));
+            }
+            let (nonce, ct) = body.split_at(BOX_NONCE_LEN);
+            let sbox = SalsaBox::new(sender_key, my_key);
+            let inner = Zeroizing::new(
+                sbox.decrypt(nonce.into(), ct)
+                    .map_err(|_| OpenError::Forged(header.sender))?,
+            );
+            if inner.len() < INNER_PREFIX_LEN
+                || inner[..16] != header.sender.0
+                || inner[16..32] != me.0
+            {
+                return Err(OpenError::Forged(header.sender));
+            }
+            let message_id: [u8; 16] = inner[32..48].try_into().expect("16 bytes");
+            let sent_ms = u64::from_be_bytes(inner[48..56].try_into().expect("8 bytes"));
+            replay.check(header.sender, message_id, sent_ms, now_ms())?;
+            Ok(Opened {
+                sender: header.sender,
+                authenticated: true,
+                payload: Zeroizing::new(inner[INNER_PREFIX_LEN..].to_vec()),
+            })
+        }
+    }
+}
+
+/// Refuses an authenticated envelope seen before, or sent outside the time window. Ids
+/// are remembered for the window only: anything older is refused by its timestamp.
+pub struct ReplayGuard {
+    window_ms: u64,
+    seen: HashMap<(PrincipalId, [u8; 16]), u64>,
+}
+
+impl ReplayGuard {
+    pub fn new(window: Duration) -> Self {
+        ReplayGuard {
+            window_ms: window.as_millis() as u64,
+            seen: HashMap::new(),
+        }
+    }
+
+    fn check(
+        &mut self,
+        sender: PrincipalId,
+        id: [u8; 16],
+        sent_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), OpenError> {
+        if sent_ms + self.window_ms < now_ms || sent_ms > now_ms + self.window_ms {
+            return Err(OpenError::OutOfWindow { sent_ms, now_ms });
+        }
+        if self.seen.len() >= 4096 {
+            let horizon = now_ms.saturating_sub(self.window_ms);
+            self.seen.retain(|_, sent| *sent >= horizon);
+        }
+        if self.seen.insert((sender, id), sent_ms).is_some() {
+            return Err(OpenError::Replayed(hex::encode(id)));
+        }
+        Ok(())
+    }
+}
+
+impl Default for ReplayGuard {
+    fn default() -> Self {
+        ReplayGuard::new(Duration::from_secs(300))
+    }
+}

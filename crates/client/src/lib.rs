@@ -1,0 +1,77 @@
+//! sealrelay-client, the SDK: register and log in (keys derived and unwrapped locally),
+//! add instances, then exchange sealed envelopes over MQTT. The CLI and the load tests are
+//! built on it; a console or an instance embeds it.
+//!
+//! Modules by concern: [`crypto`] (KDF, bundles, keyring format, tokens, seal/open and the
+//! replay guard), identity (registration, login, the owner's instance verbs), keyring
+//! (pinning and rollback checks), messaging ([`Client`]), [`api`] (the HTTP API client) and
+//! link (the MQTT connection). Depends on sealrelay-wire for everything on the wire and
+//! never on the broker crate.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sealrelay_client::ClientError> {
+//! use sealrelay_client::{Api, Client, Identity, MqttVersion};
+//! let api = Api::new("http://127.0.0.1:8080");
+//! let mut me = Identity::login_user(&api, "alice", "correct horse").await?;
+//! let (instance, token) = me.add_instance(&api).await?;
+//! // …hand `token.reveal()` to the instance, which runs `Client::serve`…
+//! let mut console = Client::connect(api, me, "127.0.0.1:1883", MqttVersion::V5).await?;
+//! let reply = console.request(instance, b"status?", std::time::Duration::from_secs(10)).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod crypto;
+mod identity;
+mod keyring;
+mod link;
+mod messaging;
+
+use std::time::Duration;
+
+pub use api::{Api, Login};
+pub use identity::Identity;
+pub use link::{Link, MqttVersion};
+pub use messaging::{Client, Message};
+
+use crypto::{CryptoError, OpenError};
+use sealrelay_wire::envelope::Witness;
+use sealrelay_wire::PrincipalId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("server answered {status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("cannot reach the server: {0}")]
+    Transport(String),
+    #[error("MQTT: {0}")]
+    Mqtt(String),
+    /// The broker refused the login (CONNACK): retrying will not help.
+    #[error("the broker refused the connection: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("the server sent a key that is not 32 bytes for {0}")]
+    BadKey(PrincipalId),
+    #[error("no reply from {0} within {1:?}")]
+    Timeout(PrincipalId, Duration),
+    /// The directory's key for a peer is not the one pinned: refused, never used.
+    #[error("the server's key for {peer} (witness {served}) is not the key pinned for it (witness {pinned}); refusing it. Either the server is substituting keys, or {peer}'s key was replaced (a password reset or a re-enrolment): compare witnesses out of band before trusting the new key")]
+    PinMismatch {
+        peer: PrincipalId,
+        pinned: Witness,
+        served: Witness,
+    },
+    #[error("{0} is not in your keyring, so the server's word alone cannot vouch for its key: it was not added from this account, or the server served an old keyring. Compare its witness out of band and pin it (`sealrelay instance pin`), or re-enrol it")]
+    NotPinned(PrincipalId),
+    #[error("the server served keyring version {served}, older than version {seen} already seen for this key: refusing a rolled-back keyring")]
+    KeyringRollback { seen: u64, served: u64 },
+    #[error("{0}")]
+    Usage(String),
+}

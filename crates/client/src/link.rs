@@ -1,0 +1,293 @@
+//! The MQTT side of a client: connect with the derived login, subscribe to the own inbox,
+//! publish envelopes to a peer's inbox, receive envelopes. Speaks MQTT 3.1.1 or 5.0 via
+//! rumqttc; the event loop runs in its own task and reports through a channel.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5 as p5;
+use tokio::sync::mpsc;
+
+use crate::ClientError;
+use sealrelay_wire::PrincipalId;
+
+/// 1 MiB: above any envelope the broker relays by default.
+const MAX_PACKET: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttVersion {
+    V311,
+    V5,
+}
+
+impl std::str::FromStr for MqttVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "3.1.1" | "3" | "4" => Ok(MqttVersion::V311),
+            "5" | "5.0" => Ok(MqttVersion::V5),
+            other => Err(format!("MQTT version `{other}` is not one of 3.1.1, 5")),
+        }
+    }
+}
+
+enum Event {
+    Connected,
+    Subscribed(Vec<bool>),
+    Envelope(Bytes),
+    /// CONNACK refused the login: final, unlike a lost connection.
+    Refused(String),
+    Closed(String),
+}
+
+enum Handle {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+pub struct Link {
+    handle: Handle,
+    events: mpsc::UnboundedReceiver<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn split_addr(broker: &str) -> Result<(String, u16), ClientError> {
+    let (host, port) = broker.rsplit_once(':').ok_or_else(|| {
+        ClientError::Usage(format!("broker address `{broker}` must be host:port"))
+    })?;
+    let port = port
+        .parse()
+        .map_err(|_| ClientError::Usage(format!("broker address `{broker}` has no valid port")))?;
+    Ok((host.trim_matches(['[', ']']).to_owned(), port))
+}
+
+fn closed(e: impl Into<LinkError>) -> Event {
+    match e.into() {
+        LinkError::Refused(code) => Event::Refused(format!("CONNACK {code}")),
+        LinkError::Other(why) => Event::Closed(why),
+    }
+}
+
+/// A connection error of either rumqttc client, reduced to what the SDK acts on.
+enum LinkError {
+    Refused(String),
+    Other(String),
+}
+
+impl From<rumqttc::ConnectionError> for LinkError {
+    fn from(e: rumqttc::ConnectionError) -> Self {
+        match e {
+            rumqttc::ConnectionError::ConnectionRefused(code) => {
+                LinkError::Refused(format!("{code:?}"))
+            }
+            other => LinkError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<rumqttc::v5::ConnectionError> for LinkError {
+    fn from(e: rumqttc::v5::ConnectionError) -> Self {
+        match e {
+            rumqttc::v5::ConnectionError::ConnectionRefused(code) => {
+                LinkError::Refused(format!("{code:?}"))
+            }
+            other => LinkError::Other(other.to_string()),
+        }
+    }
+}
+
+impl Link {
+    /// Connects as `login` and subscribes to `me`'s inbox; returns once the SUBACK grants it.
+    pub async fn connect(
+        broker: &str,
+        version: MqttVersion,
+        client_id: &str,
+        login: &str,
+        secret: &str,
+        me: PrincipalId,
+    ) -> Result<Link, ClientError> {
+        let (host, port) = split_addr(broker)?;
+        let (tx, events) = mpsc::unbounded_channel();
+        let (handle, task) = match version {
+            MqttVersion::V311 => {
+                let mut options = rumqttc::MqttOptions::new(client_id, host, port);
+                options
+                    .set_credentials(login, secret)
+                    .set_keep_alive(Duration::from_secs(30))
+                    .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+                let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+                let task = tokio::spawn(async move {
+                    use rumqttc::{Event as E, Packet as P};
+                    loop {
+                        let event = match eventloop.poll().await {
+                            Ok(E::Incoming(P::ConnAck(_))) => Event::Connected,
+                            Ok(E::Incoming(P::SubAck(ack))) => Event::Subscribed(
+                                ack.return_codes
+                                    .iter()
+                                    .map(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)))
+                                    .collect(),
+                            ),
+                            Ok(E::Incoming(P::Publish(p))) => Event::Envelope(p.payload),
+                            Ok(_) => continue,
+                            Err(e) => {
+                                let _ = tx.send(closed(e));
+                                return;
+                            }
+                        };
+                        if tx.send(event).is_err() {
+                            return;
+                        }
+                    }
+                });
+                (Handle::V4(client), task)
+            }
+            MqttVersion::V5 => {
+                let mut options = rumqttc::v5::MqttOptions::new(client_id, host, port);
+                options
+                    .set_credentials(login, secret)
+                    .set_keep_alive(Duration::from_secs(30))
+                    .set_max_packet_size(Some(MAX_PACKET as u32));
+                let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
+                let task = tokio::spawn(async move {
+                    use rumqttc::v5::{Event as E, Incoming as P};
+                    loop {
+                        let event = match eventloop.poll().await {
+                            Ok(E::Incoming(P::ConnAck(_))) => Event::Connected,
+                            Ok(E::Incoming(P::SubAck(ack))) => Event::Subscribed(
+                                ack.return_codes
+                                    .iter()
+                                    .map(|c| matches!(c, p5::SubscribeReasonCode::Success(_)))
+                                    .collect(),
+                            ),
+                            Ok(E::Incoming(P::Publish(p))) => Event::Envelope(p.payload),
+                            Ok(E::Incoming(P::Disconnect(d))) => {
+                                Event::Closed(format!("broker disconnected: {:?}", d.reason_code))
+                            }
+                            Ok(_) => continue,
+                            Err(e) => {
+                                let _ = tx.send(closed(e));
+                                return;
+                            }
+                        };
+                        if tx.send(event).is_err() {
+                            return;
+                        }
+                    }
+                });
+                (Handle::V5(client), task)
+            }
+        };
+        let mut link = Link {
+            handle,
+            events,
+            task,
+        };
+        match link.next_event().await? {
+            Event::Connected => {}
+            Event::Refused(why) => return Err(ClientError::Refused(why)),
+            Event::Closed(why) => return Err(ClientError::Mqtt(why)),
+            _ => return Err(ClientError::Mqtt("expected CONNACK".into())),
+        }
+        let inbox = me.inbox_topic();
+        match &link.handle {
+            Handle::V4(c) => c
+                .subscribe(inbox, rumqttc::QoS::AtLeastOnce)
+                .await
+                .map_err(|e| ClientError::Mqtt(e.to_string()))?,
+            Handle::V5(c) => c
+                .subscribe(inbox, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                .await
+                .map_err(|e| ClientError::Mqtt(e.to_string()))?,
+        }
+        match link.next_event().await? {
+            Event::Subscribed(granted) if granted.iter().all(|ok| *ok) => Ok(link),
+            Event::Subscribed(_) => Err(ClientError::Mqtt(
+                "the broker refused the inbox subscription".into(),
+            )),
+            Event::Closed(why) => Err(ClientError::Mqtt(why)),
+            _ => Err(ClientError::Mqtt("expected SUBACK".into())),
+        }
+    }
+
+    async fn next_event(&mut self) -> Result<Event, ClientError> {
+        self.events
+            .recv()
+            .await
+            .ok_or_else(|| ClientError::Mqtt("connection task ended".into()))
+    }
+
+    /// Publishes a sealed envelope to `to`'s inbox at QoS 0 or 1.
+    pub async fn publish(
+        &self,
+        to: PrincipalId,
+        envelope: Bytes,
+        qos: u8,
+    ) -> Result<(), ClientError> {
+        let topic = to.inbox_topic();
+        let result = match &self.handle {
+            Handle::V4(c) => c
+                .publish_bytes(
+                    topic,
+                    if qos == 0 {
+                        rumqttc::QoS::AtMostOnce
+                    } else {
+                        rumqttc::QoS::AtLeastOnce
+                    },
+                    false,
+                    envelope,
+                )
+                .await
+                .map_err(|e| e.to_string()),
+            Handle::V5(c) => c
+                .publish_bytes(
+                    topic,
+                    if qos == 0 {
+                        rumqttc::v5::mqttbytes::QoS::AtMostOnce
+                    } else {
+                        rumqttc::v5::mqttbytes::QoS::AtLeastOnce
+                    },
+                    false,
+                    envelope,
+                )
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        result.map_err(ClientError::Mqtt)
+    }
+
+    /// Sends DISCONNECT and waits (briefly) for the connection to end.
+    pub async fn disconnect(mut self) {
+        let sent = match &self.handle {
+            Handle::V4(c) => c.disconnect().await.is_ok(),
+            Handle::V5(c) => c.disconnect().await.is_ok(),
+        };
+        if sent {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while !matches!(
+                    self.events.recv().await,
+                    None | Some(Event::Closed(_) | Event::Refused(_))
+                ) {}
+            })
+            .await;
+        }
+    }
+
+    /// The next envelope for this principal, or why the connection ended.
+    pub async fn recv(&mut self) -> Result<Bytes, ClientError> {
+        loop {
+            match self.next_event().await? {
+                Event::Envelope(bytes) => return Ok(bytes),
+                Event::Closed(why) => return Err(ClientError::Mqtt(why)),
+                Event::Refused(why) => return Err(ClientError::Refused(why)),
+                Event::Connected | Event::Subscribed(_) => continue,
+            }
+        }
+    }
+}

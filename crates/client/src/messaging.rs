@@ -1,0 +1,209 @@
+//! A connected principal: seals to peers, opens what arrives (addressing, witness, sender
+//! pin and replay checks first), and correlates a console's request with its reply. Uses
+//! the identity, the crypto module, the HTTP API client and the MQTT link.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crypto_box::PublicKey;
+use zeroize::Zeroizing;
+
+use crate::api::Api;
+use crate::crypto::{self, ReplayGuard};
+use crate::link::{Link, MqttVersion};
+use crate::{ClientError, Identity};
+use sealrelay_wire::envelope::Kind;
+use sealrelay_wire::PrincipalId;
+
+/// An opened envelope and who sent it.
+#[derive(Debug)]
+pub struct Message {
+    pub from: PrincipalId,
+    pub authenticated: bool,
+    pub payload: Zeroizing<Vec<u8>>,
+}
+
+/// A connected principal: seals to peers, opens what arrives, remembers peer keys.
+pub struct Client {
+    api: Api,
+    identity: Identity,
+    link: Link,
+    broker: String,
+    version: MqttVersion,
+    /// Peer keys checked this session: pinned, and the directory agreed.
+    verified: HashMap<PrincipalId, PublicKey>,
+    replay: ReplayGuard,
+}
+
+impl Client {
+    pub async fn connect(
+        api: Api,
+        identity: Identity,
+        broker: &str,
+        version: MqttVersion,
+    ) -> Result<Client, ClientError> {
+        let link = Self::link(&identity, broker, version).await?;
+        let owner = identity.owner.as_ref().map(|(id, _)| *id);
+        let mut client = Client {
+            api,
+            identity,
+            link,
+            broker: broker.to_owned(),
+            version,
+            verified: HashMap::new(),
+            replay: ReplayGuard::default(),
+        };
+        if let Some(owner) = owner {
+            // An instance checks its owner's key at once, so a replaced or substituted one
+            // stops it at start-up with PinMismatch rather than at its first message.
+            client.key_for(owner).await?;
+        }
+        Ok(client)
+    }
+
+    async fn link(
+        identity: &Identity,
+        broker: &str,
+        version: MqttVersion,
+    ) -> Result<Link, ClientError> {
+        let client_id = format!(
+            "{}-{}",
+            identity.kind.as_str(),
+            hex::encode(&PrincipalId::random().0[..6])
+        );
+        Link::connect(
+            broker,
+            version,
+            &client_id,
+            &identity.login,
+            &identity.auth_secret,
+            identity.id,
+        )
+        .await
+    }
+
+    /// Replaces a lost connection with a new one to the same broker, as the same principal.
+    pub async fn reconnect(&mut self) -> Result<(), ClientError> {
+        self.link = Self::link(&self.identity, &self.broker, self.version).await?;
+        Ok(())
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Disconnects cleanly (MQTT DISCONNECT) rather than dropping the socket.
+    pub async fn close(self) {
+        self.link.disconnect().await;
+    }
+
+    /// The key to seal to or verify `peer` with: the pinned one, and only once the
+    /// directory agrees with it (a disagreement is refused, loudly, and never cached).
+    async fn key_for(&mut self, peer: PrincipalId) -> Result<PublicKey, ClientError> {
+        if let Some(key) = self.verified.get(&peer) {
+            return Ok(key.clone());
+        }
+        if self.identity.pinned(peer).is_none() {
+            return Err(ClientError::NotPinned(peer));
+        }
+        let view = self.api.public_key(self.identity.api_login(), peer).await?;
+        let key = self.identity.check_served_key(peer, &view.public_key)?;
+        self.verified.insert(peer, key.clone());
+        Ok(key)
+    }
+
+    /// Seals `payload` to `to` (sender-authenticated) and publishes it.
+    pub async fn send(
+        &mut self,
+        to: PrincipalId,
+        payload: &[u8],
+        qos: u8,
+    ) -> Result<(), ClientError> {
+        let key = self.key_for(to).await?;
+        let envelope = self.identity.seal_to(to, &key, payload)?;
+        self.link.publish(to, envelope, qos).await
+    }
+
+    /// Waits for the next envelope and opens it. An envelope that does not open is an
+    /// `Err` for that envelope; the connection stays usable.
+    pub async fn next(&mut self) -> Result<Message, ClientError> {
+        let envelope = self.link.recv().await?;
+        // Addressing and witness first: an envelope sealed to a replaced key is reported as
+        // such, whoever its sender is.
+        let header = crypto::addressed_to(self.identity.id, &self.identity.secret, &envelope)?;
+        let sender_key = match header.kind {
+            Kind::Authenticated => Some(self.key_for(header.sender).await?),
+            Kind::Anonymous => None,
+        };
+        let opened = crypto::open(
+            self.identity.id,
+            &self.identity.secret,
+            &envelope,
+            sender_key.as_ref(),
+            &mut self.replay,
+        )?;
+        Ok(Message {
+            from: opened.sender,
+            authenticated: opened.authenticated,
+            payload: opened.payload,
+        })
+    }
+
+    /// Sends `payload` to `to` and waits for its authenticated reply.
+    pub async fn request(
+        &mut self,
+        to: PrincipalId,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        self.send(to, payload, 1).await?;
+        tokio::time::timeout(timeout, async {
+            loop {
+                match self.next().await {
+                    Ok(m) if m.from == to && m.authenticated => return Ok(m.payload),
+                    Ok(_) => continue,
+                    Err(ClientError::Open(e)) => {
+                        tracing::warn!(error = %e, "ignoring an envelope that does not open")
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+        .map_err(|_| ClientError::Timeout(to, timeout))?
+    }
+
+    /// Answers every authenticated envelope with `handler`'s reply, sealed back to its
+    /// sender, until the connection ends. Envelopes that do not open are logged (never
+    /// their content) and skipped; unauthenticated ones get no reply, since their sender
+    /// is not proven.
+    pub async fn serve<F>(&mut self, mut handler: F) -> Result<(), ClientError>
+    where
+        F: FnMut(&Message) -> Vec<u8>,
+    {
+        loop {
+            let message = match self.next().await {
+                Ok(m) => m,
+                Err(ClientError::Open(e)) => {
+                    tracing::warn!(error = %e, "skipping an envelope that does not open");
+                    continue;
+                }
+                Err(ClientError::Api { status: 404, .. }) => {
+                    tracing::warn!("skipping an envelope from a principal that is not paired");
+                    continue;
+                }
+                Err(e @ (ClientError::PinMismatch { .. } | ClientError::NotPinned(_))) => {
+                    tracing::error!(error = %e, "refusing an envelope from an untrusted key");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if !message.authenticated {
+                tracing::warn!(from = %message.from, "skipping an unauthenticated envelope");
+                continue;
+            }
+            let reply = handler(&message);
+            self.send(message.from, &reply, 1).await?;
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The JSON bodies of the HTTP API (`docs/http-api.md`), declared once for the broker,
+//! which deserialises requests and serialises answers, and for the SDK, which does the
+//! opposite. Byte strings are standard base64; secrets travel as [`SecretText`], which
+//! zeroizes on drop and never prints. Validation (lengths, KDF policy) is the broker's.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::b64;
+use crate::id::{PrincipalId, PrincipalKind};
+use crate::kdf::{KdfParams, KdfSpec};
+
+/// A secret in a request body (a derived auth secret, a reset code): zeroized on drop,
+/// redacted in `Debug`, so a logged request cannot leak it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretText(Zeroizing<String>);
+
+impl SecretText {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for SecretText {
+    fn from(text: &str) -> Self {
+        SecretText(Zeroizing::new(text.to_owned()))
+    }
+}
+
+impl From<Zeroizing<String>> for SecretText {
+    fn from(text: Zeroizing<String>) -> Self {
+        SecretText(text)
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(<redacted>)")
+    }
+}
+
+impl Serialize for SecretText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| SecretText(Zeroizing::new(s)))
+    }
+}
+
+/// `POST /v1/prelogin`; answered with a [`KdfSpec`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PreloginRequest {
+    pub name: String,
+}
+
+/// `POST /v1/users`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub name: String,
+    pub user_id: PrincipalId,
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    pub auth_secret: SecretText,
+    pub kdf: KdfSpec,
+}
+
+/// The answer naming the principal a call created or changed (`POST /v1/users`,
+/// `POST /v1/me/password`, token rotation, re-enrolment).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IdBody {
+    pub id: PrincipalId,
+}
+
+/// `GET /v1/me`: the caller's own key material and who it may address.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Me {
+    pub id: PrincipalId,
+    pub kind: PrincipalKind,
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    pub witness: String,
+    pub peers: Vec<PrincipalId>,
+    /// For users: the KDF parameters the server recommends now (upgrade on password change);
+    /// `null` for instances.
+    #[serde(default)]
+    pub kdf_recommended: Option<KdfParams>,
+    /// The sealed keyring (base64), `null` until first written.
+    #[serde(default)]
+    pub keyring: Option<String>,
+    #[serde(default)]
+    pub keyring_version: u64,
+}
+
+/// `POST /v1/me/password`: the same private key re-wrapped under the new password.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChangePasswordRequest {
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    pub auth_secret: SecretText,
+    pub kdf: KdfSpec,
+}
+
+/// `POST /v1/instances`: an enrolment plus the id the console chose.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddInstanceRequest {
+    pub instance_id: PrincipalId,
+    #[serde(flatten)]
+    pub enrolment: Enrolment,
+}
+
+/// An instance key pair and token made by its owner's console: the body of a
+/// re-enrolment (`POST /v1/instances/{id}/reenrol`), and of an addition with the id.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Enrolment {
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    pub auth_secret: SecretText,
+    #[serde(with = "b64")]
+    pub owner_copy: Vec<u8>,
+    /// The owner's keyring with the new key pinned, written in the same transaction.
+    #[serde(default)]
+    pub keyring: Option<KeyringBody>,
+}
+
+/// The answer to `POST /v1/instances`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddedInstance {
+    pub id: PrincipalId,
+    pub witness: String,
+}
+
+/// `PUT /v1/me/keyring` (and inside an [`Enrolment`]): a sealed keyring and its version,
+/// the stored one plus one.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyringBody {
+    pub version: u64,
+    #[serde(with = "b64")]
+    pub keyring: Vec<u8>,
+}
+
+/// The answer to `PUT /v1/me/keyring`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyringVersion {
+    pub version: u64,
+}
+
+/// `POST /v1/users/reset`: a new key pair under a new password, authorised by a reset code.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResetRequest {
+    pub name: String,
+    pub reset_code: SecretText,
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    pub auth_secret: SecretText,
+    pub kdf: KdfSpec,
+}
+
+/// The answer to a completed reset: the instances whose bundles pin the old key.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResetDone {
+    pub id: PrincipalId,
+    pub stale_instances: Vec<PrincipalId>,
+}
+
+/// `POST /v1/instances/{id}/token`: the same instance key re-wrapped under a new token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RotateTokenRequest {
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    pub auth_secret: SecretText,
+}
+
+/// The answer to `DELETE /v1/instances/{id}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Removed {
+    pub id: PrincipalId,
+    pub removed: bool,
+}
+
+/// The answer to `DELETE /v1/me`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccountDeleted {
+    pub id: PrincipalId,
+    pub deleted_instances: Vec<PrincipalId>,
+}
+
+/// One entry of `GET /v1/instances`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InstanceView {
+    pub id: PrincipalId,
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    pub witness: String,
+    pub created_at: i64,
+    pub online: bool,
+    /// The owner's escrow copy of the instance bundle (base64), if it has one.
+    pub owner_copy: Option<String>,
+    /// The owner's key was replaced by a reset: re-enrol this instance.
+    #[serde(default)]
+    pub stale_owner_key: bool,
+}
+
+/// `GET /v1/instances`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InstanceList {
+    pub instances: Vec<InstanceView>,
+}
+
+/// `GET /v1/principals/{id}/key`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PublicKeyView {
+    pub id: PrincipalId,
+    pub kind: PrincipalKind,
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    pub witness: String,
+}
+
+/// The answer to the operator's `POST /v1/admin/users/{name}/reset`: the code, shown once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminReset {
+    pub user_id: PrincipalId,
+    pub reset_code: SecretText,
+    pub expires_at: i64,
+}
+
+/// Every 4xx and 5xx answer: a stable machine-readable code and a sentence for people.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_serialise_as_plain_strings_and_never_debug_print() {
+        let body = RotateTokenRequest {
+            wrapped_key: vec![1, 2, 3],
+            auth_secret: "s3cret-value".into(),
+        };
+        let json = serde_json::to_string(&body).unwrap();
+        assert_eq!(
+            json,
+            r#"{"wrapped_key":"AQID","auth_secret":"s3cret-value"}"#
+        );
+        assert!(!format!("{body:?}").contains("s3cret"));
+        let back: RotateTokenRequest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.auth_secret.expose(), "s3cret-value");
+    }
+
+    #[test]
+    fn an_enrolment_flattens_into_the_add_request() {
+        let id = PrincipalId([7; 16]);
+        let json = serde_json::to_value(AddInstanceRequest {
+            instance_id: id,
+            enrolment: Enrolment {
+                public_key: vec![0; 32],
+                wrapped_key: vec![1],
+                auth_secret: "x".into(),
+                owner_copy: vec![2],
+                keyring: None,
+            },
+        })
+        .unwrap();
+        assert_eq!(json["instance_id"], id.to_string());
+        assert_eq!(json["owner_copy"], "Ag==");
+        assert!(json.get("enrolment").is_none());
+    }
+}

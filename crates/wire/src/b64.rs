@@ -1,0 +1,28 @@
+//! Byte strings in the JSON API: standard base64 (RFC 4648 section 4, padded), and the
+//! URL-safe unpadded form used inside printable secrets.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Deserializer, Serializer};
+
+pub fn encode(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+pub fn decode(text: &str) -> Option<Vec<u8>> {
+    STANDARD.decode(text.as_bytes()).ok()
+}
+
+/// URL-safe, unpadded: for secrets printed into commands and tokens.
+pub fn encode_url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&encode(bytes))
+}
+
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let text = String::deserialize(d)?;
+    decode(&text).ok_or_else(|| serde::de::Error::custom("expected standard base64"))
+}

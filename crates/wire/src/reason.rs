@@ -1,0 +1,309 @@
+//! What the broker answers with: MQTT 5 reason codes ([`Reason`]) and the static labels
+//! that say why a session or a message was refused ([`Close`]). `docs/protocol.md` §5.5
+//! lists both tables; a test there keeps the doc and these enums from drifting apart.
+//! Labels travel as the MQTT 5 Reason String, land in `session_log.close_reason` and in
+//! metric labels: they are fixed strings, never built from client input.
+
+/// MQTT 5 reason codes the broker sends, with the MQTT 3.1.1 answer where 3.1.1 has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Reason {
+    /// CONNACK, PUBACK, SUBACK granted QoS 0; 3.1.1: return code 0.
+    Success = 0x00,
+    /// PUBACK: accepted, but the recipient has no live subscribed session; dropped.
+    NoMatchingSubscribers = 0x10,
+    /// DISCONNECT after an I/O error; 3.1.1 SUBACK 0x80 (subscription refused).
+    UnspecifiedError = 0x80,
+    /// DISCONNECT: the packet could not be decoded.
+    MalformedPacket = 0x81,
+    /// DISCONNECT: a packet before CONNECT, a second CONNECT, PUBREC/PUBCOMP from a client.
+    ProtocolError = 0x82,
+    /// Protocol level not 4 (3.1.1) or 5: answered in the 3.1.1 form, CONNACK return code 1,
+    /// since the broker cannot know the framing of an unknown version.
+    UnsupportedProtocolVersion = 0x84,
+    /// CONNACK: client id longer than 256 bytes; 3.1.1: return code 2.
+    ClientIdNotValid = 0x85,
+    /// CONNACK (bad login, one answer for all), SUBACK, PUBACK, DISCONNECT; 3.1.1: return
+    /// code 5, SUBACK 0x80, or a close.
+    NotAuthorized = 0x87,
+    /// DISCONNECT: the broker is stopping.
+    ServerShuttingDown = 0x8B,
+    /// DISCONNECT: nothing heard for 1.5 × the keepalive.
+    KeepAliveTimeout = 0x8D,
+    /// DISCONNECT: the same principal connected again with the same client id.
+    SessionTakenOver = 0x8E,
+    /// DISCONNECT: a PUBLISH topic that is not valid UTF-8 or holds a wildcard.
+    TopicNameInvalid = 0x90,
+    /// DISCONNECT: more unacknowledged QoS 1/2 publishes than the advertised Receive Maximum.
+    ReceiveMaximumExceeded = 0x93,
+    /// DISCONNECT: a packet over `mqtt.max_packet_bytes` or an envelope over `envelope.max_bytes`.
+    PacketTooLarge = 0x95,
+    /// CONNACK (broker at `mqtt.max_connections`), PUBACK (recipient over its byte budget),
+    /// DISCONNECT (the client does not read its own acknowledgements); 3.1.1: a close.
+    QuotaExceeded = 0x97,
+    /// DISCONNECT: the session's credentials changed; log in again with the new secret.
+    AdministrativeAction = 0x98,
+    /// DISCONNECT: the payload is not a valid envelope, or its recipient is not the topic's.
+    PayloadFormatInvalid = 0x99,
+    /// CONNACK, DISCONNECT: a retained will or publish (MQTT 5 only; 3.1.1 ignores retain).
+    RetainNotSupported = 0x9A,
+    /// CONNACK: too many failed logins, or too many connections from one address; 3.1.1:
+    /// return code 5, or a close.
+    ConnectionRateExceeded = 0x9F,
+}
+
+impl Reason {
+    /// Every variant, for the docs test and for tools that print the table.
+    pub const ALL: [Reason; 19] = [
+        Reason::Success,
+        Reason::NoMatchingSubscribers,
+        Reason::UnspecifiedError,
+        Reason::MalformedPacket,
+        Reason::ProtocolError,
+        Reason::UnsupportedProtocolVersion,
+        Reason::ClientIdNotValid,
+        Reason::NotAuthorized,
+        Reason::ServerShuttingDown,
+        Reason::KeepAliveTimeout,
+        Reason::SessionTakenOver,
+        Reason::TopicNameInvalid,
+        Reason::ReceiveMaximumExceeded,
+        Reason::PacketTooLarge,
+        Reason::QuotaExceeded,
+        Reason::AdministrativeAction,
+        Reason::PayloadFormatInvalid,
+        Reason::RetainNotSupported,
+        Reason::ConnectionRateExceeded,
+    ];
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Why a session ended or a packet was refused. Each label is sent as the MQTT 5 Reason
+/// String where a DISCONNECT carries it, recorded as `session_log.close_reason`, and used
+/// as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// The client sent DISCONNECT. Recorded only.
+    ClientDisconnect,
+    /// The socket closed without a DISCONNECT. Recorded only.
+    ConnectionLost,
+    /// The socket closed before CONNECT. Counted only.
+    ClosedBeforeConnect,
+    /// Reading or writing the socket failed.
+    IoError,
+    /// No CONNECT within `mqtt.connect_timeout_secs`. Counted only.
+    ConnectTimeout,
+    /// A packet out of order: before CONNECT, a second CONNECT, PUBREC/PUBCOMP from a client.
+    ProtocolError,
+    /// The decoder refused a packet; the DISCONNECT carries the decoder's code (0x81, 0x82,
+    /// 0x90, 0x93 or 0x95), 0x81 by default.
+    BadPacket,
+    /// CONNACK: unknown login, wrong secret or no credentials.
+    RefusedAuth,
+    /// CONNACK: too many failed logins from this address or for this login.
+    RefusedRateLimit,
+    /// CONNACK: client id longer than 256 bytes.
+    RefusedClientId,
+    /// CONNACK: a retained will (MQTT 5).
+    RefusedRetain,
+    /// CONNACK: a protocol level the broker does not speak, or a first packet that is not CONNECT.
+    RefusedProtocol,
+    /// CONNACK: the broker holds `mqtt.max_connections` connections.
+    RefusedCapacity,
+    /// CONNACK: this address holds `mqtt.max_connections_per_ip` connections.
+    RefusedIpCapacity,
+    /// PUBACK / close: the topic is not an inbox.
+    TopicNotInbox,
+    /// PUBACK / close: the recipient is not paired with the sender.
+    NotPaired,
+    /// DISCONNECT: the envelope's sender is not the session's principal.
+    SenderSpoofed,
+    /// DISCONNECT: the envelope is larger than `envelope.max_bytes`.
+    EnvelopeTooLarge,
+    /// DISCONNECT: the payload is not a valid envelope header.
+    BadHeader,
+    /// DISCONNECT: the envelope's recipient differs from the topic's.
+    RecipientMismatch,
+    /// DISCONNECT: a retained PUBLISH (MQTT 5).
+    RetainRefused,
+    /// 3.1.1 close: every recipient session is over its byte budget (3.1.1 has no negative ack).
+    RecipientBackpressure,
+    /// DISCONNECT: the client sends faster than it reads its own acknowledgements.
+    SlowReader,
+    /// DISCONNECT: nothing heard for 1.5 × the keepalive.
+    KeepaliveTimeout,
+    /// DISCONNECT: the same principal connected again with the same client id.
+    TakenOver,
+    /// DISCONNECT: the login's credentials changed while this session was being admitted.
+    ChangedDuringLogin,
+    /// DISCONNECT: the user's password was changed.
+    CredentialsChanged,
+    /// DISCONNECT: the operator issued a reset code for this user.
+    PasswordReset,
+    /// DISCONNECT: the instance's token was rotated.
+    TokenRotated,
+    /// DISCONNECT: the instance was re-enrolled under a new key and token.
+    Reenrolled,
+    /// DISCONNECT: the instance was removed by its owner.
+    InstanceRemoved,
+    /// DISCONNECT: the account was deleted.
+    AccountDeleted,
+    /// DISCONNECT: the broker is stopping.
+    ServerShutdown,
+}
+
+impl Close {
+    /// Every variant, for the docs test.
+    pub const ALL: [Close; 33] = [
+        Close::ClientDisconnect,
+        Close::ConnectionLost,
+        Close::ClosedBeforeConnect,
+        Close::IoError,
+        Close::ConnectTimeout,
+        Close::ProtocolError,
+        Close::BadPacket,
+        Close::RefusedAuth,
+        Close::RefusedRateLimit,
+        Close::RefusedClientId,
+        Close::RefusedRetain,
+        Close::RefusedProtocol,
+        Close::RefusedCapacity,
+        Close::RefusedIpCapacity,
+        Close::TopicNotInbox,
+        Close::NotPaired,
+        Close::SenderSpoofed,
+        Close::EnvelopeTooLarge,
+        Close::BadHeader,
+        Close::RecipientMismatch,
+        Close::RetainRefused,
+        Close::RecipientBackpressure,
+        Close::SlowReader,
+        Close::KeepaliveTimeout,
+        Close::TakenOver,
+        Close::ChangedDuringLogin,
+        Close::CredentialsChanged,
+        Close::PasswordReset,
+        Close::TokenRotated,
+        Close::Reenrolled,
+        Close::InstanceRemoved,
+        Close::AccountDeleted,
+        Close::ServerShutdown,
+    ];
+
+    /// The label: Reason String, `session_log.close_reason`, metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Close::ClientDisconnect => "client_disconnect",
+            Close::ConnectionLost => "connection_lost",
+            Close::ClosedBeforeConnect => "closed_before_connect",
+            Close::IoError => "io_error",
+            Close::ConnectTimeout => "connect_timeout",
+            Close::ProtocolError => "protocol_error",
+            Close::BadPacket => "bad_packet",
+            Close::RefusedAuth => "refused_auth",
+            Close::RefusedRateLimit => "refused_rate_limit",
+            Close::RefusedClientId => "refused_client_id",
+            Close::RefusedRetain => "refused_retain",
+            Close::RefusedProtocol => "refused_protocol",
+            Close::RefusedCapacity => "refused_capacity",
+            Close::RefusedIpCapacity => "refused_ip_capacity",
+            Close::TopicNotInbox => "topic_not_inbox",
+            Close::NotPaired => "not_paired",
+            Close::SenderSpoofed => "sender_spoofed",
+            Close::EnvelopeTooLarge => "envelope_too_large",
+            Close::BadHeader => "bad_header",
+            Close::RecipientMismatch => "recipient_mismatch",
+            Close::RetainRefused => "retain_refused",
+            Close::RecipientBackpressure => "recipient_backpressure",
+            Close::SlowReader => "slow_reader",
+            Close::KeepaliveTimeout => "keepalive_timeout",
+            Close::TakenOver => "taken_over",
+            Close::ChangedDuringLogin | Close::CredentialsChanged => "credentials_changed",
+            Close::PasswordReset => "password_reset",
+            Close::TokenRotated => "token_rotated",
+            Close::Reenrolled => "reenrolled",
+            Close::InstanceRemoved => "instance_removed",
+            Close::AccountDeleted => "account_deleted",
+            Close::ServerShutdown => "server_shutdown",
+        }
+    }
+
+    /// The reason code this label travels with.
+    pub fn reason(self) -> Reason {
+        match self {
+            Close::ClientDisconnect => Reason::Success,
+            Close::ConnectionLost | Close::ClosedBeforeConnect | Close::IoError => {
+                Reason::UnspecifiedError
+            }
+            Close::ConnectTimeout | Close::ProtocolError => Reason::ProtocolError,
+            Close::BadPacket => Reason::MalformedPacket,
+            Close::RefusedAuth
+            | Close::TopicNotInbox
+            | Close::NotPaired
+            | Close::SenderSpoofed
+            | Close::ChangedDuringLogin
+            | Close::InstanceRemoved
+            | Close::AccountDeleted => Reason::NotAuthorized,
+            Close::RefusedRateLimit | Close::RefusedIpCapacity => Reason::ConnectionRateExceeded,
+            Close::RefusedClientId => Reason::ClientIdNotValid,
+            Close::RefusedRetain | Close::RetainRefused => Reason::RetainNotSupported,
+            Close::RefusedProtocol => Reason::UnsupportedProtocolVersion,
+            Close::RefusedCapacity | Close::RecipientBackpressure | Close::SlowReader => {
+                Reason::QuotaExceeded
+            }
+            Close::EnvelopeTooLarge => Reason::PacketTooLarge,
+            Close::BadHeader | Close::RecipientMismatch => Reason::PayloadFormatInvalid,
+            Close::KeepaliveTimeout => Reason::KeepAliveTimeout,
+            Close::TakenOver => Reason::SessionTakenOver,
+            Close::CredentialsChanged
+            | Close::PasswordReset
+            | Close::TokenRotated
+            | Close::Reenrolled => Reason::AdministrativeAction,
+            Close::ServerShutdown => Reason::ServerShuttingDown,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/protocol.md` §5.5 is what client authors read: every code and every label
+    /// must be there, each label beside the code it travels with.
+    #[test]
+    fn protocol_doc_lists_every_reason_and_label() {
+        let doc = include_str!("../../../docs/protocol.md");
+        let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| ")).collect();
+        for reason in Reason::ALL {
+            let code = format!("| 0x{:02X} |", reason.code());
+            assert!(
+                rows.iter().any(|r| r.starts_with(&code)),
+                "docs/protocol.md has no reason-code row for {reason:?} ({code})"
+            );
+        }
+        for close in Close::ALL {
+            let row = format!("| `{}` | 0x{:02X} |", close.label(), close.reason().code());
+            assert!(
+                rows.iter().any(|r| r.starts_with(&row)),
+                "docs/protocol.md has no label row {row} for {close:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn all_lists_are_complete_and_labels_are_static_snake_case() {
+        let mut labels: Vec<_> = Close::ALL.iter().map(|c| (c.label(), c.reason())).collect();
+        labels.sort_by_key(|(l, r)| (*l, r.code()));
+        labels.dedup();
+        assert_eq!(labels.len(), Close::ALL.len(), "a (label, code) pair twice");
+        for (label, _) in labels {
+            assert!(label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        }
+        let mut codes: Vec<u8> = Reason::ALL.iter().map(|r| r.code()).collect();
+        codes.dedup();
+        assert_eq!(codes.len(), Reason::ALL.len());
+    }
+}

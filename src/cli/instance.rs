@@ -1,0 +1,139 @@
+//! `sealrelay instance …`: add, list, rotate, re-enrol, pin and remove your instances.
+
+use anyhow::Result;
+use clap::Subcommand;
+use sealrelay_client::ClientError;
+use sealrelay_wire::envelope::Witness;
+
+use super::{log_in, print_token, Endpoints, InstanceTarget, UserArg};
+
+#[derive(Subcommand)]
+pub(super) enum InstanceCommand {
+    /// Create an instance and print its id and one-time token (shown once, never stored).
+    Add {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        #[command(flatten)]
+        user: UserArg,
+    },
+    /// List your instances with their key witness and whether they are online.
+    List {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        #[command(flatten)]
+        user: UserArg,
+    },
+    /// Give one of your instances a new token (printed once); the old one stops working and
+    /// the instance is disconnected until it logs in with the new one.
+    RotateToken(InstanceTarget),
+    /// Remove one of your instances: its token stops working and it is disconnected at once.
+    Remove(InstanceTarget),
+    /// Give one of your instances a new key pair and token (printed once): after a password
+    /// reset, or when its host is no longer trusted. It is disconnected until it logs in
+    /// with the new token.
+    Reenrol(InstanceTarget),
+    /// Trust the server's key for one of your instances after checking its witness out of
+    /// band (the agent prints it): for instances added before keyrings existed.
+    Pin {
+        #[command(flatten)]
+        target: InstanceTarget,
+        /// The witness the instance shows (32 hex characters).
+        #[arg(long)]
+        witness: Witness,
+    },
+}
+
+pub(super) async fn run(command: InstanceCommand) -> Result<()> {
+    match command {
+        InstanceCommand::Add { endpoints, user } => {
+            let (api, mut me) = log_in(&endpoints, &user).await?;
+            let (id, token) = me.add_instance(&api).await?;
+            endpoints.remember_keyring(&me)?;
+            print_token(
+                id,
+                &token,
+                "The token is shown once: give it to the instance (SEALRELAY_TOKEN) and keep no other copy.",
+            );
+        }
+        InstanceCommand::List { endpoints, user } => {
+            let (api, me) = log_in(&endpoints, &user).await?;
+            println!(
+                "{:<32}  {:<32}  {:<8}  {:<7}  {:<9}  created",
+                "instance", "witness", "key", "online", "re-enrol"
+            );
+            let mut untrusted = 0;
+            for i in me.instances(&api).await? {
+                let key = match me.check_served_key(i.id, &i.public_key) {
+                    Ok(_) => "pinned",
+                    Err(ClientError::NotPinned(_)) => "unpinned",
+                    Err(_) => "MISMATCH",
+                };
+                untrusted += usize::from(key != "pinned");
+                println!(
+                    "{}  {}  {:<8}  {:<7}  {:<9}  {}",
+                    i.id,
+                    i.witness,
+                    key,
+                    if i.online { "yes" } else { "no" },
+                    if i.stale_owner_key { "needed" } else { "-" },
+                    i.created_at
+                );
+            }
+            if untrusted > 0 {
+                eprintln!("{untrusted} instance key(s) are not pinned or differ from the pin: messages to them are refused until you re-enrol them or pin them after checking their witness (sealrelay instance pin).");
+            }
+        }
+        InstanceCommand::RotateToken(InstanceTarget {
+            endpoints,
+            user,
+            instance,
+        }) => {
+            let (api, me) = log_in(&endpoints, &user).await?;
+            let token = me.rotate_token(&api, instance).await?;
+            print_token(
+                instance,
+                &token,
+                "The new token is shown once; the old one no longer works.",
+            );
+        }
+        InstanceCommand::Reenrol(InstanceTarget {
+            endpoints,
+            user,
+            instance,
+        }) => {
+            let (api, mut me) = log_in(&endpoints, &user).await?;
+            let token = me.reenrol_instance(&api, instance).await?;
+            endpoints.remember_keyring(&me)?;
+            print_token(
+                instance,
+                &token,
+                "The instance has a new key and this new token (shown once); start its agent with it.",
+            );
+        }
+        InstanceCommand::Pin {
+            target:
+                InstanceTarget {
+                    endpoints,
+                    user,
+                    instance,
+                },
+            witness,
+        } => {
+            let (api, mut me) = log_in(&endpoints, &user).await?;
+            me.pin_instance(&api, instance, witness).await?;
+            endpoints.remember_keyring(&me)?;
+            println!("pinned instance {instance} (key witness {witness})");
+        }
+        InstanceCommand::Remove(InstanceTarget {
+            endpoints,
+            user,
+            instance,
+        }) => {
+            let (api, mut me) = log_in(&endpoints, &user).await?;
+            me.remove_instance(&api, instance).await?;
+            endpoints.remember_keyring(&me)?;
+            println!("removed instance {instance}");
+        }
+    }
+    Ok(())
+}

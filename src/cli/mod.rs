@@ -1,0 +1,269 @@
+//! Command-line front end, one file per verb family: `serve`, `user`, `instance`, `admin`,
+//! and `messaging` (agent, send); this file holds the arguments they share. Secrets (passwords, tokens) are read from an environment
+//! variable, a file or a prompt — never from argv, where `ps` and shell history see them.
+
+mod admin;
+mod instance;
+mod messaging;
+mod serve;
+mod user;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use admin::AdminCommand;
+use instance::InstanceCommand;
+use sealrelay_client::crypto::Token;
+use sealrelay_client::{Api, Identity, MqttVersion};
+use sealrelay_wire::{KdfParams, PrincipalId};
+use sha2::{Digest, Sha256};
+use user::UserCommand;
+
+/// The weakest Argon2id parameters this client will use, whatever a server advertises
+/// (OWASP's minimum for Argon2id): a hostile server cannot talk it into a weak key.
+const CLIENT_MIN_KDF: KdfParams = KdfParams {
+    memory_kib: 19_456,
+    iterations: 2,
+    parallelism: 1,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "sealrelay",
+    version,
+    about = "A blind relay broker for sealed console ↔ instance messages"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (MQTT + HTTP API) on broker.toml's defaults or a given file.
+    Serve {
+        /// Config file layered over the built-in defaults (see broker.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Manage a user account.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Add and list your instances.
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+    /// Operator commands, run on the broker's machine with its config.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Run as an instance: open each envelope, answer it with a sealed reply (echo).
+    Agent {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        /// Read the instance token from this file instead of SEALRELAY_TOKEN or a prompt.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Act as a console: seal a message to an instance, wait for and print its reply.
+    Send {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        #[command(flatten)]
+        user: UserArg,
+        /// The instance id (from `sealrelay instance add` or `instance list`).
+        #[arg(long)]
+        to: PrincipalId,
+        /// The message; read from standard input when absent.
+        message: Option<String>,
+        /// Seconds to wait for the reply.
+        #[arg(long, default_value_t = 10)]
+        timeout_secs: u64,
+    },
+}
+
+#[derive(Args)]
+struct Endpoints {
+    /// Base URL of the broker's HTTP API.
+    #[arg(
+        long,
+        env = "SEALRELAY_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    server: String,
+    /// host:port of the broker's MQTT listener.
+    #[arg(long, env = "SEALRELAY_BROKER", default_value = "127.0.0.1:1883")]
+    broker: String,
+    /// MQTT protocol version: 5 or 3.1.1.
+    #[arg(long, default_value = "5")]
+    mqtt_version: MqttVersion,
+    /// Where to remember the newest keyring version seen per server, user and key, so an
+    /// older keyring served later is refused. Default: $XDG_STATE_HOME/sealrelay or
+    /// ~/.local/state/sealrelay.
+    #[arg(long, env = "SEALRELAY_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl Endpoints {
+    /// The file remembering the keyring version for this server, login and key.
+    fn keyring_floor(&self, me: &Identity) -> Option<PathBuf> {
+        let dir = self.state_dir.clone().or_else(|| {
+            std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+                .map(|d| d.join("sealrelay"))
+        })?;
+        let digest = Sha256::new()
+            .chain_update(self.server.as_bytes())
+            .chain_update([0])
+            .chain_update(me.login.as_bytes())
+            .chain_update([0])
+            .chain_update(me.witness().0)
+            .finalize();
+        Some(dir.join(format!("keyring-{}", hex::encode(&digest[..16]))))
+    }
+
+    /// Refuses a keyring older than the newest this machine saw, then remembers this one.
+    fn check_keyring(&self, me: &Identity) -> Result<()> {
+        let Some(path) = self.keyring_floor(me) else {
+            return Ok(());
+        };
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let seen: u64 = text.trim().parse().with_context(|| {
+                format!("{} should hold a keyring version number", path.display())
+            })?;
+            me.require_keyring_version(seen)?;
+            if seen == me.keyring_version() {
+                return Ok(());
+            }
+        }
+        self.remember_keyring(me)
+    }
+
+    fn remember_keyring(&self, me: &Identity) -> Result<()> {
+        let Some(path) = self.keyring_floor(me) else {
+            return Ok(());
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        }
+        std::fs::write(&path, me.keyring_version().to_string())
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+/// One of your instances, and you to act on it.
+#[derive(Args)]
+struct InstanceTarget {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    #[command(flatten)]
+    user: UserArg,
+    /// The instance id.
+    #[arg(long)]
+    instance: PrincipalId,
+}
+
+#[derive(Args)]
+struct UserArg {
+    /// Your user name. The password comes from SEALRELAY_PASSWORD or a prompt.
+    #[arg(long, env = "SEALRELAY_USER")]
+    user: String,
+}
+
+/// Each Argon2id parameter at its largest among `candidates`: never weaker than any.
+fn strongest(candidates: &[KdfParams]) -> KdfParams {
+    candidates.iter().fold(CLIENT_MIN_KDF, |a, b| KdfParams {
+        memory_kib: a.memory_kib.max(b.memory_kib),
+        iterations: a.iterations.max(b.iterations),
+        parallelism: a.parallelism.max(b.parallelism),
+    })
+}
+
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    if let Command::Serve { config } = cli.command {
+        return serve::serve(config);
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(client_command(cli.command))
+}
+
+/// The API at `endpoints` and `user` logged in with the password (env or prompt), its
+/// keyring checked against the newest version this machine saw.
+async fn log_in(endpoints: &Endpoints, user: &UserArg) -> Result<(Api, Identity)> {
+    let api = Api::new(&endpoints.server);
+    let me = Identity::login_user(&api, &user.user, &password(false)?).await?;
+    endpoints.check_keyring(&me)?;
+    Ok((api, me))
+}
+
+fn new_password() -> Result<Zeroizing<String>> {
+    let new = secret("SEALRELAY_NEW_PASSWORD", "New password: ", true)?;
+    if new.is_empty() {
+        bail!("the new password is empty");
+    }
+    Ok(new)
+}
+
+fn print_token(instance: PrincipalId, token: &Token, note: &str) {
+    println!("instance {instance}");
+    println!("token {}", &*token.reveal());
+    eprintln!("{note}");
+}
+
+/// A secret from `variable`, else an interactive prompt (twice when `confirm`).
+fn secret(variable: &str, prompt: &str, confirm: bool) -> Result<Zeroizing<String>> {
+    if let Ok(value) = std::env::var(variable) {
+        return Ok(Zeroizing::new(value));
+    }
+    let first = Zeroizing::new(
+        rpassword::prompt_password(prompt)
+            .with_context(|| format!("no {variable} set and no terminal to prompt on"))?,
+    );
+    if confirm {
+        let again = Zeroizing::new(rpassword::prompt_password("Repeat: ")?);
+        if *first != *again {
+            bail!("the two entries differ");
+        }
+    }
+    Ok(first)
+}
+
+fn password(confirm: bool) -> Result<Zeroizing<String>> {
+    let password = secret("SEALRELAY_PASSWORD", "Password: ", confirm)?;
+    if password.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(password)
+}
+
+async fn client_command(command: Command) -> Result<()> {
+    match command {
+        Command::Serve { .. } => unreachable!("handled before the client runtime starts"),
+        Command::User(command) => user::run(command).await,
+        Command::Instance(command) => instance::run(command).await,
+        Command::Admin(command) => admin::run(command).await,
+        Command::Agent {
+            endpoints,
+            token_file,
+        } => messaging::agent(endpoints, token_file).await,
+        Command::Send {
+            endpoints,
+            user,
+            to,
+            message,
+            timeout_secs,
+        } => messaging::send(endpoints, user, to, message, timeout_secs).await,
+    }
+}

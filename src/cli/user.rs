@@ -1,0 +1,122 @@
+//! `sealrelay user …`: register, change or reset a password, delete an account.
+
+use anyhow::{bail, Result};
+use clap::Subcommand;
+
+use super::{
+    log_in, new_password, password, secret, strongest, Endpoints, UserArg, CLIENT_MIN_KDF,
+};
+use sealrelay_client::{Api, Identity};
+use sealrelay_wire::ResetCode;
+
+#[derive(Subcommand)]
+pub(super) enum UserCommand {
+    /// Create an account: the key pair is made here and only its wrapped form is uploaded.
+    Register {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        #[command(flatten)]
+        user: UserArg,
+    },
+    /// Delete your account and every instance you own, with their keys. Irreversible: what
+    /// was sealed to your key can never be opened again. Needs --yes.
+    Delete {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        #[command(flatten)]
+        user: UserArg,
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Change your password: the same key is re-wrapped (KDF parameters upgraded to the
+    /// server's recommendation); your other sessions are disconnected. The old password
+    /// comes from SEALRELAY_PASSWORD or a prompt, the new from SEALRELAY_NEW_PASSWORD or a prompt.
+    Passwd {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        #[command(flatten)]
+        user: UserArg,
+    },
+    /// Complete a password reset with the code your operator gave you (SEALRELAY_RESET_CODE
+    /// or a prompt): a new key pair replaces the old one, so what was sealed to the old key
+    /// can no longer be opened, and your instances must be re-enrolled. The new password
+    /// comes from SEALRELAY_NEW_PASSWORD or a prompt.
+    Reset {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        #[command(flatten)]
+        user: UserArg,
+    },
+}
+
+pub(super) async fn run(command: UserCommand) -> Result<()> {
+    match command {
+        UserCommand::Register { endpoints, user } => {
+            let api = Api::new(&endpoints.server);
+            let password = password(true)?;
+            // Unknown names get the server's default parameters from prelogin; never
+            // accept weaker ones than our own floor.
+            let advertised = api.prelogin(&user.user).await?.params;
+            let params = strongest(&[advertised, CLIENT_MIN_KDF]);
+            let me = Identity::register_user(&api, &user.user, &password, params).await?;
+            println!(
+                "registered user {} (id {}, key witness {})",
+                me.login,
+                me.id,
+                me.witness()
+            );
+        }
+        UserCommand::Passwd { endpoints, user } => {
+            let (api, mut me) = log_in(&endpoints, &user).await?;
+            let new = new_password()?;
+            let current = api.prelogin(&user.user).await?.params;
+            let recommended = me.recommended_kdf(&api).await?.unwrap_or(current);
+            let params = strongest(&[current, recommended, CLIENT_MIN_KDF]);
+            me.change_password(&api, &new, params).await?;
+            println!(
+                "password changed for {} (key witness unchanged: {}; Argon2id m={} KiB t={} p={})",
+                me.login,
+                me.witness(),
+                params.memory_kib,
+                params.iterations,
+                params.parallelism
+            );
+        }
+        UserCommand::Delete {
+            endpoints,
+            user,
+            yes,
+        } => {
+            if !yes {
+                bail!("deleting an account cannot be undone; add --yes to confirm");
+            }
+            let (api, me) = log_in(&endpoints, &user).await?;
+            let name = me.login.clone();
+            me.delete_account(&api).await?;
+            println!("deleted user {name} and its instances");
+        }
+        UserCommand::Reset { endpoints, user } => {
+            let api = Api::new(&endpoints.server);
+            let code: ResetCode = secret("SEALRELAY_RESET_CODE", "Reset code: ", false)?.parse()?;
+            let new = new_password()?;
+            let advertised = api.prelogin(&user.user).await?.params;
+            let params = strongest(&[advertised, CLIENT_MIN_KDF]);
+            let (me, stale) =
+                Identity::complete_reset(&api, &user.user, &code, &new, params).await?;
+            endpoints.remember_keyring(&me)?;
+            println!(
+                "password reset for {}: new key witness {}; what was sealed to the old key can no longer be opened",
+                me.login,
+                me.witness()
+            );
+            for id in &stale {
+                println!("re-enrol {id}");
+            }
+            if !stale.is_empty() {
+                eprintln!("{} instance(s) still pin your old key: run `sealrelay instance reenrol --instance <id>` for each and restart its agent with the new token.", stale.len());
+            }
+        }
+    }
+    Ok(())
+}
