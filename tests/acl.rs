@@ -418,9 +418,38 @@ async fn http_errors_are_json_and_name_the_problem() {
         "bad_request",
     );
     assert!(
-        message.contains("name"),
+        message.contains("field `name` is missing"),
         "names the missing field: {message}"
     );
+    // A badly formatted field is named, nested ones by their path; the value is not echoed.
+    let secret_looking = "not-base64-SECRET-VALUE";
+    for (body, field) in [
+        (
+            serde_json::json!({"name": 5}),
+            "field `name` has the wrong type or format",
+        ),
+        (
+            serde_json::json!({
+                "name": "x", "user_id": PrincipalId::random(), "public_key": secret_looking,
+                "wrapped_key": "AAAA", "auth_secret": "A".repeat(43),
+                "kdf": {"salt": "AAAAAAAAAAAAAAAAAAAAAA==", "memory_kib": 19456, "iterations": 2, "parallelism": 1}
+            }),
+            "field `public_key` has the wrong type or format",
+        ),
+        (
+            serde_json::json!({
+                "name": "x", "user_id": PrincipalId::random(), "public_key": "AAAA",
+                "wrapped_key": "AAAA", "auth_secret": "A".repeat(43),
+                "kdf": {"salt": secret_looking, "memory_kib": 19456, "iterations": 2, "parallelism": 1}
+            }),
+            "field `kdf.salt` has the wrong type or format",
+        ),
+    ] {
+        let path = if field.contains("`name`") { "/v1/prelogin" } else { "/v1/users" };
+        let message = check(agent.post(url(path)).send_json(&body).unwrap(), 400, "bad_request");
+        assert!(message.contains(field), "{field}: {message}");
+        assert!(!message.contains(secret_looking), "echoes the value: {message}");
+    }
     let weak = serde_json::json!({
         "name": "weak", "user_id": PrincipalId::random(), "public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
         "wrapped_key": "AAAA", "auth_secret": "A".repeat(43),

@@ -58,7 +58,8 @@ enum Command {
     /// Operator commands, run on the broker's machine with its config.
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// Run as an instance: open each envelope, answer it with a sealed reply (echo).
+    /// Run as an instance: answer each sender-authenticated (kind 2) envelope with a sealed
+    /// echo; anonymous (kind 1) envelopes are skipped, since their sender is not proven.
     Agent {
         #[command(flatten)]
         endpoints: Endpoints,

@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use sealrelay_wire::api::*;
 
 use super::checks::*;
-use super::{caller, caller_user, ApiError, ApiState, Result};
+use super::{Body, caller, caller_user, ApiError, ApiState, Result};
 use crate::directory::{InstanceKey, InstanceSecret};
 use crate::metrics;
 use sealrelay_wire::b64;
@@ -14,7 +14,7 @@ use sealrelay_wire::Close;
 pub(super) async fn add_instance(
     req: HttpRequest,
     state: web::Data<ApiState>,
-    body: web::Json<AddInstanceRequest>,
+    body: Body<AddInstanceRequest>,
 ) -> Result<HttpResponse> {
     let owner = caller_user(&req, &state).await?;
     let AddInstanceRequest {
@@ -58,7 +58,7 @@ pub(super) async fn rotate_token(
     req: HttpRequest,
     state: web::Data<ApiState>,
     path: web::Path<String>,
-    body: web::Json<RotateTokenRequest>,
+    body: Body<RotateTokenRequest>,
 ) -> Result<HttpResponse> {
     let body = body.into_inner();
     let secret = instance_secret(body.wrapped_key, body.auth_secret.expose())?;
@@ -72,7 +72,7 @@ pub(super) async fn reenrol_instance(
     req: HttpRequest,
     state: web::Data<ApiState>,
     path: web::Path<String>,
-    body: web::Json<Enrolment>,
+    body: Body<Enrolment>,
 ) -> Result<HttpResponse> {
     let (secret, key) = check_enrolment(body.into_inner())?;
     rekey_instance(&req, &state, &path, secret, Some(key), Close::Reenrolled).await

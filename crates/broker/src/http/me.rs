@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use sealrelay_wire::api::*;
 
 use super::checks::*;
-use super::{caller, caller_user, ApiError, ApiState, Result};
+use super::{Body, caller, caller_user, ApiError, ApiState, Result};
 use crate::directory::NewSecret;
 use crate::metrics;
 use sealrelay_wire::envelope::Witness;
@@ -40,7 +40,7 @@ pub(super) async fn me(req: HttpRequest, state: web::Data<ApiState>) -> Result<H
 pub(super) async fn change_password(
     req: HttpRequest,
     state: web::Data<ApiState>,
-    body: web::Json<ChangePasswordRequest>,
+    body: Body<ChangePasswordRequest>,
 ) -> Result<HttpResponse> {
     let user = caller_user(&req, &state).await?;
     let body = body.into_inner();
@@ -86,7 +86,7 @@ pub(super) async fn delete_account(
 pub(super) async fn put_keyring(
     req: HttpRequest,
     state: web::Data<ApiState>,
-    body: web::Json<KeyringBody>,
+    body: Body<KeyringBody>,
 ) -> Result<HttpResponse> {
     let caller = caller(&req, &state).await?;
     let keyring = check_keyring(body.into_inner())?;

@@ -171,26 +171,64 @@ async fn metrics_page(state: web::Data<ApiState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-/// Names the field and the problem, never the value sent (it may be a secret).
+/// A JSON request body of type `T`. actix reads it as JSON first (size limit, content type,
+/// syntax: [`json_error`]); then it is mapped onto `T` tracking the path, so a refusal names
+/// the field — and never the value sent, which may be a secret.
+pub(crate) struct Body<T>(pub T);
+
+impl<T> Body<T> {
+    pub(crate) fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Body<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for Body<T> {
+    type Error = actix_web::Error;
+    type Future = futures_util::future::LocalBoxFuture<'static, std::result::Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let json = web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move {
+            let value = json.await?.into_inner();
+            serde_path_to_error::deserialize(value)
+                .map(Body)
+                .map_err(|e| ApiError::BadRequest(field_error(&e)).into())
+        })
+    }
+}
+
+/// "field `kdf.salt` has the wrong type or format", "missing field `name`": the path and
+/// the kind of problem, without serde's description of the value.
+fn field_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let inner = e.inner().to_string();
+    let path = e.path().to_string();
+    let detail = if inner.starts_with("missing field") {
+        let field = inner.split('`').nth(1).unwrap_or("?");
+        match path.as_str() {
+            "." => format!("field `{field}` is missing"),
+            at => format!("field `{at}.{field}` is missing"),
+        }
+    } else {
+        format!("field `{path}` has the wrong type or format")
+    };
+    format!("request body does not match this endpoint: {detail}")
+}
+
+/// Names the problem, never the value sent (it may be a secret).
 pub(crate) fn json_error(
     err: actix_web::error::JsonPayloadError,
     _req: &HttpRequest,
 ) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as J;
     let message = match &err {
-        J::Deserialize(e) if e.is_data() => {
-            let text = e.to_string();
-            let detail = if text.starts_with("missing field") || text.starts_with("unknown field") {
-                text.split(" at line").next().unwrap_or("").to_owned()
-            } else {
-                "a field has the wrong type or format".to_owned()
-            };
-            format!(
-                "request body does not match this endpoint: {detail} (line {}, column {})",
-                e.line(),
-                e.column()
-            )
-        }
         J::Deserialize(e) => format!(
             "request body is not valid JSON (line {}, column {})",
             e.line(),

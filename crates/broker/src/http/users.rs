@@ -7,7 +7,7 @@ use super::checks::*;
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use super::{peer_ip, ApiError, ApiState, Result};
+use super::{Body, peer_ip, ApiError, ApiState, Result};
 use crate::auth::AuthError;
 use crate::directory::{unix_now, NewSecret, NewUser};
 use crate::metrics;
@@ -18,7 +18,7 @@ use sealrelay_wire::{BadResetCode, KdfSpec, ResetCode};
 /// secret and the default parameters: stable and indistinguishable from a real account.
 pub(super) async fn prelogin(
     state: web::Data<ApiState>,
-    body: web::Json<PreloginRequest>,
+    body: Body<PreloginRequest>,
 ) -> Result<HttpResponse> {
     let (salt, params) = match state.directory.kdf_of(&body.name).await? {
         Some(found) => found,
@@ -35,7 +35,7 @@ pub(super) async fn prelogin(
 
 pub(super) async fn register(
     state: web::Data<ApiState>,
-    body: web::Json<RegisterRequest>,
+    body: Body<RegisterRequest>,
 ) -> Result<HttpResponse> {
     let body = body.into_inner();
     check_name(&body.name)?;
@@ -62,7 +62,7 @@ pub(super) async fn register(
 pub(super) async fn complete_reset(
     req: HttpRequest,
     state: web::Data<ApiState>,
-    body: web::Json<ResetRequest>,
+    body: Body<ResetRequest>,
 ) -> Result<HttpResponse> {
     let body = body.into_inner();
     let denied = || {
