@@ -445,10 +445,21 @@ async fn http_errors_are_json_and_name_the_problem() {
             "field `kdf.salt` has the wrong type or format",
         ),
     ] {
-        let path = if field.contains("`name`") { "/v1/prelogin" } else { "/v1/users" };
-        let message = check(agent.post(url(path)).send_json(&body).unwrap(), 400, "bad_request");
+        let path = if field.contains("`name`") {
+            "/v1/prelogin"
+        } else {
+            "/v1/users"
+        };
+        let message = check(
+            agent.post(url(path)).send_json(&body).unwrap(),
+            400,
+            "bad_request",
+        );
         assert!(message.contains(field), "{field}: {message}");
-        assert!(!message.contains(secret_looking), "echoes the value: {message}");
+        assert!(
+            !message.contains(secret_looking),
+            "echoes the value: {message}"
+        );
     }
     let weak = serde_json::json!({
         "name": "weak", "user_id": PrincipalId::random(), "public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",

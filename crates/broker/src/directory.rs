@@ -51,10 +51,7 @@ pub struct NewUser {
     pub id: PrincipalId,
     pub name: String,
     pub public_key: [u8; 32],
-    pub wrapped_key: Vec<u8>,
-    pub verifier: [u8; 32],
-    pub salt: Vec<u8>,
-    pub kdf: KdfParams,
+    pub secret: NewSecret,
 }
 
 /// A user's new password-derived material; the key pair stays.
@@ -313,12 +310,12 @@ impl Directory {
         .bind(&user.id.0[..])
         .bind(&user.name)
         .bind(&user.public_key[..])
-        .bind(&user.wrapped_key)
-        .bind(&user.verifier[..])
-        .bind(&user.salt)
-        .bind(user.kdf.memory_kib)
-        .bind(user.kdf.iterations)
-        .bind(user.kdf.parallelism)
+        .bind(&user.secret.wrapped_key)
+        .bind(&user.secret.verifier[..])
+        .bind(&user.secret.salt)
+        .bind(user.secret.kdf.memory_kib)
+        .bind(user.secret.kdf.iterations)
+        .bind(user.secret.kdf.parallelism)
         .bind(unix_now())
         .execute(&self.pool)
         .await
@@ -329,7 +326,12 @@ impl Directory {
                 e.into()
             }
         })?;
-        self.remember_login(user.name, user.id, PrincipalKind::User, user.verifier);
+        self.remember_login(
+            user.name,
+            user.id,
+            PrincipalKind::User,
+            user.secret.verifier,
+        );
         Ok(())
     }
 
@@ -757,6 +759,24 @@ mod tests {
         }
     }
 
+    const ALICE: PrincipalId = PrincipalId([1; 16]);
+
+    /// A directory in a fresh SQLite file with one user, alice.
+    async fn with_alice() -> (tempfile::TempDir, Arc<Directory>) {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = Arc::new(Directory::open(&dir.path().join("d.db")).await.unwrap());
+        directory
+            .register_user(NewUser {
+                id: ALICE,
+                name: "alice".into(),
+                public_key: [2; 32],
+                secret: secret(4),
+            })
+            .await
+            .unwrap();
+        (dir, directory)
+    }
+
     async fn stored_verifier(directory: &Directory, login: &str) -> [u8; 32] {
         let row = sqlx::query("SELECT verifier FROM principals WHERE login = ?")
             .bind(login)
@@ -771,21 +791,8 @@ mod tests {
     /// could leave the old password working until the next restart (or the reverse).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn login_map_and_database_agree_after_racing_credential_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let directory = Arc::new(Directory::open(&dir.path().join("d.db")).await.unwrap());
-        let user = PrincipalId([1; 16]);
-        directory
-            .register_user(NewUser {
-                id: user,
-                name: "alice".into(),
-                public_key: [2; 32],
-                wrapped_key: vec![3; 80],
-                verifier: [4; 32],
-                salt: vec![5; 16],
-                kdf: KDF,
-            })
-            .await
-            .unwrap();
+        let (_dir, directory) = with_alice().await;
+        let user = ALICE;
         let mut disagreements = 0;
         for round in 0..300u32 {
             let v = (round % 50) as u8 * 4 + 10;
@@ -819,21 +826,8 @@ mod tests {
     /// leave it either present with one verifier in both places, or gone from both.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn instance_logins_agree_after_racing_rotation_reenrolment_and_removal() {
-        let dir = tempfile::tempdir().unwrap();
-        let directory = Arc::new(Directory::open(&dir.path().join("d.db")).await.unwrap());
-        let owner = PrincipalId([1; 16]);
-        directory
-            .register_user(NewUser {
-                id: owner,
-                name: "alice".into(),
-                public_key: [2; 32],
-                wrapped_key: vec![3; 80],
-                verifier: [4; 32],
-                salt: vec![5; 16],
-                kdf: KDF,
-            })
-            .await
-            .unwrap();
+        let (_dir, directory) = with_alice().await;
+        let owner = ALICE;
         let token = |v: u8| InstanceSecret {
             wrapped_key: vec![v; 80],
             verifier: [v; 32],

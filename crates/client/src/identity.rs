@@ -34,20 +34,14 @@ pub(crate) fn key_of(id: PrincipalId, bytes: &[u8]) -> Result<PublicKey, ClientE
     PublicKey::from_slice(bytes).map_err(|_| ClientError::BadKey(id))
 }
 
-/// A user's private key wrapped under keys from a password with a fresh salt, and what
-/// the server is sent with it.
-struct WrappedUserKey {
-    kdf: KdfSpec,
-    wrapped_key: Vec<u8>,
-    auth_secret: Zeroizing<String>,
-}
-
+/// A user's private key wrapped under keys from a password with a fresh salt, and the
+/// login secret derived with them (to keep for this session).
 async fn wrap_user_key(
     id: PrincipalId,
     secret: &SecretKey,
     password: &str,
     params: KdfParams,
-) -> Result<WrappedUserKey, ClientError> {
+) -> Result<(PasswordWrap, Zeroizing<String>), ClientError> {
     let kdf = KdfSpec {
         salt: crypto::random_salt().to_vec(),
         params,
@@ -57,11 +51,13 @@ async fn wrap_user_key(
         secret: secret.clone(),
     }
     .encode();
-    Ok(WrappedUserKey {
+    let auth_secret = keys.auth_secret();
+    let wrap = PasswordWrap {
         wrapped_key: keys.wrap(id, &bundle),
-        auth_secret: keys.auth_secret(),
+        auth_secret: auth_secret.clone().into(),
         kdf,
-    })
+    };
+    Ok((wrap, auth_secret))
 }
 
 /// Argon2id is deliberately slow; keep it off the async workers.
@@ -106,17 +102,11 @@ impl Identity {
     ) -> Result<Identity, ClientError> {
         let id = PrincipalId::random();
         let secret = SecretKey::generate(&mut OsRng);
-        let wrapped = wrap_user_key(id, &secret, password, params).await?;
-        api.register(RegisterRequest {
-            name: name.into(),
-            user_id: id,
-            public_key: secret.public_key().as_bytes().to_vec(),
-            wrapped_key: wrapped.wrapped_key,
-            auth_secret: wrapped.auth_secret.clone().into(),
-            kdf: wrapped.kdf,
-        })
-        .await?;
-        Ok(Identity::new_user(id, name, secret, wrapped.auth_secret))
+        let (password, auth_secret) = wrap_user_key(id, &secret, password, params).await?;
+        let public_key = secret.public_key().as_bytes().to_vec();
+        api.register(RegisterRequest::new(name.into(), id, public_key, password))
+            .await?;
+        Ok(Identity::new_user(id, name, secret, auth_secret))
     }
 
     /// A user with a key pair just made here: nothing pinned yet.
@@ -150,18 +140,12 @@ impl Identity {
         params: KdfParams,
     ) -> Result<(Identity, Vec<PrincipalId>), ClientError> {
         let secret = SecretKey::generate(&mut OsRng);
-        let wrapped = wrap_user_key(code.user, &secret, new_password, params).await?;
-        let done = api
-            .complete_reset(ResetRequest {
-                name: name.into(),
-                reset_code: code.reveal().into(),
-                public_key: secret.public_key().as_bytes().to_vec(),
-                wrapped_key: wrapped.wrapped_key,
-                auth_secret: wrapped.auth_secret.clone().into(),
-                kdf: wrapped.kdf,
-            })
-            .await?;
-        let me = Identity::new_user(done.id, name, secret, wrapped.auth_secret);
+        let (password, auth_secret) =
+            wrap_user_key(code.user, &secret, new_password, params).await?;
+        let public_key = secret.public_key().as_bytes().to_vec();
+        let request = ResetRequest::new(name.into(), code.reveal().into(), public_key, password);
+        let done = api.complete_reset(request).await?;
+        let me = Identity::new_user(done.id, name, secret, auth_secret);
         Ok((me, done.stale_instances))
     }
 
@@ -236,10 +220,7 @@ impl Identity {
     pub async fn add_instance(&mut self, api: &Api) -> Result<(PrincipalId, Token), ClientError> {
         let instance_id = PrincipalId::random();
         let (token, public, enrolment) = self.enrol(instance_id);
-        let request = AddInstanceRequest {
-            instance_id,
-            enrolment,
-        };
+        let request = AddInstanceRequest::new(instance_id, enrolment);
         // The key was made here: pin it, in the same transaction as the instance.
         self.write_keyring(
             api,
@@ -306,17 +287,10 @@ impl Identity {
                 "only a user has a password; instances rotate their token".into(),
             ));
         }
-        let wrapped = wrap_user_key(self.id, &self.secret, new_password, params).await?;
-        api.change_password(
-            self.api_login(),
-            ChangePasswordRequest {
-                wrapped_key: wrapped.wrapped_key,
-                auth_secret: wrapped.auth_secret.clone().into(),
-                kdf: wrapped.kdf,
-            },
-        )
-        .await?;
-        self.auth_secret = wrapped.auth_secret;
+        let (password, auth_secret) =
+            wrap_user_key(self.id, &self.secret, new_password, params).await?;
+        api.change_password(self.api_login(), password).await?;
+        self.auth_secret = auth_secret;
         Ok(())
     }
 

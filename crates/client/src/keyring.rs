@@ -119,7 +119,7 @@ impl Identity {
             };
             let result = match &mut op {
                 PinWrite::Add(request) => {
-                    request.enrolment.keyring = Some(body);
+                    request.keyring = Some(body);
                     api.add_instance(login, request).await
                 }
                 PinWrite::Reenrol(id, enrolment) => {

@@ -57,6 +57,24 @@ pub struct PreloginRequest {
     pub name: String,
 }
 
+/// A user's private key wrapped under a password (protocol §2.1, §3), with the login secret
+/// and KDF salt and parameters derived from the same password. It is the whole body of a
+/// change of password, and part of a registration and of a reset.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PasswordWrap {
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    pub auth_secret: SecretText,
+    pub kdf: KdfSpec,
+}
+
+/// `POST /v1/me/password`: the same private key re-wrapped under the new password.
+pub type ChangePasswordRequest = PasswordWrap;
+
+// The request bodies below that contain a `PasswordWrap` or an `Enrolment` spell its fields
+// out rather than `#[serde(flatten)]` them: flattening would hide which field was malformed
+// from the broker's error messages. `into_parts` / `new` convert.
+
 /// `POST /v1/users`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RegisterRequest {
@@ -68,6 +86,29 @@ pub struct RegisterRequest {
     pub wrapped_key: Vec<u8>,
     pub auth_secret: SecretText,
     pub kdf: KdfSpec,
+}
+
+impl RegisterRequest {
+    pub fn new(name: String, user_id: PrincipalId, public_key: Vec<u8>, p: PasswordWrap) -> Self {
+        RegisterRequest {
+            name,
+            user_id,
+            public_key,
+            wrapped_key: p.wrapped_key,
+            auth_secret: p.auth_secret,
+            kdf: p.kdf,
+        }
+    }
+
+    /// Name, user id, public key, and the password wrap.
+    pub fn into_parts(self) -> (String, PrincipalId, Vec<u8>, PasswordWrap) {
+        let wrap = PasswordWrap {
+            wrapped_key: self.wrapped_key,
+            auth_secret: self.auth_secret,
+            kdf: self.kdf,
+        };
+        (self.name, self.user_id, self.public_key, wrap)
+    }
 }
 
 /// The answer naming the principal a call created or changed (`POST /v1/users`,
@@ -99,21 +140,43 @@ pub struct Me {
     pub keyring_version: u64,
 }
 
-/// `POST /v1/me/password`: the same private key re-wrapped under the new password.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ChangePasswordRequest {
-    #[serde(with = "b64")]
-    pub wrapped_key: Vec<u8>,
-    pub auth_secret: SecretText,
-    pub kdf: KdfSpec,
-}
-
-/// `POST /v1/instances`: an enrolment plus the id the console chose.
+/// `POST /v1/instances`: an [`Enrolment`] plus the id the console chose.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AddInstanceRequest {
     pub instance_id: PrincipalId,
-    #[serde(flatten)]
-    pub enrolment: Enrolment,
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    pub auth_secret: SecretText,
+    #[serde(with = "b64")]
+    pub owner_copy: Vec<u8>,
+    #[serde(default)]
+    pub keyring: Option<KeyringBody>,
+}
+
+impl AddInstanceRequest {
+    pub fn new(instance_id: PrincipalId, e: Enrolment) -> Self {
+        AddInstanceRequest {
+            instance_id,
+            public_key: e.public_key,
+            wrapped_key: e.wrapped_key,
+            auth_secret: e.auth_secret,
+            owner_copy: e.owner_copy,
+            keyring: e.keyring,
+        }
+    }
+
+    pub fn into_parts(self) -> (PrincipalId, Enrolment) {
+        let e = Enrolment {
+            public_key: self.public_key,
+            wrapped_key: self.wrapped_key,
+            auth_secret: self.auth_secret,
+            owner_copy: self.owner_copy,
+            keyring: self.keyring,
+        };
+        (self.instance_id, e)
+    }
 }
 
 /// An instance key pair and token made by its owner's console: the body of a
@@ -165,6 +228,29 @@ pub struct ResetRequest {
     pub wrapped_key: Vec<u8>,
     pub auth_secret: SecretText,
     pub kdf: KdfSpec,
+}
+
+impl ResetRequest {
+    pub fn new(name: String, code: SecretText, public_key: Vec<u8>, p: PasswordWrap) -> Self {
+        ResetRequest {
+            name,
+            reset_code: code,
+            public_key,
+            wrapped_key: p.wrapped_key,
+            auth_secret: p.auth_secret,
+            kdf: p.kdf,
+        }
+    }
+
+    /// Name, reset code, public key, and the password wrap.
+    pub fn into_parts(self) -> (String, SecretText, Vec<u8>, PasswordWrap) {
+        let wrap = PasswordWrap {
+            wrapped_key: self.wrapped_key,
+            auth_secret: self.auth_secret,
+            kdf: self.kdf,
+        };
+        (self.name, self.reset_code, self.public_key, wrap)
+    }
 }
 
 /// The answer to a completed reset: the instances whose bundles pin the old key.
@@ -264,21 +350,20 @@ mod tests {
     }
 
     #[test]
-    fn an_enrolment_flattens_into_the_add_request() {
+    fn an_add_request_is_an_enrolment_plus_the_id_at_top_level() {
         let id = PrincipalId([7; 16]);
-        let json = serde_json::to_value(AddInstanceRequest {
-            instance_id: id,
-            enrolment: Enrolment {
-                public_key: vec![0; 32],
-                wrapped_key: vec![1],
-                auth_secret: "x".into(),
-                owner_copy: vec![2],
-                keyring: None,
-            },
-        })
-        .unwrap();
-        assert_eq!(json["instance_id"], id.to_string());
-        assert_eq!(json["owner_copy"], "Ag==");
-        assert!(json.get("enrolment").is_none());
+        let enrolment = Enrolment {
+            public_key: vec![0; 32],
+            wrapped_key: vec![1],
+            auth_secret: "x".into(),
+            owner_copy: vec![2],
+            keyring: None,
+        };
+        let mut expected = serde_json::to_value(&enrolment).unwrap();
+        expected["instance_id"] = id.to_string().into();
+        let request = AddInstanceRequest::new(id, enrolment);
+        assert_eq!(serde_json::to_value(&request).unwrap(), expected);
+        let (back_id, back) = request.into_parts();
+        assert_eq!((back_id, back.owner_copy), (id, vec![2]));
     }
 }

@@ -1,13 +1,13 @@
 //! Validation of request bodies before anything reaches the directory: sizes of keys and
 //! wrapped blobs, secrets, names, KDF policy, ids in paths. Each refusal names the field.
 
-use sealrelay_wire::api::{Enrolment, KeyringBody};
+use sealrelay_wire::api::{Enrolment, KeyringBody, PasswordWrap};
 use sealrelay_wire::{KdfParams, KdfSpec, PrincipalId};
 
 use super::{ApiError, Result};
 use crate::auth::verifier;
 use crate::config::Config;
-use crate::directory::{InstanceKey, InstanceSecret, KeyringWrite};
+use crate::directory::{InstanceKey, InstanceSecret, KeyringWrite, NewSecret};
 
 const MAX_WRAPPED_KEY: usize = 1024;
 /// About 2,700 pinned peers; the JSON body limit below leaves room for its base64.
@@ -52,6 +52,18 @@ pub(super) fn check_keyring(body: KeyringBody) -> Result<KeyringWrite> {
     Ok(KeyringWrite {
         version,
         blob: body.keyring,
+    })
+}
+
+/// A user's key wrapped under a password, with its login secret and KDF, validated.
+pub(super) fn check_password_wrap(config: &Config, wrap: PasswordWrap) -> Result<NewSecret> {
+    check_wrapped(&wrap.wrapped_key)?;
+    let kdf = check_kdf(config, &wrap.kdf)?;
+    Ok(NewSecret {
+        verifier: check_secret(wrap.auth_secret.expose())?,
+        wrapped_key: wrap.wrapped_key,
+        salt: wrap.kdf.salt,
+        kdf,
     })
 }
 

@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use sealrelay_wire::api::*;
 
 use super::checks::*;
-use super::{Body, caller, caller_user, ApiError, ApiState, Result};
+use super::{caller, caller_user, ApiError, ApiState, Body, Result};
 use crate::directory::{InstanceKey, InstanceSecret};
 use crate::metrics;
 use sealrelay_wire::b64;
@@ -17,10 +17,7 @@ pub(super) async fn add_instance(
     body: Body<AddInstanceRequest>,
 ) -> Result<HttpResponse> {
     let owner = caller_user(&req, &state).await?;
-    let AddInstanceRequest {
-        instance_id,
-        enrolment,
-    } = body.into_inner();
+    let (instance_id, enrolment) = body.into_inner().into_parts();
     let (secret, key) = check_enrolment(enrolment)?;
     let witness = Witness::of(&key.public_key);
     state

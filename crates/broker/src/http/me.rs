@@ -4,8 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use sealrelay_wire::api::*;
 
 use super::checks::*;
-use super::{Body, caller, caller_user, ApiError, ApiState, Result};
-use crate::directory::NewSecret;
+use super::{caller, caller_user, ApiError, ApiState, Body, Result};
 use crate::metrics;
 use sealrelay_wire::envelope::Witness;
 use sealrelay_wire::Close;
@@ -43,21 +42,8 @@ pub(super) async fn change_password(
     body: Body<ChangePasswordRequest>,
 ) -> Result<HttpResponse> {
     let user = caller_user(&req, &state).await?;
-    let body = body.into_inner();
-    let kdf = check_kdf(&state.config, &body.kdf)?;
-    check_wrapped(&body.wrapped_key)?;
-    state
-        .directory
-        .change_password(
-            user.id,
-            NewSecret {
-                wrapped_key: body.wrapped_key,
-                verifier: check_secret(body.auth_secret.expose())?,
-                salt: body.kdf.salt,
-                kdf,
-            },
-        )
-        .await?;
+    let new = check_password_wrap(&state.config, body.into_inner())?;
+    state.directory.change_password(user.id, new).await?;
     state.router.kick_all(user.id, Close::CredentialsChanged);
     metrics::key_event("password_changed");
     Ok(HttpResponse::Ok().json(IdBody { id: user.id }))

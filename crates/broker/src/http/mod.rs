@@ -192,7 +192,8 @@ impl<T> std::ops::Deref for Body<T> {
 
 impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for Body<T> {
     type Error = actix_web::Error;
-    type Future = futures_util::future::LocalBoxFuture<'static, std::result::Result<Self, Self::Error>>;
+    type Future =
+        futures_util::future::LocalBoxFuture<'static, std::result::Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
         let json = web::Json::<serde_json::Value>::from_request(req, payload);

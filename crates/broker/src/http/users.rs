@@ -7,9 +7,9 @@ use super::checks::*;
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use super::{Body, peer_ip, ApiError, ApiState, Result};
+use super::{peer_ip, ApiError, ApiState, Body, Result};
 use crate::auth::AuthError;
-use crate::directory::{unix_now, NewSecret, NewUser};
+use crate::directory::{unix_now, NewUser};
 use crate::metrics;
 use sealrelay_wire::Close;
 use sealrelay_wire::{BadResetCode, KdfSpec, ResetCode};
@@ -37,23 +37,18 @@ pub(super) async fn register(
     state: web::Data<ApiState>,
     body: Body<RegisterRequest>,
 ) -> Result<HttpResponse> {
-    let body = body.into_inner();
-    check_name(&body.name)?;
-    check_wrapped(&body.wrapped_key)?;
-    let kdf = check_kdf(&state.config, &body.kdf)?;
+    let (name, id, public_key, password) = body.into_inner().into_parts();
+    check_name(&name)?;
     state
         .directory
         .register_user(NewUser {
-            id: body.user_id,
-            name: body.name,
-            public_key: key32(&body.public_key, "public_key")?,
-            wrapped_key: body.wrapped_key,
-            verifier: check_secret(body.auth_secret.expose())?,
-            salt: body.kdf.salt,
-            kdf,
+            id,
+            public_key: key32(&public_key, "public_key")?,
+            secret: check_password_wrap(&state.config, password)?,
+            name,
         })
         .await?;
-    Ok(HttpResponse::Created().json(IdBody { id: body.user_id }))
+    Ok(HttpResponse::Created().json(IdBody { id }))
 }
 
 /// Completes an operator-issued reset: the code (checked in constant time, under the same
@@ -64,34 +59,26 @@ pub(super) async fn complete_reset(
     state: web::Data<ApiState>,
     body: Body<ResetRequest>,
 ) -> Result<HttpResponse> {
-    let body = body.into_inner();
+    let (name, reset_code, public_key, password) = body.into_inner().into_parts();
     let denied = || {
         ApiError::Forbidden(
             "this reset code is not valid for that user (wrong, already used or expired): ask the operator for a new one",
         )
     };
-    let code: ResetCode = body
-        .reset_code
+    let code: ResetCode = reset_code
         .expose()
         .parse()
         .map_err(|e: BadResetCode| ApiError::BadRequest(format!("reset_code is malformed: {e}")))?;
-    check_name(&body.name)?;
-    check_wrapped(&body.wrapped_key)?;
-    let kdf = check_kdf(&state.config, &body.kdf)?;
-    let public_key = key32(&body.public_key, "public_key")?;
-    let new = NewSecret {
-        wrapped_key: body.wrapped_key,
-        verifier: check_secret(body.auth_secret.expose())?,
-        salt: body.kdf.salt,
-        kdf,
-    };
-    let pending = state.directory.pending_reset(&body.name).await?;
+    check_name(&name)?;
+    let public_key = key32(&public_key, "public_key")?;
+    let new = check_password_wrap(&state.config, password)?;
+    let pending = state.directory.pending_reset(&name).await?;
     let expected = pending
         .filter(|p| p.user == code.user && p.expires_at > unix_now())
         .map(|p| p.verifier);
     state
         .authenticator
-        .check(peer_ip(&req), &body.name, code.secret(), expected)
+        .check(peer_ip(&req), &name, code.secret(), expected)
         .map_err(|e| match e {
             AuthError::Denied => denied(),
             AuthError::RateLimited => ApiError::RateLimited,
