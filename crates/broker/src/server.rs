@@ -238,6 +238,8 @@ impl Running {
     pub async fn shutdown(self) {
         let deadline = tokio::time::Instant::now() + self.grace;
         tracing::info!(grace_secs = self.grace.as_secs(), "sealrelay stopping");
+        // Stop accepting everywhere first; requests already in flight still finish below.
+        tokio::join!(self.http.pause(), self.admin.pause());
         self.shutdown.cancel();
         self.sessions.close();
         let _ = self.listener.await;
