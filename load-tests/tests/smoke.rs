@@ -21,6 +21,7 @@ fn start_broker(
 ) -> (SocketAddr, SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let text = format!(
         "[mqtt]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n[http]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
+         [mqtts]\nlisten = \"\"\n[ws]\nlisten = \"\"\n[wss]\nlisten = \"\"\n[https]\nlisten = \"\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{0}/admin.token\"\n\
          [directory]\ndatabase = \"{0}/sealrelay.db\"\nprelogin_key_file = \"{0}/prelogin.key\"\n\
          [kdf]\nmemory_kib = 19456\niterations = 2\n",
@@ -35,7 +36,7 @@ fn start_broker(
                 .await
                 .expect("broker starts");
             ready_tx
-                .send((running.mqtt_addr, running.http_addr))
+                .send((running.addresses.mqtt, running.addresses.http))
                 .unwrap();
             let _ = stop_rx.await;
             running.shutdown().await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sealrelay_client::crypto::Token;
-use sealrelay_client::{Api, Client, ClientError, Identity};
+use sealrelay_client::{Client, ClientError, Identity};
 use sealrelay_wire::PrincipalId;
 use zeroize::Zeroizing;
 
@@ -23,10 +23,11 @@ pub(super) async fn agent(endpoints: Endpoints, token_file: Option<PathBuf>) -> 
         None => secret("SEALRELAY_TOKEN", "Instance token: ", false)?,
     };
     let token: Token = token_text.trim().parse()?;
-    let api = Api::new(&endpoints.server);
+    let api = endpoints.api()?;
     let me = Identity::login_instance(&api, &token).await?;
     let (id, witness) = (me.id, me.witness());
-    let mut client = Client::connect(api, me, &endpoints.broker, endpoints.mqtt_version).await?;
+    let mut client =
+        Client::connect_to(api, me, endpoints.broker()?, endpoints.mqtt_version).await?;
     println!(
         "agent {id} (key witness {witness}) connected to {}; serving",
         endpoints.broker
@@ -69,7 +70,8 @@ pub(super) async fn send(
         }
     };
     let (api, me) = log_in(&endpoints, &user).await?;
-    let mut client = Client::connect(api, me, &endpoints.broker, endpoints.mqtt_version).await?;
+    let mut client =
+        Client::connect_to(api, me, endpoints.broker()?, endpoints.mqtt_version).await?;
     let reply = client
         .request(to, &payload, Duration::from_secs(timeout_secs))
         .await?;

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use admin::AdminCommand;
 use instance::InstanceCommand;
 use sealrelay_client::crypto::Token;
-use sealrelay_client::{Api, Identity, MqttVersion};
+use sealrelay_client::{Api, Broker, Identity, MqttVersion};
 use sealrelay_wire::{KdfParams, PrincipalId};
 use sha2::{Digest, Sha256};
 use user::UserCommand;
@@ -86,16 +86,25 @@ enum Command {
 
 #[derive(Args)]
 struct Endpoints {
-    /// Base URL of the broker's HTTP API.
+    /// Base URL of the broker's HTTP API: http://host:port or https://host:port.
     #[arg(
         long,
         env = "SEALRELAY_SERVER",
         default_value = "http://127.0.0.1:8080"
     )]
     server: String,
-    /// host:port of the broker's MQTT listener.
-    #[arg(long, env = "SEALRELAY_BROKER", default_value = "127.0.0.1:1883")]
+    /// The broker's MQTT listener: mqtt://, mqtts://, ws:// or wss:// URL (ws paths default
+    /// to /mqtt); a bare host:port means mqtt://.
+    #[arg(
+        long,
+        env = "SEALRELAY_BROKER",
+        default_value = "mqtt://127.0.0.1:1883"
+    )]
     broker: String,
+    /// PEM file of the CA to trust for mqtts, wss and https (a private CA, or the broker's
+    /// development certificate data/tls-dev-cert.pem); the system's roots otherwise.
+    #[arg(long, env = "SEALRELAY_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// MQTT protocol version: 5 or 3.1.1.
     #[arg(long, default_value = "5")]
     mqtt_version: MqttVersion,
@@ -107,6 +116,16 @@ struct Endpoints {
 }
 
 impl Endpoints {
+    /// The HTTP API client for `--server`, trusting `--ca-file` if given.
+    fn api(&self) -> Result<Api> {
+        Ok(Api::with_ca(&self.server, self.ca_file.as_deref())?)
+    }
+
+    /// The MQTT address for `--broker`, trusting `--ca-file` if given.
+    fn broker(&self) -> Result<Broker> {
+        Ok(Broker::parse(&self.broker, self.ca_file.as_deref())?)
+    }
+
     /// The file remembering the keyring version for this server, login and key.
     fn keyring_floor(&self, me: &Identity) -> Option<PathBuf> {
         let dir = self.state_dir.clone().or_else(|| {
@@ -203,7 +222,7 @@ pub fn run() -> Result<()> {
 /// The API at `endpoints` and `user` logged in with the password (env or prompt), its
 /// keyring checked against the newest version this machine saw.
 async fn log_in(endpoints: &Endpoints, user: &UserArg) -> Result<(Api, Identity)> {
-    let api = Api::new(&endpoints.server);
+    let api = endpoints.api()?;
     let me = Identity::login_user(&api, &user.user, &password(false)?).await?;
     endpoints.check_keyring(&me)?;
     Ok((api, me))

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use super::{
     log_in, new_password, password, secret, strongest, Endpoints, UserArg, CLIENT_MIN_KDF,
 };
-use sealrelay_client::{Api, Identity};
+use sealrelay_client::Identity;
 use sealrelay_wire::ResetCode;
 
 #[derive(Subcommand)]
@@ -53,7 +53,7 @@ pub(super) enum UserCommand {
 pub(super) async fn run(command: UserCommand) -> Result<()> {
     match command {
         UserCommand::Register { endpoints, user } => {
-            let api = Api::new(&endpoints.server);
+            let api = endpoints.api()?;
             let password = password(true)?;
             // Unknown names get the server's default parameters from prelogin; never
             // accept weaker ones than our own floor.
@@ -97,7 +97,7 @@ pub(super) async fn run(command: UserCommand) -> Result<()> {
             println!("deleted user {name} and its instances");
         }
         UserCommand::Reset { endpoints, user } => {
-            let api = Api::new(&endpoints.server);
+            let api = endpoints.api()?;
             let code: ResetCode = secret("SEALRELAY_RESET_CODE", "Reset code: ", false)?.parse()?;
             let new = new_password()?;
             let advertised = api.prelogin(&user.user).await?.params;

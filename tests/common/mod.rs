@@ -29,11 +29,19 @@ pub struct Broker {
     pub mqtt: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// MQTT over TLS, WebSocket, WebSocket over TLS, and the API over TLS.
+    pub mqtts: SocketAddr,
+    pub ws: SocketAddr,
+    pub wss: SocketAddr,
+    pub https: SocketAddr,
     log_path: PathBuf,
 }
 
+/// An address a listener that is off (or not yet up) has.
+const UNSET: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
 fn find_addr(log: &str, key: &str) -> Option<SocketAddr> {
-    let at = log.find(&format!("{key}="))? + key.len() + 1;
+    let at = log.find(&format!(" {key}="))? + key.len() + 2;
     log[at..].split_whitespace().next()?.parse().ok()
 }
 
@@ -48,6 +56,8 @@ impl Broker {
         std::fs::write(
             dir.path().join("broker.toml"),
             "[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
+             [mqtts]\nlisten = \"127.0.0.1:0\"\n[ws]\nlisten = \"127.0.0.1:0\"\n\
+             [wss]\nlisten = \"127.0.0.1:0\"\n[https]\nlisten = \"127.0.0.1:0\"\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n\
              [kdf]\nmemory_kib = 19456\niterations = 2\n[log]\nlevel = \"debug\"\n",
         )
@@ -56,9 +66,13 @@ impl Broker {
             child: None,
             log_path: dir.path().join("broker.log"),
             dir,
-            mqtt: "0.0.0.0:0".parse().unwrap(),
-            http: "0.0.0.0:0".parse().unwrap(),
-            admin: "0.0.0.0:0".parse().unwrap(),
+            mqtt: UNSET,
+            http: UNSET,
+            admin: UNSET,
+            mqtts: UNSET,
+            ws: UNSET,
+            wss: UNSET,
+            https: UNSET,
         };
         broker.spawn(env);
         broker
@@ -86,14 +100,15 @@ impl Broker {
         loop {
             let log = self.log();
             let fresh = &log[before..];
-            if let (Some(mqtt), Some(http), Some(admin)) = (
-                find_addr(fresh, "mqtt"),
-                find_addr(fresh, "http"),
-                find_addr(fresh, "admin"),
-            ) {
-                self.mqtt = mqtt;
-                self.http = http;
-                self.admin = admin;
+            if fresh.contains("sealrelay listening") {
+                let addr = |key| find_addr(fresh, key).unwrap_or(UNSET);
+                self.mqtt = addr("mqtt");
+                self.http = addr("http");
+                self.admin = addr("admin");
+                self.mqtts = addr("mqtts");
+                self.ws = addr("ws");
+                self.wss = addr("wss");
+                self.https = addr("https");
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -107,16 +122,20 @@ impl Broker {
     /// Stops the broker and starts it again on the same ports, database and key file.
     pub fn restart(&mut self) {
         self.stop();
-        let (mqtt, http, admin) = (
-            self.mqtt.to_string(),
-            self.http.to_string(),
-            self.admin.to_string(),
-        );
-        self.spawn(&[
-            ("SEALRELAY_MQTT_LISTEN", &mqtt),
-            ("SEALRELAY_HTTP_LISTEN", &http),
-            ("SEALRELAY_ADMIN_LISTEN", &admin),
-        ]);
+        let keep: Vec<(String, String)> = [
+            ("MQTT", self.mqtt),
+            ("HTTP", self.http),
+            ("ADMIN", self.admin),
+            ("MQTTS", self.mqtts),
+            ("WS", self.ws),
+            ("WSS", self.wss),
+            ("HTTPS", self.https),
+        ]
+        .iter()
+        .map(|(section, addr)| (format!("SEALRELAY_{section}_LISTEN"), addr.to_string()))
+        .collect();
+        let env: Vec<(&str, &str)> = keep.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.spawn(&env);
     }
 
     pub fn log(&self) -> String {
@@ -133,6 +152,20 @@ impl Broker {
 
     pub fn broker_addr(&self) -> String {
         self.mqtt.to_string()
+    }
+
+    /// The development certificate the broker made for its TLS listeners.
+    pub fn dev_cert(&self) -> PathBuf {
+        self.dir.path().join("data").join("tls-dev-cert.pem")
+    }
+
+    /// The CLI over the given API and MQTT URLs, trusting the development certificate.
+    pub fn cli_via(&self, server: &str, broker: &str) -> Command {
+        let mut cmd = self.cli();
+        cmd.env("SEALRELAY_SERVER", server)
+            .env("SEALRELAY_BROKER", broker)
+            .env("SEALRELAY_CA_FILE", self.dev_cert());
+        cmd
     }
 
     /// The CLI, pointed at this broker.
@@ -298,9 +331,14 @@ impl Drop for Agent {
 impl Broker {
     /// Runs `sealrelay agent` with the token in its environment and waits until it serves.
     pub fn start_agent(&self, token: &str, version: &str) -> Agent {
+        Broker::start_agent_with(self.cli(), token, version)
+    }
+
+    /// Runs `sealrelay agent` as `cli` is set up (its endpoints, its CA) and waits until
+    /// it serves.
+    pub fn start_agent_with(mut cli: Command, token: &str, version: &str) -> Agent {
         use std::io::{BufRead, BufReader};
-        let mut child = self
-            .cli()
+        let mut child = cli
             .args(["agent", "--mqtt-version", version])
             .env("SEALRELAY_TOKEN", token)
             .stdout(Stdio::piped())

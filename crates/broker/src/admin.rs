@@ -91,5 +91,6 @@ pub fn bind(
     state: Arc<AdminState>,
 ) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
     let listen = state.api.config.admin.listen;
-    http::bind_app(listen, 1, state, configure)
+    let (server, addrs) = http::bind_app(listen, None, 1, state, configure)?;
+    Ok((server, addrs[0]))
 }

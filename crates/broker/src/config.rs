@@ -14,6 +14,11 @@ pub const DEFAULT_TOML: &str = include_str!("../../../broker.toml");
 pub struct Config {
     pub server: Server,
     pub mqtt: Mqtt,
+    pub mqtts: Mqtts,
+    pub ws: Ws,
+    pub wss: Ws,
+    pub https: Https,
+    pub tls: Tls,
     pub http: Http,
     pub admin: Admin,
     pub envelope: Envelope,
@@ -41,6 +46,54 @@ pub struct Mqtt {
     pub connect_timeout_secs: u64,
     pub outbound_queue_bytes: usize,
     pub max_inflight: u16,
+}
+
+/// An optional listener address: `""` in the file turns the listener off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Ok(Listen(None));
+        }
+        text.trim().parse().map(|a| Listen(Some(a))).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not an address: write ip:port (e.g. 127.0.0.1:8883), or \"\" to turn the listener off"
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Mqtts {
+    pub listen: Listen,
+    /// PEM file of CAs; when set, mqtts clients must present a certificate chaining to one.
+    pub client_ca: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Ws {
+    pub listen: Listen,
+    pub path: String,
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Https {
+    pub listen: Listen,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub reload_check_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -207,6 +260,23 @@ impl Config {
             return Err(invalid(
                 "mqtt.max_connections",
                 "max_connections and max_connections_per_ip must be at least 1".into(),
+            ));
+        }
+        if self.tls.cert_file.as_os_str().is_empty() != self.tls.key_file.as_os_str().is_empty() {
+            return Err(invalid(
+                "tls.cert_file",
+                "set both tls.cert_file and tls.key_file, or neither (a development certificate is generated)".into(),
+            ));
+        }
+        for (key, ws) in [("ws.path", &self.ws), ("wss.path", &self.wss)] {
+            if !ws.path.starts_with('/') {
+                return Err(invalid(key, "must start with /".into()));
+            }
+        }
+        if self.tls.reload_check_secs == 0 {
+            return Err(invalid(
+                "tls.reload_check_secs",
+                "must be at least 1".into(),
             ));
         }
         if self.mqtt.max_inflight == 0 {

@@ -4,7 +4,9 @@
 //!
 //! - [`server`]: boot in order and shutdown as a protocol (signal, drain, record, close);
 //! - [`config`]: `broker.toml` compiled in, then a file, then `SEALRELAY_*` variables;
-//! - [`mqtt`]: listener, codec for both protocol versions, one session per connection;
+//! - [`mqtt`]: listeners (TCP, TLS, WebSocket, WebSocket over TLS) feeding one session
+//!   code through one stream abstraction, the codec for both protocol versions;
+//! - [`tls`]: the broker's certificate, reloadable, and the rustls configurations;
 //! - [`router`]: principal → live sessions, reached only through a `SessionHandle`;
 //! - [`directory`]: accounts, instances, pairings and session metadata in SQLite, with the
 //!   in-memory login and pairing maps the hot path reads;
@@ -25,3 +27,4 @@ pub mod metrics;
 pub mod mqtt;
 pub mod router;
 pub mod server;
+pub mod tls;

@@ -53,7 +53,7 @@ fn describe() {
     );
     describe_counter!(
         "sealrelay_connections_total",
-        "MQTT connections by outcome of CONNECT."
+        "MQTT connections by listener transport and outcome (CONNECT, caps, handshakes)."
     );
     describe_counter!(
         "sealrelay_auth_total",
@@ -97,8 +97,9 @@ fn describe() {
     );
 }
 
-pub fn connection(outcome: &'static str) {
-    counter!("sealrelay_connections_total", "outcome" => outcome).increment(1);
+pub fn connection(transport: &'static str, outcome: &'static str) {
+    counter!("sealrelay_connections_total", "transport" => transport, "outcome" => outcome)
+        .increment(1);
 }
 
 pub fn auth_result(result: &'static str) {

@@ -17,8 +17,10 @@ use crate::config::Config;
 use crate::directory::{Directory, DirectoryError};
 use crate::http::{self, ApiState};
 use crate::metrics;
-use crate::mqtt::{Listener, Shared, Workers};
+use crate::mqtt::transport::Front;
+use crate::mqtt::{Limits, Listener, Shared, Workers};
 use crate::router::Router;
+use crate::tls::{Certificate, TlsError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,6 +35,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot use the {what} file {path}: {source}")]
     KeyFile {
         what: &'static str,
@@ -41,11 +45,23 @@ pub enum ServerError {
     },
 }
 
+/// Where each listener ended up (port 0 in the config picks a free one).
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub mqtt: SocketAddr,
+    pub mqtts: Option<SocketAddr>,
+    pub ws: Option<SocketAddr>,
+    pub wss: Option<SocketAddr>,
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
 /// A started broker. Must be created inside an actix `System`.
 pub struct Running {
-    pub mqtt_addr: SocketAddr,
-    pub http_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
+    pub addresses: Addresses,
+    /// The certificate every TLS listener presents; `reload` swaps it.
+    pub certificate: Arc<Certificate>,
     /// Stops the HTTP API; its in-flight requests get the grace period too.
     http: actix_web::dev::ServerHandle,
     admin: actix_web::dev::ServerHandle,
@@ -53,8 +69,8 @@ pub struct Running {
     shutdown: CancellationToken,
     /// One token per live session (and per pending metadata write).
     sessions: TaskTracker,
-    /// The listener's task; awaited so the listening socket is closed before sessions are.
-    listener: tokio::task::JoinHandle<()>,
+    /// The MQTT listeners' tasks; awaited so listening sockets close before sessions do.
+    listeners: Vec<tokio::task::JoinHandle<()>>,
     /// Session threads, stopped last.
     workers: Workers,
     grace: Duration,
@@ -155,20 +171,58 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         sessions: sessions.clone(),
     });
     let workers = Workers::new(Config::worker_count(config.mqtt.workers));
-    let listener = Listener::bind(shared, &workers)
-        .await
-        .map_err(|source| ServerError::Bind {
-            what: "MQTT",
-            addr: config.mqtt.listen,
-            key: "mqtt.listen (SEALRELAY_MQTT_LISTEN)",
+    let certificate = Certificate::load(&config)?;
+    let limits = Arc::new(Limits::new(&config.mqtt));
+    let max_packet = config.mqtt.max_packet_bytes;
+    let client_ca = Some(config.mqtts.client_ca.as_path()).filter(|p| !p.as_os_str().is_empty());
+    let fronts: Vec<(&'static str, &'static str, Option<SocketAddr>, Front)> = vec![
+        (
+            "MQTT",
+            "mqtt.listen",
+            Some(config.mqtt.listen),
+            Front::tcp(),
+        ),
+        (
+            "MQTT over TLS",
+            "mqtts.listen",
+            config.mqtts.listen.0,
+            Front::tls(certificate.server_config(&[b"mqtt"], client_ca)?),
+        ),
+        (
+            "MQTT over WebSocket",
+            "ws.listen",
+            config.ws.listen.0,
+            Front::ws(&config.ws, max_packet, None),
+        ),
+        (
+            "MQTT over WebSocket and TLS",
+            "wss.listen",
+            config.wss.listen.0,
+            Front::ws(
+                &config.wss,
+                max_packet,
+                Some(certificate.server_config(&[b"http/1.1"], None)?),
+            ),
+        ),
+    ];
+    let mut bound = Vec::new();
+    let mut mqtt_addrs = Vec::new();
+    for (what, key, listen, front) in fronts {
+        let Some(addr) = listen else {
+            mqtt_addrs.push(None);
+            continue;
+        };
+        let bind_error = |source| ServerError::Bind {
+            what,
+            addr,
+            key,
             source,
-        })?;
-    let mqtt_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        what: "MQTT",
-        addr: config.mqtt.listen,
-        key: "mqtt.listen (SEALRELAY_MQTT_LISTEN)",
-        source,
-    })?;
+        };
+        let listener = Listener::bind(addr, front, shared.clone(), &workers, limits.clone())
+            .map_err(bind_error)?;
+        mqtt_addrs.push(Some(listener.local_addr().map_err(bind_error)?));
+        bound.push(listener);
+    }
 
     let api = Arc::new(ApiState {
         config: config.clone(),
@@ -178,12 +232,20 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         metrics: metrics_handle,
         prelogin_key,
     });
-    let (http_server, http_addr) = http::bind(api.clone()).map_err(|source| ServerError::Bind {
-        what: "HTTP",
-        addr: config.http.listen,
-        key: "http.listen (SEALRELAY_HTTP_LISTEN)",
-        source,
-    })?;
+    let https = match config.https.listen.0 {
+        Some(addr) => Some((
+            addr,
+            certificate.server_config(&[b"h2", b"http/1.1"], None)?,
+        )),
+        None => None,
+    };
+    let (http_server, http_addr, https_addr) =
+        http::bind(api.clone(), https).map_err(|source| ServerError::Bind {
+            what: "HTTP or HTTPS",
+            addr: config.http.listen,
+            key: "http.listen / https.listen",
+            source,
+        })?;
     let (admin_server, admin_addr) = admin::bind(Arc::new(AdminState::new(api, &operator_token)))
         .map_err(|source| ServerError::Bind {
         what: "the admin API",
@@ -194,11 +256,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let http = http_server.handle();
     let admin = admin_server.handle();
 
-    let listener = tokio::spawn(listener.run());
-    let mut tasks = vec![accounting::spawn_retention(
-        directory.clone(),
-        config.accounting.retention_days,
-    )];
+    let listeners = bound.into_iter().map(|l| tokio::spawn(l.run())).collect();
+    let mut tasks = vec![
+        accounting::spawn_retention(directory.clone(), config.accounting.retention_days),
+        certificate
+            .clone()
+            .watch(Duration::from_secs(config.tls.reload_check_secs)),
+    ];
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -213,16 +277,34 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             }
         });
     }
-    tracing::info!(mqtt = %mqtt_addr, http = %http_addr, admin = %admin_addr, "sealrelay listening");
+    let addresses = Addresses {
+        mqtt: mqtt_addrs[0].expect("the TCP listener is always on"),
+        mqtts: mqtt_addrs[1],
+        ws: mqtt_addrs[2],
+        wss: mqtt_addrs[3],
+        http: http_addr,
+        https: https_addr,
+        admin: admin_addr,
+    };
+    let off = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    tracing::info!(
+        mqtt = %addresses.mqtt,
+        mqtts = %off(addresses.mqtts),
+        ws = %off(addresses.ws),
+        wss = %off(addresses.wss),
+        http = %addresses.http,
+        https = %off(addresses.https),
+        admin = %addresses.admin,
+        "sealrelay listening"
+    );
     Ok(Running {
-        mqtt_addr,
-        http_addr,
-        admin_addr,
+        addresses,
+        certificate,
         http,
         admin,
         shutdown,
         sessions,
-        listener,
+        listeners,
         workers,
         grace: Duration::from_secs(config.server.shutdown_grace_secs),
         directory,
@@ -242,7 +324,9 @@ impl Running {
         tokio::join!(self.http.pause(), self.admin.pause());
         self.shutdown.cancel();
         self.sessions.close();
-        let _ = self.listener.await;
+        for listener in self.listeners {
+            let _ = listener.await;
+        }
         for task in &self.tasks {
             task.abort();
         }

@@ -37,10 +37,39 @@ pub struct Api {
 }
 
 impl Api {
+    /// The API at `base_url`; an `https://` one trusts the system's roots.
     pub fn new(base_url: &str) -> Api {
+        Api::build(base_url, ureq::tls::RootCerts::WebPki)
+    }
+
+    /// The API at `base_url` (`http://` or `https://`), trusting the CAs in `ca_file` for
+    /// TLS when given (a private CA, or the broker's development certificate).
+    pub fn with_ca(base_url: &str, ca_file: Option<&std::path::Path>) -> Result<Api, ClientError> {
+        let scheme = base_url
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("http" | "https")) {
+            return Err(ClientError::Usage(format!(
+                "server URL `{base_url}` must start with http:// or https://"
+            )));
+        }
+        let roots = match ca_file {
+            Some(path) => {
+                let certs = crate::endpoint::read_ca_file(path)?
+                    .into_iter()
+                    .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned());
+                ureq::tls::RootCerts::from(certs)
+            }
+            None => ureq::tls::RootCerts::WebPki,
+        };
+        Ok(Api::build(base_url, roots))
+    }
+
+    fn build(base_url: &str, roots: ureq::tls::RootCerts) -> Api {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .build();
         Api {
             base: base_url.trim_end_matches('/').to_owned(),

@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod crypto;
+pub mod endpoint;
 mod identity;
 mod keyring;
 mod link;
@@ -30,6 +31,7 @@ mod messaging;
 use std::time::Duration;
 
 pub use api::{Api, Login};
+pub use endpoint::Broker;
 pub use identity::Identity;
 pub use link::{Link, MqttVersion};
 pub use messaging::{Client, Message};

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5 as p5;
 use tokio::sync::mpsc;
 
+use crate::endpoint::{Broker, Scheme};
 use crate::ClientError;
 use sealrelay_wire::PrincipalId;
 
@@ -58,16 +59,6 @@ impl Drop for Link {
     }
 }
 
-fn split_addr(broker: &str) -> Result<(String, u16), ClientError> {
-    let (host, port) = broker.rsplit_once(':').ok_or_else(|| {
-        ClientError::Usage(format!("broker address `{broker}` must be host:port"))
-    })?;
-    let port = port
-        .parse()
-        .map_err(|_| ClientError::Usage(format!("broker address `{broker}` has no valid port")))?;
-    Ok((host.trim_matches(['[', ']']).to_owned(), port))
-}
-
 fn closed(e: impl Into<LinkError>) -> Event {
     match e.into() {
         LinkError::Refused(code) => Event::Refused(format!("CONNACK {code}")),
@@ -103,22 +94,38 @@ impl From<rumqttc::v5::ConnectionError> for LinkError {
     }
 }
 
+impl Broker {
+    /// rumqttc's view: the host argument (the whole URL for WebSocket), port and transport.
+    fn rumqttc(&self) -> (String, u16, rumqttc::Transport) {
+        use rumqttc::{TlsConfiguration, Transport};
+        let tls =
+            || TlsConfiguration::Rustls(self.tls.clone().expect("TLS schemes carry a config"));
+        match self.scheme {
+            Scheme::Mqtt => (self.host.clone(), self.port, Transport::Tcp),
+            Scheme::Mqtts => (self.host.clone(), self.port, Transport::Tls(tls())),
+            Scheme::Ws => (self.to_string(), self.port, Transport::Ws),
+            Scheme::Wss => (self.to_string(), self.port, Transport::Wss(tls())),
+        }
+    }
+}
+
 impl Link {
     /// Connects as `login` and subscribes to `me`'s inbox; returns once the SUBACK grants it.
     pub async fn connect(
-        broker: &str,
+        broker: &Broker,
         version: MqttVersion,
         client_id: &str,
         login: &str,
         secret: &str,
         me: PrincipalId,
     ) -> Result<Link, ClientError> {
-        let (host, port) = split_addr(broker)?;
+        let (host, port, transport) = broker.rumqttc();
         let (tx, events) = mpsc::unbounded_channel();
         let (handle, task) = match version {
             MqttVersion::V311 => {
                 let mut options = rumqttc::MqttOptions::new(client_id, host, port);
                 options
+                    .set_transport(transport)
                     .set_credentials(login, secret)
                     .set_keep_alive(Duration::from_secs(30))
                     .set_max_packet_size(MAX_PACKET, MAX_PACKET);
@@ -151,6 +158,7 @@ impl Link {
             MqttVersion::V5 => {
                 let mut options = rumqttc::v5::MqttOptions::new(client_id, host, port);
                 options
+                    .set_transport(transport)
                     .set_credentials(login, secret)
                     .set_keep_alive(Duration::from_secs(30))
                     .set_max_packet_size(Some(MAX_PACKET as u32));
@@ -192,7 +200,9 @@ impl Link {
         match link.next_event().await? {
             Event::Connected => {}
             Event::Refused(why) => return Err(ClientError::Refused(why)),
-            Event::Closed(why) => return Err(ClientError::Mqtt(why)),
+            // Name the address: "connection refused" or "invalid peer certificate" alone
+            // does not say where.
+            Event::Closed(why) => return Err(ClientError::Mqtt(format!("{broker}: {why}"))),
             _ => return Err(ClientError::Mqtt("expected CONNACK".into())),
         }
         let inbox = me.inbox_topic();

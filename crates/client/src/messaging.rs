@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::api::Api;
 use crate::crypto::{self, ReplayGuard};
+use crate::endpoint::Broker;
 use crate::link::{Link, MqttVersion};
 use crate::{ClientError, Identity};
 use sealrelay_wire::envelope::Kind;
@@ -28,7 +29,7 @@ pub struct Client {
     api: Api,
     identity: Identity,
     link: Link,
-    broker: String,
+    broker: Broker,
     version: MqttVersion,
     /// Peer keys checked this session: pinned, and the directory agreed.
     verified: HashMap<PrincipalId, PublicKey>,
@@ -36,19 +37,31 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects to `broker`, a URL (`mqtt://`, `ws://`, or a bare host:port; TLS schemes
+    /// trust the system's roots — see [`Client::connect_to`] for a private CA).
     pub async fn connect(
         api: Api,
         identity: Identity,
         broker: &str,
         version: MqttVersion,
     ) -> Result<Client, ClientError> {
-        let link = Self::link(&identity, broker, version).await?;
+        Self::connect_to(api, identity, Broker::parse(broker, None)?, version).await
+    }
+
+    /// Connects to `broker` as `identity` and subscribes to its inbox.
+    pub async fn connect_to(
+        api: Api,
+        identity: Identity,
+        broker: Broker,
+        version: MqttVersion,
+    ) -> Result<Client, ClientError> {
+        let link = Self::link(&identity, &broker, version).await?;
         let owner = identity.owner.as_ref().map(|(id, _)| *id);
         let mut client = Client {
             api,
             identity,
             link,
-            broker: broker.to_owned(),
+            broker,
             version,
             verified: HashMap::new(),
             replay: ReplayGuard::default(),
@@ -63,7 +76,7 @@ impl Client {
 
     async fn link(
         identity: &Identity,
-        broker: &str,
+        broker: &Broker,
         version: MqttVersion,
     ) -> Result<Link, ClientError> {
         let client_id = format!(

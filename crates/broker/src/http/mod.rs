@@ -9,7 +9,7 @@ mod instances;
 mod me;
 mod users;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use actix_web::dev::Service;
@@ -308,22 +308,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(not_found));
 }
 
-/// Binds the API; the returned server runs until stopped through its handle.
+/// Binds the API on `http.listen`, and on `https` (address and TLS configuration) if
+/// given; the returned server runs until stopped through its handle.
 pub fn bind(
     state: Arc<ApiState>,
-) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+    https: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+) -> std::io::Result<(actix_web::dev::Server, SocketAddr, Option<SocketAddr>)> {
     let (listen, workers) = (state.config.http.listen, state.config.http.workers);
-    bind_app(listen, workers, state, configure)
+    let (server, addrs) = bind_app(listen, https, workers, state, configure)?;
+    Ok((server, addrs[0], addrs.get(1).copied()))
 }
 
-/// An HTTP server on `listen` whose app is `configure` over `state`, with per-route request
-/// metrics. Shared by the public API and the operator API.
+/// An HTTP server on `listen` (and over TLS on `https`) whose app is `configure` over
+/// `state`, with per-route request metrics. Shared by the public API and the operator API.
+/// Returns the bound addresses, plain first.
 pub(crate) fn bind_app<T: Send + Sync + 'static>(
-    listen: std::net::SocketAddr,
+    listen: SocketAddr,
+    https: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
     workers: usize,
     state: Arc<T>,
     configure: fn(&mut web::ServiceConfig),
-) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+) -> std::io::Result<(actix_web::dev::Server, Vec<SocketAddr>)> {
     let workers = Config::worker_count(workers);
     let data = web::Data::from(state);
     let server = HttpServer::new(move || {
@@ -345,6 +350,10 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
     .disable_signals()
     .shutdown_timeout(5)
     .bind(listen)?;
-    let addr = server.addrs().first().copied().unwrap_or(listen);
-    Ok((server.run(), addr))
+    let server = match https {
+        Some((addr, tls)) => server.bind_rustls_0_23(addr, Arc::unwrap_or_clone(tls))?,
+        None => server,
+    };
+    let addrs = server.addrs();
+    Ok((server.run(), addrs))
 }

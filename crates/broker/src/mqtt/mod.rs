@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod session;
+pub mod transport;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,8 @@ use crate::metrics;
 use crate::router::Router;
 use codec::{Inbound, MqttCodec, Outbound, Version};
 use sealrelay_wire::Close;
+use session::Accepted;
+use transport::{Front, Kind};
 
 /// Pending connections the kernel may queue before `accept` (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: u32 = 4096;
@@ -129,18 +132,26 @@ impl Limits {
     }
 }
 
-/// A bound listener and the session threads it feeds.
+/// A bound listener and the session threads it feeds. Every MQTT listener (TCP, TLS,
+/// WebSocket, WebSocket over TLS) is one of these with its own [`Front`]; they share the
+/// session threads and the connection caps.
 pub struct Listener {
     listener: TcpListener,
+    front: Arc<Front>,
     workers: Vec<actix::ArbiterHandle>,
     shared: Arc<Shared>,
-    limits: Limits,
+    limits: Arc<Limits>,
     refusals: Arc<Semaphore>,
 }
 
 impl Listener {
-    pub async fn bind(shared: Arc<Shared>, workers: &Workers) -> std::io::Result<Listener> {
-        let listen = shared.config.mqtt.listen;
+    pub fn bind(
+        listen: SocketAddr,
+        front: Front,
+        shared: Arc<Shared>,
+        workers: &Workers,
+        limits: Arc<Limits>,
+    ) -> std::io::Result<Listener> {
         let socket = if listen.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -153,8 +164,9 @@ impl Listener {
         let listener = socket.listen(LISTEN_BACKLOG)?;
         Ok(Listener {
             listener,
+            front: Arc::new(front),
             workers: workers.arbiters.iter().map(Arbiter::handle).collect(),
-            limits: Limits::new(&shared.config.mqtt),
+            limits,
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
             shared,
         })
@@ -203,18 +215,28 @@ impl Listener {
             };
             let worker = &self.workers[turn % self.workers.len()];
             turn = turn.wrapping_add(1);
-            let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-            session::Session::spawn(worker, stream, peer, id, slot, self.shared.clone());
+            let accepted = Accepted {
+                stream,
+                peer,
+                id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+                slot,
+                front: self.front.clone(),
+            };
+            session::Session::spawn(worker, accepted, self.shared.clone());
         }
-        tracing::info!("MQTT listener closed");
+        tracing::info!(transport = self.front.kind.label(), "MQTT listener closed");
     }
 
-    /// Answers an over-cap connection without giving it a session: an MQTT 5 client gets
-    /// CONNACK with `why`'s reason code, anything else a close. Counted either way.
+    /// Answers an over-cap connection without giving it a session: an MQTT 5 client on
+    /// plain TCP gets CONNACK with `why`'s reason code; anything else (3.1.1, or a TLS or
+    /// WebSocket listener, where answering would cost a handshake) a close. Counted either way.
     fn refuse(&self, mut stream: TcpStream, why: Close) {
-        metrics::connection(why.label());
-        let Ok(permit) = self.refusals.clone().try_acquire_owned() else {
+        metrics::connection(self.front.kind.label(), why.label());
+        if self.front.kind != Kind::Tcp {
             return; // Dropping the stream closes it.
+        }
+        let Ok(permit) = self.refusals.clone().try_acquire_owned() else {
+            return;
         };
         tokio::spawn(async move {
             let _permit = permit;

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Encoder, FramedRead};
 use zeroize::Zeroizing;
@@ -29,6 +28,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::codec::{
     CodecError, ConnAckInfo, Connect, Inbound, MqttCodec, Outbound, Publish, Version,
 };
+use super::transport::{Front, Kind, Writer};
 use super::{ConnectionSlot, Shared};
 use crate::accounting::Meter;
 use crate::auth::AuthError;
@@ -108,10 +108,12 @@ enum State {
 pub struct Session {
     id: u64,
     peer: SocketAddr,
+    /// The listener it came through: a metric label.
+    transport: Kind,
     shared: Arc<Shared>,
     state: State,
     version: Version,
-    write_half: Option<OwnedWriteHalf>,
+    write_half: Option<Writer>,
     writer: Option<mpsc::UnboundedSender<Frame>>,
     scratch: BytesMut,
     /// Bytes handed to this session and not yet flushed or acknowledged; shared with the
@@ -130,51 +132,67 @@ pub struct Session {
     alive: TaskTrackerToken,
 }
 
+/// An accepted connection on its way to becoming a session.
+pub struct Accepted {
+    pub stream: std::net::TcpStream,
+    pub peer: SocketAddr,
+    pub id: u64,
+    pub slot: ConnectionSlot,
+    pub front: Arc<Front>,
+}
+
 impl Session {
-    /// Starts a session on `arbiter` for an accepted socket.
-    pub fn spawn(
-        arbiter: &ArbiterHandle,
-        stream: std::net::TcpStream,
-        peer: SocketAddr,
-        id: u64,
-        slot: ConnectionSlot,
-        shared: Arc<Shared>,
-    ) {
-        Session::start_in_arbiter(arbiter, move |ctx| {
-            let max_packet = shared.config.mqtt.max_packet_bytes;
-            let mut session = Session {
-                id,
-                peer,
-                state: State::AwaitingConnect,
-                version: Version::V311,
-                write_half: None,
-                writer: None,
-                scratch: BytesMut::new(),
-                pending: Arc::new(AtomicUsize::new(0)),
-                queued: Arc::new(AtomicUsize::new(0)),
-                last_heard: Instant::now(),
-                meter: Meter::start(peer.ip()),
-                close_reason: Close::ClientDisconnect,
-                _slot: slot,
-                alive: shared.sessions.token(),
-                shared,
-            };
+    /// Runs the connection's handshake (TLS, WebSocket) on `arbiter`, bounded by
+    /// `mqtt.connect_timeout_secs` and by shutdown, then starts its session there.
+    pub fn spawn(arbiter: &ArbiterHandle, accepted: Accepted, shared: Arc<Shared>) {
+        arbiter.spawn(async move {
+            // Shutdown waits for handshakes in progress too.
+            let alive = shared.sessions.token();
+            let transport = accepted.front.kind;
             // The socket must be registered with this arbiter's runtime, so it is
             // converted here rather than by the listener.
-            match tokio::net::TcpStream::from_std(stream) {
-                Ok(stream) => {
-                    let (read, write) = stream.into_split();
-                    ctx.add_stream(FramedRead::new(read, MqttCodec::server(max_packet)));
-                    session.write_half = Some(write);
-                }
+            let tcp = match tokio::net::TcpStream::from_std(accepted.stream) {
+                Ok(tcp) => tcp,
                 Err(e) => {
-                    tracing::warn!(peer = %peer, error = %e, "cannot register accepted socket");
-                    session.state = State::Closing;
-                    session.close_reason = Close::IoError;
-                    ctx.stop();
+                    tracing::warn!(peer = %accepted.peer, error = %e, "cannot register accepted socket");
+                    return;
                 }
-            }
-            session
+            };
+            let timeout = Duration::from_secs(shared.config.mqtt.connect_timeout_secs);
+            let opened = tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                opened = tokio::time::timeout(timeout, accepted.front.open(tcp)) => opened,
+            };
+            let (read, write) = match opened {
+                Ok(Ok(io)) => io,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %accepted.peer, error = %e, "connection refused before MQTT");
+                    return metrics::connection(transport.label(), e.label());
+                }
+                Err(_) => return metrics::connection(transport.label(), "handshake_timeout"),
+            };
+            let max_packet = shared.config.mqtt.max_packet_bytes;
+            Session::create(move |ctx| {
+                ctx.add_stream(FramedRead::new(read, MqttCodec::server(max_packet)));
+                Session {
+                    id: accepted.id,
+                    peer: accepted.peer,
+                    transport,
+                    state: State::AwaitingConnect,
+                    version: Version::V311,
+                    write_half: Some(write),
+                    writer: None,
+                    scratch: BytesMut::new(),
+                    pending: Arc::new(AtomicUsize::new(0)),
+                    queued: Arc::new(AtomicUsize::new(0)),
+                    last_heard: Instant::now(),
+                    meter: Meter::start(accepted.peer.ip()),
+                    close_reason: Close::ClientDisconnect,
+                    _slot: accepted.slot,
+                    alive,
+                    shared,
+                }
+            });
         });
     }
 
@@ -274,7 +292,7 @@ impl Session {
 
     /// Refuses a CONNECT with `reason` and closes.
     fn refuse_connect(&mut self, ctx: &mut Context<Self>, reason: Reason, why: Close) {
-        metrics::connection(why.label());
+        metrics::connection(self.transport.label(), why.label());
         self.send(Outbound::ConnAck { reason, info: None }, 0);
         self.close_with(ctx, reason, why);
     }
@@ -353,7 +371,7 @@ impl Session {
             awaiting_pubrel: HashSet::new(),
         }));
         self.meter.principal = Some(principal);
-        metrics::connection("accepted");
+        metrics::connection(self.transport.label(), "accepted");
         metrics::hot().sessions_active.increment(1.0);
         let info = (self.version == Version::V5).then(|| ConnAckInfo {
             assigned_client_id: assigned,

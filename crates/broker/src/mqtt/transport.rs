@@ -1,0 +1,218 @@
+//! How a connection's bytes reach a session, whatever the listener: plain TCP, TLS,
+//! WebSocket or WebSocket over TLS all end as one reader and one writer of MQTT bytes, so
+//! the session code is written once and every limit applies on every transport.
+//!
+//! WebSocket follows RFC 6455 and the MQTT spec: the upgrade must offer the subprotocol
+//! `mqtt` (answered, or browsers close the socket), only binary frames carry MQTT, packets
+//! may span frames or share one, pings are answered. A browser's `Origin` must be allowed.
+//! Uses tokio-rustls and async-tungstenite; knows nothing of sessions or actix.
+
+use std::sync::Arc;
+
+use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use async_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use ws_stream_tungstenite::WsStream;
+
+use crate::config;
+use crate::metrics;
+
+/// The session's side of a connection.
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Which listener a connection came through; the `transport` metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Tcp => "tcp",
+            Kind::Tls => "tls",
+            Kind::Ws => "ws",
+            Kind::Wss => "wss",
+        }
+    }
+}
+
+/// Why a connection never reached MQTT; counted by label, logged at debug.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("WebSocket upgrade refused or failed: {0}")]
+    WebSocket(#[from] async_tungstenite::tungstenite::Error),
+}
+
+impl OpenError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            OpenError::Tls(_) => "tls_handshake_failed",
+            OpenError::WebSocket(_) => "ws_upgrade_failed",
+        }
+    }
+}
+
+/// What the WebSocket upgrade checks.
+#[derive(Debug, Clone)]
+struct WsPolicy {
+    kind: Kind,
+    path: String,
+    allowed_origins: Vec<String>,
+    /// Largest WebSocket message accepted: an MQTT packet never needs more.
+    max_message: usize,
+}
+
+/// A listener's way of turning an accepted socket into MQTT bytes.
+pub struct Front {
+    pub kind: Kind,
+    tls: Option<TlsAcceptor>,
+    ws: Option<WsPolicy>,
+}
+
+fn refuse(kind: Kind, status: StatusCode, why: &'static str) -> ErrorResponse {
+    metrics::connection(kind.label(), why);
+    let mut response = ErrorResponse::new(Some(why.replace('_', " ")));
+    *response.status_mut() = status;
+    response
+}
+
+impl WsPolicy {
+    /// The upgrade checks: path, the `mqtt` subprotocol, a browser's Origin. The answer
+    /// names `mqtt` as the chosen subprotocol.
+    // The Result's shape is tungstenite's handshake `Callback`; the error response is built
+    // once per refused upgrade, so its size does not matter.
+    #[allow(clippy::result_large_err)]
+    fn check(&self, req: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+        if req.uri().path() != self.path {
+            return Err(refuse(self.kind, StatusCode::NOT_FOUND, "ws_wrong_path"));
+        }
+        let offers_mqtt = req
+            .headers()
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("mqtt"));
+        if !offers_mqtt {
+            return Err(refuse(
+                self.kind,
+                StatusCode::BAD_REQUEST,
+                "ws_no_mqtt_subprotocol",
+            ));
+        }
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("");
+            if !self.origin_allowed(origin, req.headers().get(header::HOST)) {
+                return Err(refuse(
+                    self.kind,
+                    StatusCode::FORBIDDEN,
+                    "ws_origin_refused",
+                ));
+            }
+        }
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("mqtt"),
+        );
+        Ok(response)
+    }
+
+    /// Allowed: a configured origin, or the listener's own host:port (same origin).
+    fn origin_allowed(&self, origin: &str, host: Option<&HeaderValue>) -> bool {
+        let origin = origin.trim_end_matches('/');
+        if self
+            .allowed_origins
+            .iter()
+            .any(|o| o.trim_end_matches('/') == origin)
+        {
+            return true;
+        }
+        let authority = origin.split_once("://").map_or("", |(_, rest)| rest);
+        host.and_then(|h| h.to_str().ok())
+            .is_some_and(|host| !authority.is_empty() && authority.eq_ignore_ascii_case(host))
+    }
+
+    #[allow(clippy::result_large_err)] // the callback below is `check`
+    async fn upgrade<S>(&self, stream: S) -> Result<(Reader, Writer), OpenError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let config = WebSocketConfig::default()
+            .read_buffer_size(8 * 1024)
+            .max_message_size(Some(self.max_message))
+            .max_frame_size(Some(self.max_message));
+        let policy = self.clone();
+        let ws = async_tungstenite::tokio::accept_hdr_async_with_config(
+            stream,
+            move |req: &Request, response: Response| policy.check(req, response),
+            Some(config),
+        )
+        .await?;
+        Ok(split(WsStream::new(ws)))
+    }
+}
+
+fn split<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> (Reader, Writer) {
+    let (read, write) = tokio::io::split(stream);
+    (Box::new(read), Box::new(write))
+}
+
+impl Front {
+    pub fn tcp() -> Front {
+        Front {
+            kind: Kind::Tcp,
+            tls: None,
+            ws: None,
+        }
+    }
+
+    pub fn tls(config: Arc<rustls::ServerConfig>) -> Front {
+        Front {
+            kind: Kind::Tls,
+            tls: Some(TlsAcceptor::from(config)),
+            ws: None,
+        }
+    }
+
+    /// A WebSocket listener, over TLS when `tls` is given.
+    pub fn ws(ws: &config::Ws, max_packet: u32, tls: Option<Arc<rustls::ServerConfig>>) -> Front {
+        let kind = if tls.is_some() { Kind::Wss } else { Kind::Ws };
+        Front {
+            kind,
+            tls: tls.map(TlsAcceptor::from),
+            ws: Some(WsPolicy {
+                kind,
+                path: ws.path.clone(),
+                allowed_origins: ws.allowed_origins.clone(),
+                max_message: max_packet as usize + 1024,
+            }),
+        }
+    }
+
+    /// Runs the TLS handshake and the WebSocket upgrade this listener needs. The caller
+    /// bounds it with `mqtt.connect_timeout_secs`.
+    pub async fn open(&self, tcp: TcpStream) -> Result<(Reader, Writer), OpenError> {
+        match (&self.tls, &self.ws) {
+            (None, None) => {
+                let (read, write) = tcp.into_split();
+                Ok((Box::new(read), Box::new(write)))
+            }
+            (Some(tls), None) => Ok(split(tls.accept(tcp).await.map_err(OpenError::Tls)?)),
+            (None, Some(ws)) => ws.upgrade(tcp).await,
+            (Some(tls), Some(ws)) => {
+                ws.upgrade(tls.accept(tcp).await.map_err(OpenError::Tls)?)
+                    .await
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The broker's certificate and the rustls server configurations built on it, for every
+//! TLS listener (mqtts, wss, https). One crypto provider, ring, for the whole process.
+//!
+//! The certificate is read through a resolver that can be swapped while the broker runs:
+//! when the files change (checked every `tls.reload_check_secs`) or on SIGHUP, new
+//! handshakes get the new pair and live sessions are untouched; a pair that does not load
+//! is refused with one log line and the old one kept. With no certificate configured, a
+//! self-signed development certificate is generated beside the database on first start.
+//! PEM is read through `rustls-pki-types` (never the unmaintained `rustls-pemfile`). This
+//! module holds the broker's own TLS identity only; it never touches envelope keys.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} {path}: {reason}; set tls.cert_file and tls.key_file to PEM files, or leave both empty for a development certificate")]
+    Read {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("the certificate in {cert} does not go with the key in {key}: {reason}")]
+    Mismatch {
+        cert: String,
+        key: String,
+        reason: String,
+    },
+    #[error("cannot create the development certificate in {path}: {reason}")]
+    Generate { path: String, reason: String },
+    #[error("cannot use {path} as mqtts.client_ca: {reason}")]
+    ClientCa { path: String, reason: String },
+}
+
+/// The process-wide provider: ring (builds on a plain Debian machine with `cc` alone).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The certificate every TLS listener presents, swappable at run time.
+pub struct Certificate {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// Modification times of the files as last loaded: a change triggers a reload.
+    loaded: RwLock<(Option<SystemTime>, Option<SystemTime>)>,
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Certificate({})", self.cert_file.display())
+    }
+}
+
+impl ResolvesServerCert for Certificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().expect("lock").clone())
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// SHA-256 of a DER certificate, as `openssl x509 -fingerprint -sha256` prints it.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    Sha256::digest(cert.as_ref())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn load_pair(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
+    let read = |what, path: &Path, reason: String| TlsError::Read {
+        what,
+        path: path.display().to_string(),
+        reason,
+    };
+    let chain = CertificateDer::pem_file_iter(cert_file)
+        .map_err(|e| read("certificate file", cert_file, e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read("certificate file", cert_file, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(read(
+            "certificate file",
+            cert_file,
+            "no CERTIFICATE block in it".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| read("key file", key_file, e.to_string()))?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| TlsError::Mismatch {
+        cert: cert_file.display().to_string(),
+        key: key_file.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Writes a self-signed certificate for localhost and 127.0.0.1 (key mode 0600).
+fn generate_dev_pair(cert_file: &Path, key_file: &Path) -> Result<(), TlsError> {
+    let fail = |reason: String| TlsError::Generate {
+        path: cert_file.display().to_string(),
+        reason,
+    };
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .map_err(|e| fail(e.to_string()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write;
+    options
+        .open(key_file)
+        .and_then(|mut f| f.write_all(signing_key.serialize_pem().as_bytes()))
+        .map_err(|e| fail(e.to_string()))?;
+    std::fs::write(cert_file, cert.pem()).map_err(|e| fail(e.to_string()))
+}
+
+impl Certificate {
+    /// Loads the configured pair, or the development pair beside the database (made on
+    /// first start). Logs the fingerprint and, for a development certificate, how to trust it.
+    pub fn load(config: &Config) -> Result<Arc<Certificate>, TlsError> {
+        let dev = config.tls.cert_file.as_os_str().is_empty();
+        let (cert_file, key_file) = if dev {
+            let dir = config
+                .directory
+                .database
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            (dir.join("tls-dev-cert.pem"), dir.join("tls-dev-key.pem"))
+        } else {
+            (config.tls.cert_file.clone(), config.tls.key_file.clone())
+        };
+        if dev && !cert_file.exists() {
+            generate_dev_pair(&cert_file, &key_file)?;
+        }
+        let pair = load_pair(&cert_file, &key_file)?;
+        let print = fingerprint(&pair.cert[0]);
+        if dev {
+            tracing::warn!(
+                cert = %cert_file.display(),
+                sha256 = %print,
+                "TLS listeners use a self-signed development certificate; clients trust it with --ca-file {} (mosquitto_sub --cafile, curl --cacert); set tls.cert_file and tls.key_file in production",
+                cert_file.display()
+            );
+        } else {
+            tracing::info!(cert = %cert_file.display(), sha256 = %print, "TLS certificate loaded");
+        }
+        Ok(Arc::new(Certificate {
+            loaded: RwLock::new((modified(&cert_file), modified(&key_file))),
+            cert_file,
+            key_file,
+            current: RwLock::new(Arc::new(pair)),
+        }))
+    }
+
+    /// The PEM file of the certificate being served (what a client may pin or trust).
+    pub fn cert_file(&self) -> &Path {
+        &self.cert_file
+    }
+
+    /// Loads the files again if `force` or if they changed; new handshakes use the new pair.
+    /// A pair that does not load leaves the old one in place and is reported once.
+    pub fn reload(&self, force: bool) -> Result<bool, TlsError> {
+        let now = (modified(&self.cert_file), modified(&self.key_file));
+        if !force && *self.loaded.read().expect("lock") == now {
+            return Ok(false);
+        }
+        // Remember what was tried, so a bad pair is reported once, not at every check.
+        *self.loaded.write().expect("lock") = now;
+        let pair = load_pair(&self.cert_file, &self.key_file)?;
+        let print = fingerprint(&pair.cert[0]);
+        *self.current.write().expect("lock") = Arc::new(pair);
+        tracing::info!(cert = %self.cert_file.display(), sha256 = %print, "TLS certificate reloaded; new handshakes use it");
+        Ok(true)
+    }
+
+    /// Checks the files every `every` until the task is dropped.
+    pub fn watch(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.reload(false) {
+                    tracing::error!(error = %e, "new TLS certificate refused; still serving the previous one");
+                }
+            }
+        })
+    }
+
+    /// A rustls server configuration presenting this certificate, TLS 1.2 and 1.3 only,
+    /// offering `alpn`, and requiring a client certificate that chains to `client_ca` if given.
+    pub fn server_config(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+        client_ca: Option<&Path>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .expect("ring supports TLS 1.2 and 1.3");
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let bad = |reason: String| TlsError::ClientCa {
+                    path: path.display().to_string(),
+                    reason,
+                };
+                let mut roots = RootCertStore::empty();
+                for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+                    roots
+                        .add(cert.map_err(|e| bad(e.to_string()))?)
+                        .map_err(|e| bad(e.to_string()))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
+                        .build()
+                        .map_err(|e| bad(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(self.clone());
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+}

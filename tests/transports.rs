@@ -1,0 +1,491 @@
+//! Every transport the deployment uses, driven by clients we did not write where it matters:
+//! MQTT over TLS (mosquitto_pub/sub --cafile, the CLI, the SDK), MQTT over WebSocket with and
+//! without TLS (the CLI, raw upgrades), the API over HTTPS; refusals that must fail cleanly
+//! and leave other sessions working; certificate rotation without dropping sessions.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Broker, Raw};
+use sealrelay_client::{Api, Broker as BrokerUrl, Client, MqttVersion};
+
+/// Runs the CLI through `cmd` with `password`, asserting success; returns stdout.
+fn run_ok(mut cmd: Command, args: &[&str], password: &str) -> String {
+    let out = cmd
+        .args(args)
+        .env("SEALRELAY_PASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn line_value(text: &str, prefix: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` in {text}"))
+        .trim()
+        .to_owned()
+}
+
+/// register → add → agent → send, the whole walk through the CLI over `broker_url`, with
+/// the API over HTTPS; both sides trust the development certificate through --ca-file.
+fn cli_round_trip(broker: &Broker, name: &str, broker_url: &str) {
+    let https = format!("https://127.0.0.1:{}", broker.https.port());
+    let via = || broker.cli_via(&https, broker_url);
+    let registered = run_ok(
+        via(),
+        &["user", "register", "--user", name],
+        "pw-long-enough",
+    );
+    assert!(
+        registered.starts_with(&format!("registered user {name}")),
+        "{registered}"
+    );
+    let added = run_ok(
+        via(),
+        &["instance", "add", "--user", name],
+        "pw-long-enough",
+    );
+    let (instance, token) = (
+        line_value(&added, "instance "),
+        line_value(&added, "token "),
+    );
+    let _agent = Broker::start_agent_with(via(), &token, "5");
+    let reply = run_ok(
+        via(),
+        &[
+            "send",
+            "--user",
+            name,
+            "--to",
+            &instance,
+            "hello over the wire",
+        ],
+        "pw-long-enough",
+    );
+    assert_eq!(reply, "hello over the wire\n", "over {broker_url}");
+}
+
+#[test]
+fn the_cli_round_trip_works_over_mqtts_ws_and_wss_with_the_api_over_https() {
+    let broker = Broker::start();
+    cli_round_trip(
+        &broker,
+        "tls-user",
+        &format!("mqtts://127.0.0.1:{}", broker.mqtts.port()),
+    );
+    cli_round_trip(
+        &broker,
+        "ws-user",
+        &format!("ws://127.0.0.1:{}/mqtt", broker.ws.port()),
+    );
+    cli_round_trip(
+        &broker,
+        "wss-user",
+        &format!("wss://127.0.0.1:{}/mqtt", broker.wss.port()),
+    );
+}
+
+fn mosquitto_tls(
+    tool: &str,
+    broker: &Broker,
+    login: (&str, &str),
+    args: &[&str],
+) -> std::process::Output {
+    Command::new(tool)
+        .args(["-h", "127.0.0.1", "-p", &broker.mqtts.port().to_string()])
+        .args(["--cafile", broker.dev_cert().to_str().unwrap()])
+        .args(["-u", login.0, "-P", login.1])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{tool} (Debian package mosquitto-clients) must be installed: {e}")
+        })
+}
+
+/// mosquitto_sub over TLS receives what the SDK seals; mosquitto_pub over TLS delivers what
+/// the SDK sealed to the SDK, which opens it.
+#[tokio::test(flavor = "multi_thread")]
+async fn mosquitto_clients_speak_mqtt_over_tls_with_the_dev_certificate() {
+    let broker = Broker::start();
+    let mut alice = broker.user("alice").await;
+    let instance = broker.instance_of(&mut alice).await;
+    let (instance_id, instance_login) = (
+        instance.id,
+        (instance.login.clone(), instance.auth_secret().to_owned()),
+    );
+    let topic = instance_id.inbox_topic();
+    let sub = {
+        let (port, cert) = (broker.mqtts.port(), broker.dev_cert());
+        let (login, secret) = instance_login.clone();
+        std::thread::spawn(move || {
+            Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .args([
+                    "--cafile",
+                    cert.to_str().unwrap(),
+                    "-u",
+                    &login,
+                    "-P",
+                    &secret,
+                ])
+                .args(["-V", "5", "-q", "1", "-t", &topic, "-C", "1", "-W", "10"])
+                .output()
+                .unwrap()
+        })
+    };
+    // Until mosquitto_sub is subscribed, a publish finds no subscriber; retry until it does.
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sub.is_finished() {
+        console.send(instance_id, b"over tls", 1).await.unwrap();
+        assert!(Instant::now() < deadline, "mosquitto_sub never received");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = sub.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = sealrelay_wire::envelope::Header::parse(
+        out.stdout.strip_suffix(b"\n").unwrap_or(&out.stdout),
+    )
+    .expect("mosquitto_sub received a whole envelope");
+    assert_eq!(header.recipient, instance_id);
+
+    // The other way: an envelope sealed by the instance, published by mosquitto_pub over TLS
+    // to a console that opens it.
+    let tab = sealrelay_client::Identity::login_user(&broker.api(), "alice", "pw-alice")
+        .await
+        .unwrap();
+    let (alice_id, alice_key) = (tab.id, tab.public_key());
+    let mut tab = broker.client(tab, MqttVersion::V5).await;
+    let sealed = instance
+        .seal_to(alice_id, &alice_key, b"from mosquitto_pub")
+        .unwrap();
+    let file = broker.dir.path().join("envelope.bin");
+    std::fs::write(&file, &sealed).unwrap();
+    let out = mosquitto_tls(
+        "mosquitto_pub",
+        &broker,
+        (&instance_login.0, &instance_login.1),
+        &[
+            "-V",
+            "5",
+            "-q",
+            "1",
+            "-t",
+            &alice_id.inbox_topic(),
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = common::next_message(&mut tab).await;
+    assert_eq!(
+        (got.from, got.payload.as_slice()),
+        (instance_id, b"from mosquitto_pub".as_slice())
+    );
+}
+
+/// An HTTP/1.1 WebSocket upgrade to `addr` with these extra headers; returns the response head.
+fn upgrade(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A plain MQTT CONNECT to the TLS port, a TLS client that does not trust the certificate,
+/// WebSocket upgrades on the wrong path, without the `mqtt` subprotocol or from a foreign
+/// Origin: each fails cleanly and is counted, and a live session keeps working throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_fail_cleanly_and_leave_other_sessions_working() {
+    let broker = Broker::start();
+    let (mut console, instance) = broker.pair("alice", MqttVersion::V5).await;
+
+    let mut raw = Raw::open(broker.mqtts).await;
+    raw.send(b"\x10\x10\x00\x04MQTT\x05\x02\x00\x1e\x00\x00\x03abc")
+        .await;
+    let answer = raw.raw_until_closed().await;
+    assert!(
+        answer.first() != Some(&0x20),
+        "no CONNACK on a TLS port: {answer:?}"
+    );
+
+    let untrusted =
+        BrokerUrl::parse(&format!("mqtts://127.0.0.1:{}", broker.mqtts.port()), None).unwrap();
+    let who = sealrelay_client::Identity::login_user(&broker.api(), "alice", "pw-alice")
+        .await
+        .unwrap();
+    let err = Client::connect_to(broker.api(), who, untrusted, MqttVersion::V5)
+        .await
+        .err()
+        .expect("a certificate nobody vouched for is refused")
+        .to_string();
+    assert!(
+        err.contains("mqtts://127.0.0.1") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+
+    let https_untrusted = Api::new(&format!("https://127.0.0.1:{}", broker.https.port()));
+    let err = https_untrusted
+        .prelogin("alice")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("127.0.0.1") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+
+    let own_origin = format!("http://{}", broker.ws);
+    for (path, headers, status) in [
+        ("/mqtt", vec![], "400"),
+        (
+            "/elsewhere",
+            vec![("Sec-WebSocket-Protocol", "mqtt")],
+            "404",
+        ),
+        (
+            "/mqtt",
+            vec![
+                ("Sec-WebSocket-Protocol", "mqtt"),
+                ("Origin", "https://evil.example"),
+            ],
+            "403",
+        ),
+        (
+            "/mqtt",
+            vec![
+                ("Sec-WebSocket-Protocol", "mqtt"),
+                ("Origin", own_origin.as_str()),
+            ],
+            "101",
+        ),
+        (
+            "/mqtt",
+            vec![("Sec-WebSocket-Protocol", "mqttv3.1, mqtt")],
+            "101",
+        ),
+    ] {
+        let head = upgrade(broker.ws, path, &headers);
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{headers:?}: {head}"
+        );
+        if status == "101" {
+            assert!(
+                head.to_lowercase().contains("sec-websocket-protocol: mqtt"),
+                "{head}"
+            );
+        }
+    }
+
+    console.send(instance, b"still here", 1).await.unwrap();
+    let m = common::next_message(&mut console).await;
+    assert_eq!(m.payload.as_slice(), b"echo:still here");
+    let metrics = broker.metrics();
+    for outcome in [
+        "ws_no_mqtt_subprotocol",
+        "ws_wrong_path",
+        "ws_origin_refused",
+        "tls_handshake_failed",
+    ] {
+        assert!(
+            metrics.contains(&format!("outcome=\"{outcome}\"")),
+            "{outcome} not counted"
+        );
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 with its key, as PEM, valid from `from` to `to`.
+fn pair(from: (i32, u8, u8), to: (i32, u8, u8)) -> (String, String) {
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+    params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn install(dir: &Path, (cert, key): &(String, String)) {
+    // Written beside and renamed, as a certificate manager does, so the broker never reads
+    // half a file.
+    for (name, text) in [("key.pem", key), ("cert.pem", cert)] {
+        std::fs::write(dir.join(format!("{name}.new")), text).unwrap();
+        std::fs::rename(dir.join(format!("{name}.new")), dir.join(name)).unwrap();
+    }
+}
+
+fn broker_with_cert(certs: &Path) -> Broker {
+    let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
+    Broker::start_with(&[
+        ("SEALRELAY_TLS_CERT_FILE", cert.to_str().unwrap()),
+        ("SEALRELAY_TLS_KEY_FILE", key.to_str().unwrap()),
+        ("SEALRELAY_TLS_RELOAD_CHECK_SECS", "1"),
+    ])
+}
+
+/// Connects one rumqttc MQTT 5 client over TLS trusting `ca`; returns its client and a
+/// watch that turns true if its connection ever fails after CONNACK.
+async fn tls_session(
+    broker: &Broker,
+    ca: &Path,
+    login: (&str, &str),
+    client_id: &str,
+) -> Result<(rumqttc::v5::AsyncClient, tokio::sync::watch::Receiver<bool>), String> {
+    let config = sealrelay_client::endpoint::tls_config(Some(ca)).unwrap();
+    let mut options = rumqttc::v5::MqttOptions::new(client_id, "127.0.0.1", broker.mqtts.port());
+    options
+        .set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+            config,
+        )))
+        .set_credentials(login.0, login.1)
+        .set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 10);
+    loop {
+        match eventloop.poll().await {
+            Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::Incoming::ConnAck(_))) => break,
+            Ok(_) => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let (dropped, watch) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while eventloop.poll().await.is_ok() {}
+        let _ = dropped.send(true);
+    });
+    Ok((client, watch))
+}
+
+fn log_shows(broker: &Broker, text: &str, times: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker.log().matches(text).count() < times {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// 100 sessions over mqtts; the certificate files are replaced: new connections get the new
+/// certificate and none of the 100 drops. A bad pair next is refused with one log line and
+/// the previous one kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_rotation_under_load_drops_no_session() {
+    let certs = tempfile::tempdir().unwrap();
+    let old = pair((2024, 1, 1), (2099, 1, 1));
+    install(certs.path(), &old);
+    std::fs::write(certs.path().join("old-ca.pem"), &old.0).unwrap();
+    let broker = broker_with_cert(certs.path());
+    let alice = broker.user("alice").await;
+    let login = (alice.login.as_str(), alice.auth_secret());
+    let old_ca = certs.path().join("old-ca.pem");
+
+    let mut live = Vec::new();
+    for i in 0..100 {
+        live.push(
+            tls_session(&broker, &old_ca, login, &format!("live-{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+
+    let new = pair((2024, 1, 1), (2099, 1, 1));
+    install(certs.path(), &new);
+    let new_ca = certs.path().join("new-ca.pem");
+    std::fs::write(&new_ca, &new.0).unwrap();
+    assert!(
+        log_shows(&broker, "TLS certificate reloaded", 1),
+        "{}",
+        broker.log()
+    );
+
+    tls_session(&broker, &new_ca, login, "after-new")
+        .await
+        .expect("new handshakes present the new certificate");
+    let err = tls_session(&broker, &old_ca, login, "after-old")
+        .await
+        .expect_err("the old certificate is gone");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    // A key that does not go with the certificate: refused, the new pair stays in service.
+    std::fs::write(
+        certs.path().join("key.pem"),
+        pair((2024, 1, 1), (2099, 1, 1)).1,
+    )
+    .unwrap();
+    assert!(
+        log_shows(&broker, "new TLS certificate refused", 1),
+        "{}",
+        broker.log()
+    );
+    tls_session(&broker, &new_ca, login, "after-bad")
+        .await
+        .expect("still serving the last good pair");
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (i, (_client, dropped)) in live.iter().enumerate() {
+        assert!(!*dropped.borrow(), "session {i} dropped during rotation");
+    }
+    let active: f64 = broker
+        .metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("sealrelay_sessions_active ")?.parse().ok())
+        .unwrap();
+    assert!(active >= 100.0, "{active} sessions live after rotation");
+}
+
+/// An expired certificate fails the handshake with a reason that says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_certificate_is_refused_by_clients_with_the_reason() {
+    let certs = tempfile::tempdir().unwrap();
+    let expired = pair((2020, 1, 1), (2021, 1, 1));
+    install(certs.path(), &expired);
+    let broker = broker_with_cert(certs.path());
+    let alice = broker.user("alice").await;
+    let err = tls_session(
+        &broker,
+        &certs.path().join("cert.pem"),
+        (&alice.login, alice.auth_secret()),
+        "x",
+    )
+    .await
+    .expect_err("expired");
+    assert!(err.to_lowercase().contains("expired"), "{err}");
+}
