@@ -63,7 +63,7 @@ async fn connect_v4_from(broker: &Broker, from: IpAddr, login: (&str, &str)) -> 
 }
 
 fn counted(broker: &Broker, outcome: &str) -> u64 {
-    let line = format!("sealrelay_connections_total{{outcome=\"{outcome}\"}} ");
+    let line = format!("sealrelay_connections_total{{transport=\"tcp\",outcome=\"{outcome}\"}} ");
     broker
         .metrics()
         .lines()

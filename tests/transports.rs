@@ -489,3 +489,207 @@ async fn an_expired_certificate_is_refused_by_clients_with_the_reason() {
     .expect_err("expired");
     assert!(err.to_lowercase().contains("expired"), "{err}");
 }
+
+async fn next_line(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(20), lines.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Eclipse paho-mqtt (Python, PyPI), as an instance over `ws` and over `wss`: it receives
+/// an envelope the Rust SDK sealed, and publishes one the console opens.
+#[tokio::test(flavor = "multi_thread")]
+async fn paho_mqtt_speaks_mqtt_over_websocket_and_websocket_tls() {
+    use std::io::BufRead;
+    let broker = Broker::start();
+    let mut alice = broker.user("alice").await;
+    let (alice_id, alice_key) = (alice.id, alice.public_key());
+    let instance = broker.instance_of(&mut alice).await;
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/paho_ws.py");
+    for (port, cafile) in [
+        (broker.ws.port(), None),
+        (broker.wss.port(), Some(broker.dev_cert())),
+    ] {
+        let reply = instance
+            .seal_to(alice_id, &alice_key, format!("paho on {port}").as_bytes())
+            .unwrap();
+        let reply_file = broker.dir.path().join(format!("reply-{port}.bin"));
+        std::fs::write(&reply_file, &reply).unwrap();
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script)
+            .args(["--port", &port.to_string(), "--username", &instance.login])
+            .args([
+                "--password",
+                instance.auth_secret(),
+                "--inbox",
+                &instance.id.inbox_topic(),
+            ])
+            .args(["--reply-topic", &alice_id.inbox_topic()])
+            .arg("--reply-file")
+            .arg(&reply_file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(ca) = &cafile {
+            cmd.arg("--cafile").arg(ca);
+        }
+        let mut child = cmd
+            .spawn()
+            .expect("python3 with paho-mqtt (pip install paho-mqtt; .ci/run does it)");
+        let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let subscribed = next_line(&mut lines).await;
+        if subscribed.is_none() {
+            let out = child.wait_with_output().unwrap();
+            panic!("paho: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert_eq!(
+            subscribed.unwrap(),
+            "SUBSCRIBED [1]",
+            "own inbox granted at QoS 1"
+        );
+        console.send(instance.id, b"to paho", 1).await.unwrap();
+        let received = next_line(&mut lines).await.expect("paho received the envelope");
+        let bytes = received
+            .strip_prefix("RECEIVED ")
+            .map(|hex| {
+                (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect::<Vec<u8>>()
+            })
+            .unwrap_or_else(|| panic!("{received}"));
+        let header = sealrelay_wire::envelope::Header::parse(&bytes).unwrap();
+        assert_eq!((header.sender, header.recipient), (alice_id, instance.id));
+        let m = common::next_message(&mut console).await;
+        assert_eq!(m.payload.as_slice(), format!("paho on {port}").as_bytes());
+        assert_eq!(next_line(&mut lines).await.as_deref(), Some("PUBLISHED 0"));
+        assert!(child.wait().unwrap().success());
+    }
+}
+
+/// A CA and a client certificate it signed, as PEM: (ca cert, client cert, client key).
+fn client_ca_and_cert() -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client = rcgen::CertificateParams::new(vec!["instance.example".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), client.pem(), client_key.serialize_pem())
+}
+
+/// With `mqtts.client_ca` set, mosquitto_sub must present a certificate from that CA *and*
+/// log in: without the certificate the handshake fails, with it but a wrong secret CONNACK
+/// refuses, with both it receives what the console sends.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_certificates_are_required_on_mqtts_and_the_login_still_counts() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = client_ca_and_cert();
+    for (name, text) in [("ca.pem", &ca), ("client.pem", &cert), ("client.key", &key)] {
+        std::fs::write(certs.path().join(name), text).unwrap();
+    }
+    let ca_path = certs.path().join("ca.pem");
+    let broker = Broker::start_with(&[("SEALRELAY_MQTTS_CLIENT_CA", ca_path.to_str().unwrap())]);
+    let mut alice = broker.user("alice").await;
+    let instance = broker.instance_of(&mut alice).await;
+    let topic = instance.id.inbox_topic();
+    let (client_cert, client_key) = (
+        certs.path().join("client.pem"),
+        certs.path().join("client.key"),
+    );
+    let sub = |with_cert: bool, password: String| {
+        let mut cmd = Command::new("mosquitto_sub");
+        cmd.args(["-h", "127.0.0.1", "-p", &broker.mqtts.port().to_string()])
+            .args(["--cafile", broker.dev_cert().to_str().unwrap()])
+            .args(["-u", &instance.login, "-P", &password])
+            .args(["-V", "5", "-q", "1", "-t", &topic, "-C", "1", "-W", "10"]);
+        if with_cert {
+            cmd.args([
+                "--cert",
+                client_cert.to_str().unwrap(),
+                "--key",
+                client_key.to_str().unwrap(),
+            ]);
+        }
+        cmd
+    };
+    let out = sub(false, instance.auth_secret().to_owned())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no client certificate, no session");
+    let out = sub(true, "A".repeat(43)).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "a certificate does not replace the login"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("not authorized"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let child = sub(true, instance.auth_secret().to_owned())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !waiter.is_finished() {
+        console
+            .send(instance.id, b"to a certified instance", 1)
+            .await
+            .unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "mosquitto_sub with a client certificate never received"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = waiter.join().unwrap();
+    assert!(out.status.success());
+    let received = out.stdout.strip_suffix(b"\n").unwrap_or(&out.stdout);
+    assert_eq!(
+        sealrelay_wire::envelope::Header::parse(received)
+            .unwrap()
+            .recipient,
+        instance.id
+    );
+}
+
+/// A TLS client that never finishes its handshake is dropped after
+/// `mqtt.connect_timeout_secs`, and counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_tls_handshake_is_dropped_at_the_connect_timeout() {
+    let broker = Broker::start_with(&[("SEALRELAY_MQTT_CONNECT_TIMEOUT_SECS", "1")]);
+    let mut stalled = Raw::open(broker.mqtts).await;
+    stalled.send(&[0x16, 0x03, 0x01]).await; // the first bytes of a ClientHello, then nothing
+    let started = Instant::now();
+    let _ = stalled.raw_until_closed().await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !broker.metrics().contains("outcome=\"handshake_timeout\"") {
+        assert!(Instant::now() < deadline, "not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
