@@ -558,7 +558,9 @@ async fn paho_mqtt_speaks_mqtt_over_websocket_and_websocket_tls() {
             "own inbox granted at QoS 1"
         );
         console.send(instance.id, b"to paho", 1).await.unwrap();
-        let received = next_line(&mut lines).await.expect("paho received the envelope");
+        let received = next_line(&mut lines)
+            .await
+            .expect("paho received the envelope");
         let bytes = received
             .strip_prefix("RECEIVED ")
             .map(|hex| {

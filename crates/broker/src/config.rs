@@ -33,12 +33,15 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub shutdown_grace_secs: u64,
+    /// Addresses (IPs or CIDR blocks) whose PROXY protocol headers are believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Mqtt {
     pub listen: SocketAddr,
+    pub proxy_protocol: bool,
     pub workers: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
@@ -70,6 +73,7 @@ impl<'de> Deserialize<'de> for Listen {
 #[serde(deny_unknown_fields)]
 pub struct Mqtts {
     pub listen: Listen,
+    pub proxy_protocol: bool,
     /// PEM file of CAs; when set, mqtts clients must present a certificate chaining to one.
     pub client_ca: PathBuf,
 }
@@ -78,6 +82,7 @@ pub struct Mqtts {
 #[serde(deny_unknown_fields)]
 pub struct Ws {
     pub listen: Listen,
+    pub proxy_protocol: bool,
     pub path: String,
     pub allowed_origins: Vec<String>,
 }
@@ -272,6 +277,9 @@ impl Config {
             if !ws.path.starts_with('/') {
                 return Err(invalid(key, "must start with /".into()));
             }
+        }
+        if let Err(e) = crate::mqtt::proxy::TrustedProxies::parse(&self.server.trusted_proxies) {
+            return Err(invalid("server.trusted_proxies", e));
         }
         if self.tls.reload_check_secs == 0 {
             return Err(invalid(

@@ -17,8 +17,10 @@ use crate::config::Config;
 use crate::directory::{Directory, DirectoryError};
 use crate::http::{self, ApiState};
 use crate::metrics;
+use crate::mqtt::limits::Limits;
+use crate::mqtt::proxy::TrustedProxies;
 use crate::mqtt::transport::Front;
-use crate::mqtt::{Limits, Listener, Shared, Workers};
+use crate::mqtt::{Listener, Shared, Workers};
 use crate::router::Router;
 use crate::tls::{Certificate, TlsError};
 use tokio_util::sync::CancellationToken;
@@ -175,24 +177,31 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let limits = Arc::new(Limits::new(&config.mqtt));
     let max_packet = config.mqtt.max_packet_bytes;
     let client_ca = Some(config.mqtts.client_ca.as_path()).filter(|p| !p.as_os_str().is_empty());
-    let fronts: Vec<(&'static str, &'static str, Option<SocketAddr>, Front)> = vec![
+    let trusted =
+        TrustedProxies::parse(&config.server.trusted_proxies).expect("validated with the config");
+    let proxies = |on: bool| on.then(|| trusted.clone());
+    type Listening = (&'static str, &'static str, Option<SocketAddr>, Front, bool);
+    let fronts: Vec<Listening> = vec![
         (
             "MQTT",
             "mqtt.listen",
             Some(config.mqtt.listen),
             Front::tcp(),
+            config.mqtt.proxy_protocol,
         ),
         (
             "MQTT over TLS",
             "mqtts.listen",
             config.mqtts.listen.0,
             Front::tls(certificate.server_config(&[b"mqtt"], client_ca)?),
+            config.mqtts.proxy_protocol,
         ),
         (
             "MQTT over WebSocket",
             "ws.listen",
             config.ws.listen.0,
             Front::ws(&config.ws, max_packet, None),
+            config.ws.proxy_protocol,
         ),
         (
             "MQTT over WebSocket and TLS",
@@ -203,11 +212,12 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 max_packet,
                 Some(certificate.server_config(&[b"http/1.1"], None)?),
             ),
+            config.wss.proxy_protocol,
         ),
     ];
     let mut bound = Vec::new();
     let mut mqtt_addrs = Vec::new();
-    for (what, key, listen, front) in fronts {
+    for (what, key, listen, front, proxy) in fronts {
         let Some(addr) = listen else {
             mqtt_addrs.push(None);
             continue;
@@ -218,8 +228,15 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             key,
             source,
         };
-        let listener = Listener::bind(addr, front, shared.clone(), &workers, limits.clone())
-            .map_err(bind_error)?;
+        let listener = Listener::bind(
+            addr,
+            front,
+            proxies(proxy),
+            shared.clone(),
+            &workers,
+            limits.clone(),
+        )
+        .map_err(bind_error)?;
         mqtt_addrs.push(Some(listener.local_addr().map_err(bind_error)?));
         bound.push(listener);
     }

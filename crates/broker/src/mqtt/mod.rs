@@ -8,20 +8,21 @@
 //! is written, so the server waits on the tracker rather than on a sleep.
 
 pub mod codec;
+pub mod limits;
+pub mod proxy;
 pub mod session;
 pub mod transport;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Arbiter;
 use bytes::BytesMut;
-use dashmap::DashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,6 +33,8 @@ use crate::directory::Directory;
 use crate::metrics;
 use crate::router::Router;
 use codec::{Inbound, MqttCodec, Outbound, Version};
+use limits::Limits;
+use proxy::TrustedProxies;
 use sealrelay_wire::Close;
 use session::Accepted;
 use transport::{Front, Kind};
@@ -77,67 +80,14 @@ impl Workers {
     }
 }
 
-/// The global and per-IP connection caps. A [`ConnectionSlot`] is held by each admitted
-/// connection for its whole life and gives its place back when dropped.
-pub struct Limits {
-    global: Arc<Semaphore>,
-    per_ip: Arc<DashMap<IpAddr, usize>>,
-    max_per_ip: usize,
-}
-
-/// One admitted connection's place under both caps.
-pub struct ConnectionSlot {
-    _global: OwnedSemaphorePermit,
-    ip: IpAddr,
-    per_ip: Arc<DashMap<IpAddr, usize>>,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        if let dashmap::Entry::Occupied(mut entry) = self.per_ip.entry(self.ip) {
-            *entry.get_mut() -= 1;
-            if *entry.get() == 0 {
-                entry.remove();
-            }
-        }
-    }
-}
-
-impl Limits {
-    pub fn new(config: &crate::config::Mqtt) -> Limits {
-        Limits {
-            global: Arc::new(Semaphore::new(config.max_connections)),
-            per_ip: Arc::new(DashMap::new()),
-            max_per_ip: config.max_connections_per_ip,
-        }
-    }
-
-    /// A slot for a connection from `ip`, or the reason it is refused.
-    pub fn admit(&self, ip: IpAddr) -> Result<ConnectionSlot, Close> {
-        let global = self
-            .global
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Close::RefusedCapacity)?;
-        let mut count = self.per_ip.entry(ip).or_insert(0);
-        if *count >= self.max_per_ip {
-            return Err(Close::RefusedIpCapacity);
-        }
-        *count += 1;
-        Ok(ConnectionSlot {
-            _global: global,
-            ip,
-            per_ip: self.per_ip.clone(),
-        })
-    }
-}
-
 /// A bound listener and the session threads it feeds. Every MQTT listener (TCP, TLS,
 /// WebSocket, WebSocket over TLS) is one of these with its own [`Front`]; they share the
 /// session threads and the connection caps.
 pub struct Listener {
     listener: TcpListener,
     front: Arc<Front>,
+    /// Set when this listener takes PROXY headers: from whom they are believed.
+    proxies: Option<TrustedProxies>,
     workers: Vec<actix::ArbiterHandle>,
     shared: Arc<Shared>,
     limits: Arc<Limits>,
@@ -148,6 +98,7 @@ impl Listener {
     pub fn bind(
         listen: SocketAddr,
         front: Front,
+        proxies: Option<TrustedProxies>,
         shared: Arc<Shared>,
         workers: &Workers,
         limits: Arc<Limits>,
@@ -165,6 +116,7 @@ impl Listener {
         Ok(Listener {
             listener,
             front: Arc::new(front),
+            proxies,
             workers: workers.arbiters.iter().map(Arbiter::handle).collect(),
             limits,
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
@@ -195,7 +147,15 @@ impl Listener {
                     continue;
                 }
             };
-            let slot = match self.limits.admit(peer.ip()) {
+            // Behind a trusted proxy the client's address is in the PROXY header, read on the
+            // session thread; only the broker-wide place is taken here.
+            let proxied = self.proxies.as_ref().is_some_and(|p| p.trusts(peer.ip()));
+            let admitted = if proxied {
+                self.limits.admit_global()
+            } else {
+                self.limits.admit(peer.ip())
+            };
+            let slot = match admitted {
                 Ok(slot) => slot,
                 Err(why) => {
                     self.refuse(stream, why);
@@ -221,6 +181,7 @@ impl Listener {
                 id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
                 slot,
                 front: self.front.clone(),
+                proxied: proxied.then(|| self.limits.clone()),
             };
             session::Session::spawn(worker, accepted, self.shared.clone());
         }

@@ -28,8 +28,10 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::codec::{
     CodecError, ConnAckInfo, Connect, Inbound, MqttCodec, Outbound, Publish, Version,
 };
+use super::limits::{ConnectionSlot, Limits};
+use super::proxy::read_header;
 use super::transport::{Front, Kind, Writer};
-use super::{ConnectionSlot, Shared};
+use super::Shared;
 use crate::accounting::Meter;
 use crate::auth::AuthError;
 use crate::directory::Credentials;
@@ -139,12 +141,15 @@ pub struct Accepted {
     pub id: u64,
     pub slot: ConnectionSlot,
     pub front: Arc<Front>,
+    /// From a trusted proxy: a PROXY header comes first, and its client's address takes
+    /// its place under these limits.
+    pub proxied: Option<Arc<Limits>>,
 }
 
 impl Session {
     /// Runs the connection's handshake (TLS, WebSocket) on `arbiter`, bounded by
     /// `mqtt.connect_timeout_secs` and by shutdown, then starts its session there.
-    pub fn spawn(arbiter: &ArbiterHandle, accepted: Accepted, shared: Arc<Shared>) {
+    pub fn spawn(arbiter: &ArbiterHandle, mut accepted: Accepted, shared: Arc<Shared>) {
         arbiter.spawn(async move {
             // Shutdown waits for handshakes in progress too.
             let alive = shared.sessions.token();
@@ -159,9 +164,30 @@ impl Session {
                 }
             };
             let timeout = Duration::from_secs(shared.config.mqtt.connect_timeout_secs);
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut tcp = tcp;
+            if let Some(limits) = accepted.proxied.take() {
+                let header = tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    header = tokio::time::timeout_at(deadline, read_header(&mut tcp)) => header,
+                };
+                match header {
+                    Ok(Ok(client)) => {
+                        accepted.peer = client.unwrap_or(accepted.peer);
+                        if let Err(why) = limits.admit_ip(&mut accepted.slot, accepted.peer.ip()) {
+                            return metrics::connection(transport.label(), why.label());
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(proxy = %accepted.peer, error = %e, "refused a proxied connection");
+                        return metrics::connection(transport.label(), "proxy_header_invalid");
+                    }
+                    Err(_) => return metrics::connection(transport.label(), "handshake_timeout"),
+                }
+            }
             let opened = tokio::select! {
                 _ = shared.shutdown.cancelled() => return,
-                opened = tokio::time::timeout(timeout, accepted.front.open(tcp)) => opened,
+                opened = tokio::time::timeout_at(deadline, accepted.front.open(tcp)) => opened,
             };
             let (read, write) = match opened {
                 Ok(Ok(io)) => io,

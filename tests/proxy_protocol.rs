@@ -1,0 +1,113 @@
+//! The PROXY protocol behind a load balancer: headers (v1 and v2) from a trusted proxy name
+//! the real client, whom per-address limits and accounting then see; the same header from
+//! anyone else is refused, and direct clients are unaffected. 127.0.0.2 plays the proxy.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::{Broker, Raw, RawRead};
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
+
+const PROXY: [u8; 4] = [127, 0, 0, 2];
+
+/// Opens from `from`, sends `header` then an MQTT 5 CONNECT; returns the connection and the
+/// CONNACK code, or `None` if the broker closed without one.
+async fn connect(
+    broker: &Broker,
+    from: [u8; 4],
+    header: &[u8],
+    login: (&str, &str),
+    client_id: &str,
+) -> (Raw, Option<ConnectReturnCode>) {
+    let mut raw = Raw::open_from(broker.mqtt, IpAddr::from(from)).await;
+    raw.send(header).await;
+    raw.send_v5(Packet::Connect(
+        rumqttc::v5::mqttbytes::v5::Connect {
+            keep_alive: 30,
+            client_id: client_id.into(),
+            clean_start: true,
+            properties: None,
+        },
+        None,
+        Some(rumqttc::v5::mqttbytes::v5::Login {
+            username: login.0.into(),
+            password: login.1.into(),
+        }),
+    ))
+    .await;
+    let code = match raw.read(Duration::from_secs(5)).await {
+        RawRead::Packet(p) => match *p {
+            Packet::ConnAck(ack) => Some(ack.code),
+            other => panic!("expected CONNACK, got {other:?}"),
+        },
+        RawRead::Eof => None,
+        RawRead::Timeout => panic!("no answer within 5 s"),
+    };
+    (raw, code)
+}
+
+fn v1(client: &str) -> Vec<u8> {
+    format!("PROXY TCP4 {client} 127.0.0.1 40000 1883\r\n").into_bytes()
+}
+
+fn v2(client: [u8; 4]) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0x00, 0x0c]);
+    h.extend_from_slice(&client);
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&40001u16.to_be_bytes());
+    h.extend_from_slice(&1883u16.to_be_bytes());
+    h
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_proxy_names_the_client_and_per_address_limits_see_it() {
+    let broker = Broker::start_with(&[
+        ("SEALRELAY_MQTT_PROXY_PROTOCOL", "true"),
+        ("SEALRELAY_SERVER_TRUSTED_PROXIES", "[\"127.0.0.2\"]"),
+        ("SEALRELAY_MQTT_MAX_CONNECTIONS_PER_IP", "1"),
+    ]);
+    let alice = broker.user("alice").await;
+    let login = (alice.login.as_str(), alice.auth_secret());
+
+    // Two clients behind one proxy address: each has its own share (v1 and v2 headers).
+    let (first, code) = connect(&broker, PROXY, &v1("203.0.113.7"), login, "a").await;
+    assert_eq!(code, Some(ConnectReturnCode::Success));
+    let (_second, code) = connect(&broker, PROXY, &v2([203, 0, 113, 8]), login, "b").await;
+    assert_eq!(code, Some(ConnectReturnCode::Success));
+    // The same real client again is over its share of one.
+    let (_, code) = connect(&broker, PROXY, &v1("203.0.113.7"), login, "c").await;
+    assert_eq!(
+        code, None,
+        "refused for the client's address, not the proxy's"
+    );
+
+    // A header from an address that is not a trusted proxy is not believed.
+    let (_, code) = connect(&broker, [127, 0, 0, 3], &v1("198.51.100.1"), login, "d").await;
+    assert_eq!(code, None);
+    // A trusted proxy must send one.
+    let (_, code) = connect(&broker, PROXY, b"", login, "e").await;
+    assert_eq!(code, None);
+    // Direct clients are unaffected.
+    let (_direct, code) = connect(&broker, [127, 0, 0, 1], b"", login, "f").await;
+    assert_eq!(code, Some(ConnectReturnCode::Success));
+
+    // Accounting records the client behind the proxy.
+    drop(first);
+    broker
+        .session_rows_until(Some(alice.id), "a closed session row", |n| n >= 1)
+        .await;
+    let db = broker.database().await;
+    let ips: Vec<(String,)> = sqlx::query_as("SELECT ip FROM session_log")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(ips, vec![("203.0.113.7".to_owned(),)]);
+    let metrics = broker.metrics();
+    assert!(
+        metrics.contains("outcome=\"proxy_header_invalid\""),
+        "{metrics}"
+    );
+}
