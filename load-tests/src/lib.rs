@@ -83,12 +83,18 @@ pub struct Scenario {
     /// Speak ordinary topics without logins (for mosquitto, rumqttd, ...).
     #[arg(long)]
     pub plain: bool,
-    /// MQTT address of the broker under test.
+    /// MQTT address of the broker under test: mqtt://, mqtts://, ws:// or wss:// URL, or a
+    /// bare host:port (plain TCP).
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub mqtt: String,
-    /// HTTP API of sealrelay (not used with --plain).
+    /// HTTP API of sealrelay, http:// or https:// (not used with --plain).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub http: String,
+    /// PEM file of the CA to trust for mqtts, wss and https (e.g. sealrelay's development
+    /// certificate); the system's roots otherwise.
+    #[arg(long)]
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// PID of the broker, to report its memory and CPU (read from /proc).
     #[arg(long)]
     pub broker_pid: Option<u32>,
@@ -164,15 +170,12 @@ fn options(
     login: &Option<(String, String)>,
     inflight: u16,
 ) -> Result<MqttOptions, LoadError> {
-    let (host, port) = scenario
-        .mqtt
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
-        .ok_or_else(|| {
-            LoadError::Scenario(format!("--mqtt `{}` is not host:port", scenario.mqtt))
-        })?;
+    let broker = sealrelay_client::Broker::parse(&scenario.mqtt, scenario.ca_file.as_deref())
+        .map_err(|e| LoadError::Scenario(format!("--mqtt: {e}")))?;
+    let (host, port, transport) = broker.rumqttc();
     let mut options = MqttOptions::new(client_id, host, port);
     options
+        .set_transport(transport)
         .set_keep_alive(Duration::from_secs(60))
         .set_max_packet_size(1 << 20, 1 << 20)
         .set_inflight(inflight.max(1))
@@ -282,7 +285,7 @@ async fn sealed_cast(s: &Scenario, run: &str) -> Result<Cast, LoadError> {
             SEALED_OVERHEAD + 1
         )));
     }
-    let api = Api::new(&s.http);
+    let api = Api::with_ca(&s.http, s.ca_file.as_deref())?;
     let mut tasks = JoinSet::new();
     for c in 0..s.consoles {
         let (api, run, m, size, pool_size) = (
@@ -563,7 +566,7 @@ async fn session_endpoint(s: &Scenario, run: &str) -> Result<Endpoint, LoadError
             inbox: format!("bench/{run}/idle"),
         });
     }
-    let api = Api::new(&s.http);
+    let api = Api::with_ca(&s.http, s.ca_file.as_deref())?;
     let name = format!("load-{run}-owner");
     let mut owner = Identity::register_user(&api, &name, &format!("pw-{name}"), LOAD_KDF).await?;
     let (_, token) = owner.add_instance(&api).await?;

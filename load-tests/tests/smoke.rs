@@ -2,11 +2,11 @@
 //! tool works end to end and QoS 1 loses nothing. Figures are not asserted here; they are
 //! measured with release builds and written to docs/benchmarks.md.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
 use sealrelay_broker::config::Config;
+use sealrelay_broker::server::Addresses;
 use sealrelay_load::{run, Kind, Scenario};
 
 #[derive(Parser)]
@@ -16,12 +16,10 @@ struct Flags {
 }
 
 /// Starts the broker in its own actix system thread; the returned sender stops it.
-fn start_broker(
-    dir: &std::path::Path,
-) -> (SocketAddr, SocketAddr, tokio::sync::oneshot::Sender<()>) {
+fn start_broker(dir: &std::path::Path) -> (Addresses, tokio::sync::oneshot::Sender<()>) {
     let text = format!(
         "[mqtt]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n[http]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
-         [mqtts]\nlisten = \"\"\n[ws]\nlisten = \"\"\n[wss]\nlisten = \"\"\n[https]\nlisten = \"\"\n\
+         [mqtts]\nlisten = \"127.0.0.1:0\"\n[ws]\nlisten = \"\"\n[wss]\nlisten = \"127.0.0.1:0\"\n[https]\nlisten = \"\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{0}/admin.token\"\n\
          [directory]\ndatabase = \"{0}/sealrelay.db\"\nprelogin_key_file = \"{0}/prelogin.key\"\n\
          [kdf]\nmemory_kib = 19456\niterations = 2\n",
@@ -35,36 +33,38 @@ fn start_broker(
             let running = sealrelay_broker::server::start(config)
                 .await
                 .expect("broker starts");
-            ready_tx
-                .send((running.addresses.mqtt, running.addresses.http))
-                .unwrap();
+            ready_tx.send(running.addresses).unwrap();
             let _ = stop_rx.await;
             running.shutdown().await;
         })
     });
-    let (mqtt, http) = ready_rx
+    let addresses = ready_rx
         .recv_timeout(Duration::from_secs(20))
         .expect("broker ready");
-    (mqtt, http, stop_tx)
+    (addresses, stop_tx)
 }
 
 #[test]
 fn every_scenario_runs_and_qos_1_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (mqtt, http, stop) = start_broker(dir.path());
+    let (addresses, stop) = start_broker(dir.path());
     let pid = std::process::id().to_string();
-    let scenario = |args: &[&str]| {
+    let ca = dir.path().join("tls-dev-cert.pem");
+    let over = |mqtt: String, args: &[&str]| {
         let base = [
             "sealrelay-load",
             "--mqtt",
-            &mqtt.to_string(),
+            &mqtt,
             "--http",
-            &format!("http://{http}"),
+            &format!("http://{}", addresses.http),
+            "--ca-file",
+            ca.to_str().unwrap(),
             "--broker-pid",
             &pid,
         ];
         Flags::parse_from(base.iter().copied().chain(args.iter().copied())).scenario
     };
+    let scenario = |args: &[&str]| over(addresses.mqtt.to_string(), args);
     let runtime = tokio::runtime::Runtime::new().unwrap();
 
     // Pairs, closed loop at QoS 1.
@@ -119,6 +119,26 @@ fn every_scenario_runs_and_qos_1_loses_nothing() {
         "{}",
         report.table()
     );
+
+    // The same traffic over MQTT over TLS and over WebSocket over TLS.
+    for url in [
+        format!("mqtts://{}", addresses.mqtts.unwrap()),
+        format!("wss://{}/mqtt", addresses.wss.unwrap()),
+    ] {
+        let report = runtime
+            .block_on(run(&over(
+                url.clone(),
+                &["--consoles", "4", "--duration", "1", "--qos", "1"],
+            )))
+            .unwrap();
+        assert_eq!(
+            (report.lost, report.errors),
+            (0, 0),
+            "{url}: {}",
+            report.table()
+        );
+        assert!(report.received > 100, "{url}: {}", report.table());
+    }
 
     let _ = stop.send(());
 }

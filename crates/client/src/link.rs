@@ -95,8 +95,9 @@ impl From<rumqttc::v5::ConnectionError> for LinkError {
 }
 
 impl Broker {
-    /// rumqttc's view: the host argument (the whole URL for WebSocket), port and transport.
-    fn rumqttc(&self) -> (String, u16, rumqttc::Transport) {
+    /// rumqttc's view: the host argument (the whole URL for WebSocket), port and transport —
+    /// for tools that drive rumqttc themselves (the load generator).
+    pub fn rumqttc(&self) -> (String, u16, rumqttc::Transport) {
         use rumqttc::{TlsConfiguration, Transport};
         let tls =
             || TlsConfiguration::Rustls(self.tls.clone().expect("TLS schemes carry a config"));
