@@ -25,10 +25,23 @@ if [ ! -x "$MOSQUITTO" ]; then
   $sudo apt-get update -qq && $sudo apt-get install -y -qq mosquitto
 fi
 
-# One self-signed certificate for both brokers (P-256, like sealrelay's development one).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
-  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+# One self-signed end-entity certificate for both brokers (P-256, like sealrelay's
+# development one; not a CA certificate, which rustls refuses as a server certificate).
+cat >"$WORK/openssl.cnf" <<CNF
+[req]
+distinguished_name = dn
+x509_extensions = leaf
+prompt = no
+[dn]
+CN = 127.0.0.1
+[leaf]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+CNF
+openssl req -x509 -config "$WORK/openssl.cnf" -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+  -nodes -days 2 -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 chmod 644 "$WORK/key.pem" "$WORK/cert.pem"
 
 PID=""

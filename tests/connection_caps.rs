@@ -123,3 +123,27 @@ async fn connections_past_either_cap_are_refused_and_counted_while_others_are_se
     assert!(counted(&broker, "refused_ip_capacity") >= 2);
     assert!(counted(&broker, "refused_capacity") >= 1);
 }
+
+/// The caps are one budget across listeners: a WebSocket connection from an address that
+/// already holds its share on plain TCP is refused too (closed before any upgrade).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_caps_count_every_transport_together() {
+    use std::io::Read;
+    let broker = Broker::start_with(&[("SEALRELAY_MQTT_MAX_CONNECTIONS_PER_IP", "1")]);
+    let _held = Raw::open_from(broker.mqtt, ip(1)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut ws = std::net::TcpStream::connect(broker.ws).unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::io::Write::write_all(
+        &mut ws,
+        b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Protocol: mqtt\r\n\r\n",
+    )
+    .ok();
+    let mut answer = Vec::new();
+    let _ = ws.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "refused before the upgrade: {}", String::from_utf8_lossy(&answer));
+    let line = "sealrelay_connections_total{transport=\"ws\",outcome=\"refused_ip_capacity\"} 1";
+    assert!(broker.metrics().contains(line), "{}", broker.metrics());
+}

@@ -695,3 +695,32 @@ async fn a_stalled_tls_handshake_is_dropped_at_the_connect_timeout() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// SIGHUP reloads the certificate at once (here the periodic check is an hour away) and the
+/// broker keeps running; mqtts offers ALPN `mqtt`, so it can share 443 behind an SNI router.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_certificate_and_mqtts_negotiates_alpn_mqtt() {
+    let certs = tempfile::tempdir().unwrap();
+    install(certs.path(), &pair((2024, 1, 1), (2099, 1, 1)));
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let mut broker = Broker::start_with(&[
+        ("SEALRELAY_TLS_CERT_FILE", cert.to_str().unwrap()),
+        ("SEALRELAY_TLS_KEY_FILE", key.to_str().unwrap()),
+        ("SEALRELAY_TLS_RELOAD_CHECK_SECS", "3600"),
+    ]);
+    let new = pair((2024, 1, 1), (2099, 1, 1));
+    install(certs.path(), &new);
+    let new_ca = certs.path().join("new-ca.pem");
+    std::fs::write(&new_ca, &new.0).unwrap();
+    broker.signal("HUP");
+    assert!(log_shows(&broker, "SIGHUP: TLS certificate reloaded", 1), "{}", broker.log());
+    assert!(broker.running(), "SIGHUP must not stop the broker");
+
+    let mut config = (*sealrelay_client::endpoint::tls_config(Some(&new_ca)).unwrap()).clone();
+    config.alpn_protocols = vec![b"mqtt".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(broker.mqtts).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = connector.connect(name, tcp).await.expect("the reloaded certificate verifies");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"mqtt".as_slice()));
+}

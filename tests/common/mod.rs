@@ -224,6 +224,23 @@ impl Broker {
         sqlx::SqlitePool::connect_with(options).await.unwrap()
     }
 
+    /// Sends `signal` (e.g. `HUP`) to the running broker without waiting for anything.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the broker is running");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Whether the broker process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
     /// Stops the broker with SIGTERM (graceful) and waits for it to exit.
     pub fn stop(&mut self) {
         self.stop_with("TERM");
