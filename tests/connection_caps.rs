@@ -143,7 +143,11 @@ async fn the_caps_count_every_transport_together() {
     .ok();
     let mut answer = Vec::new();
     let _ = ws.read_to_end(&mut answer);
-    assert!(answer.is_empty(), "refused before the upgrade: {}", String::from_utf8_lossy(&answer));
+    assert!(
+        answer.is_empty(),
+        "refused before the upgrade: {}",
+        String::from_utf8_lossy(&answer)
+    );
     let line = "sealrelay_connections_total{transport=\"ws\",outcome=\"refused_ip_capacity\"} 1";
     assert!(broker.metrics().contains(line), "{}", broker.metrics());
 }

@@ -713,7 +713,11 @@ async fn sighup_reloads_the_certificate_and_mqtts_negotiates_alpn_mqtt() {
     let new_ca = certs.path().join("new-ca.pem");
     std::fs::write(&new_ca, &new.0).unwrap();
     broker.signal("HUP");
-    assert!(log_shows(&broker, "SIGHUP: TLS certificate reloaded", 1), "{}", broker.log());
+    assert!(
+        log_shows(&broker, "SIGHUP: TLS certificate reloaded", 1),
+        "{}",
+        broker.log()
+    );
     assert!(broker.running(), "SIGHUP must not stop the broker");
 
     let mut config = (*sealrelay_client::endpoint::tls_config(Some(&new_ca)).unwrap()).clone();
@@ -721,6 +725,9 @@ async fn sighup_reloads_the_certificate_and_mqtts_negotiates_alpn_mqtt() {
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(broker.mqtts).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let tls = connector.connect(name, tcp).await.expect("the reloaded certificate verifies");
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("the reloaded certificate verifies");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"mqtt".as_slice()));
 }
