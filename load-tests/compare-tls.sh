@@ -16,14 +16,9 @@ WORK=$(mktemp -d /tmp/sealrelay-tls.XXXXXX)
 chmod 755 "$WORK" # mosquitto drops to its own user before it reads the certificate
 TCP_PORT=18841 TLS_PORT=18842 WSS_PORT=18843 HTTP_PORT=18091
 
-cargo build --release -q -p sealrelay -p sealrelay-load
-LOAD=$ROOT/target/release/sealrelay-load
-SEALRELAY=$ROOT/target/release/sealrelay
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-if [ ! -x "$MOSQUITTO" ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq mosquitto
-fi
+# shellcheck source=load-tests/bench-lib.sh
+. "$ROOT/load-tests/bench-lib.sh"
+build_and_find_brokers
 
 # One self-signed end-entity certificate for both brokers (P-256, like sealrelay's
 # development one; not a CA certificate, which rustls refuses as a server certificate).
@@ -75,19 +70,9 @@ CONF
       "$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
       PID=$! ;;
   esac
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$TLS_PORT") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "compare-tls.sh: $1 did not start" >&2
-  cat "$WORK/$1.log" >&2
-  return 1
+  wait_for_port "$TLS_PORT" "$1"
 }
 
-stop_broker() {
-  kill "$PID" 2>/dev/null || true
-  wait "$PID" 2>/dev/null || true
-}
 
 for broker in sealrelay mosquitto; do
   plain=()

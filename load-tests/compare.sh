@@ -21,15 +21,9 @@ mkdir -p "$RESULTS"
 MQTT_PORT=${MQTT_PORT:-18831}
 HTTP_PORT=${HTTP_PORT:-18081}
 
-cargo build --release -q -p sealrelay -p sealrelay-load
-LOAD=$ROOT/target/release/sealrelay-load
-SEALRELAY=$ROOT/target/release/sealrelay
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-if [ ! -x "$MOSQUITTO" ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq mosquitto
-  MOSQUITTO=/usr/sbin/mosquitto
-fi
+# shellcheck source=load-tests/bench-lib.sh
+. "$ROOT/load-tests/bench-lib.sh"
+build_and_find_brokers
 RUMQTTD=${RUMQTTD:-$ROOT/.bench/bin/rumqttd}
 if [[ " $BROKERS " == *" rumqttd "* ]] && [ ! -x "$RUMQTTD" ]; then
   # Not --locked: its lockfile pins metrics 0.22.1, which current rustc rejects.
@@ -77,18 +71,9 @@ EOF
       "$RUMQTTD" -c "$WORK/rumqttd.toml" >"$WORK/rumqttd.log" 2>&1 &
       PID=$! ;;
   esac
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "compare.sh: $1 did not start" >&2
-  return 1
+  wait_for_port "$MQTT_PORT" "$1"
 }
 
-stop_broker() {
-  kill "$PID" 2>/dev/null || true
-  wait "$PID" 2>/dev/null || true
-}
 
 # run LABEL BROKER ARGS...: a fresh broker, one scenario, a JSON report.
 run() {

@@ -8,46 +8,26 @@ mod common;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::{Broker, Raw, RawRead};
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
+use common::{Broker, Raw};
+use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
 
 fn ip(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
 }
 
-/// Sends an MQTT 5 CONNECT for `login` from `from` and returns the CONNACK code, or `None`
-/// if the broker closed without one.
+/// An MQTT 5 CONNECT for `login` from `from`: the connection and the CONNACK code, or
+/// `None` if the broker closed without one.
 async fn connect_v5_from(
     broker: &Broker,
     from: IpAddr,
     login: (&str, &str),
 ) -> (Raw, Option<ConnectReturnCode>) {
     let mut raw = Raw::open_from(broker.mqtt, from).await;
-    raw.send_v5(Packet::Connect(
-        rumqttc::v5::mqttbytes::v5::Connect {
-            keep_alive: 30,
-            client_id: format!(
-                "cap-{from}-{}",
-                rand_core::RngCore::next_u32(&mut rand_core::OsRng)
-            ),
-            clean_start: true,
-            properties: None,
-        },
-        None,
-        Some(rumqttc::v5::mqttbytes::v5::Login {
-            username: login.0.into(),
-            password: login.1.into(),
-        }),
-    ))
-    .await;
-    let code = match raw.read(Duration::from_secs(5)).await {
-        RawRead::Packet(p) => match *p {
-            Packet::ConnAck(ack) => Some(ack.code),
-            other => panic!("expected CONNACK, got {other:?}"),
-        },
-        RawRead::Eof => None,
-        RawRead::Timeout => panic!("no answer to CONNECT within 5 s"),
-    };
+    let id = format!(
+        "cap-{from}-{}",
+        rand_core::RngCore::next_u32(&mut rand_core::OsRng)
+    );
+    let code = raw.try_connect_v5(login, &id, 30).await;
     (raw, code)
 }
 

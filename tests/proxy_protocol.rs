@@ -5,10 +5,9 @@
 mod common;
 
 use std::net::IpAddr;
-use std::time::Duration;
 
-use common::{Broker, Raw, RawRead};
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
+use common::{Broker, Raw};
+use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
 
 const PROXY: [u8; 4] = [127, 0, 0, 2];
 
@@ -23,28 +22,7 @@ async fn connect(
 ) -> (Raw, Option<ConnectReturnCode>) {
     let mut raw = Raw::open_from(broker.mqtt, IpAddr::from(from)).await;
     raw.send(header).await;
-    raw.send_v5(Packet::Connect(
-        rumqttc::v5::mqttbytes::v5::Connect {
-            keep_alive: 30,
-            client_id: client_id.into(),
-            clean_start: true,
-            properties: None,
-        },
-        None,
-        Some(rumqttc::v5::mqttbytes::v5::Login {
-            username: login.0.into(),
-            password: login.1.into(),
-        }),
-    ))
-    .await;
-    let code = match raw.read(Duration::from_secs(5)).await {
-        RawRead::Packet(p) => match *p {
-            Packet::ConnAck(ack) => Some(ack.code),
-            other => panic!("expected CONNACK, got {other:?}"),
-        },
-        RawRead::Eof => None,
-        RawRead::Timeout => panic!("no answer within 5 s"),
-    };
+    let code = raw.try_connect_v5(login, client_id, 30).await;
     (raw, code)
 }
 

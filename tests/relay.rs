@@ -9,18 +9,7 @@ use common::Broker;
 use sealrelay_client::{Identity, MqttVersion};
 
 fn cli_ok(broker: &Broker, args: &[&str], password: &str) -> String {
-    let out = broker
-        .cli()
-        .args(args)
-        .env("SEALRELAY_PASSWORD", password)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::run_cli_ok(broker.cli(), args, password)
 }
 
 fn cli_flow(version: &str) {

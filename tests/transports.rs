@@ -14,21 +14,6 @@ use std::time::{Duration, Instant};
 use common::{Broker, Raw};
 use sealrelay_client::{Api, Broker as BrokerUrl, Client, MqttVersion};
 
-/// Runs the CLI through `cmd` with `password`, asserting success; returns stdout.
-fn run_ok(mut cmd: Command, args: &[&str], password: &str) -> String {
-    let out = cmd
-        .args(args)
-        .env("SEALRELAY_PASSWORD", password)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn line_value(text: &str, prefix: &str) -> String {
     text.lines()
         .find_map(|l| l.strip_prefix(prefix))
@@ -42,7 +27,7 @@ fn line_value(text: &str, prefix: &str) -> String {
 fn cli_round_trip(broker: &Broker, name: &str, broker_url: &str) {
     let https = format!("https://127.0.0.1:{}", broker.https.port());
     let via = || broker.cli_via(&https, broker_url);
-    let registered = run_ok(
+    let registered = common::run_cli_ok(
         via(),
         &["user", "register", "--user", name],
         "pw-long-enough",
@@ -51,7 +36,7 @@ fn cli_round_trip(broker: &Broker, name: &str, broker_url: &str) {
         registered.starts_with(&format!("registered user {name}")),
         "{registered}"
     );
-    let added = run_ok(
+    let added = common::run_cli_ok(
         via(),
         &["instance", "add", "--user", name],
         "pw-long-enough",
@@ -61,7 +46,7 @@ fn cli_round_trip(broker: &Broker, name: &str, broker_url: &str) {
         line_value(&added, "token "),
     );
     let _agent = Broker::start_agent_with(via(), &token, "5");
-    let reply = run_ok(
+    let reply = common::run_cli_ok(
         via(),
         &[
             "send",

@@ -309,6 +309,21 @@ impl Broker {
     }
 }
 
+/// Runs the CLI through `cmd` with `password`, asserting success; returns stdout.
+pub fn run_cli_ok(mut cmd: Command, args: &[&str], password: &str) -> String {
+    let out = cmd
+        .args(args)
+        .env("SEALRELAY_PASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A running `sealrelay agent` process; killed when dropped.
 pub struct Agent {
     child: Child,
@@ -758,11 +773,29 @@ impl Raw {
 
     /// Opens and logs in over MQTT 5, asserting CONNACK success.
     pub async fn connect_v5(addr: SocketAddr, login: (&str, &str), keep_alive: u16) -> Raw {
-        use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Login, Packet};
         let mut raw = Raw::open(addr).await;
-        let connect = rumqttc::v5::mqttbytes::v5::Connect {
+        let code = raw
+            .try_connect_v5(login, &format!("raw-{}", rand_suffix()), keep_alive)
+            .await;
+        assert_eq!(
+            code,
+            Some(rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success)
+        );
+        raw
+    }
+
+    /// Sends an MQTT 5 CONNECT for `login` on this connection and returns the CONNACK code,
+    /// or `None` if the broker closed without one.
+    pub async fn try_connect_v5(
+        &mut self,
+        login: (&str, &str),
+        client_id: &str,
+        keep_alive: u16,
+    ) -> Option<rumqttc::v5::mqttbytes::v5::ConnectReturnCode> {
+        use rumqttc::v5::mqttbytes::v5::{Connect, Login, Packet};
+        let connect = Connect {
             keep_alive,
-            client_id: format!("raw-{}", rand_suffix()),
+            client_id: client_id.to_owned(),
             clean_start: true,
             properties: None,
         };
@@ -770,16 +803,16 @@ impl Raw {
             username: login.0.into(),
             password: login.1.into(),
         };
-        raw.send_v5(Packet::Connect(connect, None, Some(login)))
+        self.send_v5(Packet::Connect(connect, None, Some(login)))
             .await;
-        match raw.read(Duration::from_secs(5)).await {
+        match self.read(Duration::from_secs(5)).await {
             RawRead::Packet(p) => match *p {
-                Packet::ConnAck(ack) => assert_eq!(ack.code, ConnectReturnCode::Success),
+                Packet::ConnAck(ack) => Some(ack.code),
                 other => panic!("expected CONNACK, got {other:?}"),
             },
-            other => panic!("expected CONNACK, got {other:?}"),
+            RawRead::Eof => None,
+            RawRead::Timeout => panic!("no answer to CONNECT within 5 s"),
         }
-        raw
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
