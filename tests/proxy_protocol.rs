@@ -89,3 +89,52 @@ async fn a_trusted_proxy_names_the_client_and_per_address_limits_see_it() {
         "{metrics}"
     );
 }
+
+/// HTTP status of `GET /v1/me` with a wrong secret for `login`, through a proxy that says
+/// the client is `forwarded_for`.
+fn failed_login(broker: &Broker, login: &str, forwarded_for: &str) -> u16 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let basic = sealrelay_wire::b64::encode(format!("{login}:{}", "A".repeat(43)).as_bytes());
+    agent
+        .get(format!("http://{}/v1/me", broker.http))
+        .header("Authorization", format!("Basic {basic}"))
+        .header("X-Forwarded-For", forwarded_for)
+        .call()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// HTTP load balancers forward the client in `X-Forwarded-For`: believed from a trusted
+/// proxy, so each client behind it has its own failed-login budget; ignored from anyone else.
+#[test]
+fn http_failed_login_budgets_follow_the_forwarded_client_only_behind_a_trusted_proxy() {
+    let trusting = Broker::start_with(&[
+        ("SEALRELAY_SERVER_TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
+        ("SEALRELAY_AUTH_MAX_FAILURES_PER_IP", "2"),
+    ]);
+    assert_eq!(failed_login(&trusting, "a1", "198.51.100.1"), 401);
+    assert_eq!(failed_login(&trusting, "a2", "198.51.100.1"), 401);
+    assert_eq!(
+        failed_login(&trusting, "a3", "198.51.100.1"),
+        429,
+        "that client's budget is spent"
+    );
+    assert_eq!(
+        failed_login(&trusting, "b1", "198.51.100.2"),
+        401,
+        "not its neighbour's"
+    );
+
+    let direct = Broker::start_with(&[("SEALRELAY_AUTH_MAX_FAILURES_PER_IP", "2")]);
+    assert_eq!(failed_login(&direct, "a1", "198.51.100.1"), 401);
+    assert_eq!(failed_login(&direct, "a2", "198.51.100.2"), 401);
+    assert_eq!(
+        failed_login(&direct, "a3", "198.51.100.3"),
+        429,
+        "a forged header buys nothing"
+    );
+}

@@ -248,6 +248,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         router: router.clone(),
         metrics: metrics_handle,
         prelogin_key,
+        trusted_proxies: trusted.clone(),
     });
     let https = match config.https.listen.0 {
         Some(addr) => Some((

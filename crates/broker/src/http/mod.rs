@@ -22,6 +22,7 @@ use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
 use crate::directory::{Credentials, Directory, DirectoryError};
 use crate::metrics;
+use crate::mqtt::proxy::TrustedProxies;
 use crate::router::Router;
 use sealrelay_wire::{b64, PrincipalKind};
 
@@ -33,6 +34,8 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// Keys the fake salts returned for unknown names.
     pub prelogin_key: [u8; 32],
+    /// Proxies whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,9 +130,29 @@ impl From<AuthError> for ApiError {
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-pub(crate) fn peer_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
+/// The client's address: the TCP peer, or, when that peer is a trusted proxy, the
+/// nearest address in `X-Forwarded-For` that is not itself a trusted proxy (HTTP load
+/// balancers speak that rather than the PROXY protocol). Per-address login budgets count it.
+pub(crate) fn client_ip(req: &HttpRequest, state: &ApiState) -> IpAddr {
+    let peer = req
+        .peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    if !state.trusted_proxies.trusts(peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !state.trusted_proxies.trusts(**ip))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
 }
 
 /// The credentials of an `Authorization: <scheme> <credentials>` header.
@@ -150,7 +173,7 @@ async fn caller(req: &HttpRequest, state: &ApiState) -> Result<Credentials> {
     let (login, secret) = text.split_once(':').ok_or(ApiError::Unauthorized)?;
     Ok(state
         .authenticator
-        .authenticate(&state.directory, peer_ip(req), login, secret)?)
+        .authenticate(&state.directory, client_ip(req, state), login, secret)?)
 }
 
 async fn caller_user(req: &HttpRequest, state: &ApiState) -> Result<Credentials> {

@@ -7,7 +7,7 @@ use super::checks::*;
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use super::{peer_ip, ApiError, ApiState, Body, Result};
+use super::{client_ip, ApiError, ApiState, Body, Result};
 use crate::auth::AuthError;
 use crate::directory::{unix_now, NewUser};
 use crate::metrics;
@@ -78,7 +78,7 @@ pub(super) async fn complete_reset(
         .map(|p| p.verifier);
     state
         .authenticator
-        .check(peer_ip(&req), &name, code.secret(), expected)
+        .check(client_ip(&req, &state), &name, code.secret(), expected)
         .map_err(|e| match e {
             AuthError::Denied => denied(),
             AuthError::RateLimited => ApiError::RateLimited,
