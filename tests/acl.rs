@@ -88,11 +88,20 @@ async fn publishing_to_an_unpaired_principal_is_refused_and_not_delivered() {
         "no subscriber yet: 0x10"
     );
 
-    // MQTT 3.1.1 has no negative PUBACK: the session is closed instead.
+    // MQTT 3.1.1 has no negative PUBACK: acknowledged, dropped, counted; the session stays
+    // (closing would only make clients resend it after every reconnect).
     let mut p = Probe::logged_in(broker.mqtt, MqttVersion::V311, &alice).await;
     p.publish(&bob.identity().id.inbox_topic(), 1, false, envelope)
         .await;
-    assert!(matches!(p.next().await, Seen::Closed(_)));
+    assert!(matches!(p.next().await, Seen::PubAck(_, 0)));
+    assert_eq!(
+        p.next_within(Duration::from_millis(300)).await,
+        None,
+        "still connected"
+    );
+    assert!(broker
+        .metrics()
+        .contains("sealrelay_publish_refused_total{reason=\"not_paired\"} 3"));
 
     assert!(
         tokio::time::timeout(Duration::from_millis(300), bob.next())
@@ -102,17 +111,71 @@ async fn publishing_to_an_unpaired_principal_is_refused_and_not_delivered() {
     );
 }
 
-#[tokio::test]
-async fn a_spoofed_sender_closes_the_session() {
+/// A spoofed sender is refused per message like any other refusal; a session that keeps
+/// getting refused is ended once, by the refusal past the budget of 100 a minute, with
+/// DISCONNECT 0x87; its reconnect is throttled (CONNACK 0x9F), and other users carry on.
+#[tokio::test(flavor = "multi_thread")]
+async fn spoofed_senders_are_refused_and_a_session_that_keeps_at_it_is_ended_and_throttled() {
     let broker = Broker::start();
     let mut alice = broker.user("alice").await;
     let (instance, _) = alice.add_instance(&broker.api()).await.unwrap();
     let mallory = broker.user("mallory").await;
+    let (bob_console, bob_instance) = broker.pair("bob", MqttVersion::V5).await;
     // Alice claims the envelope comes from mallory.
     let forged = crypto::seal_anonymous(mallory.id, instance, &alice.public_key(), b"x").unwrap();
-    let mut p = Probe::logged_in(broker.mqtt, MqttVersion::V5, &alice).await;
-    p.publish(&instance.inbox_topic(), 1, false, forged).await;
-    assert_eq!(p.next().await, Seen::Disconnect(0x87));
+    // The budget plus one, on a raw socket so that every answer is read (a client still
+    // writing after the close would get a reset that discards them).
+    let mut raw =
+        common::Raw::connect_v5(broker.mqtt, (&alice.login, alice.auth_secret()), 30).await;
+    for pkid in 1..=101u16 {
+        let mut publish = rumqttc::v5::mqttbytes::v5::Publish::new(
+            instance.inbox_topic(),
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            forged.clone(),
+            None,
+        );
+        publish.pkid = pkid;
+        raw.send_v5(rumqttc::v5::mqttbytes::v5::Packet::Publish(publish))
+            .await;
+    }
+    let answers = raw.until_closed().await;
+    use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet, PubAckReason};
+    let refused = answers
+        .iter()
+        .filter(|p| matches!(p, Packet::PubAck(a) if a.reason == PubAckReason::NotAuthorized))
+        .count();
+    assert_eq!(
+        refused, 101,
+        "each refused publish is answered, the last one too"
+    );
+    assert!(
+        matches!(answers.last(), Some(Packet::Disconnect(d)) if d.reason_code == DisconnectReasonCode::NotAuthorized),
+        "then the session is ended once: {:?}",
+        answers.last()
+    );
+    assert!(broker
+        .metrics()
+        .contains("sealrelay_publish_refused_total{reason=\"sender_spoofed\"} 101"));
+
+    let mut again = Probe::logged_in_or(broker.mqtt, MqttVersion::V5, &alice).await;
+    assert_eq!(
+        again.next().await,
+        Seen::ConnAck(0x9F),
+        "its reconnect is throttled"
+    );
+    // Other users are unaffected.
+    let mut bob_console = bob_console;
+    bob_console
+        .send(bob_instance, b"still fine", 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        common::next_message(&mut bob_console)
+            .await
+            .payload
+            .as_slice(),
+        b"echo:still fine"
+    );
 }
 
 #[tokio::test]

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Broker, Probe, ProbeOptions, Raw, Seen};
-use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode as D, Packet, Publish};
+use common::{Broker, Probe, ProbeOptions, Raw, RawRead, Seen};
+use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode as D, Packet, PubAckReason, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use sealrelay_client::crypto;
 use sealrelay_client::MqttVersion;
@@ -72,25 +72,35 @@ async fn malformed_input_closes_only_the_offending_session() {
         Some(D::MalformedPacket)
     );
 
-    // An envelope whose header is not an envelope: DISCONNECT 0x99.
-    let mut raw = Raw::connect_v5(broker.mqtt, login, 30).await;
-    raw.send_v5(publish(eve_instance.inbox_topic(), "not an envelope"))
-        .await;
-    assert_eq!(
-        disconnect_code(&raw.until_closed().await),
-        Some(D::PayloadFormatInvalid)
-    );
-
-    // An envelope whose header names another recipient than its topic: DISCONNECT 0x99.
+    // A payload that is not an envelope, and an envelope whose header names another
+    // recipient than its topic: refused per message (PUBACK 0x99 with the label as Reason
+    // String), and the session stays.
     let misaddressed =
         crypto::seal_anonymous(eve.id, console.identity().id, &eve.public_key(), b"x").unwrap();
     let mut raw = Raw::connect_v5(broker.mqtt, login, 30).await;
-    raw.send_v5(publish(eve_instance.inbox_topic(), misaddressed))
-        .await;
-    assert_eq!(
-        disconnect_code(&raw.until_closed().await),
-        Some(D::PayloadFormatInvalid)
-    );
+    for (payload, label) in [
+        (Bytes::from("not an envelope"), "bad_header"),
+        (misaddressed, "recipient_mismatch"),
+    ] {
+        raw.send_v5(publish(eve_instance.inbox_topic(), payload))
+            .await;
+        match raw.read(Duration::from_secs(5)).await {
+            RawRead::Packet(p) => match *p {
+                Packet::PubAck(ack) => {
+                    assert_eq!(ack.reason, PubAckReason::PayloadFormatInvalid);
+                    let why = ack.properties.and_then(|p| p.reason_string);
+                    assert_eq!(why.as_deref(), Some(label));
+                }
+                other => panic!("expected PUBACK, got {other:?}"),
+            },
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    raw.send(&[0xC0, 0x00]).await; // PINGREQ: still connected
+    assert!(matches!(
+        raw.read(Duration::from_secs(5)).await,
+        RawRead::Packet(p) if matches!(*p, Packet::PingResp(_))
+    ));
 
     // A second CONNECT on a live session is a protocol error.
     let mut raw = Raw::connect_v5(broker.mqtt, login, 30).await;

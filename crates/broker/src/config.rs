@@ -49,6 +49,8 @@ pub struct Mqtt {
     pub connect_timeout_secs: u64,
     pub outbound_queue_bytes: usize,
     pub max_inflight: u16,
+    pub max_refusals_per_minute: u32,
+    pub refusal_cooldown_secs: u64,
 }
 
 /// An optional listener address: `""` in the file turns the listener off.

@@ -81,7 +81,11 @@ fn describe() {
     );
     describe_counter!(
         "sealrelay_refused_total",
-        "Packets refused by the ACL or envelope checks, by reason."
+        "Packets other than publishes refused (subscriptions, retain, oversized deliveries, bad packets), by reason."
+    );
+    describe_counter!(
+        "sealrelay_publish_refused_total",
+        "Publishes refused by the ACL or envelope checks, by reason; the session stays."
     );
     describe_counter!(
         "sealrelay_sessions_closed_total",
@@ -104,6 +108,11 @@ pub fn connection(transport: &'static str, outcome: &'static str) {
 
 pub fn auth_result(result: &'static str) {
     counter!("sealrelay_auth_total", "result" => result).increment(1);
+}
+
+/// A publish refused (answered per message, never by closing), by its fixed label.
+pub fn publish_refused(reason: &'static str) {
+    counter!("sealrelay_publish_refused_total", "reason" => reason).increment(1);
 }
 
 pub fn refused(reason: &'static str) {

@@ -171,6 +171,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         router: router.clone(),
         shutdown: shutdown.clone(),
         sessions: sessions.clone(),
+        cooldown: dashmap::DashMap::new(),
     });
     let workers = Workers::new(Config::worker_count(config.mqtt.workers));
     let certificate = Certificate::load(&config)?;

@@ -36,10 +36,11 @@ pub enum Reason {
     TopicNameInvalid = 0x90,
     /// DISCONNECT: more unacknowledged QoS 1/2 publishes than the advertised Receive Maximum.
     ReceiveMaximumExceeded = 0x93,
-    /// DISCONNECT: a packet over `mqtt.max_packet_bytes` or an envelope over `envelope.max_bytes`.
+    /// DISCONNECT: a packet over `mqtt.max_packet_bytes`.
     PacketTooLarge = 0x95,
-    /// CONNACK (broker at `mqtt.max_connections`), PUBACK (recipient over its byte budget),
-    /// DISCONNECT (the client does not read its own acknowledgements); 3.1.1: a close.
+    /// CONNACK (broker at `mqtt.max_connections`), PUBACK (recipient over its byte budget, or
+    /// an envelope over `envelope.max_bytes`), DISCONNECT (the client does not read its own
+    /// acknowledgements); 3.1.1: a close.
     QuotaExceeded = 0x97,
     /// DISCONNECT: the session's credentials changed; log in again with the new secret.
     AdministrativeAction = 0x98,
@@ -115,18 +116,23 @@ pub enum Close {
     RefusedCapacity,
     /// CONNACK: this address holds `mqtt.max_connections_per_ip` connections.
     RefusedIpCapacity,
-    /// PUBACK / close: the topic is not an inbox.
+    /// PUBACK (per message): the topic is not an inbox.
     TopicNotInbox,
-    /// PUBACK / close: the recipient is not paired with the sender.
+    /// PUBACK (per message): the recipient is not paired with the sender.
     NotPaired,
-    /// DISCONNECT: the envelope's sender is not the session's principal.
+    /// PUBACK (per message): the envelope's sender is not the session's principal.
     SenderSpoofed,
-    /// DISCONNECT: the envelope is larger than `envelope.max_bytes`.
+    /// PUBACK (per message): the envelope is larger than `envelope.max_bytes`.
     EnvelopeTooLarge,
-    /// DISCONNECT: the payload is not a valid envelope header.
+    /// PUBACK (per message): the payload is not a valid envelope header.
     BadHeader,
-    /// DISCONNECT: the envelope's recipient differs from the topic's.
+    /// PUBACK (per message): the envelope's recipient differs from the topic's.
     RecipientMismatch,
+    /// DISCONNECT: more refused publishes than `mqtt.max_refusals_per_minute`.
+    TooManyRefusals,
+    /// CONNACK: the principal's last session ended for too many refusals; it may connect
+    /// again after `mqtt.refusal_cooldown_secs`.
+    RefusedCooldown,
     /// DISCONNECT: a retained PUBLISH (MQTT 5).
     RetainRefused,
     /// 3.1.1 close: every recipient session is over its byte budget (3.1.1 has no negative ack).
@@ -157,7 +163,7 @@ pub enum Close {
 
 impl Close {
     /// Every variant, for the docs test.
-    pub const ALL: [Close; 33] = [
+    pub const ALL: [Close; 35] = [
         Close::ClientDisconnect,
         Close::ConnectionLost,
         Close::ClosedBeforeConnect,
@@ -178,6 +184,8 @@ impl Close {
         Close::EnvelopeTooLarge,
         Close::BadHeader,
         Close::RecipientMismatch,
+        Close::TooManyRefusals,
+        Close::RefusedCooldown,
         Close::RetainRefused,
         Close::RecipientBackpressure,
         Close::SlowReader,
@@ -216,6 +224,8 @@ impl Close {
             Close::EnvelopeTooLarge => "envelope_too_large",
             Close::BadHeader => "bad_header",
             Close::RecipientMismatch => "recipient_mismatch",
+            Close::TooManyRefusals => "too_many_refusals",
+            Close::RefusedCooldown => "refused_cooldown",
             Close::RetainRefused => "retain_refused",
             Close::RecipientBackpressure => "recipient_backpressure",
             Close::SlowReader => "slow_reader",
@@ -245,16 +255,20 @@ impl Close {
             | Close::NotPaired
             | Close::SenderSpoofed
             | Close::ChangedDuringLogin
+            | Close::TooManyRefusals
             | Close::InstanceRemoved
             | Close::AccountDeleted => Reason::NotAuthorized,
-            Close::RefusedRateLimit | Close::RefusedIpCapacity => Reason::ConnectionRateExceeded,
+            Close::RefusedRateLimit | Close::RefusedIpCapacity | Close::RefusedCooldown => {
+                Reason::ConnectionRateExceeded
+            }
             Close::RefusedClientId => Reason::ClientIdNotValid,
             Close::RefusedRetain | Close::RetainRefused => Reason::RetainNotSupported,
             Close::RefusedProtocol => Reason::UnsupportedProtocolVersion,
-            Close::RefusedCapacity | Close::RecipientBackpressure | Close::SlowReader => {
-                Reason::QuotaExceeded
-            }
-            Close::EnvelopeTooLarge => Reason::PacketTooLarge,
+            // A PUBACK cannot say 0x95: a size limit is a quota (MQTT 5 §3.4.2.1).
+            Close::RefusedCapacity
+            | Close::RecipientBackpressure
+            | Close::SlowReader
+            | Close::EnvelopeTooLarge => Reason::QuotaExceeded,
             Close::BadHeader | Close::RecipientMismatch => Reason::PayloadFormatInvalid,
             Close::KeepaliveTimeout => Reason::KeepAliveTimeout,
             Close::TakenOver => Reason::SessionTakenOver,

@@ -33,9 +33,10 @@ use crate::directory::Directory;
 use crate::metrics;
 use crate::router::Router;
 use codec::{Inbound, MqttCodec, Outbound, Version};
+use dashmap::DashMap;
 use limits::Limits;
 use proxy::TrustedProxies;
-use sealrelay_wire::Close;
+use sealrelay_wire::{Close, PrincipalId};
 use session::Accepted;
 use transport::{Front, Kind};
 
@@ -58,6 +59,9 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Every session holds a token from here until its metadata record is written.
     pub sessions: TaskTracker,
+    /// Principals whose last session ended for too many refused publishes, and until when
+    /// their CONNECTs are refused (0x9F). Entries go when they are next looked at.
+    pub cooldown: DashMap<PrincipalId, std::time::Instant>,
 }
 
 /// The session threads. Stopped only after every session has finished (or the grace

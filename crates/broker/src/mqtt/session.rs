@@ -99,6 +99,9 @@ struct Live {
     waiting: VecDeque<Bytes>,
     /// Inbound QoS 2 packet ids delivered and awaiting PUBREL (exactly-once bookkeeping).
     awaiting_pubrel: HashSet<u16>,
+    /// Publishes refused in the current minute: past `mqtt.max_refusals_per_minute` the
+    /// session ends, so a broken or hostile client cannot make refusals its steady state.
+    refusals: (Instant, u32),
 }
 
 enum State {
@@ -364,6 +367,16 @@ impl Session {
         credentials: Credentials,
     ) {
         let principal = credentials.id;
+        if let Some(until) = self.shared.cooldown.get(&principal).map(|u| *u) {
+            if Instant::now() < until {
+                return self.refuse_connect(
+                    ctx,
+                    Reason::ConnectionRateExceeded,
+                    Close::RefusedCooldown,
+                );
+            }
+            self.shared.cooldown.remove(&principal);
+        }
         let assigned = connect
             .client_id
             .is_empty()
@@ -395,6 +408,7 @@ impl Session {
             inflight: HashMap::new(),
             waiting: VecDeque::new(),
             awaiting_pubrel: HashSet::new(),
+            refusals: (Instant::now(), 0),
         }));
         self.meter.principal = Some(principal);
         metrics::connection(self.transport.label(), "accepted");
@@ -438,13 +452,7 @@ impl Session {
         };
         if publish.qos == 2 && live.awaiting_pubrel.contains(&publish.pkid) {
             // A resent QoS 2 publish already delivered: acknowledge, do not deliver twice.
-            return self.send(
-                Outbound::PubRec {
-                    pkid: publish.pkid,
-                    reason: Reason::Success,
-                },
-                0,
-            );
+            return self.ack(publish.qos, publish.pkid, Reason::Success, None);
         }
         if publish.retain && self.version == Version::V5 {
             // CONNACK said Retain Available = 0 (MQTT-3.3.1-4 / 3.2.2.3.5).
@@ -454,21 +462,7 @@ impl Session {
         let me = live.principal;
         let recipient = match self.check_envelope(me, &publish) {
             Ok(recipient) => recipient,
-            Err(Refusal::Close(why)) => {
-                metrics::refused(why.label());
-                return self.close(ctx, why);
-            }
-            Err(Refusal::Ack(why)) => {
-                metrics::refused(why.label());
-                // MQTT 5 can refuse one publish and keep the session; QoS 0 has no ack
-                // and 3.1.1 no negative ack, so for those the only signal is closing.
-                if self.version == Version::V5 && publish.qos > 0 {
-                    self.ack(publish.qos, publish.pkid, why.reason());
-                } else {
-                    self.close(ctx, why);
-                }
-                return;
-            }
+            Err(why) => return self.refuse_publish(ctx, &publish, why),
         };
         let size = publish.payload.len() as u64;
         self.meter.messages_in += 1;
@@ -495,36 +489,81 @@ impl Session {
             }
         }
         if publish.qos > 0 {
-            self.ack(publish.qos, publish.pkid, reason);
+            self.ack(publish.qos, publish.pkid, reason, None);
         }
     }
 
-    fn ack(&mut self, qos: u8, pkid: u16, reason: Reason) {
+    fn ack(&mut self, qos: u8, pkid: u16, reason: Reason, label: Option<&'static str>) {
         if qos == 2 {
-            self.send(Outbound::PubRec { pkid, reason }, 0);
+            self.send(
+                Outbound::PubRec {
+                    pkid,
+                    reason,
+                    label,
+                },
+                0,
+            );
         } else {
-            self.send(Outbound::PubAck { pkid, reason }, 0);
+            self.send(
+                Outbound::PubAck {
+                    pkid,
+                    reason,
+                    label,
+                },
+                0,
+            );
+        }
+    }
+
+    /// Refuses one publish and keeps the session: MQTT 5 gets PUBACK (PUBREC) with the code
+    /// and the label as Reason String. 3.1.1 has no negative acknowledgement, and closing
+    /// would only make clients resend the same message after every reconnect (MQTT.js does),
+    /// so it gets an ordinary one: the envelope is dropped and counted, as Mosquitto does
+    /// for a denied QoS 1 publish. QoS 0 is dropped and counted. A session refused more than
+    /// `mqtt.max_refusals_per_minute` times ends (DISCONNECT 0x87) and its principal may not
+    /// connect again for `mqtt.refusal_cooldown_secs`.
+    fn refuse_publish(&mut self, ctx: &mut Context<Self>, publish: &Publish, why: Close) {
+        metrics::publish_refused(why.label());
+        if publish.qos > 0 {
+            let reason = match self.version {
+                Version::V5 => why.reason(),
+                Version::V311 => Reason::Success,
+            };
+            self.ack(publish.qos, publish.pkid, reason, Some(why.label()));
+        }
+        let State::Live(live) = &mut self.state else {
+            return;
+        };
+        let (started, count) = &mut live.refusals;
+        if started.elapsed() >= Duration::from_secs(60) {
+            (*started, *count) = (Instant::now(), 0);
+        }
+        *count += 1;
+        if *count > self.shared.config.mqtt.max_refusals_per_minute {
+            let cooldown = Duration::from_secs(self.shared.config.mqtt.refusal_cooldown_secs);
+            self.shared
+                .cooldown
+                .insert(live.principal, Instant::now() + cooldown);
+            tracing::info!(session = self.id, principal = %live.principal, "session ended for too many refused publishes");
+            self.close(ctx, Close::TooManyRefusals);
         }
     }
 
     /// The ACL and header checks: whom this envelope may go to, or why not.
-    fn check_envelope(&self, me: PrincipalId, publish: &Publish) -> Result<PrincipalId, Refusal> {
-        let Some(recipient) = inbox_owner(&publish.topic) else {
-            return Err(Refusal::Ack(Close::TopicNotInbox));
-        };
+    fn check_envelope(&self, me: PrincipalId, publish: &Publish) -> Result<PrincipalId, Close> {
+        let recipient = inbox_owner(&publish.topic).ok_or(Close::TopicNotInbox)?;
         if publish.payload.len() > self.shared.config.envelope.max_bytes as usize {
-            return Err(Refusal::Close(Close::EnvelopeTooLarge));
+            return Err(Close::EnvelopeTooLarge);
         }
-        let header =
-            Header::parse(&publish.payload).map_err(|_| Refusal::Close(Close::BadHeader))?;
+        let header = Header::parse(&publish.payload).map_err(|_| Close::BadHeader)?;
         if header.sender != me {
-            return Err(Refusal::Close(Close::SenderSpoofed));
+            return Err(Close::SenderSpoofed);
         }
         if header.recipient != recipient {
-            return Err(Refusal::Close(Close::RecipientMismatch));
+            return Err(Close::RecipientMismatch);
         }
         if !self.shared.directory.is_paired(me, recipient) {
-            return Err(Refusal::Ack(Close::NotPaired));
+            return Err(Close::NotPaired);
         }
         Ok(recipient)
     }
@@ -616,13 +655,6 @@ impl Session {
             release,
         );
     }
-}
-
-enum Refusal {
-    /// Refuse this publish; the session may continue where the protocol can say so.
-    Ack(Close),
-    /// Close the session: the client sent something no correct client sends.
-    Close(Close),
 }
 
 impl Actor for Session {

@@ -101,13 +101,16 @@ pub enum Outbound {
         pkid: u16,
         payload: Bytes,
     },
+    /// `label` goes out as the MQTT 5 Reason String of a refusal; 3.1.1 has nowhere to put it.
     PubAck {
         pkid: u16,
         reason: Reason,
+        label: Option<&'static str>,
     },
     PubRec {
         pkid: u16,
         reason: Reason,
+        label: Option<&'static str>,
     },
     PubComp {
         pkid: u16,

@@ -165,15 +165,29 @@ pub(super) fn to_v5(item: Outbound, max_packet: u32) -> v5::Packet {
             payload,
             properties: None,
         }),
-        Outbound::PubAck { pkid, reason } => v5::Packet::PubAck(v5::PubAck {
+        Outbound::PubAck {
+            pkid,
+            reason,
+            label,
+        } => v5::Packet::PubAck(v5::PubAck {
             pkid,
             reason: v5_puback(reason),
-            properties: None,
+            properties: label.map(|why| v5::PubAckProperties {
+                reason_string: Some(why.to_owned()),
+                user_properties: Vec::new(),
+            }),
         }),
-        Outbound::PubRec { pkid, reason } => v5::Packet::PubRec(v5::PubRec {
+        Outbound::PubRec {
+            pkid,
+            reason,
+            label,
+        } => v5::Packet::PubRec(v5::PubRec {
             pkid,
             reason: v5_pubrec(reason),
-            properties: None,
+            properties: label.map(|why| v5::PubRecProperties {
+                reason_string: Some(why.to_owned()),
+                user_properties: Vec::new(),
+            }),
         }),
         Outbound::PubComp { pkid } => v5::Packet::PubComp(v5::PubComp::new(pkid, None)),
         Outbound::SubAck { pkid, results } => v5::Packet::SubAck(v5::SubAck {
