@@ -545,3 +545,49 @@ async fn http_errors_are_json_and_name_the_problem() {
         "conflict",
     );
 }
+
+/// Over MQTT 5 the SDK turns each refusal into a typed error for that message, and the
+/// connection carries on: the next valid envelope goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdk_reports_refused_messages_as_typed_errors_and_keeps_the_connection() {
+    use sealrelay_client::{ClientError, PublishRefusal};
+    let broker = Broker::start();
+    let (mut console, instance) = broker.pair("alice", MqttVersion::V5).await;
+    let alice = console.identity().id;
+    let bob = broker.user("bob").await;
+    let mallory = broker.user("mallory").await;
+    let instance_key = console.identity().pinned(instance).unwrap();
+    let cases = [
+        (
+            instance,
+            bytes::Bytes::from_static(b"not an envelope"),
+            PublishRefusal::InvalidEnvelope,
+            0x99,
+        ),
+        (
+            bob.id,
+            crypto::seal_anonymous(alice, bob.id, &bob.public_key(), b"x").unwrap(),
+            PublishRefusal::RecipientNotPaired,
+            0x87,
+        ),
+        (
+            instance,
+            crypto::seal_anonymous(mallory.id, instance, &instance_key, b"x").unwrap(),
+            PublishRefusal::SenderRefused,
+            0x87,
+        ),
+    ];
+    for (to, envelope, expected, expected_code) in cases {
+        match console.send_envelope(to, envelope, 1).await {
+            Err(ClientError::PublishRefused { why, code, .. }) => {
+                assert_eq!((why, code), (expected, expected_code))
+            }
+            other => panic!("expected {expected:?}, got {other:?}"),
+        }
+    }
+    let reply = console
+        .request(instance, b"after the refusals", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply.as_slice(), b"echo:after the refusals");
+}

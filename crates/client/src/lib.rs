@@ -33,7 +33,7 @@ use std::time::Duration;
 pub use api::{Api, Login};
 pub use endpoint::Broker;
 pub use identity::Identity;
-pub use link::{Link, MqttVersion};
+pub use link::{Link, MqttVersion, PublishRefusal};
 pub use messaging::{Client, Message};
 
 use crypto::{CryptoError, OpenError};
@@ -55,6 +55,13 @@ pub enum ClientError {
     /// The broker refused the login (CONNACK): retrying will not help.
     #[error("the broker refused the connection: {0}")]
     Refused(String),
+    /// The broker refused one message (MQTT 5 PUBACK); the connection is still up.
+    #[error("the broker refused the message to {to}: {why} (PUBACK 0x{code:02x})")]
+    PublishRefused {
+        to: PrincipalId,
+        code: u8,
+        why: PublishRefusal,
+    },
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error(transparent)]

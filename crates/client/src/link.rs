@@ -4,9 +4,13 @@
 
 use std::time::Duration;
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5 as p5;
-use tokio::sync::mpsc;
+use sealrelay_wire::Close;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::endpoint::{Broker, Scheme};
 use crate::ClientError;
@@ -14,6 +18,78 @@ use sealrelay_wire::PrincipalId;
 
 /// 1 MiB: above any envelope the broker relays by default.
 const MAX_PACKET: usize = 1024 * 1024;
+/// How long a QoS 1 publish waits for its PUBACK before the link is taken as stuck.
+const PUBACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the broker refused one message (MQTT 5 PUBACK), from its Reason String label (see
+/// `docs/protocol.md` §5.5) or, without one, its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishRefusal {
+    /// The recipient is not paired with this principal (removed, or never added).
+    RecipientNotPaired,
+    /// The payload is not a valid envelope, or its recipient is not the topic's.
+    InvalidEnvelope,
+    /// The envelope names another sender than this session's principal.
+    SenderRefused,
+    /// The envelope is larger than the broker's `envelope.max_bytes`.
+    EnvelopeTooLarge,
+    /// Every session of the recipient is over its byte budget: retry later.
+    RecipientBusy,
+    /// The topic is not an inbox.
+    NotAnInbox,
+    /// A code this SDK does not know.
+    Other,
+}
+
+impl PublishRefusal {
+    fn from_answer(code: u8, label: Option<&str>) -> PublishRefusal {
+        let close = label.and_then(|l| Close::ALL.into_iter().find(|c| c.label() == l));
+        match (close, code) {
+            (Some(Close::NotPaired), _) => PublishRefusal::RecipientNotPaired,
+            (Some(Close::BadHeader | Close::RecipientMismatch), _) | (None, 0x99) => {
+                PublishRefusal::InvalidEnvelope
+            }
+            (Some(Close::SenderSpoofed), _) => PublishRefusal::SenderRefused,
+            (Some(Close::EnvelopeTooLarge), _) => PublishRefusal::EnvelopeTooLarge,
+            (Some(Close::TopicNotInbox), _) => PublishRefusal::NotAnInbox,
+            (_, 0x97) => PublishRefusal::RecipientBusy,
+            _ => PublishRefusal::Other,
+        }
+    }
+}
+
+impl std::fmt::Display for PublishRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PublishRefusal::RecipientNotPaired => {
+                "the recipient is not paired with you (removed, or not yours)"
+            }
+            PublishRefusal::InvalidEnvelope => "it is not a valid envelope for that recipient",
+            PublishRefusal::SenderRefused => "its sender is not you",
+            PublishRefusal::EnvelopeTooLarge => "it is larger than the broker accepts",
+            PublishRefusal::RecipientBusy => {
+                "the recipient is not reading fast enough; retry later"
+            }
+            PublishRefusal::NotAnInbox => "the topic is not an inbox",
+            PublishRefusal::Other => "the broker refused it",
+        })
+    }
+}
+
+fn puback_code(reason: p5::PubAckReason) -> u8 {
+    use p5::PubAckReason as R;
+    match reason {
+        R::Success => 0x00,
+        R::NoMatchingSubscribers => 0x10,
+        R::UnspecifiedError => 0x80,
+        R::ImplementationSpecificError => 0x83,
+        R::NotAuthorized => 0x87,
+        R::TopicNameInvalid => 0x90,
+        R::PacketIdentifierInUse => 0x91,
+        R::QuotaExceeded => 0x97,
+        R::PayloadFormatInvalid => 0x99,
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MqttVersion {
@@ -47,10 +123,18 @@ enum Handle {
     V5(rumqttc::v5::AsyncClient),
 }
 
+/// The broker's answer to one MQTT 5 QoS 1 publish: its reason code and Reason String.
+type Ack = (u8, Option<String>);
+
+/// QoS 1 publishes waiting for their packet id, in the order they were handed to rumqttc
+/// (which numbers them in that order); the event loop then files each under its id.
+type AckQueue = Arc<Mutex<VecDeque<oneshot::Sender<Ack>>>>;
+
 pub struct Link {
     handle: Handle,
     events: mpsc::UnboundedReceiver<Event>,
     task: tokio::task::JoinHandle<()>,
+    acks: AckQueue,
 }
 
 impl Drop for Link {
@@ -122,6 +206,7 @@ impl Link {
     ) -> Result<Link, ClientError> {
         let (host, port, transport) = broker.rumqttc();
         let (tx, events) = mpsc::unbounded_channel();
+        let acks = AckQueue::default();
         let (handle, task) = match version {
             MqttVersion::V311 => {
                 let mut options = rumqttc::MqttOptions::new(client_id, host, port);
@@ -164,10 +249,25 @@ impl Link {
                     .set_keep_alive(Duration::from_secs(30))
                     .set_max_packet_size(Some(MAX_PACKET as u32));
                 let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
+                let queued = acks.clone();
                 let task = tokio::spawn(async move {
                     use rumqttc::v5::{Event as E, Incoming as P};
+                    let mut by_pkid: HashMap<u16, oneshot::Sender<Ack>> = HashMap::new();
                     loop {
                         let event = match eventloop.poll().await {
+                            Ok(E::Outgoing(rumqttc::Outgoing::Publish(pkid))) if pkid != 0 => {
+                                if let Some(waiter) = queued.lock().expect("lock").pop_front() {
+                                    by_pkid.insert(pkid, waiter);
+                                }
+                                continue;
+                            }
+                            Ok(E::Incoming(P::PubAck(ack))) => {
+                                if let Some(waiter) = by_pkid.remove(&ack.pkid) {
+                                    let why = ack.properties.and_then(|p| p.reason_string);
+                                    let _ = waiter.send((puback_code(ack.reason), why));
+                                }
+                                continue;
+                            }
                             Ok(E::Incoming(P::ConnAck(_))) => Event::Connected,
                             Ok(E::Incoming(P::SubAck(ack))) => Event::Subscribed(
                                 ack.return_codes
@@ -197,6 +297,7 @@ impl Link {
             handle,
             events,
             task,
+            acks,
         };
         match link.next_event().await? {
             Event::Connected => {}
@@ -234,7 +335,9 @@ impl Link {
             .ok_or_else(|| ClientError::Mqtt("connection task ended".into()))
     }
 
-    /// Publishes a sealed envelope to `to`'s inbox at QoS 0 or 1.
+    /// Publishes a sealed envelope to `to`'s inbox at QoS 0 or 1. Over MQTT 5 at QoS 1 it
+    /// waits for the PUBACK and returns the broker's refusal as a typed error; 3.1.1 has no
+    /// negative acknowledgement (the broker drops a refused message there and counts it).
     pub async fn publish(
         &self,
         to: PrincipalId,
@@ -242,35 +345,47 @@ impl Link {
         qos: u8,
     ) -> Result<(), ClientError> {
         let topic = to.inbox_topic();
-        let result = match &self.handle {
-            Handle::V4(c) => c
-                .publish_bytes(
-                    topic,
-                    if qos == 0 {
-                        rumqttc::QoS::AtMostOnce
-                    } else {
-                        rumqttc::QoS::AtLeastOnce
-                    },
-                    false,
-                    envelope,
-                )
-                .await
-                .map_err(|e| e.to_string()),
-            Handle::V5(c) => c
-                .publish_bytes(
-                    topic,
-                    if qos == 0 {
-                        rumqttc::v5::mqttbytes::QoS::AtMostOnce
-                    } else {
-                        rumqttc::v5::mqttbytes::QoS::AtLeastOnce
-                    },
-                    false,
-                    envelope,
-                )
-                .await
-                .map_err(|e| e.to_string()),
+        let sent = match &self.handle {
+            Handle::V4(c) => {
+                let qos = if qos == 0 {
+                    rumqttc::QoS::AtMostOnce
+                } else {
+                    rumqttc::QoS::AtLeastOnce
+                };
+                c.publish_bytes(topic, qos, false, envelope)
+                    .await
+                    .map_err(|e| ClientError::Mqtt(e.to_string()))?;
+                None
+            }
+            Handle::V5(c) => {
+                let (waiter, answer) = oneshot::channel();
+                let qos = if qos == 0 {
+                    rumqttc::v5::mqttbytes::QoS::AtMostOnce
+                } else {
+                    self.acks.lock().expect("lock").push_back(waiter);
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce
+                };
+                c.publish_bytes(topic, qos, false, envelope)
+                    .await
+                    .map_err(|e| ClientError::Mqtt(e.to_string()))?;
+                (qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce).then_some(answer)
+            }
         };
-        result.map_err(ClientError::Mqtt)
+        let Some(answer) = sent else {
+            return Ok(());
+        };
+        let (code, label) = tokio::time::timeout(PUBACK_TIMEOUT, answer)
+            .await
+            .map_err(|_| ClientError::Mqtt(format!("no PUBACK within {PUBACK_TIMEOUT:?}")))?
+            .map_err(|_| ClientError::Mqtt("the connection ended before the PUBACK".into()))?;
+        if code < 0x80 {
+            return Ok(());
+        }
+        Err(ClientError::PublishRefused {
+            to,
+            code,
+            why: PublishRefusal::from_answer(code, label.as_deref()),
+        })
     }
 
     /// Sends DISCONNECT and waits (briefly) for the connection to end.

@@ -137,6 +137,18 @@ impl Client {
         self.link.publish(to, envelope, qos).await
     }
 
+    /// Publishes an envelope sealed elsewhere (a relay of a stored envelope, a tool, a test)
+    /// to `to`'s inbox as it is. The broker still checks it; over MQTT 5 at QoS 1 a refusal
+    /// comes back as [`ClientError::PublishRefused`].
+    pub async fn send_envelope(
+        &mut self,
+        to: PrincipalId,
+        envelope: bytes::Bytes,
+        qos: u8,
+    ) -> Result<(), ClientError> {
+        self.link.publish(to, envelope, qos).await
+    }
+
     /// Waits for the next envelope and opens it. An envelope that does not open is an
     /// `Err` for that envelope; the connection stays usable.
     pub async fn next(&mut self) -> Result<Message, ClientError> {
