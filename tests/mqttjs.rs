@@ -89,6 +89,16 @@ async fn mqtt_js_gets_per_message_answers_and_never_loops() {
     for reason in ["bad_header", "not_paired", "sender_spoofed"] {
         assert_eq!(refused_count(&broker, reason), 2, "{reason}");
     }
+    // The labels are the broker's fixed words: nothing the client sent (its login, a topic,
+    // an id) appears in the metrics.
+    let metrics = broker.metrics();
+    for client_text in [
+        alice.login.clone(),
+        alice.id.to_string(),
+        bob.id.to_string(),
+    ] {
+        assert!(!metrics.contains(&client_text), "{client_text} in /metrics");
+    }
     // And the valid envelope after the refusals arrived, once per version.
     let mut got = Vec::new();
     for _ in 0..2 {

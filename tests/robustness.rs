@@ -96,11 +96,18 @@ async fn malformed_input_closes_only_the_offending_session() {
             other => panic!("expected PUBACK, got {other:?}"),
         }
     }
+    // At QoS 0 there is nothing to answer: dropped and counted, the session stays.
+    let mut qos0 = Publish::new(eve_instance.inbox_topic(), QoS::AtMostOnce, "junk", None);
+    qos0.pkid = 0;
+    raw.send_v5(Packet::Publish(qos0)).await;
     raw.send(&[0xC0, 0x00]).await; // PINGREQ: still connected
     assert!(matches!(
         raw.read(Duration::from_secs(5)).await,
         RawRead::Packet(p) if matches!(*p, Packet::PingResp(_))
     ));
+    assert!(broker
+        .metrics()
+        .contains("sealrelay_publish_refused_total{reason=\"bad_header\"} 2"));
 
     // A second CONNECT on a live session is a protocol error.
     let mut raw = Raw::connect_v5(broker.mqtt, login, 30).await;
