@@ -43,12 +43,9 @@ async fn connect_v4_from(broker: &Broker, from: IpAddr, login: (&str, &str)) -> 
 }
 
 fn counted(broker: &Broker, outcome: &str) -> u64 {
-    let line = format!("sealrelay_connections_total{{transport=\"tcp\",outcome=\"{outcome}\"}} ");
-    broker
-        .metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(&line)?.trim().parse().ok())
-        .unwrap_or(0)
+    broker.counter(&format!(
+        "sealrelay_connections_total{{transport=\"tcp\",outcome=\"{outcome}\"}}"
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread")]

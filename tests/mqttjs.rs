@@ -19,12 +19,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn refused_count(broker: &Broker, reason: &str) -> u64 {
-    let line = format!("sealrelay_publish_refused_total{{reason=\"{reason}\"}} ");
-    broker
-        .metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(&line)?.trim().parse().ok())
-        .unwrap_or(0)
+    broker.counter(&format!(
+        "sealrelay_publish_refused_total{{reason=\"{reason}\"}}"
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread")]

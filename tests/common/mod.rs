@@ -182,6 +182,16 @@ impl Broker {
         cmd
     }
 
+    /// The value of one counter series, `name{labels}` exactly as the page prints it; 0 if
+    /// the series does not exist yet.
+    pub fn counter(&self, series: &str) -> u64 {
+        let prefix = format!("{series} ");
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The Prometheus page, as a scraper reads it.
     pub fn metrics(&self) -> String {
         ureq::get(&format!("http://{}/metrics", self.http))
@@ -621,7 +631,7 @@ impl Probe {
                                     .collect(),
                             ),
                             Ok(Event::Incoming(P::PubAck(a))) => {
-                                Seen::PubAck(a.pkid, puback_code(a.reason))
+                                Seen::PubAck(a.pkid, sealrelay_client::puback_code(a.reason))
                             }
                             Ok(Event::Incoming(P::PubRec(a))) => {
                                 Seen::PubRec(a.pkid, pubrec_code(a.reason))
@@ -698,21 +708,6 @@ impl Probe {
                 .await
                 .map_err(drop),
         };
-    }
-}
-
-fn puback_code(reason: rumqttc::v5::mqttbytes::v5::PubAckReason) -> u8 {
-    use rumqttc::v5::mqttbytes::v5::PubAckReason as R;
-    match reason {
-        R::Success => 0x00,
-        R::NoMatchingSubscribers => 0x10,
-        R::UnspecifiedError => 0x80,
-        R::ImplementationSpecificError => 0x83,
-        R::NotAuthorized => 0x87,
-        R::TopicNameInvalid => 0x90,
-        R::PacketIdentifierInUse => 0x91,
-        R::QuotaExceeded => 0x97,
-        R::PayloadFormatInvalid => 0x99,
     }
 }
 

@@ -33,7 +33,7 @@ use std::time::Duration;
 pub use api::{Api, Login};
 pub use endpoint::Broker;
 pub use identity::Identity;
-pub use link::{Link, MqttVersion, PublishRefusal};
+pub use link::{puback_code, Link, MqttVersion, PublishRefusal};
 pub use messaging::{Client, Message};
 
 use crypto::{CryptoError, OpenError};

@@ -76,7 +76,8 @@ impl std::fmt::Display for PublishRefusal {
     }
 }
 
-fn puback_code(reason: p5::PubAckReason) -> u8 {
+/// The numeric MQTT 5 reason code of a PUBACK as rumqttc decodes it.
+pub fn puback_code(reason: p5::PubAckReason) -> u8 {
     use p5::PubAckReason as R;
     match reason {
         R::Success => 0x00,
