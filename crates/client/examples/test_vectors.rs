@@ -1,0 +1,135 @@
+//! Writes `docs/test-vectors.json`: fixed passwords, salts, KDF parameters, keys, ids and
+//! plaintexts, and the exact bytes the SDK makes from them — auth secrets, verifiers,
+//! witnesses, bundles, wrapped keys, escrow copies, keyrings, and both envelope kinds.
+//! Nonces (and the sealed box's ephemeral key) are random when the file is made and recorded
+//! in the outputs; a client in another language checks every vector in the opening
+//! direction, and the deterministic ones (KDF, verifier, witness, bundle bytes, header) both
+//! ways. `crates/client/tests/vectors.rs` checks the committed file against this SDK.
+//!
+//!     cargo run -p sealrelay-client --example test_vectors > docs/test-vectors.json
+
+use crypto_box::{PublicKey, SecretKey};
+use sealrelay_client::crypto::{self, Bundle, Keyring, Token};
+use sealrelay_wire::envelope::Witness;
+use sealrelay_wire::{b64, KdfParams, PrincipalId};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+const KDF: KdfParams = KdfParams {
+    memory_kib: 19_456,
+    iterations: 2,
+    parallelism: 1,
+};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn key(fill: u8) -> SecretKey {
+    SecretKey::from_bytes([fill; 32])
+}
+
+fn verifier(secret: &str) -> String {
+    hex(&Sha256::new()
+        .chain_update(b"sealrelay/v1/verifier")
+        .chain_update(secret.as_bytes())
+        .finalize())
+}
+
+fn public(k: &SecretKey) -> PublicKey {
+    k.public_key()
+}
+
+fn main() {
+    let user_id = PrincipalId([0x11; 16]);
+    let instance_id = PrincipalId([0x22; 16]);
+    let peer_id = PrincipalId([0x33; 16]);
+    let (user_sk, instance_sk, peer_sk) = (key(0x41), key(0x42), key(0x43));
+    let password = "correct horse battery staple";
+    let salt = [0x5a; 16];
+
+    let user_keys = crypto::derive_from_password(password, &salt, KDF).expect("KDF");
+    let user_bundle = Bundle::User {
+        secret: user_sk.clone(),
+    }
+    .encode();
+    let user_auth = user_keys.auth_secret();
+
+    let token: Token = format!("srt1.{instance_id}.{}", b64::encode_url(&[0x7e; 32]))
+        .parse()
+        .expect("token");
+    let token_keys = token.keys();
+    let instance_bundle = Bundle::Instance {
+        secret: instance_sk.clone(),
+        owner: user_id,
+        owner_public: public(&user_sk),
+    }
+    .encode();
+    let token_auth = token_keys.auth_secret();
+
+    let mut ring = Keyring::default();
+    ring.version = 7;
+    ring.pin(instance_id, &public(&instance_sk));
+    ring.pin(peer_id, &public(&peer_sk));
+
+    let kind1 = crypto::seal_anonymous(user_id, instance_id, &public(&instance_sk), b"status?")
+        .expect("seal");
+    let kind2 = crypto::Sealer::new(user_id, &user_sk, instance_id, &public(&instance_sk))
+        .seal(b"restart line 3")
+        .expect("seal");
+
+    let vectors = json!({
+        "about": "sealrelay test vectors (docs/protocol.md). Byte strings are hex unless the field name ends in _b64 (standard base64) or is an auth secret / token (their printable forms). Secret keys are X25519 scalars as stored by libsodium (32 bytes). Made by `cargo run -p sealrelay-client --example test_vectors`; checked by crates/client/tests/vectors.rs.",
+        "user": {
+            "id": user_id.to_string(),
+            "password": password,
+            "salt": hex(&salt),
+            "kdf": KDF,
+            "auth_secret": &*user_auth,
+            "verifier": verifier(&user_auth),
+            "secret_key": hex(&user_sk.to_bytes()),
+            "public_key": hex(public(&user_sk).as_bytes()),
+            "witness": Witness::of(public(&user_sk).as_bytes()).to_string(),
+            "bundle": hex(&user_bundle),
+            "wrapped_key_b64": b64::encode(&user_keys.wrap(user_id, &user_bundle)),
+        },
+        "instance": {
+            "id": instance_id.to_string(),
+            "token": &*token.reveal(),
+            "auth_secret": &*token_auth,
+            "verifier": verifier(&token_auth),
+            "secret_key": hex(&instance_sk.to_bytes()),
+            "public_key": hex(public(&instance_sk).as_bytes()),
+            "witness": Witness::of(public(&instance_sk).as_bytes()).to_string(),
+            "bundle": hex(&instance_bundle),
+            "wrapped_key_b64": b64::encode(&token_keys.wrap(instance_id, &instance_bundle)),
+            "owner_copy_b64": b64::encode(&crypto::escrow_keys(&user_sk).wrap(instance_id, &instance_bundle)),
+        },
+        "keyring": {
+            "owner": user_id.to_string(),
+            "version": ring.version,
+            "entries": [
+                {"id": instance_id.to_string(), "public_key": hex(public(&instance_sk).as_bytes())},
+                {"id": peer_id.to_string(), "public_key": hex(public(&peer_sk).as_bytes())},
+            ],
+            "sealed_b64": b64::encode(&ring.seal(user_id, &user_sk)),
+        },
+        "envelopes": [
+            {
+                "kind": 1,
+                "sender": user_id.to_string(),
+                "recipient": instance_id.to_string(),
+                "plaintext": hex(b"status?"),
+                "envelope": hex(&kind1),
+            },
+            {
+                "kind": 2,
+                "sender": user_id.to_string(),
+                "recipient": instance_id.to_string(),
+                "plaintext": hex(b"restart line 3"),
+                "envelope": hex(&kind2),
+            },
+        ],
+    });
+    println!("{}", serde_json::to_string_pretty(&vectors).expect("json"));
+}
