@@ -76,6 +76,7 @@ async fn shutdown_records_every_session(signal: &str, count: usize) {
     let (broker, stopped) = stop.await.unwrap();
     let (status, took) = stopped.expect("the broker was running");
 
+    eprintln!("SIG{signal} with {count} live sessions: {status} after {took:?}");
     assert_eq!(
         told, count,
         "every client sees its session end as a shutdown"
