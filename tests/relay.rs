@@ -258,3 +258,28 @@ async fn session_metadata_is_purged_after_the_retention_period() {
         broker.log()
     );
 }
+
+/// A console's request is answered by the reply that names it: an unsolicited message the
+/// instance pushes first is not taken for the answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_takes_the_reply_that_names_it_and_skips_strays() {
+    let broker = Broker::start();
+    let mut user = broker.user("dora").await;
+    let instance = broker.instance_of(&mut user).await;
+    let (user_id, instance_id) = (user.id, instance.id);
+    let mut agent = broker.client(instance, MqttVersion::V5).await;
+    tokio::spawn(async move {
+        let asked = common::next_message(&mut agent).await;
+        agent.send(user_id, b"unsolicited status", 1).await.unwrap();
+        agent
+            .reply(asked.from, asked.id.unwrap(), b"the answer")
+            .await
+            .unwrap();
+    });
+    let mut console = broker.client(user, MqttVersion::V5).await;
+    let answer = console
+        .request(instance_id, b"question", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(answer.as_slice(), b"the answer");
+}

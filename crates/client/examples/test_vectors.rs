@@ -74,9 +74,14 @@ fn main() {
 
     let kind1 = crypto::seal_anonymous(user_id, instance_id, &public(&instance_sk), b"status?")
         .expect("seal");
-    let kind2 = crypto::Sealer::new(user_id, &user_sk, instance_id, &public(&instance_sk))
-        .seal(b"restart line 3")
-        .expect("seal");
+    let (kind2, request_id) =
+        crypto::Sealer::new(user_id, &user_sk, instance_id, &public(&instance_sk))
+            .seal_message(b"restart line 3", None)
+            .expect("seal");
+    let (reply, reply_id) =
+        crypto::Sealer::new(instance_id, &instance_sk, user_id, &public(&user_sk))
+            .seal_message(b"line 3 restarted", Some(request_id))
+            .expect("seal");
 
     let vectors = json!({
         "about": "sealrelay test vectors (docs/protocol.md). Byte strings are hex unless the field name ends in _b64 (standard base64) or is an auth secret / token (their printable forms). Secret keys are X25519 scalars as stored by libsodium (32 bytes). Made by `cargo run -p sealrelay-client --example test_vectors`; checked by crates/client/tests/vectors.rs.",
@@ -127,7 +132,18 @@ fn main() {
                 "sender": user_id.to_string(),
                 "recipient": instance_id.to_string(),
                 "plaintext": hex(b"restart line 3"),
+                "message_id": hex(&request_id),
+                "in_reply_to": null,
                 "envelope": hex(&kind2),
+            },
+            {
+                "kind": 2,
+                "sender": instance_id.to_string(),
+                "recipient": user_id.to_string(),
+                "plaintext": hex(b"line 3 restarted"),
+                "message_id": hex(&reply_id),
+                "in_reply_to": hex(&request_id),
+                "envelope": hex(&reply),
             },
         ],
     });

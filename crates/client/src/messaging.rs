@@ -9,7 +9,7 @@ use crypto_box::PublicKey;
 use zeroize::Zeroizing;
 
 use crate::api::Api;
-use crate::crypto::{self, ReplayGuard};
+use crate::crypto::{self, MessageId, ReplayGuard};
 use crate::endpoint::Broker;
 use crate::link::{Link, MqttVersion};
 use crate::{ClientError, Identity};
@@ -22,6 +22,10 @@ pub struct Message {
     pub from: PrincipalId,
     pub authenticated: bool,
     pub payload: Zeroizing<Vec<u8>>,
+    /// Authenticated messages: the sender's id for this message.
+    pub id: Option<MessageId>,
+    /// Authenticated messages: the id of the message this one answers, if it is a reply.
+    pub in_reply_to: Option<MessageId>,
 }
 
 /// A connected principal: seals to peers, opens what arrives, remembers peer keys.
@@ -125,16 +129,41 @@ impl Client {
         Ok(key)
     }
 
-    /// Seals `payload` to `to` (sender-authenticated) and publishes it.
+    /// Seals `payload` to `to` (sender-authenticated) and publishes it; returns the id of
+    /// the message, which a reply names (`Message::in_reply_to`).
     pub async fn send(
         &mut self,
         to: PrincipalId,
         payload: &[u8],
         qos: u8,
-    ) -> Result<(), ClientError> {
+    ) -> Result<MessageId, ClientError> {
+        self.send_message(to, payload, qos, None).await
+    }
+
+    /// Seals `payload` to `to` as the answer to its message `in_reply_to`, and publishes it.
+    pub async fn reply(
+        &mut self,
+        to: PrincipalId,
+        in_reply_to: MessageId,
+        payload: &[u8],
+    ) -> Result<MessageId, ClientError> {
+        self.send_message(to, payload, 1, Some(in_reply_to)).await
+    }
+
+    async fn send_message(
+        &mut self,
+        to: PrincipalId,
+        payload: &[u8],
+        qos: u8,
+        in_reply_to: Option<MessageId>,
+    ) -> Result<MessageId, ClientError> {
         let key = self.key_for(to).await?;
-        let envelope = self.identity.seal_to(to, &key, payload)?;
-        self.link.publish(to, envelope, qos).await
+        let (envelope, id) = self
+            .identity
+            .sealer_to(to, &key)
+            .seal_message(payload, in_reply_to)?;
+        self.link.publish(to, envelope, qos).await?;
+        Ok(id)
     }
 
     /// Publishes an envelope sealed elsewhere (a relay of a stored envelope, a tool, a test)
@@ -171,22 +200,31 @@ impl Client {
             from: opened.sender,
             authenticated: opened.authenticated,
             payload: opened.payload,
+            id: opened.message_id,
+            in_reply_to: opened.in_reply_to,
         })
     }
 
-    /// Sends `payload` to `to` and waits for its authenticated reply.
+    /// Sends `payload` to `to` and waits for the authenticated reply that names it; other
+    /// messages arriving meanwhile (status pushes, late answers to earlier requests) are
+    /// not it and are skipped. One request at a time: a console with several in flight uses
+    /// [`Client::send`] and matches [`Message::in_reply_to`] itself.
     pub async fn request(
         &mut self,
         to: PrincipalId,
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-        self.send(to, payload, 1).await?;
+        let id = self.send(to, payload, 1).await?;
         tokio::time::timeout(timeout, async {
             loop {
                 match self.next().await {
-                    Ok(m) if m.from == to && m.authenticated => return Ok(m.payload),
-                    Ok(_) => continue,
+                    Ok(m) if m.from == to && m.authenticated && m.in_reply_to == Some(id) => {
+                        return Ok(m.payload)
+                    }
+                    Ok(_) => {
+                        tracing::debug!("skipping a message that does not answer this request")
+                    }
                     Err(ClientError::Open(e)) => {
                         tracing::warn!(error = %e, "ignoring an envelope that does not open")
                     }
@@ -228,7 +266,8 @@ impl Client {
                 continue;
             }
             let reply = handler(&message);
-            self.send(message.from, &reply, 1).await?;
+            let id = message.id.expect("authenticated messages carry an id");
+            self.reply(message.from, id, &reply).await?;
         }
     }
 }

@@ -137,10 +137,16 @@ fn the_keyring_vector_opens_to_its_version_and_pins() {
 }
 
 #[test]
-fn both_envelope_kinds_parse_and_open() {
+fn both_envelope_kinds_and_a_reply_parse_and_open() {
     let all = vectors();
-    let recipient_sk = secret_key(&all["instance"]["secret_key"]);
-    let sender_pk = secret_key(&all["user"]["secret_key"]).public_key();
+    let principal_key = |who: PrincipalId| {
+        ["user", "instance"]
+            .iter()
+            .map(|p| &all[*p])
+            .find(|p| id(&p["id"]) == who)
+            .map(|p| secret_key(&p["secret_key"]))
+            .expect("a principal of the vectors")
+    };
     for e in all["envelopes"].as_array().unwrap() {
         let bytes = unhex(&e["envelope"]);
         let header = Header::parse(&bytes).unwrap();
@@ -148,19 +154,29 @@ fn both_envelope_kinds_parse_and_open() {
             1 => Kind::Anonymous,
             _ => Kind::Authenticated,
         };
+        let (sender, recipient) = (id(&e["sender"]), id(&e["recipient"]));
+        let recipient_sk = principal_key(recipient);
         assert_eq!(
-            (header.kind, header.sender, header.recipient, header.witness),
             (
+                header.version,
+                header.kind,
+                header.sender,
+                header.recipient,
+                header.witness
+            ),
+            (
+                2,
                 kind,
-                id(&e["sender"]),
-                id(&e["recipient"]),
+                sender,
+                recipient,
                 Witness::of(recipient_sk.public_key().as_bytes())
             )
         );
         // The vectors are older than the replay window; a guard as wide as time opens them.
         let mut guard = ReplayGuard::new(Duration::from_secs(u64::MAX / 2_000));
+        let sender_pk = principal_key(sender).public_key();
         let opened = crypto::open(
-            header.recipient,
+            recipient,
             &recipient_sk,
             &bytes,
             Some(&sender_pk),
@@ -169,5 +185,15 @@ fn both_envelope_kinds_parse_and_open() {
         .unwrap();
         assert_eq!(opened.payload.as_slice(), unhex(&e["plaintext"]).as_slice());
         assert_eq!(opened.authenticated, kind == Kind::Authenticated);
+        if kind == Kind::Authenticated {
+            assert_eq!(
+                opened.message_id.map(|m| hex(&m)).as_deref(),
+                e["message_id"].as_str()
+            );
+            assert_eq!(
+                opened.in_reply_to.map(|m| hex(&m)).as_deref(),
+                e["in_reply_to"].as_str()
+            );
+        }
     }
 }

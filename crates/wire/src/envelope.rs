@@ -5,7 +5,7 @@
 //!
 //! Layout (all integers big-endian), 54 bytes then the body:
 //! ```text
-//! 0      1  version      = 1
+//! 0      1  version      = 2 (1 is still accepted: kind-2 bodies without the reply field)
 //! 1      1  kind         1 = anonymous sealed box, 2 = sender-authenticated box
 //! 2     16  sender       principal id
 //! 18    16  recipient    principal id
@@ -19,7 +19,11 @@ use sha2::{Digest, Sha256};
 
 use crate::id::PrincipalId;
 
-pub const VERSION: u8 = 1;
+/// The version sealed now. Version 2 added the reply field inside kind-2 bodies (protocol
+/// §4.2); the header's layout is the same in both.
+pub const VERSION: u8 = 2;
+/// The versions accepted.
+pub const VERSIONS: [u8; 2] = [1, 2];
 pub const HEADER_LEN: usize = 54;
 
 /// How the body is sealed; tells the recipient which open to use.
@@ -77,6 +81,8 @@ impl std::fmt::Debug for Witness {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// 1 or 2; says how a kind-2 body's inner plaintext is laid out.
+    pub version: u8,
     pub kind: Kind,
     pub sender: PrincipalId,
     pub recipient: PrincipalId,
@@ -88,7 +94,7 @@ pub struct Header {
 pub enum HeaderError {
     #[error("envelope is {0} bytes, shorter than the {HEADER_LEN}-byte header")]
     TooShort(usize),
-    #[error("envelope version {0} is not supported (expected {VERSION})")]
+    #[error("envelope version {0} is not supported (expected 1 or 2)")]
     Version(u8),
     #[error("envelope kind {0} is unknown (1 = anonymous, 2 = authenticated)")]
     Kind(u8),
@@ -102,7 +108,7 @@ impl Header {
         if envelope.len() < HEADER_LEN {
             return Err(HeaderError::TooShort(envelope.len()));
         }
-        if envelope[0] != VERSION {
+        if !VERSIONS.contains(&envelope[0]) {
             return Err(HeaderError::Version(envelope[0]));
         }
         let kind = match envelope[1] {
@@ -120,6 +126,7 @@ impl Header {
             });
         }
         Ok(Header {
+            version: envelope[0],
             kind,
             sender: id(2),
             recipient: id(18),
@@ -131,7 +138,7 @@ impl Header {
     /// Writes header and body as one envelope.
     pub fn encode(&self, body: &[u8]) -> Bytes {
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-        out.push(VERSION);
+        out.push(self.version);
         out.push(self.kind as u8);
         out.extend_from_slice(&self.sender.0);
         out.extend_from_slice(&self.recipient.0);
@@ -148,6 +155,7 @@ mod tests {
 
     fn header() -> Header {
         Header {
+            version: VERSION,
             kind: Kind::Authenticated,
             sender: PrincipalId([1; 16]),
             recipient: PrincipalId([2; 16]),

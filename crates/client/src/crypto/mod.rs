@@ -14,7 +14,8 @@ pub use bundle::Bundle;
 pub use kdf::{derive_from_password, escrow_keys, random_salt, DerivedKeys, SALT_LEN};
 pub use keyring::Keyring;
 pub use seal::{
-    addressed_to, now_ms, open, seal_anonymous, seal_authenticated, Opened, ReplayGuard, Sealer,
+    addressed_to, now_ms, open, seal_anonymous, seal_authenticated, MessageId, Opened, ReplayGuard,
+    Sealer,
 };
 pub use token::Token;
 
@@ -207,5 +208,50 @@ mod tests {
             (k.to_bytes(), owner, owner_key)
         );
         assert!(Bundle::decode(&[9, 1, 2]).is_err());
+    }
+
+    #[test]
+    fn version_1_envelopes_still_open_without_a_reply_field() {
+        use chacha20poly1305::aead::{Aead, AeadCore};
+        use crypto_box::SalsaBox;
+        use sealrelay_wire::envelope::{Header, Kind};
+        let (a, b) = (
+            SecretKey::generate(&mut OsRng),
+            SecretKey::generate(&mut OsRng),
+        );
+        let (ida, idb) = (PrincipalId([1; 16]), PrincipalId([2; 16]));
+        let mut inner = Vec::new();
+        inner.extend_from_slice(&ida.0);
+        inner.extend_from_slice(&idb.0);
+        inner.extend_from_slice(&[9; 16]);
+        inner.extend_from_slice(&now_ms().to_be_bytes());
+        inner.extend_from_slice(b"old");
+        let nonce = SalsaBox::generate_nonce(&mut OsRng);
+        let sealed = SalsaBox::new(&b.public_key(), &a)
+            .encrypt(&nonce, inner.as_slice())
+            .unwrap();
+        let body = [nonce.as_slice(), &sealed].concat();
+        let envelope = Header {
+            version: 1,
+            kind: Kind::Authenticated,
+            sender: ida,
+            recipient: idb,
+            witness: Witness::of(b.public_key().as_bytes()),
+            body_len: body.len() as u32,
+        }
+        .encode(&body);
+        let opened = open(
+            idb,
+            &b,
+            &envelope,
+            Some(&a.public_key()),
+            &mut ReplayGuard::default(),
+        )
+        .unwrap();
+        assert_eq!(opened.payload.as_slice(), b"old");
+        assert_eq!(
+            (opened.message_id, opened.in_reply_to),
+            (Some([9; 16]), None)
+        );
     }
 }

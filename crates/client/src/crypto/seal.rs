@@ -11,14 +11,19 @@ use crypto_box::{PublicKey, SalsaBox, SecretKey};
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
-use sealrelay_wire::envelope::{Header, Kind, Witness, HEADER_LEN};
+use sealrelay_wire::envelope::{Header, Kind, Witness, HEADER_LEN, VERSION};
 use sealrelay_wire::PrincipalId;
 
 use super::{CryptoError, OpenError};
 
 const BOX_NONCE_LEN: usize = 24;
-/// sender id, recipient id, message id, sent-at milliseconds.
-const INNER_PREFIX_LEN: usize = 16 + 16 + 16 + 8;
+/// Version 1 inner prefix: sender id, recipient id, message id, sent-at milliseconds.
+const INNER_PREFIX_V1: usize = 16 + 16 + 16 + 8;
+/// Version 2 adds the id of the message this one answers (zeros: none).
+const INNER_PREFIX_V2: usize = INNER_PREFIX_V1 + 16;
+
+/// The random id every kind-2 envelope carries inside; a reply names its request's.
+pub type MessageId = [u8; 16];
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -37,6 +42,7 @@ pub fn seal_anonymous(
         .seal(&mut OsRng, payload)
         .map_err(|_| CryptoError::Seal)?;
     Ok(Header {
+        version: VERSION,
         kind: Kind::Anonymous,
         sender,
         recipient,
@@ -75,13 +81,25 @@ impl Sealer {
     }
 
     pub fn seal(&self, payload: &[u8]) -> Result<Bytes, CryptoError> {
-        let mut inner = Zeroizing::new(Vec::with_capacity(INNER_PREFIX_LEN + payload.len()));
+        self.seal_message(payload, None)
+            .map(|(envelope, _)| envelope)
+    }
+
+    /// Seals `payload`, as the answer to message `in_reply_to` if given; returns the
+    /// envelope and the id of the message it carries.
+    pub fn seal_message(
+        &self,
+        payload: &[u8],
+        in_reply_to: Option<MessageId>,
+    ) -> Result<(Bytes, MessageId), CryptoError> {
+        let mut inner = Zeroizing::new(Vec::with_capacity(INNER_PREFIX_V2 + payload.len()));
         inner.extend_from_slice(&self.sender.0);
         inner.extend_from_slice(&self.recipient.0);
         let mut message_id = [0u8; 16];
         OsRng.fill_bytes(&mut message_id);
         inner.extend_from_slice(&message_id);
         inner.extend_from_slice(&now_ms().to_be_bytes());
+        inner.extend_from_slice(&in_reply_to.unwrap_or([0; 16]));
         inner.extend_from_slice(payload);
         let nonce = SalsaBox::generate_nonce(&mut OsRng);
         let ct = self
@@ -91,14 +109,16 @@ impl Sealer {
         let mut body = Vec::with_capacity(BOX_NONCE_LEN + ct.len());
         body.extend_from_slice(&nonce);
         body.extend_from_slice(&ct);
-        Ok(Header {
+        let envelope = Header {
+            version: VERSION,
             kind: Kind::Authenticated,
             sender: self.sender,
             recipient: self.recipient,
             witness: self.witness,
             body_len: body.len() as u32,
         }
-        .encode(&body))
+        .encode(&body);
+        Ok((envelope, message_id))
     }
 }
 
@@ -120,6 +140,10 @@ pub struct Opened {
     pub sender: PrincipalId,
     pub authenticated: bool,
     pub payload: Zeroizing<Vec<u8>>,
+    /// Kind 2: the message's id, for a reply to name.
+    pub message_id: Option<MessageId>,
+    /// Kind 2, version 2: the message this one answers.
+    pub in_reply_to: Option<MessageId>,
 }
 
 /// The envelope's header, if it is addressed to `me` and sealed to `my_key` (its witness):
@@ -162,6 +186,8 @@ pub fn open(
                 sender: header.sender,
                 authenticated: false,
                 payload: Zeroizing::new(payload),
+                message_id: None,
+                in_reply_to: None,
             })
         }
         Kind::Authenticated => {
@@ -175,19 +201,26 @@ pub fn open(
                 sbox.decrypt(nonce.into(), ct)
                     .map_err(|_| OpenError::Forged(header.sender))?,
             );
-            if inner.len() < INNER_PREFIX_LEN
-                || inner[..16] != header.sender.0
-                || inner[16..32] != me.0
-            {
+            let prefix = if header.version == 1 {
+                INNER_PREFIX_V1
+            } else {
+                INNER_PREFIX_V2
+            };
+            if inner.len() < prefix || inner[..16] != header.sender.0 || inner[16..32] != me.0 {
                 return Err(OpenError::Forged(header.sender));
             }
-            let message_id: [u8; 16] = inner[32..48].try_into().expect("16 bytes");
+            let message_id: MessageId = inner[32..48].try_into().expect("16 bytes");
             let sent_ms = u64::from_be_bytes(inner[48..56].try_into().expect("8 bytes"));
             replay.check(header.sender, message_id, sent_ms, now_ms())?;
+            let in_reply_to = (prefix == INNER_PREFIX_V2)
+                .then(|| <MessageId>::try_from(&inner[56..72]).expect("16 bytes"))
+                .filter(|id| *id != [0; 16]);
             Ok(Opened {
                 sender: header.sender,
                 authenticated: true,
-                payload: Zeroizing::new(inner[INNER_PREFIX_LEN..].to_vec()),
+                payload: Zeroizing::new(inner[prefix..].to_vec()),
+                message_id: Some(message_id),
+                in_reply_to,
             })
         }
     }
