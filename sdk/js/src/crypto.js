@@ -1,0 +1,308 @@
+// The sealrelay client cryptography for JavaScript (browsers and Node 20), written from
+// docs/protocol.md and checked against docs/test-vectors.json: Argon2id and HKDF key
+// derivation, auth secrets and verifiers, wrapped bundles, escrow copies, keyrings, witnesses,
+// and sealing and opening both envelope kinds with the replay guard.
+//
+// Uses libsodium's JavaScript build (sumo: Argon2id, crypto_box, sealed boxes,
+// XChaCha20-Poly1305, SHA-256) and the Web Crypto API for HKDF (libsodium.js does not wrap
+// its HKDF). No hand-written cryptography. Secret keys are Uint8Array(32); callers wipe them
+// with `wipe()` when done, as the Rust SDK's Zeroizing does.
+
+import _sodium from "libsodium-wrappers-sumo";
+
+/** @type {typeof _sodium} */
+let sodium;
+
+/** Loads libsodium; every other function needs it done once. */
+export async function ready() {
+  await _sodium.ready;
+  sodium = _sodium;
+}
+
+const text = new TextEncoder();
+const concat = (...parts) => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+};
+const equal = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/** Overwrites secret bytes in place. */
+export function wipe(bytes) {
+  sodium.memzero(bytes);
+}
+
+/** A principal id (16 bytes) from its 32-hex-character text form, lowercase only. */
+export function idFromHex(hex) {
+  if (!/^[0-9a-f]{32}$/.test(hex)) throw new Error("a principal id is 32 lowercase hex characters");
+  return sodium.from_hex(hex);
+}
+
+export const toHex = (bytes) => sodium.to_hex(bytes);
+export const b64url = (bytes) => sodium.to_base64(bytes, sodium.base64_variants.URLSAFE_NO_PADDING);
+export const fromB64url = (s) => sodium.from_base64(s, sodium.base64_variants.URLSAFE_NO_PADDING);
+export const b64 = (bytes) => sodium.to_base64(bytes, sodium.base64_variants.ORIGINAL);
+export const fromB64 = (s) => sodium.from_base64(s, sodium.base64_variants.ORIGINAL);
+
+async function hkdf(ikm, salt, info) {
+  const key = await globalThis.crypto.subtle.importKey("raw", ikm, "HKDF", false, ["deriveBits"]);
+  const bits = await globalThis.crypto.subtle.deriveBits(
+    { name: "HKDF", hash: "SHA-256", salt, info: text.encode(info) },
+    key,
+    256,
+  );
+  return new Uint8Array(bits);
+}
+
+/**
+ * The wrap key and auth key split from one secret (protocol §2).
+ * @typedef {{ wrapKey: Uint8Array, authKey: Uint8Array }} DerivedKeys
+ */
+
+async function split(salt, ikm) {
+  return {
+    wrapKey: await hkdf(ikm, salt, "sealrelay/v1/wrap-key"),
+    authKey: await hkdf(ikm, salt, "sealrelay/v1/auth-key"),
+  };
+}
+
+/** The weakest Argon2id parameters a client may use (OWASP's floor), whatever a server says. */
+export const CLIENT_MIN_KDF = { memory_kib: 19456, iterations: 2, parallelism: 1 };
+
+/**
+ * Argon2id(password, salt) then HKDF (protocol §2.1). libsodium computes Argon2id with one
+ * lane only, so parallelism must be 1 (the server's default); other values are refused
+ * rather than silently derived differently.
+ * @returns {Promise<DerivedKeys>}
+ */
+export async function deriveFromPassword(password, salt, { memory_kib, iterations, parallelism }) {
+  if (parallelism !== 1) throw new Error("this SDK derives Argon2id with parallelism 1 only");
+  if (memory_kib < CLIENT_MIN_KDF.memory_kib || iterations < CLIENT_MIN_KDF.iterations) {
+    throw new Error("KDF parameters below the client floor (m >= 19456 KiB, t >= 2)");
+  }
+  const master = sodium.crypto_pwhash(
+    32,
+    text.encode(password),
+    salt,
+    iterations,
+    memory_kib * 1024,
+    sodium.crypto_pwhash_ALG_ARGON2ID13,
+  );
+  try {
+    return await split(new Uint8Array(0), master);
+  } finally {
+    wipe(master);
+  }
+}
+
+/** An instance token `srt1.<id hex>.<b64url secret>` → its id and keys (protocol §2.2). */
+export async function tokenKeys(token) {
+  const parts = token.trim().split(".");
+  if (parts.length !== 3 || parts[0] !== "srt1") throw new Error("an instance token looks like srt1.<32 hex id>.<43 base64url chars>");
+  const secret = fromB64url(parts[2]);
+  if (secret.length !== 32) throw new Error("an instance token's secret is 32 bytes");
+  try {
+    return { instance: idFromHex(parts[1]), keys: await split(text.encode("sealrelay/v1/token"), secret) };
+  } finally {
+    wipe(secret);
+  }
+}
+
+/** Keys only the holder of `ownerSecret` can derive, for escrow copies (protocol §3). */
+export const escrowKeys = (ownerSecret) => split(text.encode("sealrelay/v1/escrow"), ownerSecret);
+/** Keys for the owner's keyring (protocol §3.1). */
+export const keyringKeys = (ownerSecret) => split(text.encode("sealrelay/v1/keyring"), ownerSecret);
+
+/** The login secret: b64url(auth key), the MQTT and HTTP Basic password (protocol §2.3). */
+export const authSecret = (keys) => b64url(keys.authKey);
+
+/** What the server stores of an auth secret, as hex (protocol §2.3). */
+export function verifier(secret) {
+  return toHex(sodium.crypto_hash_sha256(concat(text.encode("sealrelay/v1/verifier"), text.encode(secret))));
+}
+
+const bundleAad = (owner) => concat(text.encode("sealrelay/v1/bundle"), owner);
+
+/** nonce (24) || XChaCha20-Poly1305(wrapKey, bundle, aad = "sealrelay/v1/bundle" || owner id). */
+export function wrap(keys, owner, bundle) {
+  const nonce = sodium.randombytes_buf(24);
+  const ct = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(bundle, bundleAad(owner), null, nonce, keys.wrapKey);
+  return concat(nonce, ct);
+}
+
+/** Opens a wrapped blob; throws if the key is wrong or the blob was moved or altered. */
+export function unwrap(keys, owner, wrapped) {
+  if (wrapped.length < 24 + 16) throw new Error("the wrapped key is too short");
+  try {
+    return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(null, wrapped.subarray(24), bundleAad(owner), wrapped.subarray(0, 24), keys.wrapKey);
+  } catch {
+    throw new Error("the wrapped key does not open with this password or token (wrong secret, or the bundle was altered)");
+  }
+}
+
+/** A user bundle `0x01 || secret` or an instance bundle `0x02 || secret || owner id || owner key`. */
+export function encodeBundle(b) {
+  return b.owner ? concat([2], b.secret, b.owner, b.ownerPublic) : concat([1], b.secret);
+}
+
+export function decodeBundle(bytes) {
+  if (bytes[0] === 1 && bytes.length === 33) return { secret: bytes.slice(1, 33) };
+  if (bytes[0] === 2 && bytes.length === 81) {
+    return { secret: bytes.slice(1, 33), owner: bytes.slice(33, 49), ownerPublic: bytes.slice(49, 81) };
+  }
+  throw new Error("the key bundle is malformed");
+}
+
+/** The public key of an X25519 secret key. */
+export const publicKeyOf = (secret) => sodium.crypto_scalarmult_base(secret);
+
+/** Fingerprint of a public key: which key an envelope was sealed to (hex, protocol §4). */
+export function witness(publicKey) {
+  return toHex(sodium.crypto_hash_sha256(concat(text.encode("sealrelay/v1/witness"), publicKey)).subarray(0, 16));
+}
+
+/**
+ * Opens a sealed keyring (protocol §3.1): its version and its pins, id hex → public key.
+ * @returns {Promise<{ version: bigint, pins: Map<string, Uint8Array> }>}
+ */
+export async function openKeyring(owner, ownerSecret, sealed) {
+  let plain;
+  try {
+    plain = unwrap(await keyringKeys(ownerSecret), owner, sealed);
+  } catch {
+    throw new Error("the keyring does not open with this principal's key: the server altered it or sent another's");
+  }
+  const view = new DataView(plain.buffer, plain.byteOffset, plain.byteLength);
+  if (plain[0] !== 1 || plain.length < 13) throw new Error("the keyring is malformed: unknown format or short header");
+  const version = view.getBigUint64(1);
+  const count = view.getUint32(9);
+  if (plain.length !== 13 + count * 48) throw new Error("the keyring is malformed: entry count does not match its length");
+  const pins = new Map();
+  for (let i = 0; i < count; i++) {
+    const at = 13 + i * 48;
+    pins.set(toHex(plain.subarray(at, at + 16)), plain.slice(at + 16, at + 48));
+  }
+  return { version, pins };
+}
+
+export const HEADER_LEN = 54;
+export const VERSION = 2;
+
+/** The envelope's clear header (protocol §4). */
+export function parseHeader(envelope) {
+  if (envelope.length < HEADER_LEN) throw new Error(`envelope is ${envelope.length} bytes, shorter than the header`);
+  const version = envelope[0];
+  if (version !== 1 && version !== 2) throw new Error(`envelope version ${version} is not supported`);
+  const kind = envelope[1];
+  if (kind !== 1 && kind !== 2) throw new Error(`envelope kind ${kind} is unknown`);
+  const bodyLen = new DataView(envelope.buffer, envelope.byteOffset + 50, 4).getUint32(0);
+  if (bodyLen !== envelope.length - HEADER_LEN) throw new Error("envelope length does not match its header");
+  return {
+    version,
+    kind,
+    sender: envelope.slice(2, 18),
+    recipient: envelope.slice(18, 34),
+    witness: toHex(envelope.subarray(34, 50)),
+    bodyLen,
+  };
+}
+
+function encodeHeader(kind, sender, recipient, recipientPublic, body) {
+  const header = new Uint8Array(HEADER_LEN);
+  header[0] = VERSION;
+  header[1] = kind;
+  header.set(sender, 2);
+  header.set(recipient, 18);
+  header.set(sodium.from_hex(witness(recipientPublic)), 34);
+  new DataView(header.buffer).setUint32(50, body.length);
+  return concat(header, body);
+}
+
+/** The errors a console must tell apart (the Rust SDK's names). */
+export class StaleKeyError extends Error {
+  constructor(sealedTo, current) {
+    super(`envelope was sealed to a previous key of this principal (witness ${sealedTo}; current key ${current}); it cannot be opened by design — ask the sender to resend`);
+    this.sealedTo = sealedTo;
+    this.current = current;
+  }
+}
+
+/** Kind 1: libsodium `crypto_box_seal` to the recipient; its sender is not proven. */
+export function sealAnonymous(sender, recipient, recipientPublic, plaintext) {
+  return encodeHeader(1, sender, recipient, recipientPublic, sodium.crypto_box_seal(plaintext, recipientPublic));
+}
+
+/**
+ * Kind 2: `crypto_box_easy` from the sender's static key, ids repeated inside, a fresh
+ * message id, the time, and `inReplyTo` (16 bytes) when answering a message.
+ * @returns {{ envelope: Uint8Array, messageId: Uint8Array }}
+ */
+export function sealAuthenticated(sender, senderSecret, recipient, recipientPublic, plaintext, inReplyTo = null) {
+  const messageId = sodium.randombytes_buf(16);
+  const sentAt = new Uint8Array(8);
+  new DataView(sentAt.buffer).setBigUint64(0, BigInt(Date.now()));
+  const inner = concat(sender, recipient, messageId, sentAt, inReplyTo ?? new Uint8Array(16), plaintext);
+  const nonce = sodium.randombytes_buf(24);
+  const body = concat(nonce, sodium.crypto_box_easy(inner, nonce, recipientPublic, senderSecret));
+  wipe(inner);
+  return { envelope: encodeHeader(2, sender, recipient, recipientPublic, body), messageId };
+}
+
+/** Refuses an authenticated envelope seen before, or sent outside the window (ms). */
+export class ReplayGuard {
+  constructor(windowMs = 300_000) {
+    this.windowMs = windowMs;
+    this.seen = new Map();
+  }
+
+  check(sender, messageId, sentMs, nowMs = Date.now()) {
+    if (sentMs + this.windowMs < nowMs || sentMs > nowMs + this.windowMs) {
+      throw new Error(`envelope is outside the accepted time window (sent ${sentMs} ms, now ${nowMs} ms)`);
+    }
+    const key = toHex(sender) + toHex(messageId);
+    if (this.seen.has(key)) throw new Error(`envelope ${toHex(messageId)} was already received: replay refused`);
+    this.seen.set(key, sentMs);
+  }
+}
+
+/**
+ * Opens an envelope addressed to `me` (protocol §4.2 steps 1–5). `senderPublic` is the key
+ * this client trusts for the header's sender (kind 2 only).
+ */
+export function openEnvelope(me, mySecret, envelope, senderPublic, guard) {
+  const header = parseHeader(envelope);
+  if (!equal(header.recipient, me)) throw new Error(`envelope is addressed to ${toHex(header.recipient)}, not to this principal`);
+  const current = witness(publicKeyOf(mySecret));
+  if (header.witness !== current) throw new StaleKeyError(header.witness, current);
+  const body = envelope.subarray(HEADER_LEN);
+  if (header.kind === 1) {
+    let payload;
+    try {
+      payload = sodium.crypto_box_seal_open(body, publicKeyOf(mySecret), mySecret);
+    } catch {
+      throw new Error("envelope body does not open with this principal's key: forged or corrupted");
+    }
+    return { sender: header.sender, authenticated: false, payload, messageId: null, inReplyTo: null };
+  }
+  if (!senderPublic) throw new Error(`no public key is known for sender ${toHex(header.sender)}`);
+  let inner;
+  try {
+    inner = sodium.crypto_box_open_easy(body.subarray(24), body.subarray(0, 24), senderPublic, mySecret);
+  } catch {
+    throw new Error(`envelope does not authenticate as coming from ${toHex(header.sender)}: forged or corrupted`);
+  }
+  const prefix = header.version === 1 ? 56 : 72;
+  if (inner.length < prefix || !equal(inner.subarray(0, 16), header.sender) || !equal(inner.subarray(16, 32), me)) {
+    throw new Error(`envelope does not authenticate as coming from ${toHex(header.sender)}: forged or corrupted`);
+  }
+  const messageId = inner.slice(32, 48);
+  const sentMs = Number(new DataView(inner.buffer, inner.byteOffset + 48, 8).getBigUint64(0));
+  guard.check(header.sender, messageId, sentMs);
+  const reply = header.version === 1 ? null : inner.slice(56, 72);
+  const inReplyTo = reply && reply.some((b) => b !== 0) ? reply : null;
+  return { sender: header.sender, authenticated: true, payload: inner.slice(prefix), messageId, inReplyTo };
+}
