@@ -1,0 +1,129 @@
+// Registration and login for the JavaScript SDK (docs/http-api.md, docs/protocol.md §2–3):
+// the key pair is made here, wrapped under the password here, and unwrapped here at login;
+// the server only ever receives the public key, the wrapped key, the salt and the derived
+// auth secret. Uses fetch (browsers, Node 20) and ./crypto.js; never sends the password.
+
+import _sodium from "libsodium-wrappers-sumo";
+import * as c from "./crypto.js";
+
+/** An HTTP API error with the server's code and message (its JSON error body). */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(`server answered ${status} ${code}: ${message}`);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** The JSON API at `base` (http(s)://host:port). */
+export class Api {
+  constructor(base) {
+    this.base = base.replace(/\/+$/, "");
+  }
+
+  async call(method, path, { auth, body } = {}) {
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (auth) headers.Authorization = "Basic " + btoa(`${auth.login}:${auth.secret}`);
+    const response = await fetch(this.base + path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const json = await response.json().catch(() => null);
+    if (!response.ok) {
+      throw new ApiError(response.status, json?.error ?? "unknown", json?.message ?? `HTTP ${response.status} without a JSON error body`);
+    }
+    return json;
+  }
+
+  prelogin(name) {
+    return this.call("POST", "/v1/prelogin", { body: { name } });
+  }
+}
+
+/** The strongest of the advertised parameters and the client floor, member by member. */
+function strongest(advertised) {
+  return {
+    memory_kib: Math.max(advertised.memory_kib, c.CLIENT_MIN_KDF.memory_kib),
+    iterations: Math.max(advertised.iterations, c.CLIENT_MIN_KDF.iterations),
+    parallelism: 1,
+  };
+}
+
+/**
+ * A logged-in principal: its id, its private key (unwrapped locally) and its login secret.
+ * `wipe()` it when done.
+ */
+export class Identity {
+  constructor(id, login, secret, authSecret) {
+    this.id = id;
+    this.login = login;
+    this.secret = secret;
+    this.authSecret = authSecret;
+  }
+
+  get publicKey() {
+    return c.publicKeyOf(this.secret);
+  }
+
+  get witness() {
+    return c.witness(this.publicKey);
+  }
+
+  wipe() {
+    c.wipe(this.secret);
+  }
+
+  /**
+   * Creates a user: a fresh key pair wrapped under a key derived from `password` with a
+   * fresh salt, at the server's advertised KDF parameters or the client floor if stronger.
+   */
+  static async register(api, name, password) {
+    await _sodium.ready;
+    const params = strongest(await api.prelogin(name));
+    const id = _sodium.randombytes_buf(16);
+    const secret = _sodium.crypto_box_keypair().privateKey;
+    const salt = _sodium.randombytes_buf(16);
+    const keys = await c.deriveFromPassword(password, salt, params);
+    const bundle = c.encodeBundle({ secret });
+    const auth = c.authSecret(keys);
+    await api.call("POST", "/v1/users", {
+      body: {
+        name,
+        user_id: c.toHex(id),
+        public_key: c.b64(c.publicKeyOf(secret)),
+        wrapped_key: c.b64(c.wrap(keys, id, bundle)),
+        auth_secret: auth,
+        kdf: { salt: c.b64(salt), ...params },
+      },
+    });
+    c.wipe(bundle);
+    c.wipe(keys.wrapKey);
+    return new Identity(id, name, secret, auth);
+  }
+
+  /** Logs a user in: prelogin, derive, fetch the wrapped key, unwrap it here. */
+  static async login(api, name, password) {
+    await _sodium.ready;
+    const spec = await api.prelogin(name);
+    const keys = await c.deriveFromPassword(password, c.fromB64(spec.salt), spec);
+    const auth = c.authSecret(keys);
+    const me = await api.call("GET", "/v1/me", { auth: { login: name, secret: auth } });
+    const id = c.idFromHex(me.id);
+    const { secret } = c.decodeBundle(c.unwrap(keys, id, c.fromB64(me.wrapped_key)));
+    c.wipe(keys.wrapKey);
+    if (c.toHex(c.publicKeyOf(secret)) !== c.toHex(c.fromB64(me.public_key))) {
+      throw new Error("the server's public key for this account is not the one the wrapped key holds: refusing it");
+    }
+    const identity = new Identity(id, name, secret, auth);
+    if (me.keyring) {
+      const ring = await c.openKeyring(id, secret, c.fromB64(me.keyring));
+      if (ring.version !== BigInt(me.keyring_version)) {
+        throw new Error(`the keyring says version ${ring.version} but the server says ${me.keyring_version}: refusing it`);
+      }
+      identity.keyring = ring;
+    }
+    return identity;
+  }
+}

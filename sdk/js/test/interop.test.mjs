@@ -1,0 +1,24 @@
+// Cross-language logins through a real broker, driven by tests/js_sdk.rs (which starts the
+// broker and passes SEALRELAY_JS_INTEROP as JSON): a user registered here logs in with the
+// Rust SDK, and a user the Rust SDK registered logs in here — the same key on both sides.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import * as c from "../src/crypto.js";
+import { Api, ApiError, Identity } from "../src/identity.js";
+
+const cases = JSON.parse(process.env.SEALRELAY_JS_INTEROP ?? "null");
+
+test("register here, log in there; registered there, log in here", { skip: cases === null && "run through tests/js_sdk.rs" }, async () => {
+  await c.ready();
+  const api = new Api(cases.http);
+  const mine = await Identity.register(api, cases.js_user, cases.password);
+  const again = await Identity.login(api, cases.js_user, cases.password);
+  assert.equal(again.witness, mine.witness);
+  await assert.rejects(Identity.login(api, cases.js_user, cases.password + "!"), (e) => e instanceof ApiError && e.status === 401);
+  const theirs = await Identity.login(api, cases.rust_user, cases.password);
+  assert.equal(theirs.witness, cases.rust_witness);
+  assert.equal(c.toHex(theirs.id), cases.rust_id);
+  writeFileSync(cases.out, JSON.stringify({ id: c.toHex(mine.id), witness: mine.witness }));
+  for (const who of [mine, again, theirs]) who.wipe();
+});
