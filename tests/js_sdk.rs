@@ -56,3 +56,54 @@ async fn users_registered_in_either_sdk_log_in_with_the_other() {
     assert_eq!(me.id.to_string(), js["id"].as_str().unwrap());
     assert_eq!(me.witness().to_string(), js["witness"].as_str().unwrap());
 }
+
+/// A JavaScript console (SDK + MQTT.js over ws://) adds an instance and asks it something;
+/// the instance is the Rust `sealrelay agent` logged in with the token made in JavaScript.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_javascript_console_and_a_rust_agent_talk_through_the_broker() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/js");
+    assert!(
+        dir.join("node_modules/mqtt").is_dir(),
+        "the JavaScript SDK's packages are not installed: run `npm ci --prefix sdk/js` (.ci/run does)"
+    );
+    let broker = Broker::start();
+    let (token_file, ready_file) = (
+        broker.dir.path().join("js-token"),
+        broker.dir.path().join("agent-ready"),
+    );
+    let cases = serde_json::json!({
+        "http": format!("http://{}", broker.http),
+        "ws": format!("ws://{}/mqtt", broker.ws),
+        "password": "a console password",
+        "user": "js-console",
+        "token_file": token_file,
+        "ready_file": ready_file,
+    });
+    let node = Command::new("node")
+        .args(["--test", "test/console.test.mjs"])
+        .current_dir(&dir)
+        .env("SEALRELAY_JS_CONSOLE", cases.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node (Node 20) on PATH");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !token_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "JavaScript never added the instance"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let _agent = broker.start_agent(token.trim(), "5");
+    std::fs::write(&ready_file, b"").unwrap();
+    let run = tokio::task::spawn_blocking(move || node.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success() && report.contains("# pass 1"),
+        "{report}"
+    );
+}

@@ -189,6 +189,18 @@ export async function openKeyring(owner, ownerSecret, sealed) {
   return { version, pins };
 }
 
+/** Seals a keyring: `0x01 || version || count || entries sorted by id` (protocol §3.1). */
+export async function sealKeyring(owner, ownerSecret, version, pins) {
+  const ids = [...pins.keys()].sort();
+  const head = new Uint8Array(13);
+  head[0] = 1;
+  const view = new DataView(head.buffer);
+  view.setBigUint64(1, BigInt(version));
+  view.setUint32(9, ids.length);
+  const plain = concat(head, ...ids.flatMap((id) => [idFromHex(id), pins.get(id)]));
+  return wrap(await keyringKeys(ownerSecret), owner, plain);
+}
+
 export const HEADER_LEN = 54;
 export const VERSION = 2;
 

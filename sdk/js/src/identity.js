@@ -103,6 +103,43 @@ export class Identity {
     return new Identity(id, name, secret, auth);
   }
 
+  /** The Basic login for API calls. */
+  get auth() {
+    return { login: this.login, secret: this.authSecret };
+  }
+
+  /**
+   * Creates an instance owned by this user: its key pair and token are made here, its
+   * bundle (pinning this user's key) wrapped under the token, an escrow copy wrapped for this
+   * user, and the new key pinned in this user's keyring — all in one request. Returns the
+   * instance id and its token, shown once.
+   */
+  async addInstance(api) {
+    const id = _sodium.randombytes_buf(16);
+    const pair = _sodium.crypto_box_keypair();
+    const token = `srt1.${c.toHex(id)}.${c.b64url(_sodium.randombytes_buf(32))}`;
+    const { keys } = await c.tokenKeys(token);
+    const bundle = c.encodeBundle({ secret: pair.privateKey, owner: this.id, ownerPublic: this.publicKey });
+    const ring = this.keyring ?? { version: 0n, pins: new Map() };
+    const pins = new Map(ring.pins).set(c.toHex(id), pair.publicKey);
+    const version = ring.version + 1n;
+    await api.call("POST", "/v1/instances", {
+      auth: this.auth,
+      body: {
+        instance_id: c.toHex(id),
+        public_key: c.b64(pair.publicKey),
+        wrapped_key: c.b64(c.wrap(keys, id, bundle)),
+        auth_secret: c.authSecret(keys),
+        owner_copy: c.b64(c.wrap(await c.escrowKeys(this.secret), id, bundle)),
+        keyring: { version: Number(version), keyring: c.b64(await c.sealKeyring(this.id, this.secret, version, pins)) },
+      },
+    });
+    this.keyring = { version, pins };
+    c.wipe(bundle);
+    c.wipe(pair.privateKey);
+    return { id, token };
+  }
+
   /** Logs a user in: prelogin, derive, fetch the wrapped key, unwrap it here. */
   static async login(api, name, password) {
     await _sodium.ready;

@@ -1,0 +1,35 @@
+// A JavaScript console (this SDK + MQTT.js over WebSocket) and a Rust `sealrelay agent`,
+// through a real broker, driven by tests/js_sdk.rs: the user is registered and the instance
+// added here (key pair, token, bundle, escrow copy, keyring pin), the Rust agent logs in with
+// the token, and a request sealed here comes back answered and correlated.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, writeFileSync } from "node:fs";
+import * as c from "../src/crypto.js";
+import { Api, Identity } from "../src/identity.js";
+import { Console } from "../src/console.js";
+
+const cases = JSON.parse(process.env.SEALRELAY_JS_CONSOLE ?? "null");
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+test("a JS console asks a Rust agent over WebSocket", { skip: cases === null && "run through tests/js_sdk.rs", timeout: 60_000 }, async () => {
+  await c.ready();
+  const api = new Api(cases.http);
+  const me = await Identity.register(api, cases.user, cases.password);
+  const { id, token } = await me.addInstance(api);
+  writeFileSync(cases.token_file, token);
+  for (let i = 0; i < 200 && !existsSync(cases.ready_file); i++) await sleep(100);
+  assert.ok(existsSync(cases.ready_file), "the Rust agent never started");
+
+  // Log in again from scratch, as a browser tab would: the keyring comes from the server.
+  const tab = await Identity.login(api, cases.user, cases.password);
+  assert.equal(tab.keyring.version, 1n);
+  const console = await Console.connect(tab, cases.ws);
+  try {
+    const reply = await console.request(c.toHex(id), new TextEncoder().encode("hello from js"));
+    assert.equal(new TextDecoder().decode(reply), "hello from js");
+  } finally {
+    await console.close();
+    for (const who of [me, tab]) who.wipe();
+  }
+});
