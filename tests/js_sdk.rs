@@ -5,19 +5,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::{Broker, FAST_KDF};
 use sealrelay_client::Identity;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn users_registered_in_either_sdk_log_in_with_the_other() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/js");
-    assert!(
-        dir.join("node_modules/libsodium-wrappers-sumo").is_dir(),
-        "the JavaScript SDK's packages are not installed: run `npm ci --prefix sdk/js` (.ci/run does)"
-    );
     let broker = Broker::start();
     let password = "a password both sides derive alike";
     let rust = Identity::register_user(&broker.api(), "from-rust", password, FAST_KDF)
@@ -33,21 +25,14 @@ async fn users_registered_in_either_sdk_log_in_with_the_other() {
         "rust_witness": rust.witness().to_string(),
         "out": out,
     });
-    let run = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(["--test", "test/interop.test.mjs"])
-            .current_dir(&dir)
-            .env("SEALRELAY_JS_INTEROP", cases.to_string())
-            .output()
-            .expect("node (Node 20) on PATH")
-    })
-    .await
-    .unwrap();
-    let report = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success() && report.contains("# pass 1"),
-        "{report}"
+    let node = common::node_test(
+        "sdk/js",
+        "libsodium-wrappers-sumo",
+        "test/interop.test.mjs",
+        "SEALRELAY_JS_INTEROP",
+        &cases,
     );
+    common::node_passed(node, 1).await;
 
     let js: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let me = Identity::login_user(&broker.api(), "from-js", password)
@@ -61,11 +46,6 @@ async fn users_registered_in_either_sdk_log_in_with_the_other() {
 /// the instance is the Rust `sealrelay agent` logged in with the token made in JavaScript.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_javascript_console_and_a_rust_agent_talk_through_the_broker() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/js");
-    assert!(
-        dir.join("node_modules/mqtt").is_dir(),
-        "the JavaScript SDK's packages are not installed: run `npm ci --prefix sdk/js` (.ci/run does)"
-    );
     let broker = Broker::start();
     let (token_file, ready_file) = (
         broker.dir.path().join("js-token"),
@@ -79,14 +59,15 @@ async fn a_javascript_console_and_a_rust_agent_talk_through_the_broker() {
         "token_file": token_file,
         "ready_file": ready_file,
     });
-    let node = Command::new("node")
-        .args(["--test", "test/console.test.mjs"])
-        .current_dir(&dir)
-        .env("SEALRELAY_JS_CONSOLE", cases.to_string())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("node (Node 20) on PATH");
+    let node = common::node_test(
+        "sdk/js",
+        "mqtt",
+        "test/console.test.mjs",
+        "SEALRELAY_JS_CONSOLE",
+        &cases,
+    )
+    .spawn()
+    .expect("node (Node 20) on PATH");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !token_file.exists() {
         assert!(

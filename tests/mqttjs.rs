@@ -7,9 +7,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::Broker;
 use sealrelay_client::crypto;
 use sealrelay_client::MqttVersion;
@@ -26,11 +23,6 @@ fn refused_count(broker: &Broker, reason: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mqtt_js_gets_per_message_answers_and_never_loops() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    assert!(
-        dir.join("node_modules/mqtt").is_dir(),
-        "MQTT.js is not installed: run `npm ci --prefix tests/js` (.ci/run does)"
-    );
     let broker = Broker::start();
     let mut alice = broker.user("alice").await;
     let instance = broker.instance_of(&mut alice).await;
@@ -61,26 +53,14 @@ async fn mqtt_js_gets_per_message_answers_and_never_loops() {
         "valid": {"4": valid(b"valid over 3.1.1"), "5": valid(b"valid over 5.0")},
     });
 
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(["--test", "refusals.test.mjs"])
-            .current_dir(&dir)
-            .env("SEALRELAY_JS_CASES", cases.to_string())
-            .output()
-            .expect("node (Node 20) on PATH")
-    })
-    .await
-    .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let node = common::node_test(
+        "tests/js",
+        "mqtt",
+        "refusals.test.mjs",
+        "SEALRELAY_JS_CASES",
+        &cases,
     );
-    assert!(
-        report.contains("# pass 2") && report.contains("# fail 0"),
-        "{report}"
-    );
+    common::node_passed(node, 2).await;
 
     // Each refused envelope was sent exactly once per protocol version: no resend loop.
     for reason in ["bad_header", "not_paired", "sender_spoofed"] {

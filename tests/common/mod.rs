@@ -319,6 +319,50 @@ impl Broker {
     }
 }
 
+/// `node --test <file>` in the npm package at `<repo>/<package>` (whose `node_modules` must
+/// hold `needs`: `npm ci --prefix <package>`, as .ci/run does), with the test's cases as JSON
+/// in the environment variable `var`.
+pub fn node_test(
+    package: &str,
+    needs: &str,
+    file: &str,
+    var: &str,
+    cases: &serde_json::Value,
+) -> Command {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(package);
+    assert!(
+        dir.join("node_modules").join(needs).is_dir(),
+        "{needs} is not installed: run `npm ci --prefix {package}` (.ci/run does)"
+    );
+    let mut cmd = Command::new("node");
+    cmd.args(["--test", file])
+        .current_dir(dir)
+        .env(var, cases.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Waits (off the async runtime) for a node test run and asserts it passed `passed` tests.
+pub async fn node_passed(mut cmd: Command, passed: usize) {
+    let run = tokio::task::spawn_blocking(move || cmd.output().expect("node (Node 20) on PATH"))
+        .await
+        .unwrap();
+    node_report(run, passed);
+}
+
+/// Asserts a finished node test run passed `passed` tests, showing its report if not.
+pub fn node_report(run: std::process::Output, passed: usize) {
+    let report = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success()
+            && report.contains(&format!("# pass {passed}\n"))
+            && report.contains("# fail 0"),
+        "{report}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 /// Runs the CLI through `cmd` with `password`, asserting success; returns stdout.
 pub fn run_cli_ok(mut cmd: Command, args: &[&str], password: &str) -> String {
     let out = cmd
