@@ -42,6 +42,30 @@ export class Api {
   }
 }
 
+/** The directory's key for `peer` is not the pinned one: refused, never used. */
+export class PinMismatchError extends Error {
+  constructor(peer, pinned, served) {
+    super(`the server's key for ${peer} (witness ${served}) is not the key pinned for it (witness ${pinned}); refusing it. Either the server is substituting keys, or its key was replaced (a password reset or a re-enrolment): compare witnesses out of band before trusting the new key`);
+    Object.assign(this, { peer, pinned, served });
+  }
+}
+
+/** `peer` is not in the keyring, so the server's word alone cannot vouch for its key. */
+export class NotPinnedError extends Error {
+  constructor(peer) {
+    super(`${peer} is not in your keyring: compare its witness out of band and pin it, or re-enrol it`);
+    this.peer = peer;
+  }
+}
+
+/** The server served a keyring older than one this client already saw. */
+export class KeyringRollbackError extends Error {
+  constructor(seen, served) {
+    super(`the server served keyring version ${served}, older than version ${seen} already seen for this key: refusing a rolled-back keyring`);
+    Object.assign(this, { seen, served });
+  }
+}
+
 /** The strongest of the advertised parameters and the client floor, member by member. */
 function strongest(advertised) {
   return {
@@ -101,6 +125,58 @@ export class Identity {
     c.wipe(bundle);
     c.wipe(keys.wrapKey);
     return new Identity(id, name, secret, auth);
+  }
+
+  /**
+   * Refuses a keyring older than `seen` (the newest version this client remembers for this
+   * server, user and key); persist `this.keyring.version` between runs to use it.
+   */
+  requireKeyringVersion(seen) {
+    const held = this.keyring?.version ?? 0n;
+    if (held < BigInt(seen)) throw new KeyringRollbackError(BigInt(seen), held);
+  }
+
+  /** The pinned key for `peer` (hex) if the directory's `served` key agrees with it. */
+  checkServedKey(peer, served) {
+    const pinned = this.keyring?.pins.get(peer);
+    if (!pinned) throw new NotPinnedError(peer);
+    if (c.toHex(pinned) !== c.toHex(served)) {
+      throw new PinMismatchError(peer, c.witness(pinned), c.witness(served));
+    }
+    return pinned;
+  }
+
+  /** This user's instances, each with whether the directory's key agrees with its pin. */
+  async instances(api) {
+    const { instances } = await api.call("GET", "/v1/instances", { auth: this.auth });
+    return instances.map((i) => {
+      let pin = "pinned";
+      try {
+        this.checkServedKey(i.id, c.fromB64(i.public_key));
+      } catch (e) {
+        pin = e instanceof NotPinnedError ? "unpinned" : "mismatch";
+      }
+      return { ...i, pin };
+    });
+  }
+
+  /**
+   * Changes the password: the same private key re-wrapped under a key from the new
+   * password with a fresh salt; the server swaps it at once and closes other sessions.
+   */
+  async changePassword(api, newPassword) {
+    const params = strongest((await api.call("GET", "/v1/me", { auth: this.auth })).kdf_recommended ?? (await api.prelogin(this.login)));
+    const salt = _sodium.randombytes_buf(16);
+    const keys = await c.deriveFromPassword(newPassword, salt, params);
+    const bundle = c.encodeBundle({ secret: this.secret });
+    const auth = c.authSecret(keys);
+    await api.call("POST", "/v1/me/password", {
+      auth: this.auth,
+      body: { wrapped_key: c.b64(c.wrap(keys, this.id, bundle)), auth_secret: auth, kdf: { salt: c.b64(salt), ...params } },
+    });
+    c.wipe(bundle);
+    c.wipe(keys.wrapKey);
+    this.authSecret = auth;
   }
 
   /** The Basic login for API calls. */
