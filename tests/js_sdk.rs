@@ -88,3 +88,61 @@ async fn a_javascript_console_and_a_rust_agent_talk_through_the_broker() {
         "{report}"
     );
 }
+
+/// The other direction: an instance written with the JavaScript SDK in Node, started with a
+/// token the Rust SDK made, answers `sealrelay send` from the Rust CLI.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rust_cli_asks_an_instance_written_in_javascript() {
+    let broker = Broker::start();
+    let password = "pw-rust-console";
+    let mut owner = Identity::register_user(&broker.api(), "rust-console", password, FAST_KDF)
+        .await
+        .unwrap();
+    let (instance, token) = owner.add_instance(&broker.api()).await.unwrap();
+    let (serving, done) = (
+        broker.dir.path().join("js-agent-serving"),
+        broker.dir.path().join("rust-done"),
+    );
+    let cases = serde_json::json!({
+        "http": format!("http://{}", broker.http),
+        "mqtt": format!("mqtt://{}", broker.mqtt),
+        "token": &*token.reveal(),
+        "serving_file": serving,
+        "done_file": done,
+    });
+    let node = common::node_test(
+        "sdk/js",
+        "mqtt",
+        "test/agent.test.mjs",
+        "SEALRELAY_JS_AGENT",
+        &cases,
+    )
+    .spawn()
+    .expect("node (Node 20) on PATH");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !serving.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the JavaScript agent never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let reply = common::run_cli_ok(
+        broker.cli(),
+        &[
+            "send",
+            "--user",
+            "rust-console",
+            "--to",
+            &instance.to_string(),
+            "hello js",
+        ],
+        password,
+    );
+    std::fs::write(&done, b"").unwrap();
+    assert_eq!(reply, "js says: hello js\n");
+    let run = tokio::task::spawn_blocking(move || node.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    common::node_report(run, 1);
+}
