@@ -8,6 +8,30 @@ mod common;
 use common::{Broker, FAST_KDF};
 use sealrelay_client::Identity;
 
+/// Starts a node test of the JavaScript SDK in the background.
+fn spawn_js(file: &str, var: &str, cases: &serde_json::Value) -> std::process::Child {
+    common::node_test("sdk/js", "mqtt", file, var, cases)
+        .spawn()
+        .expect("node (Node 20) on PATH")
+}
+
+/// Waits up to 30 s for the JavaScript side to create `path` (its signal to the Rust side).
+async fn appears(path: &std::path::Path, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !path.exists() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for a background node test and asserts its one test passed.
+async fn js_passed(node: std::process::Child) {
+    let run = tokio::task::spawn_blocking(move || node.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    common::node_report(run, 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn users_registered_in_either_sdk_log_in_with_the_other() {
     let broker = Broker::start();
@@ -59,23 +83,8 @@ async fn a_javascript_console_and_a_rust_agent_talk_through_the_broker() {
         "token_file": token_file,
         "ready_file": ready_file,
     });
-    let node = common::node_test(
-        "sdk/js",
-        "mqtt",
-        "test/console.test.mjs",
-        "SEALRELAY_JS_CONSOLE",
-        &cases,
-    )
-    .spawn()
-    .expect("node (Node 20) on PATH");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !token_file.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "JavaScript never added the instance"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let node = spawn_js("test/console.test.mjs", "SEALRELAY_JS_CONSOLE", &cases);
+    appears(&token_file, "JavaScript never added the instance").await;
     let token = std::fs::read_to_string(&token_file).unwrap();
     let _agent = broker.start_agent(token.trim(), "5");
     std::fs::write(&ready_file, b"").unwrap();
@@ -110,23 +119,8 @@ async fn the_rust_cli_asks_an_instance_written_in_javascript() {
         "serving_file": serving,
         "done_file": done,
     });
-    let node = common::node_test(
-        "sdk/js",
-        "mqtt",
-        "test/agent.test.mjs",
-        "SEALRELAY_JS_AGENT",
-        &cases,
-    )
-    .spawn()
-    .expect("node (Node 20) on PATH");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !serving.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the JavaScript agent never served"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let node = spawn_js("test/agent.test.mjs", "SEALRELAY_JS_AGENT", &cases);
+    appears(&serving, "the JavaScript agent never served").await;
     let reply = common::run_cli_ok(
         broker.cli(),
         &[
@@ -141,8 +135,5 @@ async fn the_rust_cli_asks_an_instance_written_in_javascript() {
     );
     std::fs::write(&done, b"").unwrap();
     assert_eq!(reply, "js says: hello js\n");
-    let run = tokio::task::spawn_blocking(move || node.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    common::node_report(run, 1);
+    js_passed(node).await;
 }
