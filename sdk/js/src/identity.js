@@ -21,6 +21,12 @@ export class Api {
     this.base = base.replace(/\/+$/, "");
   }
 
+  /**
+   * One API call; a 4xx/5xx answer is thrown as an ApiError.
+   * @param {string} method
+   * @param {string} path
+   * @param {{ auth?: { login: string, secret: string }, body?: unknown }} [options]
+   */
   async call(method, path, { auth, body } = {}) {
     const headers = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
