@@ -167,6 +167,37 @@ export class Identity {
   }
 
   /**
+   * Writes the keyring with `change` applied to a copy of the pins, at the stored version
+   * plus one (the server refuses any other: another console wrote first — log in again).
+   */
+  async #writeKeyring(api, change) {
+    const ring = this.keyring ?? { version: 0n, pins: new Map() };
+    const pins = new Map(ring.pins);
+    change(pins);
+    const version = ring.version + 1n;
+    const sealed = await c.sealKeyring(this.id, this.secret, version, pins);
+    await api.call("PUT", "/v1/me/keyring", { auth: this.auth, body: { version: Number(version), keyring: c.b64(sealed) } });
+    this.keyring = { version, pins };
+  }
+
+  /**
+   * Pins an instance enrolled before keyrings, after its witness (`sealrelay agent` prints
+   * it) was compared out of band: refused unless the directory's key has that witness.
+   */
+  async pinInstance(api, peer, witness) {
+    const view = await api.call("GET", `/v1/principals/${peer}/key`, { auth: this.auth });
+    const served = c.fromB64(view.public_key);
+    if (c.witness(served) !== witness) throw new PinMismatchError(peer, witness, c.witness(served));
+    await this.#writeKeyring(api, (pins) => pins.set(peer, served));
+  }
+
+  /** Removes one of this user's instances (its token dies at once) and drops its pin. */
+  async removeInstance(api, peer) {
+    await api.call("DELETE", `/v1/instances/${peer}`, { auth: this.auth });
+    if (this.keyring?.pins.has(peer)) await this.#writeKeyring(api, (pins) => pins.delete(peer));
+  }
+
+  /**
    * Changes the password: the same private key re-wrapped under a key from the new
    * password with a fresh salt; the server swaps it at once and closes other sessions.
    */

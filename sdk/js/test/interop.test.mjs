@@ -26,6 +26,21 @@ test("register here, log in there; registered there, log in here", { skip: cases
   assert.throws(() => mine.checkServedKey(listed.id, new Uint8Array(32).fill(9)), PinMismatchError);
   assert.throws(() => mine.checkServedKey(cases.rust_id, new Uint8Array(32)), NotPinnedError);
   assert.throws(() => mine.requireKeyringVersion(5), KeyringRollbackError);
+  // Removing an instance drops its pin (keyring version moves on); pinning checks the witness.
+  await mine.removeInstance(api, listed.id);
+  assert.equal(mine.keyring.pins.has(listed.id), false);
+  assert.equal(mine.keyring.version, 2n);
+  const relogin = await Identity.login(api, cases.js_user, cases.password);
+  assert.equal(relogin.keyring.version, 2n, "the server holds what this console wrote");
+  await assert.rejects(mine.pinInstance(api, listed.id, "00".repeat(16)), (e) => e instanceof ApiError && e.status === 404);
+  relogin.wipe();
+  const { id: second } = await mine.addInstance(api);
+  const hexId = c.toHex(second);
+  const { witness } = (await mine.instances(api)).find((i) => i.id === hexId);
+  await assert.rejects(mine.pinInstance(api, hexId, "00".repeat(16)), PinMismatchError);
+  await mine.pinInstance(api, hexId, witness);
+  assert.equal(mine.keyring.version, 4n);
+
   // A change of password re-wraps the same key: the new password logs in to it, the old no longer does.
   await mine.changePassword(api, cases.password + " changed");
   const changed = await Identity.login(api, cases.js_user, cases.password + " changed");
