@@ -171,13 +171,10 @@ export class Identity {
    * plus one (the server refuses any other: another console wrote first — log in again).
    */
   async #writeKeyring(api, change) {
-    const ring = this.keyring ?? { version: 0n, pins: new Map() };
-    const pins = new Map(ring.pins);
+    const pins = new Map(this.keyring?.pins ?? []);
     change(pins);
-    const version = ring.version + 1n;
-    const sealed = await c.sealKeyring(this.id, this.secret, version, pins);
-    await api.call("PUT", "/v1/me/keyring", { auth: this.auth, body: { version: Number(version), keyring: c.b64(sealed) } });
-    this.keyring = { version, pins };
+    await api.call("PUT", "/v1/me/keyring", { auth: this.auth, body: await this.#sealedNext(pins) });
+    this.keyring = { version: this.#nextVersion(), pins };
   }
 
   /**
@@ -229,28 +226,83 @@ export class Identity {
    */
   async addInstance(api) {
     const id = _sodium.randombytes_buf(16);
+    const { token, publicKey, body } = await this.#enrol(id);
+    const pins = this.#pinsWith(c.toHex(id), publicKey);
+    body.keyring = await this.#sealedNext(pins);
+    await api.call("POST", "/v1/instances", { auth: this.auth, body: { instance_id: c.toHex(id), ...body } });
+    this.keyring = { version: this.#nextVersion(), pins };
+    return { id, token };
+  }
+
+  /**
+   * A new key pair and token for instance `peer` (hex): after this user's password reset, or
+   * when the instance's host is no longer trusted. The old token dies; the new key is pinned.
+   */
+  async reenrolInstance(api, peer) {
+    const { token, publicKey, body } = await this.#enrol(c.idFromHex(peer));
+    const pins = this.#pinsWith(peer, publicKey);
+    body.keyring = await this.#sealedNext(pins);
+    await api.call("POST", `/v1/instances/${peer}/reenrol`, { auth: this.auth, body });
+    this.keyring = { version: this.#nextVersion(), pins };
+    return token;
+  }
+
+  /**
+   * A new token for instance `peer` (hex), the same key: the bundle comes from this user's
+   * escrow copy, checked to name this user as owner and to hold the listed key, and is
+   * re-wrapped under the new token. The old token dies at once.
+   */
+  async rotateToken(api, peer) {
+    const { instances } = await api.call("GET", "/v1/instances", { auth: this.auth });
+    const view = instances.find((i) => i.id === peer);
+    if (!view) throw new Error(`${peer} is not one of your instances`);
+    if (!view.owner_copy) throw new Error(`instance ${peer} has no escrow copy: re-enrol it`);
+    const id = c.idFromHex(peer);
+    const bundle = c.unwrap(await c.escrowKeys(this.secret), id, c.fromB64(view.owner_copy));
+    const decoded = c.decodeBundle(bundle);
+    if (!decoded.owner || c.toHex(decoded.owner) !== c.toHex(this.id) || c.b64(c.publicKeyOf(decoded.secret)) !== view.public_key) {
+      throw new Error(`the escrow copy of ${peer} does not hold the instance's key`);
+    }
+    const token = `srt1.${peer}.${c.b64url(_sodium.randombytes_buf(32))}`;
+    const { keys } = await c.tokenKeys(token);
+    await api.call("POST", `/v1/instances/${peer}/token`, {
+      auth: this.auth,
+      body: { wrapped_key: c.b64(c.wrap(keys, id, bundle)), auth_secret: c.authSecret(keys) },
+    });
+    c.wipe(bundle);
+    c.wipe(decoded.secret);
+    return token;
+  }
+
+  /** A key pair and token for instance `id`, and the enrolment body (protocol §3). */
+  async #enrol(id) {
     const pair = _sodium.crypto_box_keypair();
     const token = `srt1.${c.toHex(id)}.${c.b64url(_sodium.randombytes_buf(32))}`;
     const { keys } = await c.tokenKeys(token);
     const bundle = c.encodeBundle({ secret: pair.privateKey, owner: this.id, ownerPublic: this.publicKey });
-    const ring = this.keyring ?? { version: 0n, pins: new Map() };
-    const pins = new Map(ring.pins).set(c.toHex(id), pair.publicKey);
-    const version = ring.version + 1n;
-    await api.call("POST", "/v1/instances", {
-      auth: this.auth,
-      body: {
-        instance_id: c.toHex(id),
-        public_key: c.b64(pair.publicKey),
-        wrapped_key: c.b64(c.wrap(keys, id, bundle)),
-        auth_secret: c.authSecret(keys),
-        owner_copy: c.b64(c.wrap(await c.escrowKeys(this.secret), id, bundle)),
-        keyring: { version: Number(version), keyring: c.b64(await c.sealKeyring(this.id, this.secret, version, pins)) },
-      },
-    });
-    this.keyring = { version, pins };
+    const body = {
+      public_key: c.b64(pair.publicKey),
+      wrapped_key: c.b64(c.wrap(keys, id, bundle)),
+      auth_secret: c.authSecret(keys),
+      owner_copy: c.b64(c.wrap(await c.escrowKeys(this.secret), id, bundle)),
+    };
     c.wipe(bundle);
     c.wipe(pair.privateKey);
-    return { id, token };
+    return { token, publicKey: pair.publicKey, body };
+  }
+
+  #pinsWith(peer, publicKey) {
+    return new Map(this.keyring?.pins ?? []).set(peer, publicKey);
+  }
+
+  #nextVersion() {
+    return (this.keyring?.version ?? 0n) + 1n;
+  }
+
+  /** The keyring body the server takes at the next version. */
+  async #sealedNext(pins) {
+    const version = this.#nextVersion();
+    return { version: Number(version), keyring: c.b64(await c.sealKeyring(this.id, this.secret, version, pins)) };
   }
 
   /** Logs a user in: prelogin, derive, fetch the wrapped key, unwrap it here. */

@@ -5,6 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import * as c from "../src/crypto.js";
+import { Agent } from "../src/agent.js";
 import { Api, ApiError, Identity, KeyringRollbackError, NotPinnedError, PinMismatchError } from "../src/identity.js";
 
 const cases = JSON.parse(process.env.SEALRELAY_JS_INTEROP ?? "null");
@@ -40,6 +41,15 @@ test("register here, log in there; registered there, log in here", { skip: cases
   await assert.rejects(mine.pinInstance(api, hexId, "00".repeat(16)), PinMismatchError);
   await mine.pinInstance(api, hexId, witness);
   assert.equal(mine.keyring.version, 4n);
+  // Rotation keeps the instance's key under a new token; re-enrolment gives it a new key.
+  const rotated = await mine.rotateToken(api, hexId);
+  const agent = await Agent.login(api, rotated);
+  assert.equal(c.toHex(c.publicKeyOf(agent.secret)), c.toHex(mine.keyring.pins.get(hexId)));
+  const reenrolled = await mine.reenrolInstance(api, hexId);
+  await assert.rejects(Agent.login(api, rotated), (e) => e instanceof ApiError && e.status === 401);
+  const fresh = await Agent.login(api, reenrolled);
+  assert.equal(c.toHex(c.publicKeyOf(fresh.secret)), c.toHex(mine.keyring.pins.get(hexId)));
+  assert.equal(mine.keyring.version, 5n);
 
   // A change of password re-wraps the same key: the new password logs in to it, the old no longer does.
   await mine.changePassword(api, cases.password + " changed");
