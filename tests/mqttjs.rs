@@ -8,12 +8,9 @@
 mod common;
 
 use common::Broker;
+use hex::encode as hex;
 use sealrelay_client::crypto;
 use sealrelay_client::MqttVersion;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn refused_count(broker: &Broker, reason: &str) -> u64 {
     broker.counter(&format!(
@@ -35,14 +32,14 @@ async fn mqtt_js_gets_per_message_answers_and_never_loops() {
     let refused = serde_json::json!([
         {"name": "malformed", "topic": instance_id.inbox_topic(), "hex": hex(b"not an envelope"), "code": 0x99},
         {"name": "unpaired", "topic": bob.id.inbox_topic(),
-         "hex": hex(&crypto::seal_anonymous(alice.id, bob.id, &bob.public_key(), b"x").unwrap()), "code": 0x87},
+         "hex": hex(crypto::seal_anonymous(alice.id, bob.id, &bob.public_key(), b"x").unwrap()), "code": 0x87},
         {"name": "spoofed", "topic": instance_id.inbox_topic(),
-         "hex": hex(&crypto::seal_anonymous(mallory.id, instance_id, &instance_key, b"x").unwrap()), "code": 0x87},
+         "hex": hex(crypto::seal_anonymous(mallory.id, instance_id, &instance_key, b"x").unwrap()), "code": 0x87},
     ]);
     let valid = |text: &[u8]| {
         serde_json::json!({
             "topic": instance_id.inbox_topic(),
-            "hex": hex(&alice.seal_to(instance_id, &instance_key, text).unwrap()),
+            "hex": hex(alice.seal_to(instance_id, &instance_key, text).unwrap()),
         })
     };
     let cases = serde_json::json!({

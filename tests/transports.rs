@@ -548,12 +548,7 @@ async fn paho_mqtt_speaks_mqtt_over_websocket_and_websocket_tls() {
             .expect("paho received the envelope");
         let bytes = received
             .strip_prefix("RECEIVED ")
-            .map(|hex| {
-                (0..hex.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                    .collect::<Vec<u8>>()
-            })
+            .map(|text| hex::decode(text).unwrap())
             .unwrap_or_else(|| panic!("{received}"));
         let header = sealrelay_wire::envelope::Header::parse(&bytes).unwrap();
         assert_eq!((header.sender, header.recipient), (alice_id, instance.id));

@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config;
@@ -21,13 +20,7 @@ use crate::metrics;
 /// Longest login (user name or instance id) accepted before any lookup.
 pub const MAX_LOGIN_LEN: usize = 128;
 
-pub fn verifier(secret: &str) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(b"sealrelay/v1/verifier")
-        .chain_update(secret.as_bytes())
-        .finalize()
-        .into()
-}
+pub use sealrelay_wire::verifier;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -140,6 +133,7 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn verifier_is_domain_separated_sha256() {

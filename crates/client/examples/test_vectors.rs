@@ -9,11 +9,11 @@
 //!     cargo run -p sealrelay-client --example test_vectors > docs/test-vectors.json
 
 use crypto_box::{PublicKey, SecretKey};
+use hex::encode as hex;
 use sealrelay_client::crypto::{self, Bundle, Keyring, Token};
 use sealrelay_wire::envelope::Witness;
 use sealrelay_wire::{b64, KdfParams, PrincipalId};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 const KDF: KdfParams = KdfParams {
     memory_kib: 19_456,
@@ -21,19 +21,12 @@ const KDF: KdfParams = KdfParams {
     parallelism: 1,
 };
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn key(fill: u8) -> SecretKey {
     SecretKey::from_bytes([fill; 32])
 }
 
 fn verifier(secret: &str) -> String {
-    hex(&Sha256::new()
-        .chain_update(b"sealrelay/v1/verifier")
-        .chain_update(secret.as_bytes())
-        .finalize())
+    hex(sealrelay_wire::verifier(secret))
 }
 
 fn public(k: &SecretKey) -> PublicKey {
@@ -88,11 +81,11 @@ fn main() {
         "user": {
             "id": user_id.to_string(),
             "password": password,
-            "salt": hex(&salt),
+            "salt": hex(salt),
             "kdf": KDF,
             "auth_secret": &*user_auth,
             "verifier": verifier(&user_auth),
-            "secret_key": hex(&user_sk.to_bytes()),
+            "secret_key": hex(user_sk.to_bytes()),
             "public_key": hex(public(&user_sk).as_bytes()),
             "witness": Witness::of(public(&user_sk).as_bytes()).to_string(),
             "bundle": hex(&user_bundle),
@@ -103,7 +96,7 @@ fn main() {
             "token": &*token.reveal(),
             "auth_secret": &*token_auth,
             "verifier": verifier(&token_auth),
-            "secret_key": hex(&instance_sk.to_bytes()),
+            "secret_key": hex(instance_sk.to_bytes()),
             "public_key": hex(public(&instance_sk).as_bytes()),
             "witness": Witness::of(public(&instance_sk).as_bytes()).to_string(),
             "bundle": hex(&instance_bundle),
@@ -132,7 +125,7 @@ fn main() {
                 "sender": user_id.to_string(),
                 "recipient": instance_id.to_string(),
                 "plaintext": hex(b"restart line 3"),
-                "message_id": hex(&request_id),
+                "message_id": hex(request_id),
                 "in_reply_to": null,
                 "envelope": hex(&kind2),
             },
@@ -141,8 +134,8 @@ fn main() {
                 "sender": instance_id.to_string(),
                 "recipient": user_id.to_string(),
                 "plaintext": hex(b"line 3 restarted"),
-                "message_id": hex(&reply_id),
-                "in_reply_to": hex(&request_id),
+                "message_id": hex(reply_id),
+                "in_reply_to": hex(request_id),
                 "envelope": hex(&reply),
             },
         ],

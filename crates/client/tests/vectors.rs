@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use crypto_box::SecretKey;
+use hex::encode as hex;
 use sealrelay_client::crypto::{self, Bundle, Keyring, ReplayGuard, Token};
 use sealrelay_wire::envelope::{Header, Kind, Witness};
 use sealrelay_wire::{b64, KdfParams, PrincipalId};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 fn vectors() -> Value {
     let text = include_str!("../../../docs/test-vectors.json");
@@ -18,11 +18,7 @@ fn vectors() -> Value {
 }
 
 fn unhex(v: &Value) -> Vec<u8> {
-    let s = v.as_str().expect("a hex string");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
+    hex::decode(v.as_str().expect("a hex string")).expect("hex")
 }
 
 fn unb64(v: &Value) -> Vec<u8> {
@@ -37,15 +33,8 @@ fn secret_key(v: &Value) -> SecretKey {
     SecretKey::from_bytes(unhex(v).try_into().unwrap())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn verifier(secret: &str) -> String {
-    hex(&Sha256::new()
-        .chain_update(b"sealrelay/v1/verifier")
-        .chain_update(secret.as_bytes())
-        .finalize())
+    hex(sealrelay_wire::verifier(secret))
 }
 
 /// The fields every principal vector shares: its key pair, witness and verifier.
@@ -187,11 +176,11 @@ fn both_envelope_kinds_and_a_reply_parse_and_open() {
         assert_eq!(opened.authenticated, kind == Kind::Authenticated);
         if kind == Kind::Authenticated {
             assert_eq!(
-                opened.message_id.map(|m| hex(&m)).as_deref(),
+                opened.message_id.map(hex).as_deref(),
                 e["message_id"].as_str()
             );
             assert_eq!(
-                opened.in_reply_to.map(|m| hex(&m)).as_deref(),
+                opened.in_reply_to.map(hex).as_deref(),
                 e["in_reply_to"].as_str()
             );
         }

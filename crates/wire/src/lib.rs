@@ -19,5 +19,5 @@ pub mod topic;
 pub use id::{BadPrincipalId, PrincipalId, PrincipalKind};
 pub use kdf::{KdfParams, KdfSpec};
 pub use reason::{Close, Reason};
-pub use secret::{split_secret_form, BadResetCode, ResetCode};
+pub use secret::{split_secret_form, verifier, BadResetCode, ResetCode};
 pub use topic::{inbox_owner, INBOX_PREFIX};

@@ -4,8 +4,21 @@
 
 use std::str::FromStr;
 
+use sha2::{Digest, Sha256};
+
 use crate::b64;
 use crate::id::PrincipalId;
+
+/// What the server stores of a login secret (protocol §2.3):
+/// `SHA-256("sealrelay/v1/verifier" || secret as ASCII)`. The secret is high-entropy, so a
+/// fast hash suffices; clients use it to check test vectors, never to log in.
+pub fn verifier(secret: &str) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"sealrelay/v1/verifier")
+        .chain_update(secret.as_bytes())
+        .finalize()
+        .into()
+}
 
 /// Splits the printable form of a principal's secret, `<prefix>.<principal id>.<secret>`
 /// (instance tokens, reset codes), returning the id and the secret part as written.

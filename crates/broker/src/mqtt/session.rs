@@ -159,7 +159,7 @@ impl Session {
             let transport = accepted.front.kind;
             // The socket must be registered with this arbiter's runtime, so it is
             // converted here rather than by the listener.
-            let tcp = match tokio::net::TcpStream::from_std(accepted.stream) {
+            let mut tcp = match tokio::net::TcpStream::from_std(accepted.stream) {
                 Ok(tcp) => tcp,
                 Err(e) => {
                     tracing::warn!(peer = %accepted.peer, error = %e, "cannot register accepted socket");
@@ -168,7 +168,6 @@ impl Session {
             };
             let timeout = Duration::from_secs(shared.config.mqtt.connect_timeout_secs);
             let deadline = tokio::time::Instant::now() + timeout;
-            let mut tcp = tcp;
             if let Some(limits) = accepted.proxied.take() {
                 let header = tokio::select! {
                     _ = shared.shutdown.cancelled() => return,
