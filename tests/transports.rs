@@ -256,6 +256,8 @@ async fn refusals_fail_cleanly_and_leave_other_sessions_working() {
     );
 
     let own_origin = format!("http://{}", broker.ws);
+    // The broker's own console: the same host, the HTTPS port.
+    let console_origin = format!("https://127.0.0.1:{}", broker.https.port());
     for (path, headers, status) in [
         ("/mqtt", vec![], "400"),
         (
@@ -275,7 +277,23 @@ async fn refusals_fail_cleanly_and_leave_other_sessions_working() {
             "/mqtt",
             vec![
                 ("Sec-WebSocket-Protocol", "mqtt"),
+                ("Origin", "https://127.0.0.1.evil.example"),
+            ],
+            "403",
+        ),
+        (
+            "/mqtt",
+            vec![
+                ("Sec-WebSocket-Protocol", "mqtt"),
                 ("Origin", own_origin.as_str()),
+            ],
+            "101",
+        ),
+        (
+            "/mqtt",
+            vec![
+                ("Sec-WebSocket-Protocol", "mqtt"),
+                ("Origin", console_origin.as_str()),
             ],
             "101",
         ),

@@ -93,6 +93,11 @@ pub struct Ws {
 #[serde(deny_unknown_fields)]
 pub struct Https {
     pub listen: Listen,
+    /// Serve the web console (web/dist, compiled in) at `/` on this listener.
+    pub console: bool,
+    /// The MQTT URL the console connects to; empty means this broker's wss listener on the
+    /// host the page was loaded from.
+    pub console_mqtt_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -280,6 +285,17 @@ impl Config {
                 return Err(invalid(key, "must start with /".into()));
             }
         }
+        // It goes into the console's Content-Security-Policy header: plain URL characters only.
+        let url = &self.https.console_mqtt_url;
+        let plain = |c: char| c.is_ascii_graphic() && !matches!(c, ';' | ',' | '\'' | '"');
+        let valid = url.is_empty()
+            || (url.len() > 6 && url.starts_with("wss://") && url.chars().all(plain));
+        if !valid {
+            return Err(invalid(
+                "https.console_mqtt_url",
+                "must be a wss:// URL (a page served over HTTPS may open no other WebSocket), or empty".into(),
+            ));
+        }
         if let Err(e) = crate::mqtt::proxy::TrustedProxies::parse(&self.server.trusted_proxies) {
             return Err(invalid("server.trusted_proxies", e));
         }
@@ -443,5 +459,30 @@ mod tests {
             .to_string();
         assert!(e.contains("listne"), "{e}");
         assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn the_console_mqtt_url_is_a_plain_wss_url() {
+        let with = |url: &str| {
+            Config::from_layers(None, env(&[("SEALRELAY_HTTPS_CONSOLE_MQTT_URL", url)]))
+                .map(|c| c.https.console_mqtt_url)
+        };
+        assert_eq!(
+            with("wss://mqtt.example.com/mqtt").unwrap(),
+            "wss://mqtt.example.com/mqtt"
+        );
+        assert_eq!(with("").unwrap(), "");
+        for bad in [
+            "ws://mqtt.example.com/mqtt",
+            "wss://",
+            "wss://a; script-src *",
+            "wss://a b",
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("https.console_mqtt_url") && e.contains("wss://"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

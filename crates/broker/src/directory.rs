@@ -103,6 +103,8 @@ pub struct InstanceInfo {
     pub owner_copy: Option<Vec<u8>>,
     /// The owner's key was replaced by a reset since this instance was enrolled.
     pub stale_owner_key: bool,
+    /// When its last MQTT session ended (unix seconds), if it ever connected.
+    pub last_seen: Option<i64>,
 }
 
 /// A pending operator-issued reset of a user's password.
@@ -522,7 +524,7 @@ impl Directory {
         owner: PrincipalId,
     ) -> Result<Vec<InstanceInfo>, DirectoryError> {
         sqlx::query(
-            "SELECT p.id, p.public_key, p.created_at, x.owner_copy, x.stale_owner_key FROM pairings x JOIN principals p ON p.id = x.instance_id \
+            "SELECT p.id, p.public_key, p.created_at, p.last_seen, x.owner_copy, x.stale_owner_key FROM pairings x JOIN principals p ON p.id = x.instance_id \
              WHERE x.user_id = ? ORDER BY p.created_at, p.id",
         )
         .bind(&owner.0[..])
@@ -536,6 +538,7 @@ impl Directory {
                 created_at: row.try_get("created_at")?,
                 owner_copy: row.try_get("owner_copy")?,
                 stale_owner_key: row.try_get("stale_owner_key")?,
+                last_seen: row.try_get("last_seen")?,
             })
         })
         .collect()
@@ -704,7 +707,10 @@ impl Directory {
             .transpose()
     }
 
+    /// Writes a closed session's metadata and moves its principal's `last_seen`, in one
+    /// transaction.
     pub async fn record_session(&self, r: &SessionRecord) -> Result<(), DirectoryError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO session_log (principal_id, ip, connected_at, disconnected_at, bytes_in, bytes_out, messages_in, messages_out, close_reason) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -718,8 +724,16 @@ impl Directory {
         .bind(r.messages_in as i64)
         .bind(r.messages_out as i64)
         .bind(r.close_reason)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE principals SET last_seen = MAX(COALESCE(last_seen, 0), ?) WHERE id = ?",
+        )
+        .bind(r.disconnected_at)
+        .bind(&r.principal.0[..])
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -250,6 +250,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         metrics: metrics_handle,
         prelogin_key,
         trusted_proxies: trusted.clone(),
+        wss_port: mqtt_addrs[3].map(|a| a.port()),
     });
     let https = match config.https.listen.0 {
         Some(addr) => Some((

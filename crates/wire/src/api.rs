@@ -296,6 +296,10 @@ pub struct InstanceView {
     /// The owner's key was replaced by a reset: re-enrol this instance.
     #[serde(default)]
     pub stale_owner_key: bool,
+    /// Unix seconds: now while online, else when its last session ended; None if it never
+    /// connected.
+    #[serde(default)]
+    pub last_seen: Option<i64>,
 }
 
 /// `GET /v1/instances`.

@@ -2,64 +2,144 @@
 // transport in Node) logged in with the derived secret, subscribed to the own inbox; requests
 // are sealed here (kind 2) to a key from the keyring — never the directory's word alone — and
 // answered by the reply that names them (protocol §4.2); other messages are not the answer.
+// The link's state is reported as it changes, so a page can say what is happening rather than
+// spin: a session the server ended for good (protocol §5.5) is not retried.
 
 import mqtt from "mqtt";
 import * as c from "./crypto.js";
 
+/**
+ * What the link is doing: `connected`; `reconnecting` (retrying on its own); `signed_out`
+ * (the server ended the session for a reason retrying cannot fix: the password was changed or
+ * reset, the account deleted — log in again); `refused` (the broker turned the login away).
+ * `code` is the MQTT 5 reason code and `reason` the broker's label (protocol §5.5).
+ * @typedef {{ state: "connected" | "reconnecting" | "signed_out" | "refused", code?: number, reason?: string }} LinkState
+ */
+
+/**
+ * A message this console cannot open because it was sealed to a previous key of its user
+ * (after a reset): who sent it and both witnesses.
+ * @typedef {{ from: string, error: c.StaleKeyError }} StaleMessage
+ */
+
+/** DISCONNECT codes after which reconnecting with the same secret cannot succeed. */
+const FINAL_DISCONNECT = new Set([0x87, 0x8e, 0x98]);
+/** CONNACK codes that refuse these credentials (not a passing capacity or rate limit). */
+const FINAL_CONNACK = new Set([0x84, 0x85, 0x86, 0x87, 0x8c]);
+
 export class Console {
-  /** Connects `identity` to the broker at `url` (mqtt://, ws://, wss://). */
+  /**
+   * Connects `identity` to the broker at `url` (mqtt://, ws://, wss://). `onState` hears every
+   * later change of the link; `onStale` hears of messages sealed to a previous key. A login
+   * that neither succeeds nor fails within `connectTimeoutMs` (a socket blocked by a content
+   * security policy or a TLS error never settles in a browser) is an error.
+   * @param {import("./identity.js").Identity} identity
+   * @param {string} url
+   * @param {{ onState?: (s: LinkState) => void, onStale?: (m: StaleMessage) => void, connectTimeoutMs?: number } & import("mqtt").IClientOptions} [options]
+   */
   static async connect(identity, url, options = {}) {
-    const client = await mqtt.connectAsync(url, {
+    const { onState = () => {}, onStale = () => {}, connectTimeoutMs = 15_000, ...mqttOptions } = options;
+    const client = mqtt.connect(url, {
       protocolVersion: 5,
       username: identity.login,
       password: identity.authSecret,
-      clientId: `console-${c.toHex(identity.id).slice(0, 8)}-${Math.random().toString(16).slice(2, 8)}`,
+      clientId: `console-${c.toHex(identity.id).slice(0, 8)}-${c.toHex(c.randomBytes(3))}`,
       timerVariant: "native",
-      ...options,
+      reconnectPeriod: 2_000,
+      ...mqttOptions,
     });
-    const console = new Console(identity, client);
+    try {
+      await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${url}: no answer to the MQTT login within ${connectTimeoutMs} ms (blocked socket, untrusted certificate, or the broker is down)`)), connectTimeoutMs);
+        client.once("connect", () => resolve(clearTimeout(timer)));
+        client.once("error", (e) => reject(Object.assign(new Error(`${url}: ${e.message}`), { code: /** @type {any} */ (e).code })));
+      });
+    } catch (e) {
+      client.end(true);
+      throw e;
+    }
+    const console = new Console(identity, client, onState, onStale);
     await client.subscribeAsync(`sr/v1/inbox/${c.toHex(identity.id)}`, { qos: 1 });
     return console;
   }
 
-  constructor(identity, client) {
+  /**
+   * @param {import("./identity.js").Identity} identity
+   * @param {import("mqtt").MqttClient} client
+   * @param {(s: LinkState) => void} onState
+   * @param {(m: StaleMessage) => void} onStale
+   */
+  constructor(identity, client, onState, onStale) {
     this.identity = identity;
     this.client = client;
     this.guard = new c.ReplayGuard();
-    /** message id hex → resolve(payload) of requests in flight */
+    /** @type {Map<string, { peer: string, resolve: (payload: Uint8Array) => void }>} message id hex → request in flight */
     this.pending = new Map();
+    this.onStale = onStale;
     client.on("message", (_topic, envelope) => this.#receive(new Uint8Array(envelope)));
+    client.on("connect", () => onState({ state: "connected" }));
+    client.on("reconnect", () => onState({ state: "reconnecting" }));
+    client.on("disconnect", (packet) => {
+      const code = packet.reasonCode ?? 0;
+      const reason = packet.properties?.reasonString;
+      if (FINAL_DISCONNECT.has(code)) {
+        client.end(true);
+        onState({ state: "signed_out", code, reason });
+      } else {
+        onState({ state: "reconnecting", code, reason });
+      }
+    });
+    client.on("error", (e) => {
+      const code = /** @type {any} */ (e).code;
+      if (FINAL_CONNACK.has(code)) {
+        client.end(true);
+        onState({ state: "refused", code, reason: e.message });
+      }
+    });
   }
 
-  /** The pinned key of `peer` (hex id), or an error: never the server's word alone. */
+  /**
+   * The pinned key of `peer` (hex id), or an error: never the server's word alone.
+   * @param {string} peer
+   */
   keyOf(peer) {
     const key = this.identity.keyring?.pins.get(peer);
     if (!key) throw new Error(`${peer} is not in your keyring: compare its witness out of band and pin it`);
     return key;
   }
 
+  /** @param {Uint8Array} envelope */
   #receive(envelope) {
     try {
       const header = c.parseHeader(envelope);
-      const opened = c.openEnvelope(this.identity.id, this.identity.secret, envelope, header.kind === 2 ? this.keyOf(c.toHex(header.sender)) : null, this.guard);
+      // The sender's pinned key, if any: the witness is checked before it is needed.
+      const senderKey = this.identity.keyring?.pins.get(c.toHex(header.sender)) ?? null;
+      const opened = c.openEnvelope(this.identity.id, this.identity.secret, envelope, senderKey, this.guard);
       const waiter = opened.authenticated && opened.inReplyTo && this.pending.get(c.toHex(opened.inReplyTo));
       if (waiter && waiter.peer === c.toHex(opened.sender)) waiter.resolve(opened.payload);
-    } catch {
-      // Not for a request of ours, or it does not open: not the answer to anything.
+    } catch (e) {
+      // Sealed to the key this user had before a reset: say so, with both witnesses. Anything
+      // else that does not open is not the answer to anything.
+      if (e instanceof c.StaleKeyError) this.onStale({ from: c.toHex(envelope.subarray(2, 18)), error: e });
     }
   }
 
-  /** Seals `payload` to instance `peer` (hex id) and resolves with its reply's payload. */
+  /**
+   * Seals `payload` to instance `peer` (hex id) and resolves with its reply's payload.
+   * @param {string} peer
+   * @param {Uint8Array} payload
+   */
   async request(peer, payload, timeoutMs = 10_000) {
     const to = c.idFromHex(peer);
     const { envelope, messageId } = c.sealAuthenticated(this.identity.id, this.identity.secret, to, this.keyOf(peer), payload);
     const key = c.toHex(messageId);
+    /** @type {Promise<Uint8Array>} */
     const answer = new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no reply from ${peer} within ${timeoutMs} ms`)), timeoutMs);
       this.pending.set(key, { peer, resolve: (p) => { clearTimeout(timer); resolve(p); } });
     });
     try {
-      await this.client.publishAsync(`sr/v1/inbox/${peer}`, Buffer.from(envelope), { qos: 1 });
+      await this.client.publishAsync(`sr/v1/inbox/${peer}`, /** @type {any} */ (envelope), { qos: 1 });
       return await answer;
     } finally {
       this.pending.delete(key);

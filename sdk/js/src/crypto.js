@@ -20,6 +20,7 @@ export async function ready() {
 }
 
 const text = new TextEncoder();
+/** @param {ArrayLike<number>[]} parts */
 const concat = (...parts) => {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
@@ -29,29 +30,44 @@ const concat = (...parts) => {
   }
   return out;
 };
+/** @param {Uint8Array} a @param {Uint8Array} b */
 const equal = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
 
-/** Overwrites secret bytes in place. */
+/** Overwrites secret bytes in place. @param {Uint8Array} bytes */
 export function wipe(bytes) {
   sodium.memzero(bytes);
 }
 
-/** A principal id (16 bytes) from its 32-hex-character text form, lowercase only. */
+/**
+ * A principal id (16 bytes) from its 32-hex-character text form, lowercase only.
+ * @param {string} hex
+ */
 export function idFromHex(hex) {
   if (!/^[0-9a-f]{32}$/.test(hex)) throw new Error("a principal id is 32 lowercase hex characters");
   return sodium.from_hex(hex);
 }
 
+/** @param {Uint8Array} bytes */
 export const toHex = (bytes) => sodium.to_hex(bytes);
+/** @param {number} n */
+export const randomBytes = (n) => sodium.randombytes_buf(n);
+/** @param {Uint8Array} bytes */
 export const b64url = (bytes) => sodium.to_base64(bytes, sodium.base64_variants.URLSAFE_NO_PADDING);
+/** @param {string} s */
 export const fromB64url = (s) => sodium.from_base64(s, sodium.base64_variants.URLSAFE_NO_PADDING);
+/** @param {Uint8Array} bytes */
 export const b64 = (bytes) => sodium.to_base64(bytes, sodium.base64_variants.ORIGINAL);
+/** @param {string} s */
 export const fromB64 = (s) => sodium.from_base64(s, sodium.base64_variants.ORIGINAL);
 
+/** @param {Uint8Array} ikm @param {Uint8Array} salt @param {string} info */
 async function hkdf(ikm, salt, info) {
-  const key = await globalThis.crypto.subtle.importKey("raw", ikm, "HKDF", false, ["deriveBits"]);
+  // Web Crypto takes buffers it owns: a copy, wiped once imported.
+  const material = new Uint8Array(ikm);
+  const key = await globalThis.crypto.subtle.importKey("raw", material, "HKDF", false, ["deriveBits"]);
+  material.fill(0);
   const bits = await globalThis.crypto.subtle.deriveBits(
-    { name: "HKDF", hash: "SHA-256", salt, info: text.encode(info) },
+    { name: "HKDF", hash: "SHA-256", salt: new Uint8Array(salt), info: text.encode(info) },
     key,
     256,
   );
@@ -63,12 +79,22 @@ async function hkdf(ikm, salt, info) {
  * @typedef {{ wrapKey: Uint8Array, authKey: Uint8Array }} DerivedKeys
  */
 
+/**
+ * @param {Uint8Array} salt
+ * @param {Uint8Array} ikm
+ * @returns {Promise<DerivedKeys>}
+ */
 async function split(salt, ikm) {
   return {
     wrapKey: await hkdf(ikm, salt, "sealrelay/v1/wrap-key"),
     authKey: await hkdf(ikm, salt, "sealrelay/v1/auth-key"),
   };
 }
+
+/**
+ * Argon2id parameters, as the API spells them.
+ * @typedef {{ memory_kib: number, iterations: number, parallelism: number }} KdfParams
+ */
 
 /** The weakest Argon2id parameters a client may use (OWASP's floor), whatever a server says. */
 export const CLIENT_MIN_KDF = { memory_kib: 19456, iterations: 2, parallelism: 1 };
@@ -77,6 +103,9 @@ export const CLIENT_MIN_KDF = { memory_kib: 19456, iterations: 2, parallelism: 1
  * Argon2id(password, salt) then HKDF (protocol §2.1). libsodium computes Argon2id with one
  * lane only, so parallelism must be 1 (the server's default); other values are refused
  * rather than silently derived differently.
+ * @param {string} password
+ * @param {Uint8Array} salt
+ * @param {KdfParams} params
  * @returns {Promise<DerivedKeys>}
  */
 export async function deriveFromPassword(password, salt, { memory_kib, iterations, parallelism }) {
@@ -99,7 +128,10 @@ export async function deriveFromPassword(password, salt, { memory_kib, iteration
   }
 }
 
-/** An instance token `srt1.<id hex>.<b64url secret>` → its id and keys (protocol §2.2). */
+/**
+ * An instance token `srt1.<id hex>.<b64url secret>` → its id and keys (protocol §2.2).
+ * @param {string} token
+ */
 export async function tokenKeys(token) {
   const parts = token.trim().split(".");
   if (parts.length !== 3 || parts[0] !== "srt1") throw new Error("an instance token looks like srt1.<32 hex id>.<43 base64url chars>");
@@ -113,28 +145,42 @@ export async function tokenKeys(token) {
 }
 
 /** Keys only the holder of `ownerSecret` can derive, for escrow copies (protocol §3). */
+/** @param {Uint8Array} ownerSecret */
 export const escrowKeys = (ownerSecret) => split(text.encode("sealrelay/v1/escrow"), ownerSecret);
 /** Keys for the owner's keyring (protocol §3.1). */
+/** @param {Uint8Array} ownerSecret */
 export const keyringKeys = (ownerSecret) => split(text.encode("sealrelay/v1/keyring"), ownerSecret);
 
 /** The login secret: b64url(auth key), the MQTT and HTTP Basic password (protocol §2.3). */
+/** @param {DerivedKeys} keys */
 export const authSecret = (keys) => b64url(keys.authKey);
 
-/** What the server stores of an auth secret, as hex (protocol §2.3). */
+/** What the server stores of an auth secret, as hex (protocol §2.3). @param {string} secret */
 export function verifier(secret) {
   return toHex(sodium.crypto_hash_sha256(concat(text.encode("sealrelay/v1/verifier"), text.encode(secret))));
 }
 
+/** @param {Uint8Array} owner */
 const bundleAad = (owner) => concat(text.encode("sealrelay/v1/bundle"), owner);
 
-/** nonce (24) || XChaCha20-Poly1305(wrapKey, bundle, aad = "sealrelay/v1/bundle" || owner id). */
+/**
+ * nonce (24) || XChaCha20-Poly1305(wrapKey, bundle, aad = "sealrelay/v1/bundle" || owner id).
+ * @param {DerivedKeys} keys
+ * @param {Uint8Array} owner
+ * @param {Uint8Array} bundle
+ */
 export function wrap(keys, owner, bundle) {
   const nonce = sodium.randombytes_buf(24);
   const ct = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(bundle, bundleAad(owner), null, nonce, keys.wrapKey);
   return concat(nonce, ct);
 }
 
-/** Opens a wrapped blob; throws if the key is wrong or the blob was moved or altered. */
+/**
+ * Opens a wrapped blob; throws if the key is wrong or the blob was moved or altered.
+ * @param {DerivedKeys} keys
+ * @param {Uint8Array} owner
+ * @param {Uint8Array} wrapped
+ */
 export function unwrap(keys, owner, wrapped) {
   if (wrapped.length < 24 + 16) throw new Error("the wrapped key is too short");
   try {
@@ -144,11 +190,22 @@ export function unwrap(keys, owner, wrapped) {
   }
 }
 
-/** A user bundle `0x01 || secret` or an instance bundle `0x02 || secret || owner id || owner key`. */
+/**
+ * A key bundle: the secret key, and for an instance its owner's id and pinned public key.
+ * @typedef {{ secret: Uint8Array, owner?: Uint8Array, ownerPublic?: Uint8Array }} Bundle
+ */
+
+/**
+ * A user bundle `0x01 || secret` or an instance bundle `0x02 || secret || owner id || owner key`.
+ * @param {Bundle} b
+ */
 export function encodeBundle(b) {
-  return b.owner ? concat([2], b.secret, b.owner, b.ownerPublic) : concat([1], b.secret);
+  if (!b.owner) return concat([1], b.secret);
+  if (!b.ownerPublic) throw new Error("an instance bundle pins its owner's public key: ownerPublic is missing");
+  return concat([2], b.secret, b.owner, b.ownerPublic);
 }
 
+/** @param {Uint8Array} bytes @returns {Bundle} */
 export function decodeBundle(bytes) {
   if (bytes[0] === 1 && bytes.length === 33) return { secret: bytes.slice(1, 33) };
   if (bytes[0] === 2 && bytes.length === 81) {
@@ -158,16 +215,28 @@ export function decodeBundle(bytes) {
 }
 
 /** The public key of an X25519 secret key. */
+/** @param {Uint8Array} secret */
 export const publicKeyOf = (secret) => sodium.crypto_scalarmult_base(secret);
 
-/** Fingerprint of a public key: which key an envelope was sealed to (hex, protocol §4). */
+/**
+ * Fingerprint of a public key: which key an envelope was sealed to (hex, protocol §4).
+ * @param {Uint8Array} publicKey
+ */
 export function witness(publicKey) {
   return toHex(sodium.crypto_hash_sha256(concat(text.encode("sealrelay/v1/witness"), publicKey)).subarray(0, 16));
 }
 
 /**
+ * A keyring: its version and the pinned public keys, id hex → key.
+ * @typedef {{ version: bigint, pins: Map<string, Uint8Array> }} Keyring
+ */
+
+/**
  * Opens a sealed keyring (protocol §3.1): its version and its pins, id hex → public key.
- * @returns {Promise<{ version: bigint, pins: Map<string, Uint8Array> }>}
+ * @param {Uint8Array} owner
+ * @param {Uint8Array} ownerSecret
+ * @param {Uint8Array} sealed
+ * @returns {Promise<Keyring>}
  */
 export async function openKeyring(owner, ownerSecret, sealed) {
   let plain;
@@ -189,7 +258,13 @@ export async function openKeyring(owner, ownerSecret, sealed) {
   return { version, pins };
 }
 
-/** Seals a keyring: `0x01 || version || count || entries sorted by id` (protocol §3.1). */
+/**
+ * Seals a keyring: `0x01 || version || count || entries sorted by id` (protocol §3.1).
+ * @param {Uint8Array} owner
+ * @param {Uint8Array} ownerSecret
+ * @param {bigint | number} version
+ * @param {Map<string, Uint8Array>} pins
+ */
 export async function sealKeyring(owner, ownerSecret, version, pins) {
   const ids = [...pins.keys()].sort();
   const head = new Uint8Array(13);
@@ -197,14 +272,14 @@ export async function sealKeyring(owner, ownerSecret, version, pins) {
   const view = new DataView(head.buffer);
   view.setBigUint64(1, BigInt(version));
   view.setUint32(9, ids.length);
-  const plain = concat(head, ...ids.flatMap((id) => [idFromHex(id), pins.get(id)]));
+  const plain = concat(head, ...ids.flatMap((id) => [idFromHex(id), /** @type {Uint8Array} */ (pins.get(id))]));
   return wrap(await keyringKeys(ownerSecret), owner, plain);
 }
 
 export const HEADER_LEN = 54;
 export const VERSION = 2;
 
-/** The envelope's clear header (protocol §4). */
+/** The envelope's clear header (protocol §4). @param {Uint8Array} envelope */
 export function parseHeader(envelope) {
   if (envelope.length < HEADER_LEN) throw new Error(`envelope is ${envelope.length} bytes, shorter than the header`);
   const version = envelope[0];
@@ -223,6 +298,13 @@ export function parseHeader(envelope) {
   };
 }
 
+/**
+ * @param {1 | 2} kind
+ * @param {Uint8Array} sender
+ * @param {Uint8Array} recipient
+ * @param {Uint8Array} recipientPublic
+ * @param {Uint8Array} body
+ */
 function encodeHeader(kind, sender, recipient, recipientPublic, body) {
   const header = new Uint8Array(HEADER_LEN);
   header[0] = VERSION;
@@ -236,6 +318,7 @@ function encodeHeader(kind, sender, recipient, recipientPublic, body) {
 
 /** The errors a console must tell apart (the Rust SDK's names). */
 export class StaleKeyError extends Error {
+  /** @param {string} sealedTo @param {string} current */
   constructor(sealedTo, current) {
     super(`envelope was sealed to a previous key of this principal (witness ${sealedTo}; current key ${current}); it cannot be opened by design — ask the sender to resend`);
     this.sealedTo = sealedTo;
@@ -243,7 +326,13 @@ export class StaleKeyError extends Error {
   }
 }
 
-/** Kind 1: libsodium `crypto_box_seal` to the recipient; its sender is not proven. */
+/**
+ * Kind 1: libsodium `crypto_box_seal` to the recipient; its sender is not proven.
+ * @param {Uint8Array} sender
+ * @param {Uint8Array} recipient
+ * @param {Uint8Array} recipientPublic
+ * @param {Uint8Array} plaintext
+ */
 export function sealAnonymous(sender, recipient, recipientPublic, plaintext) {
   return encodeHeader(1, sender, recipient, recipientPublic, sodium.crypto_box_seal(plaintext, recipientPublic));
 }
@@ -251,6 +340,12 @@ export function sealAnonymous(sender, recipient, recipientPublic, plaintext) {
 /**
  * Kind 2: `crypto_box_easy` from the sender's static key, ids repeated inside, a fresh
  * message id, the time, and `inReplyTo` (16 bytes) when answering a message.
+ * @param {Uint8Array} sender
+ * @param {Uint8Array} senderSecret
+ * @param {Uint8Array} recipient
+ * @param {Uint8Array} recipientPublic
+ * @param {Uint8Array} plaintext
+ * @param {Uint8Array | null} [inReplyTo]
  * @returns {{ envelope: Uint8Array, messageId: Uint8Array }}
  */
 export function sealAuthenticated(sender, senderSecret, recipient, recipientPublic, plaintext, inReplyTo = null) {
@@ -264,6 +359,12 @@ export function sealAuthenticated(sender, senderSecret, recipient, recipientPubl
   return { envelope: encodeHeader(2, sender, recipient, recipientPublic, body), messageId };
 }
 
+/**
+ * An opened envelope: its sender (proven when `authenticated`), payload, and for kind 2 its
+ * message id and the id of the message it answers.
+ * @typedef {{ sender: Uint8Array, authenticated: boolean, payload: Uint8Array, messageId: Uint8Array | null, inReplyTo: Uint8Array | null }} Opened
+ */
+
 /** Refuses an authenticated envelope seen before, or sent outside the window (ms). */
 export class ReplayGuard {
   constructor(windowMs = 300_000) {
@@ -271,6 +372,7 @@ export class ReplayGuard {
     this.seen = new Map();
   }
 
+  /** @param {Uint8Array} sender @param {Uint8Array} messageId @param {number} sentMs */
   check(sender, messageId, sentMs, nowMs = Date.now()) {
     if (sentMs + this.windowMs < nowMs || sentMs > nowMs + this.windowMs) {
       throw new Error(`envelope is outside the accepted time window (sent ${sentMs} ms, now ${nowMs} ms)`);
@@ -284,6 +386,12 @@ export class ReplayGuard {
 /**
  * Opens an envelope addressed to `me` (protocol §4.2 steps 1–5). `senderPublic` is the key
  * this client trusts for the header's sender (kind 2 only).
+ * @param {Uint8Array} me
+ * @param {Uint8Array} mySecret
+ * @param {Uint8Array} envelope
+ * @param {Uint8Array | null} senderPublic
+ * @param {ReplayGuard} guard
+ * @returns {Opened}
  */
 export function openEnvelope(me, mySecret, envelope, senderPublic, guard) {
   const header = parseHeader(envelope);

@@ -8,6 +8,11 @@ import * as c from "./crypto.js";
 
 /** An HTTP API error with the server's code and message (its JSON error body). */
 export class ApiError extends Error {
+  /**
+   * @param {number} status
+   * @param {string} code
+   * @param {string} message
+   */
   constructor(status, code, message) {
     super(`server answered ${status} ${code}: ${message}`);
     this.status = status;
@@ -17,6 +22,9 @@ export class ApiError extends Error {
 
 /** The JSON API at `base` (http(s)://host:port). */
 export class Api {
+  /**
+   * @param {string} base
+   */
   constructor(base) {
     this.base = base.replace(/\/+$/, "");
   }
@@ -28,12 +36,16 @@ export class Api {
    * @param {{ auth?: { login: string, secret: string }, body?: unknown }} [options]
    */
   async call(method, path, { auth, body } = {}) {
+    /** @type {Record<string, string>} */
     const headers = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (auth) headers.Authorization = "Basic " + btoa(`${auth.login}:${auth.secret}`);
     const response = await fetch(this.base + path, {
       method,
       headers,
+      // Credentials are only ever the Authorization header set here: no cookies, and no
+      // browser login prompt when a 401 answers with `WWW-Authenticate: Basic`.
+      credentials: "omit",
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const json = await response.json().catch(() => null);
@@ -43,6 +55,10 @@ export class Api {
     return json;
   }
 
+  /**
+   * @param {string} name
+   * @returns {Promise<c.KdfParams & { salt: string }>}
+   */
   prelogin(name) {
     return this.call("POST", "/v1/prelogin", { body: { name } });
   }
@@ -50,14 +66,24 @@ export class Api {
 
 /** The directory's key for `peer` is not the pinned one: refused, never used. */
 export class PinMismatchError extends Error {
+  /**
+   * @param {string} peer
+   * @param {string} pinned
+   * @param {string} served
+   */
   constructor(peer, pinned, served) {
     super(`the server's key for ${peer} (witness ${served}) is not the key pinned for it (witness ${pinned}); refusing it. Either the server is substituting keys, or its key was replaced (a password reset or a re-enrolment): compare witnesses out of band before trusting the new key`);
-    Object.assign(this, { peer, pinned, served });
+    this.peer = peer;
+    this.pinned = pinned;
+    this.served = served;
   }
 }
 
 /** `peer` is not in the keyring, so the server's word alone cannot vouch for its key. */
 export class NotPinnedError extends Error {
+  /**
+   * @param {string} peer
+   */
   constructor(peer) {
     super(`${peer} is not in your keyring: compare its witness out of band and pin it, or re-enrol it`);
     this.peer = peer;
@@ -66,13 +92,33 @@ export class NotPinnedError extends Error {
 
 /** The server served a keyring older than one this client already saw. */
 export class KeyringRollbackError extends Error {
+  /**
+   * @param {bigint} seen
+   * @param {bigint} served
+   */
   constructor(seen, served) {
     super(`the server served keyring version ${served}, older than version ${seen} already seen for this key: refusing a rolled-back keyring`);
-    Object.assign(this, { seen, served });
+    this.seen = seen;
+    this.served = served;
   }
 }
 
-/** The strongest of the advertised parameters and the client floor, member by member. */
+/**
+ * One entry of `GET /v1/instances` (docs/http-api.md).
+ * @typedef {{ id: string, public_key: string, witness: string, created_at: number, online: boolean, last_seen: number | null, owner_copy: string | null, stale_owner_key: boolean }} InstanceView
+ */
+
+/**
+ * An instance as `Identity.instances` lists it: the directory's view and how its key stands
+ * against this user's keyring.
+ * @typedef {InstanceView & { pin: "pinned" | "unpinned" | "mismatch", pinnedWitness?: string }} InstanceEntry
+ */
+
+/**
+ * The strongest of the advertised parameters and the client floor, member by member.
+ * @param {c.KdfParams} advertised
+ * @returns {c.KdfParams}
+ */
 function strongest(advertised) {
   return {
     memory_kib: Math.max(advertised.memory_kib, c.CLIENT_MIN_KDF.memory_kib),
@@ -82,15 +128,56 @@ function strongest(advertised) {
 }
 
 /**
+ * `secret` (user `id`'s private key) wrapped under a key derived from `password` with a
+ * fresh salt at `params` (protocol §2): the login secret and the request fields that carry
+ * them (registration, reset, change of password).
+ * @param {c.KdfParams} params
+ * @param {Uint8Array} id
+ * @param {Uint8Array} secret
+ * @param {string} password
+ */
+async function wrapUserKey(params, id, secret, password) {
+  const salt = _sodium.randombytes_buf(16);
+  const keys = await c.deriveFromPassword(password, salt, params);
+  const bundle = c.encodeBundle({ secret });
+  const auth = c.authSecret(keys);
+  const fields = { wrapped_key: c.b64(c.wrap(keys, id, bundle)), auth_secret: auth, kdf: { salt: c.b64(salt), ...params } };
+  c.wipe(bundle);
+  c.wipe(keys.wrapKey);
+  return { auth, fields };
+}
+
+/**
+ * A fresh key pair for user `id` wrapped under `password`, for registration and reset.
+ * @param {Api} api
+ * @param {string} name
+ * @param {Uint8Array} id
+ * @param {string} password
+ */
+async function freshUserKey(api, name, id, password) {
+  const secret = _sodium.crypto_box_keypair().privateKey;
+  const { auth, fields } = await wrapUserKey(strongest(await api.prelogin(name)), id, secret, password);
+  return { secret, auth, body: { public_key: c.b64(c.publicKeyOf(secret)), ...fields } };
+}
+
+/**
  * A logged-in principal: its id, its private key (unwrapped locally) and its login secret.
  * `wipe()` it when done.
  */
 export class Identity {
+  /**
+   * @param {Uint8Array} id
+   * @param {string} login
+   * @param {Uint8Array} secret
+   * @param {string} authSecret
+   */
   constructor(id, login, secret, authSecret) {
     this.id = id;
     this.login = login;
     this.secret = secret;
     this.authSecret = authSecret;
+    /** @type {c.Keyring | undefined} the pinned keys, once read or written */
+    this.keyring = undefined;
   }
 
   get publicKey() {
@@ -101,48 +188,66 @@ export class Identity {
     return c.witness(this.publicKey);
   }
 
+  /** Zeroes the private key and drops the login secret and pins: log out. */
   wipe() {
     c.wipe(this.secret);
+    this.authSecret = "";
+    this.keyring = undefined;
   }
 
   /**
    * Creates a user: a fresh key pair wrapped under a key derived from `password` with a
    * fresh salt, at the server's advertised KDF parameters or the client floor if stronger.
+   * @param {Api} api
+   * @param {string} name
+   * @param {string} password
    */
   static async register(api, name, password) {
     await _sodium.ready;
-    const params = strongest(await api.prelogin(name));
     const id = _sodium.randombytes_buf(16);
-    const secret = _sodium.crypto_box_keypair().privateKey;
-    const salt = _sodium.randombytes_buf(16);
-    const keys = await c.deriveFromPassword(password, salt, params);
-    const bundle = c.encodeBundle({ secret });
-    const auth = c.authSecret(keys);
-    await api.call("POST", "/v1/users", {
-      body: {
-        name,
-        user_id: c.toHex(id),
-        public_key: c.b64(c.publicKeyOf(secret)),
-        wrapped_key: c.b64(c.wrap(keys, id, bundle)),
-        auth_secret: auth,
-        kdf: { salt: c.b64(salt), ...params },
-      },
-    });
-    c.wipe(bundle);
-    c.wipe(keys.wrapKey);
+    const { secret, auth, body } = await freshUserKey(api, name, id, password);
+    await api.call("POST", "/v1/users", { body: { name, user_id: c.toHex(id), ...body } });
     return new Identity(id, name, secret, auth);
+  }
+
+  /**
+   * Completes an operator-issued reset (protocol §7.5) with `code` (`srr1.<user id>.<secret>`):
+   * a **new** key pair wrapped under `newPassword`. What was sealed to the old key stays
+   * unreadable ({@link c.StaleKeyError}); the instances returned still pin the old key and
+   * must be re-enrolled.
+   * @returns {Promise<{ identity: Identity, staleInstances: string[] }>}
+   * @param {Api} api
+   * @param {string} name
+   * @param {string} code
+   * @param {string} newPassword
+   */
+  static async completeReset(api, name, code, newPassword) {
+    await _sodium.ready;
+    const parts = code.trim().split(".");
+    if (parts.length !== 3 || parts[0] !== "srr1") {
+      throw new Error("a reset code has the form srr1.<32 hex user id>.<secret>, as `sealrelay admin reset-user` prints it");
+    }
+    const id = c.idFromHex(parts[1]);
+    const { secret, auth, body } = await freshUserKey(api, name, id, newPassword);
+    const done = await api.call("POST", "/v1/users/reset", { body: { name, reset_code: code.trim(), ...body } });
+    return { identity: new Identity(id, name, secret, auth), staleInstances: done.stale_instances };
   }
 
   /**
    * Refuses a keyring older than `seen` (the newest version this client remembers for this
    * server, user and key); persist `this.keyring.version` between runs to use it.
+   * @param {bigint | number} seen
    */
   requireKeyringVersion(seen) {
     const held = this.keyring?.version ?? 0n;
     if (held < BigInt(seen)) throw new KeyringRollbackError(BigInt(seen), held);
   }
 
-  /** The pinned key for `peer` (hex) if the directory's `served` key agrees with it. */
+  /**
+   * The pinned key for `peer` (hex) if the directory's `served` key agrees with it.
+   * @param {string} peer
+   * @param {Uint8Array} served
+   */
   checkServedKey(peer, served) {
     const pinned = this.keyring?.pins.get(peer);
     if (!pinned) throw new NotPinnedError(peer);
@@ -152,26 +257,34 @@ export class Identity {
     return pinned;
   }
 
-  /** This user's instances, each with whether the directory's key agrees with its pin. */
+  /**
+   * This user's instances (`GET /v1/instances`), each with `pin`: "pinned" (the directory's
+   * key is the pinned one), "unpinned", or "mismatch" with the pinned key's `pinnedWitness`.
+   * @param {Api} api
+   * @returns {Promise<InstanceEntry[]>}
+   */
   async instances(api) {
+    /** @type {{ instances: InstanceView[] }} */
     const { instances } = await api.call("GET", "/v1/instances", { auth: this.auth });
     return instances.map((i) => {
-      let pin = "pinned";
       try {
         this.checkServedKey(i.id, c.fromB64(i.public_key));
+        return { ...i, pin: "pinned" };
       } catch (e) {
-        pin = e instanceof NotPinnedError ? "unpinned" : "mismatch";
+        if (e instanceof PinMismatchError) return { ...i, pin: "mismatch", pinnedWitness: e.pinned };
+        return { ...i, pin: "unpinned" };
       }
-      return { ...i, pin };
     });
   }
 
   /**
    * Writes the keyring with `change` applied to a copy of the pins, at the stored version
    * plus one (the server refuses any other: another console wrote first — log in again).
+   * @param {Api} api
+   * @param {(pins: Map<string, Uint8Array>) => void} change
    */
   async #writeKeyring(api, change) {
-    const pins = new Map(this.keyring?.pins ?? []);
+    const pins = new Map(this.keyring?.pins);
     change(pins);
     await api.call("PUT", "/v1/me/keyring", { auth: this.auth, body: await this.#sealedNext(pins) });
     this.keyring = { version: this.#nextVersion(), pins };
@@ -180,6 +293,9 @@ export class Identity {
   /**
    * Pins an instance enrolled before keyrings, after its witness (`sealrelay agent` prints
    * it) was compared out of band: refused unless the directory's key has that witness.
+   * @param {Api} api
+   * @param {string} peer
+   * @param {string} witness
    */
   async pinInstance(api, peer, witness) {
     const view = await api.call("GET", `/v1/principals/${peer}/key`, { auth: this.auth });
@@ -188,7 +304,11 @@ export class Identity {
     await this.#writeKeyring(api, (pins) => pins.set(peer, served));
   }
 
-  /** Removes one of this user's instances (its token dies at once) and drops its pin. */
+  /**
+   * Removes one of this user's instances (its token dies at once) and drops its pin.
+   * @param {Api} api
+   * @param {string} peer
+   */
   async removeInstance(api, peer) {
     await api.call("DELETE", `/v1/instances/${peer}`, { auth: this.auth });
     if (this.keyring?.pins.has(peer)) await this.#writeKeyring(api, (pins) => pins.delete(peer));
@@ -197,19 +317,13 @@ export class Identity {
   /**
    * Changes the password: the same private key re-wrapped under a key from the new
    * password with a fresh salt; the server swaps it at once and closes other sessions.
+   * @param {Api} api
+   * @param {string} newPassword
    */
   async changePassword(api, newPassword) {
     const params = strongest((await api.call("GET", "/v1/me", { auth: this.auth })).kdf_recommended ?? (await api.prelogin(this.login)));
-    const salt = _sodium.randombytes_buf(16);
-    const keys = await c.deriveFromPassword(newPassword, salt, params);
-    const bundle = c.encodeBundle({ secret: this.secret });
-    const auth = c.authSecret(keys);
-    await api.call("POST", "/v1/me/password", {
-      auth: this.auth,
-      body: { wrapped_key: c.b64(c.wrap(keys, this.id, bundle)), auth_secret: auth, kdf: { salt: c.b64(salt), ...params } },
-    });
-    c.wipe(bundle);
-    c.wipe(keys.wrapKey);
+    const { auth, fields } = await wrapUserKey(params, this.id, this.secret, newPassword);
+    await api.call("POST", "/v1/me/password", { auth: this.auth, body: fields });
     this.authSecret = auth;
   }
 
@@ -223,13 +337,15 @@ export class Identity {
    * bundle (pinning this user's key) wrapped under the token, an escrow copy wrapped for this
    * user, and the new key pinned in this user's keyring — all in one request. Returns the
    * instance id and its token, shown once.
+   * @param {Api} api
+   * @returns {Promise<{ id: Uint8Array, token: string }>}
    */
   async addInstance(api) {
     const id = _sodium.randombytes_buf(16);
     const { token, publicKey, body } = await this.#enrol(id);
     const pins = this.#pinsWith(c.toHex(id), publicKey);
-    body.keyring = await this.#sealedNext(pins);
-    await api.call("POST", "/v1/instances", { auth: this.auth, body: { instance_id: c.toHex(id), ...body } });
+    const keyring = await this.#sealedNext(pins);
+    await api.call("POST", "/v1/instances", { auth: this.auth, body: { instance_id: c.toHex(id), ...body, keyring } });
     this.keyring = { version: this.#nextVersion(), pins };
     return { id, token };
   }
@@ -237,12 +353,14 @@ export class Identity {
   /**
    * A new key pair and token for instance `peer` (hex): after this user's password reset, or
    * when the instance's host is no longer trusted. The old token dies; the new key is pinned.
+   * @param {Api} api
+   * @param {string} peer
    */
   async reenrolInstance(api, peer) {
     const { token, publicKey, body } = await this.#enrol(c.idFromHex(peer));
     const pins = this.#pinsWith(peer, publicKey);
-    body.keyring = await this.#sealedNext(pins);
-    await api.call("POST", `/v1/instances/${peer}/reenrol`, { auth: this.auth, body });
+    const keyring = await this.#sealedNext(pins);
+    await api.call("POST", `/v1/instances/${peer}/reenrol`, { auth: this.auth, body: { ...body, keyring } });
     this.keyring = { version: this.#nextVersion(), pins };
     return token;
   }
@@ -251,8 +369,11 @@ export class Identity {
    * A new token for instance `peer` (hex), the same key: the bundle comes from this user's
    * escrow copy, checked to name this user as owner and to hold the listed key, and is
    * re-wrapped under the new token. The old token dies at once.
+   * @param {Api} api
+   * @param {string} peer
    */
   async rotateToken(api, peer) {
+    /** @type {{ instances: InstanceView[] }} */
     const { instances } = await api.call("GET", "/v1/instances", { auth: this.auth });
     const view = instances.find((i) => i.id === peer);
     if (!view) throw new Error(`${peer} is not one of your instances`);
@@ -274,7 +395,10 @@ export class Identity {
     return token;
   }
 
-  /** A key pair and token for instance `id`, and the enrolment body (protocol §3). */
+  /**
+   * A key pair and token for instance `id`, and the enrolment body (protocol §3).
+   * @param {Uint8Array} id
+   */
   async #enrol(id) {
     const pair = _sodium.crypto_box_keypair();
     const token = `srt1.${c.toHex(id)}.${c.b64url(_sodium.randombytes_buf(32))}`;
@@ -291,21 +415,36 @@ export class Identity {
     return { token, publicKey: pair.publicKey, body };
   }
 
+  /**
+   * @param {string} peer
+   * @param {Uint8Array} publicKey
+   */
   #pinsWith(peer, publicKey) {
-    return new Map(this.keyring?.pins ?? []).set(peer, publicKey);
+    return new Map(this.keyring?.pins).set(peer, publicKey);
   }
 
+  /**
+   * @returns {bigint}
+   */
   #nextVersion() {
     return (this.keyring?.version ?? 0n) + 1n;
   }
 
-  /** The keyring body the server takes at the next version. */
+  /**
+   * The keyring body the server takes at the next version.
+   * @param {Map<string, Uint8Array>} pins
+   */
   async #sealedNext(pins) {
     const version = this.#nextVersion();
     return { version: Number(version), keyring: c.b64(await c.sealKeyring(this.id, this.secret, version, pins)) };
   }
 
-  /** Logs a user in: prelogin, derive, fetch the wrapped key, unwrap it here. */
+  /**
+   * Logs a user in: prelogin, derive, fetch the wrapped key, unwrap it here.
+   * @param {Api} api
+   * @param {string} name
+   * @param {string} password
+   */
   static async login(api, name, password) {
     await _sodium.ready;
     const spec = await api.prelogin(name);

@@ -7,6 +7,7 @@ import { existsSync, writeFileSync } from "node:fs";
 import { Agent, Api } from "../src/agent.js";
 
 const cases = JSON.parse(process.env.SEALRELAY_JS_AGENT ?? "null");
+/** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 test("a JS instance answers the Rust CLI", { skip: cases === null && "run through tests/js_sdk.rs", timeout: 60_000 }, async () => {

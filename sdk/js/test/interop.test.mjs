@@ -23,6 +23,7 @@ test("register here, log in there; registered there, log in here", { skip: cases
   // The keyring's refusals are distinct errors a console can show for what they are.
   const { id: added } = await mine.addInstance(api);
   const [listed] = await mine.instances(api);
+  assert.ok(mine.keyring);
   assert.deepEqual([listed.id, listed.pin], [c.toHex(added), "pinned"]);
   assert.throws(() => mine.checkServedKey(listed.id, new Uint8Array(32).fill(9)), PinMismatchError);
   assert.throws(() => mine.checkServedKey(cases.rust_id, new Uint8Array(32)), NotPinnedError);
@@ -32,23 +33,23 @@ test("register here, log in there; registered there, log in here", { skip: cases
   assert.equal(mine.keyring.pins.has(listed.id), false);
   assert.equal(mine.keyring.version, 2n);
   const relogin = await Identity.login(api, cases.js_user, cases.password);
-  assert.equal(relogin.keyring.version, 2n, "the server holds what this console wrote");
+  assert.equal(relogin.keyring?.version, 2n, "the server holds what this console wrote");
   await assert.rejects(mine.pinInstance(api, listed.id, "00".repeat(16)), (e) => e instanceof ApiError && e.status === 404);
   relogin.wipe();
   const { id: second } = await mine.addInstance(api);
   const hexId = c.toHex(second);
-  const { witness } = (await mine.instances(api)).find((i) => i.id === hexId);
+  const { witness } = (await mine.instances(api)).find((i) => i.id === hexId) ?? assert.fail("the new instance is listed");
   await assert.rejects(mine.pinInstance(api, hexId, "00".repeat(16)), PinMismatchError);
   await mine.pinInstance(api, hexId, witness);
   assert.equal(mine.keyring.version, 4n);
   // Rotation keeps the instance's key under a new token; re-enrolment gives it a new key.
   const rotated = await mine.rotateToken(api, hexId);
   const agent = await Agent.login(api, rotated);
-  assert.equal(c.toHex(c.publicKeyOf(agent.secret)), c.toHex(mine.keyring.pins.get(hexId)));
+  assert.equal(c.toHex(c.publicKeyOf(agent.secret)), c.toHex(mine.keyring.pins.get(hexId) ?? assert.fail("pinned")));
   const reenrolled = await mine.reenrolInstance(api, hexId);
   await assert.rejects(Agent.login(api, rotated), (e) => e instanceof ApiError && e.status === 401);
   const fresh = await Agent.login(api, reenrolled);
-  assert.equal(c.toHex(c.publicKeyOf(fresh.secret)), c.toHex(mine.keyring.pins.get(hexId)));
+  assert.equal(c.toHex(c.publicKeyOf(fresh.secret)), c.toHex(mine.keyring.pins.get(hexId) ?? assert.fail("pinned")));
   assert.equal(mine.keyring.version, 5n);
 
   // A change of password re-wraps the same key: the new password logs in to it, the old no longer does.

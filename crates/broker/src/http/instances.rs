@@ -5,7 +5,7 @@ use sealrelay_wire::api::*;
 
 use super::checks::*;
 use super::{caller, caller_user, ApiError, ApiState, Body, Result};
-use crate::directory::{InstanceKey, InstanceSecret};
+use crate::directory::{unix_now, InstanceKey, InstanceSecret};
 use crate::metrics;
 use sealrelay_wire::b64;
 use sealrelay_wire::envelope::Witness;
@@ -107,14 +107,22 @@ pub(super) async fn list_instances(
         .instances_of(owner.id)
         .await?
         .into_iter()
-        .map(|i| InstanceView {
-            id: i.id,
-            witness: Witness::of(&i.public_key).to_string(),
-            public_key: i.public_key.to_vec(),
-            created_at: i.created_at,
-            owner_copy: i.owner_copy.as_deref().map(b64::encode),
-            stale_owner_key: i.stale_owner_key,
-            online: state.router.is_online(i.id),
+        .map(|i| {
+            let online = state.router.is_online(i.id);
+            InstanceView {
+                id: i.id,
+                witness: Witness::of(&i.public_key).to_string(),
+                public_key: i.public_key.to_vec(),
+                created_at: i.created_at,
+                owner_copy: i.owner_copy.as_deref().map(b64::encode),
+                stale_owner_key: i.stale_owner_key,
+                online,
+                last_seen: if online {
+                    Some(unix_now())
+                } else {
+                    i.last_seen
+                },
+            }
         })
         .collect();
     Ok(HttpResponse::Ok().json(InstanceList { instances }))

@@ -1,10 +1,11 @@
 //! The JSON API, split by resource (users, me, instances; body checks beside them),
-//! `/healthz` and `/metrics`. Request and response bodies are sealrelay-wire's `api` types,
-//! the same ones the SDK uses. Every error is a 4xx/5xx with a body `{"error": code,
+//! `/healthz`, `/metrics`, and the web console's files (HTTPS only). Request and response
+//! bodies are sealrelay-wire's `api` types, the same ones the SDK uses. Every error is a 4xx/5xx with a body `{"error": code,
 //! "message": …}`; no request body, secret or key is ever logged. `docs/http-api.md` is
 //! the reference.
 
 mod checks;
+mod console;
 mod instances;
 mod me;
 mod users;
@@ -36,6 +37,8 @@ pub struct ApiState {
     pub prelogin_key: [u8; 32],
     /// Proxies whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
     pub trusted_proxies: TrustedProxies,
+    /// The bound port of the wss listener, if on: where the web console's MQTT link goes.
+    pub wss_port: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -292,6 +295,7 @@ fn route_label(pattern: Option<&str>) -> &'static str {
         Some("/v1/users/reset") => "reset",
         Some("/v1/instances/{id}/reenrol") => "instance_reenrol",
         Some("/v1/admin/users/{name}/reset") => "admin_reset",
+        Some("/" | "/console.js" | "/console.css" | "/favicon.svg" | "/console.json") => "console",
         _ => "unmatched",
     }
 }
@@ -327,8 +331,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         resource("/v1/instances/{id}/reenrol").route(web::post().to(instances::reenrol_instance)),
     )
-    .service(resource("/v1/principals/{id}/key").route(web::get().to(instances::peer_key)))
-    .default_service(web::to(not_found));
+    .service(resource("/v1/principals/{id}/key").route(web::get().to(instances::peer_key)));
+    for path in console::paths() {
+        cfg.service(resource(path).route(web::get().to(console::serve)));
+    }
+    cfg.default_service(web::to(not_found));
 }
 
 /// Binds the API on `http.listen`, and on `https` (address and TLS configuration) if

@@ -127,7 +127,8 @@ impl WsPolicy {
         Ok(response)
     }
 
-    /// Allowed: a configured origin, or the listener's own host:port (same origin).
+    /// Allowed: a configured origin, or one on the host the client connected to, any port
+    /// (the broker's own console on its HTTPS port).
     fn origin_allowed(&self, origin: &str, host: Option<&HeaderValue>) -> bool {
         let origin = origin.trim_end_matches('/');
         if self
@@ -138,8 +139,9 @@ impl WsPolicy {
             return true;
         }
         let authority = origin.split_once("://").map_or("", |(_, rest)| rest);
-        host.and_then(|h| h.to_str().ok())
-            .is_some_and(|host| !authority.is_empty() && authority.eq_ignore_ascii_case(host))
+        host.and_then(|h| h.to_str().ok()).is_some_and(|host| {
+            !authority.is_empty() && host_of(authority).eq_ignore_ascii_case(host_of(host))
+        })
     }
 
     #[allow(clippy::result_large_err)] // the callback below is `check`
@@ -159,6 +161,16 @@ impl WsPolicy {
         )
         .await?;
         Ok(split(WsStream::new(ws)))
+    }
+}
+
+/// The host of an `authority` (`host`, `host:port`, `[v6]:port`), without the port.
+fn host_of(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(authority, |(v6, _)| v6),
+        None => authority
+            .split_once(':')
+            .map_or(authority, |(host, _)| host),
     }
 }
 

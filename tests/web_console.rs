@@ -1,0 +1,137 @@
+//! The web console (`web/`) in a real headless Chromium against a real broker over HTTPS and
+//! WSS: node's test runner drives the browser with playwright-core (web/test/console.test.mjs)
+//! while this side starts the broker and hands it the addresses, the CLI for the agent and the
+//! operator's reset, and the database a lying server would rewrite. Also checks what the broker
+//! itself promises about the page: served over HTTPS only, under a policy that forbids inline
+//! and third-party scripts. Needs `npm ci --prefix web` and `/usr/bin/chromium` (.ci/run
+//! installs both).
+
+mod common;
+
+use common::Broker;
+
+/// The browser: Debian's Chromium, or the one `SEALRELAY_CHROMIUM` names.
+fn chromium() -> String {
+    let path = std::env::var("SEALRELAY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: install Debian's chromium (.ci/run does) or set SEALRELAY_CHROMIUM"
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_in_headless_chromium() {
+    let broker = Broker::start();
+    let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-console");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let cli = broker.cli();
+    let cli_env: serde_json::Map<String, serde_json::Value> = cli
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.into())))
+        .collect();
+    let cases = serde_json::json!({
+        "https": format!("https://{}/", broker.https),
+        "wss": format!("wss://{}/mqtt", broker.wss),
+        "http": format!("http://{}", broker.http),
+        "ws": format!("ws://{}/mqtt", broker.ws),
+        "bin": common::BIN,
+        "cli_env": cli_env,
+        "admin_args": ["admin", "reset-user", "--config", "broker.toml", "--admin-url", format!("http://{}", broker.admin)],
+        "broker_dir": broker.dir.path(),
+        "db": broker.db_path(),
+        "screenshots": screenshots,
+        "chromium": chromium(),
+    });
+    let node = common::node_test(
+        "web",
+        "playwright-core",
+        "test/console.test.mjs",
+        "SEALRELAY_WEB_CONSOLE",
+        &cases,
+    );
+    common::node_passed(node, 4).await;
+    for shot in [
+        "02-reply",
+        "03-wrong-password",
+        "05-stale-key",
+        "06-pin-mismatch",
+    ] {
+        assert!(screenshots.join(format!("{shot}.png")).is_file(), "{shot}");
+    }
+}
+
+/// The page is never served over plain HTTP (where the password would travel in the clear),
+/// and over HTTPS every file comes under a policy that allows this origin's scripts and
+/// WebAssembly only, with the MQTT URL the page uses.
+#[test]
+fn the_console_is_served_over_https_only_under_a_strict_policy() {
+    let broker = Broker::start();
+    let plain = ureq::get(&format!("http://{}/", broker.http))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
+    assert_eq!(plain.status(), 404);
+    // Headers are the point here, not the certificate (tests/transports.rs checks that).
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .disable_verification(true)
+                    .build(),
+            )
+            .build(),
+    );
+    for (path, media) in [
+        ("/", "text/html"),
+        ("/console.js", "text/javascript"),
+        ("/console.css", "text/css"),
+        ("/console.json", "application/json"),
+    ] {
+        let mut answer = agent
+            .get(&format!("https://127.0.0.1:{}{path}", broker.https.port()))
+            .call()
+            .unwrap();
+        let header = |name: &str| {
+            answer
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        assert!(header("content-type").starts_with(media), "{path}");
+        let policy = header("content-security-policy");
+        assert!(
+            policy.contains("script-src 'self' 'wasm-unsafe-eval';")
+                && policy.contains("default-src 'none'")
+                && policy.contains(&format!(
+                    "connect-src 'self' wss://127.0.0.1:{};",
+                    broker.wss.port()
+                ))
+                && !policy.contains("unsafe-inline"),
+            "{path}: {policy}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        if path == "/console.json" {
+            let site: serde_json::Value =
+                serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
+            assert_eq!(
+                site["mqtt_url"],
+                format!("wss://127.0.0.1:{}/mqtt", broker.wss.port())
+            );
+        }
+    }
+    let page = agent
+        .get(&format!("https://127.0.0.1:{}/", broker.https.port()))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    // No inline script: every <script> loads this origin's file.
+    assert!(page.contains(r#"<script type="module" src="console.js"></script>"#));
+    assert_eq!(page.matches("<script").count(), 1);
+}

@@ -1,0 +1,369 @@
+// The sealrelay web console: the page a user logs in with. Everything secret happens here,
+// through the JavaScript SDK: the password is stretched and the private key unwrapped in this
+// page, every message is sealed here before it leaves, and replies are opened here. The broker
+// serves this file and relays sealed bytes; it never sees the password, the auth key or a
+// private key, and this page never writes one to storage, the URL or the console log.
+//
+// Uses the SDK (sdk/js) and the DOM only; bundled by build.mjs into one script, so the
+// content security policy can forbid every inline and third-party script. Text from the
+// server or from instances is only ever set as text, never as HTML.
+
+import * as c from "../../sdk/js/src/crypto.js";
+import { Api, ApiError, Identity, KeyringRollbackError } from "../../sdk/js/src/identity.js";
+import { Console } from "../../sdk/js/src/console.js";
+
+/** @param {string} id */
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+/** @param {string} id */
+const form = (id) => /** @type {HTMLFormElement} */ (document.getElementById(id));
+/** @param {HTMLFormElement} f @param {string} name */
+const field = (f, name) => /** @type {HTMLInputElement} */ (f.elements.namedItem(name));
+
+const api = new Api(location.origin);
+
+/**
+ * The logged-in user, or null: the identity (private key), the MQTT link, and the instances
+ * last listed.
+ * @type {{ identity: Identity, link: Console | null, instances: import("../../sdk/js/src/identity.js").InstanceEntry[] } | null}
+ */
+let session = null;
+/** @type {string | null} the witness of the key this page last held, kept across a reset */
+let previousWitness = null;
+/** @type {{ mqtt_url: string | null }} */
+let site = { mqtt_url: null };
+
+/**
+ * The link indicator: what the connection is doing, in words.
+ * @param {string} state
+ * @param {string} text
+ */
+function link(state, text) {
+  $("link").dataset.state = state;
+  $("link").textContent = text;
+}
+
+/** @param {HTMLElement} el @param {string | null} text */
+function say(el, text) {
+  el.hidden = !text;
+  el.textContent = text ?? "";
+}
+
+/**
+ * @param {"login" | "account"} view
+ */
+function show(view) {
+  $("login").hidden = view !== "login";
+  $("account").hidden = view !== "account";
+}
+
+/**
+ * One line for an error, in the user's words where we know them.
+ * @param {unknown} e
+ */
+function explain(e) {
+  if (e instanceof ApiError) {
+    if (e.status === 401) return "Wrong name or password.";
+    if (e.status === 429) return "Too many failed attempts: wait a minute and try again.";
+    return `Refused by the server: ${e.message}`;
+  }
+  return e instanceof Error ? e.message : String(e);
+}
+
+/**
+ * Where this browser keeps the newest keyring version it saw for this user and key (a reset
+ * makes a new key, and its keyring starts again): a number and a public fingerprint, no secret.
+ * @param {Identity} identity
+ */
+const keyringSeenKey = (identity) => `sealrelay.keyring-version.${c.toHex(identity.id)}.${identity.witness}`;
+
+/**
+ * @param {Identity} identity
+ */
+function rememberKeyring(identity) {
+  if (identity.keyring) localStorage.setItem(keyringSeenKey(identity), String(identity.keyring.version));
+}
+
+/**
+ * @param {Identity} identity
+ * @param {string[]} [staleInstances]
+ */
+async function enter(identity, staleInstances = []) {
+  identity.requireKeyringVersion(BigInt(localStorage.getItem(keyringSeenKey(identity)) ?? "0"));
+  rememberKeyring(identity);
+  session = { identity, link: null, instances: [] };
+  $("who").textContent = identity.login;
+  $("my-witness").textContent = identity.witness;
+  say($("stale-alert"), staleInstances.length
+    ? `Your password was reset, so you have a new key (witness ${identity.witness}${previousWitness && previousWitness !== identity.witness ? `; it was ${previousWitness}` : ""}). ` +
+      `${staleInstances.length} instance(s) still hold your previous key and cannot talk to you until you re-enrol them: ${staleInstances.join(", ")}.`
+    : null);
+  previousWitness = identity.witness;
+  show("account");
+  await refresh();
+  await connect();
+}
+
+// Online state and last-seen times change on their own: redraw while logged in.
+setInterval(() => session && refresh().catch(() => {}), 15_000);
+
+async function connect() {
+  if (!session) return;
+  if (!site.mqtt_url) {
+    link("failed", "this broker serves no MQTT over WebSocket (wss) for the console");
+    return;
+  }
+  link("connecting", "connecting…");
+  const current = session;
+  try {
+    current.link = await Console.connect(current.identity, site.mqtt_url, { onState, onStale });
+    link("connected", "connected");
+  } catch (e) {
+    link("failed", `not connected: ${explain(e)}`);
+  }
+}
+
+/** @param {import("../../sdk/js/src/console.js").LinkState} s */
+function onState(s) {
+  if (s.state === "connected") return link("connected", "connected");
+  if (s.state === "reconnecting") return link("reconnecting", s.reason === "server_shutdown" ? "broker restarting: reconnecting…" : "reconnecting…");
+  const why = {
+    password_reset: "An operator reset your password: your key is being replaced. Enter the reset code you were given to set a new password.",
+    credentials_changed: "Your password was changed in another console: log in with the new one.",
+    account_deleted: "This account was deleted.",
+    taken_over: "This account connected again elsewhere with the same session.",
+  }[s.reason ?? ""] ?? `The broker ended this session (${s.reason ?? `code 0x${(s.code ?? 0).toString(16)}`}): log in again.`;
+  logout(why, s.reason === "password_reset");
+}
+
+/** @param {import("../../sdk/js/src/console.js").StaleMessage} m */
+function onStale({ from, error }) {
+  say($("stale-alert"),
+    `A message from ${from} was sealed to your previous key (witness ${error.sealedTo}); your key is now ${error.current}. ` +
+    "It cannot be opened, by design. Re-enrol that instance so it learns your new key.");
+}
+
+/** Fetches the instance list and redraws it, loudly refusing any key that is not the pinned one. */
+async function refresh() {
+  if (!session) return;
+  const instances = await session.identity.instances(api);
+  session.instances = instances;
+  const body = /** @type {HTMLTableSectionElement} */ ($("instances").querySelector("tbody"));
+  body.replaceChildren(...instances.map(row));
+  $("no-instances").hidden = instances.length > 0;
+  const mismatched = instances.filter((i) => i.pin === "mismatch");
+  say($("pin-alert"), mismatched.length
+    ? mismatched.map((i) => `KEY MISMATCH for instance ${i.id}: the server now serves a key with witness ${i.witness}, but you pinned ${i.pinnedWitness}. ` +
+      "This console refuses to use it. Either the server is substituting keys or the instance was re-enrolled elsewhere: compare witnesses out of band before anything else.").join("\n")
+    : null);
+  const to = /** @type {HTMLSelectElement} */ (form("send-form").elements.namedItem("to"));
+  const usable = instances.filter((i) => i.pin === "pinned" && !i.stale_owner_key);
+  to.replaceChildren(...usable.map((i) => new Option(`${i.id.slice(0, 8)}… (${i.witness})`, i.id)));
+  /** @type {HTMLButtonElement} */ (form("send-form").querySelector("button")).disabled = usable.length === 0;
+}
+
+/**
+ * @param {import("../../sdk/js/src/identity.js").InstanceEntry} i
+ */
+function seen(i) {
+  if (i.online) return "online";
+  if (!i.last_seen) return "never connected";
+  return `last seen ${new Date(i.last_seen * 1000).toLocaleString()}`;
+}
+
+/**
+ * @param {import("../../sdk/js/src/identity.js").InstanceEntry} i
+ */
+function row(i) {
+  const tr = document.createElement("tr");
+  tr.dataset.id = i.id;
+  /** @param {string} text @param {string} [cls] */
+  const cell = (text, cls) => {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    tr.append(td);
+    return td;
+  };
+  cell(i.id).title = `witness ${i.witness}`;
+  if (i.stale_owner_key) cell("stale key: it holds your previous key — re-enrol it", "stale");
+  else cell(i.pin === "pinned" ? `pinned (${i.witness})` : i.pin === "unpinned" ? "not pinned" : "MISMATCH", `pin-${i.pin}`);
+  cell(seen(i));
+  const actions = cell("");
+  /** @param {string} label @param {() => Promise<unknown>} act */
+  const button = (label, act) => {
+    const b = document.createElement("button");
+    b.className = "secondary";
+    b.textContent = label;
+    b.addEventListener("click", () => guarded(act));
+    actions.append(b, " ");
+  };
+  button("Re-enrol", async () => session && showToken(i.id, await session.identity.reenrolInstance(api, i.id)));
+  button("Remove", async () => {
+    await session?.identity.removeInstance(api, i.id);
+    await refresh();
+  });
+  return tr;
+}
+
+/**
+ * Runs a user action, showing its failure instead of losing it.
+ * @param {() => Promise<unknown>} act
+ */
+async function guarded(act) {
+  try {
+    await act();
+    if (session) rememberKeyring(session.identity);
+  } catch (e) {
+    const li = document.createElement("li");
+    li.className = "error";
+    li.textContent = explain(e);
+    $("conversation").prepend(li);
+  }
+}
+
+/**
+ * @param {string} id
+ * @param {string} token
+ */
+function showToken(id, token) {
+  $("token-for").textContent = id;
+  $("token-text").textContent = token;
+  $("token-box").hidden = false;
+  return refresh();
+}
+
+/**
+ * Ends the session: closes the link, zeroes the private key, clears every view of it.
+ * @param {string | null} [message]
+ */
+function logout(message = null, offerReset = false) {
+  const ending = session;
+  session = null;
+  ending?.link?.close();
+  ending?.identity.wipe();
+  for (const id of ["instances", "conversation"]) $(id).querySelectorAll("tbody > tr, li").forEach((n) => n.remove());
+  $("token-text").textContent = "";
+  $("token-box").hidden = true;
+  for (const f of document.forms) f.reset();
+  say($("pin-alert"), null);
+  say($("stale-alert"), null);
+  say($("login-error"), message);
+  /** @type {HTMLDetailsElement} */ ($("reset")).open = offerReset;
+  link(message ? "signed_out" : "idle", message ? "signed out" : "not connected");
+  show("login");
+}
+
+/**
+ * Reads a form's fields and clears the password ones at once, before any await.
+ * @param {HTMLFormElement} f
+ * @param {string[]} names
+ */
+function take(f, ...names) {
+  const values = names.map((n) => field(f, n).value);
+  for (const input of f.querySelectorAll("input[type=password]")) /** @type {HTMLInputElement} */ (input).value = "";
+  return values;
+}
+
+/** @param {HTMLFormElement} f @param {(ev: SubmitEvent) => Promise<void>} handler */
+function onSubmit(f, handler) {
+  f.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const buttons = f.querySelectorAll("button");
+    buttons.forEach((b) => (b.disabled = true));
+    try {
+      await handler(/** @type {SubmitEvent} */ (ev));
+    } finally {
+      buttons.forEach((b) => (b.disabled = false));
+    }
+  });
+}
+
+function wire() {
+  onSubmit(form("login-form"), async (ev) => {
+    const [name, password] = take(form("login-form"), "name", "password");
+    const register = /** @type {HTMLButtonElement | null} */ (ev.submitter)?.value === "register";
+    say($("login-error"), null);
+    link("connecting", register ? "creating your key…" : "unlocking your key…");
+    try {
+      await enter(register ? await Identity.register(api, name, password) : await Identity.login(api, name, password));
+    } catch (e) {
+      link("idle", "not connected");
+      say($("login-error"), e instanceof KeyringRollbackError ? `Refused: ${e.message}` : explain(e));
+    }
+  });
+
+  onSubmit(form("reset-form"), async () => {
+    const [name, code, password] = take(form("reset-form"), "name", "code", "password");
+    field(form("reset-form"), "code").value = "";
+    say($("login-error"), null);
+    try {
+      const { identity, staleInstances } = await Identity.completeReset(api, name, code, password);
+      /** @type {HTMLDetailsElement} */ ($("reset")).open = false;
+      await enter(identity, staleInstances);
+    } catch (e) {
+      say($("login-error"), e instanceof ApiError && e.status === 403 ? "That reset code is wrong, used or expired: ask the operator for a new one." : explain(e));
+    }
+  });
+
+  onSubmit(form("send-form"), async () => {
+    const [to, message] = take(form("send-form"), "to", "message");
+    field(form("send-form"), "message").value = "";
+    /** @param {string} cls @param {string} text */
+    const line = (cls, text) => {
+      const li = document.createElement("li");
+      li.className = cls;
+      li.textContent = text;
+      $("conversation").prepend(li);
+    };
+    if (!session?.link) return line("error", "Not connected to the broker: wait for the link, or log in again.");
+    line("out", `${to.slice(0, 8)}…: ${message}`);
+    try {
+      const reply = await session.link.request(to, new TextEncoder().encode(message));
+      line("in", `${to.slice(0, 8)}…: ${new TextDecoder().decode(reply)}`);
+    } catch (e) {
+      line("error", `${to.slice(0, 8)}…: ${explain(e)}`);
+    }
+  });
+
+  onSubmit(form("password-form"), async () => {
+    const [password, again] = take(form("password-form"), "password", "again");
+    const current = session;
+    if (!current) return;
+    if (password !== again) return say($("password-result"), "The two passwords differ: nothing changed.");
+    // Our own session is closed by the change like every other: end it first, then reconnect
+    // with the new secret.
+    await current.link?.close();
+    current.link = null;
+    try {
+      await current.identity.changePassword(api, password);
+      say($("password-result"), "Password changed: your key is the same, re-wrapped under the new password. Other consoles were signed out.");
+    } catch (e) {
+      say($("password-result"), `Not changed: ${explain(e)}`);
+    }
+    await connect();
+  });
+
+  $("add-instance").addEventListener("click", () =>
+    guarded(async () => {
+      if (!session) return;
+      const { id, token } = await session.identity.addInstance(api);
+      await showToken(c.toHex(id), token);
+    }),
+  );
+  $("token-done").addEventListener("click", () => {
+    $("token-text").textContent = "";
+    $("token-box").hidden = true;
+  });
+  $("refresh").addEventListener("click", () => guarded(refresh));
+  $("logout").addEventListener("click", () => logout());
+}
+
+async function boot() {
+  await c.ready();
+  site = await fetch("/console.json").then((r) => r.json());
+  wire();
+  $("booting").hidden = true;
+  show("login");
+}
+
+boot().catch((e) => say($("booting"), `The console could not start: ${explain(e)}`));

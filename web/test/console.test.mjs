@@ -1,0 +1,393 @@
+// The web console in a real headless Chromium (Debian's, driven by playwright-core) against a
+// real broker over HTTPS and WSS, a real `sealrelay agent` and an instance written with the
+// JavaScript SDK: register, log in, send and see the sealed reply; a wrong password; an
+// operator reset (signed out, reset code, the stale-key state with both witnesses); a key the
+// directory swapped (the pin-mismatch state). Every request and WebSocket frame the page makes
+// is recorded and searched for the password, wrap keys, private keys and tokens.
+//
+// Run by tests/web_console.rs, which starts the broker and passes its addresses as JSON in
+// SEALRELAY_WEB_CONSOLE; skipped when that is not set. Screenshots go to `cases.screenshots`.
+
+import assert from "node:assert/strict";
+import { execFile, execFileSync, spawn } from "node:child_process";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { promisify } from "node:util";
+import { chromium } from "playwright-core";
+import * as c from "../../sdk/js/src/crypto.js";
+import { Api, Identity } from "../../sdk/js/src/identity.js";
+import { Agent } from "../../sdk/js/src/agent.js";
+
+const cases = process.env.SEALRELAY_WEB_CONSOLE ? JSON.parse(process.env.SEALRELAY_WEB_CONSOLE) : null;
+const skip = cases ? false : "run by tests/web_console.rs (cargo test), which starts the broker";
+const api = cases && new Api(cases.http);
+/** @type {import("playwright-core").Browser} */
+let browser;
+
+before(async () => {
+  if (!cases) return;
+  await c.ready();
+  browser = await chromium.launch({ executablePath: cases.chromium });
+});
+after(() => browser?.close());
+
+/** @typedef {import("playwright-core").Page} Page */
+/** A secret in one encoding: text, or raw bytes. @typedef {{ label: string, text?: string, bytes?: Buffer }} Secret */
+
+/**
+ * What the test knows must never leave the page: `secrets` appear in no request, frame, URL,
+ * storage or log line in any encoding; `authKeys` (auth keys and reset codes, which the
+ * protocol sends to the broker to log in or authorise a reset; it keeps only verifiers) only
+ * inside TLS to the broker, never in a URL, storage or a log line.
+ */
+class Secrets {
+  /** @type {Secret[]} */
+  secrets = [];
+  /** @type {Secret[]} */
+  authKeys = [];
+
+  /**
+   * @param {string} label @param {Uint8Array | string} value
+   * @param {string} label
+   * @param {Uint8Array | string} value
+   */
+  add(label, value) {
+    this.secrets.push(...forms(label, value));
+  }
+
+  /**
+   * A secret the protocol sends to the broker to log in or authorise (inside TLS only).
+   * @param {string} label
+   * @param {Uint8Array | string} value
+   */
+  credential(label, value) {
+    this.authKeys.push(...forms(label, value));
+  }
+
+  /**
+   * A password and the keys it derives under the account's current salt.
+   * @param {string} name
+   * @param {string} password
+   */
+  async password(name, password) {
+    this.add(`password of ${name}`, password);
+    const spec = await api.prelogin(name);
+    const keys = await c.deriveFromPassword(password, c.fromB64(spec.salt), spec);
+    this.add(`wrap key of ${name}`, keys.wrapKey);
+    this.credential(`auth key of ${name}`, keys.authKey);
+  }
+
+  /**
+   * The private key the page unwrapped for `name`, as the SDK unwraps it here.
+   * @param {string} name
+   * @param {string} password
+   */
+  async userKey(name, password) {
+    const me = await Identity.login(api, name, password);
+    this.add(`private key of ${name}`, me.secret);
+  }
+
+  /**
+   * An instance token, its wrap key and the instance's private key.
+   * @param {string} token
+   */
+  async token(token) {
+    this.add("instance token", token);
+    this.add("token secret", token.split(".")[2]);
+    const { keys } = await c.tokenKeys(token);
+    this.add("token wrap key", keys.wrapKey);
+    this.credential("token auth key", keys.authKey);
+    const agent = await Agent.login(api, token);
+    this.add("instance private key", agent.secret);
+  }
+}
+
+/**
+ * The encodings a secret could travel in: text, URL-encoded, hex, base64, base64url, raw.
+ * @param {string} label
+ * @param {Uint8Array | string} value
+ * @returns {Secret[]}
+ */
+function forms(label, value) {
+  if (typeof value === "string") {
+    return [
+      { label, text: value },
+      { label: `${label} (URL-encoded)`, text: encodeURIComponent(value) },
+    ];
+  }
+  return [
+    { label: `${label} (hex)`, text: c.toHex(value) },
+    { label: `${label} (base64)`, text: c.b64(value) },
+    { label: `${label} (base64url)`, text: c.b64url(value) },
+    { label: `${label} (raw)`, bytes: Buffer.from(value) },
+  ];
+}
+
+/** Every request and WebSocket frame a page sends, and every console line it logs. */
+class Recorder {
+  /** @type {{ url: string, carried: Buffer, where: string }[]} */
+  sent = [];
+  /** @type {string[]} */
+  logs = [];
+
+  /** @param {Page} page */
+  constructor(page) {
+    page.on("request", (r) => {
+      const headers = Object.entries(r.headers()).map(([k, v]) => `${k}: ${v}`);
+      // Basic credentials are base64 on the wire: decoded, so a secret in them is found.
+      const basic = (r.headers().authorization ?? "").replace(/^Basic /, "");
+      const carried = Buffer.concat([Buffer.from(headers.join("\n") + "\n" + Buffer.from(basic, "base64").toString("latin1") + "\n"), r.postDataBuffer() ?? Buffer.alloc(0)]);
+      this.sent.push({ url: r.url(), carried, where: `${r.method()} ${r.url()}` });
+    });
+    page.on("websocket", (ws) => {
+      this.sent.push({ url: ws.url(), carried: Buffer.alloc(0), where: `WebSocket ${ws.url()}` });
+      ws.on("framesent", (f) => this.sent.push({ url: ws.url(), carried: Buffer.from(f.payload), where: `frame to ${ws.url()}` }));
+    });
+    page.on("console", (m) => this.logs.push(m.text()));
+    page.on("pageerror", (e) => this.logs.push(`page error: ${e.message}`));
+  }
+
+  /**
+   * Asserts nothing secret left the page, and the auth keys left only to the broker.
+   * @param {Page} page
+   * @param {Secrets} secrets
+   */
+  async check(page, secrets) {
+    const site = new URL(cases.https).origin;
+    const mqtt = new URL(cases.wss).origin;
+    const storage = await page.evaluate(() => JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage } }));
+    const traffic = this.sent.map((s) => ({ where: s.where, text: s.url + "\n" + s.carried.toString("latin1"), bytes: s.carried }));
+    const elsewhere = [
+      ...this.sent.map((s) => ({ where: `URL ${s.url}`, text: s.url, bytes: Buffer.from(s.url) })),
+      { where: "page URL", text: page.url(), bytes: Buffer.from(page.url()) },
+      { where: "localStorage/sessionStorage", text: storage, bytes: Buffer.from(storage) },
+      ...this.logs.map((l) => ({ where: `console line "${l}"`, text: l, bytes: Buffer.from(l) })),
+    ];
+    /** @param {Secret} secret @param {{ text: string, bytes: Buffer }} place */
+    const found = (secret, place) => (secret.text !== undefined ? place.text.includes(secret.text) : !!secret.bytes && place.bytes.includes(secret.bytes));
+    for (const secret of secrets.secrets) {
+      for (const place of [...traffic, ...elsewhere]) assert.ok(!found(secret, place), `${secret.label} found in ${place.where}`);
+    }
+    for (const secret of secrets.authKeys) {
+      for (const place of elsewhere) assert.ok(!found(secret, place), `${secret.label} found in ${place.where}`);
+    }
+    for (const s of this.sent) {
+      assert.ok([site, mqtt].includes(new URL(s.url).origin), `the page talked to ${s.url}, not the broker`);
+    }
+    assert.ok(this.sent.some((s) => s.where.startsWith("frame to")), "no WebSocket frame was recorded: the check would be vacuous");
+    assert.deepEqual(Object.keys(JSON.parse(storage).session), []);
+    for (const key of Object.keys(JSON.parse(storage).local)) assert.match(key, /^sealrelay\.keyring-version\.[0-9a-f]{32}\.[0-9a-f]{32}$/);
+  }
+}
+
+/** A fresh browser context on the console, recorded from its first request. */
+async function open() {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1100, height: 900 } });
+  const page = await context.newPage();
+  const recorder = new Recorder(page);
+  await page.goto(cases.https);
+  await page.waitForSelector("#login:not([hidden])", { timeout: 30_000 });
+  return { page, recorder };
+}
+
+/** @param {Page} page @param {string} name */
+const shot = (page, name) => page.screenshot({ path: join(cases.screenshots, `${name}.png`), fullPage: true });
+/** @param {Page} page @param {string} selector */
+const text = (page, selector) => page.locator(selector).innerText();
+/**
+ * Waits for `selector` to show; if it never does, fails with what the page says instead.
+ * @param {Page} page
+ * @param {string} selector
+ */
+async function visible(page, selector) {
+  try {
+    await page.waitForSelector(`${selector}:not([hidden])`, { timeout: 30_000 });
+  } catch (e) {
+    const says = await page.evaluate(() =>
+      ["link", "login-error", "stale-alert", "pin-alert", "conversation"].map((id) => `#${id}: ${document.getElementById(id)?.textContent}`).join("\n"),
+    );
+    throw new Error(`${selector} never showed; the page says:\n${says}`, { cause: e });
+  }
+}
+
+/**
+ * @param {Page} page
+ * @param {string} name
+ * @param {string} password
+ */
+async function register(page, name, password) {
+  await page.fill("#login-form [name=name]", name);
+  await page.fill("#login-form [name=password]", password);
+  await page.click("#login-form button[value=register]");
+  await visible(page, "#account");
+  await page.waitForSelector('#link[data-state="connected"]', { timeout: 30_000 });
+}
+
+/**
+ * Adds an instance from the page; returns its id and the token the page showed once.
+ * @param {Page} page
+ */
+async function addInstance(page) {
+  await page.click("#add-instance");
+  await visible(page, "#token-box");
+  const token = (await text(page, "#token-text")).trim();
+  const id = (await text(page, "#token-for")).trim();
+  await page.click("#token-done");
+  return { id, token };
+}
+
+/**
+ * Sends `message` to the first instance offered and returns the conversation's newest line.
+ * @param {Page} page
+ * @param {string} message
+ */
+async function send(page, message) {
+  await page.fill("#send-form [name=message]", message);
+  await page.click("#send-form button");
+  await page.waitForSelector("#conversation li.in, #conversation li.error", { timeout: 30_000 });
+  return page.locator("#conversation li").first().innerText();
+}
+
+/**
+ * `sealrelay agent` (the Rust CLI) with `token`, resolved once it serves.
+ * @param {string} token
+ */
+async function rustAgent(token) {
+  const child = spawn(cases.bin, ["agent"], { env: { ...process.env, ...cases.cli_env, SEALRELAY_TOKEN: token }, stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  await new Promise((resolve, reject) => {
+    child.stdout.on("data", (d) => (out += d) && out.includes("serving") && resolve(undefined));
+    child.once("exit", (code) => reject(new Error(`sealrelay agent exited with ${code}: ${out}`)));
+  });
+  return child;
+}
+
+test("register, add an instance, send to a Rust agent and see its sealed reply; log out wipes the view", { skip, timeout: 120_000 }, async () => {
+  const { page, recorder } = await open();
+  await shot(page, "01-login");
+  const secrets = new Secrets();
+  await register(page, "web-alice", "alice's browser password");
+  await secrets.password("web-alice", "alice's browser password");
+  await secrets.userKey("web-alice", "alice's browser password");
+  const { id, token } = await addInstance(page);
+  await secrets.token(token);
+  const agent = await rustAgent(token);
+  try {
+    await page.click("#refresh");
+    await page.waitForFunction((i) => document.querySelector(`tr[data-id="${i}"]`)?.textContent?.includes("online"), id, { timeout: 30_000 });
+    assert.equal(await send(page, "status?"), `${id.slice(0, 8)}…: status?`, "the Rust agent echoes the request, sealed back to the page");
+    assert.match(await text(page, `tr[data-id="${id}"]`), /pinned/);
+    await shot(page, "02-reply");
+  } finally {
+    agent.kill();
+  }
+  await page.click("#logout");
+  await visible(page, "#login");
+  assert.equal(await page.locator("#conversation li").count(), 0);
+  assert.equal(await page.locator("#instances tbody tr").count(), 0);
+  assert.equal(await text(page, "#token-text"), "");
+  await recorder.check(page, secrets);
+});
+
+test("a wrong password, or an unknown name, is refused with one clear message", { skip, timeout: 60_000 }, async () => {
+  const { page, recorder } = await open();
+  const secrets = new Secrets();
+  await register(page, "web-bob", "bob's password");
+  await secrets.password("web-bob", "bob's password");
+  await page.click("#logout");
+  for (const [name, password] of [["web-bob", "not bob's password"], ["web-nobody", "anything at all"]]) {
+    secrets.add(`wrong password for ${name}`, password);
+    await page.fill("#login-form [name=name]", name);
+    await page.fill("#login-form [name=password]", password);
+    await page.click("#login-form button[value=login]");
+    await visible(page, "#login-error");
+    assert.equal(await text(page, "#login-error"), "Wrong name or password.");
+    assert.equal(await page.inputValue("#login-form [name=password]"), "", "the password field is cleared");
+  }
+  await shot(page, "03-wrong-password");
+  await recorder.check(page, secrets);
+});
+
+test("an operator reset signs the page out; the reset code sets a new key and the page shows what is stale", { skip, timeout: 120_000 }, async () => {
+  const { page, recorder } = await open();
+  const secrets = new Secrets();
+  await register(page, "web-carol", "carol's first password");
+  await secrets.password("web-carol", "carol's first password");
+  await secrets.userKey("web-carol", "carol's first password");
+  const oldWitness = (await text(page, "#my-witness")).trim();
+  const { id, token } = await addInstance(page);
+  await secrets.token(token);
+  // An instance written with the JavaScript SDK, still pinning carol's first key.
+  const instance = await Agent.login(api, token);
+  await instance.serve(cases.ws, (p) => p);
+  try {
+    assert.match(await send(page, "before the reset"), /before the reset/);
+
+    const run = await promisify(execFile)(cases.bin, [...cases.admin_args, "--name", "web-carol"], { cwd: cases.broker_dir, env: { ...process.env, ...cases.cli_env } });
+    const code = (run.stdout + run.stderr).match(/srr1\.[0-9a-f]{32}\.[A-Za-z0-9_-]+/)?.[0];
+    assert.ok(code, `no reset code in: ${run.stdout}`);
+    secrets.credential("reset code", code);
+    await visible(page, "#login-error");
+    assert.match(await text(page, "#login-error"), /operator reset your password/);
+    assert.equal(await page.locator("#link").getAttribute("data-state"), "signed_out");
+    assert.ok(await page.locator("#reset").getAttribute("open") !== null, "the reset form is offered");
+    await shot(page, "04-reset-signed-out");
+
+    await page.fill("#reset-form [name=name]", "web-carol");
+    await page.fill("#reset-form [name=code]", code);
+    await page.fill("#reset-form [name=password]", "carol's new password");
+    await page.click("#reset-form button");
+    await visible(page, "#account");
+    await secrets.password("web-carol", "carol's new password");
+    await secrets.userKey("web-carol", "carol's new password");
+    const newWitness = (await text(page, "#my-witness")).trim();
+    assert.notEqual(newWitness, oldWitness, "a reset makes a new key");
+    assert.match(await text(page, "#stale-alert"), new RegExp(`new key \\(witness ${newWitness}; it was ${oldWitness}\\).*${id}`));
+    assert.match(await text(page, `tr[data-id="${id}"]`), /stale key/);
+    await page.waitForSelector('#link[data-state="connected"]', { timeout: 30_000 });
+
+    // The instance still seals to the old key: the page says so, naming both witnesses.
+    await instance.notify(new TextEncoder().encode("status sealed to the old key"));
+    await page.waitForFunction(() => document.getElementById("stale-alert")?.textContent?.includes("sealed to your previous key"), null, { timeout: 30_000 });
+    assert.equal(
+      await text(page, "#stale-alert"),
+      `A message from ${id} was sealed to your previous key (witness ${oldWitness}); your key is now ${newWitness}. It cannot be opened, by design. Re-enrol that instance so it learns your new key.`,
+    );
+    await shot(page, "05-stale-key");
+
+    // Re-enrolment from the page: a new token, and the instance is pinned again.
+    await page.locator(`tr[data-id="${id}"] button`, { hasText: "Re-enrol" }).click();
+    await visible(page, "#token-box");
+    await secrets.token((await text(page, "#token-text")).trim());
+    await page.waitForFunction((i) => document.querySelector(`tr[data-id="${i}"]`)?.textContent?.includes("pinned"), id, { timeout: 30_000 });
+  } finally {
+    await instance.close();
+  }
+  await recorder.check(page, secrets);
+});
+
+test("a key the directory swapped shows the pin mismatch, loudly, and the page will not seal to it", { skip, timeout: 60_000 }, async () => {
+  const { page, recorder } = await open();
+  const secrets = new Secrets();
+  await register(page, "web-dave", "dave's password");
+  await secrets.password("web-dave", "dave's password");
+  const { id, token } = await addInstance(page);
+  await secrets.token(token);
+  const pinned = (await text(page, `tr[data-id="${id}"]`)).match(/pinned \(([0-9a-f]{32})\)/)?.[1];
+  assert.ok(pinned, "the new instance is pinned, its witness shown");
+  assert.equal(await page.locator("#send-form select option").count(), 1);
+
+  // The server lies: another key for the instance, written into the broker's own database.
+  execFileSync("python3", ["-c", "import os, sqlite3, sys\ndb = sqlite3.connect(sys.argv[1], timeout=10)\ndb.execute('UPDATE principals SET public_key = ? WHERE id = ?', (os.urandom(32), bytes.fromhex(sys.argv[2])))\ndb.commit()", cases.db, id]);
+  await page.click("#refresh");
+  await visible(page, "#pin-alert");
+  const alert = await text(page, "#pin-alert");
+  assert.match(alert, new RegExp(`KEY MISMATCH for instance ${id}`));
+  assert.match(alert, new RegExp(`but you pinned ${pinned}\\.`));
+  assert.match(alert, /refuses to use it/);
+  assert.match(await text(page, `tr[data-id="${id}"]`), /MISMATCH/);
+  assert.equal(await page.locator("#send-form select option").count(), 0, "the swapped key is not offered for sealing");
+  assert.ok(await page.locator("#send-form button").isDisabled());
+  await shot(page, "06-pin-mismatch");
+  await recorder.check(page, secrets);
+});
