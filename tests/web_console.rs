@@ -20,11 +20,15 @@ fn chromium() -> String {
     path
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_console_in_headless_chromium() {
-    let broker = Broker::start();
+#[test]
+fn the_console_in_headless_chromium() {
+    let mut broker = Broker::start();
     let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-console");
     std::fs::create_dir_all(&screenshots).unwrap();
+    let (restart_request, restarted) = (
+        broker.dir.path().join("restart-request"),
+        broker.dir.path().join("restarted"),
+    );
     let cli = broker.cli();
     let cli_env: serde_json::Map<String, serde_json::Value> = cli
         .get_envs()
@@ -42,20 +46,42 @@ async fn the_console_in_headless_chromium() {
         "db": broker.db_path(),
         "screenshots": screenshots,
         "chromium": chromium(),
+        "restart_request": restart_request,
+        "restarted": restarted,
     });
-    let node = common::node_test(
+    let mut node = common::node_test(
         "web",
         "playwright-core",
         "test/console.test.mjs",
         "SEALRELAY_WEB_CONSOLE",
         &cases,
-    );
-    common::node_passed(node, 4).await;
+    )
+    .spawn()
+    .expect("node (Node 20) on PATH");
+    // The last browser test asks for a restart: the page must say it lost the broker and that
+    // it is back, on the same ports.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !restart_request.exists() && node.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the browser tests hung"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if restart_request.exists() {
+        broker.stop();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        std::fs::write(&restarted, b"").unwrap();
+        broker.restart();
+    }
+    common::node_report(node.wait_with_output().unwrap(), 5);
     for shot in [
         "02-reply",
         "03-wrong-password",
+        "04-reset-signed-out",
         "05-stale-key",
         "06-pin-mismatch",
+        "07-reconnecting",
     ] {
         assert!(screenshots.join(format!("{shot}.png")).is_file(), "{shot}");
     }

@@ -125,7 +125,11 @@ async function connect() {
 /** @param {import("../../sdk/js/src/console.js").LinkState} s */
 function onState(s) {
   if (s.state === "connected") return link("connected", "connected");
-  if (s.state === "reconnecting") return link("reconnecting", s.reason === "server_shutdown" ? "broker restarting: reconnecting…" : "reconnecting…");
+  if (s.state === "reconnecting") {
+    // Each retry reports again, without the reason the broker gave when it went: keep that.
+    if ($("link").dataset.state === "reconnecting" && !s.reason) return;
+    return link("reconnecting", s.reason === "server_shutdown" ? "broker restarting: reconnecting…" : "reconnecting…");
+  }
   const why = {
     password_reset: "An operator reset your password: your key is being replaced. Enter the reset code you were given to set a new password.",
     credentials_changed: "Your password was changed in another console: log in with the new one.",

@@ -2,14 +2,16 @@
 // real broker over HTTPS and WSS, a real `sealrelay agent` and an instance written with the
 // JavaScript SDK: register, log in, send and see the sealed reply; a wrong password; an
 // operator reset (signed out, reset code, the stale-key state with both witnesses); a key the
-// directory swapped (the pin-mismatch state). Every request and WebSocket frame the page makes
-// is recorded and searched for the password, wrap keys, private keys and tokens.
+// directory swapped (the pin-mismatch state); the broker restarting (reconnecting, then back).
+// Every request and WebSocket frame the page makes is recorded and searched for the password,
+// wrap keys, private keys and tokens.
 //
 // Run by tests/web_console.rs, which starts the broker and passes its addresses as JSON in
 // SEALRELAY_WEB_CONSOLE; skipped when that is not set. Screenshots go to `cases.screenshots`.
 
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn } from "node:child_process";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
@@ -389,5 +391,37 @@ test("a key the directory swapped shows the pin mismatch, loudly, and the page w
   assert.equal(await page.locator("#send-form select option").count(), 0, "the swapped key is not offered for sealing");
   assert.ok(await page.locator("#send-form button").isDisabled());
   await shot(page, "06-pin-mismatch");
+  await recorder.check(page, secrets);
+});
+
+test("the link says when the broker goes away and that it is back; a change of password keeps the key", { skip, timeout: 90_000 }, async () => {
+  const { page, recorder } = await open();
+  const secrets = new Secrets();
+  await register(page, "web-erin", "erin's password");
+  await secrets.password("web-erin", "erin's password");
+  // The Rust side restarts the broker on the same ports when this file appears.
+  writeFileSync(cases.restart_request, "");
+  await page.waitForSelector('#link[data-state="reconnecting"]', { timeout: 30_000 });
+  assert.equal(await text(page, "#link"), "broker restarting: reconnecting…");
+  await shot(page, "07-reconnecting");
+  await page.waitForSelector('#link[data-state="connected"]', { timeout: 60_000 });
+  assert.ok(existsSync(cases.restarted), "connected again only after the restart");
+
+  // A change of password re-wraps the same key: the page reconnects with the new secret, and
+  // the new password logs in to the same witness.
+  const witness = await text(page, "#my-witness");
+  await page.fill("#password-form [name=password]", "erin's new password");
+  await page.fill("#password-form [name=again]", "erin's new password");
+  await page.click("#password-form button");
+  await visible(page, "#password-result");
+  assert.match(await text(page, "#password-result"), /^Password changed/);
+  await page.waitForSelector('#link[data-state="connected"]', { timeout: 30_000 });
+  await secrets.password("web-erin", "erin's new password");
+  await page.click("#logout");
+  await page.fill("#login-form [name=name]", "web-erin");
+  await page.fill("#login-form [name=password]", "erin's new password");
+  await page.click("#login-form button[value=login]");
+  await visible(page, "#account");
+  assert.equal(await text(page, "#my-witness"), witness);
   await recorder.check(page, secrets);
 });

@@ -20,6 +20,7 @@ export class Agent {
     const auth = { login: c.toHex(instance), secret: c.authSecret(keys) };
     const me = await api.call("GET", "/v1/me", { auth });
     const bundle = c.decodeBundle(c.unwrap(keys, instance, c.fromB64(me.wrapped_key)));
+    c.wipeKeys(keys);
     const { secret, owner, ownerPublic } = bundle;
     if (!owner || !ownerPublic) throw new Error("this token's bundle is not an instance's");
     return new Agent(instance, { secret, owner, ownerPublic }, auth);

@@ -144,6 +144,12 @@ export async function tokenKeys(token) {
   }
 }
 
+/** Zeroes both halves of derived keys once they are used. @param {DerivedKeys} keys */
+export function wipeKeys(keys) {
+  wipe(keys.wrapKey);
+  wipe(keys.authKey);
+}
+
 /** Keys only the holder of `ownerSecret` can derive, for escrow copies (protocol §3). */
 /** @param {Uint8Array} ownerSecret */
 export const escrowKeys = (ownerSecret) => split(text.encode("sealrelay/v1/escrow"), ownerSecret);
@@ -240,10 +246,13 @@ export function witness(publicKey) {
  */
 export async function openKeyring(owner, ownerSecret, sealed) {
   let plain;
+  const keys = await keyringKeys(ownerSecret);
   try {
-    plain = unwrap(await keyringKeys(ownerSecret), owner, sealed);
+    plain = unwrap(keys, owner, sealed);
   } catch {
     throw new Error("the keyring does not open with this principal's key: the server altered it or sent another's");
+  } finally {
+    wipeKeys(keys);
   }
   const view = new DataView(plain.buffer, plain.byteOffset, plain.byteLength);
   if (plain[0] !== 1 || plain.length < 13) throw new Error("the keyring is malformed: unknown format or short header");
@@ -273,7 +282,12 @@ export async function sealKeyring(owner, ownerSecret, version, pins) {
   view.setBigUint64(1, BigInt(version));
   view.setUint32(9, ids.length);
   const plain = concat(head, ...ids.flatMap((id) => [idFromHex(id), /** @type {Uint8Array} */ (pins.get(id))]));
-  return wrap(await keyringKeys(ownerSecret), owner, plain);
+  const keys = await keyringKeys(ownerSecret);
+  try {
+    return wrap(keys, owner, plain);
+  } finally {
+    wipeKeys(keys);
+  }
 }
 
 export const HEADER_LEN = 54;

@@ -143,7 +143,7 @@ async function wrapUserKey(params, id, secret, password) {
   const auth = c.authSecret(keys);
   const fields = { wrapped_key: c.b64(c.wrap(keys, id, bundle)), auth_secret: auth, kdf: { salt: c.b64(salt), ...params } };
   c.wipe(bundle);
-  c.wipe(keys.wrapKey);
+  c.wipeKeys(keys);
   return { auth, fields };
 }
 
@@ -379,7 +379,9 @@ export class Identity {
     if (!view) throw new Error(`${peer} is not one of your instances`);
     if (!view.owner_copy) throw new Error(`instance ${peer} has no escrow copy: re-enrol it`);
     const id = c.idFromHex(peer);
-    const bundle = c.unwrap(await c.escrowKeys(this.secret), id, c.fromB64(view.owner_copy));
+    const escrow = await c.escrowKeys(this.secret);
+    const bundle = c.unwrap(escrow, id, c.fromB64(view.owner_copy));
+    c.wipeKeys(escrow);
     const decoded = c.decodeBundle(bundle);
     if (!decoded.owner || c.toHex(decoded.owner) !== c.toHex(this.id) || c.b64(c.publicKeyOf(decoded.secret)) !== view.public_key) {
       throw new Error(`the escrow copy of ${peer} does not hold the instance's key`);
@@ -390,6 +392,7 @@ export class Identity {
       auth: this.auth,
       body: { wrapped_key: c.b64(c.wrap(keys, id, bundle)), auth_secret: c.authSecret(keys) },
     });
+    c.wipeKeys(keys);
     c.wipe(bundle);
     c.wipe(decoded.secret);
     return token;
@@ -404,12 +407,15 @@ export class Identity {
     const token = `srt1.${c.toHex(id)}.${c.b64url(_sodium.randombytes_buf(32))}`;
     const { keys } = await c.tokenKeys(token);
     const bundle = c.encodeBundle({ secret: pair.privateKey, owner: this.id, ownerPublic: this.publicKey });
+    const escrow = await c.escrowKeys(this.secret);
     const body = {
       public_key: c.b64(pair.publicKey),
       wrapped_key: c.b64(c.wrap(keys, id, bundle)),
       auth_secret: c.authSecret(keys),
-      owner_copy: c.b64(c.wrap(await c.escrowKeys(this.secret), id, bundle)),
+      owner_copy: c.b64(c.wrap(escrow, id, bundle)),
     };
+    c.wipeKeys(keys);
+    c.wipeKeys(escrow);
     c.wipe(bundle);
     c.wipe(pair.privateKey);
     return { token, publicKey: pair.publicKey, body };
@@ -453,7 +459,7 @@ export class Identity {
     const me = await api.call("GET", "/v1/me", { auth: { login: name, secret: auth } });
     const id = c.idFromHex(me.id);
     const { secret } = c.decodeBundle(c.unwrap(keys, id, c.fromB64(me.wrapped_key)));
-    c.wipe(keys.wrapKey);
+    c.wipeKeys(keys);
     if (c.toHex(c.publicKeyOf(secret)) !== c.toHex(c.fromB64(me.public_key))) {
       throw new Error("the server's public key for this account is not the one the wrapped key holds: refusing it");
     }
