@@ -74,7 +74,7 @@ fn the_console_in_headless_chromium() {
         std::fs::write(&restarted, b"").unwrap();
         broker.restart();
     }
-    common::node_report(node.wait_with_output().unwrap(), 5);
+    common::node_report(node.wait_with_output().unwrap(), 6);
     for shot in [
         "02-reply",
         "03-wrong-password",

@@ -394,6 +394,33 @@ test("a key the directory swapped shows the pin mismatch, loudly, and the page w
   await recorder.check(page, secrets);
 });
 
+test("a user registered in the browser logs in with the Rust CLI, and one the CLI registered logs in here", { skip, timeout: 60_000 }, async () => {
+  const { page, recorder } = await open();
+  const secrets = new Secrets();
+  /** @param {string[]} args @param {string} password */
+  const cli = (args, password) =>
+    promisify(execFile)(cases.bin, args, { env: { ...process.env, ...cases.cli_env, SEALRELAY_PASSWORD: password } });
+  await register(page, "web-gina", "gina's password");
+  await secrets.password("web-gina", "gina's password");
+  const { id } = await addInstance(page);
+  const witness = (await text(page, `tr[data-id="${id}"]`)).match(/pinned \(([0-9a-f]{32})\)/)?.[1];
+  // The Rust SDK unwraps the key the page wrapped, and opens the keyring the page sealed.
+  const listed = await cli(["instance", "list", "--user", "web-gina"], "gina's password");
+  assert.match(listed.stdout, new RegExp(`${id}  ${witness}  pinned`));
+  await page.click("#logout");
+
+  const made = await cli(["user", "register", "--user", "cli-hank"], "hank's password");
+  const hank = made.stdout.match(/key witness ([0-9a-f]{32})/)?.[1];
+  assert.ok(hank, made.stdout);
+  await secrets.password("cli-hank", "hank's password");
+  await page.fill("#login-form [name=name]", "cli-hank");
+  await page.fill("#login-form [name=password]", "hank's password");
+  await page.click("#login-form button[value=login]");
+  await visible(page, "#account");
+  assert.equal(await text(page, "#my-witness"), hank, "the page unwrapped the key the CLI made");
+  await recorder.check(page, secrets);
+});
+
 test("the link says when the broker goes away and that it is back; a change of password keeps the key", { skip, timeout: 90_000 }, async () => {
   const { page, recorder } = await open();
   const secrets = new Secrets();
