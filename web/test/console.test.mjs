@@ -218,11 +218,34 @@ async function visible(page, selector) {
  * @param {string} password
  */
 async function register(page, name, password) {
-  await page.fill("#login-form [name=name]", name);
-  await page.fill("#login-form [name=password]", password);
-  await page.click("#login-form button[value=register]");
+  await submitLogin(page, name, password, "register");
   await visible(page, "#account");
   await page.waitForSelector('#link[data-state="connected"]', { timeout: 30_000 });
+}
+
+/**
+ * Fills the login form and presses its `action` button ("login" or "register").
+ * @param {Page} page
+ * @param {string} name
+ * @param {string} password
+ */
+async function submitLogin(page, name, password, action = "login") {
+  await page.fill("#login-form [name=name]", name);
+  await page.fill("#login-form [name=password]", password);
+  await page.click(`#login-form button[value=${action}]`);
+}
+
+/**
+ * A fresh recorded page with a user registered on it (the password among the secrets).
+ * @param {string} name
+ * @param {string} password
+ */
+async function registered(name, password) {
+  const { page, recorder } = await open();
+  const secrets = new Secrets();
+  await register(page, name, password);
+  await secrets.password(name, password);
+  return { page, recorder, secrets };
 }
 
 /**
@@ -292,16 +315,11 @@ test("register, add an instance, send to a Rust agent and see its sealed reply; 
 });
 
 test("a wrong password, or an unknown name, is refused with one clear message", { skip, timeout: 60_000 }, async () => {
-  const { page, recorder } = await open();
-  const secrets = new Secrets();
-  await register(page, "web-bob", "bob's password");
-  await secrets.password("web-bob", "bob's password");
+  const { page, recorder, secrets } = await registered("web-bob", "bob's password");
   await page.click("#logout");
   for (const [name, password] of [["web-bob", "not bob's password"], ["web-nobody", "anything at all"]]) {
     secrets.add(`wrong password for ${name}`, password);
-    await page.fill("#login-form [name=name]", name);
-    await page.fill("#login-form [name=password]", password);
-    await page.click("#login-form button[value=login]");
+    await submitLogin(page, name, password);
     await visible(page, "#login-error");
     assert.equal(await text(page, "#login-error"), "Wrong name or password.");
     assert.equal(await page.inputValue("#login-form [name=password]"), "", "the password field is cleared");
@@ -311,10 +329,7 @@ test("a wrong password, or an unknown name, is refused with one clear message", 
 });
 
 test("an operator reset signs the page out; the reset code sets a new key and the page shows what is stale", { skip, timeout: 120_000 }, async () => {
-  const { page, recorder } = await open();
-  const secrets = new Secrets();
-  await register(page, "web-carol", "carol's first password");
-  await secrets.password("web-carol", "carol's first password");
+  const { page, recorder, secrets } = await registered("web-carol", "carol's first password");
   await secrets.userKey("web-carol", "carol's first password");
   const oldWitness = (await text(page, "#my-witness")).trim();
   const { id, token } = await addInstance(page);
@@ -369,10 +384,7 @@ test("an operator reset signs the page out; the reset code sets a new key and th
 });
 
 test("a key the directory swapped shows the pin mismatch, loudly, and the page will not seal to it", { skip, timeout: 60_000 }, async () => {
-  const { page, recorder } = await open();
-  const secrets = new Secrets();
-  await register(page, "web-dave", "dave's password");
-  await secrets.password("web-dave", "dave's password");
+  const { page, recorder, secrets } = await registered("web-dave", "dave's password");
   const { id, token } = await addInstance(page);
   await secrets.token(token);
   const pinned = (await text(page, `tr[data-id="${id}"]`)).match(/pinned \(([0-9a-f]{32})\)/)?.[1];
@@ -395,13 +407,10 @@ test("a key the directory swapped shows the pin mismatch, loudly, and the page w
 });
 
 test("a user registered in the browser logs in with the Rust CLI, and one the CLI registered logs in here", { skip, timeout: 60_000 }, async () => {
-  const { page, recorder } = await open();
-  const secrets = new Secrets();
+  const { page, recorder, secrets } = await registered("web-gina", "gina's password");
   /** @param {string[]} args @param {string} password */
   const cli = (args, password) =>
     promisify(execFile)(cases.bin, args, { env: { ...process.env, ...cases.cli_env, SEALRELAY_PASSWORD: password } });
-  await register(page, "web-gina", "gina's password");
-  await secrets.password("web-gina", "gina's password");
   const { id } = await addInstance(page);
   const witness = (await text(page, `tr[data-id="${id}"]`)).match(/pinned \(([0-9a-f]{32})\)/)?.[1];
   // The Rust SDK unwraps the key the page wrapped, and opens the keyring the page sealed.
@@ -413,19 +422,14 @@ test("a user registered in the browser logs in with the Rust CLI, and one the CL
   const hank = made.stdout.match(/key witness ([0-9a-f]{32})/)?.[1];
   assert.ok(hank, made.stdout);
   await secrets.password("cli-hank", "hank's password");
-  await page.fill("#login-form [name=name]", "cli-hank");
-  await page.fill("#login-form [name=password]", "hank's password");
-  await page.click("#login-form button[value=login]");
+  await submitLogin(page, "cli-hank", "hank's password");
   await visible(page, "#account");
   assert.equal(await text(page, "#my-witness"), hank, "the page unwrapped the key the CLI made");
   await recorder.check(page, secrets);
 });
 
 test("the link says when the broker goes away and that it is back; a change of password keeps the key", { skip, timeout: 90_000 }, async () => {
-  const { page, recorder } = await open();
-  const secrets = new Secrets();
-  await register(page, "web-erin", "erin's password");
-  await secrets.password("web-erin", "erin's password");
+  const { page, recorder, secrets } = await registered("web-erin", "erin's password");
   // The Rust side restarts the broker on the same ports when this file appears.
   writeFileSync(cases.restart_request, "");
   await page.waitForSelector('#link[data-state="reconnecting"]', { timeout: 30_000 });
@@ -445,9 +449,7 @@ test("the link says when the broker goes away and that it is back; a change of p
   await page.waitForSelector('#link[data-state="connected"]', { timeout: 30_000 });
   await secrets.password("web-erin", "erin's new password");
   await page.click("#logout");
-  await page.fill("#login-form [name=name]", "web-erin");
-  await page.fill("#login-form [name=password]", "erin's new password");
-  await page.click("#login-form button[value=login]");
+  await submitLogin(page, "web-erin", "erin's new password");
   await visible(page, "#account");
   assert.equal(await text(page, "#my-witness"), witness);
   await recorder.check(page, secrets);
