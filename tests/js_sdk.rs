@@ -53,7 +53,7 @@ async fn users_registered_in_either_sdk_log_in_with_the_other() {
         "sdk/js",
         "libsodium-wrappers-sumo",
         "test/interop.test.mjs",
-        "SEALRELAY_JS_INTEROP",
+        "SRTEST_JS_INTEROP",
         &cases,
     );
     common::node_passed(node, 1).await;
@@ -83,7 +83,7 @@ async fn a_javascript_console_and_a_rust_agent_talk_through_the_broker() {
         "token_file": token_file,
         "ready_file": ready_file,
     });
-    let node = spawn_js("test/console.test.mjs", "SEALRELAY_JS_CONSOLE", &cases);
+    let node = spawn_js("test/console.test.mjs", "SRTEST_JS_CONSOLE", &cases);
     appears(&token_file, "JavaScript never added the instance").await;
     let token = std::fs::read_to_string(&token_file).unwrap();
     let _agent = broker.start_agent(token.trim(), "5");
@@ -119,7 +119,7 @@ async fn the_rust_cli_asks_an_instance_written_in_javascript() {
         "serving_file": serving,
         "done_file": done,
     });
-    let node = spawn_js("test/agent.test.mjs", "SEALRELAY_JS_AGENT", &cases);
+    let node = spawn_js("test/agent.test.mjs", "SRTEST_JS_AGENT", &cases);
     appears(&serving, "the JavaScript agent never served").await;
     let reply = common::run_cli_ok(
         broker.cli(),

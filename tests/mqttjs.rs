@@ -54,7 +54,7 @@ async fn mqtt_js_gets_per_message_answers_and_never_loops() {
         "tests/js",
         "mqtt",
         "refusals.test.mjs",
-        "SEALRELAY_JS_CASES",
+        "SRTEST_JS_CASES",
         &cases,
     );
     common::node_passed(node, 2).await;

@@ -395,17 +395,6 @@ async fn tls_session(
     Ok((client, watch))
 }
 
-fn log_shows(broker: &Broker, text: &str, times: usize) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while broker.log().matches(text).count() < times {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
-}
-
 /// 100 sessions over mqtts; the certificate files are replaced: new connections get the new
 /// certificate and none of the 100 drops. A bad pair next is refused with one log line and
 /// the previous one kept.
@@ -434,7 +423,7 @@ async fn certificate_rotation_under_load_drops_no_session() {
     let new_ca = certs.path().join("new-ca.pem");
     std::fs::write(&new_ca, &new.0).unwrap();
     assert!(
-        log_shows(&broker, "TLS certificate reloaded", 1),
+        broker.log_shows("TLS certificate reloaded", 1),
         "{}",
         broker.log()
     );
@@ -454,7 +443,7 @@ async fn certificate_rotation_under_load_drops_no_session() {
     )
     .unwrap();
     assert!(
-        log_shows(&broker, "new TLS certificate refused", 1),
+        broker.log_shows("new TLS certificate refused", 1),
         "{}",
         broker.log()
     );
@@ -712,7 +701,7 @@ async fn sighup_reloads_the_certificate_and_mqtts_negotiates_alpn_mqtt() {
     std::fs::write(&new_ca, &new.0).unwrap();
     broker.signal("HUP");
     assert!(
-        log_shows(&broker, "SIGHUP: TLS certificate reloaded", 1),
+        broker.log_shows("SIGHUP: TLS certificate reloaded", 1),
         "{}",
         broker.log()
     );

@@ -10,12 +10,12 @@ mod common;
 
 use common::Broker;
 
-/// The browser: Debian's Chromium, or the one `SEALRELAY_CHROMIUM` names.
+/// The browser: Debian's Chromium, or the one `SRTEST_CHROMIUM` names.
 fn chromium() -> String {
-    let path = std::env::var("SEALRELAY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let path = std::env::var("SRTEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&path).exists(),
-        "{path} is missing: install Debian's chromium (.ci/run does) or set SEALRELAY_CHROMIUM"
+        "{path} is missing: install Debian's chromium (.ci/run does) or set SRTEST_CHROMIUM"
     );
     path
 }
@@ -53,7 +53,7 @@ fn the_console_in_headless_chromium() {
         "web",
         "playwright-core",
         "test/console.test.mjs",
-        "SEALRELAY_WEB_CONSOLE",
+        "SRTEST_WEB_CONSOLE",
         &cases,
     )
     .spawn()

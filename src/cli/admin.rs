@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use sealrelay_broker::config::Config;
-use sealrelay_broker::{admin, server};
+use sealrelay_broker::{admin, datadir};
 use sealrelay_client::Api;
 
 #[derive(Subcommand)]
@@ -35,7 +35,7 @@ pub(super) async fn run(command: AdminCommand) -> Result<()> {
             admin_url,
         } => {
             let config = Config::load(config.as_deref())?;
-            let token = server::read_key_file(&config.admin.token_file, "admin token").context(
+            let token = datadir::read_key_file(&config.admin.token_file, "admin token").context(
                 "run this on the broker's machine, in its working directory, with its config",
             )?;
             let url = admin_url.unwrap_or_else(|| format!("http://{}", config.admin.listen));

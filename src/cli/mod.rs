@@ -49,6 +49,15 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Check a broker config (defaults, the file, SEALRELAY_* variables, the TLS files it
+    /// names) without starting anything: one line per problem, exit status 1 if any.
+    CheckConfig {
+        /// Config file layered over the built-in defaults (see broker.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the documented default config (the broker.toml compiled into this binary).
+    DefaultConfig,
     /// Manage a user account.
     #[command(subcommand)]
     User(UserCommand),
@@ -204,8 +213,14 @@ fn strongest(candidates: &[KdfParams]) -> KdfParams {
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    if let Command::Serve { config } = cli.command {
-        return serve::serve(config);
+    match cli.command {
+        Command::Serve { config } => return serve::serve(config),
+        Command::CheckConfig { config } => return serve::check(config),
+        Command::DefaultConfig => {
+            serve::print_default();
+            return Ok(());
+        }
+        _ => {}
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -270,7 +285,9 @@ fn password(confirm: bool) -> Result<Zeroizing<String>> {
 
 async fn client_command(command: Command) -> Result<()> {
     match command {
-        Command::Serve { .. } => unreachable!("handled before the client runtime starts"),
+        Command::Serve { .. } | Command::CheckConfig { .. } | Command::DefaultConfig => {
+            unreachable!("handled before the client runtime starts")
+        }
         Command::User(command) => user::run(command).await,
         Command::Instance(command) => instance::run(command).await,
         Command::Admin(command) => admin::run(command).await,

@@ -1,36 +1,104 @@
-//! `sealrelay serve`: the broker in the foreground. SIGHUP reloads what can be reloaded (the
-//! TLS certificate) and never stops it; SIGTERM or SIGINT stops it gracefully (see
-//! `sealrelay_broker::server`).
+//! `sealrelay serve`: the broker in the foreground; and the operator's config verbs,
+//! `check-config` and `default-config`. SIGHUP reloads what can be reloaded (the TLS
+//! certificate, `log.level` from the config file) and never stops the broker; SIGTERM or
+//! SIGINT stops it gracefully (see `sealrelay_broker::server`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use sealrelay_broker::config::Config;
-use sealrelay_broker::server;
+use sealrelay_broker::config::{Config, DEFAULT_TOML};
+use sealrelay_broker::server::{self, Running};
+use sealrelay_broker::tls::Certificate;
 use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 pub(super) fn serve(path: Option<PathBuf>) -> Result<()> {
-    let config = Config::load(path.as_deref())?;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log.level))
+    // Everything the broker writes (database, WAL, keys, certificates, lock) is private to
+    // its user, whatever umask it was started with.
+    // SAFETY: umask only sets this process's file-creation mask; no memory is involved.
+    unsafe { libc::umask(0o077) };
+    let mut config = Config::load(path.as_deref())?;
+    let (filter, log_level) = reload::Layer::new(EnvFilter::new(&config.log.level));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
     actix_rt::System::new().block_on(async move {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-        let running = server::start(config).await?;
+        let running = server::start(config.clone()).await?;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
-                _ = hangup.recv() => match running.certificate.reload(true) {
-                    Ok(_) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: new TLS certificate refused; still serving the previous one"),
-                },
+                _ = hangup.recv() => reload_on_hangup(path.as_deref(), &running, &log_level, &mut config),
             }
         }
         tracing::info!("shutting down");
         running.shutdown().await;
         Ok(())
     })
+}
+
+/// SIGHUP: the certificate files again, and `log.level` from the config file again; every
+/// other setting takes a restart, which the log says when one changed.
+fn reload_on_hangup(
+    path: Option<&Path>,
+    running: &Running,
+    log_level: &reload::Handle<EnvFilter, Registry>,
+    config: &mut Config,
+) {
+    match running.certificate.reload(true) {
+        Ok(_) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: new TLS certificate refused; still serving the previous one")
+        }
+    }
+    let mut fresh = match Config::load(path) {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: the config does not load; keeping the running settings");
+            return;
+        }
+    };
+    if fresh.log.level != config.log.level {
+        // Said under the old filter, so a switch to a quieter level is still on record.
+        tracing::info!(level = %fresh.log.level, "SIGHUP: log.level reloaded");
+        if let Err(e) = log_level.reload(EnvFilter::new(&fresh.log.level)) {
+            tracing::error!(error = %e, "SIGHUP: log.level not reloaded");
+        }
+        config.log.level.clone_from(&fresh.log.level);
+    }
+    fresh.log.level.clone_from(&config.log.level);
+    if fresh != *config {
+        tracing::warn!(
+            "SIGHUP: other settings changed in the config; they apply at the next restart"
+        );
+    }
+}
+
+/// `sealrelay check-config`: loads the config as `serve` would (defaults, file, `SEALRELAY_*`
+/// variables) and the TLS files it names; one line per problem, exit 1 if any.
+pub(super) fn check(path: Option<PathBuf>) -> Result<()> {
+    let config = Config::load(path.as_deref())?;
+    let (cert, key, dev) = Certificate::files(&config);
+    if !dev {
+        Certificate::check_pair(&cert, &key)?;
+    }
+    println!(
+        "config OK: {} (MQTT {}, HTTP {}, database {})",
+        path.as_deref()
+            .map_or("embedded defaults".into(), |p| p.display().to_string()),
+        config.mqtt.listen,
+        config.http.listen,
+        config.directory.database.display()
+    );
+    Ok(())
+}
+
+/// `sealrelay default-config`: the documented defaults, exactly the shipped broker.toml.
+pub(super) fn print_default() {
+    print!("{DEFAULT_TOML}");
 }

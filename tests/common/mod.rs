@@ -235,6 +235,23 @@ impl Broker {
     }
 
     /// Sends `signal` (e.g. `HUP`) to the running broker without waiting for anything.
+    /// Waits up to 10 s for `text` to appear `times` times in the broker's log.
+    pub fn log_shows(&self, text: &str, times: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log().matches(text).count() < times {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    }
+
+    /// The broker process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the broker is running").id()
+    }
+
     pub fn signal(&self, signal: &str) {
         let child = self.child.as_ref().expect("the broker is running");
         let status = Command::new("kill")

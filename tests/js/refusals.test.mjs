@@ -5,13 +5,13 @@
 // be answered once, the session must stay up, and the valid envelope must go through.
 //
 // tests/mqttjs.rs starts the broker, makes the principals and the envelopes, and runs this
-// file with SEALRELAY_JS_CASES (JSON) in the environment; the Rust side then checks the
+// file with SRTEST_JS_CASES (JSON) in the environment; the Rust side then checks the
 // broker's counters and that the valid envelopes arrived.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import mqtt from "mqtt";
 
-const cases = JSON.parse(process.env.SEALRELAY_JS_CASES ?? "null");
+const cases = JSON.parse(process.env.SRTEST_JS_CASES ?? "null");
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 for (const version of [4, 5]) {

@@ -7,7 +7,7 @@
 // wrap keys, private keys and tokens.
 //
 // Run by tests/web_console.rs, which starts the broker and passes its addresses as JSON in
-// SEALRELAY_WEB_CONSOLE; skipped when that is not set. Screenshots go to `cases.screenshots`.
+// SRTEST_WEB_CONSOLE; skipped when that is not set. Screenshots go to `cases.screenshots`.
 
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn } from "node:child_process";
@@ -20,7 +20,7 @@ import * as c from "../../sdk/js/src/crypto.js";
 import { Api, Identity } from "../../sdk/js/src/identity.js";
 import { Agent } from "../../sdk/js/src/agent.js";
 
-const cases = process.env.SEALRELAY_WEB_CONSOLE ? JSON.parse(process.env.SEALRELAY_WEB_CONSOLE) : null;
+const cases = process.env.SRTEST_WEB_CONSOLE ? JSON.parse(process.env.SRTEST_WEB_CONSOLE) : null;
 const skip = cases ? false : "run by tests/web_console.rs (cargo test), which starts the broker";
 const api = cases && new Api(cases.http);
 /** @type {import("playwright-core").Browser} */

@@ -40,6 +40,7 @@ pub struct Server {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Mqtt {
+    #[serde(deserialize_with = "address")]
     pub listen: SocketAddr,
     pub proxy_protocol: bool,
     pub workers: usize,
@@ -63,12 +64,35 @@ impl<'de> Deserialize<'de> for Listen {
         if text.trim().is_empty() {
             return Ok(Listen(None));
         }
-        text.trim().parse().map(|a| Listen(Some(a))).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not an address: write ip:port (e.g. 127.0.0.1:8883), or \"\" to turn the listener off"
-            ))
-        })
+        resolve(text.trim())
+            .map(|a| Listen(Some(a)))
+            .map_err(|e| serde::de::Error::custom(format!("{e}, or \"\" to turn the listener off")))
     }
+}
+
+/// A listen address: `ip:port`, `[v6]:port`, or `host:port` resolved at start-up to the first
+/// IPv4 address of the host (IPv6 if it has none).
+fn resolve(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let shape =
+        || format!("`{text}` is not an address: write host:port or ip:port (e.g. 127.0.0.1:1883)");
+    let (host, port) = text.rsplit_once(':').ok_or_else(shape)?;
+    let port: u16 = port.parse().map_err(|_| shape())?;
+    let found: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| format!("`{text}`: the host name `{host}` does not resolve ({e})"))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| format!("`{text}`: the host name `{host}` resolves to no address"))
+}
+
+fn address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    resolve(String::deserialize(d)?.trim()).map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -111,6 +135,7 @@ pub struct Tls {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Http {
+    #[serde(deserialize_with = "address")]
     pub listen: SocketAddr,
     pub workers: usize,
 }
@@ -118,6 +143,7 @@ pub struct Http {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
+    #[serde(deserialize_with = "address")]
     pub listen: SocketAddr,
     pub token_file: PathBuf,
     pub reset_code_ttl_secs: u64,
@@ -209,6 +235,8 @@ impl Config {
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let mut table = parse_table("broker.toml (embedded)", DEFAULT_TOML)?;
+        // Where each key that is not a default was set, for messages: `in FILE` or `from VAR`.
+        let mut origins = Origins::new();
         if let Some((origin, text)) = file {
             let overlay = parse_table(origin, text)?;
             for (section, values) in overlay {
@@ -226,28 +254,29 @@ impl Config {
                     if !target.contains_key(&key) {
                         return Err(invalid(format!("unknown key `{key}` in [{section}]")));
                     }
+                    origins.insert(format!("{section}.{key}"), format!("in {origin}"));
                     target.insert(key, value);
                 }
             }
         }
-        apply_env(&mut table, env)?;
+        apply_env(&mut table, env, &mut origins)?;
         // Deserialise from text rather than from the table: only then does an error carry
         // a span, which is how the message gets to name the offending key.
         let merged = toml::to_string(&table).expect("a toml table serialises");
         toml::from_str::<Config>(&merged)
-            .map_err(|e| ConfigError::Invalid {
-                origin: e
-                    .span()
-                    .map(|span| key_at(&merged, span.start))
-                    .unwrap_or_else(|| "config".into()),
-                message: e.message().trim().to_owned(),
+            .map_err(|e| {
+                let key = e.span().and_then(|span| key_at(&merged, span.start));
+                ConfigError::Invalid {
+                    origin: key.map_or_else(|| "config".into(), |k| placed(&k, &origins)),
+                    message: plain_words(e.message().trim()),
+                }
             })
-            .and_then(Config::validate)
+            .and_then(|config| config.validate(&origins))
     }
 
-    fn validate(self) -> Result<Config, ConfigError> {
+    fn validate(self, origins: &Origins) -> Result<Config, ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
-            origin: key.to_owned(),
+            origin: placed(key, origins),
             message,
         };
         // Topic, header and MQTT framing ride on top of the envelope.
@@ -308,8 +337,8 @@ impl Config {
         if self.mqtt.max_inflight == 0 {
             return Err(invalid("mqtt.max_inflight", "must be at least 1".into()));
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(invalid("log.level", e.to_string()));
+        if let Err(e) = check_log_filter(&self.log.level) {
+            return Err(invalid("log.level", e));
         }
         Ok(self)
     }
@@ -325,7 +354,7 @@ impl Config {
 }
 
 /// `section.key` of the line holding byte `at` in a serialised config.
-fn key_at(text: &str, at: usize) -> String {
+fn key_at(text: &str, at: usize) -> Option<String> {
     let before = &text[..at.min(text.len())];
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("");
@@ -333,13 +362,85 @@ fn key_at(text: &str, at: usize) -> String {
     let section = before
         .lines()
         .rev()
-        .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')))
-        .unwrap_or("");
-    match (section.is_empty(), key.is_empty()) {
-        (false, false) => format!("config key {section}.{key}"),
-        (false, true) => format!("config section [{section}]"),
-        _ => "config".into(),
+        .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')))?;
+    Some(if key.is_empty() {
+        format!("[{section}]")
+    } else {
+        format!("{section}.{key}")
+    })
+}
+
+/// Where keys were set: `section.key` → `in FILE` / `from VARIABLE`.
+type Origins = std::collections::HashMap<String, String>;
+
+/// `key` with where it was set: `mqtt.max_inflight in broker.toml`,
+/// `mqtt.listen from SEALRELAY_MQTT_LISTEN`, or the bare key for an embedded default.
+fn placed(key: &str, origins: &Origins) -> String {
+    match origins.get(key) {
+        Some(origin) => format!("{key} {origin}"),
+        None => key.to_owned(),
     }
+}
+
+/// serde's messages in an operator's words: `invalid type: string "x", expected u16`
+/// becomes `expected a whole number from 0 to 65535, got the text "x"`.
+fn plain_words(message: &str) -> String {
+    let expected = |what: &str| match what {
+        "u8" => "a whole number from 0 to 255".to_owned(),
+        "u16" => "a whole number from 0 to 65535".to_owned(),
+        "u32" => "a whole number from 0 to 4294967295".to_owned(),
+        "u64" | "usize" => "a whole number, 0 or more".to_owned(),
+        "a boolean" => "true or false".to_owned(),
+        "a sequence" => "a list, e.g. [\"a\", \"b\"]".to_owned(),
+        other => other.to_owned(),
+    };
+    let got = |what: &str| {
+        if let Some(text) = what.strip_prefix("string ") {
+            format!("the text {text}")
+        } else if let Some((kind, value)) = what.split_once(' ') {
+            format!("the {kind} {}", value.trim_matches('`'))
+        } else {
+            what.to_owned()
+        }
+    };
+    let Some(rest) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+    else {
+        return message.to_owned();
+    };
+    match rest.rsplit_once(", expected ") {
+        Some((found, wanted)) => format!("expected {}, got {}", expected(wanted), got(found)),
+        None => message.to_owned(),
+    }
+}
+
+/// A `log.level` filter that means something: every directive is a level (`off`, `error`,
+/// `warn`, `info`, `debug`, `trace`), alone or for a target (`sealrelay_broker=debug`). A bare
+/// word that is no level would otherwise parse as a target name and silence all logging.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    let directives: Vec<&str> = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return Err("is empty: use info (or off, error, warn, debug, trace)".into());
+    }
+    for directive in directives {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if level
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .is_err()
+        {
+            return Err(format!(
+                "`{directive}` names no level: use off, error, warn, info, debug or trace, alone or per module (e.g. \"info,sealrelay_broker=debug\")"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_table(origin: &str, text: &str) -> Result<toml::Table, ConfigError> {
@@ -355,30 +456,53 @@ fn parse_table(origin: &str, text: &str) -> Result<toml::Table, ConfigError> {
     })
 }
 
-/// `SEALRELAY_MQTT_LISTEN=…` sets `mqtt.listen`. Variables whose first segment is not a
-/// config section (SEALRELAY_PASSWORD, SEALRELAY_SERVER, …) belong to the client CLI and
-/// are left alone; a known section with an unknown key is an error, since it is a typo.
+/// Variables of the `sealrelay` client commands: the broker leaves them alone. Any other
+/// `SEALRELAY_*` variable must name a config key (the test harness uses `SRTEST_*`).
+pub const CLIENT_VARIABLES: &[&str] = &[
+    "SEALRELAY_SERVER",
+    "SEALRELAY_BROKER",
+    "SEALRELAY_CA_FILE",
+    "SEALRELAY_STATE_DIR",
+    "SEALRELAY_USER",
+    "SEALRELAY_PASSWORD",
+    "SEALRELAY_NEW_PASSWORD",
+    "SEALRELAY_RESET_CODE",
+    "SEALRELAY_TOKEN",
+];
+
+/// `SEALRELAY_MQTT_LISTEN=…` sets `mqtt.listen`. A `SEALRELAY_*` variable that names no key
+/// (and is not one of the client's) is refused with the nearest key, since it is a typo that
+/// would otherwise be silently ignored.
 fn apply_env(
     table: &mut toml::Table,
     env: impl Iterator<Item = (String, String)>,
+    origins: &mut Origins,
 ) -> Result<(), ConfigError> {
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix("SEALRELAY_") else {
             continue;
         };
-        let Some((section, key)) = rest.split_once('_') else {
+        if CLIENT_VARIABLES.contains(&name.as_str()) {
             continue;
-        };
-        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-        let Some(target) = table.get_mut(&section).and_then(|v| v.as_table_mut()) else {
-            continue;
-        };
-        let Some(current) = target.get(&key) else {
+        }
+        let found = rest.split_once('_').and_then(|(section, key)| {
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            let target = table.get(&section)?.as_table()?;
+            target.contains_key(&key).then_some((section, key))
+        });
+        let Some((section, key)) = found else {
             return Err(ConfigError::Invalid {
-                origin: name,
-                message: format!("there is no key `{key}` in [{section}]"),
+                origin: name.clone(),
+                message: format!(
+                    "names no config key (did you mean {}?); see broker.toml",
+                    nearest_variable(table, &name)
+                ),
             });
         };
+        let target = table[&section]
+            .as_table_mut()
+            .expect("a section is a table");
+        let current = &target[&key];
         // Keep the type of the default: a number stays a number, so "abc" for a port
         // count is reported against the variable rather than silently becoming a string.
         let value = match current {
@@ -389,13 +513,36 @@ fn apply_env(
                 .and_then(|mut t| t.remove("v"))
                 .filter(|v| v.type_str() == current.type_str())
                 .ok_or_else(|| ConfigError::Invalid {
-                    origin: name.clone(),
-                    message: format!("expected a {} for {section}.{key}", current.type_str()),
+                    origin: format!("{section}.{key} from {name}"),
+                    message: format!(
+                        "expected {}, got `{raw}`",
+                        match current.type_str() {
+                            "integer" => "a whole number",
+                            "boolean" => "true or false",
+                            "array" => "a list, e.g. [\"a\", \"b\"]",
+                            other => other,
+                        }
+                    ),
                 })?,
         };
+        origins.insert(format!("{section}.{key}"), format!("from {name}"));
         target.insert(key, value);
     }
     Ok(())
+}
+
+/// The config variable closest to `name` (by edit distance), for a typo's hint.
+fn nearest_variable(table: &toml::Table, name: &str) -> String {
+    table
+        .iter()
+        .filter_map(|(section, keys)| Some((section, keys.as_table()?)))
+        .flat_map(|(section, keys)| {
+            keys.keys()
+                .map(move |key| format!("SEALRELAY_{}_{}", section, key).to_ascii_uppercase())
+        })
+        .chain(CLIENT_VARIABLES.iter().map(|v| v.to_string()))
+        .min_by_key(|candidate| strsim::levenshtein(candidate, name))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -438,27 +585,112 @@ mod tests {
     }
 
     #[test]
-    fn errors_name_the_key() {
-        let e = Config::from_layers(Some(("t.toml", "[mqtt]\nlisen = 1\n")), env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("lisen") && e.contains("[mqtt]"), "{e}");
-        let e = Config::from_layers(None, env(&[("SEALRELAY_MQTT_MAX_INFLIGHT", "many")]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("SEALRELAY_MQTT_MAX_INFLIGHT"), "{e}");
-        let e = Config::from_layers(None, env(&[("SEALRELAY_HTTP_LISTEN", "nowhere")]))
-            .unwrap_err()
-            .to_string();
+    fn errors_name_the_key_where_it_was_set_and_what_it_should_be() {
+        let error = |file: Option<&str>, vars: &[(&str, &str)]| {
+            Config::from_layers(file.map(|f| ("site.toml", f)), env(vars))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = error(Some("[mqtt]\nlisen = 1\n"), &[]);
+        assert_eq!(e, "site.toml: unknown key `lisen` in [mqtt]");
+        let e = error(Some("[mqtt]\nmax_inflight = \"x\"\n"), &[]);
+        assert_eq!(
+            e,
+            "mqtt.max_inflight in site.toml: expected a whole number from 0 to 65535, got the text \"x\""
+        );
+        let e = error(Some("[mqtt]\nmax_inflight = 70000\n"), &[]);
+        assert_eq!(
+            e,
+            "mqtt.max_inflight in site.toml: expected a whole number from 0 to 65535, got the integer 70000"
+        );
+        let e = error(Some("[ws]\nallowed_origins = \"https://a\"\n"), &[]);
         assert!(
-            e.contains("http.listen") && e.contains("socket address"),
+            e.starts_with("ws.allowed_origins in site.toml: expected a list"),
             "{e}"
         );
-        let e = Config::from_layers(None, env(&[("SEALRELAY_HTTP_LISTNE", "x")]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("listne"), "{e}");
+        let e = error(None, &[("SEALRELAY_MQTT_MAX_INFLIGHT", "many")]);
+        assert_eq!(
+            e,
+            "mqtt.max_inflight from SEALRELAY_MQTT_MAX_INFLIGHT: expected a whole number, got `many`"
+        );
+        let e = error(None, &[("SEALRELAY_HTTP_LISTEN", "nowhere")]);
+        assert!(
+            e.starts_with("http.listen from SEALRELAY_HTTP_LISTEN: `nowhere` is not an address"),
+            "{e}"
+        );
+        let e = error(Some("[kdf]\nmemory_kib = 1024\n"), &[]);
+        assert!(
+            e.starts_with("kdf in site.toml") || e.starts_with("kdf:"),
+            "{e}"
+        );
         assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn a_mistyped_variable_is_refused_with_the_nearest_key() {
+        for (typo, hint) in [
+            ("SEALRELAY_MQQT_LISTEN", "SEALRELAY_MQTT_LISTEN"),
+            ("SEALRELAY_HTTP_LISTNE", "SEALRELAY_HTTP_LISTEN"),
+            ("SEALRELAY_PASWORD", "SEALRELAY_PASSWORD"),
+            ("SEALRELAY_LOGLEVEL", "SEALRELAY_LOG_LEVEL"),
+        ] {
+            let e = Config::from_layers(None, env(&[(typo, "x")]))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!("{typo}: names no config key (did you mean {hint}?); see broker.toml")
+            );
+        }
+        // The client's own variables are not the broker's business.
+        Config::from_layers(
+            None,
+            env(&[("SEALRELAY_PASSWORD", "x"), ("SEALRELAY_SERVER", "y")]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn listen_addresses_take_host_names() {
+        let c = Config::from_layers(
+            Some((
+                "t.toml",
+                "[mqtt]\nlisten = \"localhost:1883\"\n[wss]\nlisten = \"localhost:0\"\n",
+            )),
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.listen, "127.0.0.1:1883".parse().unwrap());
+        assert_eq!(c.wss.listen.0, Some("127.0.0.1:0".parse().unwrap()));
+        let e = Config::from_layers(
+            None,
+            env(&[("SEALRELAY_MQTT_LISTEN", "no-such-host.invalid:1883")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`no-such-host.invalid` does not resolve"), "{e}");
+    }
+
+    #[test]
+    fn a_log_filter_that_names_no_level_is_refused() {
+        for bad in [
+            "debgu",
+            "warning",
+            "verbose!!",
+            "",
+            "info,sealrelay_broker=loud",
+        ] {
+            let e = Config::from_layers(None, env(&[("SEALRELAY_LOG_LEVEL", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("log.level from SEALRELAY_LOG_LEVEL: "),
+                "{bad}: {e}"
+            );
+        }
+        for good in ["info", "warn", "info,sealrelay_broker=debug", "off"] {
+            Config::from_layers(None, env(&[("SEALRELAY_LOG_LEVEL", good)])).unwrap();
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! - [`server`]: boot in order and shutdown as a protocol (signal, drain, record, close);
 //! - [`config`]: `broker.toml` compiled in, then a file, then `SEALRELAY_*` variables;
+//! - [`datadir`]: the files on disk, created private, and the single-node database lock;
 //! - [`mqtt`]: listeners (TCP, TLS, WebSocket, WebSocket over TLS) feeding one session
 //!   code through one stream abstraction, the codec for both protocol versions;
 //! - [`tls`]: the broker's certificate, reloadable, and the rustls configurations;
@@ -21,6 +22,7 @@ pub mod accounting;
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod datadir;
 pub mod directory;
 pub mod http;
 pub mod metrics;

@@ -6,7 +6,6 @@
 //! operators run.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use crate::accounting;
 use crate::admin::{self, AdminState};
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::datadir::{self, DataError, DataLock};
 use crate::directory::{Directory, DirectoryError};
 use crate::http::{self, ApiState};
 use crate::metrics;
@@ -39,12 +39,8 @@ pub enum ServerError {
     Directory(#[from] DirectoryError),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot use the {what} file {path}: {source}")]
-    KeyFile {
-        what: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Data(#[from] DataError),
 }
 
 /// Where each listener ended up (port 0 in the config picks a free one).
@@ -79,86 +75,24 @@ pub struct Running {
     directory: Arc<Directory>,
     /// Housekeeping (retention purge, auth pruning): aborted at shutdown, they hold nothing.
     tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// Creates the directory holding `path` (mode 0700) if it is missing, so the embedded
-/// defaults can keep the broker's state under `data/`.
-fn ensure_parent(path: &Path, what: &'static str) -> Result<(), ServerError> {
-    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
-        return Ok(());
-    };
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| ServerError::KeyFile {
-        what,
-        path: dir.display().to_string(),
-        source,
-    })
-}
-
-/// Reads a 32-byte secret (prelogin's fake-salt key, the operator token), creating it
-/// (mode 0600) if absent.
-fn key_file(path: &Path, what: &'static str) -> Result<[u8; 32], ServerError> {
-    match read_key_file(path, what) {
-        Err(ServerError::KeyFile { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            create_key_file(path, what)
-        }
-        other => other,
-    }
-}
-
-/// Reads a 32-byte secret the broker created; never creates one (the admin CLI must find
-/// the broker's token, not make its own).
-pub fn read_key_file(path: &Path, what: &'static str) -> Result<[u8; 32], ServerError> {
-    let err = |source| ServerError::KeyFile {
-        what,
-        path: path.display().to_string(),
-        source,
-    };
-    std::fs::read(path).map_err(err)?.try_into().map_err(|_| {
-        err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "expected exactly 32 bytes",
-        ))
-    })
-}
-
-fn create_key_file(path: &Path, what: &'static str) -> Result<[u8; 32], ServerError> {
-    use rand_core::RngCore;
-    use std::io::Write;
-    let mut key = [0u8; 32];
-    rand_core::OsRng.fill_bytes(&mut key);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(path)
-        .and_then(|mut f| f.write_all(&key))
-        .map_err(|source| ServerError::KeyFile {
-            what,
-            path: path.display().to_string(),
-            source,
-        })?;
-    Ok(key)
+    /// Keeps a second broker off this database until this one has closed it and is dropped.
+    _lock: DataLock,
 }
 
 pub async fn start(config: Config) -> Result<Running, ServerError> {
     let config = Arc::new(config);
     let metrics_handle = metrics::install();
-    ensure_parent(&config.directory.database, "database directory")?;
-    ensure_parent(
+    datadir::ensure_parent(&config.directory.database, "database directory")?;
+    datadir::ensure_parent(
         &config.directory.prelogin_key_file,
         "prelogin key directory",
     )?;
-    ensure_parent(&config.admin.token_file, "admin token directory")?;
+    datadir::ensure_parent(&config.admin.token_file, "admin token directory")?;
+    let lock = DataLock::acquire(&config.directory.database)?;
+    datadir::create_database(&config.directory.database)?;
     let directory = Arc::new(Directory::open(&config.directory.database).await?);
-    let prelogin_key = key_file(&config.directory.prelogin_key_file, "prelogin key")?;
-    let operator_token = key_file(&config.admin.token_file, "admin token")?;
+    let prelogin_key = datadir::key_file(&config.directory.prelogin_key_file, "prelogin key")?;
+    let operator_token = datadir::key_file(&config.admin.token_file, "admin token")?;
     let authenticator = Arc::new(Authenticator::new(&config.auth));
     let router = Arc::new(Router::new(config.mqtt.outbound_queue_bytes));
 
@@ -175,6 +109,16 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     });
     let workers = Workers::new(Config::worker_count(config.mqtt.workers));
     let certificate = Certificate::load(&config)?;
+    let db = config.directory.database.display().to_string();
+    let (_, tls_key, _) = Certificate::files(&config);
+    datadir::warn_if_exposed(&[
+        config.directory.database.clone(),
+        format!("{db}-wal").into(),
+        format!("{db}-shm").into(),
+        config.directory.prelogin_key_file.clone(),
+        config.admin.token_file.clone(),
+        tls_key,
+    ]);
     let limits = Arc::new(Limits::new(&config.mqtt));
     let max_packet = config.mqtt.max_packet_bytes;
     let client_ca = Some(config.mqtts.client_ca.as_path()).filter(|p| !p.as_os_str().is_empty());
@@ -329,6 +273,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         grace: Duration::from_secs(config.server.shutdown_grace_secs),
         directory,
         tasks,
+        _lock: lock,
     })
 }
 

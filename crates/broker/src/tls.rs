@@ -132,19 +132,32 @@ fn generate_dev_pair(cert_file: &Path, key_file: &Path) -> Result<(), TlsError> 
 impl Certificate {
     /// Loads the configured pair, or the development pair beside the database (made on
     /// first start). Logs the fingerprint and, for a development certificate, how to trust it.
-    pub fn load(config: &Config) -> Result<Arc<Certificate>, TlsError> {
-        let dev = config.tls.cert_file.as_os_str().is_empty();
-        let (cert_file, key_file) = if dev {
+    /// The certificate and key files the config names, or the development pair beside the
+    /// database when it names none; and whether it is the development pair.
+    pub fn files(config: &Config) -> (PathBuf, PathBuf, bool) {
+        if config.tls.cert_file.as_os_str().is_empty() {
             let dir = config
                 .directory
                 .database
                 .parent()
                 .map(Path::to_path_buf)
                 .unwrap_or_default();
-            (dir.join("tls-dev-cert.pem"), dir.join("tls-dev-key.pem"))
+            (
+                dir.join("tls-dev-cert.pem"),
+                dir.join("tls-dev-key.pem"),
+                true,
+            )
         } else {
-            (config.tls.cert_file.clone(), config.tls.key_file.clone())
-        };
+            (
+                config.tls.cert_file.clone(),
+                config.tls.key_file.clone(),
+                false,
+            )
+        }
+    }
+
+    pub fn load(config: &Config) -> Result<Arc<Certificate>, TlsError> {
+        let (cert_file, key_file, dev) = Certificate::files(config);
         if dev && !cert_file.exists() {
             generate_dev_pair(&cert_file, &key_file)?;
         }
@@ -171,6 +184,11 @@ impl Certificate {
     /// The PEM file of the certificate being served (what a client may pin or trust).
     pub fn cert_file(&self) -> &Path {
         &self.cert_file
+    }
+
+    /// Whether `cert_file` and `key_file` load as a matching pair (`sealrelay check-config`).
+    pub fn check_pair(cert_file: &Path, key_file: &Path) -> Result<(), TlsError> {
+        load_pair(cert_file, key_file).map(drop)
     }
 
     /// Loads the files again if `force` or if they changed; new handshakes use the new pair.

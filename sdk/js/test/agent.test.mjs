@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { existsSync, writeFileSync } from "node:fs";
 import { Agent, Api } from "../src/agent.js";
 
-const cases = JSON.parse(process.env.SEALRELAY_JS_AGENT ?? "null");
+const cases = JSON.parse(process.env.SRTEST_JS_AGENT ?? "null");
 /** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 

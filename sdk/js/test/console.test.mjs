@@ -9,7 +9,7 @@ import * as c from "../src/crypto.js";
 import { Api, Identity } from "../src/identity.js";
 import { Console } from "../src/console.js";
 
-const cases = JSON.parse(process.env.SEALRELAY_JS_CONSOLE ?? "null");
+const cases = JSON.parse(process.env.SRTEST_JS_CONSOLE ?? "null");
 /** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 

@@ -1,5 +1,5 @@
 // Cross-language logins through a real broker, driven by tests/js_sdk.rs (which starts the
-// broker and passes SEALRELAY_JS_INTEROP as JSON): a user registered here logs in with the
+// broker and passes SRTEST_JS_INTEROP as JSON): a user registered here logs in with the
 // Rust SDK, and a user the Rust SDK registered logs in here — the same key on both sides.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -8,7 +8,7 @@ import * as c from "../src/crypto.js";
 import { Agent } from "../src/agent.js";
 import { Api, ApiError, Identity, KeyringRollbackError, NotPinnedError, PinMismatchError } from "../src/identity.js";
 
-const cases = JSON.parse(process.env.SEALRELAY_JS_INTEROP ?? "null");
+const cases = JSON.parse(process.env.SRTEST_JS_INTEROP ?? "null");
 
 test("register here, log in there; registered there, log in here", { skip: cases === null && "run through tests/js_sdk.rs" }, async () => {
   await c.ready();

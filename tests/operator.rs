@@ -1,0 +1,231 @@
+//! What an operator runs into around the broker process: config mistakes stop it with one line
+//! naming the key, where it was set and what it should be; `check-config` says the same
+//! without starting anything and `default-config` prints the shipped file; a second broker on
+//! one database refuses to start; the broker's files are private; SIGHUP reloads the log
+//! level and never stops it.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output, Stdio};
+
+use common::{Broker, BIN};
+
+/// The binary with no `SEALRELAY_*` variable from the test's own environment.
+fn sealrelay(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).stdin(Stdio::null());
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("SEALRELAY_")) {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+/// Asserts a run failed with exactly one stderr line, and returns it.
+fn one_line_failure(out: &Output) -> String {
+    assert!(!out.status.success(), "it should have failed");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    err.trim_end().to_owned()
+}
+
+#[test]
+fn config_mistakes_are_one_line_naming_the_key_and_check_config_says_so_first() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[mqtt]\nmax_inflight = \"x\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("good.toml"),
+        "[mqtt]\nlisten = \"localhost:0\"\n[log]\nlevel = \"warn\"\n",
+    )
+    .unwrap();
+
+    let out = sealrelay(dir.path())
+        .args(["check-config", "--config", "good.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("config OK: good.toml (MQTT 127.0.0.1:0,"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let bad_value = "sealrelay: mqtt.max_inflight in bad.toml: expected a whole number from 0 to 65535, got the text \"x\"";
+    let typo = "sealrelay: SEALRELAY_MQQT_LISTEN: names no config key (did you mean SEALRELAY_MQTT_LISTEN?); see broker.toml";
+    let level = "sealrelay: log.level from SEALRELAY_LOG_LEVEL: `debgu` names no level: use off, error, warn, info, debug or trace, alone or per module (e.g. \"info,sealrelay_broker=debug\")";
+    for verb in ["check-config", "serve"] {
+        let out = sealrelay(dir.path())
+            .args([verb, "--config", "bad.toml"])
+            .output()
+            .unwrap();
+        assert_eq!(one_line_failure(&out), bad_value, "{verb}");
+        let out = sealrelay(dir.path())
+            .arg(verb)
+            .env("SEALRELAY_MQQT_LISTEN", "127.0.0.1:1")
+            .output()
+            .unwrap();
+        assert_eq!(one_line_failure(&out), typo, "{verb}");
+        let out = sealrelay(dir.path())
+            .arg(verb)
+            .env("SEALRELAY_LOG_LEVEL", "debgu")
+            .output()
+            .unwrap();
+        assert_eq!(one_line_failure(&out), level, "{verb}");
+    }
+    // Nothing was started or written by the refusals.
+    assert!(!dir.path().join("data").exists());
+
+    let out = sealrelay(dir.path())
+        .arg("default-config")
+        .output()
+        .unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/broker.toml")).unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), shipped);
+}
+
+#[test]
+fn a_second_broker_on_the_same_database_refuses_to_start_and_names_the_first() {
+    let mut broker = Broker::start();
+    // Same directory and config: every listener is on port 0, so only the database clashes.
+    let out = sealrelay(broker.dir.path())
+        .args(["serve", "--config", "broker.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        one_line_failure(&out),
+        format!(
+            "sealrelay: another broker (pid {}) already serves the database data/sealrelay.db: stop it first, or give this one its own directory.database",
+            broker.pid()
+        )
+    );
+    assert!(broker.running(), "the first one is unharmed");
+}
+
+#[test]
+fn the_broker_files_are_private_and_an_exposed_one_is_reported() {
+    let mut broker = Broker::start();
+    let data = broker.dir.path().join("data");
+    let mode = |name: &str| {
+        std::fs::metadata(data.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for name in [
+        "sealrelay.db",
+        "sealrelay.db-wal",
+        "sealrelay.db-shm",
+        "sealrelay.db.lock",
+        "sealrelay-prelogin.key",
+        "sealrelay-admin.token",
+        "tls-dev-key.pem",
+    ] {
+        assert_eq!(mode(name), 0o600, "{name}");
+    }
+    assert_eq!(mode(""), 0o700, "the data directory");
+    assert!(!broker.log().contains("readable by group or others"));
+
+    broker.stop();
+    let db = data.join("sealrelay.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    broker.restart();
+    assert!(
+        broker.log_shows("readable by group or others: run chmod 600 on it", 1),
+        "{}",
+        broker.log()
+    );
+    assert!(
+        broker.log().contains("file=data/sealrelay.db mode=644"),
+        "{}",
+        broker.log()
+    );
+}
+
+#[test]
+fn sighup_reloads_the_log_level_says_what_needs_a_restart_and_never_stops() {
+    let mut broker = Broker::start();
+    let config = broker.dir.path().join("broker.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("level = \"debug\""),
+        "the harness logs at debug"
+    );
+
+    // An info line, at debug: the operator's reset.
+    let reset = "operator issued a password reset";
+    common::run_cli_ok(
+        broker.cli(),
+        &["user", "register", "--user", "alice"],
+        "alice's password",
+    );
+    assert!(broker.admin_reset("alice").status.success());
+    assert!(broker.log_shows(reset, 1));
+
+    std::fs::write(
+        &config,
+        text.replace("level = \"debug\"", "level = \"warn\""),
+    )
+    .unwrap();
+    broker.signal("HUP");
+    assert!(
+        broker.log_shows("SIGHUP: log.level reloaded", 1),
+        "{}",
+        broker.log()
+    );
+    // At warn the same info line no longer shows.
+    assert!(broker.admin_reset("alice").status.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(broker.log().matches(reset).count(), 1, "{}", broker.log());
+
+    std::fs::write(
+        &config,
+        text.replace("level = \"debug\"", "level = \"warn\"")
+            .replace("[kdf]", "[envelope]\nmax_bytes = 1000\n[kdf]"),
+    )
+    .unwrap();
+    broker.signal("HUP");
+    assert!(broker.log_shows(
+        "other settings changed in the config; they apply at the next restart",
+        1
+    ));
+
+    std::fs::write(&config, "[mqtt]\nmax_inflight = \"x\"\n").unwrap();
+    broker.signal("HUP");
+    assert!(broker.log_shows(
+        "SIGHUP: the config does not load; keeping the running settings",
+        1
+    ));
+    assert!(broker.running(), "SIGHUP must never stop the broker");
+    let (status, _) = broker.stop_with("TERM").unwrap();
+    assert!(status.success());
+}
+
+/// Every `SEALRELAY_*` variable the client commands read is one the broker leaves alone, so
+/// exporting a password for the CLI never stops a broker started from the same shell.
+#[test]
+fn the_client_variables_are_the_ones_the_broker_ignores() {
+    let mut read = Vec::new();
+    for file in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/cli")).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        for piece in text.split("\"SEALRELAY_").skip(1) {
+            read.push(format!("SEALRELAY_{}", piece.split('"').next().unwrap()));
+        }
+    }
+    assert!(read.contains(&"SEALRELAY_PASSWORD".to_owned()), "{read:?}");
+    for name in read {
+        assert!(
+            sealrelay_broker::config::CLIENT_VARIABLES.contains(&name.as_str()),
+            "{name} is read by the CLI but would stop the broker"
+        );
+    }
+}
