@@ -166,7 +166,7 @@ fn sighup_reloads_the_log_level_says_what_needs_a_restart_and_never_stops() {
     common::run_cli_ok(
         broker.cli(),
         &["user", "register", "--user", "alice"],
-        "alice's password",
+        "a long enough phrase",
     );
     assert!(broker.admin_reset("alice").status.success());
     assert!(broker.log_shows(reset, 1));

@@ -13,6 +13,9 @@ use zeroize::Zeroizing;
 
 use super::{log_in, secret, Endpoints};
 
+/// Attempts to log in and connect at start before the agent gives up.
+const START_ATTEMPTS: u32 = 8;
+
 /// Runs as the instance whose token is in SEALRELAY_TOKEN, `token_file` or a prompt.
 pub(super) async fn agent(endpoints: Endpoints, token_file: Option<PathBuf>) -> Result<()> {
     let token_text = match token_file {
@@ -23,11 +26,30 @@ pub(super) async fn agent(endpoints: Endpoints, token_file: Option<PathBuf>) -> 
         None => secret("SEALRELAY_TOKEN", "Instance token: ", false)?,
     };
     let token: Token = token_text.trim().parse()?;
-    let api = endpoints.api()?;
-    let me = Identity::login_instance(&api, &token).await?;
-    let (id, witness) = (me.id, me.witness());
-    let mut client =
-        Client::connect_to(api, me, endpoints.broker()?, endpoints.mqtt_version).await?;
+    let (api, broker) = (endpoints.api()?, endpoints.broker()?);
+    // At start as after a drop, an unreachable server or broker is retried; a refused token
+    // is final. The start is bounded, so a wrong address does not hang a service manager.
+    let mut backoff = Duration::from_millis(500);
+    let mut attempt = 1;
+    let mut client = loop {
+        let started = async {
+            let me = Identity::login_instance(&api, &token).await?;
+            Client::connect_to(api.clone(), me, broker.clone(), endpoints.mqtt_version).await
+        };
+        match started.await {
+            Ok(client) => break client,
+            Err(e @ (ClientError::Transport(_) | ClientError::Mqtt(_)))
+                if attempt < START_ATTEMPTS =>
+            {
+                eprintln!("sealrelay agent: {e}; attempt {attempt} of {START_ATTEMPTS}, retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let (id, witness) = (client.identity().id, client.identity().witness());
     println!(
         "agent {id} (key witness {witness}) connected to {}; serving",
         endpoints.broker
@@ -72,9 +94,12 @@ pub(super) async fn send(
     let (api, me) = log_in(&endpoints, &user).await?;
     let mut client =
         Client::connect_to(api, me, endpoints.broker()?, endpoints.mqtt_version).await?;
-    let reply = client
+    let answer = client
         .request(to, &payload, Duration::from_secs(timeout_secs))
-        .await?;
+        .await;
+    // A normal end is a DISCONNECT, recorded as client_disconnect, not a dropped connection.
+    client.close().await;
+    let reply = answer?;
     let mut out = std::io::stdout().lock();
     out.write_all(&reply)?;
     out.write_all(b"\n")?;

@@ -6,6 +6,7 @@ use clap::Subcommand;
 use super::{
     log_in, new_password, password, secret, strongest, Endpoints, UserArg, CLIENT_MIN_KDF,
 };
+use sealrelay_client::password::check_new_password;
 use sealrelay_client::Identity;
 use sealrelay_wire::ResetCode;
 
@@ -17,6 +18,8 @@ pub(super) enum UserCommand {
         endpoints: Endpoints,
         #[command(flatten)]
         user: UserArg,
+        #[command(flatten)]
+        strength: Strength,
     },
     /// Delete your account and every instance you own, with their keys. Irreversible: what
     /// was sealed to your key can never be opened again. Needs --yes.
@@ -37,6 +40,8 @@ pub(super) enum UserCommand {
         endpoints: Endpoints,
         #[command(flatten)]
         user: UserArg,
+        #[command(flatten)]
+        strength: Strength,
     },
     /// Complete a password reset with the code your operator gave you (SEALRELAY_RESET_CODE
     /// or a prompt): a new key pair replaces the old one, so what was sealed to the old key
@@ -47,14 +52,43 @@ pub(super) enum UserCommand {
         endpoints: Endpoints,
         #[command(flatten)]
         user: UserArg,
+        #[command(flatten)]
+        strength: Strength,
     },
+}
+
+/// The floor a new password must clear (sealrelay_client::password).
+#[derive(clap::Args)]
+pub(super) struct Strength {
+    /// Accept a new password below the floor (under 10 characters, one of the commonest,
+    /// containing the account name): the password is all that protects the key if the
+    /// server's database is stolen.
+    #[arg(long)]
+    allow_weak_password: bool,
+}
+
+impl Strength {
+    /// `password` as the new password of `login`, or why not.
+    fn check(&self, password: &str, login: &str) -> Result<()> {
+        match check_new_password(password, login) {
+            Err(weak) if !self.allow_weak_password => {
+                bail!("{weak}; --allow-weak-password takes it anyway")
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 pub(super) async fn run(command: UserCommand) -> Result<()> {
     match command {
-        UserCommand::Register { endpoints, user } => {
+        UserCommand::Register {
+            endpoints,
+            user,
+            strength,
+        } => {
             let api = endpoints.api()?;
             let password = password(true)?;
+            strength.check(&password, &user.user)?;
             // Unknown names get the server's default parameters from prelogin; never
             // accept weaker ones than our own floor.
             let advertised = api.prelogin(&user.user).await?.params;
@@ -67,9 +101,14 @@ pub(super) async fn run(command: UserCommand) -> Result<()> {
                 me.witness()
             );
         }
-        UserCommand::Passwd { endpoints, user } => {
+        UserCommand::Passwd {
+            endpoints,
+            user,
+            strength,
+        } => {
             let (api, mut me) = log_in(&endpoints, &user).await?;
             let new = new_password()?;
+            strength.check(&new, &user.user)?;
             let current = api.prelogin(&user.user).await?.params;
             let recommended = me.recommended_kdf(&api).await?.unwrap_or(current);
             let params = strongest(&[current, recommended, CLIENT_MIN_KDF]);
@@ -96,10 +135,15 @@ pub(super) async fn run(command: UserCommand) -> Result<()> {
             me.delete_account(&api).await?;
             println!("deleted user {name} and its instances");
         }
-        UserCommand::Reset { endpoints, user } => {
+        UserCommand::Reset {
+            endpoints,
+            user,
+            strength,
+        } => {
             let api = endpoints.api()?;
             let code: ResetCode = secret("SEALRELAY_RESET_CODE", "Reset code: ", false)?.parse()?;
             let new = new_password()?;
+            strength.check(&new, &user.user)?;
             let advertised = api.prelogin(&user.user).await?.params;
             let params = strongest(&[advertised, CLIENT_MIN_KDF]);
             let (me, stale) =

@@ -418,11 +418,11 @@ test("a user registered in the browser logs in with the Rust CLI, and one the CL
   assert.match(listed.stdout, new RegExp(`${id}  ${witness}  pinned`));
   await page.click("#logout");
 
-  const made = await cli(["user", "register", "--user", "cli-hank"], "hank's password");
+  const made = await cli(["user", "register", "--user", "cli-hank"], "sixteen tons of coal");
   const hank = made.stdout.match(/key witness ([0-9a-f]{32})/)?.[1];
   assert.ok(hank, made.stdout);
-  await secrets.password("cli-hank", "hank's password");
-  await submitLogin(page, "cli-hank", "hank's password");
+  await secrets.password("cli-hank", "sixteen tons of coal");
+  await submitLogin(page, "cli-hank", "sixteen tons of coal");
   await visible(page, "#account");
   assert.equal(await text(page, "#my-witness"), hank, "the page unwrapped the key the CLI made");
   await recorder.check(page, secrets);

@@ -158,14 +158,33 @@ impl Identity {
         let spec = api.prelogin(name).await?;
         let keys = derive(password, &spec).await?;
         let auth_secret = keys.auth_secret();
-        Self::unlock(api, name, keys, auth_secret).await
+        Self::unlock(api, name, keys, auth_secret)
+            .await
+            .map_err(|e| match e {
+                ClientError::Api { status: 401, .. } => ClientError::WrongPassword {
+                    login: name.to_owned(),
+                },
+                ClientError::Api { status: 429, .. } => ClientError::TooManyFailures {
+                    login: name.to_owned(),
+                },
+                other => other,
+            })
     }
 
     /// Logs an instance in with its token.
     pub async fn login_instance(api: &Api, token: &Token) -> Result<Identity, ClientError> {
         let keys = token.keys();
         let auth_secret = keys.auth_secret();
-        Self::unlock(api, &token.instance.to_string(), keys, auth_secret).await
+        let login = token.instance.to_string();
+        Self::unlock(api, &login, keys, auth_secret)
+            .await
+            .map_err(|e| match e {
+                ClientError::Api { status: 401, .. } => ClientError::TokenRefused {
+                    instance: token.instance,
+                },
+                ClientError::Api { status: 429, .. } => ClientError::TooManyFailures { login },
+                other => other,
+            })
     }
 
     async fn unlock(

@@ -27,6 +27,7 @@ mod identity;
 mod keyring;
 mod link;
 mod messaging;
+pub mod password;
 
 use std::time::Duration;
 
@@ -83,4 +84,20 @@ pub enum ClientError {
     KeyringRollback { seen: u64, served: u64 },
     #[error("{0}")]
     Usage(String),
+    /// The API turned a user's login away. The server answers a wrong password and an unknown
+    /// name alike, so the message cannot say which.
+    #[error("wrong password for {login}, or no account by that name; if the password was changed or reset, log in with the new one (a forgotten password: ask the operator for a reset code)")]
+    WrongPassword { login: String },
+    /// The API turned an instance's token away.
+    #[error("this token no longer logs in to instance {instance}: the instance was removed, or its token was rotated or re-enrolled; its owner makes a new one (`sealrelay instance rotate-token` or `reenrol`)")]
+    TokenRefused { instance: PrincipalId },
+    #[error("too many failed logins for {login} or from this address: wait a minute, then retry")]
+    TooManyFailures { login: String },
+    /// The directory does not list `0` as a peer of the caller: a typo, or someone else's.
+    #[error("no instance of yours has the id {0}: `sealrelay instance list` shows yours")]
+    NotYours(PrincipalId),
+    /// MQTT 5 PUBACK 0x10: the broker has no session for the recipient, so nothing was
+    /// delivered (it keeps no messages for absent clients).
+    #[error("{0} is not connected (the broker has no session for it), so nothing was delivered: start its agent, then retry")]
+    Offline(PrincipalId),
 }

@@ -302,7 +302,7 @@ impl Link {
         };
         match link.next_event().await? {
             Event::Connected => {}
-            Event::Refused(why) => return Err(ClientError::Refused(why)),
+            Event::Refused(why) => return Err(ClientError::Refused(format!("{broker}: {why}"))),
             // Name the address: "connection refused" or "invalid peer certificate" alone
             // does not say where.
             Event::Closed(why) => return Err(ClientError::Mqtt(format!("{broker}: {why}"))),
@@ -379,6 +379,9 @@ impl Link {
             .await
             .map_err(|_| ClientError::Mqtt(format!("no PUBACK within {PUBACK_TIMEOUT:?}")))?
             .map_err(|_| ClientError::Mqtt("the connection ended before the PUBACK".into()))?;
+        if code == 0x10 {
+            return Err(ClientError::Offline(to));
+        }
         if code < 0x80 {
             return Ok(());
         }

@@ -121,7 +121,14 @@ impl Client {
             return Ok(key.clone());
         }
         if self.identity.pinned(peer).is_none() {
-            return Err(ClientError::NotPinned(peer));
+            // A typo or someone else's id is not a key-substitution attack: say which it is.
+            return Err(
+                match self.api.public_key(self.identity.api_login(), peer).await {
+                    Err(ClientError::Api { status: 404, .. }) => ClientError::NotYours(peer),
+                    Err(e) => e,
+                    Ok(_) => ClientError::NotPinned(peer),
+                },
+            );
         }
         let view = self.api.public_key(self.identity.api_login(), peer).await?;
         let key = self.identity.check_served_key(peer, &view.public_key)?;
@@ -251,7 +258,7 @@ impl Client {
                     tracing::warn!(error = %e, "skipping an envelope that does not open");
                     continue;
                 }
-                Err(ClientError::Api { status: 404, .. }) => {
+                Err(ClientError::Api { status: 404, .. } | ClientError::NotYours(_)) => {
                     tracing::warn!("skipping an envelope from a principal that is not paired");
                     continue;
                 }
@@ -267,7 +274,15 @@ impl Client {
             }
             let reply = handler(&message);
             let id = message.id.expect("authenticated messages carry an id");
-            self.reply(message.from, id, &reply).await?;
+            match self.reply(message.from, id, &reply).await {
+                // The asker left before the answer: nothing to deliver it to, keep serving.
+                Err(ClientError::Offline(to)) => {
+                    tracing::warn!(to = %to, "reply not delivered: the asker is no longer connected")
+                }
+                other => {
+                    other?;
+                }
+            }
         }
     }
 }
