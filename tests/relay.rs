@@ -63,7 +63,7 @@ fn cli_flow(version: &str) {
         "correct horse battery",
     );
     assert!(
-        listed.contains(&instance) && listed.contains("yes"),
+        listed.contains(&instance) && listed.contains("online now"),
         "{listed}"
     );
 

@@ -44,7 +44,7 @@ pub(super) async fn run(command: AdminCommand) -> Result<()> {
                 .await?;
             println!("user {name} ({})", reset.user_id);
             println!("reset-code {}", reset.reset_code.expose());
-            eprintln!("The old password no longer works. Give the code to {name} over a channel you trust; it is valid until {} (unix time) and works once: `sealrelay user reset --user {name}`.", reset.expires_at);
+            eprintln!("The old password no longer works. Give the code to {name} over a channel you trust; it is valid until {} and works once: `sealrelay user reset --user {name}`.", super::when(reset.expires_at));
         }
     }
     Ok(())

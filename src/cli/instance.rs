@@ -5,21 +5,22 @@ use clap::Subcommand;
 use sealrelay_client::ClientError;
 use sealrelay_wire::envelope::Witness;
 
-use super::{log_in, print_token, Endpoints, InstanceTarget, UserArg};
+use super::{log_in, print_token, InstanceTarget, Server, UserArg};
 
 #[derive(Subcommand)]
 pub(super) enum InstanceCommand {
     /// Create an instance and print its id and one-time token (shown once, never stored).
     Add {
         #[command(flatten)]
-        endpoints: Endpoints,
+        endpoints: Server,
         #[command(flatten)]
         user: UserArg,
     },
-    /// List your instances with their key witness and whether they are online.
+    /// List your instances: key witness, pin status, whether a re-enrolment is needed, when
+    /// each was last seen (or that it is online now) and when it was added.
     List {
         #[command(flatten)]
-        endpoints: Endpoints,
+        endpoints: Server,
         #[command(flatten)]
         user: UserArg,
     },
@@ -58,8 +59,8 @@ pub(super) async fn run(command: InstanceCommand) -> Result<()> {
         InstanceCommand::List { endpoints, user } => {
             let (api, me) = log_in(&endpoints, &user).await?;
             println!(
-                "{:<32}  {:<32}  {:<8}  {:<7}  {:<9}  created",
-                "instance", "witness", "key", "online", "re-enrol"
+                "{:<32}  {:<32}  {:<8}  {:<9}  {:<40}  created",
+                "instance", "witness", "key", "re-enrol", "seen"
             );
             let mut untrusted = 0;
             for i in me.instances(&api).await? {
@@ -69,14 +70,19 @@ pub(super) async fn run(command: InstanceCommand) -> Result<()> {
                     Err(_) => "MISMATCH",
                 };
                 untrusted += usize::from(key != "pinned");
+                let seen = match (i.online, i.last_seen) {
+                    (true, _) => "online now".to_owned(),
+                    (false, Some(at)) => super::when(at),
+                    (false, None) => "never connected".to_owned(),
+                };
                 println!(
-                    "{}  {}  {:<8}  {:<7}  {:<9}  {}",
+                    "{}  {}  {:<8}  {:<9}  {:<40}  {}",
                     i.id,
                     i.witness,
                     key,
-                    if i.online { "yes" } else { "no" },
                     if i.stale_owner_key { "needed" } else { "-" },
-                    i.created_at
+                    seen,
+                    super::when(i.created_at)
                 );
             }
             if untrusted > 0 {

@@ -26,7 +26,7 @@ pub(super) async fn agent(endpoints: Endpoints, token_file: Option<PathBuf>) -> 
         None => secret("SEALRELAY_TOKEN", "Instance token: ", false)?,
     };
     let token: Token = token_text.trim().parse()?;
-    let (api, broker) = (endpoints.api()?, endpoints.broker()?);
+    let (api, broker) = (endpoints.server.api()?, endpoints.broker()?);
     // At start as after a drop, an unreachable server or broker is retried; a refused token
     // is final. The start is bounded, so a wrong address does not hang a service manager.
     let mut backoff = Duration::from_millis(500);
@@ -91,7 +91,7 @@ pub(super) async fn send(
             buf
         }
     };
-    let (api, me) = log_in(&endpoints, &user).await?;
+    let (api, me) = log_in(&endpoints.server, &user).await?;
     let mut client =
         Client::connect_to(api, me, endpoints.broker()?, endpoints.mqtt_version).await?;
     let answer = client

@@ -44,6 +44,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker (MQTT + HTTP API) on broker.toml's defaults or a given file.
+    #[command(
+        after_help = "Every key of broker.toml can be overridden by a SEALRELAY_<SECTION>_<KEY> variable \
+(e.g. SEALRELAY_MQTT_LISTEN=0.0.0.0:1883); a variable naming no key stops start-up. \
+`sealrelay default-config` prints every key with its default, `sealrelay check-config` checks a config \
+without starting. SIGHUP reloads the TLS files and log.level; SIGTERM or SIGINT stops gracefully."
+    )]
     Serve {
         /// Config file layered over the built-in defaults (see broker.toml).
         #[arg(long, short)]
@@ -61,7 +67,7 @@ enum Command {
     /// Manage a user account.
     #[command(subcommand)]
     User(UserCommand),
-    /// Add and list your instances.
+    /// Manage your instances: add, list, rotate a token, re-enrol, pin, remove.
     #[command(subcommand)]
     Instance(InstanceCommand),
     /// Operator commands, run on the broker's machine with its config.
@@ -83,7 +89,7 @@ enum Command {
         #[command(flatten)]
         user: UserArg,
         /// The instance id (from `sealrelay instance add` or `instance list`).
-        #[arg(long)]
+        #[arg(long, value_name = "ID")]
         to: PrincipalId,
         /// The message; read from standard input when absent.
         message: Option<String>,
@@ -93,46 +99,58 @@ enum Command {
     },
 }
 
+/// The broker's HTTP API, for every verb.
 #[derive(Args)]
-struct Endpoints {
+struct Server {
     /// Base URL of the broker's HTTP API: http://host:port or https://host:port.
     #[arg(
         long,
+        value_name = "URL",
         env = "SEALRELAY_SERVER",
         default_value = "http://127.0.0.1:8080"
     )]
     server: String,
+    /// PEM file of the CA to trust for mqtts, wss and https (a private CA, or the broker's
+    /// development certificate data/tls-dev-cert.pem); the system's roots otherwise.
+    #[arg(long, value_name = "PEM", env = "SEALRELAY_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Where to remember the newest keyring version seen per server, user and key, so an
+    /// older keyring served later is refused. Default: $XDG_STATE_HOME/sealrelay or
+    /// ~/.local/state/sealrelay.
+    #[arg(long, value_name = "DIR", env = "SEALRELAY_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// The HTTP API and the MQTT listener, for the verbs that exchange messages.
+#[derive(Args)]
+struct Endpoints {
+    #[command(flatten)]
+    server: Server,
     /// The broker's MQTT listener: mqtt://, mqtts://, ws:// or wss:// URL (ws paths default
     /// to /mqtt); a bare host:port means mqtt://.
     #[arg(
         long,
+        value_name = "URL",
         env = "SEALRELAY_BROKER",
         default_value = "mqtt://127.0.0.1:1883"
     )]
     broker: String,
-    /// PEM file of the CA to trust for mqtts, wss and https (a private CA, or the broker's
-    /// development certificate data/tls-dev-cert.pem); the system's roots otherwise.
-    #[arg(long, env = "SEALRELAY_CA_FILE")]
-    ca_file: Option<PathBuf>,
-    /// MQTT protocol version: 5 or 3.1.1.
-    #[arg(long, default_value = "5")]
+    /// MQTT protocol version.
+    #[arg(long, value_name = "5|3.1.1", default_value = "5")]
     mqtt_version: MqttVersion,
-    /// Where to remember the newest keyring version seen per server, user and key, so an
-    /// older keyring served later is refused. Default: $XDG_STATE_HOME/sealrelay or
-    /// ~/.local/state/sealrelay.
-    #[arg(long, env = "SEALRELAY_STATE_DIR")]
-    state_dir: Option<PathBuf>,
 }
 
 impl Endpoints {
+    /// The MQTT address for `--broker`, trusting `--ca-file` if given.
+    fn broker(&self) -> Result<Broker> {
+        Ok(Broker::parse(&self.broker, self.server.ca_file.as_deref())?)
+    }
+}
+
+impl Server {
     /// The HTTP API client for `--server`, trusting `--ca-file` if given.
     fn api(&self) -> Result<Api> {
         Ok(Api::with_ca(&self.server, self.ca_file.as_deref())?)
-    }
-
-    /// The MQTT address for `--broker`, trusting `--ca-file` if given.
-    fn broker(&self) -> Result<Broker> {
-        Ok(Broker::parse(&self.broker, self.ca_file.as_deref())?)
     }
 
     /// The file remembering the keyring version for this server, login and key.
@@ -187,18 +205,18 @@ impl Endpoints {
 #[derive(Args)]
 struct InstanceTarget {
     #[command(flatten)]
-    endpoints: Endpoints,
+    endpoints: Server,
     #[command(flatten)]
     user: UserArg,
     /// The instance id.
-    #[arg(long)]
+    #[arg(long, value_name = "ID")]
     instance: PrincipalId,
 }
 
 #[derive(Args)]
 struct UserArg {
     /// Your user name. The password comes from SEALRELAY_PASSWORD or a prompt.
-    #[arg(long, env = "SEALRELAY_USER")]
+    #[arg(long, value_name = "NAME", env = "SEALRELAY_USER")]
     user: String,
 }
 
@@ -211,7 +229,37 @@ fn strongest(candidates: &[KdfParams]) -> KdfParams {
     })
 }
 
+/// This machine's UTC offset, read once at start while the process has one thread (the only
+/// time it can be read soundly); UTC if it cannot be.
+static LOCAL_OFFSET: std::sync::OnceLock<time::UtcOffset> = std::sync::OnceLock::new();
+
+/// A Unix time as people read it: local ISO 8601 and how long ago (or from now).
+fn when(unix: i64) -> String {
+    let offset = *LOCAL_OFFSET.get_or_init(|| time::UtcOffset::UTC);
+    let Ok(at) = time::OffsetDateTime::from_unix_timestamp(unix) else {
+        return format!("{unix} (unix time)");
+    };
+    let at = at.to_offset(offset).replace_nanosecond(0).unwrap_or(at);
+    let stamp = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| unix.to_string());
+    let delta = unix - time::OffsetDateTime::now_utc().unix_timestamp();
+    let span = match delta.unsigned_abs() {
+        0..=59 => return format!("{stamp} (just now)"),
+        s @ 60..=3599 => format!("{} min", s / 60),
+        s @ 3600..=172_799 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86_400),
+    };
+    if delta < 0 {
+        format!("{stamp} ({span} ago)")
+    } else {
+        format!("{stamp} (in {span})")
+    }
+}
+
 pub fn run() -> Result<()> {
+    let _ =
+        LOCAL_OFFSET.set(time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC));
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => return serve::serve(config),
@@ -236,7 +284,7 @@ pub fn run() -> Result<()> {
 
 /// The API at `endpoints` and `user` logged in with the password (env or prompt), its
 /// keyring checked against the newest version this machine saw.
-async fn log_in(endpoints: &Endpoints, user: &UserArg) -> Result<(Api, Identity)> {
+async fn log_in(endpoints: &Server, user: &UserArg) -> Result<(Api, Identity)> {
     let api = endpoints.api()?;
     let me = Identity::login_user(&api, &user.user, &password(false)?).await?;
     endpoints.check_keyring(&me)?;

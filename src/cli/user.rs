@@ -3,9 +3,7 @@
 use anyhow::{bail, Result};
 use clap::Subcommand;
 
-use super::{
-    log_in, new_password, password, secret, strongest, Endpoints, UserArg, CLIENT_MIN_KDF,
-};
+use super::{log_in, new_password, password, secret, strongest, Server, UserArg, CLIENT_MIN_KDF};
 use sealrelay_client::password::check_new_password;
 use sealrelay_client::Identity;
 use sealrelay_wire::ResetCode;
@@ -15,7 +13,7 @@ pub(super) enum UserCommand {
     /// Create an account: the key pair is made here and only its wrapped form is uploaded.
     Register {
         #[command(flatten)]
-        endpoints: Endpoints,
+        endpoints: Server,
         #[command(flatten)]
         user: UserArg,
         #[command(flatten)]
@@ -25,7 +23,7 @@ pub(super) enum UserCommand {
     /// was sealed to your key can never be opened again. Needs --yes.
     Delete {
         #[command(flatten)]
-        endpoints: Endpoints,
+        endpoints: Server,
         #[command(flatten)]
         user: UserArg,
         /// Confirm the deletion.
@@ -37,7 +35,7 @@ pub(super) enum UserCommand {
     /// comes from SEALRELAY_PASSWORD or a prompt, the new from SEALRELAY_NEW_PASSWORD or a prompt.
     Passwd {
         #[command(flatten)]
-        endpoints: Endpoints,
+        endpoints: Server,
         #[command(flatten)]
         user: UserArg,
         #[command(flatten)]
@@ -49,7 +47,7 @@ pub(super) enum UserCommand {
     /// comes from SEALRELAY_NEW_PASSWORD or a prompt.
     Reset {
         #[command(flatten)]
-        endpoints: Endpoints,
+        endpoints: Server,
         #[command(flatten)]
         user: UserArg,
         #[command(flatten)]
