@@ -379,7 +379,7 @@ async fn a_reset_gives_a_new_key_flags_instances_and_old_envelopes_name_the_witn
     // The operator API wants the operator token; an unknown user is one line naming it.
     let admin = sealrelay_client::Api::new(&format!("http://{}", broker.admin));
     let err = admin
-        .admin_reset_user("guess", "alice")
+        .admin::<serde_json::Value>("guess", "POST", "/v1/admin/users/alice/reset")
         .await
         .err()
         .unwrap();

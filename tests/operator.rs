@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 
 use common::{Broker, BIN};
+use sealrelay_client::{ClientError, Identity};
 
 /// The binary with no `SEALRELAY_*` variable from the test's own environment.
 fn sealrelay(dir: &std::path::Path) -> Command {
@@ -228,4 +229,126 @@ fn the_client_variables_are_the_ones_the_broker_ignores() {
             "{name} is read by the CLI but would stop the broker"
         );
     }
+}
+
+/// `sealrelay admin <args>` as the operator beside the broker.
+fn admin(broker: &Broker, args: &[&str]) -> Output {
+    broker
+        .cli()
+        .current_dir(broker.dir.path())
+        .arg("admin")
+        .args(args)
+        .args(["--config", "broker.toml"])
+        .args(["--admin-url", &format!("http://{}", broker.admin)])
+        .output()
+        .unwrap()
+}
+
+fn admin_json(broker: &Broker, args: &[&str]) -> serde_json::Value {
+    let out = admin(broker, &[args, &["--json"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_lists_users_and_sessions_kicks_unlocks_and_reads_the_session_log() {
+    let broker = Broker::start();
+    let password = "an operator's test phrase";
+    let cli = |args: &[&str]| common::run_cli_ok(broker.cli(), args, password);
+    cli(&["user", "register", "--user", "alice"]);
+    let added = cli(&["instance", "add", "--user", "alice"]);
+    let field = |name: &str| {
+        added
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (instance, token) = (field("instance "), field("token "));
+    let _agent = broker.start_agent(&token, "5");
+    assert_eq!(
+        cli(&["send", "--user", "alice", "--to", &instance, "hi"]),
+        "hi\n"
+    );
+
+    let users = admin_json(&broker, &["users"]);
+    assert_eq!(users["users"][0]["name"], "alice");
+    assert_eq!(users["users"][0]["instances"], 1);
+    let table = String::from_utf8(admin(&broker, &["users"]).stdout).unwrap();
+    assert!(
+        table.lines().nth(1).unwrap().starts_with("alice "),
+        "{table}"
+    );
+
+    // The agent's session: one request in, one reply out, over TCP from loopback.
+    let sessions = admin_json(&broker, &["sessions"]);
+    let live = &sessions["sessions"].as_array().unwrap();
+    assert_eq!(live.len(), 1, "{sessions}");
+    assert_eq!(live[0]["principal"], instance.as_str());
+    assert_eq!(
+        (live[0]["transport"].as_str(), live[0]["ip"].as_str()),
+        (Some("tcp"), Some("127.0.0.1"))
+    );
+    assert_eq!(
+        (
+            live[0]["messages_in"].as_u64(),
+            live[0]["messages_out"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+
+    // Kicked: told why, recorded, and (credentials intact) the agent comes back by itself.
+    let out = admin(&broker, &["kick", "--principal", &instance]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("closed 1 session(s) of {instance}\n")
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = admin_json(
+            &broker,
+            &["session-log", "--principal", &instance, "--since", "1h"],
+        );
+        if !log["sessions"].as_array().unwrap().is_empty() || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(log["sessions"][0]["close_reason"], "kicked_by_operator");
+    assert_eq!(log["sessions"][0]["messages_in"], 1);
+    assert!(broker.log_shows("operator closed a principal's sessions", 1));
+    let bad = admin(
+        &broker,
+        &["session-log", "--principal", &instance, "--since", "1x"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr).trim_end(),
+        "sealrelay: --since 1x: write an age like 90m, 24h or 7d"
+    );
+
+    // Locked out by failures, unlocked by the operator.
+    for _ in 0..10 {
+        let _ = Identity::login_user(&broker.api(), "alice", "not the phrase").await;
+    }
+    let locked = Identity::login_user(&broker.api(), "alice", password)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(locked, ClientError::TooManyFailures { .. }),
+        "{locked}"
+    );
+    let out = admin(&broker, &["unlock", "--login", "alice"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "alice: lockout cleared; it may log in again now\n"
+    );
+    Identity::login_user(&broker.api(), "alice", password)
+        .await
+        .unwrap();
 }

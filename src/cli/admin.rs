@@ -1,13 +1,21 @@
 //! `sealrelay admin …`: operator verbs, run beside the broker with its config; they talk to
-//! the operator API with the token the broker created.
+//! the operator API (`[admin]`, loopback) with the token the broker created. Each prints a
+//! table for people, or the API's JSON with `--json` for scripts.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use sealrelay_broker::config::Config;
 use sealrelay_broker::{admin, datadir};
 use sealrelay_client::Api;
+use sealrelay_wire::api::{
+    AdminKicked, AdminReset, AdminSessionLog, AdminSessions, AdminUnlocked, AdminUsers,
+};
+use sealrelay_wire::PrincipalId;
+use serde::de::DeserializeOwned;
+
+use super::when;
 
 #[derive(Subcommand)]
 pub(super) enum AdminCommand {
@@ -18,33 +26,239 @@ pub(super) enum AdminCommand {
         /// The user's name.
         #[arg(long)]
         name: String,
-        /// The broker's config file (for admin.listen and admin.token_file).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// The operator API's URL, when it is not at admin.listen.
-        #[arg(long)]
-        admin_url: Option<String>,
+        #[command(flatten)]
+        operator: Operator,
     },
+    /// List the user accounts: when each was created and last seen, how many instances it
+    /// owns, whether it is online.
+    Users {
+        #[command(flatten)]
+        operator: Operator,
+    },
+    /// List the live MQTT sessions: principal, client id, transport, address, since when,
+    /// envelopes and bytes each way.
+    Sessions {
+        #[command(flatten)]
+        operator: Operator,
+    },
+    /// Close every live session of a principal (MQTT 5: DISCONNECT 0x98
+    /// kicked_by_operator). Its credentials still work: to keep it out, reset its password
+    /// or remove the instance.
+    Kick {
+        /// The principal (user or instance) id.
+        #[arg(long, value_name = "ID")]
+        principal: PrincipalId,
+        #[command(flatten)]
+        operator: Operator,
+    },
+    /// Clear a login's failed-login lockout (the window in [auth]), so it may try again now.
+    Unlock {
+        /// The login: a user name or an instance id.
+        #[arg(long, value_name = "NAME")]
+        login: String,
+        #[command(flatten)]
+        operator: Operator,
+    },
+    /// A principal's closed sessions, newest first: address, times, counts, close reason.
+    SessionLog {
+        /// The principal (user or instance) id.
+        #[arg(long, value_name = "ID")]
+        principal: PrincipalId,
+        /// Only sessions that ended within this long: e.g. 90m, 24h, 7d (default: all kept,
+        /// accounting.retention_days).
+        #[arg(long, value_name = "AGE")]
+        since: Option<String>,
+        #[command(flatten)]
+        operator: Operator,
+    },
+}
+
+/// Where the operator API is and how to prove the caller is the operator.
+#[derive(Args)]
+pub(super) struct Operator {
+    /// The broker's config file (for admin.listen and admin.token_file).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The operator API's URL, when it is not at admin.listen.
+    #[arg(long, value_name = "URL")]
+    admin_url: Option<String>,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Operator {
+    /// Calls the operator API; prints the JSON itself with `--json` and returns `None`, else
+    /// returns the answer for a table.
+    async fn call<T: DeserializeOwned + serde::Serialize + Send + 'static>(
+        &self,
+        method: &'static str,
+        path: &str,
+    ) -> Result<Option<T>> {
+        let config = Config::load(self.config.as_deref())?;
+        let token = datadir::read_key_file(&config.admin.token_file, "admin token").context(
+            "run this on the broker's machine, in its working directory, with its config",
+        )?;
+        let url = self
+            .admin_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.admin.listen));
+        let answer: T = Api::new(&url)
+            .admin(&admin::operator_token_text(&token), method, path)
+            .await?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            return Ok(None);
+        }
+        Ok(Some(answer))
+    }
+}
+
+/// `90m`, `24h`, `7d`, `30s` → seconds.
+fn age(text: &str) -> Result<i64> {
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    match number.parse::<i64>() {
+        Ok(n) if scale > 0 && n >= 0 => Ok(n * scale),
+        _ => anyhow::bail!("--since {text}: write an age like 90m, 24h or 7d"),
+    }
 }
 
 pub(super) async fn run(command: AdminCommand) -> Result<()> {
     match command {
-        AdminCommand::ResetUser {
-            name,
-            config,
-            admin_url,
-        } => {
-            let config = Config::load(config.as_deref())?;
-            let token = datadir::read_key_file(&config.admin.token_file, "admin token").context(
-                "run this on the broker's machine, in its working directory, with its config",
-            )?;
-            let url = admin_url.unwrap_or_else(|| format!("http://{}", config.admin.listen));
-            let reset = Api::new(&url)
-                .admin_reset_user(&admin::operator_token_text(&token), &name)
-                .await?;
+        AdminCommand::ResetUser { name, operator } => {
+            let path = format!("/v1/admin/users/{name}/reset");
+            let Some(reset) = operator.call::<AdminReset>("POST", &path).await? else {
+                return Ok(());
+            };
             println!("user {name} ({})", reset.user_id);
             println!("reset-code {}", reset.reset_code.expose());
-            eprintln!("The old password no longer works. Give the code to {name} over a channel you trust; it is valid until {} and works once: `sealrelay user reset --user {name}`.", super::when(reset.expires_at));
+            eprintln!("The old password no longer works. Give the code to {name} over a channel you trust; it is valid until {} and works once: `sealrelay user reset --user {name}`.", when(reset.expires_at));
+        }
+        AdminCommand::Users { operator } => {
+            let Some(list) = operator
+                .call::<AdminUsers>("GET", "/v1/admin/users")
+                .await?
+            else {
+                return Ok(());
+            };
+            println!(
+                "{:<24}  {:<32}  {:>9}  {:<40}  created",
+                "user", "id", "instances", "seen"
+            );
+            for u in list.users {
+                let seen = match (u.online, u.last_seen) {
+                    (true, _) => "online now".to_owned(),
+                    (false, Some(at)) => when(at),
+                    (false, None) => "never connected".to_owned(),
+                };
+                println!(
+                    "{:<24}  {}  {:>9}  {:<40}  {}",
+                    u.name,
+                    u.id,
+                    u.instances,
+                    seen,
+                    when(u.created_at)
+                );
+            }
+        }
+        AdminCommand::Sessions { operator } => {
+            let Some(list) = operator
+                .call::<AdminSessions>("GET", "/v1/admin/sessions")
+                .await?
+            else {
+                return Ok(());
+            };
+            println!(
+                "{:<32}  {:<24}  {:<4}  {:<39}  {:>8}  {:>8}  {:>10}  {:>10}  since",
+                "principal",
+                "client id",
+                "via",
+                "address",
+                "msgs in",
+                "msgs out",
+                "bytes in",
+                "bytes out"
+            );
+            for s in list.sessions {
+                println!(
+                    "{}  {:<24}  {:<4}  {:<39}  {:>8}  {:>8}  {:>10}  {:>10}  {}",
+                    s.principal,
+                    s.client_id,
+                    s.transport,
+                    s.ip,
+                    s.messages_in,
+                    s.messages_out,
+                    s.bytes_in,
+                    s.bytes_out,
+                    when(s.since)
+                );
+            }
+        }
+        AdminCommand::Kick {
+            principal,
+            operator,
+        } => {
+            let path = format!("/v1/admin/principals/{principal}/kick");
+            if let Some(kicked) = operator.call::<AdminKicked>("POST", &path).await? {
+                println!(
+                    "closed {} session(s) of {}",
+                    kicked.closed, kicked.principal
+                );
+            }
+        }
+        AdminCommand::Unlock { login, operator } => {
+            let path = format!("/v1/admin/logins/{login}/unlock");
+            if let Some(unlocked) = operator.call::<AdminUnlocked>("POST", &path).await? {
+                if unlocked.was_locked {
+                    println!(
+                        "{}: lockout cleared; it may log in again now",
+                        unlocked.login
+                    );
+                } else {
+                    println!(
+                        "{}: was not locked out; failure count cleared",
+                        unlocked.login
+                    );
+                }
+            }
+        }
+        AdminCommand::SessionLog {
+            principal,
+            since,
+            operator,
+        } => {
+            let from = match since.as_deref().map(age).transpose()? {
+                Some(seconds) => time::OffsetDateTime::now_utc().unix_timestamp() - seconds,
+                None => 0,
+            };
+            let path = format!("/v1/admin/principals/{principal}/session-log?since={from}");
+            let Some(log) = operator.call::<AdminSessionLog>("GET", &path).await? else {
+                return Ok(());
+            };
+            println!(
+                "{:<39}  {:>8}  {:>8}  {:>10}  {:>10}  {:<22}  connected → ended",
+                "address", "msgs in", "msgs out", "bytes in", "bytes out", "closed because"
+            );
+            for s in log.sessions {
+                println!(
+                    "{:<39}  {:>8}  {:>8}  {:>10}  {:>10}  {:<22}  {} → {}",
+                    s.ip,
+                    s.messages_in,
+                    s.messages_out,
+                    s.bytes_in,
+                    s.bytes_out,
+                    s.close_reason,
+                    when(s.connected_at),
+                    when(s.disconnected_at)
+                );
+            }
         }
     }
     Ok(())

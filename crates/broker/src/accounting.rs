@@ -3,21 +3,62 @@
 //! `session_log` when a session closes and are purged after the retention period.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::directory::{unix_now, Directory, SessionRecord};
 use sealrelay_wire::PrincipalId;
 
-/// Per-session counters, owned by the session actor (no atomics on the hot path).
-pub struct Meter {
-    ip: IpAddr,
-    connected_at: i64,
-    pub principal: Option<PrincipalId>,
+/// A live session's envelope and byte counts. Written by its session alone (relaxed adds on
+/// its own cache line, nothing shared with other sessions), read by the operator's listing
+/// of live sessions and by the record written when the session closes.
+#[derive(Debug, Default)]
+pub struct Counts {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+}
+
+/// A snapshot of [`Counts`]: bytes and messages in and out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub messages_in: u64,
     pub messages_out: u64,
+}
+
+impl Counts {
+    /// One envelope of `size` bytes accepted from the client.
+    pub fn received(&self, size: u64) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(size, Ordering::Relaxed);
+    }
+
+    /// One envelope of `size` bytes written to the client.
+    pub fn sent(&self, size: u64) {
+        self.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.bytes_out.fetch_add(size, Ordering::Relaxed);
+    }
+
+    pub fn totals(&self) -> Totals {
+        Totals {
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            messages_in: self.messages_in.load(Ordering::Relaxed),
+            messages_out: self.messages_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What is metered of one session: where from, since when, as whom, and its counts.
+pub struct Meter {
+    pub ip: IpAddr,
+    pub connected_at: i64,
+    pub principal: Option<PrincipalId>,
+    pub counts: Arc<Counts>,
 }
 
 impl Meter {
@@ -26,24 +67,22 @@ impl Meter {
             ip,
             connected_at: unix_now(),
             principal: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            messages_in: 0,
-            messages_out: 0,
+            counts: Arc::default(),
         }
     }
 
     /// The record of a session that authenticated; `None` for one that never did.
     pub fn finish(&self, close_reason: &'static str) -> Option<SessionRecord> {
+        let totals = self.counts.totals();
         Some(SessionRecord {
             principal: self.principal?,
             ip: self.ip.to_string(),
             connected_at: self.connected_at,
             disconnected_at: unix_now(),
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
-            messages_in: self.messages_in,
-            messages_out: self.messages_out,
+            bytes_in: totals.bytes_in,
+            bytes_out: totals.bytes_out,
+            messages_in: totals.messages_in,
+            messages_out: totals.messages_out,
             close_reason,
         })
     }

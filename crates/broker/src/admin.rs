@@ -1,5 +1,7 @@
 //! The operator API, on its own listener (loopback by default, `[admin]` in broker.toml):
-//! what only the people running the broker may do — today, issuing password-reset codes.
+//! what only the people running the broker may do — issue password-reset codes, list
+//! accounts and live sessions, close a principal's sessions, clear a login's lockout, read a
+//! principal's session metadata. Metadata only: nothing here can read an envelope or a key.
 //! Every call carries `Authorization: Bearer <token>`, the token being the base64url form
 //! of the 32 bytes in `admin.token_file`; `sealrelay admin …` reads that file itself.
 
@@ -11,8 +13,11 @@ use subtle::ConstantTimeEq;
 
 use crate::directory::unix_now;
 use crate::http::{self, ApiError, ApiState};
-use sealrelay_wire::api::AdminReset;
-use sealrelay_wire::{b64, Close, PrincipalKind, ResetCode};
+use sealrelay_wire::api::{
+    AdminKicked, AdminReset, AdminSession, AdminSessionLog, AdminSessions, AdminUnlocked,
+    AdminUser, AdminUsers,
+};
+use sealrelay_wire::{b64, Close, PrincipalId, PrincipalKind, ResetCode};
 
 pub struct AdminState {
     api: Arc<ApiState>,
@@ -77,13 +82,130 @@ async fn reset_user(
     }))
 }
 
+/// `GET /v1/admin/users`: every account, its instance count, when it was last seen.
+async fn users(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state)?;
+    let api = &state.api;
+    let users = api
+        .directory
+        .users()
+        .await?
+        .into_iter()
+        .map(|u| AdminUser {
+            online: api.router.is_online(u.id),
+            id: u.id,
+            name: u.name,
+            created_at: u.created_at,
+            last_seen: u.last_seen,
+            instances: u.instances,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(AdminUsers { users }))
+}
+
+/// `GET /v1/admin/sessions`: every live MQTT session, oldest first.
+async fn sessions(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state)?;
+    let mut sessions = Vec::new();
+    state.api.router.each_session(|principal, session| {
+        let totals = session.facts.counts.totals();
+        sessions.push(AdminSession {
+            principal,
+            client_id: session.client_id.clone(),
+            transport: session.facts.transport.to_owned(),
+            ip: session.facts.ip.to_string(),
+            since: session.facts.since,
+            bytes_in: totals.bytes_in,
+            bytes_out: totals.bytes_out,
+            messages_in: totals.messages_in,
+            messages_out: totals.messages_out,
+        })
+    });
+    sessions.sort_by_key(|s| (s.since, s.principal.0));
+    Ok(HttpResponse::Ok().json(AdminSessions { sessions }))
+}
+
+fn principal_in(path: web::Path<String>) -> Result<PrincipalId, ApiError> {
+    path.parse()
+        .map_err(|_| ApiError::BadRequest("the principal id is 32 lowercase hex characters".into()))
+}
+
+/// `POST /v1/admin/principals/{id}/kick`: closes the principal's live sessions (MQTT 5:
+/// DISCONNECT 0x98 `kicked_by_operator`); its credentials still work.
+async fn kick(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state)?;
+    let principal = principal_in(path)?;
+    let closed = state
+        .api
+        .router
+        .kick_all(principal, Close::KickedByOperator) as u64;
+    tracing::info!(principal = %principal, closed, "operator closed a principal's sessions");
+    Ok(HttpResponse::Ok().json(AdminKicked { principal, closed }))
+}
+
+/// `POST /v1/admin/logins/{name}/unlock`: clears the login's failed-login window.
+async fn unlock(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state)?;
+    let login = path.into_inner();
+    let was_locked = state.api.authenticator.unlock(&login);
+    tracing::info!(was_locked, "operator cleared a login's failure window");
+    Ok(HttpResponse::Ok().json(AdminUnlocked { login, was_locked }))
+}
+
+/// `?since=<unix seconds>` of the session log.
+#[derive(serde::Deserialize)]
+struct Since {
+    #[serde(default)]
+    since: i64,
+}
+
+/// The most session records one answer carries.
+const SESSION_LOG_LIMIT: u32 = 1000;
+
+/// `GET /v1/admin/principals/{id}/session-log?since=`: closed sessions, newest first.
+async fn session_log(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    path: web::Path<String>,
+    query: web::Query<Since>,
+) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state)?;
+    let principal = principal_in(path)?;
+    let sessions = state
+        .api
+        .directory
+        .sessions_of(principal, query.since, SESSION_LOG_LIMIT)
+        .await?;
+    Ok(HttpResponse::Ok().json(AdminSessionLog {
+        principal,
+        sessions,
+    }))
+}
+
 fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/v1/admin/users/{name}/reset")
-            .route(web::post().to(reset_user))
-            .default_service(web::to(http::method_not_allowed)),
-    )
-    .default_service(web::to(http::not_found));
+    let resource = |path: &str| {
+        web::resource(path.to_owned()).default_service(web::to(http::method_not_allowed))
+    };
+    cfg.service(resource("/v1/admin/users/{name}/reset").route(web::post().to(reset_user)))
+        .service(resource("/v1/admin/users").route(web::get().to(users)))
+        .service(resource("/v1/admin/sessions").route(web::get().to(sessions)))
+        .service(resource("/v1/admin/principals/{id}/kick").route(web::post().to(kick)))
+        .service(resource("/v1/admin/logins/{name}/unlock").route(web::post().to(unlock)))
+        .service(
+            resource("/v1/admin/principals/{id}/session-log").route(web::get().to(session_log)),
+        )
+        .default_service(web::to(http::not_found));
 }
 
 /// Binds the operator API on `admin.listen`, one worker: it serves a person, not traffic.

@@ -122,6 +122,13 @@ impl Authenticator {
         Err(AuthError::Denied)
     }
 
+    /// Clears `login`'s failure window (the operator's `unlock`); whether it was locked out.
+    pub fn unlock(&self, login: &str) -> bool {
+        let locked = self.over(&self.by_login, &login.to_owned(), self.max_per_login);
+        self.by_login.remove(login);
+        locked
+    }
+
     /// Drops expired windows so the maps stay as small as the recent failures.
     pub fn prune(&self) {
         self.by_ip.retain(|_, w| w.started.elapsed() < self.window);

@@ -20,6 +20,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
+use sealrelay_wire::api::AdminSessionRecord;
 use sealrelay_wire::{KdfParams, PrincipalId, PrincipalKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +106,15 @@ pub struct InstanceInfo {
     pub stale_owner_key: bool,
     /// When its last MQTT session ended (unix seconds), if it ever connected.
     pub last_seen: Option<i64>,
+}
+
+/// A user account as the operator lists it.
+pub struct UserInfo {
+    pub id: PrincipalId,
+    pub name: String,
+    pub created_at: i64,
+    pub last_seen: Option<i64>,
+    pub instances: u64,
 }
 
 /// A pending operator-issued reset of a user's password.
@@ -735,6 +745,63 @@ impl Directory {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Every user account with its instance count, by name (the operator's listing).
+    pub async fn users(&self) -> Result<Vec<UserInfo>, DirectoryError> {
+        sqlx::query(
+            "SELECT p.id, p.login, p.created_at, p.last_seen, \
+             (SELECT COUNT(*) FROM pairings x WHERE x.user_id = p.id) AS instances \
+             FROM principals p WHERE p.kind = 'user' ORDER BY p.login",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(UserInfo {
+                id: id_of(row, "id")?,
+                name: row.try_get("login")?,
+                created_at: row.try_get("created_at")?,
+                last_seen: row.try_get("last_seen")?,
+                instances: row.try_get::<i64, _>("instances")?.max(0) as u64,
+            })
+        })
+        .collect()
+    }
+
+    /// `principal`'s closed sessions since `since` (unix seconds), newest first, at most
+    /// `limit`.
+    pub async fn sessions_of(
+        &self,
+        principal: PrincipalId,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<AdminSessionRecord>, DirectoryError> {
+        sqlx::query(
+            "SELECT ip, connected_at, disconnected_at, bytes_in, bytes_out, messages_in, messages_out, close_reason \
+             FROM session_log WHERE principal_id = ? AND disconnected_at >= ? \
+             ORDER BY disconnected_at DESC LIMIT ?",
+        )
+        .bind(&principal.0[..])
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            let count = |column| row.try_get::<i64, _>(column).map(|n| n.max(0) as u64);
+            Ok(AdminSessionRecord {
+                ip: row.try_get("ip")?,
+                connected_at: row.try_get("connected_at")?,
+                disconnected_at: row.try_get("disconnected_at")?,
+                bytes_in: count("bytes_in")?,
+                bytes_out: count("bytes_out")?,
+                messages_in: count("messages_in")?,
+                messages_out: count("messages_out")?,
+                close_reason: row.try_get("close_reason")?,
+            })
+        })
+        .collect()
     }
 
     /// Deletes session metadata that closed before `cutoff` (unix seconds).

@@ -8,12 +8,14 @@
 //! acknowledged). A delivery that would push a session past its budget is refused and
 //! counted rather than queued without limit.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 
+use crate::accounting::Counts;
 use crate::metrics;
 use sealrelay_wire::{Close, PrincipalId};
 
@@ -30,10 +32,21 @@ pub trait SessionSink: Send + Sync + 'static {
 
 const NOT_SUBSCRIBED: u8 = u8::MAX;
 
+/// What the operator may see of a live session: metadata only.
+pub struct Facts {
+    /// `tcp`, `tls`, `ws` or `wss`.
+    pub transport: &'static str,
+    pub ip: IpAddr,
+    /// Unix seconds.
+    pub since: i64,
+    pub counts: Arc<Counts>,
+}
+
 /// The router's handle on one live session.
 pub struct SessionHandle {
     pub id: u64,
     pub client_id: String,
+    pub facts: Facts,
     sink: Box<dyn SessionSink>,
     /// Bytes handed to this session and not yet flushed (QoS 0) or acknowledged (QoS 1);
     /// the session releases them.
@@ -48,10 +61,12 @@ impl SessionHandle {
         client_id: String,
         pending: Arc<AtomicUsize>,
         sink: Box<dyn SessionSink>,
+        facts: Facts,
     ) -> Arc<Self> {
         Arc::new(SessionHandle {
             id,
             client_id,
+            facts,
             sink,
             pending,
             inbox_qos: AtomicU8::new(NOT_SUBSCRIBED),
@@ -117,10 +132,22 @@ impl Router {
         }
     }
 
-    /// Closes every live session of `principal` (credentials changed, access revoked).
-    pub fn kick_all(&self, principal: PrincipalId, why: Close) {
-        if let Some(sessions) = self.sessions.get(&principal) {
+    /// Closes every live session of `principal` (credentials changed, access revoked);
+    /// returns how many were told.
+    pub fn kick_all(&self, principal: PrincipalId, why: Close) -> usize {
+        self.sessions.get(&principal).map_or(0, |sessions| {
             sessions.iter().for_each(|s| s.kick(why));
+            sessions.len()
+        })
+    }
+
+    /// Every live session with its principal, for the operator: `f` sees each in turn (a
+    /// shard is locked while it runs, so it must not call back into the router).
+    pub fn each_session(&self, mut f: impl FnMut(PrincipalId, &SessionHandle)) {
+        for entry in self.sessions.iter() {
+            for session in entry.value() {
+                f(*entry.key(), session);
+            }
         }
     }
 

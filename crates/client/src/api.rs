@@ -9,9 +9,9 @@ use zeroize::Zeroizing;
 
 use crate::ClientError;
 use sealrelay_wire::api::{
-    AddInstanceRequest, AdminReset, ChangePasswordRequest, Enrolment, ErrorBody, InstanceList,
-    InstanceView, KeyringBody, Me, PreloginRequest, PublicKeyView, RegisterRequest, ResetDone,
-    ResetRequest, RotateTokenRequest,
+    AddInstanceRequest, ChangePasswordRequest, Enrolment, ErrorBody, InstanceList, InstanceView,
+    KeyringBody, Me, PreloginRequest, PublicKeyView, RegisterRequest, ResetDone, ResetRequest,
+    RotateTokenRequest,
 };
 use sealrelay_wire::{b64, KdfSpec, PrincipalId};
 
@@ -266,19 +266,17 @@ impl Api {
     }
 
     /// Operator API: issues a reset code for user `name`. `token` is the operator token.
-    pub async fn admin_reset_user(
+    /// One call of the operator API (`[admin]` listener) with the operator's bearer `token`:
+    /// `GET` for listings, `POST` (empty body) for actions; the answer's JSON as `T`.
+    pub async fn admin<T: DeserializeOwned + Send + 'static>(
         &self,
         token: &str,
-        name: &str,
-    ) -> Result<AdminReset, ClientError> {
+        method: &'static str,
+        path: &str,
+    ) -> Result<T, ClientError> {
         let auth = Zeroizing::new(format!("Bearer {token}"));
-        self.send(
-            "POST",
-            &format!("/v1/admin/users/{name}/reset"),
-            Some(auth),
-            &serde_json::json!({}),
-        )
-        .await
+        let body = (method == "POST").then(|| serde_json::json!({}));
+        self.call(method, path.into(), Some(auth), body).await
     }
 
     pub async fn public_key(

@@ -326,6 +326,80 @@ pub struct AdminReset {
     pub expires_at: i64,
 }
 
+/// One account in the operator's `GET /v1/admin/users`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminUser {
+    pub id: PrincipalId,
+    pub name: String,
+    pub created_at: i64,
+    /// When its last MQTT session ended (unix seconds); `None` if it never connected.
+    pub last_seen: Option<i64>,
+    pub instances: u64,
+    pub online: bool,
+}
+
+/// `GET /v1/admin/users`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminUsers {
+    pub users: Vec<AdminUser>,
+}
+
+/// One live MQTT session in the operator's `GET /v1/admin/sessions`. Metadata only.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminSession {
+    pub principal: PrincipalId,
+    pub client_id: String,
+    /// `tcp`, `tls`, `ws` or `wss`.
+    pub transport: String,
+    pub ip: String,
+    /// Unix seconds.
+    pub since: i64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+}
+
+/// `GET /v1/admin/sessions`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminSessions {
+    pub sessions: Vec<AdminSession>,
+}
+
+/// `POST /v1/admin/principals/{id}/kick`: how many live sessions were told to close.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminKicked {
+    pub principal: PrincipalId,
+    pub closed: u64,
+}
+
+/// `POST /v1/admin/logins/{name}/unlock`: whether a failed-login lockout was cleared.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminUnlocked {
+    pub login: String,
+    pub was_locked: bool,
+}
+
+/// One closed session of `GET /v1/admin/principals/{id}/session-log`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminSessionRecord {
+    pub ip: String,
+    pub connected_at: i64,
+    pub disconnected_at: i64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub close_reason: String,
+}
+
+/// `GET /v1/admin/principals/{id}/session-log?since=<unix seconds>`: newest first.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminSessionLog {
+    pub principal: PrincipalId,
+    pub sessions: Vec<AdminSessionRecord>,
+}
+
 /// Every 4xx and 5xx answer: a stable machine-readable code and a sentence for people.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {

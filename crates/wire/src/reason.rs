@@ -157,13 +157,15 @@ pub enum Close {
     InstanceRemoved,
     /// DISCONNECT: the account was deleted.
     AccountDeleted,
+    /// DISCONNECT: the operator closed this principal's sessions (`sealrelay admin kick`).
+    KickedByOperator,
     /// DISCONNECT: the broker is stopping.
     ServerShutdown,
 }
 
 impl Close {
     /// Every variant, for the docs test.
-    pub const ALL: [Close; 35] = [
+    pub const ALL: [Close; 36] = [
         Close::ClientDisconnect,
         Close::ConnectionLost,
         Close::ClosedBeforeConnect,
@@ -198,6 +200,7 @@ impl Close {
         Close::Reenrolled,
         Close::InstanceRemoved,
         Close::AccountDeleted,
+        Close::KickedByOperator,
         Close::ServerShutdown,
     ];
 
@@ -237,6 +240,7 @@ impl Close {
             Close::Reenrolled => "reenrolled",
             Close::InstanceRemoved => "instance_removed",
             Close::AccountDeleted => "account_deleted",
+            Close::KickedByOperator => "kicked_by_operator",
             Close::ServerShutdown => "server_shutdown",
         }
     }
@@ -275,7 +279,8 @@ impl Close {
             Close::CredentialsChanged
             | Close::PasswordReset
             | Close::TokenRotated
-            | Close::Reenrolled => Reason::AdministrativeAction,
+            | Close::Reenrolled
+            | Close::KickedByOperator => Reason::AdministrativeAction,
             Close::ServerShutdown => Reason::ServerShuttingDown,
         }
     }

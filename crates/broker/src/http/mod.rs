@@ -295,6 +295,11 @@ fn route_label(pattern: Option<&str>) -> &'static str {
         Some("/v1/users/reset") => "reset",
         Some("/v1/instances/{id}/reenrol") => "instance_reenrol",
         Some("/v1/admin/users/{name}/reset") => "admin_reset",
+        Some("/v1/admin/users") => "admin_users",
+        Some("/v1/admin/sessions") => "admin_sessions",
+        Some("/v1/admin/principals/{id}/kick") => "admin_kick",
+        Some("/v1/admin/logins/{name}/unlock") => "admin_unlock",
+        Some("/v1/admin/principals/{id}/session-log") => "admin_session_log",
         Some("/" | "/console.js" | "/console.css" | "/favicon.svg" | "/console.json") => "console",
         _ => "unmatched",
     }

@@ -36,7 +36,7 @@ use crate::accounting::Meter;
 use crate::auth::AuthError;
 use crate::directory::Credentials;
 use crate::metrics;
-use crate::router::{Delivery, SessionHandle, SessionSink};
+use crate::router::{Delivery, Facts, SessionHandle, SessionSink};
 use sealrelay_wire::envelope::Header;
 use sealrelay_wire::{inbox_owner, Close, PrincipalId, Reason};
 
@@ -386,6 +386,12 @@ impl Session {
             client_id,
             self.pending.clone(),
             Box::new(ActorSink(ctx.address())),
+            Facts {
+                transport: self.transport.label(),
+                ip: self.meter.ip,
+                since: self.meter.connected_at,
+                counts: self.meter.counts.clone(),
+            },
         );
         self.shared.router.attach(principal, link.clone());
         let keep_alive =
@@ -464,8 +470,7 @@ impl Session {
             Err(why) => return self.refuse_publish(ctx, &publish, why),
         };
         let size = publish.payload.len() as u64;
-        self.meter.messages_in += 1;
-        self.meter.bytes_in += size;
+        self.meter.counts.received(size);
         let hot = metrics::hot();
         hot.messages_in.increment(1);
         hot.bytes_in.increment(size);
@@ -639,8 +644,7 @@ impl Session {
 
     fn write_delivery(&mut self, topic: Bytes, qos: u8, pkid: u16, payload: Bytes, release: usize) {
         let size = payload.len() as u64;
-        self.meter.messages_out += 1;
-        self.meter.bytes_out += size;
+        self.meter.counts.sent(size);
         let hot = metrics::hot();
         hot.messages_out.increment(1);
         hot.bytes_out.increment(size);
