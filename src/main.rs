@@ -17,7 +17,10 @@ fn main() -> ExitCode {
                     line = format!("{line}: {cause}");
                 }
             }
-            eprintln!("sealrelay: {line}");
+            // Several problems (a config with more than one mistake): one line each.
+            for part in line.lines() {
+                eprintln!("sealrelay: {part}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -81,6 +81,22 @@ fn config_mistakes_are_one_line_naming_the_key_and_check_config_says_so_first() 
             .unwrap();
         assert_eq!(one_line_failure(&out), level, "{verb}");
     }
+    // Every problem of a config at once, one line each.
+    std::fs::write(
+        dir.path().join("two.toml"),
+        "[kdf]\nmemory_kib = 1024\n[mqtt]\nmax_connections = 0\n",
+    )
+    .unwrap();
+    let out = sealrelay(dir.path())
+        .args(["check-config", "--config", "two.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "sealrelay: kdf.memory_kib in two.toml: memory_kib and iterations must not be below min_memory_kib and min_iterations\n\
+         sealrelay: mqtt.max_connections in two.toml: max_connections and max_connections_per_ip must be at least 1\n"
+    );
     // Nothing was started or written by the refusals.
     assert!(!dir.path().join("data").exists());
 

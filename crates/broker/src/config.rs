@@ -201,6 +201,9 @@ pub enum ConfigError {
     },
     #[error("{origin}: {message}")]
     Invalid { origin: String, message: String },
+    /// Several problems, one line each.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Problems(Vec<ConfigError>),
 }
 
 impl Default for Config {
@@ -279,9 +282,11 @@ impl Config {
             origin: placed(key, origins),
             message,
         };
+        // Every problem at once, one line each: an operator fixes them in one pass.
+        let mut problems = Vec::new();
         // Topic, header and MQTT framing ride on top of the envelope.
         if u64::from(self.mqtt.max_packet_bytes) < u64::from(self.envelope.max_bytes) + 512 {
-            return Err(invalid(
+            problems.push(invalid(
                 "mqtt.max_packet_bytes",
                 format!(
                     "must be at least envelope.max_bytes + 512 ({})",
@@ -292,26 +297,27 @@ impl Config {
         if self.kdf.memory_kib < self.kdf.min_memory_kib
             || self.kdf.iterations < self.kdf.min_iterations
         {
-            return Err(invalid(
-                "kdf",
-                "memory_kib/iterations must not be below min_memory_kib/min_iterations".into(),
+            problems.push(invalid(
+                "kdf.memory_kib",
+                "memory_kib and iterations must not be below min_memory_kib and min_iterations"
+                    .into(),
             ));
         }
         if self.mqtt.max_connections == 0 || self.mqtt.max_connections_per_ip == 0 {
-            return Err(invalid(
+            problems.push(invalid(
                 "mqtt.max_connections",
                 "max_connections and max_connections_per_ip must be at least 1".into(),
             ));
         }
         if self.tls.cert_file.as_os_str().is_empty() != self.tls.key_file.as_os_str().is_empty() {
-            return Err(invalid(
+            problems.push(invalid(
                 "tls.cert_file",
                 "set both tls.cert_file and tls.key_file, or neither (a development certificate is generated)".into(),
             ));
         }
         for (key, ws) in [("ws.path", &self.ws), ("wss.path", &self.wss)] {
             if !ws.path.starts_with('/') {
-                return Err(invalid(key, "must start with /".into()));
+                problems.push(invalid(key, "must start with /".into()));
             }
         }
         // It goes into the console's Content-Security-Policy header: plain URL characters only.
@@ -320,27 +326,31 @@ impl Config {
         let valid = url.is_empty()
             || (url.len() > 6 && url.starts_with("wss://") && url.chars().all(plain));
         if !valid {
-            return Err(invalid(
+            problems.push(invalid(
                 "https.console_mqtt_url",
                 "must be a wss:// URL (a page served over HTTPS may open no other WebSocket), or empty".into(),
             ));
         }
         if let Err(e) = crate::mqtt::proxy::TrustedProxies::parse(&self.server.trusted_proxies) {
-            return Err(invalid("server.trusted_proxies", e));
+            problems.push(invalid("server.trusted_proxies", e));
         }
         if self.tls.reload_check_secs == 0 {
-            return Err(invalid(
+            problems.push(invalid(
                 "tls.reload_check_secs",
                 "must be at least 1".into(),
             ));
         }
         if self.mqtt.max_inflight == 0 {
-            return Err(invalid("mqtt.max_inflight", "must be at least 1".into()));
+            problems.push(invalid("mqtt.max_inflight", "must be at least 1".into()));
         }
         if let Err(e) = check_log_filter(&self.log.level) {
-            return Err(invalid("log.level", e));
+            problems.push(invalid("log.level", e));
         }
-        Ok(self)
+        match problems.len() {
+            0 => Ok(self),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Problems(problems)),
+        }
     }
 
     /// `workers = 0` means one per core.
@@ -618,12 +628,16 @@ mod tests {
             e.starts_with("http.listen from SEALRELAY_HTTP_LISTEN: `nowhere` is not an address"),
             "{e}"
         );
-        let e = error(Some("[kdf]\nmemory_kib = 1024\n"), &[]);
-        assert!(
-            e.starts_with("kdf in site.toml") || e.starts_with("kdf:"),
-            "{e}"
+        let e = error(
+            Some("[kdf]\nmemory_kib = 1024\n[mqtt]\nmax_connections = 0\n"),
+            &[],
         );
-        assert!(!e.contains('\n'), "one line: {e}");
+        assert_eq!(
+            e,
+            "kdf.memory_kib in site.toml: memory_kib and iterations must not be below min_memory_kib and min_iterations\n\
+             mqtt.max_connections in site.toml: max_connections and max_connections_per_ip must be at least 1",
+            "every problem, one line each"
+        );
     }
 
     #[test]
