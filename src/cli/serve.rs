@@ -25,10 +25,20 @@ pub(super) fn serve(path: Option<PathBuf>) -> Result<()> {
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
+    let open_files = raise_open_file_limit();
     actix_rt::System::new().block_on(async move {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
         let running = server::start(config.clone()).await?;
+        // Said once the broker runs (a refused start says only why it was refused).
+        let needed = config.mqtt.max_connections + config.http.max_connections + 256;
+        if open_files.is_some_and(|limit| limit < needed) {
+            tracing::warn!(
+                open_files,
+                needed,
+                "the open-file limit is below mqtt.max_connections + http.max_connections + 256: raise LimitNOFILE, or lower those caps"
+            );
+        }
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
@@ -40,6 +50,29 @@ pub(super) fn serve(path: Option<PathBuf>) -> Result<()> {
         running.shutdown().await;
         Ok(())
     })
+}
+
+/// Raises the soft open-file limit to the hard one, as other servers do at start, and returns
+/// it: past it, accepting fails for MQTT and HTTP alike.
+fn raise_open_file_limit() -> Option<usize> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            ..limit
+        };
+        if limit.rlim_cur < limit.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            limit = raised;
+        }
+    }
+    Some(usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
 }
 
 /// SIGHUP: the certificate files again, and `log.level` from the config file again; every

@@ -208,11 +208,12 @@ fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(http::not_found));
 }
 
-/// Binds the operator API on `admin.listen`, one worker: it serves a person, not traffic.
+/// Binds the operator API on `admin.listen`, one worker and a few connections: it serves a
+/// person, not traffic.
 pub fn bind(
     state: Arc<AdminState>,
 ) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
     let listen = state.api.config.admin.listen;
-    let (server, addrs) = http::bind_app(listen, None, 1, state, configure)?;
+    let (server, addrs) = http::bind_app(listen, None, (1, 64), state, configure)?;
     Ok((server, addrs[0]))
 }

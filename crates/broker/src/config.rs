@@ -46,6 +46,7 @@ pub struct Mqtt {
     pub workers: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    pub max_sessions_per_principal: usize,
     pub max_packet_bytes: u32,
     pub connect_timeout_secs: u64,
     pub outbound_queue_bytes: usize,
@@ -138,6 +139,8 @@ pub struct Http {
     #[serde(deserialize_with = "address")]
     pub listen: SocketAddr,
     pub workers: usize,
+    pub body_timeout_secs: u64,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -307,6 +310,12 @@ impl Config {
             problems.push(invalid(
                 "mqtt.max_connections",
                 "max_connections and max_connections_per_ip must be at least 1".into(),
+            ));
+        }
+        if self.mqtt.max_sessions_per_principal == 0 {
+            problems.push(invalid(
+                "mqtt.max_sessions_per_principal",
+                "must be at least 1".into(),
             ));
         }
         if self.tls.cert_file.as_os_str().is_empty() != self.tls.key_file.as_os_str().is_empty() {

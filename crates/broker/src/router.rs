@@ -100,26 +100,34 @@ pub enum Delivery {
 pub struct Router {
     sessions: DashMap<PrincipalId, Vec<Arc<SessionHandle>>>,
     queue_budget: usize,
+    /// Live sessions one principal may hold (`mqtt.max_sessions_per_principal`): each is
+    /// a delivery target, so without a bound one account multiplies every envelope.
+    max_sessions: usize,
 }
 
 impl Router {
-    pub fn new(queue_budget: usize) -> Self {
+    pub fn new(queue_budget: usize, max_sessions: usize) -> Self {
         Router {
             sessions: DashMap::new(),
             queue_budget,
+            max_sessions,
         }
     }
 
-    /// Registers a session that passed CONNECT. A session of the same principal with the
-    /// same client id is taken over, as MQTT requires; client ids are scoped per
-    /// principal so one tenant cannot kick another's sessions by reusing an id.
-    pub fn attach(&self, principal: PrincipalId, link: Arc<SessionHandle>) {
+    /// Registers a session that passed CONNECT, unless its principal already holds the most
+    /// it may (`false`: refused). A session of the same principal with the same client id is
+    /// taken over, as MQTT requires, and does not count as another; client ids are scoped
+    /// per principal so one tenant cannot kick another's sessions by reusing an id.
+    pub fn attach(&self, principal: PrincipalId, link: Arc<SessionHandle>) -> bool {
         let mut sessions = self.sessions.entry(principal).or_default();
         if let Some(at) = sessions.iter().position(|s| s.client_id == link.client_id) {
             let old = sessions.swap_remove(at);
             old.kick(Close::TakenOver);
+        } else if sessions.len() >= self.max_sessions {
+            return false;
         }
         sessions.push(link);
+        true
     }
 
     /// Removes a session if it is still registered (a taken-over one already is not).

@@ -94,7 +94,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let prelogin_key = datadir::key_file(&config.directory.prelogin_key_file, "prelogin key")?;
     let operator_token = datadir::key_file(&config.admin.token_file, "admin token")?;
     let authenticator = Arc::new(Authenticator::new(&config.auth));
-    let router = Arc::new(Router::new(config.mqtt.outbound_queue_bytes));
+    let router = Arc::new(Router::new(
+        config.mqtt.outbound_queue_bytes,
+        config.mqtt.max_sessions_per_principal,
+    ));
 
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();

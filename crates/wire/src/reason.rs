@@ -157,6 +157,8 @@ pub enum Close {
     InstanceRemoved,
     /// DISCONNECT: the account was deleted.
     AccountDeleted,
+    /// CONNACK: the principal already holds `mqtt.max_sessions_per_principal` sessions.
+    RefusedSessionCap,
     /// DISCONNECT: the operator closed this principal's sessions (`sealrelay admin kick`).
     KickedByOperator,
     /// DISCONNECT: the broker is stopping.
@@ -165,7 +167,7 @@ pub enum Close {
 
 impl Close {
     /// Every variant, for the docs test.
-    pub const ALL: [Close; 36] = [
+    pub const ALL: [Close; 37] = [
         Close::ClientDisconnect,
         Close::ConnectionLost,
         Close::ClosedBeforeConnect,
@@ -201,6 +203,7 @@ impl Close {
         Close::InstanceRemoved,
         Close::AccountDeleted,
         Close::KickedByOperator,
+        Close::RefusedSessionCap,
         Close::ServerShutdown,
     ];
 
@@ -241,6 +244,7 @@ impl Close {
             Close::InstanceRemoved => "instance_removed",
             Close::AccountDeleted => "account_deleted",
             Close::KickedByOperator => "kicked_by_operator",
+            Close::RefusedSessionCap => "refused_sessions_per_principal",
             Close::ServerShutdown => "server_shutdown",
         }
     }
@@ -270,6 +274,7 @@ impl Close {
             Close::RefusedProtocol => Reason::UnsupportedProtocolVersion,
             // A PUBACK cannot say 0x95: a size limit is a quota (MQTT 5 §3.4.2.1).
             Close::RefusedCapacity
+            | Close::RefusedSessionCap
             | Close::RecipientBackpressure
             | Close::SlowReader
             | Close::EnvelopeTooLarge => Reason::QuotaExceeded,

@@ -63,6 +63,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the directory is unavailable; retry later")]
     Unavailable,
+    #[error("the request body did not arrive within {0} s; send it whole and at once")]
+    BodyTimeout(u64),
 }
 
 impl ApiError {
@@ -78,6 +80,7 @@ impl ApiError {
             ApiError::NotOperator => "not_operator",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable => "unavailable",
+            ApiError::BodyTimeout(_) => "request_timeout",
         }
     }
 }
@@ -94,6 +97,7 @@ impl ResponseError for ApiError {
             ApiError::NotOperator => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -223,8 +227,16 @@ impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for Body<T
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
         let json = web::Json::<serde_json::Value>::from_request(req, payload);
+        // actix times out slow headers, not slow bodies: a body trickling in (or never
+        // sent after its Content-Length) would hold the connection and its descriptor for ever.
+        let limit = req
+            .app_data::<web::Data<ApiState>>()
+            .map_or(10, |state| state.config.http.body_timeout_secs);
         Box::pin(async move {
-            let value = json.await?.into_inner();
+            let value = tokio::time::timeout(std::time::Duration::from_secs(limit), json)
+                .await
+                .map_err(|_| ApiError::BodyTimeout(limit))??
+                .into_inner();
             serde_path_to_error::deserialize(value)
                 .map(Body)
                 .map_err(|e| ApiError::BadRequest(field_error(&e)).into())
@@ -349,22 +361,25 @@ pub fn bind(
     state: Arc<ApiState>,
     https: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
 ) -> std::io::Result<(actix_web::dev::Server, SocketAddr, Option<SocketAddr>)> {
-    let (listen, workers) = (state.config.http.listen, state.config.http.workers);
-    let (server, addrs) = bind_app(listen, https, workers, state, configure)?;
+    let http = &state.config.http;
+    let (listen, workers, connections) = (http.listen, http.workers, http.max_connections);
+    let (server, addrs) = bind_app(listen, https, (workers, connections), state, configure)?;
     Ok((server, addrs[0], addrs.get(1).copied()))
 }
 
 /// An HTTP server on `listen` (and over TLS on `https`) whose app is `configure` over
-/// `state`, with per-route request metrics. Shared by the public API and the operator API.
+/// `state`, with per-route request metrics, on `workers` threads holding at most
+/// `connections` connections together. Shared by the public API and the operator API.
 /// Returns the bound addresses, plain first.
 pub(crate) fn bind_app<T: Send + Sync + 'static>(
     listen: SocketAddr,
     https: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
-    workers: usize,
+    (workers, connections): (usize, usize),
     state: Arc<T>,
     configure: fn(&mut web::ServiceConfig),
 ) -> std::io::Result<(actix_web::dev::Server, Vec<SocketAddr>)> {
     let workers = Config::worker_count(workers);
+    let per_worker = connections.div_ceil(workers).max(1);
     let data = web::Data::from(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -382,6 +397,7 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
             .configure(configure)
     })
     .workers(workers)
+    .max_connections(per_worker)
     .disable_signals()
     .shutdown_timeout(5)
     .bind(listen)?;

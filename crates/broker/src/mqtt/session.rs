@@ -393,7 +393,9 @@ impl Session {
                 counts: self.meter.counts.clone(),
             },
         );
-        self.shared.router.attach(principal, link.clone());
+        if !self.shared.router.attach(principal, link.clone()) {
+            return self.refuse_connect(ctx, Reason::QuotaExceeded, Close::RefusedSessionCap);
+        }
         let keep_alive =
             (connect.keep_alive > 0).then(|| Duration::from_secs(u64::from(connect.keep_alive)));
         self.state = State::Live(Box::new(Live {

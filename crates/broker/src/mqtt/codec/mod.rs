@@ -158,6 +158,11 @@ impl CodecError {
     }
 }
 
+/// The largest CONNECT accepted, far above any real one (login ≤ 128 bytes, a 43-character
+/// secret, a client id, a few properties): an unauthenticated peer may not make the broker
+/// buffer a full-size packet.
+pub const MAX_CONNECT_BYTES: u32 = 8 * 1024;
+
 pub struct MqttCodec {
     version: Option<Version>,
     max_packet: u32,
@@ -216,7 +221,12 @@ impl Decoder for MqttCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
-        let header = match mb::check(src.iter(), self.max_packet as usize) {
+        // Before the CONNECT is read the peer is unauthenticated: a small limit.
+        let limit = match self.version {
+            None => self.max_packet.min(MAX_CONNECT_BYTES),
+            Some(_) => self.max_packet,
+        };
+        let header = match mb::check(src.iter(), limit as usize) {
             Ok(header) => header,
             Err(mb::Error::InsufficientBytes(n)) => {
                 src.reserve(n);

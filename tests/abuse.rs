@@ -1,0 +1,107 @@
+//! Holding under abuse (issue 12's findings, each reproduced as an attacker did it): one
+//! account may not multiply its sessions without bound, an unauthenticated peer may not make
+//! the broker buffer a full-size CONNECT, and an HTTP body that trickles in (or never comes)
+//! is answered 408 and closed instead of holding its connection for ever.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::{Broker, Raw, RawRead};
+use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_principal_holds_at_most_its_session_cap_and_a_takeover_still_works() {
+    let broker = Broker::start_with(&[("SEALRELAY_MQTT_MAX_SESSIONS_PER_PRINCIPAL", "3")]);
+    let alice = broker.user("alice").await;
+    let login = (alice.login.as_str(), alice.auth_secret());
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut raw = Raw::open(broker.mqtt).await;
+        let code = raw.try_connect_v5(login, &format!("tab-{i}"), 0).await;
+        assert_eq!(code, Some(ConnectReturnCode::Success));
+        held.push(raw);
+    }
+    // The attack: one more session per CONNECT, each a delivery target.
+    let mut fourth = Raw::open(broker.mqtt).await;
+    assert_eq!(
+        fourth.try_connect_v5(login, "tab-3", 0).await,
+        Some(ConnectReturnCode::QuotaExceeded)
+    );
+    assert_eq!(
+        broker.counter(
+            "sealrelay_connections_total{transport=\"tcp\",outcome=\"refused_sessions_per_principal\"}"
+        ),
+        1
+    );
+    // Reusing a live client id takes that session over instead: not refused.
+    let mut again = Raw::open(broker.mqtt).await;
+    assert_eq!(
+        again.try_connect_v5(login, "tab-0", 0).await,
+        Some(ConnectReturnCode::Success)
+    );
+    // Another principal is not affected.
+    let bob = broker.user("bob").await;
+    let mut other = Raw::open(broker.mqtt).await;
+    assert_eq!(
+        other
+            .try_connect_v5((bob.login.as_str(), bob.auth_secret()), "bob", 0)
+            .await,
+        Some(ConnectReturnCode::Success)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_connect_is_refused_before_it_is_buffered() {
+    let broker = Broker::start();
+    let mut raw = Raw::open(broker.mqtt).await;
+    // CONNECT announcing 200,000 bytes (remaining length 0xC0 0x9A 0x0C), then a trickle.
+    raw.send(&[
+        0x10, 0xC0, 0x9A, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05,
+    ])
+    .await;
+    let started = Instant::now();
+    // Before, the broker read on until the connect timeout (10 s) with the buffer growing.
+    assert!(matches!(
+        raw.read(Duration::from_secs(5)).await,
+        RawRead::Eof
+    ));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A real CONNECT still works.
+    let alice = broker.user("alice").await;
+    Raw::connect_v5(broker.mqtt, (alice.login.as_str(), alice.auth_secret()), 0).await;
+}
+
+/// Sends `head` and a partial body to the HTTP API; returns what the broker answered and how
+/// long it took to answer and close.
+fn slow_body(addr: std::net::SocketAddr, head: &str, partial: &[u8]) -> (String, Duration) {
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    tcp.write_all(head.as_bytes()).unwrap();
+    tcp.write_all(partial).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn a_slow_or_missing_http_body_gets_408_and_the_connection_closes() {
+    let broker = Broker::start_with(&[("SEALRELAY_HTTP_BODY_TIMEOUT_SECS", "1")]);
+    let head = "POST /v1/prelogin HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000\r\n\r\n";
+    for partial in [&b""[..], b"{\"na"] {
+        let (answer, took) = slow_body(broker.http, head, partial);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            answer.contains(r#""error":"request_timeout""#)
+                && answer.contains("the request body did not arrive within 1 s"),
+            "{answer}"
+        );
+        // Answered at the body timeout and closed (read_to_end returned), not held.
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+}
