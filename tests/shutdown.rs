@@ -48,7 +48,9 @@ async fn saw_shutdown(version: MqttVersion, probe: &mut Probe) -> bool {
 }
 
 async fn shutdown_records_every_session(signal: &str, count: usize) {
-    let mut broker = Broker::start();
+    // One principal holds all the sessions here: lift its cap above the count.
+    let cap = count.to_string();
+    let mut broker = Broker::start_with(&[("SEALRELAY_MQTT_MAX_SESSIONS_PER_PRINCIPAL", &cap)]);
     let alice = broker.user("alice").await;
     let mut probes = sessions(&broker, &alice, count).await;
     // Every session is admitted and counted live before the signal.
