@@ -363,6 +363,8 @@ fn broker_with_cert(certs: &Path) -> Broker {
         ("SEALRELAY_TLS_CERT_FILE", cert.to_str().unwrap()),
         ("SEALRELAY_TLS_KEY_FILE", key.to_str().unwrap()),
         ("SEALRELAY_TLS_RELOAD_CHECK_SECS", "1"),
+        // The rotation test holds 100 sessions of one principal.
+        ("SEALRELAY_MQTT_MAX_SESSIONS_PER_PRINCIPAL", "200"),
     ])
 }
 

@@ -74,7 +74,8 @@ pub struct Scenario {
     /// Connections opened per second while setting up; 0 = all at once.
     #[arg(long, default_value_t = 0)]
     pub ramp: u64,
-    /// Sessions for idle and storm.
+    /// Sessions for idle and storm (on sealrelay: 32 per instance principal, the broker's
+    /// default mqtt.max_sessions_per_principal).
     #[arg(long, default_value_t = 1000)]
     pub sessions: usize,
     /// Reconnect storm: repeat the storm this many times (each round disconnects all first).
@@ -557,20 +558,32 @@ async fn pace_ramp(ramp: u64, since: Instant, i: usize) {
     }
 }
 
-/// One login and inbox for all idle/storm sessions: sealrelay scopes client ids per
-/// principal, so one instance principal can hold any number of sessions.
-async fn session_endpoint(s: &Scenario, run: &str) -> Result<Endpoint, LoadError> {
+/// Sessions the idle and storm scenarios put on one principal: the broker's default
+/// `mqtt.max_sessions_per_principal`.
+pub const SESSIONS_PER_PRINCIPAL: usize = 32;
+
+/// Logins and inboxes for `count` idle/storm sessions, one per [`SESSIONS_PER_PRINCIPAL`]
+/// sessions (instances of one owner); session `i` uses `endpoints[i / SESSIONS_PER_PRINCIPAL]`.
+async fn session_endpoints(
+    s: &Scenario,
+    run: &str,
+    count: usize,
+) -> Result<Vec<Endpoint>, LoadError> {
     if s.plain {
-        return Ok(Endpoint {
+        return Ok(vec![Endpoint {
             login: None,
             inbox: format!("bench/{run}/idle"),
-        });
+        }]);
     }
     let api = Api::with_ca(&s.http, s.ca_file.as_deref())?;
     let name = format!("load-{run}-owner");
     let mut owner = Identity::register_user(&api, &name, &format!("pw-{name}"), LOAD_KDF).await?;
-    let (_, token) = owner.add_instance(&api).await?;
-    Ok(endpoint_of(&Identity::login_instance(&api, &token).await?))
+    let mut endpoints = Vec::new();
+    for _ in 0..count.div_ceil(SESSIONS_PER_PRINCIPAL).max(1) {
+        let (_, token) = owner.add_instance(&api).await?;
+        endpoints.push(endpoint_of(&Identity::login_instance(&api, &token).await?));
+    }
+    Ok(endpoints)
 }
 
 /// Opens `count` sessions concurrently; returns them with the time it took.
@@ -578,7 +591,7 @@ async fn open_sessions(
     s: &Scenario,
     run: &str,
     round: usize,
-    endpoint: &Endpoint,
+    endpoints: &[Endpoint],
     count: usize,
 ) -> (
     Vec<(AsyncClient, tokio::task::JoinHandle<()>)>,
@@ -590,7 +603,7 @@ async fn open_sessions(
     for i in 0..count {
         let (s, endpoint, id) = (
             s.clone(),
-            endpoint.clone(),
+            endpoints[(i / SESSIONS_PER_PRINCIPAL) % endpoints.len()].clone(),
             format!("load-{run}-r{round}-s{i}"),
         );
         let ramp = s.ramp;
@@ -631,9 +644,9 @@ async fn close_sessions(sessions: Vec<(AsyncClient, tokio::task::JoinHandle<()>)
 /// Holds `--sessions` idle sessions for `--duration` and reports the broker's memory.
 pub async fn idle(s: &Scenario) -> Result<Report, LoadError> {
     let run = run_id();
-    let endpoint = session_endpoint(s, &run).await?;
+    let endpoints = session_endpoints(s, &run, s.sessions).await?;
     let before = s.broker_pid.and_then(procstat::sample);
-    let (sessions, took, errors) = open_sessions(s, &run, 0, &endpoint, s.sessions).await;
+    let (sessions, took, errors) = open_sessions(s, &run, 0, &endpoints, s.sessions).await;
     tokio::time::sleep(Duration::from_secs_f64(s.duration)).await;
     let after = s.broker_pid.and_then(procstat::sample);
     let held = sessions.len();
@@ -650,11 +663,11 @@ pub async fn idle(s: &Scenario) -> Result<Report, LoadError> {
 /// Connects `--sessions` clients at once, `--rounds` times; reports connects per second.
 pub async fn storm(s: &Scenario) -> Result<Report, LoadError> {
     let run = run_id();
-    let endpoint = session_endpoint(s, &run).await?;
+    let endpoints = session_endpoints(s, &run, s.sessions).await?;
     let before = s.broker_pid.and_then(procstat::sample);
     let (mut connected, mut took, mut errors) = (0, Duration::ZERO, 0);
     for round in 0..s.rounds.max(1) {
-        let (sessions, t, e) = open_sessions(s, &run, round, &endpoint, s.sessions).await;
+        let (sessions, t, e) = open_sessions(s, &run, round, &endpoints, s.sessions).await;
         connected += sessions.len();
         took += t;
         errors += e;
