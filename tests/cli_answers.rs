@@ -275,3 +275,54 @@ fn each_verb_lists_the_options_it_uses() {
         "{serve}"
     );
 }
+
+/// A login refused for too many failures is temporary: the agent waits the window out
+/// instead of exiting for good (it used to take CONNACK 0x9F as final).
+#[test]
+fn an_agent_rate_limited_at_start_waits_the_window_out() {
+    let broker = Broker::start_with(&[
+        ("SEALRELAY_AUTH_MAX_FAILURES_PER_LOGIN", "1"),
+        ("SEALRELAY_AUTH_FAILURE_WINDOW_SECS", "2"),
+    ]);
+    let (instance, token) = alice_with_an_instance(&broker);
+    // Someone guesses at the instance's login once: it is now locked for the window.
+    let guess = ureq::get(&format!("http://{}/v1/me", broker.http))
+        .header(
+            "Authorization",
+            format!(
+                "Basic {}",
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    format!("{instance}:not-the-secret")
+                )
+            ),
+        )
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
+    assert_eq!(guess.status(), 401);
+    let mut agent = broker
+        .cli()
+        .arg("agent")
+        .env("SEALRELAY_TOKEN", &token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(agent.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert_eq!(
+        first.trim_end(),
+        format!("sealrelay agent: too many failed logins for {instance} or from this address: wait a minute, then retry; attempt 1 of 8, retrying in 500ms")
+    );
+    let mut serving = String::new();
+    BufReader::new(agent.stdout.take().unwrap())
+        .read_line(&mut serving)
+        .unwrap();
+    assert!(serving.contains("; serving"), "{serving}");
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}

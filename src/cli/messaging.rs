@@ -38,10 +38,18 @@ pub(super) async fn agent(endpoints: Endpoints, token_file: Option<PathBuf>) -> 
         };
         match started.await {
             Ok(client) => break client,
-            Err(e @ (ClientError::Transport(_) | ClientError::Mqtt(_)))
-                if attempt < START_ATTEMPTS =>
-            {
-                eprintln!("sealrelay agent: {e}; attempt {attempt} of {START_ATTEMPTS}, retrying in {backoff:?}");
+            // Unreachable, busy or rate-limited: all pass; a refused login does not.
+            Err(
+                e @ (ClientError::Transport(_)
+                | ClientError::Mqtt(_)
+                | ClientError::Busy(_)
+                | ClientError::TooManyFailures { .. }),
+            ) if attempt < START_ATTEMPTS => {
+                // A closed stderr (a supervisor gone) must not stop the agent: best effort.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "sealrelay agent: {e}; attempt {attempt} of {START_ATTEMPTS}, retrying in {backoff:?}"
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(15));
                 attempt += 1;

@@ -56,6 +56,10 @@ pub enum ClientError {
     /// The broker refused the login (CONNACK): retrying will not help.
     #[error("the broker refused the connection: {0}")]
     Refused(String),
+    /// The broker is full or is rate-limiting this login (CONNACK 0x97, 0x9F, 0x88, 0x89;
+    /// 3.1.1: 3): the same login may succeed later.
+    #[error("the broker turned the connection away for now (full, or too many attempts): {0}; retry later")]
+    Busy(String),
     /// The broker refused one message (MQTT 5 PUBACK); the connection is still up.
     #[error("the broker refused the message to {to}: {why} (PUBACK 0x{code:02x})")]
     PublishRefused {

@@ -116,6 +116,8 @@ enum Event {
     Envelope(Bytes),
     /// CONNACK refused the login: final, unlike a lost connection.
     Refused(String),
+    /// CONNACK said the broker is full or rate-limiting this login: retry later.
+    Busy(String),
     Closed(String),
 }
 
@@ -147,19 +149,27 @@ impl Drop for Link {
 fn closed(e: impl Into<LinkError>) -> Event {
     match e.into() {
         LinkError::Refused(code) => Event::Refused(format!("CONNACK {code}")),
+        LinkError::Busy(code) => Event::Busy(format!("CONNACK {code}")),
         LinkError::Other(why) => Event::Closed(why),
     }
 }
 
 /// A connection error of either rumqttc client, reduced to what the SDK acts on.
 enum LinkError {
+    /// The login itself was refused: retrying the same credentials cannot help.
     Refused(String),
+    /// The broker is full or is rate-limiting: the same login may succeed later.
+    Busy(String),
     Other(String),
 }
 
 impl From<rumqttc::ConnectionError> for LinkError {
     fn from(e: rumqttc::ConnectionError) -> Self {
+        use rumqttc::ConnectReturnCode as C;
         match e {
+            rumqttc::ConnectionError::ConnectionRefused(C::ServiceUnavailable) => {
+                LinkError::Busy("ServiceUnavailable".into())
+            }
             rumqttc::ConnectionError::ConnectionRefused(code) => {
                 LinkError::Refused(format!("{code:?}"))
             }
@@ -170,7 +180,14 @@ impl From<rumqttc::ConnectionError> for LinkError {
 
 impl From<rumqttc::v5::ConnectionError> for LinkError {
     fn from(e: rumqttc::v5::ConnectionError) -> Self {
+        use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as C;
         match e {
+            rumqttc::v5::ConnectionError::ConnectionRefused(
+                code @ (C::ConnectionRateExceeded
+                | C::QuotaExceeded
+                | C::ServerBusy
+                | C::ServerUnavailable),
+            ) => LinkError::Busy(format!("{code:?}")),
             rumqttc::v5::ConnectionError::ConnectionRefused(code) => {
                 LinkError::Refused(format!("{code:?}"))
             }
@@ -303,6 +320,7 @@ impl Link {
         match link.next_event().await? {
             Event::Connected => {}
             Event::Refused(why) => return Err(ClientError::Refused(format!("{broker}: {why}"))),
+            Event::Busy(why) => return Err(ClientError::Busy(format!("{broker}: {why}"))),
             // Name the address: "connection refused" or "invalid peer certificate" alone
             // does not say where.
             Event::Closed(why) => return Err(ClientError::Mqtt(format!("{broker}: {why}"))),
@@ -402,7 +420,7 @@ impl Link {
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
                 while !matches!(
                     self.events.recv().await,
-                    None | Some(Event::Closed(_) | Event::Refused(_))
+                    None | Some(Event::Closed(_) | Event::Refused(_) | Event::Busy(_))
                 ) {}
             })
             .await;
@@ -416,6 +434,7 @@ impl Link {
                 Event::Envelope(bytes) => return Ok(bytes),
                 Event::Closed(why) => return Err(ClientError::Mqtt(why)),
                 Event::Refused(why) => return Err(ClientError::Refused(why)),
+                Event::Busy(why) => return Err(ClientError::Busy(why)),
                 Event::Connected | Event::Subscribed(_) => continue,
             }
         }
