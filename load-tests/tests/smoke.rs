@@ -18,11 +18,13 @@ struct Flags {
 /// Starts the broker in its own actix system thread; the returned sender stops it.
 fn start_broker(dir: &std::path::Path) -> (Addresses, tokio::sync::oneshot::Sender<()>) {
     let text = format!(
-        "[mqtt]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n[http]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
+        "[mqtt]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
+         connects_per_ip_per_minute = 1000000\nconnects_per_principal_per_minute = 1000000\n[http]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
          [mqtts]\nlisten = \"127.0.0.1:0\"\n[ws]\nlisten = \"\"\n[wss]\nlisten = \"127.0.0.1:0\"\n[https]\nlisten = \"\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{0}/admin.token\"\n\
          [directory]\ndatabase = \"{0}/sealrelay.db\"\nprelogin_key_file = \"{0}/prelogin.key\"\n\
-         [kdf]\nmemory_kib = 19456\niterations = 2\n",
+         [kdf]\nmemory_kib = 19456\niterations = 2\n\
+         [auth]\nregistrations_per_ip_per_hour = 1000000\nprelogins_per_ip_per_minute = 1000000\n",
         dir.display()
     );
     let config = Config::from_layers(Some(("smoke.toml", &text)), std::iter::empty()).unwrap();

@@ -55,11 +55,14 @@ impl Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(
             dir.path().join("broker.toml"),
-            "[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
+            "[mqtt]\nlisten = \"127.0.0.1:0\"\n\
+             connects_per_ip_per_minute = 100000\nconnects_per_principal_per_minute = 100000\n\
+             [http]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
              [mqtts]\nlisten = \"127.0.0.1:0\"\n[ws]\nlisten = \"127.0.0.1:0\"\n\
              [wss]\nlisten = \"127.0.0.1:0\"\n[https]\nlisten = \"127.0.0.1:0\"\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n\
-             [kdf]\nmemory_kib = 19456\niterations = 2\n[log]\nlevel = \"debug\"\n",
+             [kdf]\nmemory_kib = 19456\niterations = 2\n[log]\nlevel = \"debug\"\n\
+             [auth]\nregistrations_per_ip_per_hour = 100000\nprelogins_per_ip_per_minute = 100000\n",
         )
         .unwrap();
         let mut broker = Broker {

@@ -149,12 +149,15 @@ mod tests {
         assert_eq!(verifier("secret"), verifier("secret"));
     }
 
+    use crate::config::Config;
+
     #[test]
     fn failures_block_after_the_limit_and_expire() {
         let a = Authenticator::new(&config::Auth {
             failure_window_secs: 60,
             max_failures_per_ip: 3,
             max_failures_per_login: 2,
+            ..Config::default().auth
         });
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         a.count(&a.by_login, "alice".to_owned());

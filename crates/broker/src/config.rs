@@ -47,6 +47,8 @@ pub struct Mqtt {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub max_sessions_per_principal: usize,
+    pub connects_per_ip_per_minute: u32,
+    pub connects_per_principal_per_minute: u32,
     pub max_packet_bytes: u32,
     pub connect_timeout_secs: u64,
     pub outbound_queue_bytes: usize,
@@ -163,6 +165,7 @@ pub struct Envelope {
 pub struct Directory {
     pub database: PathBuf,
     pub prelogin_key_file: PathBuf,
+    pub max_instances_per_user: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -171,6 +174,8 @@ pub struct Auth {
     pub failure_window_secs: u64,
     pub max_failures_per_ip: u32,
     pub max_failures_per_login: u32,
+    pub registrations_per_ip_per_hour: u32,
+    pub prelogins_per_ip_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -747,6 +747,15 @@ impl Directory {
         Ok(())
     }
 
+    /// How many instances `owner` has.
+    pub async fn instance_count(&self, owner: PrincipalId) -> Result<u64, DirectoryError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pairings WHERE user_id = ?")
+            .bind(&owner.0[..])
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count.max(0) as u64)
+    }
+
     /// Every user account with its instance count, by name (the operator's listing).
     pub async fn users(&self) -> Result<Vec<UserInfo>, DirectoryError> {
         sqlx::query(

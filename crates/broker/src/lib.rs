@@ -12,7 +12,8 @@
 //! - [`directory`]: accounts, instances, pairings and session metadata in SQLite, with the
 //!   in-memory login and pairing maps the hot path reads;
 //! - [`http`], [`admin`]: the JSON API and the operator API; [`auth`]: verifiers and
-//!   failure limits; [`accounting`]: metadata records; [`metrics`]: Prometheus names.
+//!   failure limits; [`rate`]: per-address and per-principal rate windows;
+//!   [`accounting`]: metadata records; [`metrics`]: Prometheus names.
 //!
 //! It uses sealrelay-wire for everything on the wire. It must never depend on the client
 //! SDK or on `crypto_box`, `argon2` or `chacha20poly1305`: the broker has no code that could
@@ -27,6 +28,7 @@ pub mod directory;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
+pub mod rate;
 pub mod router;
 pub mod server;
 pub mod tls;

@@ -21,6 +21,7 @@ use crate::mqtt::limits::Limits;
 use crate::mqtt::proxy::TrustedProxies;
 use crate::mqtt::transport::Front;
 use crate::mqtt::{Listener, Shared, Workers};
+use crate::rate::Windows;
 use crate::router::Router;
 use crate::tls::{Certificate, TlsError};
 use tokio_util::sync::CancellationToken;
@@ -109,6 +110,14 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         shutdown: shutdown.clone(),
         sessions: sessions.clone(),
         cooldown: dashmap::DashMap::new(),
+        connects_by_ip: Windows::new(
+            Duration::from_secs(60),
+            config.mqtt.connects_per_ip_per_minute,
+        ),
+        connects_by_principal: Windows::new(
+            Duration::from_secs(60),
+            config.mqtt.connects_per_principal_per_minute,
+        ),
     });
     let workers = Workers::new(Config::worker_count(config.mqtt.workers));
     let certificate = Certificate::load(&config)?;
@@ -198,6 +207,14 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         prelogin_key,
         trusted_proxies: trusted.clone(),
         wss_port: mqtt_addrs[3].map(|a| a.port()),
+        registrations: Windows::new(
+            Duration::from_secs(3600),
+            config.auth.registrations_per_ip_per_hour,
+        ),
+        prelogins: Windows::new(
+            Duration::from_secs(60),
+            config.auth.prelogins_per_ip_per_minute,
+        ),
     });
     let https = match config.https.listen.0 {
         Some(addr) => Some((
@@ -213,13 +230,15 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             key: "http.listen / https.listen",
             source,
         })?;
-    let (admin_server, admin_addr) = admin::bind(Arc::new(AdminState::new(api, &operator_token)))
-        .map_err(|source| ServerError::Bind {
-        what: "the admin API",
-        addr: config.admin.listen,
-        key: "admin.listen (SEALRELAY_ADMIN_LISTEN)",
-        source,
-    })?;
+    let (admin_server, admin_addr) =
+        admin::bind(Arc::new(AdminState::new(api.clone(), &operator_token))).map_err(|source| {
+            ServerError::Bind {
+                what: "the admin API",
+                addr: config.admin.listen,
+                key: "admin.listen (SEALRELAY_ADMIN_LISTEN)",
+                source,
+            }
+        })?;
     let http = http_server.handle();
     let admin = admin_server.handle();
 
@@ -230,11 +249,16 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             .clone()
             .watch(Duration::from_secs(config.tls.reload_check_secs)),
     ];
+    let (pruned_mqtt, pruned_api) = (shared.clone(), api.clone());
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
             authenticator.prune();
+            pruned_mqtt.connects_by_ip.prune();
+            pruned_mqtt.connects_by_principal.prune();
+            pruned_api.registrations.prune();
+            pruned_api.prelogins.prune();
         }
     }));
     for server in [http_server, admin_server] {

@@ -159,6 +159,8 @@ pub enum Close {
     AccountDeleted,
     /// CONNACK: the principal already holds `mqtt.max_sessions_per_principal` sessions.
     RefusedSessionCap,
+    /// CONNACK: too many CONNECTs this minute from the address or for the principal.
+    RefusedConnectRate,
     /// DISCONNECT: the operator closed this principal's sessions (`sealrelay admin kick`).
     KickedByOperator,
     /// DISCONNECT: the broker is stopping.
@@ -167,7 +169,7 @@ pub enum Close {
 
 impl Close {
     /// Every variant, for the docs test.
-    pub const ALL: [Close; 37] = [
+    pub const ALL: [Close; 38] = [
         Close::ClientDisconnect,
         Close::ConnectionLost,
         Close::ClosedBeforeConnect,
@@ -204,6 +206,7 @@ impl Close {
         Close::AccountDeleted,
         Close::KickedByOperator,
         Close::RefusedSessionCap,
+        Close::RefusedConnectRate,
         Close::ServerShutdown,
     ];
 
@@ -245,6 +248,7 @@ impl Close {
             Close::AccountDeleted => "account_deleted",
             Close::KickedByOperator => "kicked_by_operator",
             Close::RefusedSessionCap => "refused_sessions_per_principal",
+            Close::RefusedConnectRate => "refused_connect_rate",
             Close::ServerShutdown => "server_shutdown",
         }
     }
@@ -266,9 +270,10 @@ impl Close {
             | Close::TooManyRefusals
             | Close::InstanceRemoved
             | Close::AccountDeleted => Reason::NotAuthorized,
-            Close::RefusedRateLimit | Close::RefusedIpCapacity | Close::RefusedCooldown => {
-                Reason::ConnectionRateExceeded
-            }
+            Close::RefusedRateLimit
+            | Close::RefusedIpCapacity
+            | Close::RefusedCooldown
+            | Close::RefusedConnectRate => Reason::ConnectionRateExceeded,
             Close::RefusedClientId => Reason::ClientIdNotValid,
             Close::RefusedRetain | Close::RetainRefused => Reason::RetainNotSupported,
             Close::RefusedProtocol => Reason::UnsupportedProtocolVersion,

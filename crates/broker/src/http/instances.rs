@@ -17,6 +17,12 @@ pub(super) async fn add_instance(
     body: Body<AddInstanceRequest>,
 ) -> Result<HttpResponse> {
     let owner = caller_user(&req, &state).await?;
+    let quota = state.config.directory.max_instances_per_user;
+    if state.directory.instance_count(owner.id).await? >= u64::from(quota) {
+        return Err(ApiError::Forbidden(
+            "this account already owns directory.max_instances_per_user instances: remove one first",
+        ));
+    }
     let (instance_id, enrolment) = body.into_inner().into_parts();
     let (secret, key) = check_enrolment(enrolment)?;
     let witness = Witness::of(&key.public_key);

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::directory::{Credentials, Directory, DirectoryError};
 use crate::metrics;
 use crate::mqtt::proxy::TrustedProxies;
+use crate::rate::Windows;
 use crate::router::Router;
 use sealrelay_wire::{b64, PrincipalKind};
 
@@ -39,6 +40,10 @@ pub struct ApiState {
     pub trusted_proxies: TrustedProxies,
     /// The bound port of the wss listener, if on: where the web console's MQTT link goes.
     pub wss_port: Option<u16>,
+    /// Accounts created per address per hour (`auth.registrations_per_ip_per_hour`).
+    pub registrations: Windows<IpAddr>,
+    /// Prelogins per address per minute (`auth.prelogins_per_ip_per_minute`).
+    pub prelogins: Windows<IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +70,9 @@ pub enum ApiError {
     Unavailable,
     #[error("the request body did not arrive within {0} s; send it whole and at once")]
     BodyTimeout(u64),
+    /// A per-address rate limit: the message says which and when to retry.
+    #[error("{0}")]
+    TooMany(&'static str),
 }
 
 impl ApiError {
@@ -81,6 +89,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable => "unavailable",
             ApiError::BodyTimeout(_) => "request_timeout",
+            ApiError::TooMany(_) => "rate_limited",
         }
     }
 }
@@ -98,6 +107,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 

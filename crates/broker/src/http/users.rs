@@ -17,9 +17,15 @@ use sealrelay_wire::{BadResetCode, KdfSpec, ResetCode};
 /// Salt and KDF parameters for a name. Unknown names get a salt derived from a server
 /// secret and the default parameters: stable and indistinguishable from a real account.
 pub(super) async fn prelogin(
+    req: HttpRequest,
     state: web::Data<ApiState>,
     body: Body<PreloginRequest>,
 ) -> Result<HttpResponse> {
+    if !state.prelogins.admit(client_ip(&req, &state)) {
+        return Err(ApiError::TooMany(
+            "too many prelogin requests from this address; retry in a minute",
+        ));
+    }
     let (salt, params) = match state.directory.kdf_of(&body.name).await? {
         Some(found) => found,
         None => {
@@ -34,9 +40,15 @@ pub(super) async fn prelogin(
 }
 
 pub(super) async fn register(
+    req: HttpRequest,
     state: web::Data<ApiState>,
     body: Body<RegisterRequest>,
 ) -> Result<HttpResponse> {
+    if !state.registrations.admit(client_ip(&req, &state)) {
+        return Err(ApiError::TooMany(
+            "too many accounts created from this address; retry in an hour",
+        ));
+    }
     let (name, id, public_key, password) = body.into_inner().into_parts();
     check_name(&name)?;
     state

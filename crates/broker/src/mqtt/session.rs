@@ -337,6 +337,13 @@ impl Session {
         if connect.client_id.len() > MAX_CLIENT_ID_LEN {
             return self.refuse_connect(ctx, Reason::ClientIdNotValid, Close::RefusedClientId);
         }
+        if !self.shared.connects_by_ip.admit(self.peer.ip()) {
+            return self.refuse_connect(
+                ctx,
+                Reason::ConnectionRateExceeded,
+                Close::RefusedConnectRate,
+            );
+        }
         let secret = connect.password.take().map(Zeroizing::new);
         let (Some(login), Some(secret)) = (connect.username.clone(), secret) else {
             return self.refuse_connect(ctx, Reason::NotAuthorized, Close::RefusedAuth);
@@ -366,6 +373,13 @@ impl Session {
         credentials: Credentials,
     ) {
         let principal = credentials.id;
+        if !self.shared.connects_by_principal.admit(principal) {
+            return self.refuse_connect(
+                ctx,
+                Reason::ConnectionRateExceeded,
+                Close::RefusedConnectRate,
+            );
+        }
         if let Some(until) = self.shared.cooldown.get(&principal).map(|u| *u) {
             if Instant::now() < until {
                 return self.refuse_connect(
