@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Output, Stdio};
+use std::process::{Child, ChildStderr, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{run_cli_ok, Broker};
@@ -40,20 +40,11 @@ fn alice_with_an_instance(broker: &Broker) -> (String, String) {
         &["user", "register", "--user", "alice"],
         PASSWORD,
     );
-    let added = run_cli_ok(
+    common::instance_and_token(&run_cli_ok(
         broker.cli(),
         &["instance", "add", "--user", "alice"],
         PASSWORD,
-    );
-    let field = |name: &str| {
-        added
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    (field("instance "), field("token "))
+    ))
 }
 
 #[test]
@@ -201,15 +192,13 @@ fn time_now_year() -> u64 {
     1970 + secs * 10_000 / (3_652_425 * 86_400)
 }
 
-#[test]
-fn an_agent_started_before_its_broker_waits_for_it() {
-    let mut broker = Broker::start();
-    let (_, token) = alice_with_an_instance(&broker);
-    broker.stop();
+/// `sealrelay agent` with `token`, and the first line it printed on stderr (its stderr kept
+/// open: the agent goes on writing a line per attempt).
+fn agent_retrying(broker: &Broker, token: &str) -> (Child, BufReader<ChildStderr>, String) {
     let mut agent = broker
         .cli()
         .arg("agent")
-        .env("SEALRELAY_TOKEN", &token)
+        .env("SEALRELAY_TOKEN", token)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -217,6 +206,26 @@ fn an_agent_started_before_its_broker_waits_for_it() {
     let mut stderr = BufReader::new(agent.stderr.take().unwrap());
     let mut first = String::new();
     stderr.read_line(&mut first).unwrap();
+    (agent, stderr, first)
+}
+
+/// Waits for the agent to say it serves, then stops it.
+fn assert_serves(mut agent: Child) {
+    let mut serving = String::new();
+    BufReader::new(agent.stdout.take().unwrap())
+        .read_line(&mut serving)
+        .unwrap();
+    assert!(serving.contains("; serving"), "{serving}");
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}
+
+#[test]
+fn an_agent_started_before_its_broker_waits_for_it() {
+    let mut broker = Broker::start();
+    let (_, token) = alice_with_an_instance(&broker);
+    broker.stop();
+    let (agent, _stderr, first) = agent_retrying(&broker, &token);
     assert!(
         first.starts_with("sealrelay agent: cannot reach the server: ")
             && first
@@ -225,13 +234,7 @@ fn an_agent_started_before_its_broker_waits_for_it() {
         "{first}"
     );
     broker.restart();
-    let mut serving = String::new();
-    BufReader::new(agent.stdout.take().unwrap())
-        .read_line(&mut serving)
-        .unwrap();
-    assert!(serving.contains("; serving"), "{serving}");
-    agent.kill().unwrap();
-    agent.wait().unwrap();
+    assert_serves(agent);
 }
 
 #[test]
@@ -303,26 +306,10 @@ fn an_agent_rate_limited_at_start_waits_the_window_out() {
         .call()
         .unwrap();
     assert_eq!(guess.status(), 401);
-    let mut agent = broker
-        .cli()
-        .arg("agent")
-        .env("SEALRELAY_TOKEN", &token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(agent.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
+    let (agent, _stderr, first) = agent_retrying(&broker, &token);
     assert_eq!(
         first.trim_end(),
         format!("sealrelay agent: too many failed logins for {instance} or from this address: wait a minute, then retry; attempt 1 of 8, retrying in 500ms")
     );
-    let mut serving = String::new();
-    BufReader::new(agent.stdout.take().unwrap())
-        .read_line(&mut serving)
-        .unwrap();
-    assert!(serving.contains("; serving"), "{serving}");
-    agent.kill().unwrap();
-    agent.wait().unwrap();
+    assert_serves(agent);
 }

@@ -276,16 +276,8 @@ async fn the_operator_lists_users_and_sessions_kicks_unlocks_and_reads_the_sessi
     let password = "an operator's test phrase";
     let cli = |args: &[&str]| common::run_cli_ok(broker.cli(), args, password);
     cli(&["user", "register", "--user", "alice"]);
-    let added = cli(&["instance", "add", "--user", "alice"]);
-    let field = |name: &str| {
-        added
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    let (instance, token) = (field("instance "), field("token "));
+    let (instance, token) =
+        common::instance_and_token(&cli(&["instance", "add", "--user", "alice"]));
     let _agent = broker.start_agent(&token, "5");
     assert_eq!(
         cli(&["send", "--user", "alice", "--to", &instance, "hi"]),

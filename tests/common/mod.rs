@@ -383,6 +383,20 @@ pub fn node_report(run: std::process::Output, passed: usize) {
     );
 }
 
+/// The instance id and token that `sealrelay instance add` printed (`instance <id>`,
+/// `token <token>` lines).
+pub fn instance_and_token(added: &str) -> (String, String) {
+    let field = |name: &str| {
+        added
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no `{name}` line in: {added}"))
+            .trim()
+            .to_owned()
+    };
+    (field("instance "), field("token "))
+}
+
 /// Runs the CLI through `cmd` with `password`, asserting success; returns stdout.
 pub fn run_cli_ok(mut cmd: Command, args: &[&str], password: &str) -> String {
     let out = cmd
