@@ -214,3 +214,75 @@ async fn a_reconnect_loop_is_refused_past_the_connect_rate_and_writes_no_more_ro
     };
     assert_eq!(rows, 5);
 }
+
+/// Never-reading subscribers (the finding: each pins up to its 1 MiB budget, 10,000 of them
+/// 10 GiB): all sessions together hold at most `mqtt.outbound_total_bytes`; past it the
+/// sender gets PUBACK 0x97 and the refusal is counted; when they go, the budget comes back.
+#[tokio::test(flavor = "multi_thread")]
+async fn never_reading_sessions_together_hold_at_most_the_broker_budget() {
+    use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Subscribe};
+    use rumqttc::v5::mqttbytes::QoS;
+    use sealrelay_client::{ClientError, MqttVersion};
+
+    let broker = Broker::start_with(&[("SEALRELAY_MQTT_OUTBOUND_TOTAL_BYTES", "65536")]);
+    let mut alice = broker.user("alice").await;
+    let mut stuck = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let instance = broker.instance_of(&mut alice).await;
+        // Subscribed at QoS 1 and never acknowledging: every delivery stays held.
+        let mut raw =
+            Raw::connect_v5(broker.mqtt, (&instance.login, instance.auth_secret()), 0).await;
+        raw.send_v5(Packet::Subscribe(Subscribe::new(
+            Filter::new(instance.id.inbox_topic(), QoS::AtLeastOnce),
+            None,
+        )))
+        .await;
+        assert!(
+            matches!(raw.read(Duration::from_secs(5)).await, RawRead::Packet(_)),
+            "SUBACK"
+        );
+        stuck.push(raw);
+        ids.push(instance.id);
+    }
+    let reader = broker.instance_of(&mut alice).await;
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    // 16 KiB envelopes: the 1 MiB per-session budgets would take 64 each; the broker's
+    // 64 KiB takes 3 or 4 in all.
+    let payload = vec![7u8; 16 * 1024];
+    let (mut delivered, mut refused) = (0, 0);
+    for round in 0..8 {
+        match console.send(ids[round % ids.len()], &payload, 1).await {
+            Ok(_) => delivered += 1,
+            Err(ClientError::PublishRefused { code: 0x97, .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        (3..=4).contains(&delivered) && delivered + refused == 8,
+        "{delivered} delivered, {refused} refused"
+    );
+    assert_eq!(
+        broker.counter("sealrelay_deliveries_refused_total{reason=\"broker_budget\"}"),
+        refused
+    );
+    // The stuck sessions go; what they held is given back, and a reading instance is served.
+    drop(stuck);
+    let mut reading = broker.client(reader, MqttVersion::V5).await;
+    let to = reading.identity().id;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match console.send(to, &payload, 1).await {
+            Ok(_) => break,
+            Err(ClientError::PublishRefused { code: 0x97, .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the budget never came back: {e}"),
+        }
+    }
+    let got = tokio::time::timeout(Duration::from_secs(5), reading.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got.payload[..], &payload[..]);
+}

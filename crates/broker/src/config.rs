@@ -52,6 +52,7 @@ pub struct Mqtt {
     pub max_packet_bytes: u32,
     pub connect_timeout_secs: u64,
     pub outbound_queue_bytes: usize,
+    pub outbound_total_bytes: usize,
     pub max_inflight: u16,
     pub max_refusals_per_minute: u32,
     pub refusal_cooldown_secs: u64,

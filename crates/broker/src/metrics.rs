@@ -18,6 +18,7 @@ pub struct Hot {
     pub messages_out: Counter,
     pub bytes_out: Counter,
     pub dropped_backpressure: Counter,
+    pub dropped_broker_budget: Counter,
     pub no_subscriber: Counter,
 }
 
@@ -42,6 +43,7 @@ pub fn hot() -> &'static Hot {
         messages_out: counter!("sealrelay_envelopes_delivered_total"),
         bytes_out: counter!("sealrelay_envelope_bytes_delivered_total"),
         dropped_backpressure: counter!("sealrelay_deliveries_refused_total", "reason" => "backpressure"),
+        dropped_broker_budget: counter!("sealrelay_deliveries_refused_total", "reason" => "broker_budget"),
         no_subscriber: counter!("sealrelay_deliveries_refused_total", "reason" => "no_subscriber"),
     })
 }

@@ -32,6 +32,44 @@ pub trait SessionSink: Send + Sync + 'static {
 
 const NOT_SUBSCRIBED: u8 = u8::MAX;
 
+/// Bytes handed to one session and not yet written out (QoS 0) or acknowledged (QoS 1),
+/// and the broker-wide sum of them, both bounded: a few slow or never-reading sessions may
+/// not hold more than `mqtt.outbound_queue_bytes` each, and all of them together not more
+/// than `mqtt.outbound_total_bytes`.
+pub struct Budget {
+    held: AtomicUsize,
+    /// Shared by every session's budget: the broker's total.
+    total: Arc<AtomicUsize>,
+}
+
+/// Which bound refused a delivery.
+enum Over {
+    Session,
+    Broker,
+}
+
+impl Budget {
+    /// Takes `size` bytes within both bounds, or takes nothing.
+    fn take(&self, size: usize, session_limit: usize, total_limit: usize) -> Result<(), Over> {
+        if self.held.fetch_add(size, Ordering::AcqRel) + size > session_limit {
+            self.held.fetch_sub(size, Ordering::AcqRel);
+            return Err(Over::Session);
+        }
+        if self.total.fetch_add(size, Ordering::AcqRel) + size > total_limit {
+            self.total.fetch_sub(size, Ordering::AcqRel);
+            self.held.fetch_sub(size, Ordering::AcqRel);
+            return Err(Over::Broker);
+        }
+        Ok(())
+    }
+
+    /// Gives back `size` bytes once written (QoS 0), acknowledged (QoS 1) or dropped.
+    pub fn release(&self, size: usize) {
+        self.held.fetch_sub(size, Ordering::AcqRel);
+        self.total.fetch_sub(size, Ordering::AcqRel);
+    }
+}
+
 /// What the operator may see of a live session: metadata only.
 pub struct Facts {
     /// `tcp`, `tls`, `ws` or `wss`.
@@ -50,7 +88,7 @@ pub struct SessionHandle {
     sink: Box<dyn SessionSink>,
     /// Bytes handed to this session and not yet flushed (QoS 0) or acknowledged (QoS 1);
     /// the session releases them.
-    pending: Arc<AtomicUsize>,
+    pending: Arc<Budget>,
     /// Granted QoS of the inbox subscription, or `NOT_SUBSCRIBED`.
     inbox_qos: AtomicU8,
 }
@@ -59,7 +97,7 @@ impl SessionHandle {
     pub fn new(
         id: u64,
         client_id: String,
-        pending: Arc<AtomicUsize>,
+        pending: Arc<Budget>,
         sink: Box<dyn SessionSink>,
         facts: Facts,
     ) -> Arc<Self> {
@@ -100,16 +138,21 @@ pub enum Delivery {
 pub struct Router {
     sessions: DashMap<PrincipalId, Vec<Arc<SessionHandle>>>,
     queue_budget: usize,
+    /// Bytes held for all sessions together (`mqtt.outbound_total_bytes`), and what they hold.
+    total_budget: usize,
+    total_held: Arc<AtomicUsize>,
     /// Live sessions one principal may hold (`mqtt.max_sessions_per_principal`): each is
     /// a delivery target, so without a bound one account multiplies every envelope.
     max_sessions: usize,
 }
 
 impl Router {
-    pub fn new(queue_budget: usize, max_sessions: usize) -> Self {
+    pub fn new(queue_budget: usize, total_budget: usize, max_sessions: usize) -> Self {
         Router {
             sessions: DashMap::new(),
             queue_budget,
+            total_budget,
+            total_held: Arc::default(),
             max_sessions,
         }
     }
@@ -164,6 +207,14 @@ impl Router {
         self.sessions.contains_key(&principal)
     }
 
+    /// An empty budget for a new session, counted in the broker's total.
+    pub fn budget(&self) -> Arc<Budget> {
+        Arc::new(Budget {
+            held: AtomicUsize::new(0),
+            total: self.total_held.clone(),
+        })
+    }
+
     pub fn session_count(&self) -> usize {
         self.sessions.iter().map(|e| e.value().len()).sum()
     }
@@ -183,11 +234,19 @@ impl Router {
             }
             subscribed += 1;
             let size = payload.len();
-            let before = link.pending.fetch_add(size, Ordering::AcqRel);
-            if before + size > self.queue_budget {
-                link.pending.fetch_sub(size, Ordering::AcqRel);
-                metrics::hot().dropped_backpressure.increment(1);
-                continue;
+            match link
+                .pending
+                .take(size, self.queue_budget, self.total_budget)
+            {
+                Ok(()) => {}
+                Err(Over::Session) => {
+                    metrics::hot().dropped_backpressure.increment(1);
+                    continue;
+                }
+                Err(Over::Broker) => {
+                    metrics::hot().dropped_broker_budget.increment(1);
+                    continue;
+                }
             }
             link.sink.deliver(payload.clone(), qos.min(granted));
             taken += 1;

@@ -97,6 +97,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let authenticator = Arc::new(Authenticator::new(&config.auth));
     let router = Arc::new(Router::new(
         config.mqtt.outbound_queue_bytes,
+        config.mqtt.outbound_total_bytes,
         config.mqtt.max_sessions_per_principal,
     ));
 

@@ -36,7 +36,7 @@ use crate::accounting::Meter;
 use crate::auth::AuthError;
 use crate::directory::Credentials;
 use crate::metrics;
-use crate::router::{Delivery, Facts, SessionHandle, SessionSink};
+use crate::router::{Budget, Delivery, Facts, SessionHandle, SessionSink};
 use sealrelay_wire::envelope::Header;
 use sealrelay_wire::{inbox_owner, Close, PrincipalId, Reason};
 
@@ -123,7 +123,7 @@ pub struct Session {
     scratch: BytesMut,
     /// Bytes handed to this session and not yet flushed or acknowledged; shared with the
     /// router, which refuses deliveries past the budget.
-    pending: Arc<AtomicUsize>,
+    pending: Arc<Budget>,
     /// Bytes of frames queued for the writer task; past the limit the client is not
     /// reading its acknowledgements and the session is closed.
     queued: Arc<AtomicUsize>,
@@ -211,7 +211,7 @@ impl Session {
                     write_half: Some(write),
                     writer: None,
                     scratch: BytesMut::new(),
-                    pending: Arc::new(AtomicUsize::new(0)),
+                    pending: shared.router.budget(),
                     queued: Arc::new(AtomicUsize::new(0)),
                     last_heard: Instant::now(),
                     meter: Meter::start(accepted.peer.ip()),
@@ -249,7 +249,7 @@ impl Session {
                 if out.flush().await.is_err() {
                     break;
                 }
-                pending.fetch_sub(release, Ordering::AcqRel);
+                pending.release(release);
             }
             let _ = out.shutdown().await;
             addr.do_send(WriterDone);
@@ -259,7 +259,7 @@ impl Session {
 
     fn send(&mut self, packet: Outbound, release: usize) {
         let Some(writer) = &self.writer else {
-            self.pending.fetch_sub(release, Ordering::AcqRel);
+            self.pending.release(release);
             return;
         };
         let mut encoder =
@@ -267,18 +267,18 @@ impl Session {
         if let Err(e) = encoder.encode(packet, &mut self.scratch) {
             tracing::warn!(session = self.id, error = %e, "dropping a packet that does not encode");
             self.scratch.clear();
-            self.pending.fetch_sub(release, Ordering::AcqRel);
+            self.pending.release(release);
             return;
         }
         let bytes = self.scratch.split().freeze();
         if bytes.is_empty() {
             // MQTT 3.1.1 has no server DISCONNECT: nothing to write.
-            self.pending.fetch_sub(release, Ordering::AcqRel);
+            self.pending.release(release);
             return;
         }
         self.queued.fetch_add(bytes.len(), Ordering::AcqRel);
         if writer.send(Frame { bytes, release }).is_err() {
-            self.pending.fetch_sub(release, Ordering::AcqRel);
+            self.pending.release(release);
         }
     }
 
@@ -314,7 +314,7 @@ impl Session {
             metrics::hot().sessions_active.decrement(1.0);
             let held: usize = live.inflight.values().sum::<usize>()
                 + live.waiting.iter().map(Bytes::len).sum::<usize>();
-            self.pending.fetch_sub(held, Ordering::AcqRel);
+            self.pending.release(held);
         }
     }
 
@@ -628,7 +628,7 @@ impl Session {
     fn on_puback(&mut self, pkid: u16) {
         if let State::Live(live) = &mut self.state {
             if let Some(size) = live.inflight.remove(&pkid) {
-                self.pending.fetch_sub(size, Ordering::AcqRel);
+                self.pending.release(size);
                 self.pump();
             }
         }
@@ -774,7 +774,7 @@ impl Handler<Deliver> for Session {
 
     fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
         let State::Live(live) = &mut self.state else {
-            self.pending.fetch_sub(msg.payload.len(), Ordering::AcqRel);
+            self.pending.release(msg.payload.len());
             return;
         };
         let size = msg.payload.len();
@@ -785,7 +785,7 @@ impl Handler<Deliver> for Session {
         {
             // MQTT-3.1.2-25: a packet over the client's maximum is discarded as if sent.
             metrics::refused("client_max_packet");
-            self.pending.fetch_sub(size, Ordering::AcqRel);
+            self.pending.release(size);
             return;
         }
         if msg.qos == 0 {
