@@ -210,7 +210,9 @@ fn sniff_version(frame: &[u8], header_len: usize) -> Result<Version, CodecError>
         (b"MQTT", 4) => Ok(Version::V311),
         (b"MQTT", 5) => Ok(Version::V5),
         _ => Err(CodecError::UnsupportedProtocol {
-            name: String::from_utf8_lossy(name).into_owned(),
+            // Sent before any login and logged at debug: escaped, so a newline or an
+            // escape sequence in it cannot forge or garble log lines.
+            name: String::from_utf8_lossy(name).escape_debug().to_string(),
             level,
         }),
     }
@@ -369,5 +371,19 @@ mod tests {
             MqttCodec::server(1024).decode(&mut not_connect),
             Err(CodecError::NotConnect)
         ));
+    }
+
+    #[test]
+    fn an_unknown_protocol_name_is_escaped_before_it_can_reach_a_log_line() {
+        // CONNECT, protocol name "MQ\nINFO forged\x1b[2J" (18 bytes), level 4.
+        let mut frame = vec![0x10, 22, 0x00, 18];
+        frame.extend_from_slice(b"MQ\nINFO forged\x1b[2J");
+        frame.extend_from_slice(&[4, 0]);
+        let err = MqttCodec::server(1024)
+            .decode(&mut BytesMut::from(&frame[..]))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\n') && !err.contains('\x1b'), "{err}");
+        assert!(err.contains(r"MQ\nINFO forged\u{1b}[2J"), "{err}");
     }
 }
