@@ -8,14 +8,14 @@
 //! means guessing the password through Argon2id first.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dashmap::DashMap;
 use subtle::ConstantTimeEq;
 
 use crate::config;
 use crate::directory::{Credentials, Directory};
 use crate::metrics;
+use crate::rate::Windows;
 
 /// Longest login (user name or instance id) accepted before any lookup.
 pub const MAX_LOGIN_LEN: usize = 128;
@@ -31,47 +31,19 @@ pub enum AuthError {
     RateLimited,
 }
 
-struct Window {
-    started: Instant,
-    failures: u32,
-}
-
 pub struct Authenticator {
-    window: Duration,
-    max_per_ip: u32,
-    max_per_login: u32,
-    by_ip: DashMap<IpAddr, Window>,
-    by_login: DashMap<String, Window>,
+    /// Failed logins per source address and per login, over `auth.failure_window_secs`.
+    by_ip: Windows<IpAddr>,
+    by_login: Windows<String>,
 }
 
 impl Authenticator {
     pub fn new(cfg: &config::Auth) -> Self {
+        let window = Duration::from_secs(cfg.failure_window_secs);
         Authenticator {
-            window: Duration::from_secs(cfg.failure_window_secs),
-            max_per_ip: cfg.max_failures_per_ip,
-            max_per_login: cfg.max_failures_per_login,
-            by_ip: DashMap::new(),
-            by_login: DashMap::new(),
+            by_ip: Windows::new(window, cfg.max_failures_per_ip),
+            by_login: Windows::new(window, cfg.max_failures_per_login),
         }
-    }
-
-    fn over<K: std::hash::Hash + Eq>(&self, map: &DashMap<K, Window>, key: &K, max: u32) -> bool {
-        map.get(key)
-            .is_some_and(|w| w.started.elapsed() < self.window && w.failures >= max)
-    }
-
-    fn count<K: std::hash::Hash + Eq>(&self, map: &DashMap<K, Window>, key: K) {
-        let mut w = map.entry(key).or_insert(Window {
-            started: Instant::now(),
-            failures: 0,
-        });
-        if w.started.elapsed() >= self.window {
-            *w = Window {
-                started: Instant::now(),
-                failures: 0,
-            };
-        }
-        w.failures += 1;
     }
 
     /// Checks `secret` for `login` from `ip`; the same work is done whether or not the
@@ -101,22 +73,20 @@ impl Authenticator {
         secret: &str,
         expected: Option<[u8; 32]>,
     ) -> Result<(), AuthError> {
-        if self.over(&self.by_ip, &ip, self.max_per_ip)
-            || self.over(&self.by_login, &login.to_owned(), self.max_per_login)
-        {
+        if self.by_ip.full(&ip) || self.by_login.full(login) {
             metrics::auth_result("rate_limited");
             return Err(AuthError::RateLimited);
         }
         let presented = verifier(secret);
         let matches: bool = presented.ct_eq(&expected.unwrap_or([0u8; 32])).into();
         if expected.is_some() && matches {
-            self.by_login.remove(login);
+            self.by_login.clear(login);
             metrics::auth_result("ok");
             return Ok(());
         }
-        self.count(&self.by_ip, ip);
+        self.by_ip.count(ip);
         if login.len() <= MAX_LOGIN_LEN {
-            self.count(&self.by_login, login.to_owned());
+            self.by_login.count(login.to_owned());
         }
         metrics::auth_result("denied");
         Err(AuthError::Denied)
@@ -124,16 +94,13 @@ impl Authenticator {
 
     /// Clears `login`'s failure window (the operator's `unlock`); whether it was locked out.
     pub fn unlock(&self, login: &str) -> bool {
-        let locked = self.over(&self.by_login, &login.to_owned(), self.max_per_login);
-        self.by_login.remove(login);
-        locked
+        self.by_login.clear(login)
     }
 
     /// Drops expired windows so the maps stay as small as the recent failures.
     pub fn prune(&self) {
-        self.by_ip.retain(|_, w| w.started.elapsed() < self.window);
-        self.by_login
-            .retain(|_, w| w.started.elapsed() < self.window);
+        self.by_ip.prune();
+        self.by_login.prune();
     }
 }
 
@@ -160,21 +127,16 @@ mod tests {
             ..Config::default().auth
         });
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        a.count(&a.by_login, "alice".to_owned());
-        assert!(!a.over(&a.by_login, &"alice".to_owned(), 2));
-        a.count(&a.by_login, "alice".to_owned());
-        assert!(a.over(&a.by_login, &"alice".to_owned(), 2));
+        a.by_login.count("alice".to_owned());
+        assert!(!a.by_login.full("alice"));
+        a.by_login.count("alice".to_owned());
+        assert!(a.by_login.full("alice"));
         for _ in 0..3 {
-            a.count(&a.by_ip, ip);
+            a.by_ip.count(ip);
         }
-        assert!(a.over(&a.by_ip, &ip, 3));
-        if let Some(mut w) = a.by_ip.get_mut(&ip) {
-            w.started -= Duration::from_secs(61);
-        }
-        assert!(
-            !a.over(&a.by_ip, &ip, 3),
-            "an expired window no longer blocks"
-        );
+        assert!(a.by_ip.full(&ip));
+        a.by_ip.backdate(&ip, Duration::from_secs(61));
+        assert!(!a.by_ip.full(&ip), "an expired window no longer blocks");
         a.prune();
         assert!(a.by_ip.is_empty());
     }

@@ -36,6 +36,7 @@ use crate::accounting::Meter;
 use crate::auth::AuthError;
 use crate::directory::Credentials;
 use crate::metrics;
+use crate::rate::Window;
 use crate::router::{Budget, Delivery, Facts, SessionHandle, SessionSink};
 use sealrelay_wire::envelope::Header;
 use sealrelay_wire::{inbox_owner, Close, PrincipalId, Reason};
@@ -101,7 +102,7 @@ struct Live {
     awaiting_pubrel: HashSet<u16>,
     /// Publishes refused in the current minute: past `mqtt.max_refusals_per_minute` the
     /// session ends, so a broken or hostile client cannot make refusals its steady state.
-    refusals: (Instant, u32),
+    refusals: Window,
 }
 
 enum State {
@@ -429,7 +430,7 @@ impl Session {
             inflight: HashMap::new(),
             waiting: VecDeque::new(),
             awaiting_pubrel: HashSet::new(),
-            refusals: (Instant::now(), 0),
+            refusals: Window::default(),
         }));
         self.meter.principal = Some(principal);
         metrics::connection(self.transport.label(), "accepted");
@@ -554,12 +555,9 @@ impl Session {
         let State::Live(live) = &mut self.state else {
             return;
         };
-        let (started, count) = &mut live.refusals;
-        if started.elapsed() >= Duration::from_secs(60) {
-            (*started, *count) = (Instant::now(), 0);
-        }
-        *count += 1;
-        if *count > self.shared.config.mqtt.max_refusals_per_minute {
+        if live.refusals.count(Duration::from_secs(60))
+            > self.shared.config.mqtt.max_refusals_per_minute
+        {
             let cooldown = Duration::from_secs(self.shared.config.mqtt.refusal_cooldown_secs);
             self.shared
                 .cooldown
