@@ -29,15 +29,7 @@ fn cli_flow(version: &str) {
         &["instance", "add", "--user", "alice"],
         "correct horse battery",
     );
-    let field = |name: &str| {
-        added
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no `{name}` in {added}"))
-            .trim()
-            .to_owned()
-    };
-    let (instance, token) = (field("instance "), field("token "));
+    let (instance, token) = common::instance_and_token(&added);
     assert!(token.starts_with(&format!("srt1.{instance}.")));
 
     let _agent = broker.start_agent(&token, version);
@@ -195,10 +187,7 @@ fn the_agent_reconnects_after_a_broker_restart_and_accounts_persist() {
         &["instance", "add", "--user", "erin"],
         "violet staple gun",
     );
-    let mut lines = added
-        .lines()
-        .map(|l| l.split_once(' ').unwrap().1.to_owned());
-    let (instance, token) = (lines.next().unwrap(), lines.next().unwrap());
+    let (instance, token) = common::instance_and_token(&added);
     let _agent = broker.start_agent(&token, "5");
     broker.restart();
     // The agent backs off from 250 ms; give it a moment to come back before asking.
