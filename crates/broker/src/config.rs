@@ -318,11 +318,17 @@ impl Config {
                 "max_connections and max_connections_per_ip must be at least 1".into(),
             ));
         }
-        if self.mqtt.max_sessions_per_principal == 0 {
-            problems.push(invalid(
+        for (key, value) in [
+            (
                 "mqtt.max_sessions_per_principal",
-                "must be at least 1".into(),
-            ));
+                self.mqtt.max_sessions_per_principal as u64,
+            ),
+            ("mqtt.max_inflight", u64::from(self.mqtt.max_inflight)),
+            ("tls.reload_check_secs", self.tls.reload_check_secs),
+        ] {
+            if value == 0 {
+                problems.push(invalid(key, "must be at least 1".into()));
+            }
         }
         if self.tls.cert_file.as_os_str().is_empty() != self.tls.key_file.as_os_str().is_empty() {
             problems.push(invalid(
@@ -348,15 +354,6 @@ impl Config {
         }
         if let Err(e) = crate::mqtt::proxy::TrustedProxies::parse(&self.server.trusted_proxies) {
             problems.push(invalid("server.trusted_proxies", e));
-        }
-        if self.tls.reload_check_secs == 0 {
-            problems.push(invalid(
-                "tls.reload_check_secs",
-                "must be at least 1".into(),
-            ));
-        }
-        if self.mqtt.max_inflight == 0 {
-            problems.push(invalid("mqtt.max_inflight", "must be at least 1".into()));
         }
         if let Err(e) = check_log_filter(&self.log.level) {
             problems.push(invalid("log.level", e));
