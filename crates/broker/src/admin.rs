@@ -17,7 +17,7 @@ use sealrelay_wire::api::{
     AdminKicked, AdminReset, AdminSession, AdminSessionLog, AdminSessions, AdminUnlocked,
     AdminUser, AdminUsers,
 };
-use sealrelay_wire::{b64, Close, PrincipalId, PrincipalKind, ResetCode};
+use sealrelay_wire::{b64, Close, PrincipalKind, ResetCode};
 
 pub struct AdminState {
     api: Arc<ApiState>,
@@ -128,11 +128,6 @@ async fn sessions(
     Ok(HttpResponse::Ok().json(AdminSessions { sessions }))
 }
 
-fn principal_in(path: web::Path<String>) -> Result<PrincipalId, ApiError> {
-    path.parse()
-        .map_err(|_| ApiError::BadRequest("the principal id is 32 lowercase hex characters".into()))
-}
-
 /// `POST /v1/admin/principals/{id}/kick`: closes the principal's live sessions (MQTT 5:
 /// DISCONNECT 0x98 `kicked_by_operator`); its credentials still work.
 async fn kick(
@@ -141,7 +136,7 @@ async fn kick(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     operator(&req, &state)?;
-    let principal = principal_in(path)?;
+    let principal = http::id_param(&path)?;
     let closed = state
         .api
         .router
@@ -181,7 +176,7 @@ async fn session_log(
     query: web::Query<Since>,
 ) -> Result<HttpResponse, ApiError> {
     operator(&req, &state)?;
-    let principal = principal_in(path)?;
+    let principal = http::id_param(&path)?;
     let sessions = state
         .api
         .directory

@@ -139,7 +139,7 @@ pub(super) fn check_kdf(config: &Config, spec: &KdfSpec) -> Result<KdfParams> {
 }
 
 /// A principal id from a URL path segment.
-pub(super) fn id_param(path: &str) -> Result<PrincipalId> {
+pub(crate) fn id_param(path: &str) -> Result<PrincipalId> {
     path.parse()
         .map_err(|_| ApiError::BadRequest("the id must be 32 lowercase hex characters".into()))
 }

@@ -5,6 +5,7 @@
 //! the reference.
 
 mod checks;
+pub(crate) use checks::id_param;
 mod console;
 mod instances;
 mod me;
