@@ -9,7 +9,8 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::{Broker, Raw, RawRead};
-use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, DisconnectReasonCode, Packet};
+use sealrelay_client::{ClientError, Identity};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_principal_holds_at_most_its_session_cap_and_a_takeover_still_works() {
@@ -285,4 +286,253 @@ async fn never_reading_sessions_together_hold_at_most_the_broker_budget() {
         .unwrap()
         .unwrap();
     assert_eq!(&got.payload[..], &payload[..]);
+}
+
+/// The reason code and Reason String of the DISCONNECT `session` receives next.
+async fn disconnect_of(session: &mut Raw) -> (DisconnectReasonCode, String) {
+    match session.read(Duration::from_secs(5)).await {
+        RawRead::Packet(p) => match *p {
+            Packet::Disconnect(d) => (
+                d.reason_code,
+                d.properties
+                    .and_then(|p| p.reason_string)
+                    .unwrap_or_default(),
+            ),
+            other => panic!("expected DISCONNECT, got {other:?}"),
+        },
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+}
+
+/// The Reason String of the DISCONNECT 0x98 (administrative action) `session` receives next.
+async fn closed_why(session: &mut Raw) -> String {
+    let (code, why) = disconnect_of(session).await;
+    assert_eq!(code, DisconnectReasonCode::AdministrativeAction, "{why}");
+    why
+}
+
+/// `POST /v1/me/password` as a holder of `login`'s login secret only (captured off the wire,
+/// say): a garbage wrap, with `key_proof` if given. Returns the status and the error message.
+fn change_password_as(
+    broker: &Broker,
+    login: (&str, &str),
+    key_proof: Option<&str>,
+) -> (u16, String) {
+    let body = sealrelay_wire::api::PasswordWrap {
+        wrapped_key: vec![0x41; 72],
+        auth_secret: "attacker-chosen-login-secret-of-43-characters".into(),
+        kdf: sealrelay_wire::KdfSpec {
+            salt: vec![7; 16],
+            params: common::FAST_KDF,
+        },
+        key_proof: key_proof.map(Into::into),
+    };
+    let basic = format!("{}:{}", login.0, login.1);
+    let mut response = ureq::post(&format!("http://{}/v1/me/password", broker.http))
+        .header(
+            "Authorization",
+            format!("Basic {}", sealrelay_wire::b64::encode(basic.as_bytes())),
+        )
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(&body)
+        .unwrap();
+    let answer: serde_json::Value = response.body_mut().read_json().unwrap_or_default();
+    let message = answer["message"].as_str().unwrap_or_default().to_owned();
+    (response.status().as_u16(), message)
+}
+
+/// The finding: a captured login secret replaced the only wrap of a user's private key with
+/// garbage (200), destroying the account. Now the change needs the key proof, which only the
+/// holder of the private key can derive; an account from before key proofs (nothing
+/// recorded) can still be changed that way, but the holder of the previous password rolls the
+/// change back (`sealrelay user rollback`), and the rollback records the proof. Live sessions
+/// are told why they were closed; a captured secret cannot undo the owner's own remedy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_captured_login_secret_cannot_replace_the_wrap_and_a_change_rolls_back() {
+    let broker = Broker::start();
+    let alice = broker.user("alice").await;
+    let captured = (alice.login.as_str(), alice.auth_secret());
+    let (status, message) = change_password_as(&broker, captured, None);
+    assert_eq!(status, 403, "{message}");
+    assert!(
+        message.starts_with("key_proof does not match this account's key"),
+        "{message}"
+    );
+    let forged = "a-key-proof-made-up-by-someone-without-the-key";
+    assert_eq!(change_password_as(&broker, captured, Some(forged)).0, 403);
+    let again = Identity::login_user(&broker.api(), "alice", "pw-alice").await;
+    assert_eq!(
+        again.unwrap().witness(),
+        alice.witness(),
+        "the wrap is intact"
+    );
+
+    // An account from before key proofs.
+    let carol = broker.user("carol").await;
+    let db = broker.database().await;
+    sqlx::query("UPDATE principals SET key_verifier = NULL WHERE login = 'carol'")
+        .execute(&db)
+        .await
+        .unwrap();
+    let mut session = Raw::connect_v5(broker.mqtt, (&carol.login, carol.auth_secret()), 0).await;
+    let captured = (carol.login.as_str(), carol.auth_secret());
+    assert_eq!(change_password_as(&broker, captured, None).0, 200);
+    assert_eq!(closed_why(&mut session).await, "credentials_changed");
+    let broken = Identity::login_user(&broker.api(), "carol", "pw-carol").await;
+    assert!(matches!(broken, Err(ClientError::WrongPassword { .. })));
+
+    // The owner, with the password from before the change; the attacker's session is closed.
+    let attacker = ("carol", "attacker-chosen-login-secret-of-43-characters");
+    let mut session = Raw::connect_v5(broker.mqtt, attacker, 0).await;
+    let mut rollback = broker.cli();
+    rollback.args(["user", "rollback", "--user", "carol"]);
+    let out = common::run_cli_ok(rollback, &[], "pw-carol");
+    assert!(
+        out.contains("the change of carol's password made ")
+            && out.contains(&format!(
+                "is undone: the previous password logs in again (key witness {})",
+                carol.witness()
+            )),
+        "{out}"
+    );
+    assert_eq!(closed_why(&mut session).await, "password_rolled_back");
+    let carol = Identity::login_user(&broker.api(), "carol", "pw-carol")
+        .await
+        .expect("the previous password logs in again");
+    // The rollback recorded the proof: the captured secret (the same again) changes nothing.
+    let captured = (carol.login.as_str(), carol.auth_secret());
+    assert_eq!(change_password_as(&broker, captured, None).0, 403);
+    let mut done = broker.cli();
+    done.args(["user", "rollback", "--user", "carol"]);
+    let refused = done.env("SEALRELAY_PASSWORD", "pw-carol").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim(),
+        "sealrelay: no change of carol's password can be undone with that password: it is not the password before the last change, or the change is older than the server keeps (auth.previous_key_days)"
+    );
+
+    // The owner's remedy: a change of password with the key. The old secret, still in the
+    // attacker's hands, cannot undo it: the rollback also needs the key proof.
+    let (api, mut carol) = (broker.api(), carol);
+    let old_secret = carol.auth_secret().to_owned();
+    carol
+        .change_password(&api, "a new long passphrase", common::FAST_KDF)
+        .await
+        .unwrap();
+    let undo = sealrelay_wire::api::RollbackRequest {
+        name: "carol".into(),
+        auth_secret: old_secret.as_str().into(),
+        key_proof: forged.into(),
+    };
+    let refused = api.roll_back(&undo).await.err().unwrap();
+    assert!(
+        matches!(&refused, ClientError::Api { status: 403, message, .. } if message.starts_with("key_proof does not match")),
+        "{refused}"
+    );
+    Identity::login_user(&api, "carol", "a new long passphrase")
+        .await
+        .expect("the owner's change stands");
+    assert_eq!(
+        broker.counter("sealrelay_key_events_total{event=\"password_rolled_back\"}"),
+        1
+    );
+}
+
+/// The finding: ten wrong logins for a known name, from any address, locked its user out
+/// from every address for a minute (and ten a minute kept them out). Now a failure locks
+/// the (login, address) pair; failures spread over many addresses fill the login's window,
+/// which then refuses only addresses the user has not logged in from.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_logins_sent_from_elsewhere_do_not_lock_the_user_out() {
+    let broker = Broker::start_with(&[
+        ("SEALRELAY_AUTH_MAX_FAILURES_PER_LOGIN", "3"),
+        ("SEALRELAY_AUTH_MAX_FAILURES_PER_LOGIN_ALL_ADDRESSES", "6"),
+    ]);
+    let alice = broker.user("alice").await;
+    let wrong = "A".repeat(43);
+    let attempt = |from: u8, secret: &str| {
+        let login = (alice.login.clone(), secret.to_owned());
+        let mqtt = broker.mqtt;
+        async move {
+            let from = std::net::IpAddr::from([127, 0, 0, from]);
+            let mut raw = Raw::open_from(mqtt, from).await;
+            let login = (login.0.as_str(), login.1.as_str());
+            raw.try_connect_v5(login, "probe", 0).await.unwrap()
+        }
+    };
+    let right = alice.auth_secret();
+    assert_eq!(attempt(2, right).await, ConnectReturnCode::Success, "home");
+    for _ in 0..3 {
+        assert_eq!(attempt(9, &wrong).await, ConnectReturnCode::NotAuthorized);
+    }
+    // The guessing address is stopped, even with the right secret...
+    assert_eq!(
+        attempt(9, right).await,
+        ConnectReturnCode::ConnectionRateExceeded
+    );
+    // ...and alice is not: at home, nor at an address she never used.
+    assert_eq!(attempt(2, right).await, ConnectReturnCode::Success);
+    assert_eq!(attempt(3, right).await, ConnectReturnCode::Success);
+    // A distributed guesser fills the login's window: new addresses wait it out, alice's
+    // own addresses do not.
+    for from in 10..13 {
+        assert_eq!(
+            attempt(from, &wrong).await,
+            ConnectReturnCode::NotAuthorized
+        );
+    }
+    assert_eq!(
+        attempt(4, right).await,
+        ConnectReturnCode::ConnectionRateExceeded
+    );
+    assert_eq!(attempt(2, right).await, ConnectReturnCode::Success);
+    assert_eq!(attempt(3, right).await, ConnectReturnCode::Success);
+    let unlock = broker.admin(&["unlock", "--login", "alice"]);
+    assert!(unlock.status.success(), "{unlock:?}");
+    assert_eq!(attempt(4, right).await, ConnectReturnCode::Success);
+}
+
+/// The finding: an authenticated keepalive-0 session parked on a partial PUBLISH was never
+/// closed (300 of 300 open after 30 s), each holding its buffer. Now a packet must finish
+/// within `mqtt.packet_timeout_secs` of its first byte; an idle session with nothing
+/// half-sent is left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_stalled_mid_packet_is_closed_whatever_its_keepalive() {
+    let broker = Broker::start_with(&[("SEALRELAY_MQTT_PACKET_TIMEOUT_SECS", "1")]);
+    let alice = broker.user("alice").await;
+    let login = (alice.login.as_str(), alice.auth_secret());
+    let mut idle = Raw::connect_v5(broker.mqtt, login, 0).await;
+    let mut stalled = Raw::connect_v5(broker.mqtt, login, 0).await;
+    // A PUBLISH announcing 200 bytes, of which 5 arrive.
+    stalled
+        .send(&[0x30, 0xC8, 0x01, 0x00, 0x10, b's', b'r', b'/'])
+        .await;
+    let started = Instant::now();
+    assert_eq!(
+        disconnect_of(&mut stalled).await,
+        (
+            DisconnectReasonCode::KeepAliveTimeout,
+            "packet_timeout".into()
+        )
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(
+        stalled.read(Duration::from_secs(2)).await,
+        RawRead::Eof
+    ));
+    // The idle session, silent as long, is still there.
+    idle.send(&[0xC0, 0x00]).await;
+    assert!(matches!(
+        idle.read(Duration::from_secs(2)).await,
+        RawRead::Packet(p) if matches!(*p, Packet::PingResp(_))
+    ));
+    assert_eq!(
+        broker.counter("sealrelay_sessions_closed_total{reason=\"packet_timeout\"}"),
+        1
+    );
 }

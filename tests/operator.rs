@@ -248,20 +248,8 @@ fn the_client_variables_are_the_ones_the_broker_ignores() {
 }
 
 /// `sealrelay admin <args>` as the operator beside the broker.
-fn admin(broker: &Broker, args: &[&str]) -> Output {
-    broker
-        .cli()
-        .current_dir(broker.dir.path())
-        .arg("admin")
-        .args(args)
-        .args(["--config", "broker.toml"])
-        .args(["--admin-url", &format!("http://{}", broker.admin)])
-        .output()
-        .unwrap()
-}
-
 fn admin_json(broker: &Broker, args: &[&str]) -> serde_json::Value {
-    let out = admin(broker, &[args, &["--json"]].concat());
+    let out = broker.admin(&[args, &["--json"]].concat());
     assert!(
         out.status.success(),
         "{}",
@@ -287,7 +275,7 @@ async fn the_operator_lists_users_and_sessions_kicks_unlocks_and_reads_the_sessi
     let users = admin_json(&broker, &["users"]);
     assert_eq!(users["users"][0]["name"], "alice");
     assert_eq!(users["users"][0]["instances"], 1);
-    let table = String::from_utf8(admin(&broker, &["users"]).stdout).unwrap();
+    let table = String::from_utf8(broker.admin(&["users"]).stdout).unwrap();
     assert!(
         table.lines().nth(1).unwrap().starts_with("alice "),
         "{table}"
@@ -311,7 +299,7 @@ async fn the_operator_lists_users_and_sessions_kicks_unlocks_and_reads_the_sessi
     );
 
     // Kicked: told why, recorded, and (credentials intact) the agent comes back by itself.
-    let out = admin(&broker, &["kick", "--principal", &instance]);
+    let out = broker.admin(&["kick", "--principal", &instance]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("closed 1 session(s) of {instance}\n")
@@ -330,10 +318,7 @@ async fn the_operator_lists_users_and_sessions_kicks_unlocks_and_reads_the_sessi
     assert_eq!(log["sessions"][0]["close_reason"], "kicked_by_operator");
     assert_eq!(log["sessions"][0]["messages_in"], 1);
     assert!(broker.log_shows("operator closed a principal's sessions", 1));
-    let bad = admin(
-        &broker,
-        &["session-log", "--principal", &instance, "--since", "1x"],
-    );
+    let bad = broker.admin(&["session-log", "--principal", &instance, "--since", "1x"]);
     assert_eq!(
         String::from_utf8_lossy(&bad.stderr).trim_end(),
         "sealrelay: --since 1x: write an age like 90m, 24h or 7d"
@@ -351,7 +336,7 @@ async fn the_operator_lists_users_and_sessions_kicks_unlocks_and_reads_the_sessi
         matches!(locked, ClientError::TooManyFailures { .. }),
         "{locked}"
     );
-    let out = admin(&broker, &["unlock", "--login", "alice"]);
+    let out = broker.admin(&["unlock", "--login", "alice"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "alice: lockout cleared; it may log in again now\n"

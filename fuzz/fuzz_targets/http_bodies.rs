@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use sealrelay_wire::api::{
-    AddInstanceRequest, Enrolment, KeyringBody, PasswordWrap, PreloginRequest, RegisterRequest,
-    ResetRequest, RotateTokenRequest,
+    AddInstanceRequest, Enrolment, KeyProofBody, KeyringBody, PasswordWrap, PreloginRequest,
+    PreviousRequest, RegisterRequest, ResetRequest, RollbackRequest, RotateTokenRequest,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -18,5 +18,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<Enrolment>(data);
     let _ = serde_json::from_slice::<KeyringBody>(data);
     let _ = serde_json::from_slice::<RotateTokenRequest>(data);
+    let _ = serde_json::from_slice::<KeyProofBody>(data);
+    let _ = serde_json::from_slice::<PreviousRequest>(data);
+    let _ = serde_json::from_slice::<RollbackRequest>(data);
     let _ = serde_json::from_slice::<serde_json::Value>(data);
 });

@@ -1,9 +1,11 @@
-//! `sealrelay user …`: register, change or reset a password, delete an account.
+//! `sealrelay user …`: register, change, roll back or reset a password, delete an account.
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
 
-use super::{log_in, new_password, password, secret, strongest, Server, UserArg, CLIENT_MIN_KDF};
+use super::{
+    log_in, new_password, password, secret, strongest, when, Server, UserArg, CLIENT_MIN_KDF,
+};
 use sealrelay_client::password::check_new_password;
 use sealrelay_client::Identity;
 use sealrelay_wire::ResetCode;
@@ -40,6 +42,17 @@ pub(super) enum UserCommand {
         user: UserArg,
         #[command(flatten)]
         strength: Strength,
+    },
+    /// Undo the last change of your password, if it was made within the server's grace
+    /// period (`auth.previous_key_days`, 7 days by default): for when someone else changed
+    /// it. Give the password from before the change (SEALRELAY_PASSWORD or a prompt); every
+    /// session of the account is disconnected. Then change it: whoever changed it held your
+    /// login secret.
+    Rollback {
+        #[command(flatten)]
+        endpoints: Server,
+        #[command(flatten)]
+        user: UserArg,
     },
     /// Complete a password reset with the code your operator gave you (SEALRELAY_RESET_CODE
     /// or a prompt): a new key pair replaces the old one, so what was sealed to the old key
@@ -119,6 +132,19 @@ pub(super) async fn run(command: UserCommand) -> Result<()> {
                 params.iterations,
                 params.parallelism
             );
+        }
+        UserCommand::Rollback { endpoints, user } => {
+            let api = endpoints.api()?;
+            let (me, changed_at) =
+                Identity::roll_back_password(&api, &user.user, &password(false)?).await?;
+            endpoints.check_keyring(&me)?;
+            println!(
+                "the change of {}'s password made {} is undone: the previous password logs in again (key witness {})",
+                me.login,
+                when(changed_at),
+                me.witness()
+            );
+            eprintln!("Whoever changed it held your login secret: change your password now (`sealrelay user passwd`).");
         }
         UserCommand::Delete {
             endpoints,

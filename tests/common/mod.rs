@@ -208,19 +208,7 @@ impl Broker {
     /// `sealrelay admin reset-user --name <name>` as the operator on the broker's machine:
     /// its config and token file, and the operator API's ephemeral port.
     pub fn admin_reset(&self, name: &str) -> std::process::Output {
-        self.cli()
-            .current_dir(self.dir.path())
-            .args([
-                "admin",
-                "reset-user",
-                "--config",
-                "broker.toml",
-                "--name",
-                name,
-            ])
-            .args(["--admin-url", &format!("http://{}", self.admin)])
-            .output()
-            .unwrap()
+        self.admin(&["reset-user", "--name", name])
     }
 
     /// The broker's own database, opened beside it: how the malicious-server tests become
@@ -294,6 +282,18 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// `sealrelay admin <args>` against this broker's operator API, with its token.
+    pub fn admin(&self, args: &[&str]) -> std::process::Output {
+        self.cli()
+            .current_dir(self.dir.path())
+            .arg("admin")
+            .args(args)
+            .args(["--config", "broker.toml"])
+            .args(["--admin-url", &format!("http://{}", self.admin)])
+            .output()
+            .unwrap()
     }
 
     pub async fn user(&self, name: &str) -> Identity {

@@ -132,7 +132,8 @@ function onState(s) {
   }
   const why = {
     password_reset: "An operator reset your password: your key is being replaced. Enter the reset code you were given to set a new password.",
-    credentials_changed: "Your password was changed in another console: log in with the new one.",
+    credentials_changed: "Your password was changed in another console: log in with the new one. If that was not you, undo it with the password you know (`sealrelay user rollback`, within the days your operator keeps it), then change it.",
+    password_rolled_back: "A change of your password was undone by the holder of the password before it: log in with that one.",
     account_deleted: "This account was deleted.",
     taken_over: "This account connected again elsewhere with the same session.",
   }[s.reason ?? ""] ?? `The broker ended this session (${s.reason ?? `code 0x${(s.code ?? 0).toString(16)}`}): log in again.`;

@@ -88,8 +88,8 @@ impl Meter {
     }
 }
 
-/// Deletes session metadata older than `retention_days`, hourly, for as long as the
-/// returned task lives.
+/// Deletes session metadata older than `retention_days`, and password material past its
+/// grace period, hourly, for as long as the returned task lives.
 pub fn spawn_retention(
     directory: Arc<Directory>,
     retention_days: u32,
@@ -103,6 +103,12 @@ pub fn spawn_retention(
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "purged expired session metadata"),
                 Err(e) => tracing::warn!(error = %e, "session metadata purge failed"),
+            }
+            // Replaced password material is promised to last only its grace period.
+            match directory.purge_previous_passwords().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "purged expired previous passwords"),
+                Err(e) => tracing::warn!(error = %e, "previous password purge failed"),
             }
         }
     })

@@ -1,6 +1,15 @@
 //! Login checks shared by MQTT CONNECT and the HTTP API: the verifier, a constant-time
-//! comparison that costs the same for unknown and known logins, and failure limits per
-//! source IP and per login.
+//! comparison that costs the same for unknown and known logins, and failure limits that
+//! throttle guessing without handing an attacker a switch that locks a user out:
+//!
+//! - per (login, source address), hard: one address guessing one login;
+//! - per source address, hard: one address guessing many logins;
+//! - per login over every address: a distributed guesser. Past this limit the login is
+//!   still admitted from the addresses it logged in from successfully lately (its *trusted
+//!   addresses*), so failures sent from elsewhere cannot lock the real user out where the
+//!   user actually is. Per-address limits still apply there.
+//!
+//! Trusted addresses are held in memory (a few per login); a restart forgets them.
 //!
 //! The login secret a client presents is derived from its password or token (see
 //! `crypto`); the server stores only `SHA-256("sealrelay/v1/verifier" || secret)`. The
@@ -8,8 +17,9 @@
 //! means guessing the password through Argon2id first.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use dashmap::DashMap;
 use subtle::ConstantTimeEq;
 
 use crate::config;
@@ -32,17 +42,30 @@ pub enum AuthError {
 }
 
 pub struct Authenticator {
-    /// Failed logins per source address and per login, over `auth.failure_window_secs`.
+    /// Failed logins over `auth.failure_window_secs`: per source address
+    /// (`max_failures_per_ip`), per (login, address) (`max_failures_per_login`) and per login
+    /// from every address (`max_failures_per_login_all_addresses`).
     by_ip: Windows<IpAddr>,
+    by_login_ip: Windows<(String, IpAddr)>,
     by_login: Windows<String>,
+    /// Per login, the addresses it last logged in from and when (newest last, at most
+    /// `TRUSTED_PER_LOGIN`), trusted for `trusted_for`.
+    trusted: DashMap<String, Vec<(IpAddr, Instant)>>,
+    trusted_for: Duration,
 }
+
+/// Addresses remembered per login: a user's home, office and phone, with room to spare.
+const TRUSTED_PER_LOGIN: usize = 8;
 
 impl Authenticator {
     pub fn new(cfg: &config::Auth) -> Self {
         let window = Duration::from_secs(cfg.failure_window_secs);
         Authenticator {
             by_ip: Windows::new(window, cfg.max_failures_per_ip),
-            by_login: Windows::new(window, cfg.max_failures_per_login),
+            by_login_ip: Windows::new(window, cfg.max_failures_per_login),
+            by_login: Windows::new(window, cfg.max_failures_per_login_all_addresses),
+            trusted: DashMap::new(),
+            trusted_for: Duration::from_secs(u64::from(cfg.trusted_address_days) * 86_400),
         }
     }
 
@@ -73,34 +96,66 @@ impl Authenticator {
         secret: &str,
         expected: Option<[u8; 32]>,
     ) -> Result<(), AuthError> {
-        if self.by_ip.full(&ip) || self.by_login.full(login) {
+        // An over-long login names nobody: only its address is counted.
+        let pair = (login.len() <= MAX_LOGIN_LEN).then(|| (login.to_owned(), ip));
+        let limited = pair.as_ref().is_some_and(|p| self.by_login_ip.full(p))
+            || (!self.is_trusted(login, ip) && (self.by_ip.full(&ip) || self.by_login.full(login)));
+        if limited {
             metrics::auth_result("rate_limited");
             return Err(AuthError::RateLimited);
         }
         let presented = verifier(secret);
         let matches: bool = presented.ct_eq(&expected.unwrap_or([0u8; 32])).into();
         if expected.is_some() && matches {
-            self.by_login.clear(login);
+            if let Some(pair) = pair {
+                self.by_login_ip.clear(&pair);
+                self.trust(pair.0, ip);
+            }
             metrics::auth_result("ok");
             return Ok(());
         }
         self.by_ip.count(ip);
-        if login.len() <= MAX_LOGIN_LEN {
+        if let Some(pair) = pair {
+            self.by_login_ip.count(pair);
             self.by_login.count(login.to_owned());
         }
         metrics::auth_result("denied");
         Err(AuthError::Denied)
     }
 
-    /// Clears `login`'s failure window (the operator's `unlock`); whether it was locked out.
-    pub fn unlock(&self, login: &str) -> bool {
-        self.by_login.clear(login)
+    fn is_trusted(&self, login: &str, ip: IpAddr) -> bool {
+        self.trusted.get(login).is_some_and(|seen| {
+            seen.iter()
+                .any(|(at, when)| *at == ip && when.elapsed() < self.trusted_for)
+        })
     }
 
-    /// Drops expired windows so the maps stay as small as the recent failures.
+    fn trust(&self, login: String, ip: IpAddr) {
+        let mut seen = self.trusted.entry(login).or_default();
+        seen.retain(|(at, _)| *at != ip);
+        if seen.len() == TRUSTED_PER_LOGIN {
+            seen.remove(0);
+        }
+        seen.push((ip, Instant::now()));
+    }
+
+    /// Clears `login`'s failure windows, from every address (the operator's `unlock`);
+    /// whether any of them had locked it.
+    pub fn unlock(&self, login: &str) -> bool {
+        let everywhere = self.by_login.clear(login);
+        self.by_login_ip.clear_where(|(l, _)| l == login) || everywhere
+    }
+
+    /// Drops expired windows and trusted addresses, so the maps stay as small as the recent
+    /// failures and logins.
     pub fn prune(&self) {
         self.by_ip.prune();
+        self.by_login_ip.prune();
         self.by_login.prune();
+        self.trusted.retain(|_, seen| {
+            seen.retain(|(_, when)| when.elapsed() < self.trusted_for);
+            !seen.is_empty()
+        });
     }
 }
 
@@ -119,25 +174,61 @@ mod tests {
     use crate::config::Config;
 
     #[test]
-    fn failures_block_after_the_limit_and_expire() {
+    fn failures_lock_the_pair_not_the_login_and_trusted_addresses_stay_open() {
         let a = Authenticator::new(&config::Auth {
             failure_window_secs: 60,
             max_failures_per_ip: 3,
             max_failures_per_login: 2,
+            max_failures_per_login_all_addresses: 4,
             ..Config::default().auth
         });
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        a.by_login.count("alice".to_owned());
-        assert!(!a.by_login.full("alice"));
-        a.by_login.count("alice".to_owned());
-        assert!(a.by_login.full("alice"));
-        for _ in 0..3 {
-            a.by_ip.count(ip);
+        let right = Some(verifier("right"));
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        assert!(a.check(ip(1), "alice", "right", right).is_ok(), "home");
+        for _ in 0..2 {
+            assert!(matches!(
+                a.check(ip(9), "alice", "guess", right),
+                Err(AuthError::Denied)
+            ));
         }
-        assert!(a.by_ip.full(&ip));
-        a.by_ip.backdate(&ip, Duration::from_secs(61));
-        assert!(!a.by_ip.full(&ip), "an expired window no longer blocks");
-        a.prune();
-        assert!(a.by_ip.is_empty());
+        assert!(matches!(
+            a.check(ip(9), "alice", "right", right),
+            Err(AuthError::RateLimited)
+        ));
+        assert!(
+            a.check(ip(2), "alice", "right", right).is_ok(),
+            "another address"
+        );
+        // Spread over addresses, the guesses fill the login's window: new addresses are
+        // refused, the ones alice logged in from are not.
+        assert!(a.check(ip(10), "alice", "guess", right).is_err());
+        assert!(a.check(ip(11), "alice", "guess", right).is_err());
+        assert!(matches!(
+            a.check(ip(3), "alice", "right", right),
+            Err(AuthError::RateLimited)
+        ));
+        assert!(a.check(ip(1), "alice", "right", right).is_ok(), "trusted");
+        assert!(a.check(ip(2), "alice", "right", right).is_ok(), "trusted");
+        assert!(
+            a.check(ip(3), "bob", "right", right).is_ok(),
+            "bob is not alice"
+        );
+        // The operator's unlock clears every window of the login.
+        assert!(a.unlock("alice"));
+        assert!(a.check(ip(3), "alice", "right", right).is_ok());
+        assert!(a.check(ip(9), "alice", "right", right).is_ok());
+        // Per address, hard: one address guessing many logins.
+        for login in ["c1", "c2", "c3"] {
+            assert!(a.check(ip(20), login, "guess", None).is_err());
+        }
+        assert!(matches!(
+            a.check(ip(20), "dave", "right", right),
+            Err(AuthError::RateLimited)
+        ));
+        a.by_ip.backdate(&ip(20), Duration::from_secs(61));
+        assert!(
+            a.check(ip(20), "dave", "right", right).is_ok(),
+            "an expired window"
+        );
     }
 }

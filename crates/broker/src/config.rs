@@ -51,6 +51,7 @@ pub struct Mqtt {
     pub connects_per_principal_per_minute: u32,
     pub max_packet_bytes: u32,
     pub connect_timeout_secs: u64,
+    pub packet_timeout_secs: u64,
     pub outbound_queue_bytes: usize,
     pub outbound_total_bytes: usize,
     pub max_inflight: u16,
@@ -175,8 +176,11 @@ pub struct Auth {
     pub failure_window_secs: u64,
     pub max_failures_per_ip: u32,
     pub max_failures_per_login: u32,
+    pub max_failures_per_login_all_addresses: u32,
+    pub trusted_address_days: u32,
     pub registrations_per_ip_per_hour: u32,
     pub prelogins_per_ip_per_minute: u32,
+    pub previous_key_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -325,6 +329,21 @@ impl Config {
             ),
             ("mqtt.max_inflight", u64::from(self.mqtt.max_inflight)),
             ("tls.reload_check_secs", self.tls.reload_check_secs),
+            ("mqtt.packet_timeout_secs", self.mqtt.packet_timeout_secs),
+            // A limit of 0 would refuse every login.
+            ("auth.failure_window_secs", self.auth.failure_window_secs),
+            (
+                "auth.max_failures_per_ip",
+                u64::from(self.auth.max_failures_per_ip),
+            ),
+            (
+                "auth.max_failures_per_login",
+                u64::from(self.auth.max_failures_per_login),
+            ),
+            (
+                "auth.max_failures_per_login_all_addresses",
+                u64::from(self.auth.max_failures_per_login_all_addresses),
+            ),
         ] {
             if value == 0 {
                 problems.push(invalid(key, "must be at least 1".into()));

@@ -53,6 +53,8 @@ pub struct NewUser {
     pub name: String,
     pub public_key: [u8; 32],
     pub secret: NewSecret,
+    /// The verifier of the key proof (protocol §2.4), if the client sent one.
+    pub key_verifier: Option<[u8; 32]>,
 }
 
 /// A user's new password-derived material; the key pair stays.
@@ -95,6 +97,8 @@ pub struct KeyBundle {
     pub wrapped_key: Vec<u8>,
     pub keyring: Option<Vec<u8>>,
     pub keyring_version: i64,
+    /// Whether the user's key proof verifier is recorded (always false for instances).
+    pub key_proof_recorded: bool,
 }
 
 pub struct InstanceInfo {
@@ -115,6 +119,15 @@ pub struct UserInfo {
     pub created_at: i64,
     pub last_seen: Option<i64>,
     pub instances: u64,
+}
+
+/// The password material a change of password replaced, still within its grace period.
+pub struct PreviousPassword {
+    pub user: PrincipalId,
+    pub public_key: [u8; 32],
+    pub secret: NewSecret,
+    pub changed_at: i64,
+    pub expires_at: i64,
 }
 
 /// A pending operator-issued reset of a user's password.
@@ -316,8 +329,8 @@ impl Directory {
     pub async fn register_user(&self, user: NewUser) -> Result<(), DirectoryError> {
         let _writing = self.writes.lock().await;
         sqlx::query(
-            "INSERT INTO principals (id, kind, login, public_key, wrapped_key, verifier, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism, created_at) \
-             VALUES (?, 'user', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO principals (id, kind, login, public_key, wrapped_key, verifier, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism, created_at, key_verifier) \
+             VALUES (?, 'user', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&user.id.0[..])
         .bind(&user.name)
@@ -329,6 +342,7 @@ impl Directory {
         .bind(user.secret.kdf.iterations)
         .bind(user.secret.kdf.parallelism)
         .bind(unix_now())
+        .bind(user.key_verifier.as_ref().map(|v| &v[..]))
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -347,17 +361,160 @@ impl Directory {
         Ok(())
     }
 
-    /// Replaces a user's wrapped key, verifier, salt and KDF parameters in one statement
-    /// (so in one transaction), and the login's verifier in memory right after.
+    /// Replaces a user's wrapped key, verifier, salt and KDF parameters in one transaction,
+    /// and the login's verifier in memory right after. With `keep_until`, what is replaced
+    /// is kept until then for [`Directory::roll_back`] — unless an earlier change's material
+    /// is still kept: the first change of a grace period is the one worth undoing.
     pub async fn change_password(
         &self,
         user: PrincipalId,
         new: NewSecret,
+        keep_until: Option<i64>,
     ) -> Result<(), DirectoryError> {
         let _writing = self.writes.lock().await;
-        let login = set_password(&self.pool, user, &new).await?;
+        let now = unix_now();
+        let mut tx = self.pool.begin().await?;
+        if let Some(expires_at) = keep_until {
+            // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
+            sqlx::query(
+                "INSERT INTO previous_passwords (user_id, wrapped_key, verifier, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism, changed_at, expires_at) \
+                 SELECT id, wrapped_key, verifier, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism, ?, ? FROM principals WHERE id = ? AND kind = 'user' AND true \
+                 ON CONFLICT (user_id) DO UPDATE SET wrapped_key = excluded.wrapped_key, verifier = excluded.verifier, kdf_salt = excluded.kdf_salt, \
+                 kdf_memory_kib = excluded.kdf_memory_kib, kdf_iterations = excluded.kdf_iterations, kdf_parallelism = excluded.kdf_parallelism, \
+                 changed_at = excluded.changed_at, expires_at = excluded.expires_at WHERE previous_passwords.expires_at <= ?",
+            )
+            .bind(now)
+            .bind(expires_at)
+            .bind(&user.0[..])
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let login = set_password(&mut *tx, user, &new).await?;
+        tx.commit().await?;
         self.remember_login(login, user, PrincipalKind::User, new.verifier);
         Ok(())
+    }
+
+    /// The verifier of `user`'s key proof, if one was recorded.
+    pub async fn key_verifier(
+        &self,
+        user: PrincipalId,
+    ) -> Result<Option<[u8; 32]>, DirectoryError> {
+        let row = sqlx::query("SELECT key_verifier FROM principals WHERE id = ?")
+            .bind(&user.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) if row.try_get::<Option<Vec<u8>>, _>("key_verifier")?.is_some() => {
+                Ok(Some(key_of(&row, "key_verifier")?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Records `user`'s key proof verifier if none is recorded yet; whether it was.
+    pub async fn record_key_verifier(
+        &self,
+        user: PrincipalId,
+        key_verifier: [u8; 32],
+    ) -> Result<bool, DirectoryError> {
+        let _writing = self.writes.lock().await;
+        Ok(sqlx::query(
+            "UPDATE principals SET key_verifier = ? WHERE id = ? AND kind = 'user' AND key_verifier IS NULL",
+        )
+        .bind(&key_verifier[..])
+        .bind(&user.0[..])
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// The password material user `name`'s last change of password replaced, if it is
+    /// still within its grace period.
+    pub async fn previous_password(
+        &self,
+        name: &str,
+    ) -> Result<Option<PreviousPassword>, DirectoryError> {
+        let row = sqlx::query(
+            "SELECT v.user_id, p.public_key, v.wrapped_key, v.verifier, v.kdf_salt, v.kdf_memory_kib, v.kdf_iterations, v.kdf_parallelism, v.changed_at, v.expires_at \
+             FROM previous_passwords v JOIN principals p ON p.id = v.user_id \
+             WHERE p.login = ? AND p.kind = 'user' AND v.expires_at > ?",
+        )
+        .bind(name)
+        .bind(unix_now())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(PreviousPassword {
+                user: id_of(&row, "user_id")?,
+                public_key: key_of(&row, "public_key")?,
+                secret: NewSecret {
+                    wrapped_key: row.try_get("wrapped_key")?,
+                    verifier: key_of(&row, "verifier")?,
+                    salt: row.try_get("kdf_salt")?,
+                    kdf: KdfParams {
+                        memory_kib: row.try_get("kdf_memory_kib")?,
+                        iterations: row.try_get("kdf_iterations")?,
+                        parallelism: row.try_get("kdf_parallelism")?,
+                    },
+                },
+                changed_at: row.try_get("changed_at")?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Puts `previous` back as `previous.user`'s password material and forgets it, in one
+    /// transaction; `false` if it is no longer kept (used, expired or replaced meanwhile).
+    /// With `key_verifier`, records it if none was recorded.
+    pub async fn roll_back(
+        &self,
+        previous: &PreviousPassword,
+        key_verifier: Option<[u8; 32]>,
+    ) -> Result<bool, DirectoryError> {
+        let _writing = self.writes.lock().await;
+        let user = previous.user;
+        let mut tx = self.pool.begin().await?;
+        let taken = sqlx::query(
+            "DELETE FROM previous_passwords WHERE user_id = ? AND verifier = ? AND changed_at = ? AND expires_at > ?",
+        )
+        .bind(&user.0[..])
+        .bind(&previous.secret.verifier[..])
+        .bind(previous.changed_at)
+        .bind(unix_now())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if taken == 0 {
+            return Ok(false);
+        }
+        let login = set_password(&mut *tx, user, &previous.secret).await?;
+        if let Some(v) = key_verifier {
+            sqlx::query(
+                "UPDATE principals SET key_verifier = ? WHERE id = ? AND key_verifier IS NULL",
+            )
+            .bind(&v[..])
+            .bind(&user.0[..])
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.remember_login(login, user, PrincipalKind::User, previous.secret.verifier);
+        Ok(true)
+    }
+
+    /// Forgets replaced password material whose grace period is over.
+    pub async fn purge_previous_passwords(&self) -> Result<u64, DirectoryError> {
+        Ok(
+            sqlx::query("DELETE FROM previous_passwords WHERE expires_at <= ?")
+                .bind(unix_now())
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 
     /// Salt and KDF parameters of a user, if the name exists.
@@ -388,7 +545,7 @@ impl Directory {
 
     pub async fn key_bundle(&self, id: PrincipalId) -> Result<Option<KeyBundle>, DirectoryError> {
         let row = sqlx::query(
-            "SELECT id, kind, public_key, wrapped_key, keyring, keyring_version FROM principals WHERE id = ?",
+            "SELECT id, kind, public_key, wrapped_key, keyring, keyring_version, key_verifier IS NOT NULL AS key_proof_recorded FROM principals WHERE id = ?",
         )
         .bind(&id.0[..])
         .fetch_optional(&self.pool)
@@ -401,6 +558,7 @@ impl Directory {
                 wrapped_key: row.try_get("wrapped_key")?,
                 keyring: row.try_get("keyring")?,
                 keyring_version: row.try_get("keyring_version")?,
+                key_proof_recorded: row.try_get("key_proof_recorded")?,
             })
         })
         .transpose()
@@ -631,6 +789,11 @@ impl Directory {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(login) = login else { return Ok(false) };
+        // An operator's reset is deliberate: no change of password before it may be undone.
+        sqlx::query("DELETE FROM previous_passwords WHERE user_id = ?")
+            .bind(&user.0[..])
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT OR REPLACE INTO resets (user_id, verifier, expires_at) VALUES (?, ?, ?)",
         )
@@ -672,6 +835,7 @@ impl Directory {
         user: PrincipalId,
         public_key: [u8; 32],
         new: NewSecret,
+        key_verifier: Option<[u8; 32]>,
     ) -> Result<Option<Vec<PrincipalId>>, DirectoryError> {
         let _writing = self.writes.lock().await;
         let mut tx = self.pool.begin().await?;
@@ -685,9 +849,10 @@ impl Directory {
         }
         let login = set_password(&mut *tx, user, &new).await?;
         sqlx::query(
-            "UPDATE principals SET public_key = ?, keyring = NULL, keyring_version = 0 WHERE id = ?",
+            "UPDATE principals SET public_key = ?, keyring = NULL, keyring_version = 0, key_verifier = ? WHERE id = ?",
         )
         .bind(&public_key[..])
+        .bind(key_verifier.as_ref().map(|v| &v[..]))
         .bind(&user.0[..])
         .execute(&mut *tx)
         .await?;
@@ -861,6 +1026,7 @@ mod tests {
                 name: "alice".into(),
                 public_key: [2; 32],
                 secret: secret(4),
+                key_verifier: None,
             })
             .await
             .unwrap();
@@ -886,15 +1052,22 @@ mod tests {
         let mut disagreements = 0;
         for round in 0..300u32 {
             let v = (round % 50) as u8 * 4 + 10;
-            let racers: Vec<_> = (0..6u8)
+            let racers: Vec<_> = (0..8u8)
                 .map(|i| {
                     let d = directory.clone();
                     tokio::spawn(async move {
-                        match i % 3 {
-                            0 => d.change_password(user, secret(v + i)).await.map(drop),
+                        match i % 4 {
+                            0 => {
+                                let keep = Some(unix_now() + 60);
+                                d.change_password(user, secret(v + i), keep).await
+                            }
                             1 => d.issue_reset(user, [9; 32], 0).await.map(drop),
+                            2 => match d.previous_password("alice").await? {
+                                Some(previous) => d.roll_back(&previous, None).await.map(drop),
+                                None => Ok(()),
+                            },
                             _ => d
-                                .complete_reset(user, [2; 32], secret(v + i))
+                                .complete_reset(user, [2; 32], secret(v + i), None)
                                 .await
                                 .map(drop),
                         }
@@ -910,6 +1083,64 @@ mod tests {
             }
         }
         assert_eq!(disagreements, 0, "rounds where memory and SQLite disagreed");
+    }
+
+    /// Two changes within the grace period keep the material from before the first: an
+    /// attacker's second change cannot push the owner's wrap out. A rollback works once.
+    #[tokio::test]
+    async fn the_first_change_of_a_grace_period_is_kept_and_rolls_back_once() {
+        let (_dir, directory) = with_alice().await;
+        let keep = Some(unix_now() + 60);
+        directory
+            .change_password(ALICE, secret(20), keep)
+            .await
+            .unwrap();
+        directory
+            .change_password(ALICE, secret(40), keep)
+            .await
+            .unwrap();
+        let previous = directory.previous_password("alice").await.unwrap().unwrap();
+        assert_eq!(previous.secret.verifier, secret(4).verifier);
+        assert!(directory.roll_back(&previous, Some([7; 32])).await.unwrap());
+        assert_eq!(
+            stored_verifier(&directory, "alice").await,
+            secret(4).verifier
+        );
+        assert_eq!(
+            directory.credentials("alice").unwrap().verifier,
+            secret(4).verifier
+        );
+        assert_eq!(directory.key_verifier(ALICE).await.unwrap(), Some([7; 32]));
+        assert!(
+            !directory.roll_back(&previous, None).await.unwrap(),
+            "used once"
+        );
+        assert!(directory
+            .previous_password("alice")
+            .await
+            .unwrap()
+            .is_none());
+        // Without a grace period nothing is kept; an expired row is purged.
+        directory
+            .change_password(ALICE, secret(60), None)
+            .await
+            .unwrap();
+        assert!(directory
+            .previous_password("alice")
+            .await
+            .unwrap()
+            .is_none());
+        let past = Some(unix_now() - 1);
+        directory
+            .change_password(ALICE, secret(80), past)
+            .await
+            .unwrap();
+        assert!(directory
+            .previous_password("alice")
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(directory.purge_previous_passwords().await.unwrap(), 1);
     }
 
     /// The same for an instance: token rotations, re-enrolments and its removal racing

@@ -108,6 +108,17 @@ impl<K: Hash + Eq> Windows<K> {
             .is_some_and(|(_, w)| w.full(self.length, self.max))
     }
 
+    /// Forgets the windows of every key `which` selects; whether any was at its limit.
+    pub fn clear_where(&self, which: impl Fn(&K) -> bool) -> bool {
+        let mut was_full = false;
+        self.seen.retain(|key, w| {
+            let keep = !which(key);
+            was_full |= !keep && w.full(self.length, self.max);
+            keep
+        });
+        was_full
+    }
+
     /// Drops keys whose window has passed, so the map holds only recent clients.
     pub fn prune(&self) {
         self.seen.retain(|_, w| w.started.elapsed() < self.length);
@@ -122,11 +133,6 @@ impl<K: Hash + Eq> Windows<K> {
         if let Some(mut w) = self.seen.get_mut(key) {
             w.started -= by;
         }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.seen.is_empty()
     }
 }
 

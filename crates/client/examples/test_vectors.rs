@@ -90,6 +90,7 @@ fn main() {
             "witness": Witness::of(public(&user_sk).as_bytes()).to_string(),
             "bundle": hex(&user_bundle),
             "wrapped_key_b64": b64::encode(&user_keys.wrap(user_id, &user_bundle)),
+            "key_proof": &*crypto::key_proof(&user_sk),
         },
         "instance": {
             "id": instance_id.to_string(),

@@ -10,8 +10,8 @@ use zeroize::Zeroizing;
 use crate::ClientError;
 use sealrelay_wire::api::{
     AddInstanceRequest, ChangePasswordRequest, Enrolment, ErrorBody, InstanceList, InstanceView,
-    KeyringBody, Me, PreloginRequest, PublicKeyView, RegisterRequest, ResetDone, ResetRequest,
-    RotateTokenRequest,
+    KeyProofBody, KeyringBody, Me, PreloginRequest, PreviousRequest, PreviousWrap, PublicKeyView,
+    RegisterRequest, ResetDone, ResetRequest, RollbackRequest, RotateTokenRequest,
 };
 use sealrelay_wire::{b64, KdfSpec, PrincipalId};
 
@@ -136,13 +136,41 @@ impl Api {
     }
 
     pub async fn prelogin(&self, name: &str) -> Result<KdfSpec, ClientError> {
-        self.call(
-            "POST",
-            "/v1/prelogin".into(),
-            None,
-            Some(serde_json::json!(PreloginRequest { name: name.into() })),
-        )
-        .await
+        let request = PreloginRequest { name: name.into() };
+        self.send("POST", "/v1/prelogin", None, &request).await
+    }
+
+    /// Salt and KDF parameters of the password `name`'s last change replaced (a fake for
+    /// names with nothing to roll back, as prelogin does for unknown names).
+    pub async fn prelogin_previous(&self, name: &str) -> Result<KdfSpec, ClientError> {
+        let request = PreloginRequest { name: name.into() };
+        self.send("POST", "/v1/prelogin/previous", None, &request)
+            .await
+    }
+
+    /// The wrap a change of password replaced, for the previous password's login secret.
+    pub async fn previous_wrap(
+        &self,
+        request: &PreviousRequest,
+    ) -> Result<PreviousWrap, ClientError> {
+        self.send("POST", "/v1/users/previous", None, request).await
+    }
+
+    /// Undoes the last change of password (no current login: the previous password's login
+    /// secret and the key proof authorise it).
+    pub async fn roll_back(&self, request: &RollbackRequest) -> Result<(), ClientError> {
+        self.post("/v1/users/rollback", None, request).await
+    }
+
+    /// Records the key proof of an account registered before key proofs (once).
+    pub async fn put_key_proof(
+        &self,
+        login: Login<'_>,
+        body: &KeyProofBody,
+    ) -> Result<(), ClientError> {
+        self.send::<serde_json::Value>("PUT", "/v1/me/key-proof", Some(login.header()), body)
+            .await
+            .map(drop)
     }
 
     /// POSTs `request` where only success matters (the answer body is not needed).

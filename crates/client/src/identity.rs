@@ -56,6 +56,7 @@ async fn wrap_user_key(
         wrapped_key: keys.wrap(id, &bundle),
         auth_secret: auth_secret.clone().into(),
         kdf,
+        key_proof: Some(crypto::key_proof(secret).into()),
     };
     Ok((wrap, auth_secret))
 }
@@ -220,6 +221,22 @@ impl Identity {
             }
             None => open_keyring(&me, &secret)?,
         };
+        if me.kind == PrincipalKind::User && !me.key_proof_recorded {
+            // An account from before key proofs: record it now, so from here on a captured
+            // login secret alone cannot change this account's password.
+            let body = KeyProofBody {
+                key_proof: crypto::key_proof(&secret).into(),
+            };
+            let login = Login {
+                login,
+                secret: &auth_secret,
+            };
+            match api.put_key_proof(login, &body).await {
+                // Another client of this user recorded it first: the same proof.
+                Ok(()) | Err(ClientError::Api { status: 409, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(Identity {
             id: me.id,
             login: login.to_owned(),
@@ -311,6 +328,50 @@ impl Identity {
         api.change_password(self.api_login(), password).await?;
         self.auth_secret = auth_secret;
         Ok(())
+    }
+
+    /// Undoes the last change of `name`'s password, within the server's grace period
+    /// (protocol §7.8): the wrap it replaced is fetched with `previous_password`'s login
+    /// secret and opened here, and the key proof of the key inside authorises the rollback.
+    /// Returns the user logged in with `previous_password` again, and when the change was
+    /// made (unix seconds). Every other session of the user is closed.
+    pub async fn roll_back_password(
+        api: &Api,
+        name: &str,
+        previous_password: &str,
+    ) -> Result<(Identity, i64), ClientError> {
+        let spec = api.prelogin_previous(name).await?;
+        let keys = derive(previous_password, &spec).await?;
+        let auth_secret = keys.auth_secret();
+        let request = PreviousRequest {
+            name: name.into(),
+            auth_secret: auth_secret.clone().into(),
+        };
+        let previous = api.previous_wrap(&request).await.map_err(|e| match e {
+            ClientError::Api { status: 403, .. } => ClientError::NothingToRollBack {
+                login: name.to_owned(),
+            },
+            ClientError::Api { status: 429, .. } => ClientError::TooManyFailures {
+                login: name.to_owned(),
+            },
+            other => other,
+        })?;
+        let secret = match Bundle::decode(&keys.unwrap(previous.id, &previous.wrapped_key)?)? {
+            Bundle::User { secret }
+                if secret.public_key().as_bytes()[..] == previous.public_key[..] =>
+            {
+                secret
+            }
+            _ => return Err(ClientError::BadKey(previous.id)),
+        };
+        api.roll_back(&RollbackRequest {
+            name: name.into(),
+            auth_secret: auth_secret.into(),
+            key_proof: crypto::key_proof(&secret).into(),
+        })
+        .await?;
+        let me = Identity::login_user(api, name, previous_password).await?;
+        Ok((me, previous.changed_at))
     }
 
     /// The KDF parameters the server recommends for this user now.

@@ -97,6 +97,10 @@ pub enum ClientError {
     TokenRefused { instance: PrincipalId },
     #[error("too many failed logins for {login} or from this address: wait a minute, then retry")]
     TooManyFailures { login: String },
+    /// `POST /v1/users/previous` refused: no change of password within the server's grace
+    /// period, or not with that previous password (the server does not say which).
+    #[error("no change of {login}'s password can be undone with that password: it is not the password before the last change, or the change is older than the server keeps (auth.previous_key_days)")]
+    NothingToRollBack { login: String },
     /// The directory does not list `0` as a peer of the caller: a typo, or someone else's.
     #[error("no instance of yours has the id {0}: `sealrelay instance list` shows yours")]
     NotYours(PrincipalId),

@@ -62,6 +62,7 @@ fn the_user_vector_derives_and_unwraps() {
         crypto::derive_from_password(v["password"].as_str().unwrap(), &unhex(&v["salt"]), params)
             .unwrap();
     assert_eq!(&*keys.auth_secret(), v["auth_secret"].as_str().unwrap());
+    assert_eq!(&*crypto::key_proof(&sk), v["key_proof"].as_str().unwrap());
     let bundle = Bundle::User { secret: sk }.encode();
     assert_eq!(hex(&bundle), v["bundle"].as_str().unwrap());
     let opened = keys

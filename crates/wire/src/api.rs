@@ -66,6 +66,11 @@ pub struct PasswordWrap {
     pub wrapped_key: Vec<u8>,
     pub auth_secret: SecretText,
     pub kdf: KdfSpec,
+    /// The key proof (protocol §2.4) of the private key inside `wrapped_key`: proves the
+    /// sender holds the key, not only a login secret. Recorded at registration and reset;
+    /// required by a change of password once recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_proof: Option<SecretText>,
 }
 
 /// `POST /v1/me/password`: the same private key re-wrapped under the new password.
@@ -86,6 +91,8 @@ pub struct RegisterRequest {
     pub wrapped_key: Vec<u8>,
     pub auth_secret: SecretText,
     pub kdf: KdfSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_proof: Option<SecretText>,
 }
 
 impl RegisterRequest {
@@ -97,6 +104,7 @@ impl RegisterRequest {
             wrapped_key: p.wrapped_key,
             auth_secret: p.auth_secret,
             kdf: p.kdf,
+            key_proof: p.key_proof,
         }
     }
 
@@ -106,6 +114,7 @@ impl RegisterRequest {
             wrapped_key: self.wrapped_key,
             auth_secret: self.auth_secret,
             kdf: self.kdf,
+            key_proof: self.key_proof,
         };
         (self.name, self.user_id, self.public_key, wrap)
     }
@@ -138,6 +147,50 @@ pub struct Me {
     pub keyring: Option<String>,
     #[serde(default)]
     pub keyring_version: u64,
+    /// For users: whether the server holds this account's key proof (§2.4). A client that
+    /// sees `false` records it with `PUT /v1/me/key-proof`.
+    #[serde(default)]
+    pub key_proof_recorded: bool,
+}
+
+/// `PUT /v1/me/key-proof`: records the key proof of an account registered before key
+/// proofs existed (once: a recorded proof never changes with the password).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyProofBody {
+    pub key_proof: SecretText,
+}
+
+/// `POST /v1/users/previous`: the password wrap a change of password replaced, for the
+/// holder of the previous password (its login secret in `auth_secret`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PreviousRequest {
+    pub name: String,
+    pub auth_secret: SecretText,
+}
+
+/// The answer to `POST /v1/users/previous`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PreviousWrap {
+    pub id: PrincipalId,
+    /// The account's public key (unchanged by a change of password).
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    /// The private key wrapped under the previous password.
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    /// Unix seconds: when the password was changed, and until when it can be undone.
+    pub changed_at: i64,
+    pub expires_at: i64,
+}
+
+/// `POST /v1/users/rollback`: undoes the last change of password (within
+/// `auth.previous_key_days`), proven by the previous password's login secret and the key
+/// proof of the account's private key.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    pub name: String,
+    pub auth_secret: SecretText,
+    pub key_proof: SecretText,
 }
 
 /// `POST /v1/instances`: an [`Enrolment`] plus the id the console chose.
@@ -228,6 +281,8 @@ pub struct ResetRequest {
     pub wrapped_key: Vec<u8>,
     pub auth_secret: SecretText,
     pub kdf: KdfSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_proof: Option<SecretText>,
 }
 
 impl ResetRequest {
@@ -239,6 +294,7 @@ impl ResetRequest {
             wrapped_key: p.wrapped_key,
             auth_secret: p.auth_secret,
             kdf: p.kdf,
+            key_proof: p.key_proof,
         }
     }
 
@@ -248,6 +304,7 @@ impl ResetRequest {
             wrapped_key: self.wrapped_key,
             auth_secret: self.auth_secret,
             kdf: self.kdf,
+            key_proof: self.key_proof,
         };
         (self.name, self.reset_code, self.public_key, wrap)
     }

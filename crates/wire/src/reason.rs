@@ -141,6 +141,9 @@ pub enum Close {
     SlowReader,
     /// DISCONNECT: nothing heard for 1.5 × the keepalive.
     KeepaliveTimeout,
+    /// DISCONNECT: a packet began to arrive and did not finish within
+    /// `mqtt.packet_timeout_secs` (whatever the keepalive).
+    PacketTimeout,
     /// DISCONNECT: the same principal connected again with the same client id.
     TakenOver,
     /// DISCONNECT: the login's credentials changed while this session was being admitted.
@@ -149,6 +152,8 @@ pub enum Close {
     CredentialsChanged,
     /// DISCONNECT: the operator issued a reset code for this user.
     PasswordReset,
+    /// DISCONNECT: the holder of the previous password undid the last change of password.
+    PasswordRolledBack,
     /// DISCONNECT: the instance's token was rotated.
     TokenRotated,
     /// DISCONNECT: the instance was re-enrolled under a new key and token.
@@ -169,7 +174,7 @@ pub enum Close {
 
 impl Close {
     /// Every variant, for the docs test.
-    pub const ALL: [Close; 38] = [
+    pub const ALL: [Close; 40] = [
         Close::ClientDisconnect,
         Close::ConnectionLost,
         Close::ClosedBeforeConnect,
@@ -196,10 +201,12 @@ impl Close {
         Close::RecipientBackpressure,
         Close::SlowReader,
         Close::KeepaliveTimeout,
+        Close::PacketTimeout,
         Close::TakenOver,
         Close::ChangedDuringLogin,
         Close::CredentialsChanged,
         Close::PasswordReset,
+        Close::PasswordRolledBack,
         Close::TokenRotated,
         Close::Reenrolled,
         Close::InstanceRemoved,
@@ -239,9 +246,11 @@ impl Close {
             Close::RecipientBackpressure => "recipient_backpressure",
             Close::SlowReader => "slow_reader",
             Close::KeepaliveTimeout => "keepalive_timeout",
+            Close::PacketTimeout => "packet_timeout",
             Close::TakenOver => "taken_over",
             Close::ChangedDuringLogin | Close::CredentialsChanged => "credentials_changed",
             Close::PasswordReset => "password_reset",
+            Close::PasswordRolledBack => "password_rolled_back",
             Close::TokenRotated => "token_rotated",
             Close::Reenrolled => "reenrolled",
             Close::InstanceRemoved => "instance_removed",
@@ -284,10 +293,12 @@ impl Close {
             | Close::SlowReader
             | Close::EnvelopeTooLarge => Reason::QuotaExceeded,
             Close::BadHeader | Close::RecipientMismatch => Reason::PayloadFormatInvalid,
-            Close::KeepaliveTimeout => Reason::KeepAliveTimeout,
+            // The nearest MQTT 5 code: the peer stopped sending within the time allowed.
+            Close::KeepaliveTimeout | Close::PacketTimeout => Reason::KeepAliveTimeout,
             Close::TakenOver => Reason::SessionTakenOver,
             Close::CredentialsChanged
             | Close::PasswordReset
+            | Close::PasswordRolledBack
             | Close::TokenRotated
             | Close::Reenrolled
             | Close::KickedByOperator => Reason::AdministrativeAction,

@@ -157,6 +157,18 @@ export const escrowKeys = (ownerSecret) => split(text.encode("sealrelay/v1/escro
 /** @param {Uint8Array} ownerSecret */
 export const keyringKeys = (ownerSecret) => split(text.encode("sealrelay/v1/keyring"), ownerSecret);
 
+/**
+ * The key proof (protocol §2.4): b64url of the auth half of keys split from the private key
+ * with salt "sealrelay/v1/key-proof". A change of password must carry it once recorded.
+ * @param {Uint8Array} ownerSecret
+ */
+export async function keyProof(ownerSecret) {
+  const keys = await split(text.encode("sealrelay/v1/key-proof"), ownerSecret);
+  const proof = authSecret(keys);
+  wipeKeys(keys);
+  return proof;
+}
+
 /** The login secret: b64url(auth key), the MQTT and HTTP Basic password (protocol §2.3). */
 /** @param {DerivedKeys} keys */
 export const authSecret = (keys) => b64url(keys.authKey);

@@ -141,7 +141,12 @@ async function wrapUserKey(params, id, secret, password) {
   const keys = await c.deriveFromPassword(password, salt, params);
   const bundle = c.encodeBundle({ secret });
   const auth = c.authSecret(keys);
-  const fields = { wrapped_key: c.b64(c.wrap(keys, id, bundle)), auth_secret: auth, kdf: { salt: c.b64(salt), ...params } };
+  const fields = {
+    wrapped_key: c.b64(c.wrap(keys, id, bundle)),
+    auth_secret: auth,
+    kdf: { salt: c.b64(salt), ...params },
+    key_proof: await c.keyProof(secret),
+  };
   c.wipe(bundle);
   c.wipeKeys(keys);
   return { auth, fields };
@@ -462,6 +467,14 @@ export class Identity {
     c.wipeKeys(keys);
     if (c.toHex(c.publicKeyOf(secret)) !== c.toHex(c.fromB64(me.public_key))) {
       throw new Error("the server's public key for this account is not the one the wrapped key holds: refusing it");
+    }
+    if (!me.key_proof_recorded) {
+      // An account from before key proofs: record it, so a captured login secret alone can
+      // no longer change this account's password. 409: another client recorded it first.
+      const body = { key_proof: await c.keyProof(secret) };
+      await api.call("PUT", "/v1/me/key-proof", { auth: { login: name, secret: auth }, body }).catch((e) => {
+        if (e?.status !== 409) throw e;
+      });
     }
     const identity = new Identity(id, name, secret, auth);
     if (me.keyring) {

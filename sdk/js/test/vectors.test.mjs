@@ -25,6 +25,7 @@ test("the user vector derives and unwraps", async () => {
   const secret = checkPrincipal(u);
   const keys = await c.deriveFromPassword(u.password, hex(u.salt), u.kdf);
   assert.equal(c.authSecret(keys), u.auth_secret);
+  assert.equal(await c.keyProof(secret), u.key_proof);
   const bundle = c.encodeBundle({ secret });
   assert.equal(c.toHex(bundle), u.bundle);
   const id = c.idFromHex(u.id);

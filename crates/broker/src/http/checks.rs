@@ -55,16 +55,25 @@ pub(super) fn check_keyring(body: KeyringBody) -> Result<KeyringWrite> {
     })
 }
 
-/// A user's key wrapped under a password, with its login secret and KDF, validated.
-pub(super) fn check_password_wrap(config: &Config, wrap: PasswordWrap) -> Result<NewSecret> {
+/// A user's key wrapped under a password, with its login secret and KDF, validated; and
+/// the verifier of its key proof, if it carries one.
+pub(super) fn check_password_wrap(
+    config: &Config,
+    wrap: PasswordWrap,
+) -> Result<(NewSecret, Option<[u8; 32]>)> {
     check_wrapped(&wrap.wrapped_key)?;
     let kdf = check_kdf(config, &wrap.kdf)?;
-    Ok(NewSecret {
+    let key_verifier = wrap
+        .key_proof
+        .map(|proof| secret_verifier(proof.expose(), "key_proof"))
+        .transpose()?;
+    let secret = NewSecret {
         verifier: check_secret(wrap.auth_secret.expose())?,
         wrapped_key: wrap.wrapped_key,
         salt: wrap.kdf.salt,
         kdf,
-    })
+    };
+    Ok((secret, key_verifier))
 }
 
 /// A token's wrapped bundle and login secret, validated.
@@ -77,10 +86,15 @@ pub(super) fn instance_secret(wrapped_key: Vec<u8>, auth_secret: &str) -> Result
 }
 
 pub(super) fn check_secret(secret: &str) -> Result<[u8; 32]> {
+    secret_verifier(secret, "auth_secret")
+}
+
+/// The verifier of a client-derived secret sent as `field` (a login secret, a key proof).
+pub(super) fn secret_verifier(secret: &str, field: &str) -> Result<[u8; 32]> {
     if secret.len() < 32 || secret.len() > 128 {
-        return Err(ApiError::BadRequest(
-            "auth_secret must be 32..=128 characters".into(),
-        ));
+        return Err(ApiError::BadRequest(format!(
+            "{field} must be 32..=128 characters"
+        )));
     }
     Ok(verifier(secret))
 }

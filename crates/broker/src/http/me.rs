@@ -1,14 +1,17 @@
-//! `/v1/me`, `/v1/me/password`, `/v1/me/keyring`: the caller's own account.
+//! `/v1/me`, `/v1/me/password`, `/v1/me/key-proof`, `/v1/me/keyring`: the caller's own
+//! account.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use sealrelay_wire::api::*;
 
 use super::checks::*;
 use super::{caller, caller_user, ApiError, ApiState, Body, Result};
+use crate::directory::unix_now;
 use crate::metrics;
 use sealrelay_wire::envelope::Witness;
 use sealrelay_wire::Close;
 use sealrelay_wire::{b64, PrincipalKind};
+use subtle::ConstantTimeEq;
 
 /// The caller's own id, public key and wrapped private key, plus who it may address.
 pub(super) async fn me(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
@@ -29,21 +32,35 @@ pub(super) async fn me(req: HttpRequest, state: web::Data<ApiState>) -> Result<H
         keyring_version: u64::try_from(bundle.keyring_version).unwrap_or(0),
         // What a password change should upgrade this account's KDF parameters to.
         kdf_recommended: (bundle.kind == PrincipalKind::User).then(|| default_kdf(&state.config)),
+        key_proof_recorded: bundle.key_proof_recorded,
     }))
 }
 
 /// Swaps a user's salt, KDF parameters, verifier and wrapped key at once (the key pair is
 /// unchanged: the client re-wrapped the same private key). Authenticated with the old
-/// secret; every live session of the user is then closed, so the old password stops
-/// working at once.
+/// secret and the key proof; every live session of the user is then closed, so the old
+/// password stops working at once. What was replaced is kept `auth.previous_key_days` for
+/// a rollback.
 pub(super) async fn change_password(
     req: HttpRequest,
     state: web::Data<ApiState>,
     body: Body<ChangePasswordRequest>,
 ) -> Result<HttpResponse> {
     let user = caller_user(&req, &state).await?;
-    let new = check_password_wrap(&state.config, body.into_inner())?;
-    state.directory.change_password(user.id, new).await?;
+    let (new, proof) = check_password_wrap(&state.config, body.into_inner())?;
+    // A login secret alone must not replace the wrap of a key it cannot open: once the
+    // account's key proof is on record, the change must carry it.
+    if let Some(expected) = state.directory.key_verifier(user.id).await? {
+        if !proof.is_some_and(|p| bool::from(expected.ct_eq(&p))) {
+            return Err(ApiError::Forbidden(super::users::KEY_PROOF_REFUSED));
+        }
+    }
+    let days = i64::from(state.config.auth.previous_key_days);
+    let keep_until = (days > 0).then(|| unix_now() + days * 86_400);
+    state
+        .directory
+        .change_password(user.id, new, keep_until)
+        .await?;
     state.router.kick_all(user.id, Close::CredentialsChanged);
     metrics::key_event("password_changed");
     Ok(HttpResponse::Ok().json(IdBody { id: user.id }))
@@ -65,6 +82,27 @@ pub(super) async fn delete_account(
         id: user.id,
         deleted_instances: instances,
     }))
+}
+
+/// Records the key proof of an account registered before key proofs existed; once only.
+pub(super) async fn put_key_proof(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: Body<KeyProofBody>,
+) -> Result<HttpResponse> {
+    let user = caller_user(&req, &state).await?;
+    let key_verifier = secret_verifier(body.key_proof.expose(), "key_proof")?;
+    if !state
+        .directory
+        .record_key_verifier(user.id, key_verifier)
+        .await?
+    {
+        return Err(ApiError::Conflict(
+            "this account's key proof is already recorded; it never changes with the password"
+                .into(),
+        ));
+    }
+    Ok(HttpResponse::Ok().json(IdBody { id: user.id }))
 }
 
 /// Replaces the caller's sealed keyring; the version must be the stored one plus one, so

@@ -307,6 +307,10 @@ fn route_label(pattern: Option<&str>) -> &'static str {
         Some("/healthz") => "healthz",
         Some("/metrics") => "metrics",
         Some("/v1/prelogin") => "prelogin",
+        Some("/v1/prelogin/previous") => "prelogin_previous",
+        Some("/v1/users/previous") => "previous",
+        Some("/v1/users/rollback") => "rollback",
+        Some("/v1/me/key-proof") => "key_proof",
         Some("/v1/users") => "users",
         Some("/v1/me") => "me",
         Some("/v1/me/password") => "password",
@@ -342,6 +346,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/v1/prelogin").route(web::post().to(users::prelogin)))
     .service(resource("/v1/users").route(web::post().to(users::register)))
     .service(resource("/v1/users/reset").route(web::post().to(users::complete_reset)))
+    .service(resource("/v1/prelogin/previous").route(web::post().to(users::prelogin_previous)))
+    .service(resource("/v1/users/previous").route(web::post().to(users::previous_wrap)))
+    .service(resource("/v1/users/rollback").route(web::post().to(users::roll_back)))
+    .service(resource("/v1/me/key-proof").route(web::put().to(me::put_key_proof)))
     .service(
         resource("/v1/me")
             .route(web::get().to(me::me))

@@ -1,4 +1,6 @@
-//! `/v1/prelogin`, `/v1/users` and `/v1/users/reset`: the calls made before a login.
+//! `/v1/prelogin`, `/v1/users`, `/v1/users/reset` and the rollback of a change of
+//! password (`/v1/prelogin/previous`, `/v1/users/previous`, `/v1/users/rollback`): the
+//! calls made without a current login.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use sealrelay_wire::api::*;
@@ -9,10 +11,11 @@ use sha2::Sha256;
 
 use super::{client_ip, ApiError, ApiState, Body, Result};
 use crate::auth::AuthError;
-use crate::directory::{unix_now, NewUser};
+use crate::directory::{unix_now, NewUser, PreviousPassword};
 use crate::metrics;
 use sealrelay_wire::Close;
-use sealrelay_wire::{BadResetCode, KdfSpec, ResetCode};
+use sealrelay_wire::{BadResetCode, KdfParams, KdfSpec, ResetCode};
+use subtle::ConstantTimeEq;
 
 /// Salt and KDF parameters for a name. Unknown names get a salt derived from a server
 /// secret and the default parameters: stable and indistinguishable from a real account.
@@ -21,22 +24,139 @@ pub(super) async fn prelogin(
     state: web::Data<ApiState>,
     body: Body<PreloginRequest>,
 ) -> Result<HttpResponse> {
-    if !state.prelogins.admit(client_ip(&req, &state)) {
+    admit_prelogin(&req, &state)?;
+    let found = state.directory.kdf_of(&body.name).await?;
+    Ok(kdf_answer(
+        &state,
+        &body.name,
+        found,
+        b"sealrelay/v1/fake-salt",
+    ))
+}
+
+/// Salt and KDF parameters of the password a change replaced, for `name`'s rollback
+/// (protocol §7.8). Names with nothing to roll back get a fake as in `prelogin` (with
+/// another derivation), so the answer does not tell who changed a password recently.
+pub(super) async fn prelogin_previous(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: Body<PreloginRequest>,
+) -> Result<HttpResponse> {
+    admit_prelogin(&req, &state)?;
+    let found = (state.directory.previous_password(&body.name).await?)
+        .map(|previous| (previous.secret.salt, previous.secret.kdf));
+    Ok(kdf_answer(
+        &state,
+        &body.name,
+        found,
+        b"sealrelay/v1/fake-previous-salt",
+    ))
+}
+
+fn admit_prelogin(req: &HttpRequest, state: &ApiState) -> Result<()> {
+    if !state.prelogins.admit(client_ip(req, state)) {
         return Err(ApiError::TooMany(
             "too many prelogin requests from this address; retry in a minute",
         ));
     }
-    let (salt, params) = match state.directory.kdf_of(&body.name).await? {
-        Some(found) => found,
-        None => {
-            let mut salt = vec![0u8; 16];
-            Hkdf::<Sha256>::new(Some(&state.prelogin_key), body.name.as_bytes())
-                .expand(b"sealrelay/v1/fake-salt", &mut salt)
-                .expect("16 bytes is a valid HKDF length");
-            (salt, default_kdf(&state.config))
-        }
+    Ok(())
+}
+
+/// `found`, or for a name without one a salt derived from the server's secret (stable, and
+/// indistinguishable from a random one) with the default parameters.
+fn kdf_answer(
+    state: &ApiState,
+    name: &str,
+    found: Option<(Vec<u8>, KdfParams)>,
+    fake_label: &[u8],
+) -> HttpResponse {
+    let (salt, params) = found.unwrap_or_else(|| {
+        let mut salt = vec![0u8; 16];
+        Hkdf::<Sha256>::new(Some(&state.prelogin_key), name.as_bytes())
+            .expand(fake_label, &mut salt)
+            .expect("16 bytes is a valid HKDF length");
+        (salt, default_kdf(&state.config))
+    });
+    HttpResponse::Ok().json(KdfSpec { salt, params })
+}
+
+/// The wrap a change of password replaced, for the holder of the previous password: its
+/// login secret is checked in constant time under the login failure limits. Unknown names,
+/// wrong secrets and accounts with nothing to roll back get one answer.
+pub(super) async fn previous_wrap(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: Body<PreviousRequest>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    let previous = check_previous(&req, &state, &body.name, &body.auth_secret).await?;
+    Ok(HttpResponse::Ok().json(PreviousWrap {
+        id: previous.user,
+        public_key: previous.public_key.to_vec(),
+        wrapped_key: previous.secret.wrapped_key,
+        changed_at: previous.changed_at,
+        expires_at: previous.expires_at,
+    }))
+}
+
+/// Undoes the last change of password: the previous password's login secret and the key
+/// proof of the account's private key (which only that password's wrap gave back) are both
+/// required, so a captured login secret can neither make a change stick nor undo the
+/// owner's own remedy. Every live session of the user is closed.
+pub(super) async fn roll_back(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: Body<RollbackRequest>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    let presented = secret_verifier(body.key_proof.expose(), "key_proof")?;
+    let previous = check_previous(&req, &state, &body.name, &body.auth_secret).await?;
+    let record = match state.directory.key_verifier(previous.user).await? {
+        Some(expected) if bool::from(expected.ct_eq(&presented)) => None,
+        Some(_) => return Err(ApiError::Forbidden(KEY_PROOF_REFUSED)),
+        // An account from before key proofs: the first proof presented is recorded.
+        None => Some(presented),
     };
-    Ok(HttpResponse::Ok().json(KdfSpec { salt, params }))
+    if !state.directory.roll_back(&previous, record).await? {
+        return Err(previous_denied());
+    }
+    state
+        .router
+        .kick_all(previous.user, Close::PasswordRolledBack);
+    metrics::key_event("password_rolled_back");
+    Ok(HttpResponse::Ok().json(IdBody { id: previous.user }))
+}
+
+pub(super) const KEY_PROOF_REFUSED: &str =
+    "key_proof does not match this account's key: it must be derived from the private key the account was registered with (protocol §2.4)";
+
+fn previous_denied() -> ApiError {
+    ApiError::Forbidden(
+        "no change of password within the grace period (auth.previous_key_days) can be undone with that previous password",
+    )
+}
+
+async fn check_previous(
+    req: &HttpRequest,
+    state: &ApiState,
+    name: &str,
+    auth_secret: &SecretText,
+) -> Result<PreviousPassword> {
+    check_name(name)?;
+    let previous = state.directory.previous_password(name).await?;
+    state
+        .authenticator
+        .check(
+            client_ip(req, state),
+            name,
+            auth_secret.expose(),
+            previous.as_ref().map(|p| p.secret.verifier),
+        )
+        .map_err(|e| match e {
+            AuthError::Denied => previous_denied(),
+            AuthError::RateLimited => ApiError::RateLimited,
+        })?;
+    previous.ok_or_else(previous_denied)
 }
 
 pub(super) async fn register(
@@ -51,12 +171,14 @@ pub(super) async fn register(
     }
     let (name, id, public_key, password) = body.into_inner().into_parts();
     check_name(&name)?;
+    let (secret, key_verifier) = check_password_wrap(&state.config, password)?;
     state
         .directory
         .register_user(NewUser {
             id,
             public_key: key32(&public_key, "public_key")?,
-            secret: check_password_wrap(&state.config, password)?,
+            secret,
+            key_verifier,
             name,
         })
         .await?;
@@ -83,7 +205,7 @@ pub(super) async fn complete_reset(
         .map_err(|e: BadResetCode| ApiError::BadRequest(format!("reset_code is malformed: {e}")))?;
     check_name(&name)?;
     let public_key = key32(&public_key, "public_key")?;
-    let new = check_password_wrap(&state.config, password)?;
+    let (new, key_verifier) = check_password_wrap(&state.config, password)?;
     let pending = state.directory.pending_reset(&name).await?;
     let expected = pending
         .filter(|p| p.user == code.user && p.expires_at > unix_now())
@@ -97,7 +219,7 @@ pub(super) async fn complete_reset(
         })?;
     let stale = state
         .directory
-        .complete_reset(code.user, public_key, new)
+        .complete_reset(code.user, public_key, new, key_verifier)
         .await?
         .ok_or_else(denied)?;
     state.router.kick_all(code.user, Close::PasswordReset);

@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::codec::{
-    CodecError, ConnAckInfo, Connect, Inbound, MqttCodec, Outbound, Publish, Version,
+    CodecError, ConnAckInfo, Connect, Inbound, MqttCodec, Outbound, Progress, Publish, Version,
 };
 use super::limits::{ConnectionSlot, Limits};
 use super::proxy::read_header;
@@ -129,6 +129,8 @@ pub struct Session {
     /// reading its acknowledgements and the session is closed.
     queued: Arc<AtomicUsize>,
     last_heard: Instant,
+    /// Whether, and since when, a packet is half-received (the decoder reports it).
+    progress: Arc<Progress>,
     meter: Meter,
     close_reason: Close,
     /// This connection's place under the connection caps, given back when the actor drops.
@@ -202,7 +204,9 @@ impl Session {
             };
             let max_packet = shared.config.mqtt.max_packet_bytes;
             Session::create(move |ctx| {
-                ctx.add_stream(FramedRead::new(read, MqttCodec::server(max_packet)));
+                let progress = Progress::new();
+                let codec = MqttCodec::server(max_packet).watched_by(progress.clone());
+                ctx.add_stream(FramedRead::new(read, codec));
                 Session {
                     id: accepted.id,
                     peer: accepted.peer,
@@ -215,6 +219,7 @@ impl Session {
                     pending: shared.router.budget(),
                     queued: Arc::new(AtomicUsize::new(0)),
                     last_heard: Instant::now(),
+                    progress,
                     meter: Meter::start(accepted.peer.ip()),
                     close_reason: Close::ClientDisconnect,
                     _slot: accepted.slot,
@@ -684,6 +689,19 @@ impl Actor for Session {
                 act.close(ctx, Close::ConnectTimeout);
             }
         });
+        let packet_timeout = Duration::from_secs(self.shared.config.mqtt.packet_timeout_secs);
+        ctx.run_interval(
+            (packet_timeout / 4).max(Duration::from_millis(250)),
+            move |act, ctx| {
+                if act
+                    .progress
+                    .stalled_for()
+                    .is_some_and(|d| d > packet_timeout)
+                {
+                    act.close(ctx, Close::PacketTimeout);
+                }
+            },
+        );
         let shutdown = self.shared.shutdown.clone().cancelled_owned();
         ctx.spawn(
             fut::wrap_future::<_, Self>(shutdown)

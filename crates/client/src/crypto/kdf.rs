@@ -137,6 +137,17 @@ pub(super) fn keyring_keys(owner: &SecretKey) -> DerivedKeys {
     )
 }
 
+/// The key proof (protocol §2.4): a login-secret-shaped string only the holder of `owner`
+/// can derive. The server keeps a verifier of it, so a change of password, which swaps the
+/// wrap of this key, needs the key and not only a captured login secret.
+pub fn key_proof(owner: &SecretKey) -> Zeroizing<String> {
+    split(
+        Some(b"sealrelay/v1/key-proof"),
+        &Zeroizing::new(owner.to_bytes())[..],
+    )
+    .auth_secret()
+}
+
 pub fn random_salt() -> [u8; SALT_LEN] {
     let mut salt = [0u8; SALT_LEN];
     OsRng.fill_bytes(&mut salt);

@@ -11,7 +11,7 @@ mod seal;
 mod token;
 
 pub use bundle::Bundle;
-pub use kdf::{derive_from_password, escrow_keys, random_salt, DerivedKeys, SALT_LEN};
+pub use kdf::{derive_from_password, escrow_keys, key_proof, random_salt, DerivedKeys, SALT_LEN};
 pub use keyring::Keyring;
 pub use seal::{
     addressed_to, now_ms, open, seal_anonymous, seal_authenticated, MessageId, Opened, ReplayGuard,

@@ -10,6 +10,10 @@
 mod v4;
 mod v5;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use bytes::{Buf, Bytes, BytesMut};
 use rumqttc::mqttbytes::{self as mb, v4 as p4};
 use rumqttc::v5::mqttbytes::v5 as p5;
@@ -166,6 +170,47 @@ pub const MAX_CONNECT_BYTES: u32 = 8 * 1024;
 pub struct MqttCodec {
     version: Option<Version>,
     max_packet: u32,
+    /// Where the session reads whether a packet is half-received, and since when.
+    progress: Option<Arc<Progress>>,
+}
+
+/// Since when the packet being received has been arriving, shared by a session's decoder
+/// and the session: a connection that stops mid-packet is closed after
+/// `mqtt.packet_timeout_secs` whatever its keepalive (keepalive 0 never expires, and an
+/// unfinished packet holds its buffer).
+pub struct Progress {
+    base: Instant,
+    /// Milliseconds after `base` when the bytes of an unfinished packet began to arrive; 0
+    /// when no packet is unfinished.
+    partial_since_ms: AtomicU64,
+}
+
+impl Progress {
+    pub fn new() -> Arc<Progress> {
+        Arc::new(Progress {
+            base: Instant::now(),
+            partial_since_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn mark(&self, unfinished: bool) {
+        if !unfinished {
+            self.partial_since_ms.store(0, Ordering::Relaxed);
+        } else if self.partial_since_ms.load(Ordering::Relaxed) == 0 {
+            let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.partial_since_ms.store(now.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// How long the unfinished packet has been arriving, if one is.
+    pub fn stalled_for(&self) -> Option<Duration> {
+        let since = self.partial_since_ms.load(Ordering::Relaxed);
+        (since != 0).then(|| {
+            self.base
+                .elapsed()
+                .saturating_sub(Duration::from_millis(since))
+        })
+    }
 }
 
 impl MqttCodec {
@@ -174,7 +219,14 @@ impl MqttCodec {
         MqttCodec {
             version: None,
             max_packet,
+            progress: None,
         }
+    }
+
+    /// Reports to `progress` whether a packet is half-received after each read.
+    pub fn watched_by(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// An encoder for a session whose version is known.
@@ -182,6 +234,7 @@ impl MqttCodec {
         MqttCodec {
             version: Some(version),
             max_packet,
+            progress: None,
         }
     }
 }
@@ -223,6 +276,18 @@ impl Decoder for MqttCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
+        let decoded = self.decode_frame(src);
+        if let Some(progress) = &self.progress {
+            // The stream calls decode until it answers None: that last call knows whether
+            // bytes of an unfinished packet are left in the buffer.
+            progress.mark(matches!(decoded, Ok(None)) && !src.is_empty());
+        }
+        decoded
+    }
+}
+
+impl MqttCodec {
+    fn decode_frame(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
         // Before the CONNECT is read the peer is unauthenticated: a small limit.
         let limit = match self.version {
             None => self.max_packet.min(MAX_CONNECT_BYTES),
@@ -315,6 +380,26 @@ mod tests {
             );
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn progress_tracks_an_unfinished_packet_only() {
+        let progress = Progress::new();
+        let mut codec = v5_codec().watched_by(progress.clone());
+        let mut buf = BytesMut::new();
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+        assert!(progress.stalled_for().is_none(), "nothing buffered");
+        buf.extend_from_slice(&[0xC0, 0x00, 0xC0]); // PINGREQ, then half of another
+        assert!(matches!(codec.decode(&mut buf), Ok(Some(Inbound::PingReq))));
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+        assert!(
+            progress.stalled_for().is_some(),
+            "one byte of a packet is waiting"
+        );
+        buf.extend_from_slice(&[0x00]);
+        assert!(matches!(codec.decode(&mut buf), Ok(Some(Inbound::PingReq))));
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+        assert!(progress.stalled_for().is_none(), "finished");
     }
 
     #[test]
