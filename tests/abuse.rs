@@ -536,3 +536,149 @@ async fn a_session_stalled_mid_packet_is_closed_whatever_its_keepalive() {
         1
     );
 }
+
+/// A raw MQTT 5 PUBLISH.
+fn publish_v5(topic: &str, qos: u8, pkid: u16, payload: &[u8], alias: Option<u16>) -> Packet {
+    use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS;
+    let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][usize::from(qos)];
+    let mut publish = Publish::new(topic, qos, payload.to_vec(), None);
+    publish.pkid = pkid;
+    publish.properties = alias.map(|alias| PublishProperties {
+        topic_alias: Some(alias),
+        ..Default::default()
+    });
+    Packet::Publish(publish)
+}
+
+/// The findings' protocol corners: a Topic Alias was silently accepted though the broker
+/// advertises no Topic Alias Maximum (MQTT 5 wants DISCONNECT 0x94); a QoS 2 packet id
+/// reused before PUBREL got PUBREC 0x00 for a second, different (spoofed) envelope, never
+/// checked. Now the alias closes with 0x94, the other message under a used id gets PUBREC
+/// 0x91 and is not delivered, and a true resend is still a duplicate (PUBREC 0x00, once).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_alias_and_a_reused_qos2_packet_id_are_refused() {
+    let broker = Broker::start();
+    let mut alice = broker.user("alice").await;
+    let instance = broker.instance_of(&mut alice).await;
+    let (to, key) = (instance.id, instance.public_key());
+    let topic = to.inbox_topic();
+    let login = (alice.login.as_str(), alice.auth_secret());
+
+    let mut aliased = Raw::connect_v5(broker.mqtt, login, 0).await;
+    let envelope = alice.seal_to(to, &key, b"status?").unwrap();
+    aliased
+        .send_v5(publish_v5(&topic, 1, 1, &envelope, Some(1)))
+        .await;
+    assert_eq!(
+        disconnect_of(&mut aliased).await,
+        (DisconnectReasonCode::TopicAliasInvalid, "bad_packet".into())
+    );
+
+    let mut raw = Raw::connect_v5(broker.mqtt, login, 0).await;
+    let pubrec = |read: RawRead| match read {
+        RawRead::Packet(p) => match *p {
+            Packet::PubRec(r) => (r.pkid, r.reason),
+            other => panic!("expected PUBREC, got {other:?}"),
+        },
+        other => panic!("expected PUBREC, got {other:?}"),
+    };
+    use rumqttc::v5::mqttbytes::v5::PubRecReason;
+    let first = alice.seal_to(to, &key, b"restart line 3").unwrap();
+    let other = alice.seal_to(to, &key, b"format the disk").unwrap();
+    let mut answers = Vec::new();
+    for payload in [&first, &other, &first] {
+        raw.send_v5(publish_v5(&topic, 2, 7, payload, None)).await;
+        answers.push(pubrec(raw.read(Duration::from_secs(5)).await));
+    }
+    assert_eq!(
+        answers,
+        [
+            (7, PubRecReason::NoMatchingSubscribers),
+            (7, PubRecReason::PacketIdentifierInUse),
+            (7, PubRecReason::Success),
+        ]
+    );
+    assert_eq!(broker.counter("sealrelay_envelopes_received_total"), 1);
+    assert_eq!(
+        broker.counter("sealrelay_publish_refused_total{reason=\"packet_id_in_use\"}"),
+        1
+    );
+}
+
+/// `auth.registration`: "invite" creates accounts only for holders of a one-time code from
+/// `sealrelay admin invite`, and refuses before looking at the name, so the 409 for a taken
+/// name (the finding: it answered anyone, undoing prelogin's care) needs an invite; a name
+/// already taken leaves the invite unused. "closed" creates none.
+#[tokio::test(flavor = "multi_thread")]
+async fn registration_by_invite_or_not_at_all() {
+    let broker = Broker::start_with(&[("SEALRELAY_AUTH_REGISTRATION", "invite")]);
+    let invite = || {
+        let out = broker.admin(&["invite"]);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.strip_prefix("invite ").unwrap().trim().to_owned()
+    };
+    let mut register = broker.cli();
+    register.args(["user", "register", "--user", "alice"]);
+    let refused = register
+        .env("SEALRELAY_PASSWORD", "a long passphrase")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim(),
+        "sealrelay: this server creates accounts by invite only: send the invite code your operator gave you (`sealrelay admin invite` makes one); set SEALRELAY_INVITE to it"
+    );
+    let code = invite();
+    let mut register = broker.cli();
+    register
+        .args(["user", "register", "--user", "alice"])
+        .env("SEALRELAY_INVITE", &code);
+    common::run_cli_ok(register, &[], "a long passphrase");
+
+    let api = broker.api();
+    let attempt = |name: &'static str, invite: Option<String>| {
+        let api = api.clone();
+        async move {
+            Identity::register_invited(
+                &api,
+                name,
+                "a long passphrase",
+                common::FAST_KDF,
+                invite.as_deref(),
+            )
+            .await
+            .err()
+            .map(|e| match e {
+                ClientError::Api {
+                    status, message, ..
+                } => (status, message),
+                other => panic!("{other}"),
+            })
+        }
+    };
+    let used = attempt("bob", Some(code)).await.unwrap();
+    assert_eq!(used.0, 403, "an invite works once: {}", used.1);
+    // A taken name is not revealed without an invite...
+    assert_eq!(attempt("alice", None).await.unwrap().0, 403);
+    // ...and with one, the conflict leaves the invite for another name.
+    let fresh = invite();
+    assert_eq!(attempt("alice", Some(fresh.clone())).await.unwrap().0, 409);
+    assert_eq!(attempt("bob", Some(fresh)).await, None);
+
+    let closed = Broker::start_with(&[("SEALRELAY_AUTH_REGISTRATION", "closed")]);
+    let refused = Identity::register_user(
+        &closed.api(),
+        "carol",
+        "a long passphrase",
+        common::FAST_KDF,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        matches!(&refused, ClientError::Api { status: 403, message, .. }
+            if message.starts_with("this server takes no new accounts")),
+        "{refused}"
+    );
+}

@@ -10,7 +10,7 @@ use sealrelay_broker::config::Config;
 use sealrelay_broker::{admin, datadir};
 use sealrelay_client::Api;
 use sealrelay_wire::api::{
-    AdminKicked, AdminReset, AdminSessionLog, AdminSessions, AdminUnlocked, AdminUsers,
+    AdminInvite, AdminKicked, AdminReset, AdminSessionLog, AdminSessions, AdminUnlocked, AdminUsers,
 };
 use sealrelay_wire::PrincipalId;
 use serde::de::DeserializeOwned;
@@ -26,6 +26,12 @@ pub(super) enum AdminCommand {
         /// The user's name.
         #[arg(long)]
         name: String,
+        #[command(flatten)]
+        operator: Operator,
+    },
+    /// Make a one-time invite code, for a server with auth.registration = "invite": the new
+    /// user registers with it in SEALRELAY_INVITE. Shown once; only its verifier is kept.
+    Invite {
         #[command(flatten)]
         operator: Operator,
     },
@@ -140,6 +146,16 @@ pub(super) async fn run(command: AdminCommand) -> Result<()> {
             println!("user {name} ({})", reset.user_id);
             println!("reset-code {}", reset.reset_code.expose());
             eprintln!("The old password no longer works. Give the code to {name} over a channel you trust; it is valid until {} and works once: `sealrelay user reset --user {name}`.", when(reset.expires_at));
+        }
+        AdminCommand::Invite { operator } => {
+            let Some(invite) = operator
+                .call::<AdminInvite>("POST", "/v1/admin/invites")
+                .await?
+            else {
+                return Ok(());
+            };
+            println!("invite {}", invite.invite.expose());
+            eprintln!("Give the code to the new user over a channel you trust; it is valid until {} and works once: `SEALRELAY_INVITE=<code> sealrelay user register --user <name>`.", when(invite.expires_at));
         }
         AdminCommand::Users { operator } => {
             let Some(list) = operator

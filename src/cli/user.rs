@@ -7,12 +7,14 @@ use super::{
     log_in, new_password, password, secret, strongest, when, Server, UserArg, CLIENT_MIN_KDF,
 };
 use sealrelay_client::password::check_new_password;
-use sealrelay_client::Identity;
+use sealrelay_client::{ClientError, Identity};
 use sealrelay_wire::ResetCode;
+use zeroize::Zeroizing;
 
 #[derive(Subcommand)]
 pub(super) enum UserCommand {
     /// Create an account: the key pair is made here and only its wrapped form is uploaded.
+    /// On a server that creates accounts by invite, the code comes from SEALRELAY_INVITE.
     Register {
         #[command(flatten)]
         endpoints: Server,
@@ -104,7 +106,25 @@ pub(super) async fn run(command: UserCommand) -> Result<()> {
             // accept weaker ones than our own floor.
             let advertised = api.prelogin(&user.user).await?.params;
             let params = strongest(&[advertised, CLIENT_MIN_KDF]);
-            let me = Identity::register_user(&api, &user.user, &password, params).await?;
+            let invite = std::env::var("SEALRELAY_INVITE").ok().map(Zeroizing::new);
+            let me = Identity::register_invited(
+                &api,
+                &user.user,
+                &password,
+                params,
+                invite.as_deref().map(String::as_str),
+            )
+            .await
+            .map_err(|e| match e {
+                ClientError::Api {
+                    status: 403,
+                    message,
+                    ..
+                } if invite.is_none() => {
+                    anyhow::anyhow!("{message}; set SEALRELAY_INVITE to it")
+                }
+                other => other.into(),
+            })?;
             println!(
                 "registered user {} (id {}, key witness {})",
                 me.login,

@@ -88,8 +88,8 @@ impl Meter {
     }
 }
 
-/// Deletes session metadata older than `retention_days`, and password material past its
-/// grace period, hourly, for as long as the returned task lives.
+/// Deletes session metadata older than `retention_days`, and password material and invites
+/// past their time, hourly, for as long as the returned task lives.
 pub fn spawn_retention(
     directory: Arc<Directory>,
     retention_days: u32,
@@ -104,11 +104,11 @@ pub fn spawn_retention(
                 Ok(n) => tracing::info!(rows = n, "purged expired session metadata"),
                 Err(e) => tracing::warn!(error = %e, "session metadata purge failed"),
             }
-            // Replaced password material is promised to last only its grace period.
-            match directory.purge_previous_passwords().await {
+            // Replaced password material and invites are promised to last only so long.
+            match directory.purge_expired_credentials().await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "purged expired previous passwords"),
-                Err(e) => tracing::warn!(error = %e, "previous password purge failed"),
+                Ok(n) => tracing::info!(rows = n, "purged expired previous passwords and invites"),
+                Err(e) => tracing::warn!(error = %e, "previous password and invite purge failed"),
             }
         }
     })

@@ -1,5 +1,6 @@
 //! The operator API, on its own listener (loopback by default, `[admin]` in broker.toml):
-//! what only the people running the broker may do — issue password-reset codes, list
+//! what only the people running the broker may do — issue password-reset codes and invite
+//! codes, list
 //! accounts and live sessions, close a principal's sessions, clear a login's lockout, read a
 //! principal's session metadata. Metadata only: nothing here can read an envelope or a key.
 //! Every call carries `Authorization: Bearer <token>`, the token being the base64url form
@@ -14,8 +15,8 @@ use subtle::ConstantTimeEq;
 use crate::directory::unix_now;
 use crate::http::{self, ApiError, ApiState};
 use sealrelay_wire::api::{
-    AdminKicked, AdminReset, AdminSession, AdminSessionLog, AdminSessions, AdminUnlocked,
-    AdminUser, AdminUsers,
+    AdminInvite, AdminKicked, AdminReset, AdminSession, AdminSessionLog, AdminSessions,
+    AdminUnlocked, AdminUser, AdminUsers,
 };
 use sealrelay_wire::{b64, Close, PrincipalKind, ResetCode};
 
@@ -78,6 +79,30 @@ async fn reset_user(
     Ok(HttpResponse::Ok().json(AdminReset {
         user_id: user.id,
         reset_code: code.reveal().into(),
+        expires_at,
+    }))
+}
+
+/// `POST /v1/admin/invites`: a one-time invite code for `auth.registration = "invite"`,
+/// returned once; only its verifier is kept, until `admin.invite_ttl_secs` from now.
+async fn invite(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state)?;
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, secret.as_mut());
+    let code = zeroize::Zeroizing::new(format!(
+        "{}{}",
+        http::INVITE_PREFIX,
+        b64::encode_url(secret.as_ref())
+    ));
+    let expires_at = unix_now() + state.api.config.admin.invite_ttl_secs as i64;
+    state
+        .api
+        .directory
+        .issue_invite(crate::auth::verifier(&code), expires_at)
+        .await?;
+    tracing::info!("operator issued an invite");
+    Ok(HttpResponse::Ok().json(AdminInvite {
+        invite: code.as_str().into(),
         expires_at,
     }))
 }
@@ -193,6 +218,7 @@ fn configure(cfg: &mut web::ServiceConfig) {
         web::resource(path.to_owned()).default_service(web::to(http::method_not_allowed))
     };
     cfg.service(resource("/v1/admin/users/{name}/reset").route(web::post().to(reset_user)))
+        .service(resource("/v1/admin/invites").route(web::post().to(invite)))
         .service(resource("/v1/admin/users").route(web::get().to(users)))
         .service(resource("/v1/admin/sessions").route(web::get().to(sessions)))
         .service(resource("/v1/admin/principals/{id}/kick").route(web::post().to(kick)))

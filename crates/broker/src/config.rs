@@ -154,6 +154,7 @@ pub struct Admin {
     pub listen: SocketAddr,
     pub token_file: PathBuf,
     pub reset_code_ttl_secs: u64,
+    pub invite_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -181,6 +182,19 @@ pub struct Auth {
     pub registrations_per_ip_per_hour: u32,
     pub prelogins_per_ip_per_minute: u32,
     pub previous_key_days: u32,
+    pub registration: Registration,
+}
+
+/// Who may create an account (`auth.registration`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Anyone, within `auth.registrations_per_ip_per_hour`.
+    Open,
+    /// Whoever holds a one-time invite code from the operator (`sealrelay admin invite`).
+    Invite,
+    /// Nobody: the operator's users exist already.
+    Closed,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -509,6 +523,7 @@ pub const CLIENT_VARIABLES: &[&str] = &[
     "SEALRELAY_NEW_PASSWORD",
     "SEALRELAY_RESET_CODE",
     "SEALRELAY_TOKEN",
+    "SEALRELAY_INVITE",
 ];
 
 /// `SEALRELAY_MQTT_LISTEN=…` sets `mqtt.listen`. A `SEALRELAY_*` variable that names no key

@@ -35,6 +35,9 @@ pub enum DirectoryError {
     Database(#[from] sqlx::Error),
     #[error("directory row is corrupt: {0}")]
     Corrupt(&'static str),
+    /// A registration's invite code is unknown, used or expired.
+    #[error("that invite code is not valid (wrong, already used or expired): ask the operator for a new one")]
+    InviteRefused,
     /// A keyring write must carry the stored version plus one.
     #[error("the keyring changed since it was read (stored version {current}): re-read it, merge and retry")]
     KeyringVersion { current: i64 },
@@ -55,6 +58,8 @@ pub struct NewUser {
     pub secret: NewSecret,
     /// The verifier of the key proof (protocol §2.4), if the client sent one.
     pub key_verifier: Option<[u8; 32]>,
+    /// The verifier of the invite code this registration consumes, when invites are required.
+    pub invite: Option<[u8; 32]>,
 }
 
 /// A user's new password-derived material; the key pair stays.
@@ -326,8 +331,24 @@ impl Directory {
             .unwrap_or_default()
     }
 
+    /// Creates a user, consuming its invite (if one is given) in the same transaction: an
+    /// invite that does not match refuses before the name is looked at, and a name taken
+    /// leaves the invite unused.
     pub async fn register_user(&self, user: NewUser) -> Result<(), DirectoryError> {
         let _writing = self.writes.lock().await;
+        let now = unix_now();
+        let mut tx = self.pool.begin().await?;
+        if let Some(invite) = user.invite {
+            let used = sqlx::query("DELETE FROM invites WHERE verifier = ? AND expires_at > ?")
+                .bind(&invite[..])
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if used == 0 {
+                return Err(DirectoryError::InviteRefused);
+            }
+        }
         sqlx::query(
             "INSERT INTO principals (id, kind, login, public_key, wrapped_key, verifier, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism, created_at, key_verifier) \
              VALUES (?, 'user', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -341,9 +362,9 @@ impl Directory {
         .bind(user.secret.kdf.memory_kib)
         .bind(user.secret.kdf.iterations)
         .bind(user.secret.kdf.parallelism)
-        .bind(unix_now())
+        .bind(now)
         .bind(user.key_verifier.as_ref().map(|v| &v[..]))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| {
             if unique_violation(&e) {
@@ -352,6 +373,7 @@ impl Directory {
                 e.into()
             }
         })?;
+        tx.commit().await?;
         self.remember_login(
             user.name,
             user.id,
@@ -506,15 +528,33 @@ impl Directory {
         Ok(true)
     }
 
-    /// Forgets replaced password material whose grace period is over.
-    pub async fn purge_previous_passwords(&self) -> Result<u64, DirectoryError> {
-        Ok(
-            sqlx::query("DELETE FROM previous_passwords WHERE expires_at <= ?")
-                .bind(unix_now())
+    /// Records an invite code (its verifier), usable once until `expires_at`.
+    pub async fn issue_invite(
+        &self,
+        verifier: [u8; 32],
+        expires_at: i64,
+    ) -> Result<(), DirectoryError> {
+        sqlx::query("INSERT INTO invites (verifier, created_at, expires_at) VALUES (?, ?, ?)")
+            .bind(&verifier[..])
+            .bind(unix_now())
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets replaced password material and invites whose time is over; how many rows.
+    pub async fn purge_expired_credentials(&self) -> Result<u64, DirectoryError> {
+        let now = unix_now();
+        let mut purged = 0;
+        for table in ["previous_passwords", "invites"] {
+            purged += sqlx::query(&format!("DELETE FROM {table} WHERE expires_at <= ?"))
+                .bind(now)
                 .execute(&self.pool)
                 .await?
-                .rows_affected(),
-        )
+                .rows_affected();
+        }
+        Ok(purged)
     }
 
     /// Salt and KDF parameters of a user, if the name exists.
@@ -1027,6 +1067,7 @@ mod tests {
                 public_key: [2; 32],
                 secret: secret(4),
                 key_verifier: None,
+                invite: None,
             })
             .await
             .unwrap();
@@ -1140,7 +1181,7 @@ mod tests {
             .await
             .unwrap()
             .is_none());
-        assert_eq!(directory.purge_previous_passwords().await.unwrap(), 1);
+        assert_eq!(directory.purge_expired_credentials().await.unwrap(), 1);
     }
 
     /// The same for an instance: token rotations, re-enrolments and its removal racing

@@ -101,12 +101,25 @@ impl Identity {
         password: &str,
         params: KdfParams,
     ) -> Result<Identity, ClientError> {
+        Self::register_invited(api, name, password, params, None).await
+    }
+
+    /// [`Identity::register_user`] on a server that creates accounts by invite: `invite` is
+    /// the one-time code its operator gave.
+    pub async fn register_invited(
+        api: &Api,
+        name: &str,
+        password: &str,
+        params: KdfParams,
+        invite: Option<&str>,
+    ) -> Result<Identity, ClientError> {
         let id = PrincipalId::random();
         let secret = SecretKey::generate(&mut OsRng);
         let (password, auth_secret) = wrap_user_key(id, &secret, password, params).await?;
         let public_key = secret.public_key().as_bytes().to_vec();
-        api.register(RegisterRequest::new(name.into(), id, public_key, password))
-            .await?;
+        let mut request = RegisterRequest::new(name.into(), id, public_key, password);
+        request.invite = invite.map(Into::into);
+        api.register(request).await?;
         Ok(Identity::new_user(id, name, secret, auth_secret))
     }
 

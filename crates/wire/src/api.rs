@@ -93,6 +93,9 @@ pub struct RegisterRequest {
     pub kdf: KdfSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_proof: Option<SecretText>,
+    /// A one-time invite code from the operator, where `auth.registration = "invite"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<SecretText>,
 }
 
 impl RegisterRequest {
@@ -105,6 +108,7 @@ impl RegisterRequest {
             auth_secret: p.auth_secret,
             kdf: p.kdf,
             key_proof: p.key_proof,
+            invite: None,
         }
     }
 
@@ -373,6 +377,13 @@ pub struct PublicKeyView {
     #[serde(with = "b64")]
     pub public_key: Vec<u8>,
     pub witness: String,
+}
+
+/// The answer to the operator's `POST /v1/admin/invites`: a one-time invite code, shown once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminInvite {
+    pub invite: SecretText,
+    pub expires_at: i64,
 }
 
 /// The answer to the operator's `POST /v1/admin/users/{name}/reset`: the code, shown once.

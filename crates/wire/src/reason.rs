@@ -34,8 +34,14 @@ pub enum Reason {
     SessionTakenOver = 0x8E,
     /// DISCONNECT: a PUBLISH topic that is not valid UTF-8 or holds a wildcard.
     TopicNameInvalid = 0x90,
+    /// PUBREC (MQTT 5): a QoS 2 PUBLISH reuses the packet id of a different message still
+    /// awaiting its PUBREL; not delivered.
+    PacketIdInUse = 0x91,
     /// DISCONNECT: more unacknowledged QoS 1/2 publishes than the advertised Receive Maximum.
     ReceiveMaximumExceeded = 0x93,
+    /// DISCONNECT: a PUBLISH with a Topic Alias; the broker advertises no Topic Alias Maximum,
+    /// which means 0 (MQTT-3.3.2-8).
+    TopicAliasInvalid = 0x94,
     /// DISCONNECT: a packet over `mqtt.max_packet_bytes`.
     PacketTooLarge = 0x95,
     /// CONNACK (broker at `mqtt.max_connections`), PUBACK (recipient over its byte budget, or
@@ -55,7 +61,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every variant, for the docs test and for tools that print the table.
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 21] = [
         Reason::Success,
         Reason::NoMatchingSubscribers,
         Reason::UnspecifiedError,
@@ -68,7 +74,9 @@ impl Reason {
         Reason::KeepAliveTimeout,
         Reason::SessionTakenOver,
         Reason::TopicNameInvalid,
+        Reason::PacketIdInUse,
         Reason::ReceiveMaximumExceeded,
+        Reason::TopicAliasInvalid,
         Reason::PacketTooLarge,
         Reason::QuotaExceeded,
         Reason::AdministrativeAction,
@@ -100,7 +108,7 @@ pub enum Close {
     /// A packet out of order: before CONNECT, a second CONNECT, PUBREC/PUBCOMP from a client.
     ProtocolError,
     /// The decoder refused a packet; the DISCONNECT carries the decoder's code (0x81, 0x82,
-    /// 0x90, 0x93 or 0x95), 0x81 by default.
+    /// 0x90, 0x93, 0x94 or 0x95), 0x81 by default.
     BadPacket,
     /// CONNACK: unknown login, wrong secret or no credentials.
     RefusedAuth,
@@ -128,6 +136,9 @@ pub enum Close {
     BadHeader,
     /// PUBACK (per message): the envelope's recipient differs from the topic's.
     RecipientMismatch,
+    /// PUBREC (per message): a QoS 2 packet id reused for a different message before PUBREL;
+    /// 3.1.1, which has no reason codes: a close.
+    PacketIdInUse,
     /// DISCONNECT: more refused publishes than `mqtt.max_refusals_per_minute`.
     TooManyRefusals,
     /// CONNACK: the principal's last session ended for too many refusals; it may connect
@@ -174,7 +185,7 @@ pub enum Close {
 
 impl Close {
     /// Every variant, for the docs test.
-    pub const ALL: [Close; 40] = [
+    pub const ALL: [Close; 41] = [
         Close::ClientDisconnect,
         Close::ConnectionLost,
         Close::ClosedBeforeConnect,
@@ -195,6 +206,7 @@ impl Close {
         Close::EnvelopeTooLarge,
         Close::BadHeader,
         Close::RecipientMismatch,
+        Close::PacketIdInUse,
         Close::TooManyRefusals,
         Close::RefusedCooldown,
         Close::RetainRefused,
@@ -240,6 +252,7 @@ impl Close {
             Close::EnvelopeTooLarge => "envelope_too_large",
             Close::BadHeader => "bad_header",
             Close::RecipientMismatch => "recipient_mismatch",
+            Close::PacketIdInUse => "packet_id_in_use",
             Close::TooManyRefusals => "too_many_refusals",
             Close::RefusedCooldown => "refused_cooldown",
             Close::RetainRefused => "retain_refused",
@@ -293,6 +306,7 @@ impl Close {
             | Close::SlowReader
             | Close::EnvelopeTooLarge => Reason::QuotaExceeded,
             Close::BadHeader | Close::RecipientMismatch => Reason::PayloadFormatInvalid,
+            Close::PacketIdInUse => Reason::PacketIdInUse,
             // The nearest MQTT 5 code: the peer stopped sending within the time allowed.
             Close::KeepaliveTimeout | Close::PacketTimeout => Reason::KeepAliveTimeout,
             Close::TakenOver => Reason::SessionTakenOver,

@@ -6,6 +6,7 @@
 
 mod checks;
 pub(crate) use checks::id_param;
+pub(crate) use users::INVITE_PREFIX;
 mod console;
 mod instances;
 mod me;
@@ -129,6 +130,9 @@ impl From<DirectoryError> for ApiError {
         match e {
             DirectoryError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
             DirectoryError::KeyringVersion { current } => ApiError::KeyringConflict { current },
+            DirectoryError::InviteRefused => ApiError::Forbidden(
+                "that invite code is not valid (wrong, already used or expired): ask the operator for a new one",
+            ),
             other => {
                 tracing::error!(error = %other, "directory error in HTTP request");
                 ApiError::Unavailable
@@ -323,6 +327,7 @@ fn route_label(pattern: Option<&str>) -> &'static str {
         Some("/v1/instances/{id}/reenrol") => "instance_reenrol",
         Some("/v1/admin/users/{name}/reset") => "admin_reset",
         Some("/v1/admin/users") => "admin_users",
+        Some("/v1/admin/invites") => "admin_invite",
         Some("/v1/admin/sessions") => "admin_sessions",
         Some("/v1/admin/principals/{id}/kick") => "admin_kick",
         Some("/v1/admin/logins/{name}/unlock") => "admin_unlock",

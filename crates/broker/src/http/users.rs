@@ -10,7 +10,8 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 
 use super::{client_ip, ApiError, ApiState, Body, Result};
-use crate::auth::AuthError;
+use crate::auth::{verifier, AuthError};
+use crate::config::Registration;
 use crate::directory::{unix_now, NewUser, PreviousPassword};
 use crate::metrics;
 use sealrelay_wire::Close;
@@ -159,6 +160,15 @@ async fn check_previous(
     previous.ok_or_else(previous_denied)
 }
 
+/// Invite codes: `sri1.` then 43 base64url characters (32 random bytes).
+pub(crate) const INVITE_PREFIX: &str = "sri1.";
+
+const INVITE_REQUIRED: &str =
+    "this server creates accounts by invite only: send the invite code your operator gave you (`sealrelay admin invite` makes one)";
+
+/// Creates a user, as `auth.registration` allows: anyone, the holder of an invite, or
+/// nobody. Without a valid invite the name is not even looked at, so the 409 for a taken
+/// name tells only invite holders which names exist.
 pub(super) async fn register(
     req: HttpRequest,
     state: web::Data<ApiState>,
@@ -169,7 +179,18 @@ pub(super) async fn register(
             "too many accounts created from this address; retry in an hour",
         ));
     }
-    let (name, id, public_key, password) = body.into_inner().into_parts();
+    let mut body = body.into_inner();
+    let invite = match state.config.auth.registration {
+        Registration::Open => None,
+        Registration::Closed => return Err(ApiError::Forbidden(
+            "this server takes no new accounts (auth.registration = \"closed\"): ask its operator",
+        )),
+        Registration::Invite => match body.invite.take() {
+            Some(code) if code.expose().starts_with(INVITE_PREFIX) => Some(verifier(code.expose())),
+            _ => return Err(ApiError::Forbidden(INVITE_REQUIRED)),
+        },
+    };
+    let (name, id, public_key, password) = body.into_parts();
     check_name(&name)?;
     let (secret, key_verifier) = check_password_wrap(&state.config, password)?;
     state
@@ -179,6 +200,7 @@ pub(super) async fn register(
             public_key: key32(&public_key, "public_key")?,
             secret,
             key_verifier,
+            invite,
             name,
         })
         .await?;

@@ -10,7 +10,8 @@
 //! return, so its buffer could grow without bound behind a slow reader. Here every byte
 //! handed to a session stays counted until it has been flushed to the socket.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -98,8 +99,12 @@ struct Live {
     inflight: HashMap<u16, usize>,
     /// QoS 1 deliveries waiting for an in-flight slot.
     waiting: VecDeque<Bytes>,
-    /// Inbound QoS 2 packet ids delivered and awaiting PUBREL (exactly-once bookkeeping).
-    awaiting_pubrel: HashSet<u16>,
+    /// Inbound QoS 2 packet ids delivered and awaiting PUBREL (exactly-once bookkeeping),
+    /// with a keyed digest of topic and payload: a resend of the same message is a
+    /// duplicate, another message under the same id is refused.
+    awaiting_pubrel: HashMap<u16, u64>,
+    /// Keys those digests (random per session, so a client cannot aim for a collision).
+    digests: RandomState,
     /// Publishes refused in the current minute: past `mqtt.max_refusals_per_minute` the
     /// session ends, so a broken or hostile client cannot make refusals its steady state.
     refusals: Window,
@@ -434,7 +439,8 @@ impl Session {
             next_pkid: 0,
             inflight: HashMap::new(),
             waiting: VecDeque::new(),
-            awaiting_pubrel: HashSet::new(),
+            awaiting_pubrel: HashMap::new(),
+            digests: RandomState::new(),
             refusals: Window::default(),
         }));
         self.meter.principal = Some(principal);
@@ -477,9 +483,22 @@ impl Session {
         let State::Live(live) = &mut self.state else {
             return self.close(ctx, Close::ProtocolError);
         };
-        if publish.qos == 2 && live.awaiting_pubrel.contains(&publish.pkid) {
-            // A resent QoS 2 publish already delivered: acknowledge, do not deliver twice.
-            return self.ack(publish.qos, publish.pkid, Reason::Success, None);
+        let digest = live
+            .digests
+            .hash_one((&publish.topic, &publish.payload[..]));
+        if publish.qos == 2 {
+            match live.awaiting_pubrel.get(&publish.pkid) {
+                // A resent QoS 2 publish already delivered: acknowledge, do not deliver twice.
+                Some(seen) if *seen == digest => {
+                    return self.ack(publish.qos, publish.pkid, Reason::Success, None);
+                }
+                // Another message under an id still in use: never acknowledged as delivered.
+                Some(_) if self.version == Version::V311 => {
+                    return self.close(ctx, Close::PacketIdInUse);
+                }
+                Some(_) => return self.refuse_publish(ctx, &publish, Close::PacketIdInUse),
+                None => {}
+            }
         }
         if publish.retain && self.version == Version::V5 {
             // CONNACK said Retain Available = 0 (MQTT-3.3.1-4 / 3.2.2.3.5).
@@ -511,7 +530,7 @@ impl Session {
         }
         if publish.qos == 2 && outcome != Delivery::Backpressure {
             if let State::Live(live) = &mut self.state {
-                live.awaiting_pubrel.insert(publish.pkid);
+                live.awaiting_pubrel.insert(publish.pkid, digest);
             }
         }
         if publish.qos > 0 {

@@ -148,6 +148,8 @@ pub enum CodecError {
     UnsupportedProtocol { name: String, level: u8 },
     #[error("cannot encode packet: {0}")]
     Encode(String),
+    #[error("a PUBLISH carries a Topic Alias, but the Topic Alias Maximum is 0")]
+    TopicAlias,
 }
 
 impl CodecError {
@@ -157,6 +159,7 @@ impl CodecError {
             CodecError::TooLarge(_) => Reason::PacketTooLarge,
             CodecError::UnsupportedProtocol { .. } => Reason::UnsupportedProtocolVersion,
             CodecError::NotConnect => Reason::ProtocolError,
+            CodecError::TopicAlias => Reason::TopicAliasInvalid,
             _ => Reason::MalformedPacket,
         }
     }
@@ -332,10 +335,17 @@ impl MqttCodec {
             }
             Version::V5 => {
                 let mut frame = src.split_to(frame_len);
-                v5::from_v5(
-                    p5::Packet::read(&mut frame, Some(self.max_packet))
-                        .map_err(|e| malformed(&e))?,
-                )
+                let packet = p5::Packet::read(&mut frame, Some(self.max_packet))
+                    .map_err(|e| malformed(&e))?;
+                if let p5::Packet::Publish(p) = &packet {
+                    if p.properties
+                        .as_ref()
+                        .is_some_and(|p| p.topic_alias.is_some())
+                    {
+                        return Err(CodecError::TopicAlias);
+                    }
+                }
+                v5::from_v5(packet)
             }
         };
         Ok(Some(inbound))

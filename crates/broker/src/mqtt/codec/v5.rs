@@ -19,6 +19,7 @@ macro_rules! publish_ack_reason {
                 Reason::TopicNameInvalid => A::TopicNameInvalid,
                 Reason::QuotaExceeded => A::QuotaExceeded,
                 Reason::PayloadFormatInvalid => A::PayloadFormatInvalid,
+                Reason::PacketIdInUse => A::PacketIdentifierInUse,
                 _ => A::UnspecifiedError,
             }
         }
@@ -116,6 +117,7 @@ pub(super) fn v5_disconnect(reason: Reason) -> v5::DisconnectReasonCode {
         Reason::SessionTakenOver => D::SessionTakenOver,
         Reason::TopicNameInvalid => D::TopicNameInvalid,
         Reason::ReceiveMaximumExceeded => D::ReceiveMaximumExceeded,
+        Reason::TopicAliasInvalid => D::TopicAliasInvalid,
         Reason::PacketTooLarge => D::PacketTooLarge,
         Reason::QuotaExceeded => D::QuotaExceeded,
         Reason::AdministrativeAction => D::AdministrativeAction,
