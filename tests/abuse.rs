@@ -9,8 +9,13 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::{Broker, Raw, RawRead};
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, DisconnectReasonCode, Packet};
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectReturnCode, DisconnectReasonCode, Filter, Packet, PubRecReason, Publish,
+    PublishProperties, Subscribe,
+};
+use rumqttc::v5::mqttbytes::QoS;
 use sealrelay_client::{ClientError, Identity};
+use sealrelay_wire::PrincipalId;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_principal_holds_at_most_its_session_cap_and_a_takeover_still_works() {
@@ -221,8 +226,6 @@ async fn a_reconnect_loop_is_refused_past_the_connect_rate_and_writes_no_more_ro
 /// sender gets PUBACK 0x97 and the refusal is counted; when they go, the budget comes back.
 #[tokio::test(flavor = "multi_thread")]
 async fn never_reading_sessions_together_hold_at_most_the_broker_budget() {
-    use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Subscribe};
-    use rumqttc::v5::mqttbytes::QoS;
     use sealrelay_client::{ClientError, MqttVersion};
 
     let broker = Broker::start_with(&[("SEALRELAY_MQTT_OUTBOUND_TOTAL_BYTES", "65536")]);
@@ -234,15 +237,7 @@ async fn never_reading_sessions_together_hold_at_most_the_broker_budget() {
         // Subscribed at QoS 1 and never acknowledging: every delivery stays held.
         let mut raw =
             Raw::connect_v5(broker.mqtt, (&instance.login, instance.auth_secret()), 0).await;
-        raw.send_v5(Packet::Subscribe(Subscribe::new(
-            Filter::new(instance.id.inbox_topic(), QoS::AtLeastOnce),
-            None,
-        )))
-        .await;
-        assert!(
-            matches!(raw.read(Duration::from_secs(5)).await, RawRead::Packet(_)),
-            "SUBACK"
-        );
+        subscribe_inbox(&mut raw, instance.id).await;
         stuck.push(raw);
         ids.push(instance.id);
     }
@@ -537,10 +532,19 @@ async fn a_session_stalled_mid_packet_is_closed_whatever_its_keepalive() {
     );
 }
 
+/// Subscribes `raw` to `id`'s inbox at QoS 1 and waits for the SUBACK.
+async fn subscribe_inbox(raw: &mut Raw, id: PrincipalId) {
+    let filter = Filter::new(id.inbox_topic(), QoS::AtLeastOnce);
+    raw.send_v5(Packet::Subscribe(Subscribe::new(filter, None)))
+        .await;
+    assert!(matches!(
+        raw.read(Duration::from_secs(5)).await,
+        RawRead::Packet(p) if matches!(*p, Packet::SubAck(_))
+    ));
+}
+
 /// A raw MQTT 5 PUBLISH.
 fn publish_v5(topic: &str, qos: u8, pkid: u16, payload: &[u8], alias: Option<u16>) -> Packet {
-    use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
-    use rumqttc::v5::mqttbytes::QoS;
     let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][usize::from(qos)];
     let mut publish = Publish::new(topic, qos, payload.to_vec(), None);
     publish.pkid = pkid;
@@ -583,7 +587,6 @@ async fn a_topic_alias_and_a_reused_qos2_packet_id_are_refused() {
         },
         other => panic!("expected PUBREC, got {other:?}"),
     };
-    use rumqttc::v5::mqttbytes::v5::PubRecReason;
     let first = alice.seal_to(to, &key, b"restart line 3").unwrap();
     let other = alice.seal_to(to, &key, b"format the disk").unwrap();
     let mut answers = Vec::new();
@@ -681,4 +684,136 @@ async fn registration_by_invite_or_not_at_all() {
             if message.starts_with("this server takes no new accounts")),
         "{refused}"
     );
+}
+
+/// The broker's TCP sockets as `ss` sees them: (peer port, kernel send buffer `tb`).
+fn broker_send_buffers(port: u16) -> Vec<(u16, u64)> {
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tmnH",
+            "state",
+            "established",
+            &format!("( sport = :{port} )"),
+        ])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut sockets = Vec::new();
+    let mut peer = None;
+    for word in text.split_whitespace() {
+        if let Some((_, p)) = word.rsplit_once(':').filter(|_| word.starts_with("127.")) {
+            peer = p.parse().ok();
+        }
+        if let Some(tb) = word
+            .split([',', '(', ')'])
+            .find_map(|f| f.strip_prefix("tb"))
+        {
+            sockets.push((peer.take().unwrap_or(0), tb.parse().unwrap()));
+        }
+    }
+    sockets
+}
+
+/// The findings: never-reading subscribers held memory as long as they stayed (keepalive 0
+/// never expires), and each socket's kernel send buffer grew by autotuning to megabytes (300
+/// sessions: 1.16 GB of TCP memory). Now every MQTT socket has a fixed send buffer
+/// (`mqtt.socket_send_buffer_bytes`), and a session whose socket takes nothing for
+/// `mqtt.send_timeout_secs` while bytes wait is dropped, giving its queue back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_that_stops_reading_is_dropped_and_its_socket_buffer_is_bounded() {
+    let broker = Broker::start_with(&[
+        ("SEALRELAY_MQTT_SEND_TIMEOUT_SECS", "1"),
+        ("SEALRELAY_MQTT_SOCKET_SEND_BUFFER_BYTES", "65536"),
+    ]);
+    let mut alice = broker.user("alice").await;
+    let instance = broker.instance_of(&mut alice).await;
+    let (to, key) = (instance.id, instance.public_key());
+    let mut stuck = Raw::open_with_receive_buffer(broker.mqtt, 4096).await;
+    let login = (instance.login.as_str(), instance.auth_secret());
+    let granted = stuck.try_connect_v5(login, "stuck", 0).await;
+    assert_eq!(granted, Some(ConnectReturnCode::Success));
+    subscribe_inbox(&mut stuck, to).await;
+    // Linux doubles SO_SNDBUF for its bookkeeping: 2 × 65536 on every broker socket.
+    let buffers = broker_send_buffers(broker.mqtt.port());
+    assert!(
+        !buffers.is_empty() && buffers.iter().all(|(_, tb)| *tb == 131_072),
+        "{buffers:?}"
+    );
+
+    // The instance stops reading; alice sends it more than the sockets hold.
+    let mut publisher = Raw::connect_v5(broker.mqtt, (&alice.login, alice.auth_secret()), 0).await;
+    let big = vec![0x5a; 200_000];
+    for pkid in 1..=8 {
+        let envelope = alice.seal_to(to, &key, &big).unwrap();
+        publisher
+            .send_v5(publish_v5(&to.inbox_topic(), 1, pkid, &envelope, None))
+            .await;
+        assert!(matches!(
+            publisher.read(Duration::from_secs(5)).await,
+            RawRead::Packet(p) if matches!(*p, Packet::PubAck(_))
+        ));
+    }
+    let dropped = "sealrelay_sessions_closed_total{reason=\"send_timeout\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker.counter(dropped) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stuck session is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The instance's next session is served as usual.
+    let mut client = broker
+        .client(instance, sealrelay_client::MqttVersion::V5)
+        .await;
+    let mut sender = broker
+        .client(alice, sealrelay_client::MqttVersion::V5)
+        .await;
+    sender.send(to, b"still there?", 1).await.unwrap();
+    let message = common::next_message(&mut client).await;
+    assert_eq!(&message.payload[..], b"still there?");
+}
+
+/// The finding: a QoS 1 publisher that never reads its PUBACKs was never given the
+/// DISCONNECT 0x97 that docs/protocol.md promised. A DISCONNECT cannot reach a client that
+/// does not read, so the docs now say what happens: once its socket takes nothing for
+/// `mqtt.send_timeout_secs` (or its unread acknowledgements pass `mqtt.outbound_queue_bytes`,
+/// `slow_reader`) the session is closed, and its connection with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_that_never_reads_its_acknowledgements_is_closed() {
+    let broker = Broker::start_with(&[
+        ("SEALRELAY_MQTT_SEND_TIMEOUT_SECS", "1"),
+        ("SEALRELAY_MQTT_SOCKET_SEND_BUFFER_BYTES", "16384"),
+    ]);
+    let mut alice = broker.user("alice").await;
+    let instance = broker.instance_of(&mut alice).await;
+    let envelope = alice
+        .seal_to(instance.id, &instance.public_key(), b"status?")
+        .unwrap();
+    let mut raw = Raw::open_with_receive_buffer(broker.mqtt, 4096).await;
+    let login = (alice.login.as_str(), alice.auth_secret());
+    assert_eq!(
+        raw.try_connect_v5(login, "flood", 0).await,
+        Some(ConnectReturnCode::Success)
+    );
+    // A thousand QoS 1 publishes per write, each answered with a PUBACK nobody reads.
+    let mut batch = bytes::BytesMut::new();
+    for pkid in 1..=1000 {
+        publish_v5(&instance.id.inbox_topic(), 1, pkid, &envelope, None)
+            .write(&mut batch, None)
+            .unwrap();
+    }
+    let closed = |broker: &Broker| {
+        broker.counter("sealrelay_sessions_closed_total{reason=\"send_timeout\"}")
+            + broker.counter("sealrelay_sessions_closed_total{reason=\"slow_reader\"}")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while closed(&broker) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the publisher is still connected"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(200), raw.send(&batch)).await;
+    }
+    assert_eq!(closed(&broker), 1);
 }

@@ -849,6 +849,17 @@ impl Raw {
         }
     }
 
+    /// Opens a connection whose kernel receive buffer is about `bytes`: a client that stops
+    /// reading fills it, and then the broker's side, quickly.
+    pub async fn open_with_receive_buffer(addr: SocketAddr, bytes: u32) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        Raw {
+            stream: socket.connect(addr).await.unwrap(),
+            buf: bytes::BytesMut::new(),
+        }
+    }
+
     /// Opens and logs in over MQTT 5, asserting CONNACK success.
     pub async fn connect_v5(addr: SocketAddr, login: (&str, &str), keep_alive: u16) -> Raw {
         let mut raw = Raw::open(addr).await;

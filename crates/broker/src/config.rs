@@ -52,6 +52,8 @@ pub struct Mqtt {
     pub max_packet_bytes: u32,
     pub connect_timeout_secs: u64,
     pub packet_timeout_secs: u64,
+    pub send_timeout_secs: u64,
+    pub socket_send_buffer_bytes: usize,
     pub outbound_queue_bytes: usize,
     pub outbound_total_bytes: usize,
     pub max_inflight: u16,
@@ -344,6 +346,7 @@ impl Config {
             ("mqtt.max_inflight", u64::from(self.mqtt.max_inflight)),
             ("tls.reload_check_secs", self.tls.reload_check_secs),
             ("mqtt.packet_timeout_secs", self.mqtt.packet_timeout_secs),
+            ("mqtt.send_timeout_secs", self.mqtt.send_timeout_secs),
             // A limit of 0 would refuse every login.
             ("auth.failure_window_secs", self.auth.failure_window_secs),
             (

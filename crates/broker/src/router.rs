@@ -70,6 +70,14 @@ impl Budget {
     }
 }
 
+impl Drop for Budget {
+    /// A session gone with bytes still charged (frames its writer never wrote, a writer
+    /// abandoned on a socket that stopped draining) gives them back to the broker's total.
+    fn drop(&mut self) {
+        self.total.fetch_sub(*self.held.get_mut(), Ordering::AcqRel);
+    }
+}
+
 /// What the operator may see of a live session: metadata only.
 pub struct Facts {
     /// `tcp`, `tls`, `ws` or `wss`.
@@ -259,5 +267,30 @@ impl Router {
             (_, 0) => Delivery::Backpressure,
             _ => Delivery::Delivered,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session that ends with bytes still charged (its writer aborted, its queue never
+    /// written) must not shrink the broker's budget for good.
+    #[test]
+    fn a_dropped_budget_gives_its_bytes_back_to_the_total() {
+        let total = Arc::new(AtomicUsize::new(0));
+        let budget = Budget {
+            held: AtomicUsize::new(0),
+            total: total.clone(),
+        };
+        budget.take(700, 1000, 1000).ok().unwrap();
+        budget.release(200);
+        assert_eq!(total.load(Ordering::Acquire), 500);
+        assert!(
+            budget.take(600, 1000, 1000).is_err(),
+            "over the session's limit"
+        );
+        drop(budget);
+        assert_eq!(total.load(Ordering::Acquire), 0);
     }
 }

@@ -150,6 +150,9 @@ pub enum Close {
     RecipientBackpressure,
     /// DISCONNECT: the client sends faster than it reads its own acknowledgements.
     SlowReader,
+    /// Close (no DISCONNECT: the socket is full): the socket took no bytes for
+    /// `mqtt.send_timeout_secs` while some were waiting; the client stopped reading.
+    SendTimeout,
     /// DISCONNECT: nothing heard for 1.5 × the keepalive.
     KeepaliveTimeout,
     /// DISCONNECT: a packet began to arrive and did not finish within
@@ -185,7 +188,7 @@ pub enum Close {
 
 impl Close {
     /// Every variant, for the docs test.
-    pub const ALL: [Close; 41] = [
+    pub const ALL: [Close; 42] = [
         Close::ClientDisconnect,
         Close::ConnectionLost,
         Close::ClosedBeforeConnect,
@@ -212,6 +215,7 @@ impl Close {
         Close::RetainRefused,
         Close::RecipientBackpressure,
         Close::SlowReader,
+        Close::SendTimeout,
         Close::KeepaliveTimeout,
         Close::PacketTimeout,
         Close::TakenOver,
@@ -258,6 +262,7 @@ impl Close {
             Close::RetainRefused => "retain_refused",
             Close::RecipientBackpressure => "recipient_backpressure",
             Close::SlowReader => "slow_reader",
+            Close::SendTimeout => "send_timeout",
             Close::KeepaliveTimeout => "keepalive_timeout",
             Close::PacketTimeout => "packet_timeout",
             Close::TakenOver => "taken_over",
@@ -304,6 +309,7 @@ impl Close {
             | Close::RefusedSessionCap
             | Close::RecipientBackpressure
             | Close::SlowReader
+            | Close::SendTimeout
             | Close::EnvelopeTooLarge => Reason::QuotaExceeded,
             Close::BadHeader | Close::RecipientMismatch => Reason::PayloadFormatInvalid,
             Close::PacketIdInUse => Reason::PacketIdInUse,

@@ -175,6 +175,14 @@ impl Listener {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
+            // A fixed send buffer (no autotuning up to megabytes): what a client that stops
+            // reading pins in the kernel is bounded per socket, as the queues are in here.
+            let send_buffer = self.shared.config.mqtt.socket_send_buffer_bytes;
+            if send_buffer > 0 {
+                if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer) {
+                    tracing::debug!(error = %e, "cannot set SO_SNDBUF");
+                }
+            }
             let stream = match stream.into_std() {
                 Ok(stream) => stream,
                 Err(e) => {

@@ -126,6 +126,10 @@ pub struct Session {
     version: Version,
     write_half: Option<Writer>,
     writer: Option<mpsc::UnboundedSender<Frame>>,
+    /// The writer task, aborted if its socket stops taking bytes (`mqtt.send_timeout_secs`).
+    writer_task: Option<tokio::task::JoinHandle<()>>,
+    /// Whether, and since when, the writer has been waiting on the socket.
+    sending: Arc<Progress>,
     scratch: BytesMut,
     /// Bytes handed to this session and not yet flushed or acknowledged; shared with the
     /// router, which refuses deliveries past the budget.
@@ -220,6 +224,8 @@ impl Session {
                     version: Version::V311,
                     write_half: Some(write),
                     writer: None,
+                    writer_task: None,
+                    sending: Progress::new(),
                     scratch: BytesMut::new(),
                     pending: shared.router.budget(),
                     queued: Arc::new(AtomicUsize::new(0)),
@@ -243,21 +249,28 @@ impl Session {
         self.version = version;
         let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
         let (pending, queued, addr) = (self.pending.clone(), self.queued.clone(), ctx.address());
-        actix_rt::spawn(async move {
+        let sending = self.sending.clone();
+        let task = actix_rt::spawn(async move {
             let mut out = BufWriter::with_capacity(64 * 1024, write_half);
             'write: while let Some(first) = rx.recv().await {
                 let mut release = 0;
                 let mut next = Some(first);
                 // Batch what is already queued into one flush: fewer syscalls under load.
                 while let Some(frame) = next {
-                    if out.write_all(&frame.bytes).await.is_err() {
+                    sending.mark(true);
+                    let written = out.write_all(&frame.bytes).await;
+                    sending.mark(false);
+                    if written.is_err() {
                         break 'write;
                     }
                     queued.fetch_sub(frame.bytes.len(), Ordering::AcqRel);
                     release += frame.release;
                     next = rx.try_recv().ok();
                 }
-                if out.flush().await.is_err() {
+                sending.mark(true);
+                let flushed = out.flush().await;
+                sending.mark(false);
+                if flushed.is_err() {
                     break;
                 }
                 pending.release(release);
@@ -266,6 +279,7 @@ impl Session {
             addr.do_send(WriterDone);
         });
         self.writer = Some(tx);
+        self.writer_task = Some(task);
     }
 
     fn send(&mut self, packet: Outbound, release: usize) {
@@ -315,6 +329,21 @@ impl Session {
             ctx.stop();
         }
         // Otherwise the writer drains, shuts the socket down and sends WriterDone.
+    }
+
+    /// Drops a session whose socket stopped taking bytes (live or already closing): its
+    /// writer is aborted with what it still holds (the budget gives the bytes back) and no
+    /// DISCONNECT is attempted, since the socket is full.
+    fn abandon(&mut self, ctx: &mut Context<Self>) {
+        if let Some(task) = self.writer_task.take() {
+            task.abort();
+        }
+        if !matches!(self.state, State::Closing) {
+            self.close_reason = Close::SendTimeout;
+        }
+        self.leave();
+        self.writer = None;
+        ctx.stop();
     }
 
     /// Leaves the router so no new deliveries arrive; returns the budget of those still
@@ -708,11 +737,15 @@ impl Actor for Session {
                 act.close(ctx, Close::ConnectTimeout);
             }
         });
-        let packet_timeout = Duration::from_secs(self.shared.config.mqtt.packet_timeout_secs);
+        let mqtt = &self.shared.config.mqtt;
+        let packet_timeout = Duration::from_secs(mqtt.packet_timeout_secs);
+        let send_timeout = Duration::from_secs(mqtt.send_timeout_secs);
         ctx.run_interval(
-            (packet_timeout / 4).max(Duration::from_millis(250)),
+            (packet_timeout.min(send_timeout) / 4).max(Duration::from_millis(250)),
             move |act, ctx| {
-                if act
+                if act.sending.stalled_for().is_some_and(|d| d > send_timeout) {
+                    act.abandon(ctx);
+                } else if act
                     .progress
                     .stalled_for()
                     .is_some_and(|d| d > packet_timeout)

@@ -177,14 +177,14 @@ pub struct MqttCodec {
     progress: Option<Arc<Progress>>,
 }
 
-/// Since when the packet being received has been arriving, shared by a session's decoder
-/// and the session: a connection that stops mid-packet is closed after
-/// `mqtt.packet_timeout_secs` whatever its keepalive (keepalive 0 never expires, and an
-/// unfinished packet holds its buffer).
+/// Since when something unfinished has been waiting on a session's socket, shared with the
+/// session: a packet being received (marked by the decoder: a connection that stops
+/// mid-packet is closed after `mqtt.packet_timeout_secs` whatever its keepalive), or bytes
+/// being written (marked by the writer: after `mqtt.send_timeout_secs` the client is taken
+/// to have stopped reading).
 pub struct Progress {
     base: Instant,
-    /// Milliseconds after `base` when the bytes of an unfinished packet began to arrive; 0
-    /// when no packet is unfinished.
+    /// Milliseconds after `base` when the unfinished packet or write began; 0 when none is.
     partial_since_ms: AtomicU64,
 }
 
@@ -196,7 +196,7 @@ impl Progress {
         })
     }
 
-    fn mark(&self, unfinished: bool) {
+    pub fn mark(&self, unfinished: bool) {
         if !unfinished {
             self.partial_since_ms.store(0, Ordering::Relaxed);
         } else if self.partial_since_ms.load(Ordering::Relaxed) == 0 {
@@ -205,7 +205,7 @@ impl Progress {
         }
     }
 
-    /// How long the unfinished packet has been arriving, if one is.
+    /// How long the unfinished packet or write has been waiting, if one is.
     pub fn stalled_for(&self) -> Option<Duration> {
         let since = self.partial_since_ms.load(Ordering::Relaxed);
         (since != 0).then(|| {
