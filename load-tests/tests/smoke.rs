@@ -19,7 +19,8 @@ struct Flags {
 fn start_broker(dir: &std::path::Path) -> (Addresses, tokio::sync::oneshot::Sender<()>) {
     let text = format!(
         "[mqtt]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
-         connects_per_ip_per_minute = 1000000\nconnects_per_principal_per_minute = 1000000\n[http]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
+         connects_per_ip_per_minute = 1000000\nconnects_per_principal_per_minute = 1000000\n\
+         publishes_per_second = 0\nbytes_per_second = 0\n[http]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
          [mqtts]\nlisten = \"127.0.0.1:0\"\n[ws]\nlisten = \"\"\n[wss]\nlisten = \"127.0.0.1:0\"\n[https]\nlisten = \"\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{0}/admin.token\"\n\
          [directory]\ndatabase = \"{0}/sealrelay.db\"\nprelogin_key_file = \"{0}/prelogin.key\"\n\

@@ -53,6 +53,8 @@ pub struct Mqtt {
     pub connect_timeout_secs: u64,
     pub packet_timeout_secs: u64,
     pub send_timeout_secs: u64,
+    pub publishes_per_second: u32,
+    pub bytes_per_second: u64,
     pub socket_send_buffer_bytes: usize,
     pub outbound_queue_bytes: usize,
     pub outbound_total_bytes: usize,

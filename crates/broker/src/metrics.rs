@@ -90,6 +90,10 @@ fn describe() {
         "Publishes refused by the ACL or envelope checks, by reason; the session stays."
     );
     describe_counter!(
+        "sealrelay_throttled_total",
+        "Pauses in reading a session's socket, by the per-session limit that caused them."
+    );
+    describe_counter!(
         "sealrelay_sessions_closed_total",
         "Closed MQTT sessions by reason."
     );
@@ -119,6 +123,11 @@ pub fn publish_refused(reason: &'static str) {
 
 pub fn refused(reason: &'static str) {
     counter!("sealrelay_refused_total", "reason" => reason).increment(1);
+}
+
+/// A session's reading paused by its rate limit (`publishes_per_second`, `bytes_per_second`).
+pub fn throttled(limit: &'static str) {
+    counter!("sealrelay_throttled_total", "limit" => limit).increment(1);
 }
 
 pub fn session_closed(reason: &'static str) {

@@ -75,6 +75,8 @@ pub enum ApiError {
     /// A per-address rate limit: the message says which and when to retry.
     #[error("{0}")]
     TooMany(&'static str),
+    #[error("request body exceeds {0} bytes, the most this endpoint takes")]
+    TooLarge(usize),
 }
 
 impl ApiError {
@@ -92,6 +94,7 @@ impl ApiError {
             ApiError::Unavailable => "unavailable",
             ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::TooMany(_) => "rate_limited",
+            ApiError::TooLarge(_) => "payload_too_large",
         }
     }
 }
@@ -110,6 +113,7 @@ impl ResponseError for ApiError {
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -290,7 +294,7 @@ pub(crate) fn json_error(
         ),
         J::ContentType => "send Content-Type: application/json".to_owned(),
         J::Overflow { limit } | J::OverflowKnownLength { limit, .. } => {
-            format!("request body exceeds {limit} bytes")
+            return ApiError::TooLarge(*limit).into();
         }
         _ => "request body could not be read".to_owned(),
     };
@@ -337,42 +341,61 @@ fn route_label(pattern: Option<&str>) -> &'static str {
     }
 }
 
+/// The largest JSON body of each kind of endpoint: a name and a secret or two; a password
+/// wrap or a token (a wrapped key is at most 1 KiB); an enrolment or a keyring (128 KiB,
+/// 171 KiB as base64). A flood of oversized bodies is refused (413) at the smallest bound
+/// that fits the endpoint.
+const SMALL_BODY: usize = 4 * 1024;
+const WRAP_BODY: usize = 16 * 1024;
+const KEYRING_BODY: usize = 256 * 1024;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Each path is one resource so a wrong method gets our JSON 405, not an empty one.
     let resource =
         |path: &str| web::resource(path.to_owned()).default_service(web::to(method_not_allowed));
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(256 * 1024)
-            .error_handler(json_error),
-    )
-    .service(resource("/healthz").route(web::get().to(healthz)))
-    .service(resource("/metrics").route(web::get().to(metrics_page)))
-    .service(resource("/v1/prelogin").route(web::post().to(users::prelogin)))
-    .service(resource("/v1/users").route(web::post().to(users::register)))
-    .service(resource("/v1/users/reset").route(web::post().to(users::complete_reset)))
-    .service(resource("/v1/prelogin/previous").route(web::post().to(users::prelogin_previous)))
-    .service(resource("/v1/users/previous").route(web::post().to(users::previous_wrap)))
-    .service(resource("/v1/users/rollback").route(web::post().to(users::roll_back)))
-    .service(resource("/v1/me/key-proof").route(web::put().to(me::put_key_proof)))
-    .service(
-        resource("/v1/me")
-            .route(web::get().to(me::me))
-            .route(web::delete().to(me::delete_account)),
-    )
-    .service(resource("/v1/me/password").route(web::post().to(me::change_password)))
-    .service(resource("/v1/me/keyring").route(web::put().to(me::put_keyring)))
-    .service(
-        resource("/v1/instances")
-            .route(web::post().to(instances::add_instance))
-            .route(web::get().to(instances::list_instances)),
-    )
-    .service(resource("/v1/instances/{id}").route(web::delete().to(instances::remove_instance)))
-    .service(resource("/v1/instances/{id}/token").route(web::post().to(instances::rotate_token)))
-    .service(
-        resource("/v1/instances/{id}/reenrol").route(web::post().to(instances::reenrol_instance)),
-    )
-    .service(resource("/v1/principals/{id}/key").route(web::get().to(instances::peer_key)));
+    let limited = |path: &str, limit: usize| {
+        resource(path).app_data(
+            web::JsonConfig::default()
+                .limit(limit)
+                .error_handler(json_error),
+        )
+    };
+    cfg.service(resource("/healthz").route(web::get().to(healthz)))
+        .service(resource("/metrics").route(web::get().to(metrics_page)))
+        .service(limited("/v1/prelogin", SMALL_BODY).route(web::post().to(users::prelogin)))
+        .service(limited("/v1/users", WRAP_BODY).route(web::post().to(users::register)))
+        .service(limited("/v1/users/reset", WRAP_BODY).route(web::post().to(users::complete_reset)))
+        .service(
+            limited("/v1/prelogin/previous", SMALL_BODY)
+                .route(web::post().to(users::prelogin_previous)),
+        )
+        .service(
+            limited("/v1/users/previous", SMALL_BODY).route(web::post().to(users::previous_wrap)),
+        )
+        .service(limited("/v1/users/rollback", SMALL_BODY).route(web::post().to(users::roll_back)))
+        .service(limited("/v1/me/key-proof", SMALL_BODY).route(web::put().to(me::put_key_proof)))
+        .service(
+            resource("/v1/me")
+                .route(web::get().to(me::me))
+                .route(web::delete().to(me::delete_account)),
+        )
+        .service(limited("/v1/me/password", WRAP_BODY).route(web::post().to(me::change_password)))
+        .service(limited("/v1/me/keyring", KEYRING_BODY).route(web::put().to(me::put_keyring)))
+        .service(
+            limited("/v1/instances", KEYRING_BODY)
+                .route(web::post().to(instances::add_instance))
+                .route(web::get().to(instances::list_instances)),
+        )
+        .service(resource("/v1/instances/{id}").route(web::delete().to(instances::remove_instance)))
+        .service(
+            limited("/v1/instances/{id}/token", WRAP_BODY)
+                .route(web::post().to(instances::rotate_token)),
+        )
+        .service(
+            limited("/v1/instances/{id}/reenrol", KEYRING_BODY)
+                .route(web::post().to(instances::reenrol_instance)),
+        )
+        .service(resource("/v1/principals/{id}/key").route(web::get().to(instances::peer_key)));
     for path in console::paths() {
         cfg.service(resource(path).route(web::get().to(console::serve)));
     }

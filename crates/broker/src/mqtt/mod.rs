@@ -11,6 +11,7 @@ pub mod codec;
 pub mod limits;
 pub mod proxy;
 pub mod session;
+pub mod throttle;
 pub mod transport;
 
 use std::net::SocketAddr;

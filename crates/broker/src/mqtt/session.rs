@@ -31,7 +31,8 @@ use super::codec::{
 };
 use super::limits::{ConnectionSlot, Limits};
 use super::proxy::read_header;
-use super::transport::{Front, Kind, Writer};
+use super::throttle::{Throttle, ThrottledRead};
+use super::transport::{Front, Kind, Reader, Writer};
 use super::Shared;
 use crate::accounting::Meter;
 use crate::auth::AuthError;
@@ -214,7 +215,14 @@ impl Session {
             let max_packet = shared.config.mqtt.max_packet_bytes;
             Session::create(move |ctx| {
                 let progress = Progress::new();
-                let codec = MqttCodec::server(max_packet).watched_by(progress.clone());
+                let mqtt = &shared.config.mqtt;
+                let throttle = Throttle::new(mqtt.publishes_per_second, mqtt.bytes_per_second);
+                let codec =
+                    MqttCodec::server(max_packet).watched_by(progress.clone(), throttle.clone());
+                let read: Reader = match throttle {
+                    Some(throttle) => Box::new(ThrottledRead::new(read, throttle)),
+                    None => read,
+                };
                 ctx.add_stream(FramedRead::new(read, codec));
                 Session {
                     id: accepted.id,

@@ -19,6 +19,7 @@ use rumqttc::mqttbytes::{self as mb, v4 as p4};
 use rumqttc::v5::mqttbytes::v5 as p5;
 use tokio_util::codec::{Decoder, Encoder};
 
+use super::throttle::Throttle;
 use sealrelay_wire::Reason;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +176,8 @@ pub struct MqttCodec {
     max_packet: u32,
     /// Where the session reads whether a packet is half-received, and since when.
     progress: Option<Arc<Progress>>,
+    /// The session's rate limits, told of each PUBLISH decoded.
+    throttle: Option<Arc<Throttle>>,
 }
 
 /// Since when something unfinished has been waiting on a session's socket, shared with the
@@ -223,12 +226,15 @@ impl MqttCodec {
             version: None,
             max_packet,
             progress: None,
+            throttle: None,
         }
     }
 
-    /// Reports to `progress` whether a packet is half-received after each read.
-    pub fn watched_by(mut self, progress: Arc<Progress>) -> Self {
+    /// Reports to `progress` whether a packet is half-received after each read, and each
+    /// PUBLISH to `throttle`.
+    pub fn watched_by(mut self, progress: Arc<Progress>, throttle: Option<Arc<Throttle>>) -> Self {
         self.progress = Some(progress);
+        self.throttle = throttle;
         self
     }
 
@@ -238,6 +244,7 @@ impl MqttCodec {
             version: Some(version),
             max_packet,
             progress: None,
+            throttle: None,
         }
     }
 }
@@ -284,6 +291,9 @@ impl Decoder for MqttCodec {
             // The stream calls decode until it answers None: that last call knows whether
             // bytes of an unfinished packet are left in the buffer.
             progress.mark(matches!(decoded, Ok(None)) && !src.is_empty());
+        }
+        if let (Some(throttle), Ok(Some(Inbound::Publish(_)))) = (&self.throttle, &decoded) {
+            throttle.spend_publish();
         }
         decoded
     }
@@ -395,7 +405,7 @@ mod tests {
     #[test]
     fn progress_tracks_an_unfinished_packet_only() {
         let progress = Progress::new();
-        let mut codec = v5_codec().watched_by(progress.clone());
+        let mut codec = v5_codec().watched_by(progress.clone(), None);
         let mut buf = BytesMut::new();
         assert!(matches!(codec.decode(&mut buf), Ok(None)));
         assert!(progress.stalled_for().is_none(), "nothing buffered");
