@@ -907,3 +907,43 @@ async fn a_flooding_publisher_is_slowed_not_refused() {
         assert!(broker.counter(&series) > 0, "{series}");
     }
 }
+
+/// The finding: an account registered with non-default KDF parameters got them back from
+/// prelogin, while unknown names always got the defaults. Unknown names now get parameters
+/// drawn, stably per name, from the mix real accounts have, so neither answer tells.
+/// (The timing half of the finding: prelogin now answers known and unknown names from
+/// memory with the same work; measured in docs/reliability.md.)
+#[tokio::test]
+async fn prelogin_parameters_do_not_tell_accounts_from_unknown_names() {
+    let broker = Broker::start();
+    let api = broker.api();
+    let custom = sealrelay_wire::KdfParams {
+        memory_kib: 24_576,
+        iterations: 3,
+        parallelism: 1,
+    };
+    Identity::register_user(&api, "alice", "a long passphrase", custom)
+        .await
+        .unwrap();
+    // With alice the only account, every name looks like alice.
+    for name in ["alice", "nobody", "mallory"] {
+        assert_eq!(api.prelogin(name).await.unwrap().params, custom, "{name}");
+    }
+    // Two parameter sets among accounts: unknown names spread over both, each stably.
+    Identity::register_user(&api, "bob", "a long passphrase", common::FAST_KDF)
+        .await
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let name = format!("nobody{i}");
+        let first = api.prelogin(&name).await.unwrap();
+        let again = api.prelogin(&name).await.unwrap();
+        assert_eq!(
+            (&first.salt, first.params),
+            (&again.salt, again.params),
+            "stable"
+        );
+        seen.insert(first.params.memory_kib);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}

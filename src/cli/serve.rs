@@ -19,6 +19,10 @@ pub(super) fn serve(path: Option<PathBuf>) -> Result<()> {
     // its user, whatever umask it was started with.
     // SAFETY: umask only sets this process's file-creation mask; no memory is involved.
     unsafe { libc::umask(0o077) };
+    // A file-size limit (RLIMIT_FSIZE) reached must fail the one write, as a full disk does,
+    // not kill the broker with SIGXFSZ and drop every session.
+    // SAFETY: ignoring a signal changes this process's disposition only.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let mut config = Config::load(path.as_deref())?;
     let (filter, log_level) = reload::Layer::new(EnvFilter::new(&config.log.level));
     tracing_subscriber::registry()

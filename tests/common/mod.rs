@@ -125,6 +125,11 @@ impl Broker {
     /// Stops the broker and starts it again on the same ports, database and key file.
     pub fn restart(&mut self) {
         self.stop();
+        self.respawn();
+    }
+
+    /// Starts the stopped broker again on the same ports, database and key file.
+    pub fn respawn(&mut self) {
         let keep: Vec<(String, String)> = [
             ("MQTT", self.mqtt),
             ("HTTP", self.http),

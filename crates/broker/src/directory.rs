@@ -9,7 +9,7 @@
 //! so timing does not reveal which accounts exist. The cost is memory: about 100 bytes per
 //! principal.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -215,6 +215,13 @@ pub struct Directory {
     peers: DashMap<PrincipalId, HashSet<PrincipalId>>,
     /// login → its credentials.
     logins: DashMap<String, Credentials>,
+    /// user login → its salt and KDF parameters, so prelogin answers from memory for known
+    /// and unknown names alike (a database read only for known ones would time apart).
+    kdfs: DashMap<String, (Vec<u8>, KdfParams)>,
+    /// How many users have each KDF parameter set (memory, iterations, parallelism): unknown
+    /// names get parameters drawn from this mix, so an account's parameters do not tell it
+    /// from a name nobody has.
+    kdf_mix: std::sync::Mutex<BTreeMap<(u32, u32, u32), u64>>,
     /// Held across every write that changes credentials or pairings, from the SQL until
     /// the maps above are updated: commits and map updates then happen in the same order,
     /// so memory and SQLite agree after any interleaving. SQLite serialises writers anyway,
@@ -238,6 +245,17 @@ fn key_of(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<[u8; 32], Direc
     bytes
         .try_into()
         .map_err(|_| DirectoryError::Corrupt("32-byte column has another length"))
+}
+
+fn kdf_spec_of(row: &sqlx::sqlite::SqliteRow) -> Result<(Vec<u8>, KdfParams), DirectoryError> {
+    Ok((
+        row.try_get("kdf_salt")?,
+        KdfParams {
+            memory_kib: row.try_get("kdf_memory_kib")?,
+            iterations: row.try_get("kdf_iterations")?,
+            parallelism: row.try_get("kdf_parallelism")?,
+        },
+    ))
 }
 
 fn kind_of(row: &sqlx::sqlite::SqliteRow) -> Result<PrincipalKind, DirectoryError> {
@@ -279,6 +297,8 @@ impl Directory {
             pool,
             peers: DashMap::new(),
             logins: DashMap::new(),
+            kdfs: DashMap::new(),
+            kdf_mix: std::sync::Mutex::new(BTreeMap::new()),
             writes: tokio::sync::Mutex::new(()),
         };
         for row in sqlx::query("SELECT login, id, kind, verifier FROM principals")
@@ -291,6 +311,15 @@ impl Directory {
                 kind_of(&row)?,
                 key_of(&row, "verifier")?,
             );
+        }
+        for row in sqlx::query(
+            "SELECT login, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism FROM principals WHERE kind = 'user'",
+        )
+        .fetch_all(&directory.pool)
+        .await?
+        {
+            let login: String = row.try_get("login")?;
+            directory.remember_kdf(&login, Some(kdf_spec_of(&row)?));
         }
         for row in sqlx::query("SELECT user_id, instance_id FROM pairings")
             .fetch_all(&directory.pool)
@@ -310,6 +339,33 @@ impl Directory {
     ) {
         self.logins
             .insert(login, Credentials { id, kind, verifier });
+    }
+
+    /// A user's login and its salt and parameters, after a write of its password material.
+    fn remember_user(&self, login: String, id: PrincipalId, secret: &NewSecret) {
+        self.remember_kdf(&login, Some((secret.salt.clone(), secret.kdf)));
+        self.remember_login(login, id, PrincipalKind::User, secret.verifier);
+    }
+
+    /// Sets (or with `None` forgets) a user's salt and parameters, keeping the mix counted.
+    fn remember_kdf(&self, login: &str, spec: Option<(Vec<u8>, KdfParams)>) {
+        let key = |p: &KdfParams| (p.memory_kib, p.iterations, p.parallelism);
+        let mut mix = self.kdf_mix.lock().unwrap_or_else(|p| p.into_inner());
+        let old = match spec {
+            Some(spec) => {
+                *mix.entry(key(&spec.1)).or_default() += 1;
+                self.kdfs.insert(login.to_owned(), spec)
+            }
+            None => self.kdfs.remove(login).map(|(_, spec)| spec),
+        };
+        if let Some((_, params)) = old {
+            if let Some(n) = mix.get_mut(&key(&params)) {
+                *n -= 1;
+                if *n == 0 {
+                    mix.remove(&key(&params));
+                }
+            }
+        }
     }
 
     fn remember_pair(&self, a: PrincipalId, b: PrincipalId) {
@@ -374,12 +430,7 @@ impl Directory {
             }
         })?;
         tx.commit().await?;
-        self.remember_login(
-            user.name,
-            user.id,
-            PrincipalKind::User,
-            user.secret.verifier,
-        );
+        self.remember_user(user.name, user.id, &user.secret);
         Ok(())
     }
 
@@ -414,7 +465,7 @@ impl Directory {
         }
         let login = set_password(&mut *tx, user, &new).await?;
         tx.commit().await?;
-        self.remember_login(login, user, PrincipalKind::User, new.verifier);
+        self.remember_user(login, user, &new);
         Ok(())
     }
 
@@ -524,7 +575,7 @@ impl Directory {
             .await?;
         }
         tx.commit().await?;
-        self.remember_login(login, user, PrincipalKind::User, previous.secret.verifier);
+        self.remember_user(login, user, &previous.secret);
         Ok(true)
     }
 
@@ -557,25 +608,28 @@ impl Directory {
         Ok(purged)
     }
 
-    /// Salt and KDF parameters of a user, if the name exists.
-    pub async fn kdf_of(&self, name: &str) -> Result<Option<(Vec<u8>, KdfParams)>, DirectoryError> {
-        let row = sqlx::query(
-            "SELECT kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism FROM principals WHERE login = ? AND kind = 'user'",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok((
-                row.try_get("kdf_salt")?,
-                KdfParams {
-                    memory_kib: row.try_get("kdf_memory_kib")?,
-                    iterations: row.try_get("kdf_iterations")?,
-                    parallelism: row.try_get("kdf_parallelism")?,
-                },
-            ))
-        })
-        .transpose()
+    /// Salt and KDF parameters of a user, if the name exists (from memory).
+    pub fn kdf_of(&self, name: &str) -> Option<(Vec<u8>, KdfParams)> {
+        self.kdfs.get(name).map(|spec| spec.clone())
+    }
+
+    /// KDF parameters drawn from those users have, weighted by how many have each: `pick`
+    /// (derived from a name) chooses. `None` while there are no users.
+    pub fn kdf_drawn(&self, pick: u64) -> Option<KdfParams> {
+        let mix = self.kdf_mix.lock().unwrap_or_else(|p| p.into_inner());
+        let total: u64 = mix.values().sum();
+        let mut at = pick.checked_rem(total)?;
+        for (&(memory_kib, iterations, parallelism), &n) in mix.iter() {
+            if at < n {
+                return Some(KdfParams {
+                    memory_kib,
+                    iterations,
+                    parallelism,
+                });
+            }
+            at -= n;
+        }
+        None
     }
 
     /// The login's id, kind and verifier, from memory.
@@ -708,6 +762,7 @@ impl Directory {
         tx.commit().await?;
         if let Some(login) = login {
             self.logins.remove(&login);
+            self.remember_kdf(&login, None);
         }
         for id in instances.iter().chain(std::iter::once(&user)) {
             self.logins.remove(&id.to_string());
@@ -906,7 +961,7 @@ impl Directory {
         .map(|row| id_of(row, "instance_id"))
         .collect::<Result<Vec<_>, _>>()?;
         tx.commit().await?;
-        self.remember_login(login, user, PrincipalKind::User, new.verifier);
+        self.remember_user(login, user, &new);
         Ok(Some(stale))
     }
 

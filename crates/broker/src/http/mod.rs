@@ -70,6 +70,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the directory is unavailable; retry later")]
     Unavailable,
+    #[error("the broker could not write to its database (its disk is full or refuses writes): nothing was changed; retry later")]
+    StorageFull,
     #[error("the request body did not arrive within {0} s; send it whole and at once")]
     BodyTimeout(u64),
     /// A per-address rate limit: the message says which and when to retry.
@@ -92,6 +94,7 @@ impl ApiError {
             ApiError::NotOperator => "not_operator",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable => "unavailable",
+            ApiError::StorageFull => "storage_full",
             ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::TooMany(_) => "rate_limited",
             ApiError::TooLarge(_) => "payload_too_large",
@@ -111,6 +114,7 @@ impl ResponseError for ApiError {
             ApiError::NotOperator => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -137,6 +141,13 @@ impl From<DirectoryError> for ApiError {
             DirectoryError::InviteRefused => ApiError::Forbidden(
                 "that invite code is not valid (wrong, already used or expired): ask the operator for a new one",
             ),
+            DirectoryError::Database(sqlx::Error::Database(e))
+                // SQLITE_FULL, and SQLITE_IOERR_WRITE (what a file-size limit gives).
+                if matches!(e.code().as_deref(), Some("13" | "778")) =>
+            {
+                tracing::error!(error = %e, "the directory database cannot be written");
+                ApiError::StorageFull
+            }
             other => {
                 tracing::error!(error = %other, "directory error in HTTP request");
                 ApiError::Unavailable

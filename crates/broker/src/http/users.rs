@@ -26,7 +26,7 @@ pub(super) async fn prelogin(
     body: Body<PreloginRequest>,
 ) -> Result<HttpResponse> {
     admit_prelogin(&req, &state)?;
-    let found = state.directory.kdf_of(&body.name).await?;
+    let found = state.directory.kdf_of(&body.name);
     Ok(kdf_answer(
         &state,
         &body.name,
@@ -64,20 +64,23 @@ fn admit_prelogin(req: &HttpRequest, state: &ApiState) -> Result<()> {
 }
 
 /// `found`, or for a name without one a salt derived from the server's secret (stable, and
-/// indistinguishable from a random one) with the default parameters.
+/// indistinguishable from a random one) with parameters drawn, by the name, from the mix real
+/// accounts have. Both are computed either way, so the two answers take the same work.
 fn kdf_answer(
     state: &ApiState,
     name: &str,
     found: Option<(Vec<u8>, KdfParams)>,
     fake_label: &[u8],
 ) -> HttpResponse {
-    let (salt, params) = found.unwrap_or_else(|| {
-        let mut salt = vec![0u8; 16];
-        Hkdf::<Sha256>::new(Some(&state.prelogin_key), name.as_bytes())
-            .expand(fake_label, &mut salt)
-            .expect("16 bytes is a valid HKDF length");
-        (salt, default_kdf(&state.config))
-    });
+    let derive = Hkdf::<Sha256>::new(Some(&state.prelogin_key), name.as_bytes());
+    let (mut salt, mut pick) = (vec![0u8; 16], [0u8; 8]);
+    derive
+        .expand(fake_label, &mut salt)
+        .and_then(|()| derive.expand(b"sealrelay/v1/fake-kdf", &mut pick))
+        .expect("16 and 8 bytes are valid HKDF lengths");
+    let drawn = (state.directory.kdf_drawn(u64::from_le_bytes(pick)))
+        .unwrap_or_else(|| default_kdf(&state.config));
+    let (salt, params) = found.unwrap_or((salt, drawn));
     HttpResponse::Ok().json(KdfSpec { salt, params })
 }
 

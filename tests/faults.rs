@@ -1,0 +1,178 @@
+//! Faults the broker must come through without losing what it acknowledged (issue 12's
+//! proof): SIGKILL in the middle of writes, and a disk that fills up. Each drives the real
+//! broker process through its API, as clients would, and then reads its SQLite file.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Broker, FAST_KDF};
+use sealrelay_client::crypto::Token;
+use sealrelay_client::{Api, ClientError, Identity};
+
+async fn integrity(broker: &Broker) -> String {
+    let db = broker.database().await;
+    let verdict: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    verdict
+}
+
+/// Registers users until the broker stops answering; the names it acknowledged.
+async fn register_until_refused(api: Api, prefix: String) -> Vec<String> {
+    let mut acknowledged = Vec::new();
+    for i in 0.. {
+        let name = format!("{prefix}-{i}");
+        match Identity::register_user(&api, &name, "a long passphrase", FAST_KDF).await {
+            Ok(_) => acknowledged.push(name),
+            Err(_) => break,
+        }
+    }
+    acknowledged
+}
+
+/// Three writers — registrations, instance additions (each with a keyring write), changes of
+/// password — run until the broker is killed with SIGKILL mid-way; after each restart the
+/// database passes `integrity_check`, every write a client saw acknowledged is there, and the
+/// accounts log in (a change of password in flight when the broker died may have landed or
+/// not: one of the two passwords works).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_writes_loses_nothing_acknowledged() {
+    let mut broker = Broker::start();
+    broker.user("alice").await;
+    broker.user("bob").await;
+    let (mut users, mut tokens): (Vec<String>, Vec<Token>) = (Vec::new(), Vec::new());
+    let mut bob_password = "pw-bob".to_owned();
+    for round in 0..3 {
+        let api = broker.api();
+        let registering = tokio::spawn(register_until_refused(api.clone(), format!("r{round}")));
+        let adding = tokio::spawn({
+            let api = api.clone();
+            async move {
+                let mut alice = Identity::login_user(&api, "alice", "pw-alice")
+                    .await
+                    .unwrap();
+                let mut added = Vec::new();
+                while let Ok((_, token)) = alice.add_instance(&api).await {
+                    added.push(token);
+                }
+                added
+            }
+        });
+        let changing = tokio::spawn({
+            let (api, old) = (api.clone(), bob_password.clone());
+            async move {
+                let mut bob = Identity::login_user(&api, "bob", &old).await.unwrap();
+                let (mut acknowledged, mut in_flight) = (old, None);
+                for n in 0.. {
+                    let new = format!("bob's password {round}.{n}");
+                    in_flight = Some(new.clone());
+                    if bob.change_password(&api, &new, FAST_KDF).await.is_err() {
+                        break;
+                    }
+                    (acknowledged, in_flight) = (new, None);
+                }
+                (acknowledged, in_flight)
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        broker.stop_with("KILL");
+        // With the broker gone every writer's next request fails, so each stops.
+        users.extend(registering.await.unwrap());
+        tokens.extend(adding.await.unwrap());
+        let (acknowledged, in_flight) = changing.await.unwrap();
+        broker.respawn();
+
+        assert_eq!(integrity(&broker).await, "ok", "round {round}");
+        let api = broker.api();
+        for name in &users {
+            Identity::login_user(&api, name, "a long passphrase")
+                .await
+                .unwrap_or_else(|e| panic!("{name}, acknowledged, is gone: {e}"));
+        }
+        for token in &tokens {
+            Identity::login_instance(&api, token)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("instance {}, acknowledged, is gone: {e}", token.instance)
+                });
+        }
+        bob_password = match Identity::login_user(&api, "bob", &acknowledged).await {
+            Ok(_) => acknowledged,
+            Err(ClientError::WrongPassword { .. }) => {
+                let landed = in_flight.expect("bob's acknowledged password no longer works");
+                Identity::login_user(&api, "bob", &landed).await.unwrap();
+                landed
+            }
+            Err(e) => panic!("{e}"),
+        };
+        assert!(!users.is_empty() && !tokens.is_empty(), "the writers wrote");
+    }
+}
+
+/// Sets the broker's file-size limit (what a nearly full disk looks like to it).
+fn limit_file_size(pid: u32, bytes: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit reads `limit` and writes nothing (the old-limit pointer is null).
+    let done = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(done, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// A disk that fills up: writes fail with a clear 507, nothing already written is damaged
+/// or lost, the broker keeps running (a file-size limit would otherwise kill it with
+/// SIGXFSZ), and writes work again once there is room.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_fails_writes_clearly_and_recovers_when_space_returns() {
+    let mut broker = Broker::start();
+    let api = broker.api();
+    let db = broker.db_path();
+    let largest = [db.clone(), db.with_extension("db-wal")]
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap();
+    limit_file_size(broker.pid(), largest + 64 * 1024);
+    let mut acknowledged = Vec::new();
+    let refusal = loop {
+        let name = format!("u{}", acknowledged.len());
+        match Identity::register_user(&api, &name, "a long passphrase", FAST_KDF).await {
+            Ok(_) => acknowledged.push(name),
+            Err(e) => break e,
+        }
+        assert!(acknowledged.len() < 1000, "the limit never bit");
+    };
+    assert!(
+        matches!(&refusal, ClientError::Api { status: 507, code, message }
+            if code == "storage_full" && message.starts_with("the broker could not write to its database")),
+        "{refusal}"
+    );
+    assert!(broker.running(), "the broker survived the full disk");
+    assert_eq!(integrity(&broker).await, "ok");
+    for name in &acknowledged {
+        Identity::login_user(&api, name, "a long passphrase")
+            .await
+            .unwrap();
+    }
+    limit_file_size(broker.pid(), libc::RLIM_INFINITY);
+    Identity::register_user(&api, "after", "a long passphrase", FAST_KDF)
+        .await
+        .expect("writes work again once there is room");
+    broker.restart();
+    assert_eq!(integrity(&broker).await, "ok");
+    Identity::login_user(&broker.api(), "after", "a long passphrase")
+        .await
+        .unwrap();
+}
