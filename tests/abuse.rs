@@ -205,20 +205,38 @@ async fn a_reconnect_loop_is_refused_past_the_connect_rate_and_writes_no_more_ro
         ),
         15
     );
-    // Only the admitted sessions are recorded.
+    // Only the admitted sessions are recorded, and, being short, on one row with their count
+    // (`accounting.aggregate_below_secs`): the loop adds rows per hour, not per connection.
     let db = broker.database().await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    let rows = loop {
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM session_log")
-            .fetch_one(&db)
-            .await
-            .unwrap();
-        if rows >= 5 || Instant::now() > deadline {
-            break rows;
+    let (rows, sessions) = loop {
+        let (rows, sessions): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), SUM(sessions) FROM session_log")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        if sessions >= Some(5) || Instant::now() > deadline {
+            break (rows, sessions);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(rows, 5);
+    assert_eq!((rows, sessions), (1, Some(5)));
+    // A session that lasts is still a row of its own.
+    let broker = Broker::start_with(&[("SEALRELAY_ACCOUNTING_AGGREGATE_BELOW_SECS", "2")]);
+    let bob = broker.user("bob").await;
+    let login = (bob.login.as_str(), bob.auth_secret());
+    for hold in [0, 0, 2500] {
+        let raw = Raw::connect_v5(broker.mqtt, login, 0).await;
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        drop(raw);
+    }
+    broker
+        .session_rows_until(
+            Some(bob.id),
+            "two rows: the short pair and the long one",
+            |n| n == 2,
+        )
+        .await;
 }
 
 /// Never-reading subscribers (the finding: each pins up to its 1 MiB budget, 10,000 of them

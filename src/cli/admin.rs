@@ -263,6 +263,11 @@ pub(super) async fn run(command: AdminCommand) -> Result<()> {
                 "address", "msgs in", "msgs out", "bytes in", "bytes out", "closed because"
             );
             for s in log.sessions {
+                // Short sessions are summed per address, reason and hour: say how many.
+                let reason = match s.sessions {
+                    1 => s.close_reason,
+                    n => format!("{} ×{n}", s.close_reason),
+                };
                 println!(
                     "{:<39}  {:>8}  {:>8}  {:>10}  {:>10}  {:<22}  {} → {}",
                     s.ip,
@@ -270,7 +275,7 @@ pub(super) async fn run(command: AdminCommand) -> Result<()> {
                     s.messages_out,
                     s.bytes_in,
                     s.bytes_out,
-                    s.close_reason,
+                    reason,
                     when(s.connected_at),
                     when(s.disconnected_at)
                 );

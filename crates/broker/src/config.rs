@@ -215,6 +215,7 @@ pub struct Kdf {
 #[serde(deny_unknown_fields)]
 pub struct Accounting {
     pub retention_days: u32,
+    pub aggregate_below_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -978,12 +978,23 @@ impl Directory {
     }
 
     /// Writes a closed session's metadata and moves its principal's `last_seen`, in one
-    /// transaction.
-    pub async fn record_session(&self, r: &SessionRecord) -> Result<(), DirectoryError> {
+    /// transaction. A session shorter than `aggregate_below_secs` is added into the row of
+    /// its principal, address and close reason for the hour, so a reconnect loop cannot add a
+    /// row per connection.
+    pub async fn record_session(
+        &self,
+        r: &SessionRecord,
+        aggregate_below_secs: u64,
+    ) -> Result<(), DirectoryError> {
+        let short = r.disconnected_at.saturating_sub(r.connected_at) < aggregate_below_secs as i64;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO session_log (principal_id, ip, connected_at, disconnected_at, bytes_in, bytes_out, messages_in, messages_out, close_reason) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO session_log (principal_id, ip, connected_at, disconnected_at, bytes_in, bytes_out, messages_in, messages_out, close_reason, hour) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (principal_id, ip, close_reason, hour) WHERE hour IS NOT NULL DO UPDATE SET \
+             sessions = sessions + 1, disconnected_at = MAX(disconnected_at, excluded.disconnected_at), \
+             bytes_in = bytes_in + excluded.bytes_in, bytes_out = bytes_out + excluded.bytes_out, \
+             messages_in = messages_in + excluded.messages_in, messages_out = messages_out + excluded.messages_out",
         )
         .bind(&r.principal.0[..])
         .bind(&r.ip)
@@ -994,6 +1005,7 @@ impl Directory {
         .bind(r.messages_in as i64)
         .bind(r.messages_out as i64)
         .bind(r.close_reason)
+        .bind(short.then_some(r.connected_at / 3600))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -1047,7 +1059,7 @@ impl Directory {
         limit: u32,
     ) -> Result<Vec<AdminSessionRecord>, DirectoryError> {
         sqlx::query(
-            "SELECT ip, connected_at, disconnected_at, bytes_in, bytes_out, messages_in, messages_out, close_reason \
+            "SELECT ip, connected_at, disconnected_at, bytes_in, bytes_out, messages_in, messages_out, close_reason, sessions \
              FROM session_log WHERE principal_id = ? AND disconnected_at >= ? \
              ORDER BY disconnected_at DESC LIMIT ?",
         )
@@ -1068,6 +1080,7 @@ impl Directory {
                 messages_in: count("messages_in")?,
                 messages_out: count("messages_out")?,
                 close_reason: row.try_get("close_reason")?,
+                sessions: count("sessions")?,
             })
         })
         .collect()

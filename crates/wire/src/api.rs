@@ -459,6 +459,15 @@ pub struct AdminSessionRecord {
     pub messages_in: u64,
     pub messages_out: u64,
     pub close_reason: String,
+    /// How many sessions this row stands for: 1, or more for short sessions summed per
+    /// address, close reason and hour (`accounting.aggregate_below_secs`); the times then
+    /// span from the first connect to the last disconnect.
+    #[serde(default = "one")]
+    pub sessions: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// `GET /v1/admin/principals/{id}/session-log?since=<unix seconds>`: newest first.
