@@ -1199,16 +1199,19 @@ mod tests {
     #[tokio::test]
     async fn the_first_change_of_a_grace_period_is_kept_and_rolls_back_once() {
         let (_dir, directory) = with_alice().await;
+        let change = |verifier: u8, keep: Option<i64>| {
+            let directory = directory.clone();
+            async move {
+                directory
+                    .change_password(ALICE, secret(verifier), keep)
+                    .await
+                    .unwrap();
+                directory.previous_password("alice").await.unwrap()
+            }
+        };
         let keep = Some(unix_now() + 60);
-        directory
-            .change_password(ALICE, secret(20), keep)
-            .await
-            .unwrap();
-        directory
-            .change_password(ALICE, secret(40), keep)
-            .await
-            .unwrap();
-        let previous = directory.previous_password("alice").await.unwrap().unwrap();
+        change(20, keep).await;
+        let previous = change(40, keep).await.unwrap();
         assert_eq!(previous.secret.verifier, secret(4).verifier);
         assert!(directory.roll_back(&previous, Some([7; 32])).await.unwrap());
         assert_eq!(
@@ -1230,25 +1233,8 @@ mod tests {
             .unwrap()
             .is_none());
         // Without a grace period nothing is kept; an expired row is purged.
-        directory
-            .change_password(ALICE, secret(60), None)
-            .await
-            .unwrap();
-        assert!(directory
-            .previous_password("alice")
-            .await
-            .unwrap()
-            .is_none());
-        let past = Some(unix_now() - 1);
-        directory
-            .change_password(ALICE, secret(80), past)
-            .await
-            .unwrap();
-        assert!(directory
-            .previous_password("alice")
-            .await
-            .unwrap()
-            .is_none());
+        assert!(change(60, None).await.is_none());
+        assert!(change(80, Some(unix_now() - 1)).await.is_none());
         assert_eq!(directory.purge_expired_credentials().await.unwrap(), 1);
     }
 

@@ -13,7 +13,8 @@
 //!   in-memory login and pairing maps the hot path reads;
 //! - [`http`], [`admin`]: the JSON API and the operator API; [`auth`]: verifiers and
 //!   failure limits; [`rate`]: per-address and per-principal rate windows;
-//!   [`accounting`]: metadata records; [`metrics`]: Prometheus names.
+//!   [`accounting`]: metadata records; [`metrics`]: Prometheus names; [`memory`]: freed
+//!   memory handed back to the system after floods.
 //!
 //! It uses sealrelay-wire for everything on the wire. It must never depend on the client
 //! SDK or on `crypto_box`, `argon2` or `chacha20poly1305`: the broker has no code that could
@@ -26,6 +27,7 @@ pub mod config;
 pub mod datadir;
 pub mod directory;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod mqtt;
 pub mod rate;

@@ -152,6 +152,8 @@ pub struct Router {
     /// Live sessions one principal may hold (`mqtt.max_sessions_per_principal`): each is
     /// a delivery target, so without a bound one account multiplies every envelope.
     max_sessions: usize,
+    /// Sessions detached since start: the memory trimmer's cue that many just ended.
+    detached: AtomicUsize,
 }
 
 impl Router {
@@ -160,6 +162,7 @@ impl Router {
             sessions: DashMap::new(),
             queue_budget,
             total_budget,
+            detached: AtomicUsize::new(0),
             total_held: Arc::default(),
             max_sessions,
         }
@@ -183,6 +186,7 @@ impl Router {
 
     /// Removes a session if it is still registered (a taken-over one already is not).
     pub fn detach(&self, principal: PrincipalId, session_id: u64) {
+        self.detached.fetch_add(1, Ordering::Relaxed);
         if let dashmap::Entry::Occupied(mut entry) = self.sessions.entry(principal) {
             entry.get_mut().retain(|s| s.id != session_id);
             if entry.get().is_empty() {
@@ -221,6 +225,11 @@ impl Router {
             held: AtomicUsize::new(0),
             total: self.total_held.clone(),
         })
+    }
+
+    /// How many sessions have ended since the broker started.
+    pub fn detached(&self) -> usize {
+        self.detached.load(Ordering::Relaxed)
     }
 
     pub fn session_count(&self) -> usize {

@@ -250,6 +250,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             .clone()
             .watch(Duration::from_secs(config.tls.reload_check_secs)),
     ];
+    tasks.push(crate::memory::spawn_trimmer(router.clone()));
     let (pruned_mqtt, pruned_api) = (shared.clone(), api.clone());
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
