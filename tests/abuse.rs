@@ -79,9 +79,16 @@ async fn an_oversized_connect_is_refused_before_it_is_buffered() {
     Raw::connect_v5(broker.mqtt, (alice.login.as_str(), alice.auth_secret()), 0).await;
 }
 
-/// Sends `head` and a partial body to the HTTP API; returns what the broker answered and how
-/// long it took to answer and close.
-fn slow_body(addr: std::net::SocketAddr, head: &str, partial: &[u8]) -> (String, Duration) {
+/// POSTs to `path` with `Content-Length: length` and sends only `partial` of the body;
+/// asserts the broker answers `status` and closes within `within`, and returns the answer.
+fn partial_body(
+    addr: std::net::SocketAddr,
+    path: &str,
+    length: &str,
+    partial: &[u8],
+    (status, within): (&str, Duration),
+) -> String {
+    let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n");
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     tcp.write_all(head.as_bytes()).unwrap();
@@ -89,26 +96,31 @@ fn slow_body(addr: std::net::SocketAddr, head: &str, partial: &[u8]) -> (String,
     let started = Instant::now();
     let mut answer = Vec::new();
     let _ = tcp.read_to_end(&mut answer);
-    (
+    let (answer, took) = (
         String::from_utf8_lossy(&answer).into_owned(),
         started.elapsed(),
-    )
+    );
+    assert!(
+        answer.starts_with(&format!("HTTP/1.1 {status}")),
+        "{answer}"
+    );
+    // read_to_end returned: the connection was closed, not held.
+    assert!(took < within, "{took:?}");
+    answer
 }
 
 #[test]
 fn a_slow_or_missing_http_body_gets_408_and_the_connection_closes() {
     let broker = Broker::start_with(&[("SEALRELAY_HTTP_BODY_TIMEOUT_SECS", "1")]);
-    let head = "POST /v1/prelogin HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000\r\n\r\n";
     for partial in [&b""[..], b"{\"na"] {
-        let (answer, took) = slow_body(broker.http, head, partial);
-        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        // Answered at the body timeout, and closed.
+        let answered = ("408", Duration::from_secs(5));
+        let answer = partial_body(broker.http, "/v1/prelogin", "2000", partial, answered);
         assert!(
             answer.contains(r#""error":"request_timeout""#)
                 && answer.contains("the request body did not arrive within 1 s"),
             "{answer}"
         );
-        // Answered at the body timeout and closed (read_to_end returned), not held.
-        assert!(took < Duration::from_secs(5), "{took:?}");
     }
 }
 
@@ -550,6 +562,14 @@ async fn a_session_stalled_mid_packet_is_closed_whatever_its_keepalive() {
     );
 }
 
+/// A broker started with `env`, a user alice and an instance of hers, logged in.
+async fn alice_and_her_instance(env: &[(&str, &str)]) -> (Broker, Identity, Identity) {
+    let broker = Broker::start_with(env);
+    let mut alice = broker.user("alice").await;
+    let instance = broker.instance_of(&mut alice).await;
+    (broker, alice, instance)
+}
+
 /// Subscribes `raw` to `id`'s inbox at QoS 1 and waits for the SUBACK.
 async fn subscribe_inbox(raw: &mut Raw, id: PrincipalId) {
     let filter = Filter::new(id.inbox_topic(), QoS::AtLeastOnce);
@@ -580,9 +600,7 @@ fn publish_v5(topic: &str, qos: u8, pkid: u16, payload: &[u8], alias: Option<u16
 /// 0x91 and is not delivered, and a true resend is still a duplicate (PUBREC 0x00, once).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_topic_alias_and_a_reused_qos2_packet_id_are_refused() {
-    let broker = Broker::start();
-    let mut alice = broker.user("alice").await;
-    let instance = broker.instance_of(&mut alice).await;
+    let (broker, alice, instance) = alice_and_her_instance(&[]).await;
     let (to, key) = (instance.id, instance.public_key());
     let topic = to.inbox_topic();
     let login = (alice.login.as_str(), alice.auth_secret());
@@ -739,12 +757,11 @@ fn broker_send_buffers(port: u16) -> Vec<(u16, u64)> {
 /// `mqtt.send_timeout_secs` while bytes wait is dropped, giving its queue back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscriber_that_stops_reading_is_dropped_and_its_socket_buffer_is_bounded() {
-    let broker = Broker::start_with(&[
+    let (broker, alice, instance) = alice_and_her_instance(&[
         ("SEALRELAY_MQTT_SEND_TIMEOUT_SECS", "1"),
         ("SEALRELAY_MQTT_SOCKET_SEND_BUFFER_BYTES", "65536"),
-    ]);
-    let mut alice = broker.user("alice").await;
-    let instance = broker.instance_of(&mut alice).await;
+    ])
+    .await;
     let (to, key) = (instance.id, instance.public_key());
     let mut stuck = Raw::open_with_receive_buffer(broker.mqtt, 4096).await;
     let login = (instance.login.as_str(), instance.auth_secret());
@@ -799,12 +816,11 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_its_socket_buffer_is_bou
 /// `slow_reader`) the session is closed, and its connection with it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_publisher_that_never_reads_its_acknowledgements_is_closed() {
-    let broker = Broker::start_with(&[
+    let (broker, alice, instance) = alice_and_her_instance(&[
         ("SEALRELAY_MQTT_SEND_TIMEOUT_SECS", "1"),
         ("SEALRELAY_MQTT_SOCKET_SEND_BUFFER_BYTES", "16384"),
-    ]);
-    let mut alice = broker.user("alice").await;
-    let instance = broker.instance_of(&mut alice).await;
+    ])
+    .await;
     let envelope = alice
         .seal_to(instance.id, &instance.public_key(), b"status?")
         .unwrap();
@@ -869,11 +885,14 @@ fn oversized_bodies_get_413_at_the_endpoints_own_bound() {
         "under 16 KiB: read, then refused"
     );
     for length in ["10000000", "10000000000"] {
-        let head = format!("POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n");
-        let (answer, took) = slow_body(broker.http, &head, b"{");
-        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-        // Answered at once; closed after actix's 1 s grace for the unread body, not held.
-        assert!(took < Duration::from_secs(3), "{took:?}");
+        // Answered at once; closed after actix's 1 s grace for the unread body.
+        partial_body(
+            broker.http,
+            "/v1/users",
+            length,
+            b"{",
+            ("413", Duration::from_secs(3)),
+        );
     }
 }
 
@@ -882,12 +901,11 @@ fn oversized_bodies_get_413_at_the_endpoints_own_bound() {
 /// sent still arrives, in order.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flooding_publisher_is_slowed_not_refused() {
-    let broker = Broker::start_with(&[
+    let (broker, alice, instance) = alice_and_her_instance(&[
         ("SEALRELAY_MQTT_PUBLISHES_PER_SECOND", "20"),
         ("SEALRELAY_MQTT_BYTES_PER_SECOND", "200000"),
-    ]);
-    let mut alice = broker.user("alice").await;
-    let instance = broker.instance_of(&mut alice).await;
+    ])
+    .await;
     let (to, key) = (instance.id, instance.public_key());
     let mut receiver = broker
         .client(instance, sealrelay_client::MqttVersion::V5)
