@@ -387,6 +387,19 @@ async fn a_captured_login_secret_cannot_replace_the_wrap_and_a_change_rolls_back
     );
     let forged = "a-key-proof-made-up-by-someone-without-the-key";
     assert_eq!(change_password_as(&broker, captured, Some(forged)).0, 403);
+    // Nor can it delete the account.
+    let basic = format!("alice:{}", alice.auth_secret());
+    let deleted = ureq::delete(&format!("http://{}/v1/me", broker.http))
+        .header(
+            "Authorization",
+            format!("Basic {}", sealrelay_wire::b64::encode(basic.as_bytes())),
+        )
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 403);
     let again = Identity::login_user(&broker.api(), "alice", "pw-alice").await;
     assert_eq!(
         again.unwrap().witness(),

@@ -89,7 +89,7 @@ impl Api {
         tokio::task::spawn_blocking(move || {
             let transport = |e: ureq::Error| ClientError::Transport(format!("{method} {url}: {e}"));
             let mut response = match (method, body) {
-                ("GET" | "DELETE", _) => {
+                ("GET", _) | ("DELETE", None) => {
                     let mut req = if method == "GET" {
                         agent.get(&url)
                     } else {
@@ -101,10 +101,10 @@ impl Api {
                     req.call().map_err(transport)?
                 }
                 (_, body) => {
-                    let mut req = if method == "PUT" {
-                        agent.put(&url)
-                    } else {
-                        agent.post(&url)
+                    let mut req = match method {
+                        "PUT" => agent.put(&url),
+                        "DELETE" => agent.delete(&url).force_send_body(),
+                        _ => agent.post(&url),
                     };
                     if let Some(auth) = &auth {
                         req = req.header("Authorization", auth.as_str());
@@ -244,8 +244,15 @@ impl Api {
             .map(drop)
     }
 
-    pub async fn delete_account(&self, login: Login<'_>) -> Result<(), ClientError> {
-        self.delete("/v1/me".into(), login).await
+    /// Deletes the caller's account; the key proof shows the caller holds its key.
+    pub async fn delete_account(
+        &self,
+        login: Login<'_>,
+        body: &KeyProofBody,
+    ) -> Result<(), ClientError> {
+        self.send::<serde_json::Value>("DELETE", "/v1/me", Some(login.header()), body)
+            .await
+            .map(drop)
     }
 
     pub async fn remove_instance(

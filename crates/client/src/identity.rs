@@ -455,7 +455,10 @@ impl Identity {
                 "only a user account can be deleted; instances are removed by their owner".into(),
             ));
         }
-        api.delete_account(self.api_login()).await
+        let body = KeyProofBody {
+            key_proof: crypto::key_proof(&self.secret).into(),
+        };
+        api.delete_account(self.api_login(), &body).await
     }
 
     /// Removes one of this user's instances: its token stops working and its live sessions

@@ -10,7 +10,7 @@ use crate::directory::unix_now;
 use crate::metrics;
 use sealrelay_wire::envelope::Witness;
 use sealrelay_wire::Close;
-use sealrelay_wire::{b64, PrincipalKind};
+use sealrelay_wire::{b64, PrincipalId, PrincipalKind};
 use subtle::ConstantTimeEq;
 
 /// The caller's own id, public key and wrapped private key, plus who it may address.
@@ -48,13 +48,8 @@ pub(super) async fn change_password(
 ) -> Result<HttpResponse> {
     let user = caller_user(&req, &state).await?;
     let (new, proof) = check_password_wrap(&state.config, body.into_inner())?;
-    // A login secret alone must not replace the wrap of a key it cannot open: once the
-    // account's key proof is on record, the change must carry it.
-    if let Some(expected) = state.directory.key_verifier(user.id).await? {
-        if !proof.is_some_and(|p| bool::from(expected.ct_eq(&p))) {
-            return Err(ApiError::Forbidden(super::users::KEY_PROOF_REFUSED));
-        }
-    }
+    // A login secret alone must not replace the wrap of a key it cannot open.
+    require_key_proof(&state, user.id, proof).await?;
     let days = i64::from(state.config.auth.previous_key_days);
     let keep_until = (days > 0).then(|| unix_now() + days * 86_400);
     state
@@ -71,8 +66,15 @@ pub(super) async fn change_password(
 pub(super) async fn delete_account(
     req: HttpRequest,
     state: web::Data<ApiState>,
+    body: Option<Body<KeyProofBody>>,
 ) -> Result<HttpResponse> {
     let user = caller_user(&req, &state).await?;
+    // Nor may a login secret alone destroy the account: the key proof, once recorded, is
+    // the body of the request (an account without one is deleted as before).
+    let proof = body
+        .map(|b| secret_verifier(b.key_proof.expose(), "key_proof"))
+        .transpose()?;
+    require_key_proof(&state, user.id, proof).await?;
     let instances = state.directory.delete_user(user.id).await?;
     for id in instances.iter().chain(std::iter::once(&user.id)) {
         state.router.kick_all(*id, Close::AccountDeleted);
@@ -82,6 +84,21 @@ pub(super) async fn delete_account(
         id: user.id,
         deleted_instances: instances,
     }))
+}
+
+/// Once the account's key proof is on record, `presented` (the verifier of the one sent)
+/// must match it: what only the holder of the private key may do.
+async fn require_key_proof(
+    state: &ApiState,
+    user: PrincipalId,
+    presented: Option<[u8; 32]>,
+) -> Result<()> {
+    if let Some(expected) = state.directory.key_verifier(user).await? {
+        if !presented.is_some_and(|p| bool::from(expected.ct_eq(&p))) {
+            return Err(ApiError::Forbidden(super::users::KEY_PROOF_REFUSED));
+        }
+    }
+    Ok(())
 }
 
 /// Records the key proof of an account registered before key proofs existed; once only.
