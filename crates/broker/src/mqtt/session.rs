@@ -520,10 +520,12 @@ impl Session {
         let State::Live(live) = &mut self.state else {
             return self.close(ctx, Close::ProtocolError);
         };
-        let digest = live
-            .digests
-            .hash_one((&publish.topic, &publish.payload[..]));
-        if publish.qos == 2 {
+        // Only QoS 2 keeps per-id state: QoS 0 and 1 publishes are not hashed.
+        let digest = (publish.qos == 2).then(|| {
+            live.digests
+                .hash_one((&publish.topic, &publish.payload[..]))
+        });
+        if let Some(digest) = digest {
             match live.awaiting_pubrel.get(&publish.pkid) {
                 // A resent QoS 2 publish already delivered: acknowledge, do not deliver twice.
                 Some(seen) if *seen == digest => {
@@ -565,7 +567,7 @@ impl Session {
             // 3.1.1 cannot refuse one publish; acknowledging would lose it silently.
             return self.close(ctx, Close::RecipientBackpressure);
         }
-        if publish.qos == 2 && outcome != Delivery::Backpressure {
+        if let Some(digest) = digest.filter(|_| outcome != Delivery::Backpressure) {
             if let State::Live(live) = &mut self.state {
                 live.awaiting_pubrel.insert(publish.pkid, digest);
             }
