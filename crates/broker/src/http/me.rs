@@ -5,13 +5,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use sealrelay_wire::api::*;
 
 use super::checks::*;
+use super::users::require_key_proof;
 use super::{caller, caller_user, ApiError, ApiState, Body, Result};
 use crate::directory::unix_now;
 use crate::metrics;
 use sealrelay_wire::envelope::Witness;
 use sealrelay_wire::Close;
-use sealrelay_wire::{b64, PrincipalId, PrincipalKind};
-use subtle::ConstantTimeEq;
+use sealrelay_wire::{b64, PrincipalKind};
 
 /// The caller's own id, public key and wrapped private key, plus who it may address.
 pub(super) async fn me(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
@@ -84,21 +84,6 @@ pub(super) async fn delete_account(
         id: user.id,
         deleted_instances: instances,
     }))
-}
-
-/// Once the account's key proof is on record, `presented` (the verifier of the one sent)
-/// must match it: what only the holder of the private key may do.
-async fn require_key_proof(
-    state: &ApiState,
-    user: PrincipalId,
-    presented: Option<[u8; 32]>,
-) -> Result<()> {
-    if let Some(expected) = state.directory.key_verifier(user).await? {
-        if !presented.is_some_and(|p| bool::from(expected.ct_eq(&p))) {
-            return Err(ApiError::Forbidden(super::users::KEY_PROOF_REFUSED));
-        }
-    }
-    Ok(())
 }
 
 /// Records the key proof of an account registered before key proofs existed; once only.

@@ -15,7 +15,7 @@ use crate::config::Registration;
 use crate::directory::{unix_now, NewUser, PreviousPassword};
 use crate::metrics;
 use sealrelay_wire::Close;
-use sealrelay_wire::{BadResetCode, KdfParams, KdfSpec, ResetCode};
+use sealrelay_wire::{BadResetCode, KdfParams, KdfSpec, PrincipalId, ResetCode};
 use subtle::ConstantTimeEq;
 
 /// Salt and KDF parameters for a name. Unknown names get a salt derived from a server
@@ -115,12 +115,9 @@ pub(super) async fn roll_back(
     let body = body.into_inner();
     let presented = secret_verifier(body.key_proof.expose(), "key_proof")?;
     let previous = check_previous(&req, &state, &body.name, &body.auth_secret).await?;
-    let record = match state.directory.key_verifier(previous.user).await? {
-        Some(expected) if bool::from(expected.ct_eq(&presented)) => None,
-        Some(_) => return Err(ApiError::Forbidden(KEY_PROOF_REFUSED)),
-        // An account from before key proofs: the first proof presented is recorded.
-        None => Some(presented),
-    };
+    let recorded = require_key_proof(&state, previous.user, Some(presented)).await?;
+    // An account from before key proofs: the first proof presented is recorded.
+    let record = (!recorded).then_some(presented);
     if !state.directory.roll_back(&previous, record).await? {
         return Err(previous_denied());
     }
@@ -131,8 +128,25 @@ pub(super) async fn roll_back(
     Ok(HttpResponse::Ok().json(IdBody { id: previous.user }))
 }
 
-pub(super) const KEY_PROOF_REFUSED: &str =
-    "key_proof does not match this account's key: it must be derived from the private key the account was registered with (protocol §2.4)";
+/// Once `user`'s key proof is on record, `presented` (the verifier of the one sent) must
+/// match it, in constant time: for what only the holder of the private key may do. Whether
+/// one is on record.
+pub(super) async fn require_key_proof(
+    state: &ApiState,
+    user: PrincipalId,
+    presented: Option<[u8; 32]>,
+) -> Result<bool> {
+    let Some(expected) = state.directory.key_verifier(user).await? else {
+        return Ok(false);
+    };
+    if presented.is_some_and(|p| bool::from(expected.ct_eq(&p))) {
+        Ok(true)
+    } else {
+        Err(ApiError::Forbidden(
+            "key_proof does not match this account's key: it must be derived from the private key the account was registered with (protocol §2.4)",
+        ))
+    }
+}
 
 fn previous_denied() -> ApiError {
     ApiError::Forbidden(
