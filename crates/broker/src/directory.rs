@@ -180,6 +180,24 @@ async fn set_password<'e>(
     ))
 }
 
+/// Records a user's key proof verifier if none is recorded (it never changes with the
+/// password); whether it was.
+async fn set_key_verifier<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    user: PrincipalId,
+    key_verifier: [u8; 32],
+) -> Result<bool, DirectoryError> {
+    let written = sqlx::query(
+        "UPDATE principals SET key_verifier = ? WHERE id = ? AND kind = 'user' AND key_verifier IS NULL",
+    )
+    .bind(&key_verifier[..])
+    .bind(&user.0[..])
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(written == 1)
+}
+
 /// Writes a keyring inside `tx` if its version is the stored one plus one.
 async fn put_keyring(
     tx: &mut sqlx::SqliteConnection,
@@ -493,15 +511,7 @@ impl Directory {
         key_verifier: [u8; 32],
     ) -> Result<bool, DirectoryError> {
         let _writing = self.writes.lock().await;
-        Ok(sqlx::query(
-            "UPDATE principals SET key_verifier = ? WHERE id = ? AND kind = 'user' AND key_verifier IS NULL",
-        )
-        .bind(&key_verifier[..])
-        .bind(&user.0[..])
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1)
+        set_key_verifier(&self.pool, user, key_verifier).await
     }
 
     /// The password material user `name`'s last change of password replaced, if it is
@@ -566,13 +576,7 @@ impl Directory {
         }
         let login = set_password(&mut *tx, user, &previous.secret).await?;
         if let Some(v) = key_verifier {
-            sqlx::query(
-                "UPDATE principals SET key_verifier = ? WHERE id = ? AND key_verifier IS NULL",
-            )
-            .bind(&v[..])
-            .bind(&user.0[..])
-            .execute(&mut *tx)
-            .await?;
+            set_key_verifier(&mut *tx, user, v).await?;
         }
         tx.commit().await?;
         self.remember_user(login, user, &previous.secret);
