@@ -35,6 +35,8 @@ impl Throttle {
     /// Buckets for `publishes_per_second` and `bytes_per_second` (0: that one unlimited);
     /// `None` when both are unlimited.
     pub fn new(publishes_per_second: u32, bytes_per_second: u64) -> Option<Arc<Throttle>> {
+        // An unlimited bucket is infinite and stays so: refills add ∞ (or, when no time has
+        // passed, 0 × ∞ = NaN, which `f64::min` discards), and it is never below one token.
         let rate = |r: f64| if r == 0.0 { f64::INFINITY } else { r };
         let (publishes, bytes) = (
             rate(f64::from(publishes_per_second)),
