@@ -996,3 +996,90 @@ async fn prelogin_parameters_do_not_tell_accounts_from_unknown_names() {
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
+
+/// A connection to the API from `from`, its request `head` sent.
+async fn http_from(addr: std::net::SocketAddr, from: &str, head: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind((from.parse::<std::net::IpAddr>().unwrap(), 0).into())
+        .unwrap();
+    let mut tcp = socket.connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, head.as_bytes())
+        .await
+        .unwrap();
+    tcp
+}
+
+/// What the broker answers on `tcp` before closing it (within 5 s).
+async fn answer(tcp: &mut tokio::net::TcpStream) -> String {
+    let mut answer = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(tcp, &mut answer);
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("the broker answers and closes")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The slow-body finding's second half: 20,000 held API connections from one client took
+/// every descriptor. Now one address holds at most `http.max_connections_per_ip`: past it
+/// the first request is answered 429 and the connection closed, and past the few answered
+/// refusals an over-share connection is closed at once, unanswered; other addresses are
+/// served throughout, and a share comes back when its connection closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_holds_at_most_its_share_of_api_connections() {
+    let broker = Broker::start_with(&[
+        ("SEALRELAY_HTTP_MAX_CONNECTIONS_PER_IP", "4"),
+        ("SEALRELAY_HTTP_BODY_TIMEOUT_SECS", "60"),
+    ]);
+    const HEALTH: &str = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let slow = "POST /v1/prelogin HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(http_from(broker.http, "127.0.0.1", slow).await);
+    }
+    let mut refused = http_from(broker.http, "127.0.0.1", HEALTH).await;
+    let refusal = answer(&mut refused).await;
+    assert!(
+        refusal.starts_with("HTTP/1.1 429")
+            && refusal.contains(r#""error":"rate_limited""#)
+            && refusal.contains("http.max_connections_per_ip"),
+        "{refusal}"
+    );
+    let mut elsewhere = http_from(broker.http, "127.0.0.2", HEALTH).await;
+    let served = answer(&mut elsewhere).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+
+    // 64 over-share connections that say nothing each wait for their answer; the next is
+    // closed at once, before a byte is read.
+    let mut silent = Vec::new();
+    for _ in 0..64 {
+        silent.push(http_from(broker.http, "127.0.0.1", "").await);
+    }
+    let started = Instant::now();
+    let mut closed = http_from(broker.http, "127.0.0.1", "").await;
+    assert_eq!(answer(&mut closed).await, "");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    drop((held, silent));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = http_from(broker.http, "127.0.0.1", HEALTH).await;
+        let served = answer(&mut again).await;
+        if served.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the share never came back: {served}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counted = broker
+        .counter(r#"sealrelay_connections_total{transport="http",outcome="refused_ip_capacity"}"#);
+    assert!(counted >= 66, "{counted}");
+}

@@ -270,3 +270,101 @@ async fn connection_churn_leaks_no_descriptor_or_memory() {
         "RSS KiB by round: {rss:?}"
     );
 }
+
+/// Raises this test process's soft open-file limit to its hard one: the floods below hold
+/// over a thousand sockets on the client side.
+fn raise_own_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct passed to them.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    limit.rlim_cur
+}
+
+/// A connection to `addr` that sends `head` and then holds.
+async fn held(addr: std::net::SocketAddr, head: &str) -> tokio::net::TcpStream {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, head.as_bytes())
+        .await
+        .unwrap();
+    tcp
+}
+
+/// The descriptor reserve (the slow-body finding: 20,000 held API connections took every
+/// descriptor, and MQTT CONNECTs timed out with them). Under an open-file limit too small
+/// for `mqtt.max_connections` + `http.max_connections`, the broker lowers both in
+/// proportion and says so, so a flood of either protocol's connections leaves the other
+/// accepting: with 1,000 API connections held, MQTT logins work; with 1,000 MQTT
+/// connections open, the API answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_one_protocol_leaves_the_other_its_descriptors() {
+    let own = raise_own_open_file_limit();
+    assert!(
+        own >= 4096,
+        "this test needs a hard open-file limit of 4096, not {own}"
+    );
+    let broker = Broker::start_through(
+        &["prlimit", "--nofile=1024:1024"],
+        &[
+            ("SEALRELAY_MQTT_WORKERS", "2"),
+            ("SEALRELAY_MQTT_MAX_CONNECTIONS", "1000"),
+            ("SEALRELAY_HTTP_MAX_CONNECTIONS", "1000"),
+            ("SEALRELAY_HTTP_MAX_CONNECTIONS_PER_IP", "5000"),
+            ("SEALRELAY_HTTP_BODY_TIMEOUT_SECS", "120"),
+        ],
+    );
+    // 1024 less the reserve (256 MQTT refusals + 128 + 8 per worker thread: 416), halved.
+    assert!(
+        broker.log_shows("both lowered in proportion", 1)
+            && broker.log_shows("mqtt_max_connections=304 http_max_connections=304", 1),
+        "{}",
+        broker.log()
+    );
+    let alice = broker.user("alice").await;
+    let login = (alice.login.as_str(), alice.auth_secret());
+
+    let slow = "POST /v1/prelogin HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000\r\n\r\n";
+    let mut api_flood = Vec::new();
+    for _ in 0..1000 {
+        api_flood.push(held(broker.http, slow).await);
+    }
+    let mut mqtt_idle = Vec::new();
+    for _ in 0..100 {
+        mqtt_idle.push(common::Raw::open(broker.mqtt).await);
+    }
+    let mut raw = common::Raw::open(broker.mqtt).await;
+    assert_eq!(
+        raw.try_connect_v5(login, "during-the-api-flood", 0).await,
+        Some(rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success),
+        "{}",
+        broker.log()
+    );
+    drop((api_flood, mqtt_idle, raw));
+
+    let mut mqtt_flood = Vec::new();
+    for _ in 0..1000 {
+        mqtt_flood.push(held(broker.mqtt, "").await);
+    }
+    let answered = tokio::time::timeout(
+        Duration::from_secs(10),
+        Identity::login_user(&broker.api(), "alice", "pw-alice"),
+    )
+    .await;
+    assert!(
+        matches!(answered, Ok(Ok(_))),
+        "the API did not answer during the MQTT flood:\n{}",
+        broker.log()
+    );
+    drop(mqtt_flood);
+    assert!(
+        !broker.log().contains("Too many open files"),
+        "{}",
+        broker.log()
+    );
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use sealrelay_broker::config::{Config, DEFAULT_TOML};
-use sealrelay_broker::server::{self, Running};
+use sealrelay_broker::server::{self, Fit, Running};
 use sealrelay_broker::tls::Certificate;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::layer::SubscriberExt;
@@ -29,18 +29,26 @@ pub(super) fn serve(path: Option<PathBuf>) -> Result<()> {
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
-    let open_files = raise_open_file_limit();
+    let mut fitted = config.clone();
+    let fit =
+        raise_open_file_limit().map(|limit| (limit, server::fit_open_files(&mut fitted, limit)));
+    if let Some((limit, Fit::TooFew { reserve })) = fit {
+        anyhow::bail!("the open-file limit ({limit}) is below the {reserve} descriptors the broker keeps for itself, before any connection: raise it (LimitNOFILE, ulimit -n)");
+    }
     actix_rt::System::new().block_on(async move {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-        let running = server::start(config.clone()).await?;
+        let running = server::start(fitted.clone()).await?;
         // Said once the broker runs (a refused start says only why it was refused).
-        let needed = config.mqtt.max_connections + config.http.max_connections + 256;
-        if open_files.is_some_and(|limit| limit < needed) {
+        if let Some((limit, Fit::Lowered { configured, reserve })) = fit {
             tracing::warn!(
-                open_files,
-                needed,
-                "the open-file limit is below mqtt.max_connections + http.max_connections + 256: raise LimitNOFILE, or lower those caps"
+                open_files = limit,
+                reserve,
+                mqtt_max_connections = fitted.mqtt.max_connections,
+                http_max_connections = fitted.http.max_connections,
+                "the open-file limit cannot hold mqtt.max_connections ({}) + http.max_connections ({}) + the broker's own descriptors: both lowered in proportion; raise LimitNOFILE to keep them",
+                configured.0,
+                configured.1,
             );
         }
         loop {

@@ -35,6 +35,8 @@ pub struct Broker {
     pub wss: SocketAddr,
     pub https: SocketAddr,
     log_path: PathBuf,
+    /// A command the broker is started through (`prlimit …`), or empty.
+    launcher: Vec<String>,
 }
 
 /// An address a listener that is off (or not yet up) has.
@@ -52,6 +54,12 @@ impl Broker {
 
     /// Starts a broker with extra `SEALRELAY_*` environment overrides.
     pub fn start_with(env: &[(&str, &str)]) -> Broker {
+        Broker::start_through(&[], env)
+    }
+
+    /// Starts a broker through `launcher` (a command that runs the one after it, such as
+    /// `prlimit --nofile=512`), with extra `SEALRELAY_*` environment overrides.
+    pub fn start_through(launcher: &[&str], env: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(
             dir.path().join("broker.toml"),
@@ -76,6 +84,7 @@ impl Broker {
             ws: UNSET,
             wss: UNSET,
             https: UNSET,
+            launcher: launcher.iter().map(|arg| arg.to_string()).collect(),
         };
         broker.spawn(env);
         broker
@@ -90,7 +99,9 @@ impl Broker {
             .unwrap();
         let before = self.log().len();
         self.child = Some(
-            Command::new(BIN)
+            Command::new(self.launcher.first().map_or(BIN, String::as_str))
+                .args(self.launcher.iter().skip(1).map(String::as_str))
+                .args((!self.launcher.is_empty()).then_some(BIN))
                 .args(["serve", "--config", "broker.toml"])
                 .current_dir(self.dir.path())
                 .envs(env.iter().copied())

@@ -235,6 +235,6 @@ pub fn bind(
     state: Arc<AdminState>,
 ) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
     let listen = state.api.config.admin.listen;
-    let (server, addrs) = http::bind_app(listen, None, (1, 64), state, configure)?;
+    let (server, addrs) = http::bind_app(listen, None, (1, 64, None), state, configure)?;
     Ok((server, addrs[0]))
 }

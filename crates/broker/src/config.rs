@@ -149,6 +149,7 @@ pub struct Http {
     pub workers: usize,
     pub body_timeout_secs: u64,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -347,6 +348,10 @@ impl Config {
                 self.mqtt.max_sessions_per_principal as u64,
             ),
             ("mqtt.max_inflight", u64::from(self.mqtt.max_inflight)),
+            (
+                "http.max_connections_per_ip",
+                self.http.max_connections_per_ip as u64,
+            ),
             ("tls.reload_check_secs", self.tls.reload_check_secs),
             ("mqtt.packet_timeout_secs", self.mqtt.packet_timeout_secs),
             ("mqtt.send_timeout_secs", self.mqtt.send_timeout_secs),

@@ -11,6 +11,7 @@
 //! - [`router`]: principal → live sessions, reached only through a `SessionHandle`;
 //! - [`directory`]: accounts, instances, pairings and session metadata in SQLite, with the
 //!   in-memory login and pairing maps the hot path reads;
+//! - [`peers`]: per-address connection shares, for the MQTT and HTTP listeners;
 //! - [`http`], [`admin`]: the JSON API and the operator API; [`auth`]: verifiers and
 //!   failure limits; [`rate`]: per-address and per-principal rate windows;
 //!   [`accounting`]: metadata records; [`metrics`]: Prometheus names; [`memory`]: freed
@@ -30,6 +31,7 @@ pub mod http;
 pub mod memory;
 pub mod metrics;
 pub mod mqtt;
+pub mod peers;
 pub mod rate;
 pub mod router;
 pub mod server;

@@ -56,6 +56,53 @@ pub struct Addresses {
     pub admin: SocketAddr,
 }
 
+/// Descriptors kept for everything but admitted connections: the MQTT refusals being
+/// answered, the database and its WAL, the log, the listeners, and each worker thread's
+/// poller and wakers (48 in all on two cores with no client, measured).
+pub fn descriptor_reserve(config: &Config) -> usize {
+    let threads =
+        Config::worker_count(config.mqtt.workers) + Config::worker_count(config.http.workers);
+    crate::mqtt::MAX_REFUSALS_IN_FLIGHT + 128 + 8 * threads
+}
+
+/// Fits `mqtt.max_connections` and `http.max_connections` under an open-file limit,
+/// keeping [`descriptor_reserve`]: when together they would need more, both are lowered in
+/// proportion, so that neither protocol's connections can take the descriptors the other's
+/// need (a flood of API connections must not stop MQTT accepting, nor the reverse).
+pub fn fit_open_files(config: &mut Config, open_files: usize) -> Fit {
+    let reserve = descriptor_reserve(config);
+    let (mqtt, http) = (config.mqtt.max_connections, config.http.max_connections);
+    if open_files >= reserve + mqtt + http {
+        return Fit::AsConfigured;
+    }
+    if open_files < reserve + 2 {
+        return Fit::TooFew { reserve };
+    }
+    let room = open_files - reserve;
+    let fitted_mqtt = (room * mqtt / (mqtt + http)).clamp(1, room - 1);
+    config.mqtt.max_connections = fitted_mqtt;
+    config.http.max_connections = room - fitted_mqtt;
+    Fit::Lowered {
+        configured: (mqtt, http),
+        reserve,
+    }
+}
+
+/// What [`fit_open_files`] did.
+#[derive(Debug, PartialEq)]
+pub enum Fit {
+    AsConfigured,
+    /// Both caps were lowered (from `configured`, MQTT first) to fit.
+    Lowered {
+        configured: (usize, usize),
+        reserve: usize,
+    },
+    /// The limit does not even hold the reserve: the broker cannot run under it.
+    TooFew {
+        reserve: usize,
+    },
+}
+
 /// A started broker. Must be created inside an actix `System`.
 pub struct Running {
     pub addresses: Addresses,
@@ -342,5 +389,39 @@ impl Running {
             );
         }
         tracing::info!("sealrelay stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_caps_are_lowered_in_proportion_to_fit_the_open_file_limit() {
+        let mut config = Config::load(None).unwrap();
+        config.mqtt.workers = 1;
+        config.http.workers = 1;
+        let reserve = descriptor_reserve(&config);
+        config.mqtt.max_connections = 3000;
+        config.http.max_connections = 1000;
+        assert_eq!(
+            fit_open_files(&mut config, reserve + 4000),
+            Fit::AsConfigured
+        );
+        assert_eq!(
+            fit_open_files(&mut config, reserve + 400),
+            Fit::Lowered {
+                configured: (3000, 1000),
+                reserve
+            }
+        );
+        assert_eq!(
+            (config.mqtt.max_connections, config.http.max_connections),
+            (300, 100)
+        );
+        assert_eq!(
+            fit_open_files(&mut config, reserve + 1),
+            Fit::TooFew { reserve }
+        );
     }
 }

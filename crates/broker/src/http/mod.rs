@@ -7,6 +7,7 @@
 mod checks;
 pub(crate) use checks::id_param;
 pub(crate) use users::INVITE_PREFIX;
+mod connections;
 mod console;
 mod instances;
 mod me;
@@ -16,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use actix_web::dev::Service;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::{header, ConnectionType, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use futures_util::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -28,6 +29,7 @@ use crate::metrics;
 use crate::mqtt::proxy::TrustedProxies;
 use crate::rate::Windows;
 use crate::router::Router;
+use connections::{ConnectionCaps, OverShare};
 use sealrelay_wire::{b64, PrincipalKind};
 
 pub struct ApiState {
@@ -421,18 +423,20 @@ pub fn bind(
 ) -> std::io::Result<(actix_web::dev::Server, SocketAddr, Option<SocketAddr>)> {
     let http = &state.config.http;
     let (listen, workers, connections) = (http.listen, http.workers, http.max_connections);
-    let (server, addrs) = bind_app(listen, https, (workers, connections), state, configure)?;
+    let caps = ConnectionCaps::new(http.max_connections_per_ip, state.trusted_proxies.clone());
+    let limits = (workers, connections, Some(Arc::new(caps)));
+    let (server, addrs) = bind_app(listen, https, limits, state, configure)?;
     Ok((server, addrs[0], addrs.get(1).copied()))
 }
 
 /// An HTTP server on `listen` (and over TLS on `https`) whose app is `configure` over
 /// `state`, with per-route request metrics, on `workers` threads holding at most
-/// `connections` connections together. Shared by the public API and the operator API.
-/// Returns the bound addresses, plain first.
+/// `connections` connections together and, with `caps`, a share of them per client address.
+/// Shared by the public API and the operator API. Returns the bound addresses, plain first.
 pub(crate) fn bind_app<T: Send + Sync + 'static>(
     listen: SocketAddr,
     https: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
-    (workers, connections): (usize, usize),
+    (workers, connections, caps): (usize, usize, Option<Arc<ConnectionCaps>>),
     state: Arc<T>,
     configure: fn(&mut web::ServiceConfig),
 ) -> std::io::Result<(actix_web::dev::Server, Vec<SocketAddr>)> {
@@ -443,6 +447,15 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
         App::new()
             .app_data(data.clone())
             .wrap_fn(|req, srv| {
+                if req.conn_data::<OverShare>().is_some() {
+                    let refusal = ApiError::TooMany(
+                        "this address holds its whole share of API connections (http.max_connections_per_ip): close some, then retry",
+                    );
+                    let mut response = refusal.error_response();
+                    response.head_mut().set_connection_type(ConnectionType::Close);
+                    metrics::http_request(route_label(req.match_pattern().as_deref()), 429);
+                    return futures_util::future::ready(Ok(req.into_response(response))).boxed_local();
+                }
                 srv.call(req).map(|res| {
                     // The route is known only after routing, so it is read off the response.
                     if let Ok(res) = &res {
@@ -451,6 +464,7 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
                     }
                     res
                 })
+                .boxed_local()
             })
             .configure(configure)
     })
@@ -458,6 +472,11 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
     .max_connections(per_worker)
     .disable_signals()
     .shutdown_timeout(5)
+    .on_connect(move |io, extensions| {
+        if let Some(caps) = &caps {
+            caps.on_connect(io, extensions);
+        }
+    })
     .bind(listen)?;
     let server = match https {
         Some((addr, tls)) => server.bind_rustls_0_23(addr, Arc::unwrap_or_clone(tls))?,

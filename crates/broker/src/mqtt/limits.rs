@@ -7,46 +7,27 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::peers::{AddressSlot, PerAddress};
 use sealrelay_wire::Close;
 
 pub struct Limits {
     global: Arc<Semaphore>,
-    per_ip: Arc<DashMap<IpAddr, usize>>,
-    max_per_ip: usize,
+    per_ip: PerAddress,
 }
 
 /// One admitted connection's place under the caps.
 pub struct ConnectionSlot {
     _global: OwnedSemaphorePermit,
-    per_ip: Option<IpSlot>,
-}
-
-/// One connection's place in its address's share.
-struct IpSlot {
-    ip: IpAddr,
-    map: Arc<DashMap<IpAddr, usize>>,
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        if let dashmap::Entry::Occupied(mut entry) = self.map.entry(self.ip) {
-            *entry.get_mut() -= 1;
-            if *entry.get() == 0 {
-                entry.remove();
-            }
-        }
-    }
+    per_ip: Option<AddressSlot>,
 }
 
 impl Limits {
     pub fn new(config: &crate::config::Mqtt) -> Limits {
         Limits {
             global: Arc::new(Semaphore::new(config.max_connections)),
-            per_ip: Arc::new(DashMap::new()),
-            max_per_ip: config.max_connections_per_ip,
+            per_ip: PerAddress::new(config.max_connections_per_ip),
         }
     }
 
@@ -65,15 +46,7 @@ impl Limits {
 
     /// Adds `ip`'s place to `slot`, or says why the address is over its share.
     pub fn admit_ip(&self, slot: &mut ConnectionSlot, ip: IpAddr) -> Result<(), Close> {
-        let mut count = self.per_ip.entry(ip).or_insert(0);
-        if *count >= self.max_per_ip {
-            return Err(Close::RefusedIpCapacity);
-        }
-        *count += 1;
-        slot.per_ip = Some(IpSlot {
-            ip,
-            map: self.per_ip.clone(),
-        });
+        slot.per_ip = Some(self.per_ip.admit(ip).ok_or(Close::RefusedIpCapacity)?);
         Ok(())
     }
 

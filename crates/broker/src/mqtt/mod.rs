@@ -46,7 +46,7 @@ use transport::{Front, Kind};
 const LISTEN_BACKLOG: u32 = 4096;
 /// Refusals being answered at once; past it an over-cap connection is closed unanswered,
 /// so a flood beyond the cap costs no more than a close.
-const MAX_REFUSALS_IN_FLIGHT: usize = 256;
+pub(crate) const MAX_REFUSALS_IN_FLIGHT: usize = 256;
 /// How long a refused connection may take to send its CONNECT, and how much of it is read.
 const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(2);
 const REFUSAL_READ_LIMIT: usize = 4096;

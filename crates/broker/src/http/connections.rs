@@ -1,0 +1,82 @@
+//! The per-address share of the HTTP listeners (`http.max_connections_per_ip`), taken when a
+//! connection is accepted (after the TLS handshake on HTTPS) and held for its whole life, so
+//! that one client cannot fill `http.max_connections` and keep everyone else waiting in the
+//! backlog. An over-share connection is answered 429 on its first request while a few such
+//! answers are pending; past them it is closed at once, unanswered, so that answering
+//! cannot itself cost descriptors. Trusted proxies are exempt: every client behind them
+//! shares their address. Uses actix only through its connect hook and request extensions.
+
+use std::any::Any;
+use std::net::Shutdown;
+use std::sync::Arc;
+
+use actix_web::dev::Extensions;
+use actix_web::rt::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics;
+use crate::mqtt::proxy::TrustedProxies;
+use crate::peers::{AddressSlot, PerAddress};
+use sealrelay_wire::Close;
+
+/// Over-share connections answered with a 429 at once; past these they are closed.
+const ANSWERED_REFUSALS: usize = 64;
+
+pub(crate) struct ConnectionCaps {
+    per_ip: PerAddress,
+    refusals: Arc<Semaphore>,
+    trusted_proxies: TrustedProxies,
+}
+
+/// Held in a connection's extensions while it lives: its place in its address's share.
+struct Admitted {
+    _slot: AddressSlot,
+}
+
+/// Marks a connection over its address's share, to be answered 429 and closed; holds one
+/// of the few answered refusals.
+pub(crate) struct OverShare {
+    _answer: OwnedSemaphorePermit,
+}
+
+impl ConnectionCaps {
+    pub(crate) fn new(max_per_ip: usize, trusted_proxies: TrustedProxies) -> ConnectionCaps {
+        ConnectionCaps {
+            per_ip: PerAddress::new(max_per_ip),
+            refusals: Arc::new(Semaphore::new(ANSWERED_REFUSALS)),
+            trusted_proxies,
+        }
+    }
+
+    /// actix's connect hook: `io` is the plain or the TLS stream of a new connection.
+    pub(crate) fn on_connect(&self, io: &dyn Any, extensions: &mut Extensions) {
+        type Tls = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
+        let (tcp, transport) = if let Some(tcp) = io.downcast_ref::<TcpStream>() {
+            (tcp, "http")
+        } else if let Some(tls) = io.downcast_ref::<Tls>() {
+            (tls.get_ref().0, "https")
+        } else {
+            return;
+        };
+        let Ok(peer) = tcp.peer_addr() else {
+            return;
+        };
+        if self.trusted_proxies.trusts(peer.ip()) {
+            return;
+        }
+        if let Some(slot) = self.per_ip.admit(peer.ip()) {
+            extensions.insert(Admitted { _slot: slot });
+            return;
+        }
+        metrics::connection(transport, Close::RefusedIpCapacity.label());
+        match self.refusals.clone().try_acquire_owned() {
+            Ok(permit) => {
+                extensions.insert(OverShare { _answer: permit });
+            }
+            // The dispatcher reads end-of-stream and drops the connection straight away.
+            Err(_) => {
+                let _ = socket2::SockRef::from(tcp).shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
