@@ -125,13 +125,15 @@ fn a_slow_or_missing_http_body_gets_408_and_the_connection_closes() {
 }
 
 /// One address registering in a loop (the finding: 10,000 accounts in 4 s) is stopped at
-/// `auth.registrations_per_ip_per_hour`; prelogin in a loop at its own limit; and one user
-/// adding instances without end at `directory.max_instances_per_user`.
+/// `auth.registrations_per_ip_per_hour`; prelogin in a loop, and reset completions, at their
+/// own limits; and one user adding instances without end at
+/// `directory.max_instances_per_user`.
 #[tokio::test(flavor = "multi_thread")]
-async fn registrations_prelogins_and_instances_are_bounded_per_address_and_user() {
+async fn registrations_prelogins_resets_and_instances_are_bounded_per_address_and_user() {
     let broker = Broker::start_with(&[
         ("SEALRELAY_AUTH_REGISTRATIONS_PER_IP_PER_HOUR", "3"),
         ("SEALRELAY_AUTH_PRELOGINS_PER_IP_PER_MINUTE", "20"),
+        ("SEALRELAY_AUTH_RESETS_PER_IP_PER_HOUR", "2"),
         ("SEALRELAY_DIRECTORY_MAX_INSTANCES_PER_USER", "2"),
     ]);
     let api = broker.api();
@@ -176,6 +178,24 @@ async fn registrations_prelogins_and_instances_are_bounded_per_address_and_user(
     assert!(
         matches!(&refused, sealrelay_client::ClientError::Api { status: 429, message, .. }
             if message == "too many prelogin requests from this address; retry in a minute"),
+        "{refused}"
+    );
+
+    // Reset completions: 2 an hour from one address, right code or wrong, then 429.
+    let code = common::line_after(&broker.admin_reset("u2"), "reset-code ");
+    let code: sealrelay_wire::ResetCode = code.parse().unwrap();
+    let reset =
+        || Identity::complete_reset(&api, "u2", &code, "another passphrase", common::FAST_KDF);
+    reset().await.unwrap();
+    let used = reset().await.err().unwrap();
+    assert!(
+        matches!(&used, ClientError::Api { status: 403, .. }),
+        "{used}"
+    );
+    let refused = reset().await.err().unwrap();
+    assert!(
+        matches!(&refused, ClientError::Api { status: 429, message, .. }
+            if message == "too many password resets tried from this address; retry in an hour"),
         "{refused}"
     );
 

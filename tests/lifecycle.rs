@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Broker, Probe, ProbeOptions, Seen, FAST_KDF};
+use common::{line_after, Broker, Probe, ProbeOptions, Seen, FAST_KDF};
 use sealrelay_client::{ClientError, Identity, MqttVersion};
 
 /// alice's old password and old login secret no longer log in, over HTTP nor MQTT.
@@ -347,20 +347,6 @@ async fn deleting_an_account_removes_its_keys_instances_and_sessions_but_not_oth
     broker
         .session_rows_until(Some(alice.id), "alice's session metadata kept", |n| n > 0)
         .await;
-}
-
-/// The line of `out`'s stdout that starts with `prefix`, without it.
-fn line_after(out: &std::process::Output, prefix: &str) -> String {
-    let said = String::from_utf8_lossy(&out.stdout);
-    said.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .unwrap_or_else(|| {
-            panic!(
-                "no {prefix:?} in {said}{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -70,7 +70,8 @@ impl Broker {
              [wss]\nlisten = \"127.0.0.1:0\"\n[https]\nlisten = \"127.0.0.1:0\"\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n\
              [kdf]\nmemory_kib = 19456\niterations = 2\n[log]\nlevel = \"debug\"\n\
-             [auth]\nregistrations_per_ip_per_hour = 100000\nprelogins_per_ip_per_minute = 100000\n",
+             [auth]\nregistrations_per_ip_per_hour = 100000\nprelogins_per_ip_per_minute = 100000\n\
+             resets_per_ip_per_hour = 100000\n",
         )
         .unwrap();
         let mut broker = Broker {
@@ -1061,4 +1062,18 @@ fn whole_packets(buf: &[u8]) -> usize {
         }
         at = i + len;
     }
+}
+
+/// The line of `out`'s stdout that starts with `prefix`, without it.
+pub fn line_after(out: &std::process::Output, prefix: &str) -> String {
+    let said = String::from_utf8_lossy(&out.stdout);
+    said.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| {
+            panic!(
+                "no {prefix:?} in {said}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .to_owned()
 }

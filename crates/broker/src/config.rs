@@ -186,6 +186,7 @@ pub struct Auth {
     pub trusted_address_days: u32,
     pub registrations_per_ip_per_hour: u32,
     pub prelogins_per_ip_per_minute: u32,
+    pub resets_per_ip_per_hour: u32,
     pub previous_key_days: u32,
     pub registration: Registration,
 }

@@ -263,6 +263,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             Duration::from_secs(60),
             config.auth.prelogins_per_ip_per_minute,
         ),
+        resets: Windows::new(
+            Duration::from_secs(3600),
+            config.auth.resets_per_ip_per_hour,
+        ),
     });
     let https = match config.https.listen.0 {
         Some(addr) => Some((
@@ -308,6 +312,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             pruned_mqtt.connects_by_principal.prune();
             pruned_api.registrations.prune();
             pruned_api.prelogins.prune();
+            pruned_api.resets.prune();
         }
     }));
     for server in [http_server, admin_server] {

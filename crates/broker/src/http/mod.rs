@@ -48,6 +48,8 @@ pub struct ApiState {
     pub registrations: Windows<IpAddr>,
     /// Prelogins per address per minute (`auth.prelogins_per_ip_per_minute`).
     pub prelogins: Windows<IpAddr>,
+    /// Reset completions tried per address per hour (`auth.resets_per_ip_per_hour`).
+    pub resets: Windows<IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -225,13 +225,21 @@ pub(super) async fn register(
 }
 
 /// Completes an operator-issued reset: the code (checked in constant time, under the same
-/// failure limits as logins) lets the user install a new key pair and password. Pairings
-/// are flagged for re-enrolment, and every live session of the user is closed.
+/// failure limits as logins, and every attempt under `auth.resets_per_ip_per_hour`) lets
+/// the user install a new key pair and password. Pairings are flagged for re-enrolment,
+/// and every live session of the user is closed.
 pub(super) async fn complete_reset(
     req: HttpRequest,
     state: web::Data<ApiState>,
     body: Body<ResetRequest>,
 ) -> Result<HttpResponse> {
+    // Counted before anything is checked: a reset installs a key and writes the database,
+    // so one address may not try (or, holding codes, complete) many an hour.
+    if !state.resets.admit(client_ip(&req, &state)) {
+        return Err(ApiError::TooMany(
+            "too many password resets tried from this address; retry in an hour",
+        ));
+    }
     let (name, reset_code, public_key, password) = body.into_inner().into_parts();
     let denied = || {
         ApiError::Forbidden(
