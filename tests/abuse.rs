@@ -300,7 +300,14 @@ async fn never_reading_sessions_together_hold_at_most_the_broker_budget() {
     for round in 0..8 {
         match console.send(ids[round % ids.len()], &payload, 1).await {
             Ok(_) => delivered += 1,
-            Err(ClientError::PublishRefused { code: 0x97, .. }) => refused += 1,
+            Err(e @ ClientError::PublishRefused { code: 0x97, .. }) => {
+                // The broker's budget, not the recipient's, and the SDK says so.
+                assert!(
+                    e.to_string().contains("the broker holds as many undelivered bytes as it may for all its clients (not this recipient's doing); retry later"),
+                    "{e}"
+                );
+                refused += 1
+            }
             Err(e) => panic!("{e}"),
         }
     }
@@ -811,16 +818,30 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_its_socket_buffer_is_bou
     // The instance stops reading; alice sends it more than the sockets hold.
     let mut publisher = Raw::connect_v5(broker.mqtt, (&alice.login, alice.auth_secret()), 0).await;
     let big = vec![0x5a; 200_000];
+    let mut refusals = Vec::new();
     for pkid in 1..=8 {
         let envelope = alice.seal_to(to, &key, &big).unwrap();
         publisher
             .send_v5(publish_v5(&to.inbox_topic(), 1, pkid, &envelope, None))
             .await;
-        assert!(matches!(
-            publisher.read(Duration::from_secs(5)).await,
-            RawRead::Packet(p) if matches!(*p, Packet::PubAck(_))
-        ));
+        let RawRead::Packet(packet) = publisher.read(Duration::from_secs(5)).await else {
+            panic!("no PUBACK");
+        };
+        let Packet::PubAck(ack) = *packet else {
+            panic!("{packet:?}");
+        };
+        if ack.reason == rumqttc::v5::mqttbytes::v5::PubAckReason::QuotaExceeded {
+            refusals.push(ack.properties.and_then(|p| p.reason_string));
+        }
     }
+    // Past the session's 1 MiB (five of these): refused for the recipient, and said so.
+    assert!(
+        !refusals.is_empty()
+            && refusals
+                .iter()
+                .all(|why| why.as_deref() == Some("recipient_backpressure")),
+        "{refusals:?}"
+    );
     let dropped = "sealrelay_sessions_closed_total{reason=\"send_timeout\"}";
     let deadline = Instant::now() + Duration::from_secs(10);
     while broker.counter(dropped) == 0 {

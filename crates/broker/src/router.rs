@@ -141,6 +141,9 @@ pub enum Delivery {
     NoSubscriber,
     /// Every subscribed session was over its byte budget.
     Backpressure,
+    /// No subscribed session took it, and some for the broker-wide budget: the broker is
+    /// busy, not (only) the recipient.
+    BrokerBusy,
 }
 
 pub struct Router {
@@ -243,7 +246,7 @@ impl Router {
             metrics::hot().no_subscriber.increment(1);
             return Delivery::NoSubscriber;
         };
-        let (mut subscribed, mut taken) = (0, 0);
+        let (mut subscribed, mut taken, mut broker_full) = (0, 0, false);
         for link in sessions.iter() {
             let granted = link.inbox_qos.load(Ordering::Relaxed);
             if granted == NOT_SUBSCRIBED {
@@ -262,6 +265,7 @@ impl Router {
                 }
                 Err(Over::Broker) => {
                     metrics::hot().dropped_broker_budget.increment(1);
+                    broker_full = true;
                     continue;
                 }
             }
@@ -273,6 +277,7 @@ impl Router {
                 metrics::hot().no_subscriber.increment(1);
                 Delivery::NoSubscriber
             }
+            (_, 0) if broker_full => Delivery::BrokerBusy,
             (_, 0) => Delivery::Backpressure,
             _ => Delivery::Delivered,
         }

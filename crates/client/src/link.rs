@@ -35,6 +35,9 @@ pub enum PublishRefusal {
     EnvelopeTooLarge,
     /// Every session of the recipient is over its byte budget: retry later.
     RecipientBusy,
+    /// The broker holds its whole budget of undelivered bytes, for every recipient: retry
+    /// later; the recipient is not at fault.
+    BrokerBusy,
     /// The topic is not an inbox.
     NotAnInbox,
     /// A code this SDK does not know.
@@ -52,6 +55,7 @@ impl PublishRefusal {
             (Some(Close::SenderSpoofed), _) => PublishRefusal::SenderRefused,
             (Some(Close::EnvelopeTooLarge), _) => PublishRefusal::EnvelopeTooLarge,
             (Some(Close::TopicNotInbox), _) => PublishRefusal::NotAnInbox,
+            (Some(Close::BrokerBusy), _) => PublishRefusal::BrokerBusy,
             (_, 0x97) => PublishRefusal::RecipientBusy,
             _ => PublishRefusal::Other,
         }
@@ -69,6 +73,9 @@ impl std::fmt::Display for PublishRefusal {
             PublishRefusal::EnvelopeTooLarge => "it is larger than the broker accepts",
             PublishRefusal::RecipientBusy => {
                 "the recipient is not reading fast enough; retry later"
+            }
+            PublishRefusal::BrokerBusy => {
+                "the broker holds as many undelivered bytes as it may for all its clients (not this recipient's doing); retry later"
             }
             PublishRefusal::NotAnInbox => "the topic is not an inbox",
             PublishRefusal::Other => "the broker refused it",

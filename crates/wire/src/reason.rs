@@ -146,8 +146,12 @@ pub enum Close {
     RefusedCooldown,
     /// DISCONNECT: a retained PUBLISH (MQTT 5).
     RetainRefused,
-    /// 3.1.1 close: every recipient session is over its byte budget (3.1.1 has no negative ack).
+    /// PUBACK (3.1.1: close, having no negative ack): every recipient session is over its
+    /// byte budget.
     RecipientBackpressure,
+    /// PUBACK (3.1.1: close): all sessions together are over the broker's byte budget; the
+    /// broker is busy, not the recipient.
+    BrokerBusy,
     /// DISCONNECT: the client sends faster than it reads its own acknowledgements.
     SlowReader,
     /// Close (no DISCONNECT: the socket is full): the socket took no bytes for
@@ -188,7 +192,7 @@ pub enum Close {
 
 impl Close {
     /// Every variant, for the docs test.
-    pub const ALL: [Close; 42] = [
+    pub const ALL: [Close; 43] = [
         Close::ClientDisconnect,
         Close::ConnectionLost,
         Close::ClosedBeforeConnect,
@@ -214,6 +218,7 @@ impl Close {
         Close::RefusedCooldown,
         Close::RetainRefused,
         Close::RecipientBackpressure,
+        Close::BrokerBusy,
         Close::SlowReader,
         Close::SendTimeout,
         Close::KeepaliveTimeout,
@@ -261,6 +266,7 @@ impl Close {
             Close::RefusedCooldown => "refused_cooldown",
             Close::RetainRefused => "retain_refused",
             Close::RecipientBackpressure => "recipient_backpressure",
+            Close::BrokerBusy => "broker_busy",
             Close::SlowReader => "slow_reader",
             Close::SendTimeout => "send_timeout",
             Close::KeepaliveTimeout => "keepalive_timeout",
@@ -308,6 +314,7 @@ impl Close {
             Close::RefusedCapacity
             | Close::RefusedSessionCap
             | Close::RecipientBackpressure
+            | Close::BrokerBusy
             | Close::SlowReader
             | Close::SendTimeout
             | Close::EnvelopeTooLarge => Reason::QuotaExceeded,

@@ -558,22 +558,23 @@ impl Session {
             .shared
             .router
             .deliver(recipient, &publish.payload, publish.qos.min(1));
-        let reason = match outcome {
-            Delivery::Delivered => Reason::Success,
-            Delivery::NoSubscriber => Reason::NoMatchingSubscribers,
-            Delivery::Backpressure => Reason::QuotaExceeded,
+        let (reason, refused) = match outcome {
+            Delivery::Delivered => (Reason::Success, None),
+            Delivery::NoSubscriber => (Reason::NoMatchingSubscribers, None),
+            Delivery::Backpressure => (Reason::QuotaExceeded, Some(Close::RecipientBackpressure)),
+            Delivery::BrokerBusy => (Reason::QuotaExceeded, Some(Close::BrokerBusy)),
         };
-        if outcome == Delivery::Backpressure && publish.qos > 0 && self.version == Version::V311 {
+        if let Some(why) = refused.filter(|_| publish.qos > 0 && self.version == Version::V311) {
             // 3.1.1 cannot refuse one publish; acknowledging would lose it silently.
-            return self.close(ctx, Close::RecipientBackpressure);
+            return self.close(ctx, why);
         }
-        if let Some(digest) = digest.filter(|_| outcome != Delivery::Backpressure) {
+        if let Some(digest) = digest.filter(|_| refused.is_none()) {
             if let State::Live(live) = &mut self.state {
                 live.awaiting_pubrel.insert(publish.pkid, digest);
             }
         }
         if publish.qos > 0 {
-            self.ack(publish.qos, publish.pkid, reason, None);
+            self.ack(publish.qos, publish.pkid, reason, refused.map(Close::label));
         }
     }
 
