@@ -692,12 +692,7 @@ async fn a_topic_alias_and_a_reused_qos2_packet_id_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn registration_by_invite_or_not_at_all() {
     let broker = Broker::start_with(&[("SEALRELAY_AUTH_REGISTRATION", "invite")]);
-    let invite = || {
-        let out = broker.admin(&["invite"]);
-        assert!(out.status.success(), "{out:?}");
-        let text = String::from_utf8(out.stdout).unwrap();
-        text.strip_prefix("invite ").unwrap().trim().to_owned()
-    };
+    let invite = || broker.invite();
     let mut register = broker.cli();
     register.args(["user", "register", "--user", "alice"]);
     let refused = register

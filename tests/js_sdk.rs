@@ -34,11 +34,19 @@ async fn js_passed(node: std::process::Child) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn users_registered_in_either_sdk_log_in_with_the_other() {
-    let broker = Broker::start();
+    // By invite, so that both SDKs' invite fields meet a server that checks them.
+    let broker = Broker::start_with(&[("SEALRELAY_AUTH_REGISTRATION", "invite")]);
     let password = "a password both sides derive alike";
-    let rust = Identity::register_user(&broker.api(), "from-rust", password, FAST_KDF)
-        .await
-        .unwrap();
+    let invite = broker.invite();
+    let rust = Identity::register_invited(
+        &broker.api(),
+        "from-rust",
+        password,
+        FAST_KDF,
+        Some(&invite),
+    )
+    .await
+    .unwrap();
     let out = broker.dir.path().join("js-out.json");
     let cases = serde_json::json!({
         "http": format!("http://{}", broker.http),
@@ -47,6 +55,7 @@ async fn users_registered_in_either_sdk_log_in_with_the_other() {
         "rust_user": "from-rust",
         "rust_id": rust.id.to_string(),
         "rust_witness": rust.witness().to_string(),
+        "invite": broker.invite(),
         "out": out,
     });
     let node = common::node_test(

@@ -74,7 +74,7 @@ fn the_console_in_headless_chromium() {
         std::fs::write(&restarted, b"").unwrap();
         broker.restart();
     }
-    common::node_report(node.wait_with_output().unwrap(), 6);
+    common::node_report(node.wait_with_output().unwrap(), 7);
     for shot in [
         "02-reply",
         "03-wrong-password",
@@ -82,6 +82,7 @@ fn the_console_in_headless_chromium() {
         "05-stale-key",
         "06-pin-mismatch",
         "07-reconnecting",
+        "08-rolled-back",
     ] {
         assert!(screenshots.join(format!("{shot}.png")).is_file(), "{shot}");
     }

@@ -224,6 +224,14 @@ impl Broker {
 
     /// `sealrelay admin reset-user --name <name>` as the operator on the broker's machine:
     /// its config and token file, and the operator API's ephemeral port.
+    /// A one-time invite code from the operator (`sealrelay admin invite`).
+    pub fn invite(&self) -> String {
+        let out = self.admin(&["invite"]);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.strip_prefix("invite ").unwrap().trim().to_owned()
+    }
+
     pub fn admin_reset(&self, name: &str) -> std::process::Output {
         self.admin(&["reset-user", "--name", name])
     }

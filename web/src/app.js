@@ -285,12 +285,13 @@ function onSubmit(f, handler) {
 
 function wire() {
   onSubmit(form("login-form"), async (ev) => {
-    const [name, password] = take(form("login-form"), "name", "password");
+    const [name, password, invite] = take(form("login-form"), "name", "password", "invite");
     const register = /** @type {HTMLButtonElement | null} */ (ev.submitter)?.value === "register";
     say($("login-error"), null);
     link("connecting", register ? "creating your key…" : "unlocking your key…");
     try {
-      await enter(register ? await Identity.register(api, name, password) : await Identity.login(api, name, password));
+      await enter(register ? await Identity.register(api, name, password, { invite }) : await Identity.login(api, name, password));
+      field(form("login-form"), "invite").value = "";
     } catch (e) {
       link("idle", "not connected");
       say($("login-error"), e instanceof KeyringRollbackError ? `Refused: ${e.message}` : explain(e));
@@ -307,6 +308,20 @@ function wire() {
       await enter(identity, staleInstances);
     } catch (e) {
       say($("login-error"), e instanceof ApiError && e.status === 403 ? "That reset code is wrong, used or expired: ask the operator for a new one." : explain(e));
+    }
+  });
+
+  onSubmit(form("rollback-form"), async () => {
+    const [name, password] = take(form("rollback-form"), "name", "password");
+    say($("login-error"), null);
+    link("connecting", "unlocking your previous key…");
+    try {
+      const { identity } = await Identity.rollBack(api, name, password);
+      /** @type {HTMLDetailsElement} */ ($("rollback")).open = false;
+      await enter(identity);
+    } catch (e) {
+      link("idle", "not connected");
+      say($("login-error"), explain(e));
     }
   });
 

@@ -452,5 +452,37 @@ test("the link says when the broker goes away and that it is back; a change of p
   await submitLogin(page, "web-erin", "erin's new password");
   await visible(page, "#account");
   assert.equal(await text(page, "#my-witness"), witness);
+
+  // The change was not erin's: the password from before it undoes it, to the same key; the
+  // changed password no longer logs in, and a second rollback finds nothing to undo.
+  await page.click("#logout");
+  await page.click("#rollback summary");
+  await page.fill("#rollback-form [name=name]", "web-erin");
+  await page.fill("#rollback-form [name=password]", "erin's password");
+  await page.click("#rollback-form button");
+  await visible(page, "#account");
+  await page.waitForSelector('#link[data-state="connected"]', { timeout: 30_000 });
+  assert.equal(await text(page, "#my-witness"), witness);
+  await shot(page, "08-rolled-back");
+  await page.click("#logout");
+  await submitLogin(page, "web-erin", "erin's new password");
+  await page.waitForSelector("#login-error:not([hidden])", { timeout: 30_000 });
+  assert.equal(await text(page, "#login-error"), "Wrong name or password.");
+  await page.click("#rollback summary");
+  await page.fill("#rollback-form [name=name]", "web-erin");
+  await page.fill("#rollback-form [name=password]", "erin's password");
+  await page.click("#rollback-form button");
+  await page.waitForFunction(() => document.getElementById("login-error")?.textContent?.startsWith("nothing to roll back for web-erin"), null, { timeout: 30_000 });
   await recorder.check(page, secrets);
+});
+
+test("an invite code typed at registration goes to the server with it, and is cleared", { skip, timeout: 60_000 }, async () => {
+  const { page, recorder } = await open();
+  await page.fill("#login-form [name=invite]", "sri1.an-invite-from-the-operator");
+  await register(page, "web-ivy", "ivy's password");
+  const sent = recorder.sent.find((s) => s.where === `POST ${cases.https}v1/users`);
+  assert.ok(sent, "the registration was sent");
+  assert.match(sent.carried.toString("latin1"), /"invite":"sri1\.an-invite-from-the-operator"/);
+  await page.click("#logout");
+  assert.equal(await page.inputValue("#login-form [name=invite]"), "");
 });

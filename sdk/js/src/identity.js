@@ -203,16 +203,55 @@ export class Identity {
   /**
    * Creates a user: a fresh key pair wrapped under a key derived from `password` with a
    * fresh salt, at the server's advertised KDF parameters or the client floor if stronger.
+   * `invite` is the operator's one-time code, for a server with `auth.registration = "invite"`.
    * @param {Api} api
    * @param {string} name
    * @param {string} password
+   * @param {{ invite?: string }} [options]
    */
-  static async register(api, name, password) {
+  static async register(api, name, password, { invite } = {}) {
     await _sodium.ready;
     const id = _sodium.randombytes_buf(16);
     const { secret, auth, body } = await freshUserKey(api, name, id, password);
-    await api.call("POST", "/v1/users", { body: { name, user_id: c.toHex(id), ...body } });
+    const code = invite?.trim() ? { invite: invite.trim() } : {};
+    await api.call("POST", "/v1/users", { body: { name, user_id: c.toHex(id), ...body, ...code } });
     return new Identity(id, name, secret, auth);
+  }
+
+  /**
+   * Undoes the last change of `name`'s password within the server's grace period (protocol
+   * §7.8), for when someone else made it: the wrap the change replaced is fetched with
+   * `previousPassword`'s login secret and opened here, and the key proof of the key inside
+   * authorises the rollback. Every other session of the user is closed.
+   * @returns {Promise<{ identity: Identity, changedAt: number }>} the user logged in with
+   *   `previousPassword` again, and when the undone change was made (unix seconds)
+   * @param {Api} api
+   * @param {string} name
+   * @param {string} previousPassword
+   */
+  static async rollBack(api, name, previousPassword) {
+    await _sodium.ready;
+    const spec = await api.call("POST", "/v1/prelogin/previous", { body: { name } });
+    const keys = await c.deriveFromPassword(previousPassword, c.fromB64(spec.salt), spec);
+    const auth = c.authSecret(keys);
+    const previous = await api.call("POST", "/v1/users/previous", { body: { name, auth_secret: auth } }).catch((e) => {
+      c.wipeKeys(keys);
+      if (e?.status === 403) {
+        throw new Error(`nothing to roll back for ${name} with that password: it is not the password before the last change, or the change is older than the server keeps`);
+      }
+      throw e;
+    });
+    const id = c.idFromHex(previous.id);
+    const { secret } = c.decodeBundle(c.unwrap(keys, id, c.fromB64(previous.wrapped_key)));
+    c.wipeKeys(keys);
+    if (c.toHex(c.publicKeyOf(secret)) !== c.toHex(c.fromB64(previous.public_key))) {
+      c.wipe(secret);
+      throw new Error("the server's public key for the previous wrap is not the one it holds: refusing it");
+    }
+    const keyProof = await c.keyProof(secret);
+    c.wipe(secret);
+    await api.call("POST", "/v1/users/rollback", { body: { name, auth_secret: auth, key_proof: keyProof } });
+    return { identity: await Identity.login(api, name, previousPassword), changedAt: previous.changed_at };
   }
 
   /**

@@ -1,6 +1,7 @@
 // Cross-language logins through a real broker, driven by tests/js_sdk.rs (which starts the
 // broker and passes SRTEST_JS_INTEROP as JSON): a user registered here logs in with the
-// Rust SDK, and a user the Rust SDK registered logs in here — the same key on both sides.
+// Rust SDK, and a user the Rust SDK registered logs in here — the same key on both sides;
+// both registered by invite.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
@@ -13,7 +14,8 @@ const cases = JSON.parse(process.env.SRTEST_JS_INTEROP ?? "null");
 test("register here, log in there; registered there, log in here", { skip: cases === null && "run through tests/js_sdk.rs" }, async () => {
   await c.ready();
   const api = new Api(cases.http);
-  const mine = await Identity.register(api, cases.js_user, cases.password);
+  await assert.rejects(Identity.register(api, cases.js_user, cases.password), (e) => e instanceof ApiError && e.status === 403 && /invite only/.test(e.message));
+  const mine = await Identity.register(api, cases.js_user, cases.password, { invite: cases.invite });
   const again = await Identity.login(api, cases.js_user, cases.password);
   assert.equal(again.witness, mine.witness);
   await assert.rejects(Identity.login(api, cases.js_user, cases.password + "!"), (e) => e instanceof ApiError && e.status === 401);
@@ -58,6 +60,14 @@ test("register here, log in there; registered there, log in here", { skip: cases
   assert.equal(changed.witness, mine.witness);
   await assert.rejects(Identity.login(api, cases.js_user, cases.password), (e) => e instanceof ApiError && e.status === 401);
   await mine.changePassword(api, cases.password);
+  // Someone else changes it: the password from before the first change of the grace period
+  // undoes that (protocol §7.8), back to the same key, and only once.
+  await mine.changePassword(api, "an intruder's choice");
+  const { identity: back, changedAt } = await Identity.rollBack(api, cases.js_user, cases.password);
+  assert.equal(back.witness, mine.witness);
+  assert.ok(changedAt > 1_700_000_000, `changed_at ${changedAt}`);
+  await assert.rejects(Identity.login(api, cases.js_user, "an intruder's choice"), (e) => e instanceof ApiError && e.status === 401);
+  await assert.rejects(Identity.rollBack(api, cases.js_user, cases.password), /nothing to roll back for/);
   writeFileSync(cases.out, JSON.stringify({ id: c.toHex(mine.id), witness: mine.witness }));
-  for (const who of [mine, again, theirs, changed]) who.wipe();
+  for (const who of [mine, again, theirs, changed, back]) who.wipe();
 });
