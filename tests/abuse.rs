@@ -903,7 +903,8 @@ async fn a_publisher_that_never_reads_its_acknowledgements_is_closed() {
 
 /// Each endpoint takes bodies up to what it needs (4 KiB for a name and a secret, 16 KiB for
 /// a password wrap, 256 KiB for a keyring): more is a JSON 413 at once, before the body is
-/// read — the finding's 10 MB and 1e10-byte Content-Length bodies included.
+/// read — the finding's 10 MB and 1e10-byte Content-Length bodies included — and JSON nested
+/// deeper than the parser goes is a 400.
 #[test]
 fn oversized_bodies_get_413_at_the_endpoints_own_bound() {
     let broker = Broker::start();
@@ -933,6 +934,15 @@ fn oversized_bodies_get_413_at_the_endpoints_own_bound() {
         400,
         "under 16 KiB: read, then refused"
     );
+    // JSON nested 100,000 deep (within /v1/instances' 256 KiB): refused by the parser's
+    // depth limit with a 400, no stack overflow; the broker goes on answering.
+    let (status, answer) = post("/v1/instances", "[".repeat(100_000));
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        answer["message"],
+        "request body is not valid JSON (line 1, column 128)"
+    );
+    assert_eq!(post("/v1/prelogin", name(10)).0, 200);
     for length in ["10000000", "10000000000"] {
         // Answered at once; closed after actix's 1 s grace for the unread body.
         partial_body(
@@ -1057,6 +1067,15 @@ async fn answer(tcp: &mut tokio::net::TcpStream) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// `sealrelay_http_connections_open{transport="http"}`, read from 127.0.0.2.
+async fn open_api_connections(addr: std::net::SocketAddr) -> u64 {
+    const METRICS: &str = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let page = answer(&mut http_from(addr, "127.0.0.2", METRICS).await).await;
+    page.lines()
+        .find_map(|l| l.strip_prefix(r#"sealrelay_http_connections_open{transport="http"} "#))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
 /// The slow-body finding's second half: 20,000 held API connections from one client took
 /// every descriptor. Now one address holds at most `http.max_connections_per_ip`: past it
 /// the first request is answered 429 and the connection closed, and past the few answered
@@ -1067,6 +1086,7 @@ async fn one_address_holds_at_most_its_share_of_api_connections() {
     let broker = Broker::start_with(&[
         ("SEALRELAY_HTTP_MAX_CONNECTIONS_PER_IP", "4"),
         ("SEALRELAY_HTTP_BODY_TIMEOUT_SECS", "60"),
+        ("SEALRELAY_HTTP_HEADER_TIMEOUT_SECS", "3"),
     ]);
     const HEALTH: &str = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let slow = "POST /v1/prelogin HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000\r\n\r\n";
@@ -1074,8 +1094,18 @@ async fn one_address_holds_at_most_its_share_of_api_connections() {
     for _ in 0..4 {
         held.push(http_from(broker.http, "127.0.0.1", slow).await);
     }
-    let mut refused = http_from(broker.http, "127.0.0.1", HEALTH).await;
-    let refusal = answer(&mut refused).await;
+    // The broker admits accepted connections in its own time: the four are held once the
+    // gauge, read from elsewhere, counts them and the reading connection.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_api_connections(broker.http).await < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the held connections were not all admitted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut next = http_from(broker.http, "127.0.0.1", HEALTH).await;
+    let refusal = answer(&mut next).await;
     assert!(
         refusal.starts_with("HTTP/1.1 429")
             && refusal.contains(r#""error":"rate_limited""#)
@@ -1086,19 +1116,28 @@ async fn one_address_holds_at_most_its_share_of_api_connections() {
     let served = answer(&mut elsewhere).await;
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
 
-    // 64 over-share connections that say nothing each wait for their answer; the next is
-    // closed at once, before a byte is read.
+    // 64 over-share connections that say nothing each wait for their answer (until the
+    // header timeout); past them one is closed at once, before a byte is read. A connection
+    // the broker has not yet looked at when the next arrives takes one of the 64 later, so
+    // a few more may wait.
     let mut silent = Vec::new();
     for _ in 0..64 {
         silent.push(http_from(broker.http, "127.0.0.1", "").await);
     }
-    let started = Instant::now();
-    let mut closed = http_from(broker.http, "127.0.0.1", "").await;
-    assert_eq!(answer(&mut closed).await, "");
+    let closed_at_once = loop {
+        let mut next = http_from(broker.http, "127.0.0.1", "").await;
+        let mut byte = [0u8; 1];
+        let read = tokio::io::AsyncReadExt::read(&mut next, &mut byte);
+        match tokio::time::timeout(Duration::from_millis(500), read).await {
+            Ok(read) => break read.map_or(true, |n| n == 0),
+            Err(_) if silent.len() < 80 => silent.push(next),
+            Err(_) => break false,
+        }
+    };
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
+        closed_at_once,
+        "{} over-share connections held",
+        silent.len()
     );
 
     drop((held, silent));
@@ -1118,4 +1157,29 @@ async fn one_address_holds_at_most_its_share_of_api_connections() {
     let counted = broker
         .counter(r#"sealrelay_connections_total{transport="http",outcome="refused_ip_capacity"}"#);
     assert!(counted >= 66, "{counted}");
+
+    // Headers too slow: actix's own bare 408 at http.header_timeout_secs, and the connection
+    // counted with those that never sent a request.
+    let before_request =
+        r#"sealrelay_connections_total{transport="http",outcome="closed_before_request"}"#;
+    let closed_before = broker.counter(before_request);
+    let started = Instant::now();
+    let mut slow_head = http_from(broker.http, "127.0.0.3", "GET /healthz HTTP/1.1\r\n").await;
+    let timed_out = answer(&mut slow_head).await;
+    assert!(timed_out.starts_with("HTTP/1.1 408"), "{timed_out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(http_from(broker.http, "127.0.0.3", "").await);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while broker.counter(before_request) < closed_before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            broker.counter(before_request)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

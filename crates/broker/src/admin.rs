@@ -7,6 +7,7 @@
 //! of the 32 bytes in `admin.token_file`; `sealrelay admin …` reads that file itself.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use sha2::{Digest, Sha256};
@@ -235,6 +236,12 @@ pub fn bind(
     state: Arc<AdminState>,
 ) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
     let listen = state.api.config.admin.listen;
-    let (server, addrs) = http::bind_app(listen, None, (1, 64, None), state, configure)?;
+    let capacity = http::Capacity {
+        workers: 1,
+        connections: 64,
+        header_timeout: Duration::from_secs(5),
+        caps: None,
+    };
+    let (server, addrs) = http::bind_app(listen, None, capacity, state, configure)?;
     Ok((server, addrs[0]))
 }

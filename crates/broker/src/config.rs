@@ -147,6 +147,7 @@ pub struct Http {
     #[serde(deserialize_with = "address")]
     pub listen: SocketAddr,
     pub workers: usize,
+    pub header_timeout_secs: u64,
     pub body_timeout_secs: u64,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
@@ -353,6 +354,7 @@ impl Config {
                 "http.max_connections_per_ip",
                 self.http.max_connections_per_ip as u64,
             ),
+            ("http.header_timeout_secs", self.http.header_timeout_secs),
             ("tls.reload_check_secs", self.tls.reload_check_secs),
             ("mqtt.packet_timeout_secs", self.mqtt.packet_timeout_secs),
             ("mqtt.send_timeout_secs", self.mqtt.send_timeout_secs),

@@ -53,9 +53,13 @@ fn describe() {
         "sealrelay_sessions_active",
         "MQTT sessions past CONNACK, right now."
     );
+    describe_gauge!(
+        "sealrelay_http_connections_open",
+        "API connections (HTTP, HTTPS) open right now, refused ones aside."
+    );
     describe_counter!(
         "sealrelay_connections_total",
-        "MQTT connections by listener transport and outcome (CONNECT, caps, handshakes)."
+        "Connections by listener transport and outcome (MQTT: CONNECT, caps, handshakes; HTTP: caps, none requested)."
     );
     describe_counter!(
         "sealrelay_auth_total",
@@ -110,6 +114,11 @@ fn describe() {
 pub fn connection(transport: &'static str, outcome: &'static str) {
     counter!("sealrelay_connections_total", "transport" => transport, "outcome" => outcome)
         .increment(1);
+}
+
+/// An API connection opened (`1.0`) or closed (`-1.0`).
+pub fn http_connections(transport: &'static str, change: f64) {
+    gauge!("sealrelay_http_connections_open", "transport" => transport).increment(change);
 }
 
 pub fn auth_result(result: &'static str) {

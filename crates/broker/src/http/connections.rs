@@ -7,6 +7,7 @@
 //! shares their address. Uses actix only through its connect hook and request extensions.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::net::Shutdown;
 use std::sync::Arc;
 
@@ -28,9 +29,29 @@ pub(crate) struct ConnectionCaps {
     trusted_proxies: TrustedProxies,
 }
 
-/// Held in a connection's extensions while it lives: its place in its address's share.
-struct Admitted {
-    _slot: AddressSlot,
+/// Held in a connection's extensions while it lives: its place in its address's share (none
+/// behind a trusted proxy), and whether a request ever came, so that a connection closed
+/// without one — headers too slow (actix answers those 408 itself, before there is a request
+/// to route) or nothing sent at all — is counted.
+pub(crate) struct Admitted {
+    _slot: Option<AddressSlot>,
+    transport: &'static str,
+    requested: Cell<bool>,
+}
+
+impl Admitted {
+    pub(crate) fn requested(&self) {
+        self.requested.set(true);
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        metrics::http_connections(self.transport, -1.0);
+        if !self.requested.get() {
+            metrics::connection(self.transport, "closed_before_request");
+        }
+    }
 }
 
 /// Marks a connection over its address's share, to be answered 429 and closed; holds one
@@ -61,11 +82,20 @@ impl ConnectionCaps {
         let Ok(peer) = tcp.peer_addr() else {
             return;
         };
+        let admitted = |slot| {
+            metrics::http_connections(transport, 1.0);
+            Admitted {
+                _slot: slot,
+                transport,
+                requested: Cell::new(false),
+            }
+        };
         if self.trusted_proxies.trusts(peer.ip()) {
+            extensions.insert(admitted(None));
             return;
         }
         if let Some(slot) = self.per_ip.admit(peer.ip()) {
-            extensions.insert(Admitted { _slot: slot });
+            extensions.insert(admitted(Some(slot)));
             return;
         }
         metrics::connection(transport, Close::RefusedIpCapacity.label());

@@ -15,6 +15,7 @@ mod users;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Service;
 use actix_web::http::{header, ConnectionType, StatusCode};
@@ -29,7 +30,7 @@ use crate::metrics;
 use crate::mqtt::proxy::TrustedProxies;
 use crate::rate::Windows;
 use crate::router::Router;
-use connections::{ConnectionCaps, OverShare};
+use connections::{Admitted, ConnectionCaps, OverShare};
 use sealrelay_wire::{b64, PrincipalKind};
 
 pub struct ApiState {
@@ -424,24 +425,46 @@ pub fn bind(
     https: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
 ) -> std::io::Result<(actix_web::dev::Server, SocketAddr, Option<SocketAddr>)> {
     let http = &state.config.http;
-    let (listen, workers, connections) = (http.listen, http.workers, http.max_connections);
     let caps = ConnectionCaps::new(http.max_connections_per_ip, state.trusted_proxies.clone());
-    let limits = (workers, connections, Some(Arc::new(caps)));
-    let (server, addrs) = bind_app(listen, https, limits, state, configure)?;
+    let capacity = Capacity {
+        workers: http.workers,
+        connections: http.max_connections,
+        header_timeout: Duration::from_secs(http.header_timeout_secs),
+        caps: Some(Arc::new(caps)),
+    };
+    let (server, addrs) = bind_app(http.listen, https, capacity, state, configure)?;
     Ok((server, addrs[0], addrs.get(1).copied()))
 }
 
+/// What an HTTP server may hold, and for how long it waits on a request's headers.
+pub(crate) struct Capacity {
+    /// Threads; 0 means one per core.
+    pub workers: usize,
+    /// Connections held at once, all workers together.
+    pub connections: usize,
+    /// A request's headers must arrive within this of the connection (or of the previous
+    /// response); past it actix answers 408 and closes.
+    pub header_timeout: Duration,
+    /// A share of `connections` per client address, if any.
+    pub caps: Option<Arc<ConnectionCaps>>,
+}
+
 /// An HTTP server on `listen` (and over TLS on `https`) whose app is `configure` over
-/// `state`, with per-route request metrics, on `workers` threads holding at most
-/// `connections` connections together and, with `caps`, a share of them per client address.
-/// Shared by the public API and the operator API. Returns the bound addresses, plain first.
+/// `state`, with per-route request metrics, holding what `capacity` allows. Shared by the
+/// public API and the operator API. Returns the bound addresses, plain first.
 pub(crate) fn bind_app<T: Send + Sync + 'static>(
     listen: SocketAddr,
     https: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
-    (workers, connections, caps): (usize, usize, Option<Arc<ConnectionCaps>>),
+    capacity: Capacity,
     state: Arc<T>,
     configure: fn(&mut web::ServiceConfig),
 ) -> std::io::Result<(actix_web::dev::Server, Vec<SocketAddr>)> {
+    let Capacity {
+        workers,
+        connections,
+        header_timeout,
+        caps,
+    } = capacity;
     let workers = Config::worker_count(workers);
     let per_worker = connections.div_ceil(workers).max(1);
     let data = web::Data::from(state);
@@ -449,6 +472,9 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
         App::new()
             .app_data(data.clone())
             .wrap_fn(|req, srv| {
+                if let Some(connection) = req.conn_data::<Admitted>() {
+                    connection.requested();
+                }
                 if req.conn_data::<OverShare>().is_some() {
                     let refusal = ApiError::TooMany(
                         "this address holds its whole share of API connections (http.max_connections_per_ip): close some, then retry",
@@ -472,6 +498,7 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
     })
     .workers(workers)
     .max_connections(per_worker)
+    .client_request_timeout(header_timeout)
     .disable_signals()
     .shutdown_timeout(5)
     .on_connect(move |io, extensions| {
