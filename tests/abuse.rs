@@ -10,12 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::{Broker, Raw, RawRead};
 use rumqttc::v5::mqttbytes::v5::{
-    ConnectReturnCode, DisconnectReasonCode, Filter, Packet, PubRecReason, Publish,
-    PublishProperties, Subscribe,
+    ConnectReturnCode, DisconnectReasonCode, Packet, PubRecReason, Publish, PublishProperties,
 };
 use rumqttc::v5::mqttbytes::QoS;
 use sealrelay_client::{ClientError, Identity};
-use sealrelay_wire::PrincipalId;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_principal_holds_at_most_its_session_cap_and_a_takeover_still_works() {
@@ -287,7 +285,7 @@ async fn never_reading_sessions_together_hold_at_most_the_broker_budget() {
         // Subscribed at QoS 1 and never acknowledging: every delivery stays held.
         let mut raw =
             Raw::connect_v5(broker.mqtt, (&instance.login, instance.auth_secret()), 0).await;
-        subscribe_inbox(&mut raw, instance.id).await;
+        raw.subscribe_inbox(instance.id).await;
         stuck.push(raw);
         ids.push(instance.id);
     }
@@ -602,25 +600,6 @@ async fn a_session_stalled_mid_packet_is_closed_whatever_its_keepalive() {
     );
 }
 
-/// A broker started with `env`, a user alice and an instance of hers, logged in.
-async fn alice_and_her_instance(env: &[(&str, &str)]) -> (Broker, Identity, Identity) {
-    let broker = Broker::start_with(env);
-    let mut alice = broker.user("alice").await;
-    let instance = broker.instance_of(&mut alice).await;
-    (broker, alice, instance)
-}
-
-/// Subscribes `raw` to `id`'s inbox at QoS 1 and waits for the SUBACK.
-async fn subscribe_inbox(raw: &mut Raw, id: PrincipalId) {
-    let filter = Filter::new(id.inbox_topic(), QoS::AtLeastOnce);
-    raw.send_v5(Packet::Subscribe(Subscribe::new(filter, None)))
-        .await;
-    assert!(matches!(
-        raw.read(Duration::from_secs(5)).await,
-        RawRead::Packet(p) if matches!(*p, Packet::SubAck(_))
-    ));
-}
-
 /// A raw MQTT 5 PUBLISH.
 fn publish_v5(topic: &str, qos: u8, pkid: u16, payload: &[u8], alias: Option<u16>) -> Packet {
     let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][usize::from(qos)];
@@ -640,7 +619,7 @@ fn publish_v5(topic: &str, qos: u8, pkid: u16, payload: &[u8], alias: Option<u16
 /// 0x91 and is not delivered, and a true resend is still a duplicate (PUBREC 0x00, once).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_topic_alias_and_a_reused_qos2_packet_id_are_refused() {
-    let (broker, alice, instance) = alice_and_her_instance(&[]).await;
+    let (broker, alice, instance) = common::alice_and_her_instance(&[]).await;
     let (to, key) = (instance.id, instance.public_key());
     let topic = to.inbox_topic();
     let login = (alice.login.as_str(), alice.auth_secret());
@@ -792,7 +771,7 @@ fn broker_send_buffers(port: u16) -> Vec<(u16, u64)> {
 /// `mqtt.send_timeout_secs` while bytes wait is dropped, giving its queue back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscriber_that_stops_reading_is_dropped_and_its_socket_buffer_is_bounded() {
-    let (broker, alice, instance) = alice_and_her_instance(&[
+    let (broker, alice, instance) = common::alice_and_her_instance(&[
         ("SEALRELAY_MQTT_SEND_TIMEOUT_SECS", "1"),
         ("SEALRELAY_MQTT_SOCKET_SEND_BUFFER_BYTES", "65536"),
     ])
@@ -802,7 +781,7 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_its_socket_buffer_is_bou
     let login = (instance.login.as_str(), instance.auth_secret());
     let granted = stuck.try_connect_v5(login, "stuck", 0).await;
     assert_eq!(granted, Some(ConnectReturnCode::Success));
-    subscribe_inbox(&mut stuck, to).await;
+    stuck.subscribe_inbox(to).await;
     // Linux doubles SO_SNDBUF for its bookkeeping: 2 × 65536 on every broker socket.
     let buffers = broker_send_buffers(broker.mqtt.port());
     assert!(
@@ -865,7 +844,7 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_its_socket_buffer_is_bou
 /// `slow_reader`) the session is closed, and its connection with it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_publisher_that_never_reads_its_acknowledgements_is_closed() {
-    let (broker, alice, instance) = alice_and_her_instance(&[
+    let (broker, alice, instance) = common::alice_and_her_instance(&[
         ("SEALRELAY_MQTT_SEND_TIMEOUT_SECS", "1"),
         ("SEALRELAY_MQTT_SOCKET_SEND_BUFFER_BYTES", "16384"),
     ])
@@ -960,7 +939,7 @@ fn oversized_bodies_get_413_at_the_endpoints_own_bound() {
 /// sent still arrives, in order.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flooding_publisher_is_slowed_not_refused() {
-    let (broker, alice, instance) = alice_and_her_instance(&[
+    let (broker, alice, instance) = common::alice_and_her_instance(&[
         ("SEALRELAY_MQTT_PUBLISHES_PER_SECOND", "20"),
         ("SEALRELAY_MQTT_BYTES_PER_SECOND", "200000"),
     ])

@@ -906,12 +906,29 @@ impl Raw {
         client_id: &str,
         keep_alive: u16,
     ) -> Option<rumqttc::v5::mqttbytes::v5::ConnectReturnCode> {
-        use rumqttc::v5::mqttbytes::v5::{Connect, Login, Packet};
+        self.connect_session(login, client_id, keep_alive, None)
+            .await
+            .map(|ack| ack.code)
+    }
+
+    /// An MQTT 5 CONNECT for `login`; with `persist`, Clean Start 0 and that Session Expiry
+    /// Interval (seconds). The CONNACK, or `None` if the broker closed without one.
+    pub async fn connect_session(
+        &mut self,
+        login: (&str, &str),
+        client_id: &str,
+        keep_alive: u16,
+        persist: Option<u32>,
+    ) -> Option<rumqttc::v5::mqttbytes::v5::ConnAck> {
+        use rumqttc::v5::mqttbytes::v5::{Connect, ConnectProperties, Login, Packet};
         let connect = Connect {
             keep_alive,
             client_id: client_id.to_owned(),
-            clean_start: true,
-            properties: None,
+            clean_start: persist.is_none(),
+            properties: persist.map(|expiry| ConnectProperties {
+                session_expiry_interval: Some(expiry),
+                ..ConnectProperties::new()
+            }),
         };
         let login = Login {
             username: login.0.into(),
@@ -921,11 +938,23 @@ impl Raw {
             .await;
         match self.read(Duration::from_secs(5)).await {
             RawRead::Packet(p) => match *p {
-                Packet::ConnAck(ack) => Some(ack.code),
+                Packet::ConnAck(ack) => Some(ack),
                 other => panic!("expected CONNACK, got {other:?}"),
             },
             RawRead::Eof => None,
             RawRead::Timeout => panic!("no answer to CONNECT within 5 s"),
+        }
+    }
+
+    /// Subscribes to `id`'s inbox at QoS 1 and waits for the SUBACK.
+    pub async fn subscribe_inbox(&mut self, id: sealrelay_wire::PrincipalId) {
+        use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Subscribe};
+        let filter = Filter::new(id.inbox_topic(), rumqttc::v5::mqttbytes::QoS::AtLeastOnce);
+        self.send_v5(Packet::Subscribe(Subscribe::new(filter, None)))
+            .await;
+        match self.read(Duration::from_secs(5)).await {
+            RawRead::Packet(p) if matches!(*p, Packet::SubAck(_)) => {}
+            other => panic!("expected SUBACK, got {other:?}"),
         }
     }
 
@@ -1084,4 +1113,12 @@ pub fn line_after(out: &std::process::Output, prefix: &str) -> String {
             )
         })
         .to_owned()
+}
+
+/// A broker started with `env`, a user alice and an instance of hers, logged in.
+pub async fn alice_and_her_instance(env: &[(&str, &str)]) -> (Broker, Identity, Identity) {
+    let broker = Broker::start_with(env);
+    let mut alice = broker.user("alice").await;
+    let instance = broker.instance_of(&mut alice).await;
+    (broker, alice, instance)
 }

@@ -19,6 +19,7 @@ pub struct Hot {
     pub bytes_out: Counter,
     pub dropped_backpressure: Counter,
     pub dropped_broker_budget: Counter,
+    pub dropped_offline_full: Counter,
     pub no_subscriber: Counter,
 }
 
@@ -44,6 +45,7 @@ pub fn hot() -> &'static Hot {
         bytes_out: counter!("sealrelay_envelope_bytes_delivered_total"),
         dropped_backpressure: counter!("sealrelay_deliveries_refused_total", "reason" => "backpressure"),
         dropped_broker_budget: counter!("sealrelay_deliveries_refused_total", "reason" => "broker_budget"),
+        dropped_offline_full: counter!("sealrelay_deliveries_refused_total", "reason" => "offline_queue_full"),
         no_subscriber: counter!("sealrelay_deliveries_refused_total", "reason" => "no_subscriber"),
     })
 }
@@ -52,6 +54,14 @@ fn describe() {
     describe_gauge!(
         "sealrelay_sessions_active",
         "MQTT sessions past CONNACK, right now."
+    );
+    describe_gauge!(
+        "sealrelay_sessions_parked",
+        "Persistent MQTT sessions between connections, holding their queues in memory."
+    );
+    describe_counter!(
+        "sealrelay_offline_discarded_total",
+        "Envelopes queued for a persistent session and discarded with it, by why it ended."
     );
     describe_gauge!(
         "sealrelay_http_connections_open",
@@ -114,6 +124,19 @@ fn describe() {
 pub fn connection(transport: &'static str, outcome: &'static str) {
     counter!("sealrelay_connections_total", "transport" => transport, "outcome" => outcome)
         .increment(1);
+}
+
+/// `count` envelopes queued for a persistent session, discarded with it for `why` (a close
+/// label, `session_expired`, `clean_start` or `parked_sessions_cap`).
+pub fn offline_discarded(why: &'static str, count: usize) {
+    if count > 0 {
+        counter!("sealrelay_offline_discarded_total", "reason" => why).increment(count as u64);
+    }
+}
+
+/// Persistent sessions between connections, now.
+pub fn sessions_parked(count: usize) {
+    gauge!("sealrelay_sessions_parked").set(count as f64);
 }
 
 /// An API connection opened (`1.0`) or closed (`-1.0`).

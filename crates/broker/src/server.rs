@@ -142,11 +142,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let prelogin_key = datadir::key_file(&config.directory.prelogin_key_file, "prelogin key")?;
     let operator_token = datadir::key_file(&config.admin.token_file, "admin token")?;
     let authenticator = Arc::new(Authenticator::new(&config.auth));
-    let router = Arc::new(Router::new(
-        config.mqtt.outbound_queue_bytes,
-        config.mqtt.outbound_total_bytes,
-        config.mqtt.max_sessions_per_principal,
-    ));
+    let router = Arc::new(Router::new(&config.mqtt));
 
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
@@ -302,6 +298,15 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             .watch(Duration::from_secs(config.tls.reload_check_secs)),
     ];
     tasks.push(crate::memory::spawn_trimmer(router.clone()));
+    let expiring = router.clone();
+    tasks.push(tokio::spawn(async move {
+        // Resumption checks expiry itself; this gives expired sessions' memory back.
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            metrics::sessions_parked(expiring.expire_parked());
+        }
+    }));
     let (pruned_mqtt, pruned_api) = (shared.clone(), api.clone());
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));

@@ -38,6 +38,8 @@ pub enum PublishRefusal {
     /// The broker holds its whole budget of undelivered bytes, for every recipient: retry
     /// later; the recipient is not at fault.
     BrokerBusy,
+    /// The recipient is between connections and the queue kept for it is full.
+    RecipientQueueFull,
     /// The topic is not an inbox.
     NotAnInbox,
     /// A code this SDK does not know.
@@ -56,6 +58,7 @@ impl PublishRefusal {
             (Some(Close::EnvelopeTooLarge), _) => PublishRefusal::EnvelopeTooLarge,
             (Some(Close::TopicNotInbox), _) => PublishRefusal::NotAnInbox,
             (Some(Close::BrokerBusy), _) => PublishRefusal::BrokerBusy,
+            (Some(Close::OfflineQueueFull), _) => PublishRefusal::RecipientQueueFull,
             (_, 0x97) => PublishRefusal::RecipientBusy,
             _ => PublishRefusal::Other,
         }
@@ -73,6 +76,9 @@ impl std::fmt::Display for PublishRefusal {
             PublishRefusal::EnvelopeTooLarge => "it is larger than the broker accepts",
             PublishRefusal::RecipientBusy => {
                 "the recipient is not reading fast enough; retry later"
+            }
+            PublishRefusal::RecipientQueueFull => {
+                "the recipient is disconnected and the messages the broker keeps for it fill its queue; retry once it is back"
             }
             PublishRefusal::BrokerBusy => {
                 "the broker holds as many undelivered bytes as it may for all its clients (not this recipient's doing); retry later"

@@ -152,6 +152,9 @@ pub enum Close {
     /// PUBACK (3.1.1: close): all sessions together are over the broker's byte budget; the
     /// broker is busy, not the recipient.
     BrokerBusy,
+    /// PUBACK (3.1.1: close): the recipient is between connections and its persistent
+    /// sessions' queue is full.
+    OfflineQueueFull,
     /// DISCONNECT: the client sends faster than it reads its own acknowledgements.
     SlowReader,
     /// Close (no DISCONNECT: the socket is full): the socket took no bytes for
@@ -192,7 +195,7 @@ pub enum Close {
 
 impl Close {
     /// Every variant, for the docs test.
-    pub const ALL: [Close; 43] = [
+    pub const ALL: [Close; 44] = [
         Close::ClientDisconnect,
         Close::ConnectionLost,
         Close::ClosedBeforeConnect,
@@ -219,6 +222,7 @@ impl Close {
         Close::RetainRefused,
         Close::RecipientBackpressure,
         Close::BrokerBusy,
+        Close::OfflineQueueFull,
         Close::SlowReader,
         Close::SendTimeout,
         Close::KeepaliveTimeout,
@@ -267,6 +271,7 @@ impl Close {
             Close::RetainRefused => "retain_refused",
             Close::RecipientBackpressure => "recipient_backpressure",
             Close::BrokerBusy => "broker_busy",
+            Close::OfflineQueueFull => "offline_queue_full",
             Close::SlowReader => "slow_reader",
             Close::SendTimeout => "send_timeout",
             Close::KeepaliveTimeout => "keepalive_timeout",
@@ -315,6 +320,7 @@ impl Close {
             | Close::RefusedSessionCap
             | Close::RecipientBackpressure
             | Close::BrokerBusy
+            | Close::OfflineQueueFull
             | Close::SlowReader
             | Close::SendTimeout
             | Close::EnvelopeTooLarge => Reason::QuotaExceeded,

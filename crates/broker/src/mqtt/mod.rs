@@ -239,6 +239,7 @@ impl Listener {
                 let mut out = BytesMut::new();
                 let connack = Outbound::ConnAck {
                     reason: why.reason(),
+                    session_present: false,
                     info: None,
                 };
                 if MqttCodec::for_version(Version::V5, REFUSAL_READ_LIMIT as u32)

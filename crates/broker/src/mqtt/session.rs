@@ -1,6 +1,7 @@
 //! One actor per MQTT connection: CONNECT and login, the ACL on SUBSCRIBE and PUBLISH,
 //! the envelope header check, delivery to the recipient's sessions, QoS 1 in flight
-//! toward this client, keepalive and takeover.
+//! toward this client, keepalive and takeover, and a persistent session's state handed to
+//! the router when the connection ends and taken back when the client returns.
 //!
 //! This is the only module that knows sessions are actix actors: the router reaches one
 //! through the [`SessionSink`] it is given, and the listener through [`Session::spawn`].
@@ -39,6 +40,7 @@ use crate::auth::AuthError;
 use crate::directory::Credentials;
 use crate::metrics;
 use crate::rate::Window;
+use crate::router::parked::Parked;
 use crate::router::{Budget, Delivery, Facts, SessionHandle, SessionSink};
 use sealrelay_wire::envelope::Header;
 use sealrelay_wire::{inbox_owner, Close, PrincipalId, Reason};
@@ -72,6 +74,31 @@ struct Deliver {
 #[rtype(result = "()")]
 struct Kick(Close);
 
+/// What the session this one took over held when it ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Adopt(Parked);
+
+/// Whether a persistent session outlives a connection that ended for `why`. A blink — the
+/// connection lost, a keepalive or timeout, a takeover, the client's own DISCONNECT, a bad
+/// packet — keeps it; an end the account, its owner or the operator caused discards it with
+/// what it held, as the credentials that made it are gone.
+fn keeps_session(why: Close) -> bool {
+    !matches!(
+        why,
+        Close::CredentialsChanged
+            | Close::ChangedDuringLogin
+            | Close::PasswordReset
+            | Close::PasswordRolledBack
+            | Close::TokenRotated
+            | Close::Reenrolled
+            | Close::InstanceRemoved
+            | Close::AccountDeleted
+            | Close::KickedByOperator
+            | Close::TooManyRefusals
+    )
+}
+
 /// How the router reaches a session actor.
 struct ActorSink(Addr<Session>);
 
@@ -87,6 +114,36 @@ impl SessionSink for ActorSink {
         // when it next runs, because do_send does not drop.
         self.0.do_send(Kick(why));
     }
+
+    fn adopt(&self, parked: Parked) {
+        self.0.do_send(Adopt(parked));
+    }
+}
+
+/// Where a parked session's late deliveries go.
+struct ParkedAs {
+    principal: PrincipalId,
+    client_id: String,
+    inbox_qos: Option<u8>,
+    expiry: Duration,
+}
+
+impl ParkedAs {
+    fn parked(
+        &self,
+        unacked: Vec<(u16, Bytes)>,
+        waiting: impl IntoIterator<Item = (Bytes, bool)>,
+    ) -> Parked {
+        let id = self.client_id.clone();
+        Parked::new(id, self.inbox_qos, unacked, waiting, self.expiry)
+    }
+}
+
+/// A QoS 1 delivery waiting for an in-flight slot.
+struct Waiting {
+    payload: Bytes,
+    /// Written before, on a connection that ended without its acknowledgement.
+    dup: bool,
 }
 
 struct Live {
@@ -96,10 +153,15 @@ struct Live {
     client_max_packet: Option<u32>,
     max_inflight: usize,
     next_pkid: u16,
-    /// QoS 1 deliveries written but not yet acknowledged: packet id → payload size.
-    inflight: HashMap<u16, usize>,
+    /// QoS 1 deliveries written but not yet acknowledged: packet id → (order written,
+    /// payload), kept whole so a persistent session can resend them.
+    inflight: HashMap<u16, (u64, Bytes)>,
+    /// Deliveries written so far: orders `inflight`.
+    written: u64,
     /// QoS 1 deliveries waiting for an in-flight slot.
-    waiting: VecDeque<Bytes>,
+    waiting: VecDeque<Waiting>,
+    /// How long the session outlives the connection (0: not at all).
+    expiry: Duration,
     /// Inbound QoS 2 packet ids delivered and awaiting PUBREL (exactly-once bookkeeping),
     /// with a keyed digest of topic and payload: a resend of the same message is a
     /// duplicate, another message under the same id is refused.
@@ -143,6 +205,9 @@ pub struct Session {
     progress: Arc<Progress>,
     meter: Meter,
     close_reason: Close,
+    /// Set once this session is parked in the router: a delivery still in the mailbox then
+    /// joins it there instead of being lost.
+    parked_as: Option<ParkedAs>,
     /// This connection's place under the connection caps, given back when the actor drops.
     _slot: ConnectionSlot,
     /// Held until the actor drops; `stopped` takes another for the metadata write, so
@@ -241,6 +306,7 @@ impl Session {
                     progress,
                     meter: Meter::start(accepted.peer.ip()),
                     close_reason: Close::ClientDisconnect,
+                    parked_as: None,
                     _slot: accepted.slot,
                     alive,
                     shared,
@@ -354,22 +420,66 @@ impl Session {
         ctx.stop();
     }
 
-    /// Leaves the router so no new deliveries arrive; returns the budget of those still
-    /// held. Idempotent: every path out of `Live` goes through here.
+    /// Leaves the router so no new deliveries arrive. A persistent session whose
+    /// connection blinked is parked there with what it still held (unacknowledged deliveries
+    /// in the order written, then those waiting); otherwise what it held is given back.
+    /// Idempotent: every path out of `Live` goes through here.
     fn leave(&mut self) {
-        if let State::Live(live) = std::mem::replace(&mut self.state, State::Closing) {
-            self.shared.router.detach(live.principal, self.id);
-            metrics::hot().sessions_active.decrement(1.0);
-            let held: usize = live.inflight.values().sum::<usize>()
-                + live.waiting.iter().map(Bytes::len).sum::<usize>();
+        let State::Live(live) = std::mem::replace(&mut self.state, State::Closing) else {
+            return;
+        };
+        metrics::hot().sessions_active.decrement(1.0);
+        let Live {
+            principal,
+            link,
+            inflight,
+            waiting,
+            expiry,
+            ..
+        } = *live;
+        let mut unacked: Vec<(u64, u16, Bytes)> = inflight
+            .into_iter()
+            .map(|(pkid, (order, payload))| (order, pkid, payload))
+            .collect();
+        unacked.sort_unstable_by_key(|(order, ..)| *order);
+        let held = unacked.iter().map(|(.., p)| p.len()).sum::<usize>()
+            + waiting.iter().map(|w| w.payload.len()).sum::<usize>();
+        let router = &self.shared.router;
+        if expiry.is_zero() || !keeps_session(self.close_reason) {
+            if !expiry.is_zero() {
+                let why = self.close_reason.label();
+                metrics::offline_discarded(why, unacked.len() + waiting.len());
+            }
+            router.detach(principal, self.id, None);
             self.pending.release(held);
+            return;
         }
+        self.pending.relinquish(held);
+        let parked_as = ParkedAs {
+            principal,
+            client_id: link.client_id.clone(),
+            inbox_qos: link.inbox_qos(),
+            expiry,
+        };
+        let parked = parked_as.parked(
+            unacked.into_iter().map(|(_, pkid, p)| (pkid, p)).collect(),
+            waiting.into_iter().map(|w| (w.payload, w.dup)),
+        );
+        router.detach(principal, self.id, Some(parked));
+        self.parked_as = Some(parked_as);
     }
 
     /// Refuses a CONNECT with `reason` and closes.
     fn refuse_connect(&mut self, ctx: &mut Context<Self>, reason: Reason, why: Close) {
         metrics::connection(self.transport.label(), why.label());
-        self.send(Outbound::ConnAck { reason, info: None }, 0);
+        self.send(
+            Outbound::ConnAck {
+                reason,
+                session_present: false,
+                info: None,
+            },
+            0,
+        );
         self.close_with(ctx, reason, why);
     }
 
@@ -383,6 +493,11 @@ impl Session {
             return self.refuse_connect(ctx, Reason::RetainNotSupported, Close::RefusedRetain);
         }
         if connect.client_id.len() > MAX_CLIENT_ID_LEN {
+            return self.refuse_connect(ctx, Reason::ClientIdNotValid, Close::RefusedClientId);
+        }
+        if connect.version == Version::V311 && !connect.clean_start && connect.client_id.is_empty()
+        {
+            // MQTT-3.1.3-8: a session to come back to needs a name to come back with.
             return self.refuse_connect(ctx, Reason::ClientIdNotValid, Close::RefusedClientId);
         }
         if !self.shared.connects_by_ip.admit(self.peer.ip()) {
@@ -454,9 +569,41 @@ impl Session {
                 since: self.meter.connected_at,
                 counts: self.meter.counts.clone(),
             },
+            !connect.clean_start,
         );
-        if !self.shared.router.attach(principal, link.clone()) {
+        let router = &self.shared.router;
+        let Some(attached) = router.attach(principal, link.clone(), connect.clean_start) else {
             return self.refuse_connect(ctx, Reason::QuotaExceeded, Close::RefusedSessionCap);
+        };
+        // 3.1.1 has no expiry: a session it asks to keep is kept as long as the broker keeps any.
+        let most = self.shared.config.mqtt.max_session_expiry_secs;
+        let asked = match self.version {
+            Version::V311 if !connect.clean_start => most,
+            Version::V311 => 0,
+            Version::V5 => connect.session_expiry.unwrap_or(0),
+        };
+        let expiry = asked.min(most);
+        let (mut resend, mut waiting) = (Vec::new(), VecDeque::new());
+        tracing::debug!(
+            session = self.id,
+            present = attached.present,
+            held = attached.parked.as_ref().map_or(0, Parked::messages),
+            "session attached"
+        );
+        if let Some(parked) = attached.parked {
+            if let Some(qos) = parked.inbox_qos {
+                link.subscribe(qos);
+            }
+            self.pending.adopt(parked.bytes());
+            resend = parked.unacked;
+            waiting = parked
+                .queued
+                .into_iter()
+                .map(|q| Waiting {
+                    payload: q.payload,
+                    dup: q.dup,
+                })
+                .collect();
         }
         let keep_alive =
             (connect.keep_alive > 0).then(|| Duration::from_secs(u64::from(connect.keep_alive)));
@@ -473,9 +620,11 @@ impl Session {
                     .min(connect.receive_maximum.unwrap_or(u16::MAX))
                     .max(1),
             ),
-            next_pkid: 0,
+            next_pkid: resend.last().map_or(0, |(pkid, _)| *pkid),
             inflight: HashMap::new(),
-            waiting: VecDeque::new(),
+            written: 0,
+            waiting,
+            expiry: Duration::from_secs(u64::from(expiry)),
             awaiting_pubrel: HashMap::new(),
             digests: RandomState::new(),
             refusals: Window::default(),
@@ -488,14 +637,27 @@ impl Session {
             max_packet_size: self.shared.config.mqtt.max_packet_bytes,
             receive_maximum: RECEIVE_MAXIMUM,
             server_keep_alive: None,
+            session_expiry: (expiry < asked).then_some(expiry),
         });
         self.send(
             Outbound::ConnAck {
                 reason: Reason::Success,
+                session_present: attached.present,
                 info,
             },
             0,
         );
+        // MQTT-4.4.0-1: what the last connection wrote and never had acknowledged goes again
+        // first, with its packet ids and DUP, then what waited.
+        for (pkid, payload) in resend {
+            if let State::Live(live) = &mut self.state {
+                live.written += 1;
+                live.inflight.insert(pkid, (live.written, payload.clone()));
+                let topic = live.inbox.clone();
+                self.write_delivery(topic, 1, pkid, payload, 0, true);
+            }
+        }
+        self.pump();
         if let Some(keep_alive) = keep_alive {
             // MQTT-3.1.2-24: one and a half keepalive periods without a packet closes.
             let limit = keep_alive + keep_alive / 2;
@@ -562,6 +724,7 @@ impl Session {
             Delivery::Delivered => (Reason::Success, None),
             Delivery::NoSubscriber => (Reason::NoMatchingSubscribers, None),
             Delivery::Backpressure => (Reason::QuotaExceeded, Some(Close::RecipientBackpressure)),
+            Delivery::QueueFull => (Reason::QuotaExceeded, Some(Close::OfflineQueueFull)),
             Delivery::BrokerBusy => (Reason::QuotaExceeded, Some(Close::BrokerBusy)),
         };
         if let Some(why) = refused.filter(|_| publish.qos > 0 && self.version == Version::V311) {
@@ -687,10 +850,24 @@ impl Session {
         );
     }
 
+    /// A client's DISCONNECT; MQTT 5 may change how long its session outlives it, capped
+    /// as at CONNECT, but may not make a session that was to end with the connection
+    /// outlive it (MQTT-3.14.2-2).
+    fn on_disconnect(&mut self, ctx: &mut Context<Self>, session_expiry: Option<u32>) {
+        if let (State::Live(live), Some(asked)) = (&mut self.state, session_expiry) {
+            if live.expiry.is_zero() && asked > 0 {
+                return self.close(ctx, Close::ProtocolError);
+            }
+            let most = self.shared.config.mqtt.max_session_expiry_secs;
+            live.expiry = Duration::from_secs(u64::from(asked.min(most)));
+        }
+        self.close(ctx, Close::ClientDisconnect);
+    }
+
     fn on_puback(&mut self, pkid: u16) {
         if let State::Live(live) = &mut self.state {
-            if let Some(size) = live.inflight.remove(&pkid) {
-                self.pending.release(size);
+            if let Some((_, payload)) = live.inflight.remove(&pkid) {
+                self.pending.release(payload.len());
                 self.pump();
             }
         }
@@ -705,7 +882,7 @@ impl Session {
             if live.inflight.len() >= live.max_inflight {
                 return;
             }
-            let Some(payload) = live.waiting.pop_front() else {
+            let Some(Waiting { payload, dup }) = live.waiting.pop_front() else {
                 return;
             };
             let pkid = loop {
@@ -714,13 +891,22 @@ impl Session {
                     break live.next_pkid;
                 }
             };
-            live.inflight.insert(pkid, payload.len());
+            live.written += 1;
+            live.inflight.insert(pkid, (live.written, payload.clone()));
             let topic = live.inbox.clone();
-            self.write_delivery(topic, 1, pkid, payload, 0);
+            self.write_delivery(topic, 1, pkid, payload, 0, dup);
         }
     }
 
-    fn write_delivery(&mut self, topic: Bytes, qos: u8, pkid: u16, payload: Bytes, release: usize) {
+    fn write_delivery(
+        &mut self,
+        topic: Bytes,
+        qos: u8,
+        pkid: u16,
+        payload: Bytes,
+        release: usize,
+        dup: bool,
+    ) {
         let size = payload.len() as u64;
         self.meter.counts.sent(size);
         let hot = metrics::hot();
@@ -732,6 +918,7 @@ impl Session {
                 qos,
                 pkid,
                 payload,
+                dup,
             },
             release,
         );
@@ -828,7 +1015,7 @@ impl StreamHandler<Result<Inbound, CodecError>> for Session {
             Inbound::Subscribe { pkid, filters } => self.on_subscribe(ctx, pkid, filters),
             Inbound::Unsubscribe { pkid, filters } => self.on_unsubscribe(ctx, pkid, filters),
             Inbound::PingReq => self.send(Outbound::PingResp, 0),
-            Inbound::Disconnect => self.close(ctx, Close::ClientDisconnect),
+            Inbound::Disconnect { session_expiry } => self.on_disconnect(ctx, session_expiry),
             Inbound::ServerOnly => self.close(ctx, Close::ProtocolError),
         }
         if self.queued.load(Ordering::Acquire) > self.shared.config.mqtt.outbound_queue_bytes {
@@ -854,7 +1041,15 @@ impl Handler<Deliver> for Session {
 
     fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
         let State::Live(live) = &mut self.state else {
-            self.pending.release(msg.payload.len());
+            match &self.parked_as {
+                // Handed over just as the connection ended: it joins the parked session.
+                Some(parked_as) if msg.qos >= 1 => {
+                    self.pending.relinquish(msg.payload.len());
+                    let late = parked_as.parked(Vec::new(), [(msg.payload, false)]);
+                    self.shared.router.park(parked_as.principal, late);
+                }
+                _ => self.pending.release(msg.payload.len()),
+            }
             return;
         };
         let size = msg.payload.len();
@@ -870,9 +1065,12 @@ impl Handler<Deliver> for Session {
         }
         if msg.qos == 0 {
             let topic = live.inbox.clone();
-            self.write_delivery(topic, 0, 0, msg.payload, size);
+            self.write_delivery(topic, 0, 0, msg.payload, size, false);
         } else {
-            live.waiting.push_back(msg.payload);
+            live.waiting.push_back(Waiting {
+                payload: msg.payload,
+                dup: false,
+            });
             self.pump();
         }
     }
@@ -886,13 +1084,45 @@ impl Handler<Kick> for Session {
     }
 }
 
+impl Handler<Adopt> for Session {
+    type Result = ();
+
+    /// The session this one took over ended after this one was attached: what it held
+    /// comes after what waits here (its unacknowledged deliveries marked DUP), or, if this
+    /// one is ending too, goes back to the router to be parked.
+    fn handle(&mut self, Adopt(parked): Adopt, _ctx: &mut Self::Context) {
+        let State::Live(live) = &mut self.state else {
+            self.pending.relinquish(parked.bytes());
+            if let Some(principal) = self.meter.principal {
+                self.shared.router.park(principal, parked);
+            }
+            return;
+        };
+        if let (None, Some(qos)) = (live.link.inbox_qos(), parked.inbox_qos) {
+            live.link.subscribe(qos);
+        }
+        let earlier = parked
+            .unacked
+            .into_iter()
+            .map(|(_, payload)| Waiting { payload, dup: true })
+            .chain(parked.queued.into_iter().map(|q| Waiting {
+                payload: q.payload,
+                dup: q.dup,
+            }));
+        let later = std::mem::take(&mut live.waiting);
+        live.waiting = earlier.chain(later).collect();
+        self.pump();
+    }
+}
+
 impl Handler<WriterDone> for Session {
     type Result = ();
 
     fn handle(&mut self, _: WriterDone, ctx: &mut Self::Context) {
         if !matches!(self.state, State::Closing) {
+            // The socket went: a live session leaves the router (parked if persistent).
             self.close_reason = Close::ConnectionLost;
-            self.state = State::Closing;
+            self.leave();
         }
         ctx.stop();
     }

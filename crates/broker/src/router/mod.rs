@@ -1,6 +1,7 @@
-//! Who is connected: principal → its live sessions. A publishing session looks up the
-//! recipient here and hands the envelope straight to each of the recipient's sessions
-//! through their [`SessionHandle`]; there is no central router thread in the path. This
+//! Who is connected: principal → its live sessions, and its persistent sessions between
+//! connections ([`parked`]). A publishing session looks up the recipient here and hands the
+//! envelope straight to each of the recipient's sessions through their [`SessionHandle`], or
+//! queues it (QoS 1) for a parked one; there is no central router thread in the path. This
 //! module knows nothing of actix: a session is whatever implements [`SessionSink`].
 //!
 //! A session's mailbox may be unbounded (actix's `do_send` is), so the bound is kept here: each
@@ -8,15 +9,19 @@
 //! acknowledged). A delivery that would push a session past its budget is refused and
 //! counted rather than queued without limit.
 
+pub mod parked;
+
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
 
 use crate::accounting::Counts;
 use crate::metrics;
+use parked::{Parked, Shelf, Tally};
 use sealrelay_wire::{Close, PrincipalId};
 
 /// What a session does with what the router hands it. Implemented by the session module
@@ -28,6 +33,9 @@ pub trait SessionSink: Send + Sync + 'static {
     fn deliver(&self, payload: Bytes, qos: u8);
     /// Ask the session to close, telling the client `why` where the protocol allows it.
     fn kick(&self, why: Close);
+    /// Hand over what the session it took over held when it ended (its bytes already
+    /// moved to the handle's budget): resent after what is waiting now.
+    fn adopt(&self, parked: Parked);
 }
 
 const NOT_SUBSCRIBED: u8 = u8::MAX;
@@ -68,6 +76,16 @@ impl Budget {
         self.held.fetch_sub(size, Ordering::AcqRel);
         self.total.fetch_sub(size, Ordering::AcqRel);
     }
+
+    /// Hands `size` bytes to a parked session: no longer this session's, still the broker's.
+    pub fn relinquish(&self, size: usize) {
+        self.held.fetch_sub(size, Ordering::AcqRel);
+    }
+
+    /// Takes `size` bytes a parked session held (already in the broker's total).
+    pub fn adopt(&self, size: usize) {
+        self.held.fetch_add(size, Ordering::AcqRel);
+    }
 }
 
 impl Drop for Budget {
@@ -99,6 +117,8 @@ pub struct SessionHandle {
     pending: Arc<Budget>,
     /// Granted QoS of the inbox subscription, or `NOT_SUBSCRIBED`.
     inbox_qos: AtomicU8,
+    /// Connected with Clean Start 0: what the session it took over held is handed to it.
+    resumes: bool,
 }
 
 impl SessionHandle {
@@ -108,6 +128,7 @@ impl SessionHandle {
         pending: Arc<Budget>,
         sink: Box<dyn SessionSink>,
         facts: Facts,
+        resumes: bool,
     ) -> Arc<Self> {
         Arc::new(SessionHandle {
             id,
@@ -116,7 +137,13 @@ impl SessionHandle {
             sink,
             pending,
             inbox_qos: AtomicU8::new(NOT_SUBSCRIBED),
+            resumes,
         })
+    }
+
+    /// Granted QoS of the inbox subscription, if any.
+    pub fn inbox_qos(&self) -> Option<u8> {
+        Some(self.inbox_qos.load(Ordering::Relaxed)).filter(|q| *q != NOT_SUBSCRIBED)
     }
 
     pub fn subscribe(&self, qos: u8) {
@@ -141,13 +168,29 @@ pub enum Delivery {
     NoSubscriber,
     /// Every subscribed session was over its byte budget.
     Backpressure,
+    /// Nobody took it, and a parked session refused it for its principal's queue bounds.
+    QueueFull,
     /// No subscribed session took it, and some for the broker-wide budget: the broker is
     /// busy, not (only) the recipient.
     BrokerBusy,
 }
 
+/// What [`Router::attach`] found for a new session.
+pub struct Attached {
+    /// A session with this client id existed (live or parked) and is resumed: CONNACK's
+    /// Session Present.
+    pub present: bool,
+    /// The parked session resumed, its bytes to be taken into the new session's budget.
+    pub parked: Option<Parked>,
+}
+
 pub struct Router {
     sessions: DashMap<PrincipalId, Vec<Arc<SessionHandle>>>,
+    /// Persistent sessions between connections. Locked after `sessions` whenever both are,
+    /// so the two maps never wait on each other in opposite orders.
+    parked: DashMap<PrincipalId, Shelf>,
+    /// One principal's parked sessions together (`mqtt.offline_queue_*`).
+    offline: parked::Limits,
     queue_budget: usize,
     /// Bytes held for all sessions together (`mqtt.outbound_total_bytes`), and what they hold.
     total_budget: usize,
@@ -160,51 +203,156 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(queue_budget: usize, total_budget: usize, max_sessions: usize) -> Self {
+    pub fn new(mqtt: &crate::config::Mqtt) -> Self {
         Router {
             sessions: DashMap::new(),
-            queue_budget,
-            total_budget,
+            parked: DashMap::new(),
+            offline: parked::Limits {
+                bytes: mqtt.offline_queue_bytes,
+                messages: mqtt.offline_queue_messages,
+                max_age: Duration::from_secs(mqtt.offline_queue_max_age_secs),
+            },
+            queue_budget: mqtt.outbound_queue_bytes,
+            total_budget: mqtt.outbound_total_bytes,
             detached: AtomicUsize::new(0),
             total_held: Arc::default(),
-            max_sessions,
+            max_sessions: mqtt.max_sessions_per_principal,
         }
     }
 
     /// Registers a session that passed CONNECT, unless its principal already holds the most
-    /// it may (`false`: refused). A session of the same principal with the same client id is
+    /// it may (`None`: refused). A session of the same principal with the same client id is
     /// taken over, as MQTT requires, and does not count as another; client ids are scoped
-    /// per principal so one tenant cannot kick another's sessions by reusing an id.
-    pub fn attach(&self, principal: PrincipalId, link: Arc<SessionHandle>) -> bool {
+    /// per principal so one tenant cannot kick another's sessions by reusing an id. With
+    /// `clean_start` off, a parked session of that client id is resumed (and one taken over
+    /// hands its state over when it ends); with it on, any is discarded.
+    pub fn attach(
+        &self,
+        principal: PrincipalId,
+        link: Arc<SessionHandle>,
+        clean_start: bool,
+    ) -> Option<Attached> {
         let mut sessions = self.sessions.entry(principal).or_default();
-        if let Some(at) = sessions.iter().position(|s| s.client_id == link.client_id) {
-            let old = sessions.swap_remove(at);
-            old.kick(Close::TakenOver);
-        } else if sessions.len() >= self.max_sessions {
-            return false;
+        let took_over = match sessions.iter().position(|s| s.client_id == link.client_id) {
+            Some(at) => {
+                sessions.swap_remove(at).kick(Close::TakenOver);
+                true
+            }
+            None if sessions.len() >= self.max_sessions => return None,
+            None => false,
+        };
+        sessions.push(link.clone());
+        let (resumed, expired) = match self.parked.get_mut(&principal) {
+            Some(mut shelf) => shelf.take(&link.client_id),
+            None => (None, None),
+        };
+        self.forget_empty_shelf(principal);
+        if let Some(expired) = expired {
+            self.discard(expired, "session_expired");
         }
-        sessions.push(link);
-        true
+        let parked = match resumed {
+            Some(parked) if clean_start => {
+                self.discard(parked, "clean_start");
+                None
+            }
+            resumed => resumed,
+        };
+        Some(Attached {
+            present: !clean_start && (took_over || parked.is_some()),
+            parked,
+        })
     }
 
-    /// Removes a session if it is still registered (a taken-over one already is not).
-    pub fn detach(&self, principal: PrincipalId, session_id: u64) {
-        self.detached.fetch_add(1, Ordering::Relaxed);
-        if let dashmap::Entry::Occupied(mut entry) = self.sessions.entry(principal) {
-            entry.get_mut().retain(|s| s.id != session_id);
-            if entry.get().is_empty() {
-                entry.remove();
+    /// Keeps a persistent session whose connection ended (its bytes relinquished by its
+    /// budget, still counted in the broker's total) until it expires or is resumed: what a
+    /// session that was closing when it received a takeover's state does with it.
+    pub fn park(&self, principal: PrincipalId, parked: Parked) {
+        self.place(principal, None, Some(parked));
+    }
+
+    /// Removes `session` from `principal`'s live sessions (a taken-over one already is not
+    /// there) and, for a persistent session, parks its state in the same step, so a delivery
+    /// finds the session either live or parked. If the session that took it over is live, it
+    /// gets the state at once — or, having asked for a clean start, the state is discarded.
+    fn place(&self, principal: PrincipalId, session: Option<u64>, parked: Option<Parked>) {
+        let (mut successor, mut discarded) = (None, None);
+        let mut sessions = self.sessions.get_mut(&principal);
+        if let Some(sessions) = sessions.as_mut() {
+            sessions.retain(|s| Some(s.id) != session);
+        }
+        if let Some(parked) = parked {
+            let same = sessions
+                .as_ref()
+                .and_then(|s| s.iter().find(|l| l.client_id == parked.client_id).cloned());
+            match same {
+                Some(link) if link.resumes => successor = Some((link, parked)),
+                Some(_) => discarded = Some((parked, "clean_start")),
+                None => {
+                    let mut shelf = self.parked.entry(principal).or_default();
+                    let pushed_off = shelf.put(parked, self.max_sessions);
+                    discarded = pushed_off.map(|p| (p, "parked_sessions_cap"));
+                }
             }
         }
+        let now_empty = sessions.as_ref().is_some_and(|s| s.is_empty());
+        drop(sessions);
+        if now_empty {
+            self.sessions.remove_if(&principal, |_, s| s.is_empty());
+        }
+        if let Some((link, parked)) = successor {
+            link.pending.adopt(parked.bytes());
+            link.sink.adopt(parked);
+        }
+        if let Some((parked, why)) = discarded {
+            self.discard(parked, why);
+        }
     }
 
-    /// Closes every live session of `principal` (credentials changed, access revoked);
-    /// returns how many were told.
+    /// Drops a parked session with what it holds, counting its envelopes under `why`.
+    fn discard(&self, parked: Parked, why: &'static str) {
+        self.total_held.fetch_sub(parked.bytes(), Ordering::AcqRel);
+        metrics::offline_discarded(why, parked.messages());
+    }
+
+    fn forget_empty_shelf(&self, principal: PrincipalId) {
+        self.parked
+            .remove_if(&principal, |_, shelf| shelf.is_empty());
+    }
+
+    /// Discards the parked sessions whose expiry has passed; returns how many remain.
+    pub fn expire_parked(&self) -> usize {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        self.parked.retain(|_, shelf| {
+            gone.extend(shelf.expire(now));
+            !shelf.is_empty()
+        });
+        for parked in gone {
+            self.discard(parked, "session_expired");
+        }
+        self.parked.iter().map(|shelf| shelf.len()).sum()
+    }
+
+    /// Removes a session if it is still registered (a taken-over one already is not),
+    /// parking `parked`, its state, if it is a persistent session.
+    pub fn detach(&self, principal: PrincipalId, session_id: u64, parked: Option<Parked>) {
+        self.detached.fetch_add(1, Ordering::Relaxed);
+        self.place(principal, Some(session_id), parked);
+    }
+
+    /// Closes every live session of `principal` (credentials changed, access revoked) and
+    /// discards its parked ones with what they hold; returns how many live ones were told.
     pub fn kick_all(&self, principal: PrincipalId, why: Close) -> usize {
-        self.sessions.get(&principal).map_or(0, |sessions| {
+        let told = self.sessions.get(&principal).map_or(0, |sessions| {
             sessions.iter().for_each(|s| s.kick(why));
             sessions.len()
-        })
+        });
+        if let Some((_, mut shelf)) = self.parked.remove(&principal) {
+            for parked in shelf.drain() {
+                self.discard(parked, why.label());
+            }
+        }
+        told
     }
 
     /// Every live session with its principal, for the operator: `f` sees each in turn (a
@@ -240,19 +388,16 @@ impl Router {
     }
 
     /// Hands `payload` to every session of `to` subscribed to its inbox, at the lower of
-    /// the publish QoS and the granted QoS.
+    /// the publish QoS and the granted QoS, and queues it (QoS 1) for every parked one.
     pub fn deliver(&self, to: PrincipalId, payload: &Bytes, qos: u8) -> Delivery {
-        let Some(sessions) = self.sessions.get(&to) else {
-            metrics::hot().no_subscriber.increment(1);
-            return Delivery::NoSubscriber;
-        };
-        let (mut subscribed, mut taken, mut broker_full) = (0, 0, false);
-        for link in sessions.iter() {
+        let mut tally = Tally::default();
+        let sessions = self.sessions.get(&to);
+        for link in sessions.iter().flat_map(|s| s.iter()) {
             let granted = link.inbox_qos.load(Ordering::Relaxed);
             if granted == NOT_SUBSCRIBED {
                 continue;
             }
-            subscribed += 1;
+            tally.subscribed += 1;
             let size = payload.len();
             match link
                 .pending
@@ -265,20 +410,47 @@ impl Router {
                 }
                 Err(Over::Broker) => {
                     metrics::hot().dropped_broker_budget.increment(1);
-                    broker_full = true;
+                    tally.broker_full = true;
                     continue;
                 }
             }
             link.sink.deliver(payload.clone(), qos.min(granted));
-            taken += 1;
+            tally.taken += 1;
         }
-        match (subscribed, taken) {
-            (0, _) => {
+        if qos >= 1 {
+            if let Some(mut shelf) = self.parked.get_mut(&to) {
+                let charge = |size: usize| {
+                    let held = self.total_held.fetch_add(size, Ordering::AcqRel) + size;
+                    if held > self.total_budget {
+                        self.total_held.fetch_sub(size, Ordering::AcqRel);
+                        metrics::hot().dropped_broker_budget.increment(1);
+                        return false;
+                    }
+                    true
+                };
+                shelf.queue(payload, self.offline, charge, &mut tally);
+            }
+        }
+        drop(sessions);
+        match tally {
+            Tally { subscribed: 0, .. } => {
                 metrics::hot().no_subscriber.increment(1);
                 Delivery::NoSubscriber
             }
-            (_, 0) if broker_full => Delivery::BrokerBusy,
-            (_, 0) => Delivery::Backpressure,
+            Tally {
+                taken: 0,
+                broker_full: true,
+                ..
+            } => Delivery::BrokerBusy,
+            Tally {
+                taken: 0,
+                queue_full: true,
+                ..
+            } => {
+                metrics::hot().dropped_offline_full.increment(1);
+                Delivery::QueueFull
+            }
+            Tally { taken: 0, .. } => Delivery::Backpressure,
             _ => Delivery::Delivered,
         }
     }

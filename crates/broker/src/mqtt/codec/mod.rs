@@ -50,6 +50,10 @@ pub struct Connect {
     pub receive_maximum: Option<u16>,
     /// MQTT 5: the largest packet the client accepts.
     pub max_packet_size: Option<u32>,
+    /// 3.1.1 Clean Session, MQTT 5 Clean Start: `false` resumes a stored session.
+    pub clean_start: bool,
+    /// MQTT 5: seconds the session outlives the connection (absent: 0).
+    pub session_expiry: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -79,7 +83,10 @@ pub enum Inbound {
         filters: Vec<String>,
     },
     PingReq,
-    Disconnect,
+    /// MQTT 5 may change the session's expiry as it leaves.
+    Disconnect {
+        session_expiry: Option<u32>,
+    },
     /// A packet only a server may send (CONNACK, SUBACK, …): a protocol error.
     ServerOnly,
 }
@@ -91,6 +98,8 @@ pub struct ConnAckInfo {
     pub max_packet_size: u32,
     pub receive_maximum: u16,
     pub server_keep_alive: Option<u16>,
+    /// The session expiry the broker grants, when it is less than the client asked for.
+    pub session_expiry: Option<u32>,
 }
 
 /// What the broker sends, in both versions.
@@ -98,6 +107,8 @@ pub struct ConnAckInfo {
 pub enum Outbound {
     ConnAck {
         reason: Reason,
+        /// A stored session was resumed (MQTT-3.2.2-2).
+        session_present: bool,
         info: Option<ConnAckInfo>,
     },
     Publish {
@@ -105,6 +116,8 @@ pub enum Outbound {
         qos: u8,
         pkid: u16,
         payload: Bytes,
+        /// Sent before on an earlier connection and not acknowledged.
+        dup: bool,
     },
     /// `label` goes out as the MQTT 5 Reason String of a refusal; 3.1.1 has nowhere to put it.
     PubAck {
@@ -332,7 +345,9 @@ impl MqttCodec {
         // stalls on those short forms, so they are taken here.
         if version == Version::V5 && src[0] == 0xE0 && remaining_len <= 1 {
             src.advance(frame_len);
-            return Ok(Some(Inbound::Disconnect));
+            return Ok(Some(Inbound::Disconnect {
+                session_expiry: None,
+            }));
         }
         let malformed = |e: &dyn std::fmt::Display| CodecError::Malformed(e.to_string());
         let inbound = match version {
@@ -395,7 +410,10 @@ mod tests {
         for bytes in [&[0xE0u8, 0x00][..], &[0xE0, 0x01, 0x8E][..]] {
             let mut buf = BytesMut::from(bytes);
             assert!(
-                matches!(v5_codec().decode(&mut buf), Ok(Some(Inbound::Disconnect))),
+                matches!(
+                    v5_codec().decode(&mut buf),
+                    Ok(Some(Inbound::Disconnect { .. }))
+                ),
                 "{bytes:x?}"
             );
             assert!(buf.is_empty());

@@ -30,6 +30,8 @@ pub(super) fn from_v4(packet: v4::Packet) -> Inbound {
             password: c.login.map(|l| l.password),
             receive_maximum: None,
             max_packet_size: None,
+            clean_start: c.clean_session,
+            session_expiry: None,
         })),
         v4::Packet::Publish(p) => Inbound::Publish(Publish {
             topic: p.topic,
@@ -55,7 +57,9 @@ pub(super) fn from_v4(packet: v4::Packet) -> Inbound {
             filters: u.topics,
         },
         v4::Packet::PingReq => Inbound::PingReq,
-        v4::Packet::Disconnect => Inbound::Disconnect,
+        v4::Packet::Disconnect => Inbound::Disconnect {
+            session_expiry: None,
+        },
         v4::Packet::ConnAck(_)
         | v4::Packet::SubAck(_)
         | v4::Packet::UnsubAck(_)
@@ -77,16 +81,19 @@ pub(super) fn v4_connack(reason: Reason) -> v4::ConnectReturnCode {
 
 pub(super) fn to_v4(item: Outbound) -> Option<v4::Packet> {
     Some(match item {
-        Outbound::ConnAck { reason, .. } => {
-            v4::Packet::ConnAck(v4::ConnAck::new(v4_connack(reason), false))
-        }
+        Outbound::ConnAck {
+            reason,
+            session_present,
+            ..
+        } => v4::Packet::ConnAck(v4::ConnAck::new(v4_connack(reason), session_present)),
         Outbound::Publish {
             topic,
             qos,
             pkid,
             payload,
+            dup,
         } => v4::Packet::Publish(v4::Publish {
-            dup: false,
+            dup,
             qos: to_qos(qos),
             retain: false,
             // Inbox topics are built from ASCII hex, so this never loses anything.

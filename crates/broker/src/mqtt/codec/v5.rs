@@ -52,6 +52,11 @@ pub(super) fn from_v5(packet: v5::Packet) -> Inbound {
             password: login.map(|l| l.password),
             receive_maximum: c.properties.as_ref().and_then(|p| p.receive_maximum),
             max_packet_size: c.properties.as_ref().and_then(|p| p.max_packet_size),
+            clean_start: c.clean_start,
+            session_expiry: c
+                .properties
+                .as_ref()
+                .and_then(|p| p.session_expiry_interval),
         })),
         v5::Packet::Publish(p) => Inbound::Publish(Publish {
             // A topic that is not UTF-8 can never name an inbox; it fails the ACL check.
@@ -78,7 +83,9 @@ pub(super) fn from_v5(packet: v5::Packet) -> Inbound {
             filters: u.filters,
         },
         v5::Packet::PingReq(_) => Inbound::PingReq,
-        v5::Packet::Disconnect(_) => Inbound::Disconnect,
+        v5::Packet::Disconnect(d) => Inbound::Disconnect {
+            session_expiry: d.properties.and_then(|p| p.session_expiry_interval),
+        },
         v5::Packet::Auth(_)
         | v5::Packet::ConnAck(_)
         | v5::Packet::SubAck(_)
@@ -129,11 +136,15 @@ pub(super) fn v5_disconnect(reason: Reason) -> v5::DisconnectReasonCode {
 
 pub(super) fn to_v5(item: Outbound, max_packet: u32) -> v5::Packet {
     match item {
-        Outbound::ConnAck { reason, info } => v5::Packet::ConnAck(v5::ConnAck {
-            session_present: false,
+        Outbound::ConnAck {
+            reason,
+            session_present,
+            info,
+        } => v5::Packet::ConnAck(v5::ConnAck {
+            session_present,
             code: v5_connack(reason),
             properties: info.map(|info| v5::ConnAckProperties {
-                session_expiry_interval: None,
+                session_expiry_interval: info.session_expiry,
                 receive_max: Some(info.receive_maximum),
                 // QoS 2 is accepted inbound and downgraded to 1 on delivery.
                 max_qos: None,
@@ -158,8 +169,9 @@ pub(super) fn to_v5(item: Outbound, max_packet: u32) -> v5::Packet {
             qos,
             pkid,
             payload,
+            dup,
         } => v5::Packet::Publish(v5::Publish {
-            dup: false,
+            dup,
             qos: to_qos5(qos),
             retain: false,
             topic,

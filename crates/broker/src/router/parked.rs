@@ -1,0 +1,301 @@
+//! Persistent sessions between connections (MQTT 3.1.1 Clean Session 0; MQTT 5 Clean Start 0
+//! with a Session Expiry Interval): each keeps its inbox subscription and the QoS 1 envelopes
+//! for it until it expires, is resumed, or is discarded. In memory only: the broker's disk
+//! holds metadata, never an envelope, so a restart loses these and a client learns it from
+//! Session Present = 0. One principal's parked sessions together are bounded
+//! (`mqtt.offline_queue_bytes`, `…_messages`, `…_max_age_secs`): a publish past a bound is
+//! refused, never dropped. This module knows nothing of live sessions or actix; the router
+//! charges the broker-wide byte total and counts what is discarded.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// A persistent session whose connection ended.
+pub struct Parked {
+    pub client_id: String,
+    /// Granted QoS of the inbox subscription, if it had one.
+    pub inbox_qos: Option<u8>,
+    /// Written on the last connection and not acknowledged, in the order written: resent
+    /// first on resumption, with DUP and their packet ids.
+    pub unacked: Vec<(u16, Bytes)>,
+    /// Not yet written, in the order they came.
+    pub queued: VecDeque<Queued>,
+    /// How long the session outlives its connection.
+    pub expiry: Duration,
+    expires_at: Instant,
+}
+
+/// An envelope waiting for a parked session.
+pub struct Queued {
+    pub payload: Bytes,
+    /// Written once already, on a connection that ended before acknowledging it.
+    pub dup: bool,
+    since: Instant,
+}
+
+/// One principal's parked sessions together may hold no more than this.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub bytes: usize,
+    pub messages: usize,
+    /// Once the oldest waiting envelope is this old, new ones are refused: the recipient has
+    /// been gone long enough that a sender should hear so rather than queue more.
+    pub max_age: Duration,
+}
+
+/// What the sessions offered an envelope did with it.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Sessions subscribed at a QoS that takes it.
+    pub subscribed: usize,
+    pub taken: usize,
+    /// Some refused for the broker-wide byte budget.
+    pub broker_full: bool,
+    /// Some parked session refused for its principal's bounds.
+    pub queue_full: bool,
+}
+
+impl Parked {
+    /// `waiting` are the envelopes not yet written, each with whether it was written before.
+    pub fn new(
+        client_id: String,
+        inbox_qos: Option<u8>,
+        unacked: Vec<(u16, Bytes)>,
+        waiting: impl IntoIterator<Item = (Bytes, bool)>,
+        expiry: Duration,
+    ) -> Parked {
+        let now = Instant::now();
+        Parked {
+            client_id,
+            inbox_qos,
+            unacked,
+            queued: waiting
+                .into_iter()
+                .map(|(payload, dup)| Queued {
+                    payload,
+                    dup,
+                    since: now,
+                })
+                .collect(),
+            expiry,
+            expires_at: now + expiry,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.unacked.iter().map(|(_, p)| p.len()).sum::<usize>()
+            + self.queued.iter().map(|q| q.payload.len()).sum::<usize>()
+    }
+
+    pub fn messages(&self) -> usize {
+        self.unacked.len() + self.queued.len()
+    }
+
+    /// Takes in what `later` (the same session, parked again after a takeover) holds: its
+    /// unacknowledged envelopes as redeliveries, then its queue; its subscription and expiry.
+    fn absorb(&mut self, later: Parked) {
+        let now = Instant::now();
+        self.queued
+            .extend(later.unacked.into_iter().map(|(_, payload)| Queued {
+                payload,
+                dup: true,
+                since: now,
+            }));
+        self.queued.extend(later.queued);
+        self.inbox_qos = later.inbox_qos;
+        self.expiry = later.expiry;
+        self.expires_at = later.expires_at;
+    }
+
+    fn takes_qos1(&self) -> bool {
+        self.inbox_qos.is_some_and(|q| q >= 1)
+    }
+}
+
+/// One principal's parked sessions.
+#[derive(Default)]
+pub struct Shelf {
+    sessions: Vec<Parked>,
+}
+
+impl Shelf {
+    /// Queues `payload` (QoS 1) for every parked session subscribed at QoS 1, within
+    /// `limits` for all of them together; `charge` takes the bytes from the broker's total
+    /// or says there is no room.
+    pub fn queue(
+        &mut self,
+        payload: &Bytes,
+        limits: Limits,
+        mut charge: impl FnMut(usize) -> bool,
+        tally: &mut Tally,
+    ) {
+        let now = Instant::now();
+        let mut bytes: usize = self.sessions.iter().map(Parked::bytes).sum();
+        let mut messages: usize = self.sessions.iter().map(Parked::messages).sum();
+        let oldest = self
+            .sessions
+            .iter()
+            .filter_map(|p| p.queued.front().map(|q| q.since))
+            .min();
+        let stale = oldest.is_some_and(|since| now.duration_since(since) > limits.max_age);
+        for parked in &mut self.sessions {
+            if !parked.takes_qos1() || now >= parked.expires_at {
+                continue;
+            }
+            tally.subscribed += 1;
+            let size = payload.len();
+            if stale || bytes + size > limits.bytes || messages + 1 > limits.messages {
+                tally.queue_full = true;
+                continue;
+            }
+            if !charge(size) {
+                tally.broker_full = true;
+                continue;
+            }
+            parked.queued.push_back(Queued {
+                payload: payload.clone(),
+                dup: false,
+                since: now,
+            });
+            (bytes, messages) = (bytes + size, messages + 1);
+            tally.taken += 1;
+        }
+    }
+
+    /// The parked session `client_id`, taken off the shelf; an expired one is returned as
+    /// discarded instead.
+    pub fn take(&mut self, client_id: &str) -> (Option<Parked>, Option<Parked>) {
+        let Some(at) = self.sessions.iter().position(|p| p.client_id == client_id) else {
+            return (None, None);
+        };
+        let parked = self.sessions.swap_remove(at);
+        if Instant::now() >= parked.expires_at {
+            (None, Some(parked))
+        } else {
+            (Some(parked), None)
+        }
+    }
+
+    /// Shelves `parked`, merged into the same session's entry if one is there; returns
+    /// the session pushed off to keep at most `cap` (the oldest to expire).
+    pub fn put(&mut self, parked: Parked, cap: usize) -> Option<Parked> {
+        if let Some(same) = self
+            .sessions
+            .iter_mut()
+            .find(|p| p.client_id == parked.client_id)
+        {
+            same.absorb(parked);
+            return None;
+        }
+        self.sessions.push(parked);
+        if self.sessions.len() <= cap {
+            return None;
+        }
+        let first = (0..self.sessions.len()).min_by_key(|&i| self.sessions[i].expires_at)?;
+        Some(self.sessions.swap_remove(first))
+    }
+
+    /// Takes off the sessions whose expiry has passed.
+    pub fn expire(&mut self, now: Instant) -> Vec<Parked> {
+        let (gone, kept) = std::mem::take(&mut self.sessions)
+            .into_iter()
+            .partition(|p| now >= p.expires_at);
+        self.sessions = kept;
+        gone
+    }
+
+    pub fn drain(&mut self) -> Vec<Parked> {
+        std::mem::take(&mut self.sessions)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        bytes: 10,
+        messages: 3,
+        max_age: Duration::from_secs(60),
+    };
+
+    fn parked(id: &str, qos: Option<u8>) -> Parked {
+        Parked::new(id.into(), qos, Vec::new(), [], Duration::from_secs(60))
+    }
+
+    #[test]
+    fn a_principals_queues_together_refuse_past_their_bounds() {
+        let mut shelf = Shelf::default();
+        shelf.put(parked("a", Some(1)), 8);
+        shelf.put(parked("b", Some(1)), 8);
+        shelf.put(parked("zero", Some(0)), 8);
+        let mut tally = Tally::default();
+        shelf.queue(&Bytes::from_static(b"1234"), LIMITS, |_| true, &mut tally);
+        assert_eq!(
+            (tally.subscribed, tally.taken, tally.queue_full),
+            (2, 2, false)
+        );
+        // 8 bytes and 2 messages held: another 4 bytes fit neither session.
+        let mut tally = Tally::default();
+        shelf.queue(&Bytes::from_static(b"1234"), LIMITS, |_| true, &mut tally);
+        assert_eq!((tally.taken, tally.queue_full), (0, true));
+        let mut tally = Tally::default();
+        shelf.queue(&Bytes::from_static(b"1"), LIMITS, |_| false, &mut tally);
+        assert!(tally.broker_full && tally.taken == 0);
+    }
+
+    #[test]
+    fn a_session_parked_again_is_merged_and_the_cap_pushes_off_the_soonest_to_expire() {
+        let mut shelf = Shelf::default();
+        let first = Parked::new(
+            "a".into(),
+            Some(1),
+            vec![(7, Bytes::from_static(b"x"))],
+            [(Bytes::from_static(b"y"), false)],
+            Duration::from_secs(60),
+        );
+        shelf.put(first, 2);
+        let again = Parked::new(
+            "a".into(),
+            Some(1),
+            vec![(1, Bytes::from_static(b"z"))],
+            [],
+            Duration::from_secs(90),
+        );
+        assert!(shelf.put(again, 2).is_none());
+        let (merged, _) = shelf.take("a");
+        let merged = merged.unwrap();
+        assert_eq!(merged.unacked, vec![(7, Bytes::from_static(b"x"))]);
+        let queued: Vec<_> = merged
+            .queued
+            .iter()
+            .map(|q| (&q.payload[..], q.dup))
+            .collect();
+        assert_eq!(queued, vec![(&b"y"[..], false), (&b"z"[..], true)]);
+        shelf.put(parked("short", Some(1)), 2);
+        shelf.put(merged, 2);
+        let pushed = shelf.put(parked("late", Some(1)), 2).unwrap();
+        assert_eq!(pushed.client_id, "short");
+    }
+
+    #[test]
+    fn an_expired_session_is_not_resumed() {
+        let mut shelf = Shelf::default();
+        shelf.put(
+            Parked::new("a".into(), Some(1), Vec::new(), [], Duration::ZERO),
+            8,
+        );
+        let (resumed, expired) = shelf.take("a");
+        assert!(resumed.is_none() && expired.is_some());
+    }
+}

@@ -1,0 +1,324 @@
+//! Persistent sessions (issue 13): an instance that blinks gets, when it comes back, what
+//! was sent while it was away — in order, none twice except DUP redeliveries — from a queue
+//! the broker holds in memory only, bounded per principal, refused (never dropped) past its
+//! bounds, lost on restart (Session Present 0), and discarded when the account or its owner
+//! ends the session. MQTT 5 through raw packets; MQTT 3.1.1 through mosquitto_sub.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Broker, Raw, RawRead};
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAck, PubAckReason, Publish};
+use rumqttc::v5::mqttbytes::QoS;
+use sealrelay_client::{ClientError, Identity, MqttVersion};
+
+const EXPIRY: Option<u32> = Some(300);
+
+/// The instance's login for raw connections.
+fn login(who: &Identity) -> (&str, &str) {
+    (who.login.as_str(), who.auth_secret())
+}
+
+/// Connects `who` with a persistent session `client_id`, subscribed to its inbox (a resumed
+/// session is already: what it holds may come at once, before any SUBACK); returns the
+/// connection and CONNACK's Session Present.
+async fn persistent(broker: &Broker, who: &Identity, client_id: &str) -> (Raw, bool) {
+    let mut raw = Raw::open(broker.mqtt).await;
+    let ack = raw
+        .connect_session(login(who), client_id, 0, EXPIRY)
+        .await
+        .expect("CONNACK");
+    assert_eq!(
+        ack.code,
+        rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success
+    );
+    if !ack.session_present {
+        raw.subscribe_inbox(who.id).await;
+    }
+    (raw, ack.session_present)
+}
+
+/// Drops `raw` (no DISCONNECT: the connection is lost) and waits until the broker has seen
+/// `closed` sessions end.
+async fn blink(broker: &Broker, raw: Raw, closed: u64) {
+    drop(raw);
+    let series = r#"sealrelay_sessions_closed_total{reason="connection_lost"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker.counter(series) < closed {
+        assert!(
+            Instant::now() < deadline,
+            "the broker never saw the connection go"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Seals `count` envelopes from `from` to `to` ("m{first}"…) and publishes them at QoS 1
+/// on one raw MQTT 5 connection; returns the envelopes and each PUBACK's reason and label.
+async fn send(
+    broker: &Broker,
+    from: &Identity,
+    to: &Identity,
+    first: usize,
+    count: usize,
+) -> (Vec<Bytes>, Vec<(PubAckReason, Option<String>)>) {
+    let mut raw = Raw::connect_v5(broker.mqtt, login(from), 0).await;
+    let (mut sent, mut acks) = (Vec::new(), Vec::new());
+    for i in first..first + count {
+        let envelope = from
+            .seal_to(to.id, &to.public_key(), format!("m{i}").as_bytes())
+            .unwrap();
+        let mut publish = Publish::new(
+            to.id.inbox_topic(),
+            QoS::AtLeastOnce,
+            envelope.to_vec(),
+            None,
+        );
+        publish.pkid = (i % 60000 + 1) as u16;
+        raw.send_v5(Packet::Publish(publish)).await;
+        match raw.read(Duration::from_secs(5)).await {
+            RawRead::Packet(p) => match *p {
+                Packet::PubAck(ack) => {
+                    acks.push((ack.reason, ack.properties.and_then(|p| p.reason_string)))
+                }
+                other => panic!("expected PUBACK, got {other:?}"),
+            },
+            other => panic!("no PUBACK: {other:?}"),
+        }
+        sent.push(envelope);
+    }
+    (sent, acks)
+}
+
+/// Reads `count` publishes from `raw`, acknowledging them if `ack`: (packet id, DUP, payload).
+async fn receive(raw: &mut Raw, count: usize, ack: bool) -> Vec<(u16, bool, Bytes)> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        match raw.read(Duration::from_secs(5)).await {
+            RawRead::Packet(p) => match *p {
+                Packet::Publish(p) => {
+                    if ack {
+                        raw.send_v5(Packet::PubAck(PubAck::new(p.pkid, None))).await;
+                    }
+                    got.push((p.pkid, p.dup, p.payload));
+                }
+                other => panic!("expected PUBLISH, got {other:?}"),
+            },
+            other => panic!("{} of {count} publishes, then {other:?}", got.len()),
+        }
+    }
+    got
+}
+
+async fn nothing_more(raw: &mut Raw) {
+    match raw.read(Duration::from_millis(300)).await {
+        RawRead::Timeout => {}
+        other => panic!("expected nothing more, got {other:?}"),
+    }
+}
+
+/// MQTT 5: 100 envelopes sent while the instance was away all arrive when it comes back,
+/// in order; those written to a connection that ended before acknowledging them come again
+/// first, with DUP and their packet ids, and nothing comes twice otherwise.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_is_sent_while_an_instance_is_away_arrives_in_order_when_it_returns() {
+    let (broker, alice, instance) = common::alice_and_her_instance(&[]).await;
+    let (raw, present) = persistent(&broker, &instance, "plant-7").await;
+    assert!(!present, "a first connection has no session to resume");
+    blink(&broker, raw, 1).await;
+
+    let (sent, acks) = send(&broker, &alice, &instance, 0, 100).await;
+    assert!(
+        acks.iter()
+            .all(|(reason, _)| *reason == PubAckReason::Success),
+        "queued for the parked session, not 0x10: {acks:?}"
+    );
+    let (mut raw, present) = persistent(&broker, &instance, "plant-7").await;
+    assert!(present, "Session Present on return");
+    let got = receive(&mut raw, 100, true).await;
+    let payloads: Vec<Bytes> = got.iter().map(|(_, _, p)| p.clone()).collect();
+    assert_eq!(payloads, sent, "all 100, in order");
+    assert!(got.iter().all(|(_, dup, _)| !dup));
+    nothing_more(&mut raw).await;
+
+    // Ten more while away; the instance reads them and goes before acknowledging any.
+    blink(&broker, raw, 2).await;
+    let (more, _) = send(&broker, &alice, &instance, 100, 10).await;
+    let (mut raw, _) = persistent(&broker, &instance, "plant-7").await;
+    let unacked = receive(&mut raw, 10, false).await;
+    blink(&broker, raw, 3).await;
+    let (mut raw, present) = persistent(&broker, &instance, "plant-7").await;
+    assert!(present);
+    let again = receive(&mut raw, 10, true).await;
+    for ((pkid, _, payload), (pkid_again, dup, payload_again)) in unacked.iter().zip(&again) {
+        assert_eq!((pkid, payload), (pkid_again, payload_again));
+        assert!(dup, "a redelivery says so");
+    }
+    let payloads: Vec<Bytes> = again.into_iter().map(|(_, _, p)| p).collect();
+    assert_eq!(payloads, more);
+    nothing_more(&mut raw).await;
+}
+
+/// Past `mqtt.offline_queue_messages` a publish to the parked instance is refused with
+/// PUBACK 0x97 `offline_queue_full` and counted — and the SDK says why — while what was
+/// queued still arrives. A broker restart loses the parked session: Session Present 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_refuses_instead_of_dropping_and_a_restart_forgets_the_session() {
+    let (mut broker, alice, instance) =
+        common::alice_and_her_instance(&[("SEALRELAY_MQTT_OFFLINE_QUEUE_MESSAGES", "20")]).await;
+    let (raw, _) = persistent(&broker, &instance, "plant-8").await;
+    blink(&broker, raw, 1).await;
+    let (sent, acks) = send(&broker, &alice, &instance, 0, 20).await;
+    assert!(acks
+        .iter()
+        .all(|(reason, _)| *reason == PubAckReason::Success));
+    let (_, refused) = send(&broker, &alice, &instance, 20, 5).await;
+    assert!(
+        refused.iter().all(|ack| *ack
+            == (
+                PubAckReason::QuotaExceeded,
+                Some("offline_queue_full".to_owned())
+            )),
+        "{refused:?}"
+    );
+    assert_eq!(
+        broker.counter(r#"sealrelay_deliveries_refused_total{reason="offline_queue_full"}"#),
+        5
+    );
+    let instance_id = instance.id;
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    let refusal = console.send(instance_id, b"one more", 1).await.unwrap_err();
+    assert!(
+        matches!(refusal, ClientError::PublishRefused { code: 0x97, .. })
+            && refusal.to_string().contains(
+                "the recipient is disconnected and the messages the broker keeps for it fill its queue; retry once it is back"
+            ),
+        "{refusal}"
+    );
+
+    let (mut raw, present) = persistent(&broker, &instance, "plant-8").await;
+    assert!(present);
+    let got: Vec<Bytes> = receive(&mut raw, 20, true)
+        .await
+        .into_iter()
+        .map(|(_, _, p)| p)
+        .collect();
+    assert_eq!(got, sent);
+    nothing_more(&mut raw).await;
+
+    blink(&broker, raw, 2).await;
+    send(&broker, console.identity(), &instance, 30, 3).await;
+    broker.restart();
+    let (_, present) = persistent(&broker, &instance, "plant-8").await;
+    assert!(!present, "a restart loses parked sessions, and says so");
+}
+
+/// A connection that takes over a persistent session (the old one never noticed its
+/// network go) gets what the old one held, marked DUP: a takeover is how a blink usually
+/// looks to the broker.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_takeover_carries_the_session_over() {
+    let (broker, alice, instance) = common::alice_and_her_instance(&[]).await;
+    let (mut old, _) = persistent(&broker, &instance, "plant-9").await;
+    let (sent, _) = send(&broker, &alice, &instance, 0, 3).await;
+    // Written to the old connection, which never acknowledges them.
+    let seen = receive(&mut old, 3, false).await;
+    assert!(seen.iter().all(|(_, dup, _)| !dup));
+    let (mut new, present) = persistent(&broker, &instance, "plant-9").await;
+    assert!(present, "the session existed: Session Present");
+    let got = receive(&mut new, 3, true).await;
+    assert!(got.iter().all(|(_, dup, _)| *dup), "{got:?}");
+    let payloads: Vec<Bytes> = got.into_iter().map(|(_, _, p)| p).collect();
+    assert_eq!(payloads, sent);
+    nothing_more(&mut new).await;
+}
+
+/// Rotating the instance's token ends its session for good: what was queued for it is
+/// discarded (and counted), and the new token's first connection finds no session. A clean
+/// start discards a parked session too.
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_and_a_clean_start_discard_the_queue() {
+    let (broker, alice, instance) = common::alice_and_her_instance(&[]).await;
+    let (raw, _) = persistent(&broker, &instance, "plant-10").await;
+    blink(&broker, raw, 1).await;
+    send(&broker, &alice, &instance, 0, 5).await;
+    let token = alice
+        .rotate_token(&broker.api(), instance.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        broker.counter(r#"sealrelay_offline_discarded_total{reason="token_rotated"}"#),
+        5
+    );
+    let instance = Identity::login_instance(&broker.api(), &token)
+        .await
+        .unwrap();
+    let (raw, present) = persistent(&broker, &instance, "plant-10").await;
+    assert!(!present);
+    blink(&broker, raw, 2).await;
+
+    send(&broker, &alice, &instance, 5, 4).await;
+    let mut clean = Raw::open(broker.mqtt).await;
+    let ack = clean
+        .connect_session(login(&instance), "plant-10", 0, None)
+        .await
+        .unwrap();
+    assert!(!ack.session_present);
+    assert_eq!(
+        broker.counter(r#"sealrelay_offline_discarded_total{reason="clean_start"}"#),
+        4
+    );
+}
+
+/// MQTT 3.1.1 through mosquitto_sub: Clean Session 0 keeps the subscription and the queue
+/// between runs; the second run receives all 100 envelopes sent while it was away, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn mosquitto_sub_with_clean_session_0_gets_what_was_sent_while_it_was_away() {
+    let (broker, alice, instance) = common::alice_and_her_instance(&[]).await;
+    let sub = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new("mosquitto_sub");
+        cmd.args([
+            "-V",
+            "mqttv311",
+            "-h",
+            "127.0.0.1",
+            "-c",
+            "-i",
+            "plant-311",
+            "-q",
+            "1",
+        ])
+        .args(["-p", &broker.mqtt.port().to_string()])
+        .args(["-t", &instance.id.inbox_topic()])
+        .args(["-u", &instance.login, "-P", instance.auth_secret()])
+        .args(extra);
+        cmd
+    };
+    // -E: subscribe, then leave (with DISCONNECT: the session stays, as 3.1.1 says).
+    let first = sub(&["-E"])
+        .output()
+        .expect("mosquitto_sub (mosquitto-clients)");
+    assert!(first.status.success(), "{first:?}");
+    let (sent, acks) = send(&broker, &alice, &instance, 0, 100).await;
+    assert!(acks
+        .iter()
+        .all(|(reason, _)| *reason == PubAckReason::Success));
+    let second = sub(&["-C", "100", "-W", "20", "-F", "%x"])
+        .output()
+        .expect("mosquitto_sub");
+    assert!(second.status.success(), "{second:?}");
+    let got: Vec<String> = String::from_utf8(second.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let hex = |b: &Bytes| {
+        b.iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<String>()
+    };
+    let sent: Vec<String> = sent.iter().map(hex).collect();
+    assert_eq!(got, sent);
+}
