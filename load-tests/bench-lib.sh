@@ -1,5 +1,6 @@
-# Shared by compare.sh and compare-tls.sh (sourced, not run): the release binaries and
-# mosquitto, waiting for a broker started in the background as $PID, and stopping it.
+# Shared by compare.sh, compare-tls.sh and compare-churn.sh (sourced, not run): the release
+# binaries and mosquitto, sealrelay started for a benchmark, waiting for a broker started in
+# the background as $PID, and stopping it.
 
 # Builds sealrelay and the load tool; sets LOAD, SEALRELAY and MOSQUITTO (installed if absent).
 build_and_find_brokers() {
@@ -28,4 +29,20 @@ wait_for_port() {
 stop_broker() {
   kill "$PID" 2>/dev/null || true
   wait "$PID" 2>/dev/null || true
+}
+
+# start_sealrelay MQTT_PORT HTTP_PORT: sealrelay in the background as $PID, its database in
+# $WORK, with the abuse limits a benchmark would trip lifted (it measures the broker).
+start_sealrelay() {
+  rm -f "$WORK"/sr.db* "$WORK/sr.key"
+  (cd "$WORK" && SEALRELAY_MQTT_LISTEN=127.0.0.1:$1 SEALRELAY_HTTP_LISTEN=127.0.0.1:$2 SEALRELAY_ADMIN_LISTEN=127.0.0.1:0 \
+    SEALRELAY_MQTTS_LISTEN= SEALRELAY_WS_LISTEN= SEALRELAY_WSS_LISTEN= SEALRELAY_HTTPS_LISTEN= \
+    SEALRELAY_DIRECTORY_DATABASE=sr.db SEALRELAY_DIRECTORY_PRELOGIN_KEY_FILE=sr.key \
+    SEALRELAY_KDF_MEMORY_KIB=19456 SEALRELAY_KDF_ITERATIONS=2 SEALRELAY_LOG_LEVEL=warn \
+    SEALRELAY_AUTH_MAX_FAILURES_PER_IP=1000000 SEALRELAY_MQTT_MAX_CONNECTIONS_PER_IP=1000000 \
+    SEALRELAY_MQTT_CONNECTS_PER_IP_PER_MINUTE=1000000 SEALRELAY_MQTT_CONNECTS_PER_PRINCIPAL_PER_MINUTE=1000000 \
+    SEALRELAY_MQTT_PUBLISHES_PER_SECOND=0 SEALRELAY_MQTT_BYTES_PER_SECOND=0 \
+    SEALRELAY_AUTH_REGISTRATIONS_PER_IP_PER_HOUR=1000000 SEALRELAY_AUTH_PRELOGINS_PER_IP_PER_MINUTE=1000000 \
+    exec "$SEALRELAY" serve) >"$WORK/sealrelay.log" 2>&1 &
+  PID=$!
 }

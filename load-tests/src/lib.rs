@@ -74,6 +74,18 @@ pub struct Scenario {
     /// Connections opened per second while setting up; 0 = all at once.
     #[arg(long, default_value_t = 0)]
     pub ramp: u64,
+    /// Traffic under churn: every instance drops its connection (no DISCONNECT) every this
+    /// many seconds, staggered across instances, and comes back after --away; instances hold
+    /// persistent sessions (clean session 0), and the report counts what was delivered once,
+    /// twice, or never. 0 = no churn. Needs open loop (--rate) and at most 1,024 messages per
+    /// pair over the run, so every message is told apart.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default)]
+    pub churn: f64,
+    /// Milliseconds a churning instance stays away before it reconnects.
+    #[arg(long, default_value_t = 500)]
+    #[serde(default)]
+    pub away: u64,
     /// Sessions for idle and storm (on sealrelay: 32 per instance principal, the broker's
     /// default mqtt.max_sessions_per_principal).
     #[arg(long, default_value_t = 1000)]
@@ -170,6 +182,7 @@ fn options(
     client_id: String,
     login: &Option<(String, String)>,
     inflight: u16,
+    persistent: bool,
 ) -> Result<MqttOptions, LoadError> {
     let broker = sealrelay_client::Broker::parse(&scenario.mqtt, scenario.ca_file.as_deref())
         .map_err(|e| LoadError::Scenario(format!("--mqtt: {e}")))?;
@@ -180,23 +193,41 @@ fn options(
         .set_keep_alive(Duration::from_secs(60))
         .set_max_packet_size(1 << 20, 1 << 20)
         .set_inflight(inflight.max(1))
-        .set_request_channel_capacity(usize::from(inflight.max(1)) * 2);
+        .set_request_channel_capacity(usize::from(inflight.max(1)) * 2)
+        .set_clean_session(!persistent);
     if let Some((user, secret)) = login {
         options.set_credentials(user, secret);
     }
     Ok(options)
 }
 
-/// Connects, waits for CONNACK, and subscribes to `inbox` if given (waiting for SUBACK).
+/// How a connection starts: subscribing to its inbox or not; with a persistent session (an
+/// instance under churn) or a clean one.
+#[derive(Clone, Copy)]
+struct Start {
+    subscribe: bool,
+    persistent: bool,
+}
+
+/// A console: publishes only, on a clean session.
+const CONSOLE: Start = Start {
+    subscribe: false,
+    persistent: false,
+};
+
+/// Connects, waits for CONNACK, and subscribes to `inbox` if asked (waiting for SUBACK).
 async fn connect(
     scenario: &Scenario,
     id: String,
     endpoint: &Endpoint,
-    subscribe: bool,
+    Start {
+        subscribe,
+        persistent,
+    }: Start,
     inflight: u16,
 ) -> Result<(AsyncClient, EventLoop), LoadError> {
     let (client, mut eventloop) = AsyncClient::new(
-        options(scenario, id.clone(), &endpoint.login, inflight)?,
+        options(scenario, id.clone(), &endpoint.login, inflight, persistent)?,
         usize::from(inflight.max(1)) * 2,
     );
     // rumqttc leaves Nagle on; the load tool must not add 40 ms to what it measures.
@@ -237,12 +268,22 @@ async fn connect(
 /// loop: about two seconds of the pair's rate), bounded so a 1,000-pair fan-out stays small.
 fn pool_size(s: &Scenario) -> usize {
     let pairs = (s.consoles * s.instances_per_console).max(1) as u64;
+    if s.churn > 0.0 {
+        // One slot per message of the run: a message is told apart from a redelivery.
+        return churn_messages_per_pair(s).max(64);
+    }
     let in_flight = if s.rate > 0 {
         (s.rate * 2 / pairs) as usize
     } else {
         s.window * 8
     };
     in_flight.clamp(64, POOL)
+}
+
+/// Messages one pair sends in a churn run (rounded up).
+fn churn_messages_per_pair(s: &Scenario) -> usize {
+    let pairs = (s.consoles * s.instances_per_console).max(1) as f64;
+    (s.rate as f64 * s.duration / pairs).ceil() as usize + 1
 }
 
 fn random_payload(size: usize) -> Vec<u8> {
@@ -346,7 +387,12 @@ fn run_id() -> String {
 #[derive(Default)]
 struct Counters {
     sent: AtomicU64,
+    /// Distinct messages received (under churn; all receipts otherwise).
     received: AtomicU64,
+    /// Under churn: receipts of a message already received.
+    duplicates: AtomicU64,
+    /// Under churn: connections dropped and reopened.
+    blinks: AtomicU64,
     errors: AtomicU64,
     /// Open loop: the most a send lagged its schedule (the tool itself falling behind).
     max_lag_us: AtomicU64,
@@ -375,6 +421,11 @@ pub async fn traffic(s: &Scenario) -> Result<Report, LoadError> {
     if s.window >= POOL {
         return Err(LoadError::Scenario(format!(
             "--window must be below {POOL}"
+        )));
+    }
+    if s.churn > 0.0 && (s.rate == 0 || churn_messages_per_pair(s) > POOL) {
+        return Err(LoadError::Scenario(format!(
+            "--churn needs --rate, and --rate × --duration ÷ pairs at most {POOL}"
         )));
     }
     let run = run_id();
@@ -406,27 +457,67 @@ pub async fn traffic(s: &Scenario) -> Result<Report, LoadError> {
     let mut receivers = JoinSet::new();
     for (i, (instance, pair)) in cast.instances.iter().zip(&pairs).enumerate() {
         pace_ramp(s.ramp, setup_started, i).await;
-        let (_client, mut eventloop) =
-            connect(s, format!("load-{run}-i{i}"), instance, true, 100).await?;
+        let id = format!("load-{run}-i{i}");
+        let churn = s.churn > 0.0;
+        let start = Start {
+            subscribe: true,
+            persistent: churn,
+        };
+        let (mut client, mut eventloop) = connect(s, id.clone(), instance, start, 100).await?;
         let (pair, counters, clock, mut stop) = (
             pair.clone(),
             counters.clone(),
             clock.clone(),
             stop_rx.clone(),
         );
+        let (s, instance) = (s.clone(), instance.clone());
+        // Under churn, instance i first drops its connection at (i / n) of the period.
+        let period = Duration::from_secs_f64(s.churn.max(0.0));
+        let offset = period.mul_f64(i as f64 / cast.instances.len() as f64);
         receivers.spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut seen = vec![false; pair.pool.len()];
+            let mut blink_at = (!period.is_zero()).then(|| tokio::time::Instant::now() + offset);
             loop {
+                let blink = async {
+                    match blink_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let event = tokio::select! {
                     event = eventloop.poll() => event,
-                    _ = stop.changed() => return (histogram, _client),
+                    _ = blink => {
+                        // Dropped without DISCONNECT, as a network that fails; back with
+                        // the same client id, not subscribing again (the session is kept).
+                        drop(eventloop);
+                        tokio::time::sleep(Duration::from_millis(s.away)).await;
+                        counters.blinks.fetch_add(1, Ordering::Relaxed);
+                        let back = Start {
+                            subscribe: false,
+                            persistent: true,
+                        };
+                        match connect(&s, id.clone(), &instance, back, 100).await {
+                            Ok((c, e)) => (client, eventloop) = (c, e),
+                            Err(_) => return (histogram, client),
+                        }
+                        blink_at = blink_at.map(|at| at + period);
+                        continue;
+                    }
+                    _ = stop.changed() => return (histogram, client),
                 };
                 match event {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let Some(start) = clock.get() else { continue };
                         let now = start.elapsed().as_nanos() as u64;
                         if let Some(&slot) = pair.tags.get(&tag_of(&p.payload)) {
+                            if !period.is_zero()
+                                && std::mem::replace(&mut seen[slot as usize], true)
+                            {
+                                counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
                             let sent = pair.sent_at[slot as usize].load(Ordering::Acquire);
                             let _ = histogram.record(now.saturating_sub(sent).max(1000) / 1000);
                         }
@@ -434,7 +525,11 @@ pub async fn traffic(s: &Scenario) -> Result<Report, LoadError> {
                         pair.window.add_permits(1);
                     }
                     Ok(_) => {}
-                    Err(_) => return (histogram, _client),
+                    Err(_) if !period.is_zero() => {
+                        // A broker that dropped the connection: churn reconnects at once.
+                        blink_at = Some(tokio::time::Instant::now());
+                    }
+                    Err(_) => return (histogram, client),
                 }
             }
         });
@@ -448,7 +543,7 @@ pub async fn traffic(s: &Scenario) -> Result<Report, LoadError> {
         (s.rate > 0).then(|| Duration::from_secs_f64(pairs.len() as f64 / s.rate as f64));
     for (c, console) in cast.consoles.iter().enumerate() {
         let (client, mut eventloop) =
-            connect(s, format!("load-{run}-c{c}"), console, false, inflight).await?;
+            connect(s, format!("load-{run}-c{c}"), console, CONSOLE, inflight).await?;
         pollers.spawn(async move {
             // PUBACKs arrive here; the loop ends when the client disconnects.
             while eventloop.poll().await.is_ok() {}
@@ -515,10 +610,12 @@ pub async fn traffic(s: &Scenario) -> Result<Report, LoadError> {
         publishers.abort_all();
     }
     let sent_at_end = counters.sent.load(Ordering::Relaxed);
-    // Let what is in flight arrive (or be declared lost).
+    // Let what is in flight arrive (or be declared lost); under churn, give the last
+    // instances away time to come back.
     let drain = Instant::now();
+    let drain_for = Duration::from_secs(3) + Duration::from_millis(s.away).mul_f64(2.0);
     while counters.received.load(Ordering::Relaxed) < counters.sent.load(Ordering::Relaxed)
-        && drain.elapsed() < Duration::from_secs(3)
+        && drain.elapsed() < drain_for
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -543,6 +640,8 @@ pub async fn traffic(s: &Scenario) -> Result<Report, LoadError> {
             sent,
             sent_in_window: sent_at_end,
             received,
+            duplicates: counters.duplicates.load(Ordering::Relaxed),
+            blinks: counters.blinks.load(Ordering::Relaxed),
             errors: counters.errors.load(Ordering::Relaxed),
             max_lag_us: counters.max_lag_us.load(Ordering::Relaxed),
             histogram,
@@ -609,7 +708,11 @@ async fn open_sessions(
         let ramp = s.ramp;
         tasks.spawn(async move {
             pace_ramp(ramp, started, i).await;
-            connect(&s, id, &endpoint, true, 10).await
+            let start = Start {
+                subscribe: true,
+                persistent: false,
+            };
+            connect(&s, id, &endpoint, start, 10).await
         });
     }
     let mut sessions = Vec::with_capacity(count);

@@ -31,6 +31,12 @@ pub struct Report {
     pub received: u64,
     /// Sent and never received (after a 3 s drain at the end).
     pub lost: u64,
+    /// Under churn: receipts of a message already received (redeliveries).
+    #[serde(default)]
+    pub duplicates: u64,
+    /// Under churn: connections the instances dropped and reopened.
+    #[serde(default)]
+    pub blinks: u64,
     pub errors: u64,
     /// Open loop: the most any send lagged its schedule, in µs. Large values mean the load
     /// tool (not the broker) could not keep the rate, and latency is understated.
@@ -51,6 +57,8 @@ pub(crate) struct Traffic {
     pub sent: u64,
     pub sent_in_window: u64,
     pub received: u64,
+    pub duplicates: u64,
+    pub blinks: u64,
     pub errors: u64,
     pub max_lag_us: u64,
     pub histogram: Histogram<u64>,
@@ -68,6 +76,8 @@ impl Report {
             sent: 0,
             received: 0,
             lost: 0,
+            duplicates: 0,
+            blinks: 0,
             errors: 0,
             max_schedule_lag_us: 0,
             messages_per_second: 0.0,
@@ -91,6 +101,8 @@ impl Report {
             sent: t.sent,
             received: t.received,
             lost: t.sent.saturating_sub(t.received),
+            duplicates: t.duplicates,
+            blinks: t.blinks,
             errors: t.errors,
             max_schedule_lag_us: t.max_lag_us,
             messages_per_second: delivered as f64 / secs,
@@ -139,6 +151,15 @@ impl Report {
                     "sent",
                     format!("{} (lost {}, errors {})", self.sent, self.lost, self.errors),
                 );
+                if self.scenario.churn > 0.0 {
+                    row(
+                        "churn",
+                        format!(
+                            "{} reconnects; {} delivered once, {} redelivered, {} never",
+                            self.blinks, self.received, self.duplicates, self.lost
+                        ),
+                    );
+                }
                 row(
                     "throughput",
                     format!(
@@ -462,6 +483,8 @@ mod tests {
                 sent: 100,
                 sent_in_window: 100,
                 received: 98,
+                duplicates: 0,
+                blinks: 0,
                 errors: 0,
                 max_lag_us: 0,
                 histogram,

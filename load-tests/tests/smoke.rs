@@ -105,6 +105,29 @@ fn every_scenario_runs_and_qos_1_loses_nothing() {
     assert_eq!((report.lost, report.errors), (0, 0), "{}", report.table());
     assert!(report.received >= 1500, "{}", report.table());
 
+    // Instances dropping their connections under traffic come back to what was sent
+    // meanwhile: persistent sessions lose nothing.
+    let report = runtime
+        .block_on(run(&scenario(&[
+            "--consoles",
+            "4",
+            "--rate",
+            "400",
+            "--duration",
+            "3",
+            "--churn",
+            "1",
+            "--away",
+            "300",
+        ])))
+        .unwrap();
+    assert_eq!((report.lost, report.errors), (0, 0), "{}", report.table());
+    assert!(
+        report.blinks >= 8 && report.received == report.sent,
+        "{}",
+        report.table()
+    );
+
     // A reconnect storm of authenticated sessions.
     let report = runtime
         .block_on(run(&scenario(&[
