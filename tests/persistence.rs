@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Broker, Raw, RawRead};
+use rumqttc::mqttbytes::{v4, QoS as QoS311};
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAck, PubAckReason, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use sealrelay_client::{ClientError, Identity, MqttVersion};
@@ -44,6 +45,11 @@ async fn persistent(broker: &Broker, who: &Identity, client_id: &str) -> (Raw, b
 /// `closed` sessions end.
 async fn blink(broker: &Broker, raw: Raw, closed: u64) {
     drop(raw);
+    blink_seen(broker, closed).await;
+}
+
+/// Waits until the broker has seen `closed` connections lost.
+async fn blink_seen(broker: &Broker, closed: u64) {
     let series = r#"sealrelay_sessions_closed_total{reason="connection_lost"}"#;
     let deadline = Instant::now() + Duration::from_secs(10);
     while broker.counter(series) < closed {
@@ -321,4 +327,112 @@ async fn mosquitto_sub_with_clean_session_0_gets_what_was_sent_while_it_was_away
     };
     let sent: Vec<String> = sent.iter().map(hex).collect();
     assert_eq!(got, sent);
+}
+
+/// `sealrelay agent` holds a persistent session, over either protocol version: a request
+/// sent while its process was down (killed, so the broker only saw the connection go) waits
+/// at the broker — the console hears PUBACK 0x00, not "offline" — and the agent started
+/// again answers it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_sent_while_the_agent_was_down_is_answered_when_it_is_back() {
+    for version in ["5", "3.1.1"] {
+        let broker = Broker::start();
+        let mut alice = broker.user("alice").await;
+        let (instance, token) = alice.add_instance(&broker.api()).await.unwrap();
+        drop(broker.start_agent(&token.reveal(), version));
+        blink_seen(&broker, 1).await;
+        let mut console = broker.client(alice, MqttVersion::V5).await;
+        let asked = tokio::spawn(async move {
+            console
+                .request(instance, b"status?", Duration::from_secs(30))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _agent = broker.start_agent(&token.reveal(), version);
+        let reply = asked
+            .await
+            .unwrap()
+            .expect("answered once the agent is back");
+        assert_eq!(&reply[..], b"status?", "MQTT {version}");
+    }
+}
+
+/// An MQTT 3.1.1 CONNECT for `who` as `client_id`.
+fn connect_311(who: &Identity, client_id: &str, clean_session: bool) -> v4::Packet {
+    let mut connect = v4::Connect::new(client_id);
+    connect.clean_session = clean_session;
+    connect.set_login(&who.login, who.auth_secret());
+    v4::Packet::Connect(connect)
+}
+
+/// Connects over MQTT 3.1.1 and returns the connection and CONNACK's Session Present.
+async fn connect_v4(broker: &Broker, who: &Identity, client_id: &str, clean: bool) -> (Raw, bool) {
+    let mut raw = Raw::open(broker.mqtt).await;
+    raw.send_v4(connect_311(who, client_id, clean)).await;
+    match raw.read_v4(Duration::from_secs(5)).await {
+        Some(v4::Packet::ConnAck(ack)) => {
+            assert_eq!(ack.code, v4::ConnectReturnCode::Success);
+            (raw, ack.session_present)
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+/// MQTT 3.1.1 on the wire: Clean Session 0 comes back to Session Present 1 and what was
+/// queued; a 3.1.1 publisher to an instance whose queue is full is closed without PUBACK
+/// (3.1.1 cannot refuse one message, and acknowledging would lose it); a restart gives
+/// Session Present 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_311_sessions_resume_refuse_by_closing_and_end_with_a_restart() {
+    let (mut broker, alice, instance) =
+        common::alice_and_her_instance(&[("SEALRELAY_MQTT_OFFLINE_QUEUE_MESSAGES", "2")]).await;
+    let (mut raw, present) = connect_v4(&broker, &instance, "plant-311", false).await;
+    assert!(!present);
+    let subscribe = v4::Subscribe::new(instance.id.inbox_topic(), QoS311::AtLeastOnce);
+    raw.send_v4(v4::Packet::Subscribe(subscribe)).await;
+    assert!(matches!(
+        raw.read_v4(Duration::from_secs(5)).await,
+        Some(v4::Packet::SubAck(_))
+    ));
+    blink(&broker, raw, 1).await;
+    let (sent, _) = send(&broker, &alice, &instance, 0, 2).await;
+
+    let (mut publisher, _) = connect_v4(&broker, &alice, "console-311", true).await;
+    let envelope = alice
+        .seal_to(instance.id, &instance.public_key(), b"one too many")
+        .unwrap();
+    let mut publish = v4::Publish::new(
+        instance.id.inbox_topic(),
+        QoS311::AtLeastOnce,
+        envelope.to_vec(),
+    );
+    publish.pkid = 1;
+    publisher.send_v4(v4::Packet::Publish(publish)).await;
+    assert!(
+        publisher.read_v4(Duration::from_secs(5)).await.is_none(),
+        "closed, no PUBACK"
+    );
+    assert_eq!(
+        broker.counter(r#"sealrelay_sessions_closed_total{reason="offline_queue_full"}"#),
+        1
+    );
+
+    let (mut raw, present) = connect_v4(&broker, &instance, "plant-311", false).await;
+    assert!(present);
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match raw.read_v4(Duration::from_secs(5)).await {
+            Some(v4::Packet::Publish(p)) => {
+                raw.send_v4(v4::Packet::PubAck(v4::PubAck::new(p.pkid)))
+                    .await;
+                got.push(p.payload);
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+    assert_eq!(got, sent);
+    drop(raw);
+    broker.restart();
+    let (_, present) = connect_v4(&broker, &instance, "plant-311", false).await;
+    assert!(!present, "a restart loses parked sessions, and says so");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sealrelay_client::crypto::Token;
-use sealrelay_client::{Client, ClientError, Identity};
+use sealrelay_client::{Client, ClientError, Identity, Persistence};
 use sealrelay_wire::PrincipalId;
 use zeroize::Zeroizing;
 
@@ -15,6 +15,9 @@ use super::{log_in, secret, Endpoints};
 
 /// Attempts to log in and connect at start before the agent gives up.
 const START_ATTEMPTS: u32 = 8;
+/// How long the agent asks the broker to keep its session (and what is sent to it) while
+/// it is disconnected; the broker may grant less (`mqtt.max_session_expiry_secs`).
+const SESSION_EXPIRY_SECS: u32 = 86_400;
 
 /// Runs as the instance whose token is in SEALRELAY_TOKEN, `token_file` or a prompt.
 pub(super) async fn agent(endpoints: Endpoints, token_file: Option<PathBuf>) -> Result<()> {
@@ -34,7 +37,14 @@ pub(super) async fn agent(endpoints: Endpoints, token_file: Option<PathBuf>) -> 
     let mut client = loop {
         let started = async {
             let me = Identity::login_instance(&api, &token).await?;
-            Client::connect_to(api.clone(), me, broker.clone(), endpoints.mqtt_version).await
+            // One agent per instance: a stable client id names its session, so what is sent
+            // while its network blinks waits for it at the broker (protocol §5.6).
+            let persistence = Persistence {
+                client_id: format!("agent-{}", me.id),
+                expiry_secs: SESSION_EXPIRY_SECS,
+            };
+            let version = endpoints.mqtt_version;
+            Client::connect_persistent(api.clone(), me, broker.clone(), version, persistence).await
         };
         match started.await {
             Ok(client) => break client,

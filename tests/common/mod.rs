@@ -964,6 +964,33 @@ impl Raw {
         let _ = self.stream.write_all(bytes).await;
     }
 
+    /// Sends an MQTT 3.1.1 packet.
+    pub async fn send_v4(&mut self, packet: rumqttc::mqttbytes::v4::Packet) {
+        let mut out = bytes::BytesMut::new();
+        packet.write(&mut out, 1 << 20).unwrap();
+        self.send(&out).await;
+    }
+
+    /// The next MQTT 3.1.1 packet within `limit`, or `None` once the server has closed.
+    pub async fn read_v4(&mut self, limit: Duration) -> Option<rumqttc::mqttbytes::v4::Packet> {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if !self.buf.is_empty() {
+                match rumqttc::mqttbytes::v4::Packet::read(&mut self.buf, 1 << 20) {
+                    Ok(p) => return Some(p),
+                    Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+                    Err(e) => panic!("server sent bytes rumqttc cannot parse as 3.1.1: {e}"),
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => panic!("no 3.1.1 packet within {limit:?}"),
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
     pub async fn send_v5(&mut self, packet: rumqttc::v5::mqttbytes::v5::Packet) {
         let mut out = bytes::BytesMut::new();
         packet.write(&mut out, None).unwrap();

@@ -35,7 +35,7 @@ pub use api::{Api, Login};
 pub use endpoint::Broker;
 pub use identity::Identity;
 pub use link::{puback_code, Link, MqttVersion, PublishRefusal};
-pub use messaging::{Client, Message};
+pub use messaging::{Client, Message, Persistence};
 
 use crypto::{CryptoError, OpenError};
 use sealrelay_wire::envelope::Witness;

@@ -124,7 +124,10 @@ impl std::str::FromStr for MqttVersion {
 }
 
 enum Event {
-    Connected,
+    /// CONNACK; `resumed`: the broker kept this client id's session (Session Present).
+    Connected {
+        resumed: bool,
+    },
     Subscribed(Vec<bool>),
     Envelope(Bytes),
     /// CONNACK refused the login: final, unlike a lost connection.
@@ -227,13 +230,16 @@ impl Broker {
 
 impl Link {
     /// Connects as `login` and subscribes to `me`'s inbox; returns once the SUBACK grants it.
+    /// With `persistent` (seconds), asks the broker to keep the session that long between
+    /// connections (protocol §5.6); one it kept is resumed, already subscribed, and what
+    /// waited for it arrives at once.
     pub async fn connect(
         broker: &Broker,
         version: MqttVersion,
         client_id: &str,
-        login: &str,
-        secret: &str,
+        (login, secret): (&str, &str),
         me: PrincipalId,
+        persistent: Option<u32>,
     ) -> Result<Link, ClientError> {
         let (host, port, transport) = broker.rumqttc();
         let (tx, events) = mpsc::unbounded_channel();
@@ -245,13 +251,16 @@ impl Link {
                     .set_transport(transport)
                     .set_credentials(login, secret)
                     .set_keep_alive(Duration::from_secs(30))
+                    .set_clean_session(persistent.is_none())
                     .set_max_packet_size(MAX_PACKET, MAX_PACKET);
                 let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
                 let task = tokio::spawn(async move {
                     use rumqttc::{Event as E, Packet as P};
                     loop {
                         let event = match eventloop.poll().await {
-                            Ok(E::Incoming(P::ConnAck(_))) => Event::Connected,
+                            Ok(E::Incoming(P::ConnAck(ack))) => Event::Connected {
+                                resumed: ack.session_present,
+                            },
                             Ok(E::Incoming(P::SubAck(ack))) => Event::Subscribed(
                                 ack.return_codes
                                     .iter()
@@ -278,6 +287,8 @@ impl Link {
                     .set_transport(transport)
                     .set_credentials(login, secret)
                     .set_keep_alive(Duration::from_secs(30))
+                    .set_clean_start(persistent.is_none())
+                    .set_session_expiry_interval(persistent)
                     .set_max_packet_size(Some(MAX_PACKET as u32));
                 let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
                 let queued = acks.clone();
@@ -299,7 +310,9 @@ impl Link {
                                 }
                                 continue;
                             }
-                            Ok(E::Incoming(P::ConnAck(_))) => Event::Connected,
+                            Ok(E::Incoming(P::ConnAck(ack))) => Event::Connected {
+                                resumed: ack.session_present,
+                            },
                             Ok(E::Incoming(P::SubAck(ack))) => Event::Subscribed(
                                 ack.return_codes
                                     .iter()
@@ -331,7 +344,8 @@ impl Link {
             acks,
         };
         match link.next_event().await? {
-            Event::Connected => {}
+            Event::Connected { resumed: true } => return Ok(link),
+            Event::Connected { resumed: false } => {}
             Event::Refused(why) => return Err(ClientError::Refused(format!("{broker}: {why}"))),
             Event::Busy(why) => return Err(ClientError::Busy(format!("{broker}: {why}"))),
             // Name the address: "connection refused" or "invalid peer certificate" alone
@@ -448,7 +462,7 @@ impl Link {
                 Event::Closed(why) => return Err(ClientError::Mqtt(why)),
                 Event::Refused(why) => return Err(ClientError::Refused(why)),
                 Event::Busy(why) => return Err(ClientError::Busy(why)),
-                Event::Connected | Event::Subscribed(_) => continue,
+                Event::Connected { .. } | Event::Subscribed(_) => continue,
             }
         }
     }

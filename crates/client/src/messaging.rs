@@ -28,6 +28,14 @@ pub struct Message {
     pub in_reply_to: Option<MessageId>,
 }
 
+/// A broker session kept between connections (protocol §5.6): under this client id, for
+/// up to this many seconds after a connection ends.
+#[derive(Debug, Clone)]
+pub struct Persistence {
+    pub client_id: String,
+    pub expiry_secs: u32,
+}
+
 /// A connected principal: seals to peers, opens what arrives, remembers peer keys.
 pub struct Client {
     api: Api,
@@ -35,6 +43,8 @@ pub struct Client {
     link: Link,
     broker: Broker,
     version: MqttVersion,
+    /// Set for a client whose broker session outlives its connections.
+    persistence: Option<Persistence>,
     /// Peer keys checked this session: pinned, and the directory agreed.
     verified: HashMap<PrincipalId, PublicKey>,
     replay: ReplayGuard,
@@ -52,14 +62,40 @@ impl Client {
         Self::connect_to(api, identity, Broker::parse(broker, None)?, version).await
     }
 
-    /// Connects to `broker` as `identity` and subscribes to its inbox.
+    /// Connects to `broker` as `identity` and subscribes to its inbox, on a clean session
+    /// under a fresh client id (several consoles of one user each get their own).
     pub async fn connect_to(
         api: Api,
         identity: Identity,
         broker: Broker,
         version: MqttVersion,
     ) -> Result<Client, ClientError> {
-        let link = Self::link(&identity, &broker, version).await?;
+        Self::connect_with(api, identity, broker, version, None).await
+    }
+
+    /// [`Client::connect_to`] with a persistent session (protocol §5.6): the broker keeps
+    /// the inbox subscription and the envelopes sent meanwhile for `persistence.expiry_secs`
+    /// (or less, as it grants) between connections, so [`Client::reconnect`] gets what
+    /// arrived while the connection was down. One process per client id: a second one takes
+    /// the session over.
+    pub async fn connect_persistent(
+        api: Api,
+        identity: Identity,
+        broker: Broker,
+        version: MqttVersion,
+        persistence: Persistence,
+    ) -> Result<Client, ClientError> {
+        Self::connect_with(api, identity, broker, version, Some(persistence)).await
+    }
+
+    async fn connect_with(
+        api: Api,
+        identity: Identity,
+        broker: Broker,
+        version: MqttVersion,
+        persistence: Option<Persistence>,
+    ) -> Result<Client, ClientError> {
+        let link = Self::link(&identity, &broker, version, persistence.as_ref()).await?;
         let owner = identity.owner.as_ref().map(|(id, _)| *id);
         let mut client = Client {
             api,
@@ -67,6 +103,7 @@ impl Client {
             link,
             broker,
             version,
+            persistence,
             verified: HashMap::new(),
             replay: ReplayGuard::default(),
         };
@@ -82,26 +119,26 @@ impl Client {
         identity: &Identity,
         broker: &Broker,
         version: MqttVersion,
+        persistence: Option<&Persistence>,
     ) -> Result<Link, ClientError> {
-        let client_id = format!(
-            "{}-{}",
-            identity.kind.as_str(),
-            hex::encode(&PrincipalId::random().0[..6])
-        );
-        Link::connect(
-            broker,
-            version,
-            &client_id,
-            &identity.login,
-            &identity.auth_secret,
-            identity.id,
-        )
-        .await
+        let client_id = match persistence {
+            Some(p) => p.client_id.clone(),
+            None => format!(
+                "{}-{}",
+                identity.kind.as_str(),
+                hex::encode(&PrincipalId::random().0[..6])
+            ),
+        };
+        let login = (identity.login.as_str(), identity.auth_secret.as_str());
+        let expiry = persistence.map(|p| p.expiry_secs);
+        Link::connect(broker, version, &client_id, login, identity.id, expiry).await
     }
 
-    /// Replaces a lost connection with a new one to the same broker, as the same principal.
+    /// Replaces a lost connection with a new one to the same broker, as the same principal
+    /// (resuming its session, if persistent).
     pub async fn reconnect(&mut self) -> Result<(), ClientError> {
-        self.link = Self::link(&self.identity, &self.broker, self.version).await?;
+        let persistence = self.persistence.as_ref();
+        self.link = Self::link(&self.identity, &self.broker, self.version, persistence).await?;
         Ok(())
     }
 
