@@ -436,3 +436,69 @@ async fn mqtt_311_sessions_resume_refuse_by_closing_and_end_with_a_restart() {
     let (_, present) = connect_v4(&broker, &instance, "plant-311", false).await;
     assert!(!present, "a restart loses parked sessions, and says so");
 }
+
+/// The broker caps the expiry a client asks for (`mqtt.max_session_expiry_secs`) and says
+/// so in CONNACK; a session past its expiry is gone with its queue (Session Present 0,
+/// counted as `session_expired`). A queue whose oldest envelope is older than
+/// `mqtt.offline_queue_max_age_secs` refuses new ones. QoS 0 is never queued.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_expire_as_granted_and_an_old_queue_refuses_more() {
+    let (broker, alice, instance) = common::alice_and_her_instance(&[
+        ("SEALRELAY_MQTT_MAX_SESSION_EXPIRY_SECS", "4"),
+        ("SEALRELAY_MQTT_OFFLINE_QUEUE_MAX_AGE_SECS", "1"),
+    ])
+    .await;
+    let mut raw = Raw::open(broker.mqtt).await;
+    let ack = raw
+        .connect_session(login(&instance), "plant-11", 0, EXPIRY)
+        .await
+        .unwrap();
+    let granted = ack.properties.and_then(|p| p.session_expiry_interval);
+    assert_eq!(granted, Some(4), "300 s asked, 4 s granted");
+    raw.subscribe_inbox(instance.id).await;
+    blink(&broker, raw, 1).await;
+
+    // QoS 0 is not queued: no PUBACK to wait for, and nothing of it on return.
+    let mut publisher = Raw::connect_v5(broker.mqtt, login(&alice), 0).await;
+    let envelope = alice
+        .seal_to(instance.id, &instance.public_key(), b"qos 0")
+        .unwrap();
+    let qos0 = Publish::new(
+        instance.id.inbox_topic(),
+        QoS::AtMostOnce,
+        envelope.to_vec(),
+        None,
+    );
+    publisher.send_v5(Packet::Publish(qos0)).await;
+    let (sent, acks) = send(&broker, &alice, &instance, 0, 1).await;
+    assert_eq!(acks[0].0, PubAckReason::Success);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (_, refused) = send(&broker, &alice, &instance, 1, 1).await;
+    assert_eq!(
+        refused[0],
+        (
+            PubAckReason::QuotaExceeded,
+            Some("offline_queue_full".to_owned())
+        ),
+        "the oldest waited past offline_queue_max_age_secs"
+    );
+    let (mut raw, present) = persistent(&broker, &instance, "plant-11").await;
+    assert!(present);
+    let got: Vec<Bytes> = receive(&mut raw, 1, true)
+        .await
+        .into_iter()
+        .map(|(_, _, p)| p)
+        .collect();
+    assert_eq!(got, sent);
+    nothing_more(&mut raw).await;
+
+    blink(&broker, raw, 2).await;
+    send(&broker, &alice, &instance, 2, 1).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let (_, present) = persistent(&broker, &instance, "plant-11").await;
+    assert!(!present, "expired");
+    assert_eq!(
+        broker.counter(r#"sealrelay_offline_discarded_total{reason="session_expired"}"#),
+        1
+    );
+}
