@@ -118,6 +118,21 @@ async fn receive(raw: &mut Raw, count: usize, ack: bool) -> Vec<(u16, bool, Byte
     got
 }
 
+/// Comes back to the persistent session `client_id`: Session Present, then exactly `sent`
+/// (acknowledged as read), in order, and nothing more.
+async fn resumed_with(broker: &Broker, who: &Identity, client_id: &str, sent: &[Bytes]) -> Raw {
+    let (mut raw, present) = persistent(broker, who, client_id).await;
+    assert!(present, "Session Present on return");
+    let got: Vec<Bytes> = receive(&mut raw, sent.len(), true)
+        .await
+        .into_iter()
+        .map(|(_, _, p)| p)
+        .collect();
+    assert_eq!(got, sent);
+    nothing_more(&mut raw).await;
+    raw
+}
+
 async fn nothing_more(raw: &mut Raw) {
     match raw.read(Duration::from_millis(300)).await {
         RawRead::Timeout => {}
@@ -204,15 +219,7 @@ async fn a_full_queue_refuses_instead_of_dropping_and_a_restart_forgets_the_sess
         "{refusal}"
     );
 
-    let (mut raw, present) = persistent(&broker, &instance, "plant-8").await;
-    assert!(present);
-    let got: Vec<Bytes> = receive(&mut raw, 20, true)
-        .await
-        .into_iter()
-        .map(|(_, _, p)| p)
-        .collect();
-    assert_eq!(got, sent);
-    nothing_more(&mut raw).await;
+    let raw = resumed_with(&broker, &instance, "plant-8", &sent).await;
 
     blink(&broker, raw, 2).await;
     send(&broker, console.identity(), &instance, 30, 3).await;
@@ -482,15 +489,7 @@ async fn sessions_expire_as_granted_and_an_old_queue_refuses_more() {
         ),
         "the oldest waited past offline_queue_max_age_secs"
     );
-    let (mut raw, present) = persistent(&broker, &instance, "plant-11").await;
-    assert!(present);
-    let got: Vec<Bytes> = receive(&mut raw, 1, true)
-        .await
-        .into_iter()
-        .map(|(_, _, p)| p)
-        .collect();
-    assert_eq!(got, sent);
-    nothing_more(&mut raw).await;
+    let raw = resumed_with(&broker, &instance, "plant-11", &sent).await;
 
     blink(&broker, raw, 2).await;
     send(&broker, &alice, &instance, 2, 1).await;
