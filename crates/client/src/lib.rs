@@ -73,7 +73,7 @@ pub enum ClientError {
     Open(#[from] OpenError),
     #[error("the server sent a key that is not 32 bytes for {0}")]
     BadKey(PrincipalId),
-    #[error("no reply from {0} within {1:?}")]
+    #[error("no reply from {0} within {1:?}: it is busy or disconnected (an instance with a persistent session, as `sealrelay agent` holds, gets the request when it is back, and answers then)")]
     Timeout(PrincipalId, Duration),
     /// The directory's key for a peer is not the one pinned: refused, never used.
     #[error("the server's key for {peer} (witness {served}) is not the key pinned for it (witness {pinned}); refusing it. Either the server is substituting keys, or {peer}'s key was replaced (a password reset or a re-enrolment): compare witnesses out of band before trusting the new key")]
