@@ -102,11 +102,16 @@ fn http(at: SocketAddr, method: &str, path: &str, login: Option<(&str, &str)>, b
     assert!(answer.starts_with("HTTP/1.1 2"), "{method} {path}: {answer}");
 }
 
-/// A CONNECT as the fuzz user: MQTT 5 (protocol level 5, empty properties) or 3.1.1.
-fn connect(v5: bool) -> Vec<u8> {
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', if v5 { 5 } else { 4 }, 0xC2, 0x00, 0x00];
-    if v5 {
-        body.push(0x00);
+/// A CONNECT as the fuzz user: MQTT 5 (protocol level 5) or 3.1.1, with a clean session
+/// or a persistent one (3.1.1 Clean Session 0; MQTT 5 Clean Start 0 and a Session Expiry
+/// Interval of 60 s), which the next persistent input resumes.
+fn connect(v5: bool, persistent: bool) -> Vec<u8> {
+    let flags = if persistent { 0xC0 } else { 0xC2 };
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', if v5 { 5 } else { 4 }, flags, 0x00, 0x00];
+    match (v5, persistent) {
+        (true, true) => body.extend_from_slice(&[0x05, 0x11, 0x00, 0x00, 0x00, 0x3C]),
+        (true, false) => body.push(0x00),
+        (false, _) => {}
     }
     for field in ["fuzz", USER, SECRET] {
         body.extend_from_slice(&(field.len() as u16).to_be_bytes());
@@ -119,10 +124,10 @@ fn connect(v5: bool) -> Vec<u8> {
 
 /// Sends `bytes` on a fresh connection after a CONNECT, ends the stream and reads the reply
 /// until the broker closes (or 3 s pass); returns what came back.
-fn exchange(v5: bool, bytes: &[u8]) -> Vec<u8> {
+fn exchange(v5: bool, persistent: bool, bytes: &[u8]) -> Vec<u8> {
     let mut tcp = TcpStream::connect(broker().mqtt).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let _ = tcp.write_all(&connect(v5));
+    let _ = tcp.write_all(&connect(v5, persistent));
     let _ = tcp.write_all(bytes);
     let _ = tcp.shutdown(std::net::Shutdown::Write);
     let mut reply = Vec::new();
@@ -135,10 +140,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    exchange(first & 1 == 1, rest);
+    exchange(first & 1 == 1, first & 2 == 2, rest);
     if INPUTS.fetch_add(1, Ordering::Relaxed) % 64 == 0 {
         // Still serving: CONNACK (0x20 …) then PINGRESP (0xD0 0x00) to a PINGREQ.
-        let reply = exchange(true, &[0xC0, 0x00]);
+        let reply = exchange(true, false, &[0xC0, 0x00]);
         assert!(
             reply.first() == Some(&0x20) && reply.windows(2).any(|w| w == [0xD0, 0x00]),
             "the broker stopped serving: {reply:02x?}"
