@@ -230,7 +230,7 @@ async fn a_full_queue_refuses_instead_of_dropping_and_a_restart_forgets_the_sess
 
 /// A connection that takes over a persistent session (the old one never noticed its
 /// network go) gets what the old one held, marked DUP: a takeover is how a blink usually
-/// looks to the broker.
+/// looks to the broker. Taking over a clean session resumes nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_takeover_carries_the_session_over() {
     let (broker, alice, instance) = common::alice_and_her_instance(&[]).await;
@@ -246,6 +246,15 @@ async fn a_takeover_carries_the_session_over() {
     let payloads: Vec<Bytes> = got.into_iter().map(|(_, _, p)| p).collect();
     assert_eq!(payloads, sent);
     nothing_more(&mut new).await;
+
+    // A clean session taken over leaves nothing to resume: Session Present 0.
+    let mut clean = Raw::open(broker.mqtt).await;
+    clean
+        .connect_session(login(&instance), "plant-9b", 0, None)
+        .await
+        .unwrap();
+    let (_, present) = persistent(&broker, &instance, "plant-9b").await;
+    assert!(!present, "a clean session has no state to resume");
 }
 
 /// Rotating the instance's token ends its session for good: what was queued for it is

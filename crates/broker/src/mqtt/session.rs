@@ -558,6 +558,14 @@ impl Session {
             .is_empty()
             .then(|| format!("sealrelay-{}", self.id));
         let client_id = assigned.clone().unwrap_or(connect.client_id);
+        // 3.1.1 has no expiry: a session it asks to keep is kept as long as the broker keeps any.
+        let most = self.shared.config.mqtt.max_session_expiry_secs;
+        let asked = match self.version {
+            Version::V311 if !connect.clean_start => most,
+            Version::V311 => 0,
+            Version::V5 => connect.session_expiry.unwrap_or(0),
+        };
+        let expiry = asked.min(most);
         let link = SessionHandle::new(
             self.id,
             client_id,
@@ -569,20 +577,12 @@ impl Session {
                 since: self.meter.connected_at,
                 counts: self.meter.counts.clone(),
             },
-            !connect.clean_start,
+            (!connect.clean_start, expiry > 0),
         );
         let router = &self.shared.router;
         let Some(attached) = router.attach(principal, link.clone(), connect.clean_start) else {
             return self.refuse_connect(ctx, Reason::QuotaExceeded, Close::RefusedSessionCap);
         };
-        // 3.1.1 has no expiry: a session it asks to keep is kept as long as the broker keeps any.
-        let most = self.shared.config.mqtt.max_session_expiry_secs;
-        let asked = match self.version {
-            Version::V311 if !connect.clean_start => most,
-            Version::V311 => 0,
-            Version::V5 => connect.session_expiry.unwrap_or(0),
-        };
-        let expiry = asked.min(most);
         let (mut resend, mut waiting) = (Vec::new(), VecDeque::new());
         tracing::debug!(
             session = self.id,

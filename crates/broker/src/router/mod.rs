@@ -119,6 +119,8 @@ pub struct SessionHandle {
     inbox_qos: AtomicU8,
     /// Connected with Clean Start 0: what the session it took over held is handed to it.
     resumes: bool,
+    /// Outlives its connection (a Session Expiry above 0): a takeover finds state to resume.
+    persistent: bool,
 }
 
 impl SessionHandle {
@@ -128,7 +130,7 @@ impl SessionHandle {
         pending: Arc<Budget>,
         sink: Box<dyn SessionSink>,
         facts: Facts,
-        resumes: bool,
+        (resumes, persistent): (bool, bool),
     ) -> Arc<Self> {
         Arc::new(SessionHandle {
             id,
@@ -138,6 +140,7 @@ impl SessionHandle {
             pending,
             inbox_qos: AtomicU8::new(NOT_SUBSCRIBED),
             resumes,
+            persistent,
         })
     }
 
@@ -177,8 +180,8 @@ pub enum Delivery {
 
 /// What [`Router::attach`] found for a new session.
 pub struct Attached {
-    /// A session with this client id existed (live or parked) and is resumed: CONNACK's
-    /// Session Present.
+    /// A session with this client id existed (parked, or live and persistent) and is
+    /// resumed: CONNACK's Session Present.
     pub present: bool,
     /// The parked session resumed, its bytes to be taken into the new session's budget.
     pub parked: Option<Parked>,
@@ -233,10 +236,12 @@ impl Router {
         clean_start: bool,
     ) -> Option<Attached> {
         let mut sessions = self.sessions.entry(principal).or_default();
+        // A live session taken over has state to resume only if it outlives its connection.
         let took_over = match sessions.iter().position(|s| s.client_id == link.client_id) {
             Some(at) => {
-                sessions.swap_remove(at).kick(Close::TakenOver);
-                true
+                let old = sessions.swap_remove(at);
+                old.kick(Close::TakenOver);
+                old.persistent
             }
             None if sessions.len() >= self.max_sessions => return None,
             None => false,
