@@ -56,15 +56,22 @@ enum Over {
     Broker,
 }
 
+/// Adds `size` bytes to a counter unless that would take it past `limit`.
+fn take_within(counter: &AtomicUsize, size: usize, limit: usize) -> bool {
+    if counter.fetch_add(size, Ordering::AcqRel) + size > limit {
+        counter.fetch_sub(size, Ordering::AcqRel);
+        return false;
+    }
+    true
+}
+
 impl Budget {
     /// Takes `size` bytes within both bounds, or takes nothing.
     fn take(&self, size: usize, session_limit: usize, total_limit: usize) -> Result<(), Over> {
-        if self.held.fetch_add(size, Ordering::AcqRel) + size > session_limit {
-            self.held.fetch_sub(size, Ordering::AcqRel);
+        if !take_within(&self.held, size, session_limit) {
             return Err(Over::Session);
         }
-        if self.total.fetch_add(size, Ordering::AcqRel) + size > total_limit {
-            self.total.fetch_sub(size, Ordering::AcqRel);
+        if !take_within(&self.total, size, total_limit) {
             self.held.fetch_sub(size, Ordering::AcqRel);
             return Err(Over::Broker);
         }
@@ -425,13 +432,11 @@ impl Router {
         if qos >= 1 {
             if let Some(mut shelf) = self.parked.get_mut(&to) {
                 let charge = |size: usize| {
-                    let held = self.total_held.fetch_add(size, Ordering::AcqRel) + size;
-                    if held > self.total_budget {
-                        self.total_held.fetch_sub(size, Ordering::AcqRel);
+                    let taken = take_within(&self.total_held, size, self.total_budget);
+                    if !taken {
                         metrics::hot().dropped_broker_budget.increment(1);
-                        return false;
                     }
-                    true
+                    taken
                 };
                 shelf.queue(payload, self.offline, charge, &mut tally);
             }
