@@ -40,7 +40,7 @@ use crate::auth::AuthError;
 use crate::directory::Credentials;
 use crate::metrics;
 use crate::rate::Window;
-use crate::router::parked::Parked;
+use crate::router::parked::{Parked, Queued};
 use crate::router::{Budget, Delivery, Facts, SessionHandle, SessionSink};
 use sealrelay_wire::envelope::Header;
 use sealrelay_wire::{inbox_owner, Close, PrincipalId, Reason};
@@ -144,6 +144,15 @@ struct Waiting {
     payload: Bytes,
     /// Written before, on a connection that ended without its acknowledgement.
     dup: bool,
+}
+
+impl From<Queued> for Waiting {
+    fn from(q: Queued) -> Waiting {
+        Waiting {
+            payload: q.payload,
+            dup: q.dup,
+        }
+    }
 }
 
 struct Live {
@@ -596,14 +605,7 @@ impl Session {
             }
             self.pending.adopt(parked.bytes());
             resend = parked.unacked;
-            waiting = parked
-                .queued
-                .into_iter()
-                .map(|q| Waiting {
-                    payload: q.payload,
-                    dup: q.dup,
-                })
-                .collect();
+            waiting = parked.queued.into_iter().map(Waiting::from).collect();
         }
         let keep_alive =
             (connect.keep_alive > 0).then(|| Duration::from_secs(u64::from(connect.keep_alive)));
@@ -1105,10 +1107,7 @@ impl Handler<Adopt> for Session {
             .unacked
             .into_iter()
             .map(|(_, payload)| Waiting { payload, dup: true })
-            .chain(parked.queued.into_iter().map(|q| Waiting {
-                payload: q.payload,
-                dup: q.dup,
-            }));
+            .chain(parked.queued.into_iter().map(Waiting::from));
         let later = std::mem::take(&mut live.waiting);
         live.waiting = earlier.chain(later).collect();
         self.pump();

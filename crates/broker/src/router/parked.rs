@@ -25,6 +25,9 @@ pub struct Parked {
     /// How long the session outlives its connection.
     pub expiry: Duration,
     expires_at: Instant,
+    /// Bytes of `unacked` and `queued` together, kept as they grow: the principal's bound
+    /// is checked on every publish to it, which must not sum its whole queue each time.
+    bytes: usize,
 }
 
 /// An envelope waiting for a parked session.
@@ -67,26 +70,29 @@ impl Parked {
         expiry: Duration,
     ) -> Parked {
         let now = Instant::now();
+        let queued: VecDeque<Queued> = waiting
+            .into_iter()
+            .map(|(payload, dup)| Queued {
+                payload,
+                dup,
+                since: now,
+            })
+            .collect();
+        let bytes = unacked.iter().map(|(_, p)| p.len()).sum::<usize>()
+            + queued.iter().map(|q| q.payload.len()).sum::<usize>();
         Parked {
             client_id,
             inbox_qos,
             unacked,
-            queued: waiting
-                .into_iter()
-                .map(|(payload, dup)| Queued {
-                    payload,
-                    dup,
-                    since: now,
-                })
-                .collect(),
+            queued,
             expiry,
             expires_at: now + expiry,
+            bytes,
         }
     }
 
     pub fn bytes(&self) -> usize {
-        self.unacked.iter().map(|(_, p)| p.len()).sum::<usize>()
-            + self.queued.iter().map(|q| q.payload.len()).sum::<usize>()
+        self.bytes
     }
 
     pub fn messages(&self) -> usize {
@@ -97,6 +103,7 @@ impl Parked {
     /// unacknowledged envelopes as redeliveries, then its queue; its subscription and expiry.
     fn absorb(&mut self, later: Parked) {
         let now = Instant::now();
+        self.bytes += later.bytes;
         self.queued
             .extend(later.unacked.into_iter().map(|(_, payload)| Queued {
                 payload,
@@ -159,6 +166,7 @@ impl Shelf {
                 dup: false,
                 since: now,
             });
+            parked.bytes += size;
             (bytes, messages) = (bytes + size, messages + 1);
             tally.taken += 1;
         }
@@ -275,6 +283,7 @@ mod tests {
         assert!(shelf.put(again, 2).is_none());
         let (merged, _) = shelf.take("a");
         let merged = merged.unwrap();
+        assert_eq!(merged.bytes(), 3, "x, y and z");
         assert_eq!(merged.unacked, vec![(7, Bytes::from_static(b"x"))]);
         let queued: Vec<_> = merged
             .queued
