@@ -377,12 +377,8 @@ fn change_password_as(
         },
         key_proof: key_proof.map(Into::into),
     };
-    let basic = format!("{}:{}", login.0, login.1);
     let mut response = ureq::post(&format!("http://{}/v1/me/password", broker.http))
-        .header(
-            "Authorization",
-            format!("Basic {}", sealrelay_wire::b64::encode(basic.as_bytes())),
-        )
+        .header("Authorization", common::basic_auth(login.0, login.1))
         .config()
         .http_status_as_error(false)
         .build()
@@ -413,11 +409,10 @@ async fn a_captured_login_secret_cannot_replace_the_wrap_and_a_change_rolls_back
     let forged = "a-key-proof-made-up-by-someone-without-the-key";
     assert_eq!(change_password_as(&broker, captured, Some(forged)).0, 403);
     // Nor can it delete the account.
-    let basic = format!("alice:{}", alice.auth_secret());
     let deleted = ureq::delete(&format!("http://{}/v1/me", broker.http))
         .header(
             "Authorization",
-            format!("Basic {}", sealrelay_wire::b64::encode(basic.as_bytes())),
+            common::basic_auth("alice", alice.auth_secret()),
         )
         .config()
         .http_status_as_error(false)

@@ -194,13 +194,7 @@ async fn wrong_unknown_and_missing_logins_get_one_answer() {
     // The HTTP API answers the same way for both.
     for (user, secret) in [&wrong, &unknown] {
         let out = ureq::get(&format!("http://{}/v1/me", broker.http))
-            .header(
-                "Authorization",
-                format!(
-                    "Basic {}",
-                    sealrelay_wire::b64::encode(format!("{user}:{secret}").as_bytes())
-                ),
-            )
+            .header("Authorization", common::basic_auth(user, secret))
             .config()
             .http_status_as_error(false)
             .build()

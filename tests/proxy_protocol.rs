@@ -97,10 +97,9 @@ fn failed_login(broker: &Broker, login: &str, forwarded_for: &str) -> u16 {
         .http_status_as_error(false)
         .build()
         .into();
-    let basic = sealrelay_wire::b64::encode(format!("{login}:{}", "A".repeat(43)).as_bytes());
     agent
         .get(format!("http://{}/v1/me", broker.http))
-        .header("Authorization", format!("Basic {basic}"))
+        .header("Authorization", common::basic_auth(login, &"A".repeat(43)))
         .header("X-Forwarded-For", forwarded_for)
         .call()
         .unwrap()

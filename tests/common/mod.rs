@@ -1149,3 +1149,11 @@ pub async fn alice_and_her_instance(env: &[(&str, &str)]) -> (Broker, Identity, 
     let instance = broker.instance_of(&mut alice).await;
     (broker, alice, instance)
 }
+
+/// The `Authorization` header value for HTTP Basic with `login` and `secret`.
+pub fn basic_auth(login: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        sealrelay_wire::b64::encode(format!("{login}:{secret}").as_bytes())
+    )
+}
