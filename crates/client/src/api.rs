@@ -159,7 +159,8 @@ impl Api {
     /// Undoes the last change of password (no current login: the previous password's login
     /// secret and the key proof authorise it).
     pub async fn roll_back(&self, request: &RollbackRequest) -> Result<(), ClientError> {
-        self.post("/v1/users/rollback", None, request).await
+        self.send_only("POST", "/v1/users/rollback", None, request)
+            .await
     }
 
     /// Records the key proof of an account registered before key proofs (once).
@@ -168,19 +169,19 @@ impl Api {
         login: Login<'_>,
         body: &KeyProofBody,
     ) -> Result<(), ClientError> {
-        self.send::<serde_json::Value>("PUT", "/v1/me/key-proof", Some(login.header()), body)
+        self.send_only("PUT", "/v1/me/key-proof", Some(login.header()), body)
             .await
-            .map(drop)
     }
 
-    /// POSTs `request` where only success matters (the answer body is not needed).
-    async fn post(
+    /// Sends `request` where only success matters (the answer body is not needed).
+    async fn send_only(
         &self,
+        method: &'static str,
         path: &str,
         auth: Option<Zeroizing<String>>,
         request: &impl Serialize,
     ) -> Result<(), ClientError> {
-        self.send::<serde_json::Value>("POST", path, auth, request)
+        self.send::<serde_json::Value>(method, path, auth, request)
             .await
             .map(drop)
     }
@@ -197,7 +198,7 @@ impl Api {
     }
 
     pub async fn register(&self, request: RegisterRequest) -> Result<(), ClientError> {
-        self.post("/v1/users", None, &request).await
+        self.send_only("POST", "/v1/users", None, &request).await
     }
 
     pub async fn me(&self, login: Login<'_>) -> Result<Me, ClientError> {
@@ -210,7 +211,7 @@ impl Api {
         login: Login<'_>,
         request: ChangePasswordRequest,
     ) -> Result<(), ClientError> {
-        self.post("/v1/me/password", Some(login.header()), &request)
+        self.send_only("POST", "/v1/me/password", Some(login.header()), &request)
             .await
     }
 
@@ -219,7 +220,7 @@ impl Api {
         login: Login<'_>,
         request: &AddInstanceRequest,
     ) -> Result<(), ClientError> {
-        self.post("/v1/instances", Some(login.header()), request)
+        self.send_only("POST", "/v1/instances", Some(login.header()), request)
             .await
     }
 
@@ -229,7 +230,8 @@ impl Api {
         id: PrincipalId,
         request: RotateTokenRequest,
     ) -> Result<(), ClientError> {
-        self.post(
+        self.send_only(
+            "POST",
             &format!("/v1/instances/{id}/token"),
             Some(login.header()),
             &request,
@@ -250,9 +252,8 @@ impl Api {
         login: Login<'_>,
         body: &KeyProofBody,
     ) -> Result<(), ClientError> {
-        self.send::<serde_json::Value>("DELETE", "/v1/me", Some(login.header()), body)
+        self.send_only("DELETE", "/v1/me", Some(login.header()), body)
             .await
-            .map(drop)
     }
 
     pub async fn remove_instance(
@@ -276,9 +277,8 @@ impl Api {
         login: Login<'_>,
         body: KeyringBody,
     ) -> Result<(), ClientError> {
-        self.send::<serde_json::Value>("PUT", "/v1/me/keyring", Some(login.header()), &body)
+        self.send_only("PUT", "/v1/me/keyring", Some(login.header()), &body)
             .await
-            .map(drop)
     }
 
     pub async fn reenrol_instance(
@@ -287,7 +287,8 @@ impl Api {
         id: PrincipalId,
         request: &Enrolment,
     ) -> Result<(), ClientError> {
-        self.post(
+        self.send_only(
+            "POST",
             &format!("/v1/instances/{id}/reenrol"),
             Some(login.header()),
             request,
