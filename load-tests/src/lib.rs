@@ -458,10 +458,9 @@ pub async fn traffic(s: &Scenario) -> Result<Report, LoadError> {
     for (i, (instance, pair)) in cast.instances.iter().zip(&pairs).enumerate() {
         pace_ramp(s.ramp, setup_started, i).await;
         let id = format!("load-{run}-i{i}");
-        let churn = s.churn > 0.0;
         let start = Start {
             subscribe: true,
-            persistent: churn,
+            persistent: s.churn > 0.0,
         };
         let (mut client, mut eventloop) = connect(s, id.clone(), instance, start, 100).await?;
         let (pair, counters, clock, mut stop) = (
