@@ -12,7 +12,7 @@ use crypto_box::SecretKey;
 use rand_core::OsRng;
 use sealrelay_client::crypto::{self, CryptoError, OpenError};
 use sealrelay_client::{Client, ClientError, Identity, Message, MqttVersion};
-use sealrelay_wire::PrincipalId;
+use sealrelay_wire::{KdfParams, KdfRefused, KdfSpec, PrincipalId};
 use sqlx::{Row, SqlitePool};
 
 /// Rewrites one column of one principal, as a malicious server would.
@@ -313,4 +313,174 @@ async fn forged_and_replayed_envelopes_with_valid_headers_are_refused() {
         "the first envelope handled is the genuine one"
     );
     assert!(seen.try_recv().is_err());
+}
+
+/// A directory that lies about key derivation (issue 24): a real HTTP server on an ephemeral
+/// port that answers prelogin with `advertised` and everything else 401, and records what
+/// each request carried.
+struct LyingDirectory {
+    url: String,
+    /// Per request: its request line, whether it had an Authorization header, its body.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, bool, String)>>>,
+}
+
+impl LyingDirectory {
+    async fn start(advertised: KdfParams) -> LyingDirectory {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // The head, then as many body bytes as Content-Length says.
+                let (head, body) = loop {
+                    let n = socket.read(&mut chunk).await.unwrap_or(0);
+                    request.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&request).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length || n == 0 {
+                            break (head.to_owned(), body.to_owned());
+                        }
+                    } else if n == 0 {
+                        break (text, String::new());
+                    }
+                };
+                let line = head.lines().next().unwrap_or_default().to_owned();
+                let authorized = head.to_ascii_lowercase().contains("\r\nauthorization:");
+                let prelogin = line.starts_with("POST /v1/prelogin ")
+                    || line.starts_with("POST /v1/prelogin/previous ");
+                log.lock().unwrap().push((line, authorized, body));
+                let (status, answer) = if prelogin {
+                    let spec = KdfSpec {
+                        salt: vec![7; 16],
+                        params: advertised,
+                    };
+                    ("200 OK", serde_json::to_string(&spec).unwrap())
+                } else {
+                    (
+                        "401 Unauthorized",
+                        r#"{"error":"unauthorized","message":"lying server"}"#.to_owned(),
+                    )
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        LyingDirectory { url, seen }
+    }
+
+    /// Every request so far was a prelogin without credentials or anything derived; forgets
+    /// them.
+    fn only_prelogin_was_sent(&self) {
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        assert!(!seen.is_empty(), "the client asked for prelogin");
+        for (line, authorized, body) in seen {
+            assert!(
+                line.starts_with("POST /v1/prelogin"),
+                "{line} was sent after a refused derivation"
+            );
+            assert!(!authorized, "{line} carried an Authorization header");
+            assert!(
+                !["auth_secret", "key_proof", "wrapped_key"]
+                    .iter()
+                    .any(|field| body.contains(field)),
+                "{line} carried {body}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lying_directory_gets_no_login_secret_from_weak_or_ruinous_kdf_parameters() {
+    let weak = KdfParams {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    };
+    let ruinous = KdfParams {
+        memory_kib: 64 * 1_048_576,
+        iterations: 3,
+        parallelism: 1,
+    };
+    for (advertised, refused, words) in [
+        (
+            weak,
+            KdfRefused::BelowFloor(weak),
+            "weaker key derivation (Argon2id m = 8 KiB, t = 1, p = 1)",
+        ),
+        (
+            ruinous,
+            KdfRefused::AboveCeiling(ruinous),
+            "costlier key derivation (Argon2id m = 67108864 KiB, t = 3, p = 1)",
+        ),
+    ] {
+        let liar = LyingDirectory::start(advertised).await;
+        let api = sealrelay_client::Api::new(&liar.url);
+        let typed = |e: ClientError| {
+            assert!(
+                matches!(e, ClientError::Crypto(CryptoError::KdfRefused(r)) if r == refused),
+                "{e}"
+            );
+        };
+        typed(
+            Identity::login_user(&api, "alice", "pw-alice")
+                .await
+                .err()
+                .unwrap(),
+        );
+        liar.only_prelogin_was_sent();
+        typed(
+            Identity::roll_back_password(&api, "alice", "pw-alice")
+                .await
+                .err()
+                .unwrap(),
+        );
+        liar.only_prelogin_was_sent();
+        // The CLI, in the user's words: every verb that logs a user in, and registration,
+        // which derives at the server's parameters when they are stronger than the floor.
+        let dir = tempfile::tempdir().unwrap();
+        let mut verbs = vec![
+            vec!["instance", "list"],
+            vec!["user", "passwd"],
+            vec!["user", "rollback"],
+        ];
+        if advertised == ruinous {
+            verbs.push(vec!["user", "register"]);
+        }
+        for verb in verbs {
+            let out = std::process::Command::new(common::BIN)
+                .args(&verb)
+                .args(["--user", "alice"])
+                .env("SEALRELAY_SERVER", &liar.url)
+                .env("SEALRELAY_STATE_DIR", dir.path())
+                .env("SEALRELAY_PASSWORD", "a long passphrase for the line")
+                .env("SEALRELAY_NEW_PASSWORD", "another long passphrase")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            let err = stderr(&out);
+            assert!(
+                !out.status.success()
+                    && err.contains(words)
+                    && err.contains("the password was not used"),
+                "{verb:?}: {err}"
+            );
+            assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+            liar.only_prelogin_was_sent();
+        }
+    }
 }

@@ -18,17 +18,9 @@ use admin::AdminCommand;
 use instance::InstanceCommand;
 use sealrelay_client::crypto::Token;
 use sealrelay_client::{Api, Broker, Identity, MqttVersion};
-use sealrelay_wire::{KdfParams, PrincipalId};
+use sealrelay_wire::PrincipalId;
 use sha2::{Digest, Sha256};
 use user::UserCommand;
-
-/// The weakest Argon2id parameters this client will use, whatever a server advertises
-/// (OWASP's minimum for Argon2id): a hostile server cannot talk it into a weak key.
-const CLIENT_MIN_KDF: KdfParams = KdfParams {
-    memory_kib: 19_456,
-    iterations: 2,
-    parallelism: 1,
-};
 
 #[derive(Parser)]
 #[command(
@@ -218,15 +210,6 @@ struct UserArg {
     /// Your user name. The password comes from SEALRELAY_PASSWORD or a prompt.
     #[arg(long, value_name = "NAME", env = "SEALRELAY_USER")]
     user: String,
-}
-
-/// Each Argon2id parameter at its largest among `candidates`: never weaker than any.
-fn strongest(candidates: &[KdfParams]) -> KdfParams {
-    candidates.iter().fold(CLIENT_MIN_KDF, |a, b| KdfParams {
-        memory_kib: a.memory_kib.max(b.memory_kib),
-        iterations: a.iterations.max(b.iterations),
-        parallelism: a.parallelism.max(b.parallelism),
-    })
 }
 
 /// This machine's UTC offset, read once at start while the process has one thread (the only

@@ -3,12 +3,10 @@
 use anyhow::{bail, Result};
 use clap::Subcommand;
 
-use super::{
-    log_in, new_password, password, secret, strongest, when, Server, UserArg, CLIENT_MIN_KDF,
-};
+use super::{log_in, new_password, password, secret, when, Server, UserArg};
 use sealrelay_client::password::check_new_password;
 use sealrelay_client::{ClientError, Identity};
-use sealrelay_wire::ResetCode;
+use sealrelay_wire::{ResetCode, CLIENT_FLOOR};
 use zeroize::Zeroizing;
 
 #[derive(Subcommand)]
@@ -105,7 +103,7 @@ pub(super) async fn run(command: UserCommand) -> Result<()> {
             // Unknown names get the server's default parameters from prelogin; never
             // accept weaker ones than our own floor.
             let advertised = api.prelogin(&user.user).await?.params;
-            let params = strongest(&[advertised, CLIENT_MIN_KDF]);
+            let params = advertised.strongest(CLIENT_FLOOR);
             let invite = std::env::var("SEALRELAY_INVITE").ok().map(Zeroizing::new);
             let me = Identity::register_invited(
                 &api,
@@ -142,7 +140,7 @@ pub(super) async fn run(command: UserCommand) -> Result<()> {
             strength.check(&new, &user.user)?;
             let current = api.prelogin(&user.user).await?.params;
             let recommended = me.recommended_kdf(&api).await?.unwrap_or(current);
-            let params = strongest(&[current, recommended, CLIENT_MIN_KDF]);
+            let params = current.strongest(recommended);
             me.change_password(&api, &new, params).await?;
             println!(
                 "password changed for {} (key witness unchanged: {}; Argon2id m={} KiB t={} p={})",
@@ -189,7 +187,7 @@ pub(super) async fn run(command: UserCommand) -> Result<()> {
             let new = new_password()?;
             strength.check(&new, &user.user)?;
             let advertised = api.prelogin(&user.user).await?.params;
-            let params = strongest(&[advertised, CLIENT_MIN_KDF]);
+            let params = advertised.strongest(CLIENT_FLOOR);
             let (me, stale) =
                 Identity::complete_reset(&api, &user.user, &code, &new, params).await?;
             endpoints.remember_keyring(&me)?;

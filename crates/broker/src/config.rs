@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use sealrelay_wire::{KdfParams, KdfRefused, CLIENT_CEILING, CLIENT_FLOOR};
 use serde::Deserialize;
 
 /// The documented defaults; `Config::default()` is exactly this file.
@@ -218,6 +219,17 @@ pub struct Kdf {
     pub min_iterations: u32,
 }
 
+impl Kdf {
+    /// The parameters new accounts get, and unknown names get from prelogin.
+    pub fn advertised(&self) -> KdfParams {
+        KdfParams {
+            memory_kib: self.memory_kib,
+            iterations: self.iterations,
+            parallelism: self.parallelism,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Accounting {
@@ -333,6 +345,8 @@ impl Config {
                 ),
             ));
         }
+        // Clients derive only within their bounds (protocol §2.1): advertised parameters
+        // outside them would leave new accounts, and unknown names, refused by every client.
         if self.kdf.memory_kib < self.kdf.min_memory_kib
             || self.kdf.iterations < self.kdf.min_iterations
         {
@@ -340,6 +354,21 @@ impl Config {
                 "kdf.memory_kib",
                 "memory_kib and iterations must not be below min_memory_kib and min_iterations"
                     .into(),
+            ));
+        } else if let Err(refused) = self.kdf.advertised().within_client_bounds() {
+            let (floor, ceiling) = (CLIENT_FLOOR, CLIENT_CEILING);
+            problems.push(invalid(
+                "kdf.memory_kib",
+                format!(
+                    "memory_kib, iterations and parallelism must be within what clients derive with \
+                     ({}..={} KiB, {}..={} passes, {}..={} lanes); {}",
+                    floor.memory_kib, ceiling.memory_kib, floor.iterations, ceiling.iterations,
+                    floor.parallelism, ceiling.parallelism,
+                    match refused {
+                        KdfRefused::BelowFloor(_) => "these are below",
+                        KdfRefused::AboveCeiling(_) => "these are above",
+                    }
+                ),
             ));
         }
         if self.mqtt.max_connections == 0 || self.mqtt.max_connections_per_ip == 0 {
@@ -702,6 +731,23 @@ mod tests {
              mqtt.max_connections in site.toml: max_connections and max_connections_per_ip must be at least 1",
             "every problem, one line each"
         );
+    }
+
+    #[test]
+    fn advertised_kdf_parameters_outside_the_client_bounds_are_refused() {
+        let error = |file: &str| {
+            Config::from_layers(Some(("site.toml", file)), env(&[]))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = error("[kdf]\nmemory_kib = 2097152\n");
+        assert!(
+            e.starts_with("kdf.memory_kib in site.toml: memory_kib, iterations and parallelism must be within what clients derive with (19456..=1048576 KiB")
+                && e.ends_with("these are above"),
+            "{e}"
+        );
+        let e = error("[kdf]\nmin_iterations = 1\niterations = 1\n");
+        assert!(e.ends_with("these are below"), "{e}");
     }
 
     #[test]

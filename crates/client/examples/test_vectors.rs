@@ -1,6 +1,7 @@
 //! Writes `docs/test-vectors.json`: fixed passwords, salts, KDF parameters, keys, ids and
 //! plaintexts, and the exact bytes the SDK makes from them — auth secrets, verifiers,
-//! witnesses, bundles, wrapped keys, escrow copies, keyrings, and both envelope kinds.
+//! witnesses, bundles, wrapped keys, escrow copies, keyrings, both envelope kinds, and the
+//! client's KDF bounds with a case on each side of each.
 //! Nonces (and the sealed box's ephemeral key) are random when the file is made and recorded
 //! in the outputs; a client in another language checks every vector in the opening
 //! direction, and the deterministic ones (KDF, verifier, witness, bundle bytes, header) both
@@ -12,7 +13,7 @@ use crypto_box::{PublicKey, SecretKey};
 use hex::encode as hex;
 use sealrelay_client::crypto::{self, Bundle, Keyring, Token};
 use sealrelay_wire::envelope::Witness;
-use sealrelay_wire::{b64, KdfParams, PrincipalId};
+use sealrelay_wire::{b64, KdfParams, KdfRefused, PrincipalId, CLIENT_CEILING, CLIENT_FLOOR};
 use serde_json::json;
 
 const KDF: KdfParams = KdfParams {
@@ -76,7 +77,40 @@ fn main() {
             .seal_message(b"line 3 restarted", Some(request_id))
             .expect("seal");
 
+    // The client bounds (protocol §2.1), and one case per way past them.
+    let kdf = |memory_kib, iterations, parallelism| KdfParams {
+        memory_kib,
+        iterations,
+        parallelism,
+    };
+    let bound_cases: Vec<_> = [
+        kdf(19_456, 2, 1),
+        kdf(1_048_576, 10, 16),
+        kdf(8, 1, 1),
+        kdf(19_455, 2, 1),
+        kdf(65_536, 1, 1),
+        kdf(65_536, 3, 0),
+        kdf(1_048_577, 3, 1),
+        kdf(65_536, 11, 1),
+        kdf(65_536, 3, 17),
+    ]
+    .into_iter()
+    .map(|params| {
+        let refused = match params.within_client_bounds() {
+            Ok(_) => None,
+            Err(KdfRefused::BelowFloor(_)) => Some("below_floor"),
+            Err(KdfRefused::AboveCeiling(_)) => Some("above_ceiling"),
+        };
+        json!({"kdf": params, "refused": refused})
+    })
+    .collect();
+
     let vectors = json!({
+        "kdf_bounds": {
+            "floor": CLIENT_FLOOR,
+            "ceiling": CLIENT_CEILING,
+            "cases": bound_cases,
+        },
         "about": "sealrelay test vectors (docs/protocol.md). Byte strings are hex unless the field name ends in _b64 (standard base64) or is an auth secret / token (their printable forms). Secret keys are X25519 scalars as stored by libsodium (32 bytes). Made by `cargo run -p sealrelay-client --example test_vectors`; checked by crates/client/tests/vectors.rs.",
         "user": {
             "id": user_id.to_string(),

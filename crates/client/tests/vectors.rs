@@ -9,7 +9,7 @@ use crypto_box::SecretKey;
 use hex::encode as hex;
 use sealrelay_client::crypto::{self, Bundle, Keyring, ReplayGuard, Token};
 use sealrelay_wire::envelope::{Header, Kind, Witness};
-use sealrelay_wire::{b64, KdfParams, PrincipalId};
+use sealrelay_wire::{b64, KdfParams, KdfRefused, PrincipalId};
 use serde_json::Value;
 
 fn vectors() -> Value {
@@ -184,6 +184,35 @@ fn both_envelope_kinds_and_a_reply_parse_and_open() {
                 opened.in_reply_to.map(hex).as_deref(),
                 e["in_reply_to"].as_str()
             );
+        }
+    }
+}
+
+#[test]
+fn the_kdf_bounds_are_the_protocols_and_refuse_each_case_as_listed() {
+    let v = &vectors()["kdf_bounds"];
+    let params = |p: &Value| -> KdfParams { serde_json::from_value(p.clone()).unwrap() };
+    assert_eq!(params(&v["floor"]), sealrelay_wire::CLIENT_FLOOR);
+    assert_eq!(params(&v["ceiling"]), sealrelay_wire::CLIENT_CEILING);
+    for case in v["cases"].as_array().unwrap() {
+        let asked = params(&case["kdf"]);
+        let label = |r: &KdfRefused| match r {
+            KdfRefused::BelowFloor(_) => "below_floor",
+            KdfRefused::AboveCeiling(_) => "above_ceiling",
+        };
+        let checked = asked.within_client_bounds();
+        assert_eq!(
+            checked.as_ref().err().map(label),
+            case["refused"].as_str(),
+            "{asked:?}"
+        );
+        // A refused case is refused by the SDK's derivation itself, before any work (the
+        // ceiling case would otherwise take a gigabyte and many seconds).
+        if let Err(refused) = checked {
+            match crypto::derive_from_password("pw", &[0x5a; 16], asked) {
+                Err(crypto::CryptoError::KdfRefused(r)) => assert_eq!(r, refused),
+                _ => panic!("{asked:?} was derived with"),
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ pub mod secret;
 pub mod topic;
 
 pub use id::{BadPrincipalId, PrincipalId, PrincipalKind};
-pub use kdf::{KdfParams, KdfSpec};
+pub use kdf::{KdfParams, KdfRefused, KdfSpec, CLIENT_CEILING, CLIENT_FLOOR};
 pub use reason::{Close, Reason};
 pub use secret::{split_secret_form, verifier, BadResetCode, ResetCode};
 pub use topic::{inbox_owner, INBOX_PREFIX};

@@ -96,23 +96,63 @@ async function split(salt, ikm) {
  * @typedef {{ memory_kib: number, iterations: number, parallelism: number }} KdfParams
  */
 
-/** The weakest Argon2id parameters a client may use (OWASP's floor), whatever a server says. */
-export const CLIENT_MIN_KDF = { memory_kib: 19456, iterations: 2, parallelism: 1 };
+/**
+ * The weakest Argon2id parameters a client derives with, whatever a server asks (OWASP's
+ * minimum), and the most it spends on one derivation (1 GiB, 10 passes, 16 lanes): protocol
+ * §2.1, the same bounds as the Rust SDK's `sealrelay_wire::CLIENT_FLOOR` / `CLIENT_CEILING`.
+ * @type {Readonly<KdfParams>}
+ */
+export const CLIENT_FLOOR = Object.freeze({ memory_kib: 19456, iterations: 2, parallelism: 1 });
+/** @type {Readonly<KdfParams>} */
+export const CLIENT_CEILING = Object.freeze({ memory_kib: 1048576, iterations: 10, parallelism: 16 });
 
 /**
- * Argon2id(password, salt) then HKDF (protocol §2.1). libsodium computes Argon2id with one
- * lane only, so parallelism must be 1 (the server's default); other values are refused
- * rather than silently derived differently.
+ * A server asked for KDF parameters outside the client bounds (protocol §2.1): nothing was
+ * derived, so nothing derived from the password was sent. A server that asks this is
+ * misconfigured or hostile.
+ */
+export class KdfRefusedError extends Error {
+  /**
+   * @param {"below_floor" | "above_ceiling"} kind
+   * @param {KdfParams} asked
+   */
+  constructor(kind, asked) {
+    const { memory_kib: m, iterations: t, parallelism: p } = asked;
+    const [bound, word, limit] = kind === "below_floor" ? [CLIENT_FLOOR, "weaker", "at least"] : [CLIENT_CEILING, "costlier", "at most"];
+    super(`the server asked for ${word} key derivation (Argon2id m = ${m} KiB, t = ${t}, p = ${p}) than this client accepts (${limit} m = ${bound.memory_kib} KiB, t = ${bound.iterations}, p = ${bound.parallelism}): refused, and the password was not used. A server that asks this is misconfigured or hostile; tell its operator`);
+    this.name = "KdfRefusedError";
+    this.kind = kind;
+    this.asked = { memory_kib: m, iterations: t, parallelism: p };
+  }
+}
+
+/**
+ * `params` if a client may derive with them: from CLIENT_FLOOR to CLIENT_CEILING, member by
+ * member; otherwise a KdfRefusedError.
+ * @param {KdfParams} params
+ * @returns {KdfParams}
+ */
+export function withinClientBounds(params) {
+  const members = /** @type {const} */ (["memory_kib", "iterations", "parallelism"]);
+  const valid = members.every((k) => Number.isSafeInteger(params[k]));
+  if (!valid || members.some((k) => params[k] < CLIENT_FLOOR[k])) throw new KdfRefusedError("below_floor", params);
+  if (members.some((k) => params[k] > CLIENT_CEILING[k])) throw new KdfRefusedError("above_ceiling", params);
+  return params;
+}
+
+/**
+ * Argon2id(password, salt) then HKDF (protocol §2.1). Parameters outside the client bounds
+ * are refused before any work (KdfRefusedError). libsodium computes Argon2id with one lane
+ * only, so parallelism must be 1 (the server's default); other values are refused rather
+ * than silently derived differently.
  * @param {string} password
  * @param {Uint8Array} salt
  * @param {KdfParams} params
  * @returns {Promise<DerivedKeys>}
  */
-export async function deriveFromPassword(password, salt, { memory_kib, iterations, parallelism }) {
+export async function deriveFromPassword(password, salt, params) {
+  const { memory_kib, iterations, parallelism } = withinClientBounds(params);
   if (parallelism !== 1) throw new Error("this SDK derives Argon2id with parallelism 1 only");
-  if (memory_kib < CLIENT_MIN_KDF.memory_kib || iterations < CLIENT_MIN_KDF.iterations) {
-    throw new Error("KDF parameters below the client floor (m >= 19456 KiB, t >= 2)");
-  }
   const master = sodium.crypto_pwhash(
     32,
     text.encode(password),

@@ -121,8 +121,8 @@ export class KeyringRollbackError extends Error {
  */
 function strongest(advertised) {
   return {
-    memory_kib: Math.max(advertised.memory_kib, c.CLIENT_MIN_KDF.memory_kib),
-    iterations: Math.max(advertised.iterations, c.CLIENT_MIN_KDF.iterations),
+    memory_kib: Math.max(advertised.memory_kib, c.CLIENT_FLOOR.memory_kib),
+    iterations: Math.max(advertised.iterations, c.CLIENT_FLOOR.iterations),
     parallelism: 1,
   };
 }

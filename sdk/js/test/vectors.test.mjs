@@ -96,3 +96,16 @@ test("an envelope sealed to a replaced key is a StaleKeyError naming both witnes
     (err) => err instanceof c.StaleKeyError && err.sealedTo !== err.current,
   );
 });
+
+test("the KDF bounds are the protocol's and refuse each case as listed", () => {
+  const b = v.kdf_bounds;
+  assert.deepEqual({ ...c.CLIENT_FLOOR }, b.floor);
+  assert.deepEqual({ ...c.CLIENT_CEILING }, b.ceiling);
+  for (const { kdf, refused } of b.cases) {
+    if (refused === null) {
+      assert.deepEqual(c.withinClientBounds(kdf), kdf);
+    } else {
+      assert.throws(() => c.withinClientBounds(kdf), (e) => e instanceof c.KdfRefusedError && e.kind === refused, JSON.stringify(kdf));
+    }
+  }
+});

@@ -2,7 +2,7 @@
 //! wrapped blobs, secrets, names, KDF policy, ids in paths. Each refusal names the field.
 
 use sealrelay_wire::api::{Enrolment, KeyringBody, PasswordWrap};
-use sealrelay_wire::{KdfParams, KdfSpec, PrincipalId};
+use sealrelay_wire::{KdfParams, KdfRefused, KdfSpec, PrincipalId, CLIENT_CEILING};
 
 use super::{ApiError, Result};
 use crate::auth::verifier;
@@ -117,15 +117,6 @@ pub(super) fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The KDF parameters new accounts get, and unknown names get from prelogin.
-pub(in crate::http) fn default_kdf(config: &Config) -> KdfParams {
-    KdfParams {
-        memory_kib: config.kdf.memory_kib,
-        iterations: config.kdf.iterations,
-        parallelism: config.kdf.parallelism,
-    }
-}
-
 /// The server's policy for a user's KDF: at least its minimum (so a weak client cannot
 /// make a weak account), at most what clients can run, and a salt of sane length.
 pub(super) fn check_kdf(config: &Config, spec: &KdfSpec) -> Result<KdfParams> {
@@ -139,10 +130,13 @@ pub(super) fn check_kdf(config: &Config, spec: &KdfSpec) -> Result<KdfParams> {
             min.min_memory_kib, min.min_iterations
         )));
     }
-    if kdf.memory_kib > 4 * 1024 * 1024 || kdf.iterations > 64 || kdf.parallelism > 16 {
-        return Err(ApiError::BadRequest(
-            "KDF parameters are beyond what clients can run (memory_kib <= 4194304, iterations <= 64, parallelism <= 16)".into(),
-        ));
+    // Clients refuse to derive above their ceiling (protocol §2.1): such an account could
+    // never log in again.
+    if let Err(KdfRefused::AboveCeiling(_)) = kdf.within_client_bounds() {
+        return Err(ApiError::BadRequest(format!(
+            "KDF parameters are beyond what clients run (memory_kib <= {}, iterations <= {}, parallelism <= {})",
+            CLIENT_CEILING.memory_kib, CLIENT_CEILING.iterations, CLIENT_CEILING.parallelism
+        )));
     }
     if !(16..=64).contains(&spec.salt.len()) {
         return Err(ApiError::BadRequest(

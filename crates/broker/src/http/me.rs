@@ -31,7 +31,8 @@ pub(super) async fn me(req: HttpRequest, state: web::Data<ApiState>) -> Result<H
         keyring: bundle.keyring.as_deref().map(b64::encode),
         keyring_version: u64::try_from(bundle.keyring_version).unwrap_or(0),
         // What a password change should upgrade this account's KDF parameters to.
-        kdf_recommended: (bundle.kind == PrincipalKind::User).then(|| default_kdf(&state.config)),
+        kdf_recommended: (bundle.kind == PrincipalKind::User)
+            .then(|| state.config.kdf.advertised()),
         key_proof_recorded: bundle.key_proof_recorded,
     }))
 }

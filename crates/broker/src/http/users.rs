@@ -79,7 +79,7 @@ fn kdf_answer(
         .and_then(|()| derive.expand(b"sealrelay/v1/fake-kdf", &mut pick))
         .expect("16 and 8 bytes are valid HKDF lengths");
     let drawn = (state.directory.kdf_drawn(u64::from_le_bytes(pick)))
-        .unwrap_or_else(|| default_kdf(&state.config));
+        .unwrap_or_else(|| state.config.kdf.advertised());
     let (salt, params) = found.unwrap_or((salt, drawn));
     HttpResponse::Ok().json(KdfSpec { salt, params })
 }

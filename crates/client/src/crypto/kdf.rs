@@ -94,12 +94,15 @@ pub(super) fn split(salt: Option<&[u8]>, ikm: &[u8]) -> DerivedKeys {
     keys
 }
 
-/// Argon2id(password, salt) then HKDF into the wrap key and the auth key.
+/// Argon2id(password, salt) then HKDF into the wrap key and the auth key. Parameters
+/// outside the client bounds (protocol §2.1) are refused before any work: whatever a server
+/// advertises, every path from a password to a login secret goes through here.
 pub fn derive_from_password(
     password: &str,
     salt: &[u8],
     params: KdfParams,
 ) -> Result<DerivedKeys, CryptoError> {
+    let params = params.within_client_bounds()?;
     let argon = argon2::Argon2::new(
         argon2::Algorithm::Argon2id,
         argon2::Version::V0x13,

@@ -26,6 +26,9 @@ use sealrelay_wire::PrincipalId;
 pub enum CryptoError {
     #[error("Argon2id rejected the KDF parameters: {0}")]
     Kdf(String),
+    /// The server asked for parameters outside the client bounds: nothing was derived.
+    #[error(transparent)]
+    KdfRefused(#[from] sealrelay_wire::KdfRefused),
     #[error("the wrapped key does not open with this password or token (wrong secret, or the bundle was altered)")]
     Unwrap,
     #[error("the key bundle is malformed: {0}")]
@@ -71,11 +74,7 @@ mod tests {
     use rand_core::OsRng;
     use sealrelay_wire::KdfParams;
 
-    const FAST: KdfParams = KdfParams {
-        memory_kib: 1024,
-        iterations: 1,
-        parallelism: 1,
-    };
+    const FAST: KdfParams = sealrelay_wire::CLIENT_FLOOR;
 
     #[test]
     fn password_keys_are_deterministic_and_salted() {
