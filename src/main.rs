@@ -5,6 +5,12 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// Every block this process frees is wiped first: the broker's copies of login secrets made
+/// by the libraries it parses them with, and the CLI's of passwords, go with the memory that
+/// held them (docs/security.md).
+#[global_allocator]
+static ALLOCATOR: sealrelay_broker::memory::WipeOnFree = sealrelay_broker::memory::WipeOnFree;
+
 fn main() -> ExitCode {
     match cli::run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -36,6 +36,8 @@ pub struct Server {
     pub shutdown_grace_secs: u64,
     /// Addresses (IPs or CIDR blocks) whose PROXY protocol headers are believed.
     pub trusted_proxies: Vec<String>,
+    /// Leave core dumps on and the process dumpable (debugging only).
+    pub allow_core_dumps: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -42,6 +42,10 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Data(#[from] DataError),
+    #[error(
+        "cannot turn core dumps off: {0}; set server.allow_core_dumps = true to run with them on"
+    )]
+    CoreDumps(std::io::Error),
 }
 
 /// Where each listener ended up (port 0 in the config picks a free one).
@@ -129,6 +133,8 @@ pub struct Running {
 
 pub async fn start(config: Config) -> Result<Running, ServerError> {
     let config = Arc::new(config);
+    crate::memory::forbid_core_dumps(config.server.allow_core_dumps)
+        .map_err(ServerError::CoreDumps)?;
     let metrics_handle = metrics::install();
     datadir::ensure_parent(&config.directory.database, "database directory")?;
     datadir::ensure_parent(

@@ -86,6 +86,12 @@ impl Identity {
         &self.auth_secret
     }
 
+    /// The key proof (protocol §2.4): what authorises a change of this key's wrap. Only this
+    /// key gives it; the server keeps its verifier.
+    pub fn key_proof(&self) -> Zeroizing<String> {
+        crypto::key_proof(&self.secret)
+    }
+
     pub(crate) fn api_login(&self) -> Login<'_> {
         Login {
             login: &self.login,
@@ -456,7 +462,7 @@ impl Identity {
             ));
         }
         let body = KeyProofBody {
-            key_proof: crypto::key_proof(&self.secret).into(),
+            key_proof: self.key_proof().into(),
         };
         api.delete_account(self.api_login(), &body).await
     }

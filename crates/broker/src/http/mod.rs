@@ -17,9 +17,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Service;
+use actix_web::dev::{Service, ServiceRequest};
 use actix_web::http::{header, ConnectionType, StatusCode};
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use futures_util::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -32,6 +32,7 @@ use crate::rate::Windows;
 use crate::router::Router;
 use connections::{Admitted, ConnectionCaps, OverShare};
 use sealrelay_wire::{b64, PrincipalKind};
+use zeroize::Zeroizing;
 
 pub struct ApiState {
     pub config: Arc<Config>,
@@ -197,14 +198,43 @@ pub(crate) fn client_ip(req: &HttpRequest, state: &ApiState) -> IpAddr {
         .unwrap_or(peer)
 }
 
-/// The credentials of an `Authorization: <scheme> <credentials>` header.
-pub(crate) fn authorization<'r>(req: &'r HttpRequest, scheme: &str) -> Option<&'r str> {
-    req.headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix(scheme)?
-        .strip_prefix(' ')
+/// The credentials of an `Authorization: <scheme> <credentials>` header, as `detach_head`
+/// kept them: a copy wiped when dropped.
+pub(crate) fn authorization(req: &HttpRequest, scheme: &str) -> Option<Zeroizing<String>> {
+    let extensions = req.extensions();
+    let Presented(value) = extensions.get::<Presented>()?;
+    let credentials = value.strip_prefix(scheme)?.strip_prefix(' ')?;
+    Some(Zeroizing::new(credentials.to_owned()))
+}
+
+/// The `Authorization` header's value, taken out of the request's head by `detach_head`.
+/// Kept in the request's extensions, which actix clears (dropping, so wiping, this) when the
+/// request ends.
+struct Presented(Zeroizing<String>);
+
+/// Unties a request that may carry a secret from the buffer its connection read it into.
+/// actix parses a request's headers and path as slices of that buffer, and keeps the head of
+/// each worker's last request for reuse after the request ends: the raw bytes of the request
+/// (a Basic or Bearer header, and a body that arrived with the head) would stay in memory
+/// until that worker's next request. So the head gets copies of its headers and path, the
+/// `Authorization` value moves to the request's extensions, and once the connection closes
+/// (`may_carry_secret`) nothing holds the buffer: freed, it is wiped (`memory`).
+fn detach_head(req: &mut ServiceRequest) {
+    let head = req.head_mut();
+    let mut presented = None;
+    for (name, value) in std::mem::take(&mut head.headers) {
+        if name == header::AUTHORIZATION {
+            presented = value.to_str().ok().map(|v| Zeroizing::new(v.to_owned()));
+        } else if let Ok(copy) = header::HeaderValue::from_bytes(value.as_bytes()) {
+            head.headers.append(name, copy);
+        }
+    }
+    let uri: actix_web::http::Uri = head.uri.to_string().parse().unwrap_or_default();
+    head.uri = uri.clone();
+    req.match_info_mut().get_mut().update(&uri);
+    if let Some(value) = presented {
+        req.extensions_mut().insert(Presented(value));
+    }
 }
 
 /// Checks `Authorization: Basic base64(login:secret)` like an MQTT CONNECT.
@@ -436,6 +466,19 @@ pub fn bind(
     Ok((server, addrs[0], addrs.get(1).copied()))
 }
 
+/// Whether a request may carry a secret: credentials, or a body (registration, a reset
+/// code, a new wrap's login secret). Its connection is closed after the answer, because
+/// actix keeps a connection's read buffer (and rustls its receive buffer) for the next
+/// request, with this one's bytes still in it; closing frees both, and the allocator wipes
+/// what it frees (`memory`). Costs a new connection per such request; reads keep theirs.
+fn may_carry_secret(head: &actix_web::dev::RequestHead) -> bool {
+    head.headers().contains_key(header::AUTHORIZATION)
+        || !matches!(
+            head.method,
+            actix_web::http::Method::GET | actix_web::http::Method::HEAD
+        )
+}
+
 /// What an HTTP server may hold, and for how long it waits on a request's headers.
 pub(crate) struct Capacity {
     /// Threads; 0 means one per core.
@@ -471,7 +514,7 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .wrap_fn(|req, srv| {
+            .wrap_fn(|mut req, srv| {
                 if let Some(connection) = req.conn_data::<Admitted>() {
                     connection.requested();
                 }
@@ -484,11 +527,20 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
                     metrics::http_request(route_label(req.match_pattern().as_deref()), 429);
                     return futures_util::future::ready(Ok(req.into_response(response))).boxed_local();
                 }
-                srv.call(req).map(|res| {
+                let secret = may_carry_secret(req.head());
+                if secret {
+                    detach_head(&mut req);
+                }
+                srv.call(req).map(move |mut res| {
                     // The route is known only after routing, so it is read off the response.
-                    if let Ok(res) = &res {
+                    if let Ok(res) = &mut res {
                         let route = route_label(res.request().match_pattern().as_deref());
                         metrics::http_request(route, res.status().as_u16());
+                        if secret {
+                            res.response_mut()
+                                .head_mut()
+                                .set_connection_type(ConnectionType::Close);
+                        }
                     }
                     res
                 })

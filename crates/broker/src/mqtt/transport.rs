@@ -5,14 +5,17 @@
 //! WebSocket follows RFC 6455 and the MQTT spec: the upgrade must offer the subprotocol
 //! `mqtt` (answered, or browsers close the socket), only binary frames carry MQTT, packets
 //! may span frames or share one, pings are answered. A browser's `Origin` must be allowed.
-//! Uses tokio-rustls and async-tungstenite; knows nothing of sessions or actix.
+//! Uses tokio-rustls and async-tungstenite; knows nothing of sessions or actix. Wipes what
+//! the TLS layer would keep of a connection's plaintext (`WipedReads`).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use ws_stream_tungstenite::WsStream;
@@ -149,8 +152,12 @@ impl WsPolicy {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
+        // tungstenite unmasks each frame in place in its read buffer and hands it out as a
+        // slice of that buffer; a buffer sized to the frames it holds (none to start with) is
+        // reclaimed, and zero-filled, by the read after the frame, so a CONNECT's login
+        // secret does not stay there for the session's life (tests/memory.rs).
         let config = WebSocketConfig::default()
-            .read_buffer_size(8 * 1024)
+            .read_buffer_size(0)
             .max_message_size(Some(self.max_message))
             .max_frame_size(Some(self.max_message));
         let policy = self.clone();
@@ -171,6 +178,55 @@ fn host_of(authority: &str) -> &str {
         None => authority
             .split_once(':')
             .map_or(authority, |(host, _)| host),
+    }
+}
+
+/// A socket that zeroes the space it is asked to read into before each read. rustls reads
+/// records into a buffer it keeps for the connection's life and decrypts them in place, so
+/// the plaintext of a CONNECT (its login secret) would stay behind the next, shorter records
+/// for as long as the session lasts; rustls hands that buffer's free part to each read, and
+/// this wipes it there. (tungstenite zeroes its own read space; the MQTT codec wipes its
+/// CONNECT.)
+struct WipedReads<S>(S);
+
+impl<S: AsyncRead + Unpin> AsyncRead for WipedReads<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        buf.initialize_unfilled().fill(0);
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WipedReads<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 
@@ -219,10 +275,12 @@ impl Front {
                 let (read, write) = tcp.into_split();
                 Ok((Box::new(read), Box::new(write)))
             }
-            (Some(tls), None) => Ok(split(tls.accept(tcp).await.map_err(OpenError::Tls)?)),
+            (Some(tls), None) => Ok(split(
+                tls.accept(WipedReads(tcp)).await.map_err(OpenError::Tls)?,
+            )),
             (None, Some(ws)) => ws.upgrade(tcp).await,
             (Some(tls), Some(ws)) => {
-                ws.upgrade(tls.accept(tcp).await.map_err(OpenError::Tls)?)
+                ws.upgrade(tls.accept(WipedReads(tcp)).await.map_err(OpenError::Tls)?)
                     .await
             }
         }

@@ -18,6 +18,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use rumqttc::mqttbytes::{self as mb, v4 as p4};
 use rumqttc::v5::mqttbytes::v5 as p5;
 use tokio_util::codec::{Decoder, Encoder};
+use zeroize::Zeroize;
 
 use super::throttle::Throttle;
 use sealrelay_wire::Reason;
@@ -350,16 +351,23 @@ impl MqttCodec {
             }));
         }
         let malformed = |e: &dyn std::fmt::Display| CodecError::Malformed(e.to_string());
+        let mut frame = if packet_type == 1 {
+            // A CONNECT carries the login secret: it is parsed from a copy (freed, and so
+            // wiped, by the allocator) and wiped here, in the buffer that lives as long as
+            // the connection.
+            let copy = BytesMut::from(&src[..frame_len]);
+            src[..frame_len].zeroize();
+            src.advance(frame_len);
+            copy
+        } else {
+            src.split_to(frame_len)
+        };
         let inbound = match version {
-            Version::V311 => {
-                let mut frame = src.split_to(frame_len);
-                v4::from_v4(
-                    p4::Packet::read(&mut frame, self.max_packet as usize)
-                        .map_err(|e| malformed(&e))?,
-                )
-            }
+            Version::V311 => v4::from_v4(
+                p4::Packet::read(&mut frame, self.max_packet as usize)
+                    .map_err(|e| malformed(&e))?,
+            ),
             Version::V5 => {
-                let mut frame = src.split_to(frame_len);
                 let packet = p5::Packet::read(&mut frame, Some(self.max_packet))
                     .map_err(|e| malformed(&e))?;
                 if let p5::Packet::Publish(p) = &packet {
