@@ -24,7 +24,8 @@ HTTP_PORT=${HTTP_PORT:-18091}
 build_and_find_brokers
 HEAD_BIN=$SEALRELAY
 git worktree add -q --detach "$WORK/base" "$BASE"
-trap 'git -C "$ROOT" worktree remove --force "$WORK/base"' EXIT
+PID=""
+trap 'stop_broker; git -C "$ROOT" worktree remove --force "$WORK/base"' EXIT
 (cd "$WORK/base" && CARGO_TARGET_DIR="$ROOT/target/base" cargo build --release -q -p sealrelay)
 BASE_BIN=$ROOT/target/base/release/sealrelay
 
