@@ -70,11 +70,23 @@ async fn send(
     first: usize,
     count: usize,
 ) -> (Vec<Bytes>, Vec<(PubAckReason, Option<String>)>) {
+    send_sized(broker, from, to, first..first + count, 0).await
+}
+
+/// [`send`] with each plaintext ("m{i}") padded with dots to at least `size` bytes.
+async fn send_sized(
+    broker: &Broker,
+    from: &Identity,
+    to: &Identity,
+    numbers: std::ops::Range<usize>,
+    size: usize,
+) -> (Vec<Bytes>, Vec<(PubAckReason, Option<String>)>) {
     let mut raw = Raw::connect_v5(broker.mqtt, login(from), 0).await;
     let (mut sent, mut acks) = (Vec::new(), Vec::new());
-    for i in first..first + count {
+    for i in numbers {
+        let plaintext = padded(i, size);
         let envelope = from
-            .seal_to(to.id, &to.public_key(), format!("m{i}").as_bytes())
+            .seal_to(to.id, &to.public_key(), plaintext.as_bytes())
             .unwrap();
         let mut publish = Publish::new(
             to.id.inbox_topic(),
@@ -96,6 +108,14 @@ async fn send(
         sent.push(envelope);
     }
     (sent, acks)
+}
+
+/// "m{i}" padded with dots to at least `size` bytes.
+fn padded(i: usize, size: usize) -> String {
+    let mut text = format!("m{i}");
+    let pad = size.saturating_sub(text.len());
+    text.extend(std::iter::repeat_n('.', pad));
+    text
 }
 
 /// Reads `count` publishes from `raw`, acknowledging them if `ack`: (packet id, DUP, payload).
@@ -458,12 +478,9 @@ async fn mqtt_311_sessions_resume_refuse_by_closing_and_end_with_a_restart() {
 /// counted as `session_expired`). A queue whose oldest envelope is older than
 /// `mqtt.offline_queue_max_age_secs` refuses new ones. QoS 0 is never queued.
 #[tokio::test(flavor = "multi_thread")]
-async fn sessions_expire_as_granted_and_an_old_queue_refuses_more() {
-    let (broker, alice, instance) = common::alice_and_her_instance(&[
-        ("SEALRELAY_MQTT_MAX_SESSION_EXPIRY_SECS", "4"),
-        ("SEALRELAY_MQTT_OFFLINE_QUEUE_MAX_AGE_SECS", "1"),
-    ])
-    .await;
+async fn sessions_expire_as_granted_and_qos_0_is_not_queued() {
+    let (broker, alice, instance) =
+        common::alice_and_her_instance(&[("SEALRELAY_MQTT_MAX_SESSION_EXPIRY_SECS", "4")]).await;
     let mut raw = Raw::open(broker.mqtt).await;
     let ack = raw
         .connect_session(login(&instance), "plant-11", 0, EXPIRY)
@@ -488,16 +505,6 @@ async fn sessions_expire_as_granted_and_an_old_queue_refuses_more() {
     publisher.send_v5(Packet::Publish(qos0)).await;
     let (sent, acks) = send(&broker, &alice, &instance, 0, 1).await;
     assert_eq!(acks[0].0, PubAckReason::Success);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (_, refused) = send(&broker, &alice, &instance, 1, 1).await;
-    assert_eq!(
-        refused[0],
-        (
-            PubAckReason::QuotaExceeded,
-            Some("offline_queue_full".to_owned())
-        ),
-        "the oldest waited past offline_queue_max_age_secs"
-    );
     let raw = resumed_with(&broker, &instance, "plant-11", &sent).await;
 
     blink(&broker, raw, 2).await;
@@ -508,5 +515,164 @@ async fn sessions_expire_as_granted_and_an_old_queue_refuses_more() {
     assert_eq!(
         broker.counter(r#"sealrelay_offline_discarded_total{reason="session_expired"}"#),
         1
+    );
+}
+
+/// A parked queue drains on its own clock (issue 25): an envelope that waited longer than
+/// `mqtt.offline_queue_max_age_secs` is discarded (counted `aged_out`) while the session
+/// lives on, and the queue takes new ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn envelopes_waiting_past_the_max_age_are_discarded() {
+    let (broker, alice, instance) =
+        common::alice_and_her_instance(&[("SEALRELAY_MQTT_OFFLINE_QUEUE_MAX_AGE_SECS", "1")]).await;
+    let (raw, _) = persistent(&broker, &instance, "plant-12").await;
+    blink(&broker, raw, 1).await;
+    let (_, acks) = send(&broker, &alice, &instance, 0, 2).await;
+    assert!(acks.iter().all(|(r, _)| *r == PubAckReason::Success));
+    let series = r#"sealrelay_offline_discarded_total{reason="aged_out"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker.counter(series) < 2 {
+        assert!(Instant::now() < deadline, "never aged out");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (fresh, acks) = send(&broker, &alice, &instance, 2, 1).await;
+    assert_eq!(acks[0].0, PubAckReason::Success);
+    drop(resumed_with(&broker, &instance, "plant-12", &fresh).await);
+}
+
+/// The finding (issue 25): a parked queue within its bound (4 envelopes of 256 KiB, 1 MiB
+/// together) was closed `slow_reader` a few deliveries into every resumption, acknowledged
+/// or not, so it could never be resumed. It resumes, whatever the message sizes, over a raw
+/// MQTT 5 connection and through the SDK's persistent session (what `sealrelay agent` uses).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_of_large_envelopes_resumes() {
+    let broker = Broker::start();
+    let mut alice = broker.user("alice").await;
+    let instance = broker.instance_of(&mut alice).await;
+    let (raw, _) = persistent(&broker, &instance, "keep").await;
+    blink(&broker, raw, 1).await;
+    // Envelopes of 262,098 bytes, as in the finding: 1,048,392 bytes, just within 1 MiB.
+    let overhead = alice
+        .seal_to(instance.id, &instance.public_key(), b"")
+        .unwrap()
+        .len();
+    let large = 262_098 - overhead;
+    let (sent, acks) = send_sized(&broker, &alice, &instance, 0..4, large).await;
+    assert!(
+        acks.iter().all(|(r, _)| *r == PubAckReason::Success),
+        "{acks:?}"
+    );
+    let total: usize = sent.iter().map(Bytes::len).sum();
+    assert_eq!(total, 1_048_392, "bytes queued");
+    drop(resumed_with(&broker, &instance, "keep", &sent).await);
+
+    // The same through the SDK: a persistent client that goes away and comes back.
+    let token = alice.add_instance(&broker.api()).await.unwrap().1;
+    let agent = Identity::login_instance(&broker.api(), &token)
+        .await
+        .unwrap();
+    let endpoint = sealrelay_client::Broker::parse(&broker.broker_addr(), None).unwrap();
+    let persistence = sealrelay_client::Persistence {
+        client_id: "agent".into(),
+        expiry_secs: 300,
+    };
+    let away = sealrelay_client::Client::connect_persistent(
+        broker.api(),
+        agent,
+        endpoint.clone(),
+        MqttVersion::V5,
+        persistence.clone(),
+    )
+    .await
+    .unwrap();
+    drop(away);
+    blink_seen(&broker, 3).await;
+    let agent = Identity::login_instance(&broker.api(), &token)
+        .await
+        .unwrap();
+    let (sent, _) = send_sized(&broker, &alice, &agent, 10..14, large).await;
+    assert_eq!(sent.len(), 4);
+    let mut back = sealrelay_client::Client::connect_persistent(
+        broker.api(),
+        agent,
+        endpoint,
+        MqttVersion::V5,
+        persistence,
+    )
+    .await
+    .unwrap();
+    for i in 10..14 {
+        let message = tokio::time::timeout(Duration::from_secs(10), back.next())
+            .await
+            .expect("every queued envelope arrives")
+            .unwrap();
+        assert_eq!(&message.payload[..], padded(i, large).as_bytes());
+    }
+    assert_eq!(
+        broker.counter(r#"sealrelay_sessions_closed_total{reason="slow_reader"}"#),
+        0
+    );
+}
+
+/// The finding (issue 25): one self-registered account adds 268 instances, parks a
+/// persistent session for each and fills every parked queue to its 1 MiB bound — 268 MB, more
+/// than the broker's whole delivery budget (`mqtt.outbound_total_bytes`, 256 MiB) — after which
+/// every other account's publishes were refused `broker_busy`. Now one account's parked
+/// sessions hold at most `mqtt.offline_account_bytes` together (refused `offline_queue_full`
+/// past it), parked sessions together at most `mqtt.offline_total_bytes`, and a live pair of
+/// another account is served throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_account_filling_parked_queues_cannot_starve_other_accounts() {
+    let broker = Broker::start();
+    let api = broker.api();
+    let mut mallory = broker.user("mallory").await;
+    let mut parked = Vec::new();
+    for _ in 0..268 {
+        let (_, token) = mallory.add_instance(&api).await.unwrap();
+        let instance = Identity::login_instance(&api, &token).await.unwrap();
+        let (raw, _) = persistent(&broker, &instance, "parked").await;
+        drop(raw);
+        parked.push(instance);
+    }
+    blink_seen(&broker, 268).await;
+    // The victims: another account's console and instance, both connected.
+    let mut bob = broker.user("bob").await;
+    let bob_instance = broker.instance_of(&mut bob).await;
+    let bob_instance_id = bob_instance.id;
+    let mut console = broker.client(bob, MqttVersion::V5).await;
+    let mut served = broker.client(bob_instance, MqttVersion::V5).await;
+
+    let (mut accepted, mut full) = (0usize, 0usize);
+    for (i, instance) in parked.iter().enumerate() {
+        let (sent, acks) = send_sized(&broker, &mallory, instance, 0..4, 255 * 1024).await;
+        for ((reason, label), envelope) in acks.into_iter().zip(sent) {
+            match (reason, label.as_deref()) {
+                (PubAckReason::Success, _) => accepted += envelope.len(),
+                (PubAckReason::QuotaExceeded, Some("offline_queue_full")) => full += 1,
+                other => panic!("instance {i}: {other:?}"),
+            }
+        }
+        if i % 25 == 0 || i == parked.len() - 1 {
+            console
+                .send(bob_instance_id, format!("still served {i}").as_bytes(), 1)
+                .await
+                .unwrap_or_else(|e| panic!("after {i} instances filled: {e}"));
+            let got = tokio::time::timeout(Duration::from_secs(5), served.next())
+                .await
+                .expect("the live instance gets it")
+                .unwrap();
+            assert_eq!(&got.payload[..], format!("still served {i}").as_bytes());
+        }
+    }
+    eprintln!("parked for one account: {accepted} bytes; refused offline_queue_full: {full}");
+    let account_bound = 16 * 1024 * 1024;
+    assert!(
+        accepted <= account_bound && accepted > account_bound - 4 * 262_144,
+        "{accepted} bytes parked for one account"
+    );
+    assert!(full > 900, "{full} refused as offline_queue_full");
+    assert_eq!(
+        broker.counter(r#"sealrelay_deliveries_refused_total{reason="broker_budget"}"#),
+        0
     );
 }

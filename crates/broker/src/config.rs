@@ -65,6 +65,8 @@ pub struct Mqtt {
     pub offline_queue_bytes: usize,
     pub offline_queue_messages: usize,
     pub offline_queue_max_age_secs: u64,
+    pub offline_account_bytes: usize,
+    pub offline_total_bytes: usize,
     pub max_inflight: u16,
     pub max_refusals_per_minute: u32,
     pub refusal_cooldown_secs: u64,
@@ -371,6 +373,18 @@ impl Config {
                         KdfRefused::AboveCeiling(_) => "these are above",
                     }
                 ),
+            ));
+        }
+        // Live deliveries keep what parked sessions may not take, and one account's share of
+        // the parked bytes leaves room for others.
+        let m = &self.mqtt;
+        if !(m.offline_queue_bytes <= m.offline_account_bytes
+            && m.offline_account_bytes <= m.offline_total_bytes
+            && m.offline_total_bytes < m.outbound_total_bytes)
+        {
+            problems.push(invalid(
+                "mqtt.offline_total_bytes",
+                "must be offline_queue_bytes <= offline_account_bytes <= offline_total_bytes < outbound_total_bytes, so live deliveries keep a reserve parked sessions cannot take".into(),
             ));
         }
         if self.mqtt.max_connections == 0 || self.mqtt.max_connections_per_ip == 0 {

@@ -398,6 +398,19 @@ impl Directory {
             .is_some_and(|peers| peers.contains(&to))
     }
 
+    /// The account `id` belongs to: a user is its own; an instance belongs to the user who
+    /// added it, its one pairing. Answered from memory.
+    pub fn account_of(&self, id: PrincipalId, kind: PrincipalKind) -> PrincipalId {
+        match kind {
+            PrincipalKind::User => id,
+            PrincipalKind::Instance => self
+                .peers
+                .get(&id)
+                .and_then(|peers| peers.iter().next().copied())
+                .unwrap_or(id),
+        }
+    }
+
     pub fn peers_of(&self, id: PrincipalId) -> Vec<PrincipalId> {
         self.peers
             .get(&id)

@@ -54,6 +54,9 @@ const RECEIVE_MAXIMUM: u16 = 1024;
 struct Frame {
     bytes: Bytes,
     release: usize,
+    /// Bytes of an answer to the client's own packets (acknowledgements, PINGRESP, SUBACK),
+    /// counted in the session's `answers` until written; 0 for a delivery.
+    answer: usize,
 }
 
 /// The writer task ended: the socket closed or failed, or the session finished it.
@@ -123,6 +126,8 @@ impl SessionSink for ActorSink {
 /// Where a parked session's late deliveries go.
 struct ParkedAs {
     principal: PrincipalId,
+    /// The account its parked bytes count toward (`Parked::account`).
+    account: PrincipalId,
     client_id: String,
     inbox_qos: Option<u8>,
     expiry: Duration,
@@ -135,7 +140,14 @@ impl ParkedAs {
         waiting: impl IntoIterator<Item = (Bytes, bool)>,
     ) -> Parked {
         let id = self.client_id.clone();
-        Parked::new(id, self.inbox_qos, unacked, waiting, self.expiry)
+        Parked::new(
+            id,
+            self.account,
+            self.inbox_qos,
+            unacked,
+            waiting,
+            self.expiry,
+        )
     }
 }
 
@@ -157,6 +169,9 @@ impl From<Queued> for Waiting {
 
 struct Live {
     principal: PrincipalId,
+    /// The user this principal is, or the user who added this instance: what its parked
+    /// bytes count toward (`mqtt.offline_account_bytes`).
+    account: PrincipalId,
     inbox: Bytes,
     link: Arc<SessionHandle>,
     client_max_packet: Option<u32>,
@@ -206,9 +221,11 @@ pub struct Session {
     /// Bytes handed to this session and not yet flushed or acknowledged; shared with the
     /// router, which refuses deliveries past the budget.
     pending: Arc<Budget>,
-    /// Bytes of frames queued for the writer task; past the limit the client is not
-    /// reading its acknowledgements and the session is closed.
-    queued: Arc<AtomicUsize>,
+    /// Bytes of answers to the client's own packets queued for the writer task; past
+    /// `mqtt.outbound_queue_bytes` the client sends faster than it reads what it is answered,
+    /// and the session is closed. Deliveries are not counted here: `pending` bounds them, and
+    /// counting them twice closed a session resuming a full queue of large envelopes.
+    answers: Arc<AtomicUsize>,
     last_heard: Instant,
     /// Whether, and since when, a packet is half-received (the decoder reports it).
     progress: Arc<Progress>,
@@ -310,7 +327,7 @@ impl Session {
                     sending: Progress::new(),
                     scratch: BytesMut::new(),
                     pending: shared.router.budget(),
-                    queued: Arc::new(AtomicUsize::new(0)),
+                    answers: Arc::new(AtomicUsize::new(0)),
                     last_heard: Instant::now(),
                     progress,
                     meter: Meter::start(accepted.peer.ip()),
@@ -331,7 +348,7 @@ impl Session {
         };
         self.version = version;
         let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
-        let (pending, queued, addr) = (self.pending.clone(), self.queued.clone(), ctx.address());
+        let (pending, answers, addr) = (self.pending.clone(), self.answers.clone(), ctx.address());
         let sending = self.sending.clone();
         let task = actix_rt::spawn(async move {
             let mut out = BufWriter::with_capacity(64 * 1024, write_half);
@@ -346,7 +363,7 @@ impl Session {
                     if written.is_err() {
                         break 'write;
                     }
-                    queued.fetch_sub(frame.bytes.len(), Ordering::AcqRel);
+                    answers.fetch_sub(frame.answer, Ordering::AcqRel);
                     release += frame.release;
                     next = rx.try_recv().ok();
                 }
@@ -370,6 +387,7 @@ impl Session {
             self.pending.release(release);
             return;
         };
+        let delivery = matches!(packet, Outbound::Publish { .. });
         let mut encoder =
             MqttCodec::for_version(self.version, self.shared.config.mqtt.max_packet_bytes);
         if let Err(e) = encoder.encode(packet, &mut self.scratch) {
@@ -384,8 +402,14 @@ impl Session {
             self.pending.release(release);
             return;
         }
-        self.queued.fetch_add(bytes.len(), Ordering::AcqRel);
-        if writer.send(Frame { bytes, release }).is_err() {
+        let answer = if delivery { 0 } else { bytes.len() };
+        self.answers.fetch_add(answer, Ordering::AcqRel);
+        let frame = Frame {
+            bytes,
+            release,
+            answer,
+        };
+        if writer.send(frame).is_err() {
             self.pending.release(release);
         }
     }
@@ -440,6 +464,7 @@ impl Session {
         metrics::hot().sessions_active.decrement(1.0);
         let Live {
             principal,
+            account,
             link,
             inflight,
             waiting,
@@ -466,6 +491,7 @@ impl Session {
         self.pending.relinquish(held);
         let parked_as = ParkedAs {
             principal,
+            account,
             client_id: link.client_id.clone(),
             inbox_qos: link.inbox_qos(),
             expiry,
@@ -611,6 +637,10 @@ impl Session {
             (connect.keep_alive > 0).then(|| Duration::from_secs(u64::from(connect.keep_alive)));
         self.state = State::Live(Box::new(Live {
             principal,
+            account: self
+                .shared
+                .directory
+                .account_of(principal, credentials.kind),
             inbox: Bytes::from(principal.inbox_topic()),
             link,
             client_max_packet: connect.max_packet_size,
@@ -1020,7 +1050,7 @@ impl StreamHandler<Result<Inbound, CodecError>> for Session {
             Inbound::Disconnect { session_expiry } => self.on_disconnect(ctx, session_expiry),
             Inbound::ServerOnly => self.close(ctx, Close::ProtocolError),
         }
-        if self.queued.load(Ordering::Acquire) > self.shared.config.mqtt.outbound_queue_bytes {
+        if self.answers.load(Ordering::Acquire) > self.shared.config.mqtt.outbound_queue_bytes {
             // The client sends faster than it reads its own acknowledgements.
             self.close(ctx, Close::SlowReader);
         }

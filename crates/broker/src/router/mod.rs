@@ -201,6 +201,16 @@ pub struct Router {
     parked: DashMap<PrincipalId, Shelf>,
     /// One principal's parked sessions together (`mqtt.offline_queue_*`).
     offline: parked::Limits,
+    /// Bytes parked sessions hold, broker-wide, and their share of `total_budget`
+    /// (`mqtt.offline_total_bytes`): the rest of the total is live deliveries' reserve, which
+    /// no amount of parked envelopes can take.
+    parked_held: AtomicUsize,
+    parked_share: usize,
+    /// Bytes held parked per account (a user and the instances it added), and the most one
+    /// account may hold (`mqtt.offline_account_bytes`): one account's many instances cannot
+    /// take the whole share.
+    accounts: DashMap<PrincipalId, usize>,
+    account_share: usize,
     queue_budget: usize,
     /// Bytes held for all sessions together (`mqtt.outbound_total_bytes`), and what they hold.
     total_budget: usize,
@@ -222,6 +232,10 @@ impl Router {
                 messages: mqtt.offline_queue_messages,
                 max_age: Duration::from_secs(mqtt.offline_queue_max_age_secs),
             },
+            parked_held: AtomicUsize::new(0),
+            parked_share: mqtt.offline_total_bytes,
+            accounts: DashMap::new(),
+            account_share: mqtt.offline_account_bytes,
             queue_budget: mqtt.outbound_queue_bytes,
             total_budget: mqtt.outbound_total_bytes,
             detached: AtomicUsize::new(0),
@@ -259,6 +273,10 @@ impl Router {
             None => (None, None),
         };
         self.forget_empty_shelf(principal);
+        if let Some(resumed) = &resumed {
+            // Live again: its bytes stay in the broker's total, no longer in the parked share.
+            self.unpark_bytes(resumed.account, resumed.bytes());
+        }
         if let Some(expired) = expired {
             self.discard(expired, "session_expired");
         }
@@ -300,6 +318,8 @@ impl Router {
                 Some(link) if link.resumes => successor = Some((link, parked)),
                 Some(_) => discarded = Some((parked, "clean_start")),
                 None => {
+                    let parked = self.within_shares(parked);
+                    self.park_bytes(parked.account, parked.bytes());
                     let mut shelf = self.parked.entry(principal).or_default();
                     let pushed_off = shelf.put(parked, self.max_sessions);
                     discarded = pushed_off.map(|p| (p, "parked_sessions_cap"));
@@ -323,7 +343,68 @@ impl Router {
     /// Drops a parked session with what it holds, counting its envelopes under `why`.
     fn discard(&self, parked: Parked, why: &'static str) {
         self.total_held.fetch_sub(parked.bytes(), Ordering::AcqRel);
+        self.unpark_bytes(parked.account, parked.bytes());
         metrics::offline_discarded(why, parked.messages());
+    }
+
+    /// A session about to be parked, less its newest envelopes past what its account and the
+    /// parked share have room for (what a live session held when it ended is not yet parked
+    /// bytes, and parking may not take live deliveries' reserve): those are discarded and
+    /// counted under `offline_share`.
+    fn within_shares(&self, mut parked: Parked) -> Parked {
+        let account = self.accounts.get(&parked.account).map_or(0, |held| *held);
+        let room = self.account_share.saturating_sub(account).min(
+            self.parked_share
+                .saturating_sub(self.parked_held.load(Ordering::Acquire)),
+        );
+        let (freed, dropped) = parked.trim_to(room);
+        if dropped > 0 {
+            self.total_held.fetch_sub(freed, Ordering::AcqRel);
+            metrics::offline_discarded("offline_share", dropped);
+        }
+        parked
+    }
+
+    /// Counts `bytes` as parked, for `account` and broker-wide.
+    fn park_bytes(&self, account: PrincipalId, bytes: usize) {
+        self.parked_held.fetch_add(bytes, Ordering::AcqRel);
+        *self.accounts.entry(account).or_default() += bytes;
+    }
+
+    /// Counts `bytes` as no longer parked.
+    fn unpark_bytes(&self, account: PrincipalId, bytes: usize) {
+        self.parked_held.fetch_sub(bytes, Ordering::AcqRel);
+        if let Some(mut held) = self.accounts.get_mut(&account) {
+            *held = held.saturating_sub(bytes);
+        }
+        self.accounts.remove_if(&account, |_, held| *held == 0);
+    }
+
+    /// Takes `size` bytes for an envelope queued for a parked session of `account`: within
+    /// the account's share, the parked share and the broker's total, or not at all.
+    fn charge_parked(&self, account: PrincipalId, size: usize) -> Result<(), parked::Refused> {
+        {
+            let mut held = self.accounts.entry(account).or_default();
+            if *held + size > self.account_share {
+                return Err(parked::Refused::Account);
+            }
+            *held += size;
+        }
+        let refund = |router: &Router| {
+            if let Some(mut held) = router.accounts.get_mut(&account) {
+                *held -= size;
+            }
+        };
+        if !take_within(&self.parked_held, size, self.parked_share) {
+            refund(self);
+            return Err(parked::Refused::Broker);
+        }
+        if !take_within(&self.total_held, size, self.total_budget) {
+            self.parked_held.fetch_sub(size, Ordering::AcqRel);
+            refund(self);
+            return Err(parked::Refused::Broker);
+        }
+        Ok(())
     }
 
     fn forget_empty_shelf(&self, principal: PrincipalId) {
@@ -331,16 +412,26 @@ impl Router {
             .remove_if(&principal, |_, shelf| shelf.is_empty());
     }
 
-    /// Discards the parked sessions whose expiry has passed; returns how many remain.
+    /// Discards the parked sessions whose expiry has passed, and the envelopes that waited
+    /// longer than `mqtt.offline_queue_max_age_secs`; returns how many sessions remain.
     pub fn expire_parked(&self) -> usize {
         let now = Instant::now();
-        let mut gone = Vec::new();
+        let before = now.checked_sub(self.offline.max_age);
+        let (mut gone, mut aged) = (Vec::new(), Vec::new());
         self.parked.retain(|_, shelf| {
             gone.extend(shelf.expire(now));
+            if let Some(before) = before {
+                aged.extend(shelf.age_out(before));
+            }
             !shelf.is_empty()
         });
         for parked in gone {
             self.discard(parked, "session_expired");
+        }
+        for (account, bytes, messages) in aged {
+            self.total_held.fetch_sub(bytes, Ordering::AcqRel);
+            self.unpark_bytes(account, bytes);
+            metrics::offline_discarded("aged_out", messages);
         }
         self.parked.iter().map(|shelf| shelf.len()).sum()
     }
@@ -431,12 +522,12 @@ impl Router {
         }
         if qos >= 1 {
             if let Some(mut shelf) = self.parked.get_mut(&to) {
-                let charge = |size: usize| {
-                    let taken = take_within(&self.total_held, size, self.total_budget);
-                    if !taken {
+                let charge = |account, size| {
+                    let charged = self.charge_parked(account, size);
+                    if charged == Err(parked::Refused::Broker) {
                         metrics::hot().dropped_broker_budget.increment(1);
                     }
-                    taken
+                    charged
                 };
                 shelf.queue(payload, self.offline, charge, &mut tally);
             }
@@ -488,5 +579,82 @@ mod tests {
         );
         drop(budget);
         assert_eq!(total.load(Ordering::Acquire), 0);
+    }
+
+    /// One account's parked sessions hold at most its share, all parked sessions at most
+    /// theirs, and what a session parks with is trimmed to the room left.
+    #[test]
+    fn parked_bytes_are_bounded_per_account_and_broker_wide() {
+        let mqtt = crate::config::Mqtt {
+            outbound_total_bytes: 100,
+            offline_total_bytes: 50,
+            offline_account_bytes: 30,
+            offline_queue_bytes: 20,
+            ..crate::config::Config::default().mqtt
+        };
+        let router = Router::new(&mqtt);
+        let (account_a, account_b) = (PrincipalId([0xA; 16]), PrincipalId([0xB; 16]));
+        let park = |principal: PrincipalId, account, queued: &[&'static [u8]]| {
+            let waiting = queued.iter().map(|q| (Bytes::from_static(q), false));
+            // Its bytes are in the broker's total already, as a live session's would be.
+            let held: usize = queued.iter().map(|q| q.len()).sum();
+            router.total_held.fetch_add(held, Ordering::AcqRel);
+            let parked = Parked::new(
+                "c".into(),
+                account,
+                Some(1),
+                Vec::new(),
+                waiting,
+                Duration::from_secs(60),
+            );
+            router.park(principal, parked);
+        };
+        let (a1, a2, b1, b2, b3) = (
+            PrincipalId([1; 16]),
+            PrincipalId([2; 16]),
+            PrincipalId([3; 16]),
+            PrincipalId([4; 16]),
+            PrincipalId([5; 16]),
+        );
+        for (principal, account) in [
+            (a1, account_a),
+            (a2, account_a),
+            (b1, account_b),
+            (b2, account_b),
+        ] {
+            park(principal, account, &[]);
+        }
+        let ten = Bytes::from_static(&[0; 10]);
+        for _ in 0..2 {
+            assert_eq!(router.deliver(a1, &ten, 1), Delivery::Delivered);
+        }
+        assert_eq!(router.deliver(a2, &ten, 1), Delivery::Delivered);
+        assert_eq!(
+            router.deliver(a2, &ten, 1),
+            Delivery::QueueFull,
+            "account A holds 30"
+        );
+        assert_eq!(router.deliver(b1, &ten, 1), Delivery::Delivered);
+        assert_eq!(router.deliver(b2, &ten, 1), Delivery::Delivered);
+        assert_eq!(
+            router.deliver(b2, &ten, 1),
+            Delivery::BrokerBusy,
+            "parked hold 50"
+        );
+        assert_eq!(router.parked_held.load(Ordering::Acquire), 50);
+        // A session parking with 20 bytes finds no room: its newest go.
+        park(b3, account_b, &[b"0123456789", b"abcdefghij"]);
+        assert_eq!(router.parked_held.load(Ordering::Acquire), 50);
+        assert_eq!(router.total_held.load(Ordering::Acquire), 50);
+        // Discarding gives everything back.
+        router.kick_all(a1, Close::KickedByOperator);
+        router.kick_all(a2, Close::KickedByOperator);
+        assert_eq!(router.parked_held.load(Ordering::Acquire), 20);
+        assert!(router.accounts.get(&account_a).is_none());
+        assert_eq!(
+            router.deliver(b2, &ten, 1),
+            Delivery::Delivered,
+            "room again"
+        );
     }
 }

@@ -5,16 +5,21 @@
 //! Session Present = 0. One principal's parked sessions together are bounded
 //! (`mqtt.offline_queue_bytes`, `…_messages`, `…_max_age_secs`): a publish past a bound is
 //! refused, never dropped. This module knows nothing of live sessions or actix; the router
-//! charges the broker-wide byte total and counts what is discarded.
+//! charges what one account's parked sessions hold together, the parked share of the
+//! broker's budget and the broker-wide total, and counts what is discarded.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use sealrelay_wire::PrincipalId;
 
 /// A persistent session whose connection ended.
 pub struct Parked {
     pub client_id: String,
+    /// The account (a user, with the instances it added) whose parked bytes these count
+    /// toward.
+    pub account: PrincipalId,
     /// Granted QoS of the inbox subscription, if it had one.
     pub inbox_qos: Option<u8>,
     /// Written on the last connection and not acknowledged, in the order written: resent
@@ -43,9 +48,20 @@ pub struct Queued {
 pub struct Limits {
     pub bytes: usize,
     pub messages: usize,
-    /// Once the oldest waiting envelope is this old, new ones are refused: the recipient has
-    /// been gone long enough that a sender should hear so rather than queue more.
+    /// How long an envelope waits for a parked session at most: the router's sweep discards
+    /// older ones (`aged_out`), so what a session holds drains on its own clock whatever its
+    /// expiry.
     pub max_age: Duration,
+}
+
+/// Which bound a charge for a parked envelope met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The recipient's account holds what it may parked: the sender hears the recipient's
+    /// queue is full.
+    Account,
+    /// Parked sessions together hold their share of the broker, or the broker its total.
+    Broker,
 }
 
 /// What the sessions offered an envelope did with it.
@@ -64,6 +80,7 @@ impl Parked {
     /// `waiting` are the envelopes not yet written, each with whether it was written before.
     pub fn new(
         client_id: String,
+        account: PrincipalId,
         inbox_qos: Option<u8>,
         unacked: Vec<(u16, Bytes)>,
         waiting: impl IntoIterator<Item = (Bytes, bool)>,
@@ -82,6 +99,7 @@ impl Parked {
             + queued.iter().map(|q| q.payload.len()).sum::<usize>();
         Parked {
             client_id,
+            account,
             inbox_qos,
             unacked,
             queued,
@@ -97,6 +115,25 @@ impl Parked {
 
     pub fn messages(&self) -> usize {
         self.unacked.len() + self.queued.len()
+    }
+
+    /// Drops the newest envelopes until at most `bytes` are held; returns how many bytes
+    /// and envelopes went.
+    pub fn trim_to(&mut self, bytes: usize) -> (usize, usize) {
+        let (mut freed, mut dropped) = (0, 0);
+        while self.bytes > bytes {
+            let size = match self.queued.pop_back() {
+                Some(q) => q.payload.len(),
+                None => match self.unacked.pop() {
+                    Some((_, payload)) => payload.len(),
+                    None => break,
+                },
+            };
+            self.bytes -= size;
+            freed += size;
+            dropped += 1;
+        }
+        (freed, dropped)
     }
 
     /// Takes in what `later` (the same session, parked again after a takeover) holds: its
@@ -129,37 +166,38 @@ pub struct Shelf {
 
 impl Shelf {
     /// Queues `payload` (QoS 1) for every parked session subscribed at QoS 1, within
-    /// `limits` for all of them together; `charge` takes the bytes from the broker's total
-    /// or says there is no room.
+    /// `limits` for all of them together; `charge` takes the bytes for the session's
+    /// account, from the parked share and the broker's total, or says which bound refused.
     pub fn queue(
         &mut self,
         payload: &Bytes,
         limits: Limits,
-        mut charge: impl FnMut(usize) -> bool,
+        mut charge: impl FnMut(PrincipalId, usize) -> Result<(), Refused>,
         tally: &mut Tally,
     ) {
         let now = Instant::now();
         let mut bytes: usize = self.sessions.iter().map(Parked::bytes).sum();
         let mut messages: usize = self.sessions.iter().map(Parked::messages).sum();
-        let oldest = self
-            .sessions
-            .iter()
-            .filter_map(|p| p.queued.front().map(|q| q.since))
-            .min();
-        let stale = oldest.is_some_and(|since| now.duration_since(since) > limits.max_age);
         for parked in &mut self.sessions {
             if !parked.takes_qos1() || now >= parked.expires_at {
                 continue;
             }
             tally.subscribed += 1;
             let size = payload.len();
-            if stale || bytes + size > limits.bytes || messages + 1 > limits.messages {
+            if bytes + size > limits.bytes || messages + 1 > limits.messages {
                 tally.queue_full = true;
                 continue;
             }
-            if !charge(size) {
-                tally.broker_full = true;
-                continue;
+            match charge(parked.account, size) {
+                Ok(()) => {}
+                Err(Refused::Account) => {
+                    tally.queue_full = true;
+                    continue;
+                }
+                Err(Refused::Broker) => {
+                    tally.broker_full = true;
+                    continue;
+                }
             }
             parked.queued.push_back(Queued {
                 payload: payload.clone(),
@@ -205,6 +243,30 @@ impl Shelf {
         Some(self.sessions.swap_remove(first))
     }
 
+    /// Discards the waiting envelopes queued before `before`; returns, per session that lost
+    /// some, its account, the bytes and the number of envelopes.
+    pub fn age_out(&mut self, before: Instant) -> Vec<(PrincipalId, usize, usize)> {
+        let mut aged = Vec::new();
+        for parked in &mut self.sessions {
+            let (count, held) = (parked.queued.len(), parked.bytes);
+            parked.queued.retain(|q| {
+                let keep = q.since >= before;
+                if !keep {
+                    parked.bytes -= q.payload.len();
+                }
+                keep
+            });
+            if parked.queued.len() < count {
+                aged.push((
+                    parked.account,
+                    held - parked.bytes,
+                    count - parked.queued.len(),
+                ));
+            }
+        }
+        aged
+    }
+
     /// Takes off the sessions whose expiry has passed.
     pub fn expire(&mut self, now: Instant) -> Vec<Parked> {
         let (gone, kept) = std::mem::take(&mut self.sessions)
@@ -231,6 +293,8 @@ impl Shelf {
 mod tests {
     use super::*;
 
+    const ACCOUNT: PrincipalId = PrincipalId([1; 16]);
+
     const LIMITS: Limits = Limits {
         bytes: 10,
         messages: 3,
@@ -238,7 +302,14 @@ mod tests {
     };
 
     fn parked(id: &str, qos: Option<u8>) -> Parked {
-        Parked::new(id.into(), qos, Vec::new(), [], Duration::from_secs(60))
+        Parked::new(
+            id.into(),
+            ACCOUNT,
+            qos,
+            Vec::new(),
+            [],
+            Duration::from_secs(60),
+        )
     }
 
     #[test]
@@ -248,18 +319,39 @@ mod tests {
         shelf.put(parked("b", Some(1)), 8);
         shelf.put(parked("zero", Some(0)), 8);
         let mut tally = Tally::default();
-        shelf.queue(&Bytes::from_static(b"1234"), LIMITS, |_| true, &mut tally);
+        shelf.queue(
+            &Bytes::from_static(b"1234"),
+            LIMITS,
+            |_, _| Ok(()),
+            &mut tally,
+        );
         assert_eq!(
             (tally.subscribed, tally.taken, tally.queue_full),
             (2, 2, false)
         );
         // 8 bytes and 2 messages held: another 4 bytes fit neither session.
         let mut tally = Tally::default();
-        shelf.queue(&Bytes::from_static(b"1234"), LIMITS, |_| true, &mut tally);
+        shelf.queue(
+            &Bytes::from_static(b"1234"),
+            LIMITS,
+            |_, _| Ok(()),
+            &mut tally,
+        );
         assert_eq!((tally.taken, tally.queue_full), (0, true));
         let mut tally = Tally::default();
-        shelf.queue(&Bytes::from_static(b"1"), LIMITS, |_| false, &mut tally);
-        assert!(tally.broker_full && tally.taken == 0);
+        let broker = |_, _| Err(Refused::Broker);
+        shelf.queue(&Bytes::from_static(b"1"), LIMITS, broker, &mut tally);
+        assert!(tally.broker_full && !tally.queue_full && tally.taken == 0);
+        let mut tally = Tally::default();
+        let account = |a, _| {
+            if a == ACCOUNT {
+                Err(Refused::Account)
+            } else {
+                Ok(())
+            }
+        };
+        shelf.queue(&Bytes::from_static(b"1"), LIMITS, account, &mut tally);
+        assert!(tally.queue_full && !tally.broker_full && tally.taken == 0);
     }
 
     #[test]
@@ -267,6 +359,7 @@ mod tests {
         let mut shelf = Shelf::default();
         let first = Parked::new(
             "a".into(),
+            ACCOUNT,
             Some(1),
             vec![(7, Bytes::from_static(b"x"))],
             [(Bytes::from_static(b"y"), false)],
@@ -275,6 +368,7 @@ mod tests {
         shelf.put(first, 2);
         let again = Parked::new(
             "a".into(),
+            ACCOUNT,
             Some(1),
             vec![(1, Bytes::from_static(b"z"))],
             [],
@@ -301,10 +395,54 @@ mod tests {
     fn an_expired_session_is_not_resumed() {
         let mut shelf = Shelf::default();
         shelf.put(
-            Parked::new("a".into(), Some(1), Vec::new(), [], Duration::ZERO),
+            Parked::new("a".into(), ACCOUNT, Some(1), Vec::new(), [], Duration::ZERO),
             8,
         );
         let (resumed, expired) = shelf.take("a");
         assert!(resumed.is_none() && expired.is_some());
+    }
+
+    #[test]
+    fn trimming_drops_the_newest_first() {
+        let mut parked = Parked::new(
+            "a".into(),
+            ACCOUNT,
+            Some(1),
+            vec![(1, Bytes::from_static(b"aaaa"))],
+            [
+                (Bytes::from_static(b"bb"), false),
+                (Bytes::from_static(b"ccc"), false),
+            ],
+            Duration::from_secs(60),
+        );
+        assert_eq!(parked.trim_to(6), (3, 1), "ccc goes");
+        assert_eq!(parked.trim_to(0), (6, 2), "then bb, then aaaa");
+        assert_eq!((parked.bytes(), parked.messages()), (0, 0));
+    }
+
+    #[test]
+    fn envelopes_older_than_the_age_are_discarded_and_the_rest_kept() {
+        let mut shelf = Shelf::default();
+        shelf.put(parked("a", Some(1)), 8);
+        let mut tally = Tally::default();
+        shelf.queue(
+            &Bytes::from_static(b"old"),
+            LIMITS,
+            |_, _| Ok(()),
+            &mut tally,
+        );
+        let between = Instant::now();
+        std::thread::sleep(Duration::from_millis(5));
+        shelf.queue(
+            &Bytes::from_static(b"new!"),
+            LIMITS,
+            |_, _| Ok(()),
+            &mut tally,
+        );
+        assert_eq!(shelf.age_out(between), vec![(ACCOUNT, 3, 1)]);
+        assert!(shelf.age_out(between).is_empty(), "once");
+        let (kept, _) = shelf.take("a");
+        let kept = kept.unwrap();
+        assert_eq!((kept.bytes(), kept.messages()), (4, 1));
     }
 }
