@@ -137,3 +137,75 @@ fn http_failed_login_budgets_follow_the_forwarded_client_only_behind_a_trusted_p
         "a forged header buys nothing"
     );
 }
+
+/// IPv6 clients count per /64 (issue 25): one client holds a whole /64 and may use any
+/// address in it, so behind a trusted proxy every per-address budget — MQTT connections,
+/// failed logins, registrations — is spent by the prefix, not by each address (before: 1,100
+/// connections from one /64 all held, 60 failed logins accepted where one address gets 20).
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_clients_are_counted_per_64_in_every_per_address_budget() {
+    let broker = Broker::start_with(&[
+        ("SEALRELAY_MQTT_PROXY_PROTOCOL", "true"),
+        (
+            "SEALRELAY_SERVER_TRUSTED_PROXIES",
+            "[\"127.0.0.1\", \"127.0.0.2\"]",
+        ),
+        ("SEALRELAY_MQTT_MAX_CONNECTIONS_PER_IP", "2"),
+        ("SEALRELAY_AUTH_MAX_FAILURES_PER_IP", "2"),
+        ("SEALRELAY_AUTH_REGISTRATIONS_PER_IP_PER_HOUR", "3"),
+    ]);
+    let alice = broker.user("alice").await;
+    let login = (alice.login.as_str(), alice.auth_secret());
+    let tcp6 = |client: &str| format!("PROXY TCP6 {client} ::1 40000 1883\r\n").into_bytes();
+    let (_a, code) = connect(&broker, PROXY, &tcp6("2001:db8::1"), login, "a").await;
+    assert_eq!(code, Some(ConnectReturnCode::Success));
+    let (_b, code) = connect(&broker, PROXY, &tcp6("2001:db8::2"), login, "b").await;
+    assert_eq!(code, Some(ConnectReturnCode::Success));
+    let (_, code) = connect(&broker, PROXY, &tcp6("2001:db8::ffff:3"), login, "c").await;
+    assert_eq!(
+        code, None,
+        "a third address of the same /64 is over its share"
+    );
+    let (_d, code) = connect(&broker, PROXY, &tcp6("2001:db8:0:1::1"), login, "d").await;
+    assert_eq!(code, Some(ConnectReturnCode::Success), "another /64");
+
+    assert_eq!(failed_login(&broker, "x1", "2001:db8:5::a"), 401);
+    assert_eq!(failed_login(&broker, "x2", "2001:db8:5::b"), 401);
+    assert_eq!(
+        failed_login(&broker, "x3", "2001:db8:5::c"),
+        429,
+        "the /64's budget"
+    );
+    assert_eq!(
+        failed_login(&broker, "x4", "2001:db8:6::c"),
+        401,
+        "another /64"
+    );
+
+    // Registrations (alice's name is taken: each attempt counts, and answers 409).
+    let register = |forwarded_for: &str| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let body = serde_json::json!({
+            "name": "alice", "user_id": sealrelay_wire::PrincipalId::random(),
+            "public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "wrapped_key": "AAAA", "auth_secret": "A".repeat(43),
+            "kdf": {"salt": "AAAAAAAAAAAAAAAAAAAAAA==", "memory_kib": 19456, "iterations": 2, "parallelism": 1}
+        });
+        agent
+            .post(format!("http://{}/v1/users", broker.http))
+            .header("X-Forwarded-For", forwarded_for)
+            .send_json(&body)
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // The broker's test config lets the user above register from 127.0.0.1, not from here.
+    for address in ["2001:db8:7::1", "2001:db8:7::2", "2001:db8:7::3"] {
+        assert_eq!(register(address), 409);
+    }
+    assert_eq!(register("2001:db8:7::4"), 429, "the /64's registrations");
+    assert_eq!(register("2001:db8:8::4"), 409, "another /64");
+}

@@ -25,6 +25,7 @@ use subtle::ConstantTimeEq;
 use crate::config;
 use crate::directory::{Credentials, Directory};
 use crate::metrics;
+use crate::peers::AddressBlock;
 use crate::rate::Windows;
 
 /// Longest login (user name or instance id) accepted before any lookup.
@@ -52,13 +53,15 @@ pub struct Authenticator {
     /// `TRUSTED_PER_LOGIN`), trusted for `trusted_for`.
     trusted: DashMap<String, Vec<(IpAddr, Instant)>>,
     trusted_for: Duration,
+    /// Every address above is its block (`server.ipv6_prefix_bits`).
+    block: AddressBlock,
 }
 
 /// Addresses remembered per login: a user's home, office and phone, with room to spare.
 const TRUSTED_PER_LOGIN: usize = 8;
 
 impl Authenticator {
-    pub fn new(cfg: &config::Auth) -> Self {
+    pub fn new(cfg: &config::Auth, block: AddressBlock) -> Self {
         let window = Duration::from_secs(cfg.failure_window_secs);
         Authenticator {
             by_ip: Windows::new(window, cfg.max_failures_per_ip),
@@ -66,6 +69,7 @@ impl Authenticator {
             by_login: Windows::new(window, cfg.max_failures_per_login_all_addresses),
             trusted: DashMap::new(),
             trusted_for: Duration::from_secs(u64::from(cfg.trusted_address_days) * 86_400),
+            block,
         }
     }
 
@@ -96,6 +100,7 @@ impl Authenticator {
         secret: &str,
         expected: Option<[u8; 32]>,
     ) -> Result<(), AuthError> {
+        let ip = self.block.of(ip);
         // An over-long login names nobody: only its address is counted.
         let pair = (login.len() <= MAX_LOGIN_LEN).then(|| (login.to_owned(), ip));
         let limited = pair.as_ref().is_some_and(|p| self.by_login_ip.full(p))
@@ -175,13 +180,16 @@ mod tests {
 
     #[test]
     fn failures_lock_the_pair_not_the_login_and_trusted_addresses_stay_open() {
-        let a = Authenticator::new(&config::Auth {
-            failure_window_secs: 60,
-            max_failures_per_ip: 3,
-            max_failures_per_login: 2,
-            max_failures_per_login_all_addresses: 4,
-            ..Config::default().auth
-        });
+        let a = Authenticator::new(
+            &config::Auth {
+                failure_window_secs: 60,
+                max_failures_per_ip: 3,
+                max_failures_per_login: 2,
+                max_failures_per_login_all_addresses: 4,
+                ..Config::default().auth
+            },
+            AddressBlock::new(64),
+        );
         let right = Some(verifier("right"));
         let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
         assert!(a.check(ip(1), "alice", "right", right).is_ok(), "home");

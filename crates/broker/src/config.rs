@@ -38,6 +38,15 @@ pub struct Server {
     pub trusted_proxies: Vec<String>,
     /// Leave core dumps on and the process dumpable (debugging only).
     pub allow_core_dumps: bool,
+    /// IPv6 addresses count per prefix of this many bits in every per-address budget.
+    pub ipv6_prefix_bits: u8,
+}
+
+impl Server {
+    /// What one client address is, for every per-address budget.
+    pub fn address_block(&self) -> crate::peers::AddressBlock {
+        crate::peers::AddressBlock::new(self.ipv6_prefix_bits)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -387,6 +396,12 @@ impl Config {
                 "must be offline_queue_bytes <= offline_account_bytes <= offline_total_bytes < outbound_total_bytes, so live deliveries keep a reserve parked sessions cannot take".into(),
             ));
         }
+        if self.server.ipv6_prefix_bits > 128 {
+            problems.push(invalid(
+                "server.ipv6_prefix_bits",
+                "must be 1..=128 (64: one site's subnet)".into(),
+            ));
+        }
         if self.mqtt.max_connections == 0 || self.mqtt.max_connections_per_ip == 0 {
             problems.push(invalid(
                 "mqtt.max_connections",
@@ -399,6 +414,10 @@ impl Config {
                 self.mqtt.max_sessions_per_principal as u64,
             ),
             ("mqtt.max_inflight", u64::from(self.mqtt.max_inflight)),
+            (
+                "server.ipv6_prefix_bits",
+                u64::from(self.server.ipv6_prefix_bits),
+            ),
             (
                 "http.max_connections_per_ip",
                 self.http.max_connections_per_ip as u64,

@@ -147,7 +147,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let directory = Arc::new(Directory::open(&config.directory.database).await?);
     let prelogin_key = datadir::key_file(&config.directory.prelogin_key_file, "prelogin key")?;
     let operator_token = datadir::key_file(&config.admin.token_file, "admin token")?;
-    let authenticator = Arc::new(Authenticator::new(&config.auth));
+    let authenticator = Arc::new(Authenticator::new(
+        &config.auth,
+        config.server.address_block(),
+    ));
     let router = Arc::new(Router::new(&config.mqtt));
 
     let shutdown = CancellationToken::new();
@@ -181,7 +184,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         config.admin.token_file.clone(),
         tls_key,
     ]);
-    let limits = Arc::new(Limits::new(&config.mqtt));
+    let limits = Arc::new(Limits::new(&config.mqtt, config.server.address_block()));
     let max_packet = config.mqtt.max_packet_bytes;
     let client_ca = Some(config.mqtts.client_ca.as_path()).filter(|p| !p.as_os_str().is_empty());
     let trusted =

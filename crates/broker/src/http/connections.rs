@@ -17,7 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics;
 use crate::mqtt::proxy::TrustedProxies;
-use crate::peers::{AddressSlot, PerAddress};
+use crate::peers::{AddressBlock, AddressSlot, PerAddress};
 use sealrelay_wire::Close;
 
 /// Over-share connections answered with a 429 at once; past these they are closed.
@@ -61,9 +61,13 @@ pub(crate) struct OverShare {
 }
 
 impl ConnectionCaps {
-    pub(crate) fn new(max_per_ip: usize, trusted_proxies: TrustedProxies) -> ConnectionCaps {
+    pub(crate) fn new(
+        max_per_ip: usize,
+        block: AddressBlock,
+        trusted_proxies: TrustedProxies,
+    ) -> ConnectionCaps {
         ConnectionCaps {
-            per_ip: PerAddress::new(max_per_ip),
+            per_ip: PerAddress::new(max_per_ip, block),
             refusals: Arc::new(Semaphore::new(ANSWERED_REFUSALS)),
             trusted_proxies,
         }

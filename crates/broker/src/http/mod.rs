@@ -198,6 +198,16 @@ pub(crate) fn client_ip(req: &HttpRequest, state: &ApiState) -> IpAddr {
         .unwrap_or(peer)
 }
 
+/// The block of addresses (`server.ipv6_prefix_bits`) the client is counted under in the
+/// per-address windows.
+pub(crate) fn client_block(req: &HttpRequest, state: &ApiState) -> IpAddr {
+    state
+        .config
+        .server
+        .address_block()
+        .of(client_ip(req, state))
+}
+
 /// The credentials of an `Authorization: <scheme> <credentials>` header, as `detach_head`
 /// kept them: a copy wiped when dropped.
 pub(crate) fn authorization(req: &HttpRequest, scheme: &str) -> Option<Zeroizing<String>> {
@@ -455,7 +465,11 @@ pub fn bind(
     https: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
 ) -> std::io::Result<(actix_web::dev::Server, SocketAddr, Option<SocketAddr>)> {
     let http = &state.config.http;
-    let caps = ConnectionCaps::new(http.max_connections_per_ip, state.trusted_proxies.clone());
+    let caps = ConnectionCaps::new(
+        http.max_connections_per_ip,
+        state.config.server.address_block(),
+        state.trusted_proxies.clone(),
+    );
     let capacity = Capacity {
         workers: http.workers,
         connections: http.max_connections,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::peers::{AddressSlot, PerAddress};
+use crate::peers::{AddressBlock, AddressSlot, PerAddress};
 use sealrelay_wire::Close;
 
 pub struct Limits {
@@ -24,10 +24,10 @@ pub struct ConnectionSlot {
 }
 
 impl Limits {
-    pub fn new(config: &crate::config::Mqtt) -> Limits {
+    pub fn new(config: &crate::config::Mqtt, block: AddressBlock) -> Limits {
         Limits {
             global: Arc::new(Semaphore::new(config.max_connections)),
-            per_ip: PerAddress::new(config.max_connections_per_ip),
+            per_ip: PerAddress::new(config.max_connections_per_ip, block),
         }
     }
 

@@ -535,7 +535,8 @@ impl Session {
             // MQTT-3.1.3-8: a session to come back to needs a name to come back with.
             return self.refuse_connect(ctx, Reason::ClientIdNotValid, Close::RefusedClientId);
         }
-        if !self.shared.connects_by_ip.admit(self.peer.ip()) {
+        let block = self.shared.config.server.address_block().of(self.peer.ip());
+        if !self.shared.connects_by_ip.admit(block) {
             return self.refuse_connect(
                 ctx,
                 Reason::ConnectionRateExceeded,
