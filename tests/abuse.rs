@@ -276,7 +276,13 @@ async fn a_reconnect_loop_is_refused_past_the_connect_rate_and_writes_no_more_ro
 async fn never_reading_sessions_together_hold_at_most_the_broker_budget() {
     use sealrelay_client::{ClientError, MqttVersion};
 
-    let broker = Broker::start_with(&[("SEALRELAY_MQTT_OUTBOUND_TOTAL_BYTES", "65536")]);
+    // Parked sessions' shares scaled down with the total, as the config requires.
+    let broker = Broker::start_with(&[
+        ("SEALRELAY_MQTT_OUTBOUND_TOTAL_BYTES", "65536"),
+        ("SEALRELAY_MQTT_OFFLINE_TOTAL_BYTES", "32768"),
+        ("SEALRELAY_MQTT_OFFLINE_ACCOUNT_BYTES", "16384"),
+        ("SEALRELAY_MQTT_OFFLINE_QUEUE_BYTES", "16384"),
+    ]);
     let mut alice = broker.user("alice").await;
     let mut stuck = Vec::new();
     let mut ids = Vec::new();

@@ -31,8 +31,13 @@ fn v1(client: &str) -> Vec<u8> {
 }
 
 fn v2(client: [u8; 4]) -> Vec<u8> {
+    v2_command(0x21, client)
+}
+
+/// A v2 header with version and command byte `command` (0x21 PROXY, 0x20 LOCAL).
+fn v2_command(command: u8, client: [u8; 4]) -> Vec<u8> {
     let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
-    h.extend_from_slice(&[0x21, 0x11, 0x00, 0x0c]);
+    h.extend_from_slice(&[command, 0x11, 0x00, 0x0c]);
     h.extend_from_slice(&client);
     h.extend_from_slice(&[127, 0, 0, 1]);
     h.extend_from_slice(&40001u16.to_be_bytes());
@@ -208,4 +213,35 @@ async fn ipv6_clients_are_counted_per_64_in_every_per_address_budget() {
     }
     assert_eq!(register("2001:db8:7::4"), 429, "the /64's registrations");
     assert_eq!(register("2001:db8:8::4"), 409, "another /64");
+}
+
+/// A v2 LOCAL header is the proxy speaking for itself (issue 25: its addresses were
+/// believed): the connection counts as the proxy's, whatever addresses the header carries.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_header_names_no_client() {
+    let broker = Broker::start_with(&[
+        ("SEALRELAY_MQTT_PROXY_PROTOCOL", "true"),
+        ("SEALRELAY_SERVER_TRUSTED_PROXIES", "[\"127.0.0.2\"]"),
+        ("SEALRELAY_MQTT_MAX_CONNECTIONS_PER_IP", "1"),
+    ]);
+    let alice = broker.user("alice").await;
+    let login = (alice.login.as_str(), alice.auth_secret());
+    let (_first, code) = connect(
+        &broker,
+        PROXY,
+        &v2_command(0x20, [203, 0, 113, 9]),
+        login,
+        "a",
+    )
+    .await;
+    assert_eq!(code, Some(ConnectReturnCode::Success));
+    let (_, code) = connect(
+        &broker,
+        PROXY,
+        &v2_command(0x20, [203, 0, 113, 10]),
+        login,
+        "b",
+    )
+    .await;
+    assert_eq!(code, None, "both count as the proxy's own address");
 }

@@ -106,6 +106,10 @@ pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, P
             }
             ppp::v1::Addresses::Unknown => None,
         }),
+        // A LOCAL header is the proxy speaking for itself (a health check): whatever
+        // addresses it carries name no client (PROXY protocol spec §2.2), so the connection's
+        // own address stands.
+        ppp::HeaderResult::V2(Ok(h)) if h.command == ppp::v2::Command::Local => Ok(None),
         ppp::HeaderResult::V2(Ok(h)) => Ok(match h.addresses {
             ppp::v2::Addresses::IPv4(a) => {
                 Some(SocketAddr::new(a.source_address.into(), a.source_port))
