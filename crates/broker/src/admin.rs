@@ -28,14 +28,14 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    pub fn new(api: Arc<ApiState>, token: &[u8; 32]) -> AdminState {
+    pub fn new(api: Arc<ApiState>, token: &[u8]) -> AdminState {
         let token_digest = Sha256::digest(operator_token_text(token).as_bytes()).into();
         AdminState { api, token_digest }
     }
 }
 
 /// The bearer token for the 32 secret bytes of `admin.token_file`.
-pub fn operator_token_text(token: &[u8; 32]) -> zeroize::Zeroizing<String> {
+pub fn operator_token_text(token: &[u8]) -> zeroize::Zeroizing<String> {
     zeroize::Zeroizing::new(b64::encode_url(token))
 }
 

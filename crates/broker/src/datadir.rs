@@ -6,6 +6,7 @@
 //!
 //! Uses std only. Never logs a file's content: paths and modes only.
 
+use zeroize::Zeroizing;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -62,9 +63,15 @@ pub fn create_database(path: &Path) -> Result<(), DataError> {
         .map_err(file_error("database", path))
 }
 
+/// A 32-byte secret from a key file, on the heap and wiped when dropped: moving it moves a
+/// pointer, so it leaves no copy in the stack frames it passes through.
+pub type KeyBytes = Zeroizing<Box<[u8]>>;
+
+const KEY_LEN: usize = 32;
+
 /// Reads a 32-byte secret (prelogin's fake-salt key, the operator token), creating it
 /// (mode 0600) if absent.
-pub fn key_file(path: &Path, what: &'static str) -> Result<[u8; 32], DataError> {
+pub fn key_file(path: &Path, what: &'static str) -> Result<KeyBytes, DataError> {
     match read_key_file(path, what) {
         Err(DataError::File { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             create_key_file(path, what)
@@ -75,21 +82,24 @@ pub fn key_file(path: &Path, what: &'static str) -> Result<[u8; 32], DataError> 
 
 /// Reads a 32-byte secret the broker created; never creates one (the admin CLI must find
 /// the broker's token, not make its own).
-pub fn read_key_file(path: &Path, what: &'static str) -> Result<[u8; 32], DataError> {
-    std::fs::read(path)
-        .map_err(file_error(what, path))?
-        .try_into()
-        .map_err(|_| {
-            file_error(what, path)(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "expected exactly 32 bytes",
-            ))
-        })
+pub fn read_key_file(path: &Path, what: &'static str) -> Result<KeyBytes, DataError> {
+    let key = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(file_error(what, path))?
+            .into_boxed_slice(),
+    );
+    if key.len() != KEY_LEN {
+        return Err(file_error(what, path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "expected exactly 32 bytes",
+        )));
+    }
+    Ok(key)
 }
 
-fn create_key_file(path: &Path, what: &'static str) -> Result<[u8; 32], DataError> {
+fn create_key_file(path: &Path, what: &'static str) -> Result<KeyBytes, DataError> {
     use rand_core::RngCore;
-    let mut key = [0u8; 32];
+    let mut key = Zeroizing::new(vec![0u8; KEY_LEN].into_boxed_slice());
     rand_core::OsRng.fill_bytes(&mut key);
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);

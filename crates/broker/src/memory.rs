@@ -106,6 +106,17 @@ unsafe fn wipe(ptr: *mut u8, len: usize) {
     zeroize::Zeroize::zeroize(std::slice::from_raw_parts_mut(ptr, len));
 }
 
+/// Zeroes the stack below the caller's frame, where the frames of what it just called lay
+/// (libsodium's `sodium_stackzero`): for a secret handled once on a thread whose stack is
+/// rarely reused — the operator token's digest, made at start on the main thread, leaves its
+/// bytes in the hash's state there.
+#[inline(never)]
+pub fn scrub_stack() {
+    let mut below = [0u8; 64 * 1024];
+    zeroize::Zeroize::zeroize(&mut below[..]);
+    std::hint::black_box(&below);
+}
+
 /// Turns core dumps off for this process (`RLIMIT_CORE` 0, and not dumpable: no core file,
 /// and only root may read its memory or attach a debugger), unless `allowed` (the
 /// `server.allow_core_dumps` key, for debugging), which is warned about.

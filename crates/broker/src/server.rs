@@ -287,8 +287,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             key: "http.listen / https.listen",
             source,
         })?;
-    let (admin_server, admin_addr) =
-        admin::bind(Arc::new(AdminState::new(api.clone(), &operator_token))).map_err(|source| {
+    let admin_state = Arc::new(AdminState::new(api.clone(), &operator_token));
+    // From here on the broker keeps only the token's digest.
+    drop(operator_token);
+    crate::memory::scrub_stack();
+    let (admin_server, admin_addr) = admin::bind(admin_state).map_err(|source| {
             ServerError::Bind {
                 what: "the admin API",
                 addr: config.admin.listen,

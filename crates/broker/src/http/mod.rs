@@ -41,7 +41,7 @@ pub struct ApiState {
     pub router: Arc<Router>,
     pub metrics: PrometheusHandle,
     /// Keys the fake salts returned for unknown names.
-    pub prelogin_key: [u8; 32],
+    pub prelogin_key: crate::datadir::KeyBytes,
     /// Proxies whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
     pub trusted_proxies: TrustedProxies,
     /// The bound port of the wss listener, if on: where the web console's MQTT link goes.
