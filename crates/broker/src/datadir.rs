@@ -4,12 +4,12 @@
 //! group or others can read, and the single-node lock that keeps a second broker off the same
 //! database.
 //!
-//! Uses std only. Never logs a file's content: paths and modes only.
+//! Uses std, and zeroize for the key files' secrets. Never logs a file's content: paths and modes only.
 
-use zeroize::Zeroizing;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 #[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};

@@ -291,13 +291,12 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     // From here on the broker keeps only the token's digest.
     drop(operator_token);
     crate::memory::scrub_stack();
-    let (admin_server, admin_addr) = admin::bind(admin_state).map_err(|source| {
-            ServerError::Bind {
-                what: "the admin API",
-                addr: config.admin.listen,
-                key: "admin.listen (SEALRELAY_ADMIN_LISTEN)",
-                source,
-            }
+    let (admin_server, admin_addr) =
+        admin::bind(admin_state).map_err(|source| ServerError::Bind {
+            what: "the admin API",
+            addr: config.admin.listen,
+            key: "admin.listen (SEALRELAY_ADMIN_LISTEN)",
+            source,
         })?;
     let http = http_server.handle();
     let admin = admin_server.handle();
