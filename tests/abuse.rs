@@ -1021,6 +1021,33 @@ async fn prelogin_parameters_do_not_tell_accounts_from_unknown_names() {
         seen.insert(first.params.memory_kib);
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
+    // Round two (issue 25): a client may choose a longer salt, and an account with one was
+    // told from unknown names (always 16 bytes). The salt's length is drawn with the
+    // parameters now: unknown names take every shape accounts have, and only those.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let carol = serde_json::json!({
+        "name": "carol", "user_id": sealrelay_wire::PrincipalId::random(),
+        "public_key": sealrelay_wire::b64::encode(&[9; 32]),
+        "wrapped_key": "AAAA", "auth_secret": "C".repeat(43),
+        "kdf": {"salt": sealrelay_wire::b64::encode(&[7; 32]), "memory_kib": 19456, "iterations": 2, "parallelism": 1}
+    });
+    let status = agent
+        .post(format!("http://{}/v1/users", broker.http))
+        .send_json(&carol)
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{status}");
+    assert_eq!(api.prelogin("carol").await.unwrap().salt.len(), 32);
+    let mut shapes = std::collections::BTreeSet::new();
+    for i in 0..60 {
+        let spec = api.prelogin(&format!("nobody{i}")).await.unwrap();
+        shapes.insert((spec.salt.len(), spec.params.memory_kib));
+    }
+    let accounts = [(16, 19_456), (16, 24_576), (32, 19_456)];
+    assert_eq!(shapes, accounts.into_iter().collect(), "{shapes:?}");
 }
 
 /// A connection to the API from `from`, its request `head` sent.

@@ -227,6 +227,10 @@ async fn put_keyring(
     Ok(())
 }
 
+/// What prelogin reveals of an account besides its salt's bytes: the salt's length and the
+/// Argon2id parameters. Unknown names are answered with shapes drawn from the accounts' mix.
+type KdfShape = (u32, u32, u32, u32);
+
 pub struct Directory {
     pool: SqlitePool,
     /// principal → principals it may address; symmetric.
@@ -239,7 +243,7 @@ pub struct Directory {
     /// How many users have each KDF parameter set (memory, iterations, parallelism): unknown
     /// names get parameters drawn from this mix, so an account's parameters do not tell it
     /// from a name nobody has.
-    kdf_mix: std::sync::Mutex<BTreeMap<(u32, u32, u32), u64>>,
+    kdf_mix: std::sync::Mutex<BTreeMap<KdfShape, u64>>,
     /// Held across every write that changes credentials or pairings, from the SQL until
     /// the maps above are updated: commits and map updates then happen in the same order,
     /// so memory and SQLite agree after any interleaving. SQLite serialises writers anyway,
@@ -367,20 +371,23 @@ impl Directory {
 
     /// Sets (or with `None` forgets) a user's salt and parameters, keeping the mix counted.
     fn remember_kdf(&self, login: &str, spec: Option<(Vec<u8>, KdfParams)>) {
-        let key = |p: &KdfParams| (p.memory_kib, p.iterations, p.parallelism);
+        let shape = |(salt, p): &(Vec<u8>, KdfParams)| {
+            let salt_len = u32::try_from(salt.len()).unwrap_or(u32::MAX);
+            (salt_len, p.memory_kib, p.iterations, p.parallelism)
+        };
         let mut mix = self.kdf_mix.lock().unwrap_or_else(|p| p.into_inner());
         let old = match spec {
             Some(spec) => {
-                *mix.entry(key(&spec.1)).or_default() += 1;
+                *mix.entry(shape(&spec)).or_default() += 1;
                 self.kdfs.insert(login.to_owned(), spec)
             }
             None => self.kdfs.remove(login).map(|(_, spec)| spec),
         };
-        if let Some((_, params)) = old {
-            if let Some(n) = mix.get_mut(&key(&params)) {
+        if let Some(old) = old {
+            if let Some(n) = mix.get_mut(&shape(&old)) {
                 *n -= 1;
                 if *n == 0 {
-                    mix.remove(&key(&params));
+                    mix.remove(&shape(&old));
                 }
             }
         }
@@ -630,19 +637,20 @@ impl Directory {
         self.kdfs.get(name).map(|spec| spec.clone())
     }
 
-    /// KDF parameters drawn from those users have, weighted by how many have each: `pick`
-    /// (derived from a name) chooses. `None` while there are no users.
-    pub fn kdf_drawn(&self, pick: u64) -> Option<KdfParams> {
+    /// A salt length and KDF parameters drawn from those users have, weighted by how many
+    /// have each: `pick` (derived from a name) chooses. `None` while there are no users.
+    pub fn kdf_drawn(&self, pick: u64) -> Option<(usize, KdfParams)> {
         let mix = self.kdf_mix.lock().unwrap_or_else(|p| p.into_inner());
         let total: u64 = mix.values().sum();
         let mut at = pick.checked_rem(total)?;
-        for (&(memory_kib, iterations, parallelism), &n) in mix.iter() {
+        for (&(salt_len, memory_kib, iterations, parallelism), &n) in mix.iter() {
             if at < n {
-                return Some(KdfParams {
+                let params = KdfParams {
                     memory_kib,
                     iterations,
                     parallelism,
-                });
+                };
+                return Some((salt_len as usize, params));
             }
             at -= n;
         }

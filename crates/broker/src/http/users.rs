@@ -73,13 +73,17 @@ fn kdf_answer(
     fake_label: &[u8],
 ) -> HttpResponse {
     let derive = Hkdf::<Sha256>::new(Some(&state.prelogin_key), name.as_bytes());
-    let (mut salt, mut pick) = (vec![0u8; 16], [0u8; 8]);
+    let mut pick = [0u8; 8];
+    derive
+        .expand(b"sealrelay/v1/fake-kdf", &mut pick)
+        .expect("8 bytes is a valid HKDF length");
+    // The salt's length is drawn with the parameters: a client may choose 16..=64 bytes.
+    let (salt_len, drawn) = (state.directory.kdf_drawn(u64::from_le_bytes(pick)))
+        .unwrap_or_else(|| (16, state.config.kdf.advertised()));
+    let mut salt = vec![0u8; salt_len];
     derive
         .expand(fake_label, &mut salt)
-        .and_then(|()| derive.expand(b"sealrelay/v1/fake-kdf", &mut pick))
-        .expect("16 and 8 bytes are valid HKDF lengths");
-    let drawn = (state.directory.kdf_drawn(u64::from_le_bytes(pick)))
-        .unwrap_or_else(|| state.config.kdf.advertised());
+        .expect("16..=64 bytes is a valid HKDF length");
     let (salt, params) = found.unwrap_or((salt, drawn));
     HttpResponse::Ok().json(KdfSpec { salt, params })
 }
