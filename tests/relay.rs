@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Broker;
+use common::{Broker, Raw, RawRead};
 use sealrelay_client::{Identity, MqttVersion};
 
 fn cli_ok(broker: &Broker, args: &[&str], password: &str) -> String {
@@ -274,4 +274,81 @@ async fn a_request_takes_the_reply_that_names_it_and_skips_strays() {
         .await
         .unwrap();
     assert_eq!(answer.as_slice(), b"the answer");
+}
+
+/// A delivery larger than the recipient's client takes (its MQTT 5 Maximum Packet Size) is
+/// discarded "as if sent" (MQTT-3.1.2-25); the publisher used to get PUBACK 0x00 for it (issue
+/// 25). It now hears why: PUBACK 0x97 `recipient_max_packet`, and a smaller envelope still goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_hears_when_the_recipient_takes_no_packet_that_large() {
+    use rumqttc::v5::mqttbytes::v5::{Connect, ConnectProperties, Login, Packet, Publish};
+    use rumqttc::v5::mqttbytes::QoS;
+
+    let broker = Broker::start();
+    let mut alice = broker.user("alice").await;
+    let instance = broker.instance_of(&mut alice).await;
+    let mut small = Raw::open(broker.mqtt).await;
+    let connect = Connect {
+        keep_alive: 30,
+        client_id: "small".into(),
+        clean_start: true,
+        properties: Some(ConnectProperties {
+            max_packet_size: Some(1024),
+            ..ConnectProperties::new()
+        }),
+    };
+    let login = Login {
+        username: instance.login.clone(),
+        password: instance.auth_secret().into(),
+    };
+    small
+        .send_v5(Packet::Connect(connect, None, Some(login)))
+        .await;
+    assert!(
+        matches!(small.read(Duration::from_secs(5)).await, RawRead::Packet(p) if matches!(*p, Packet::ConnAck(_)))
+    );
+    small.subscribe_inbox(instance.id).await;
+
+    let mut publisher = Raw::connect_v5(broker.mqtt, (&alice.login, alice.auth_secret()), 0).await;
+    for (pkid, size) in [(1u16, 2000usize), (2, 100)] {
+        let envelope = alice
+            .seal_to(instance.id, &instance.public_key(), &vec![b'x'; size])
+            .unwrap();
+        let mut publish = Publish::new(
+            instance.id.inbox_topic(),
+            QoS::AtLeastOnce,
+            envelope.to_vec(),
+            None,
+        );
+        publish.pkid = pkid;
+        publisher.send_v5(Packet::Publish(publish)).await;
+        let RawRead::Packet(p) = publisher.read(Duration::from_secs(5)).await else {
+            panic!("no PUBACK");
+        };
+        let Packet::PubAck(ack) = *p else {
+            panic!("expected PUBACK, got {p:?}");
+        };
+        let label = ack.properties.and_then(|p| p.reason_string);
+        if size > 1000 {
+            assert_eq!(
+                ack.reason,
+                rumqttc::v5::mqttbytes::v5::PubAckReason::QuotaExceeded
+            );
+            assert_eq!(label.as_deref(), Some("recipient_max_packet"));
+        } else {
+            assert_eq!(
+                ack.reason,
+                rumqttc::v5::mqttbytes::v5::PubAckReason::Success,
+                "{label:?}"
+            );
+        }
+    }
+    // The small one arrives; the large one never did.
+    match small.read(Duration::from_secs(5)).await {
+        RawRead::Packet(p) => assert!(
+            matches!(*p, Packet::Publish(ref p) if p.payload.len() < 1000),
+            "{p:?}"
+        ),
+        other => panic!("the small envelope: {other:?}"),
+    }
 }

@@ -40,6 +40,8 @@ pub enum PublishRefusal {
     BrokerBusy,
     /// The recipient is between connections and the queue kept for it is full.
     RecipientQueueFull,
+    /// The recipient's client takes no packet this large (its MQTT Maximum Packet Size).
+    TooLargeForRecipient,
     /// The topic is not an inbox.
     NotAnInbox,
     /// A code this SDK does not know.
@@ -59,6 +61,7 @@ impl PublishRefusal {
             (Some(Close::TopicNotInbox), _) => PublishRefusal::NotAnInbox,
             (Some(Close::BrokerBusy), _) => PublishRefusal::BrokerBusy,
             (Some(Close::OfflineQueueFull), _) => PublishRefusal::RecipientQueueFull,
+            (Some(Close::RecipientMaxPacket), _) => PublishRefusal::TooLargeForRecipient,
             (_, 0x97) => PublishRefusal::RecipientBusy,
             _ => PublishRefusal::Other,
         }
@@ -76,6 +79,9 @@ impl std::fmt::Display for PublishRefusal {
             PublishRefusal::EnvelopeTooLarge => "it is larger than the broker accepts",
             PublishRefusal::RecipientBusy => {
                 "the recipient is not reading fast enough; retry later"
+            }
+            PublishRefusal::TooLargeForRecipient => {
+                "the recipient's client takes no message this large (it set a smaller MQTT Maximum Packet Size); send less"
             }
             PublishRefusal::RecipientQueueFull => {
                 "the recipient is disconnected and the messages the broker keeps for it fill its queue; retry once it is back"

@@ -155,6 +155,9 @@ pub enum Close {
     /// PUBACK (3.1.1: close): the recipient is between connections and its persistent
     /// sessions' queue is full.
     OfflineQueueFull,
+    /// PUBACK (3.1.1: close): every session of the recipient takes no packet this large (its
+    /// client's MQTT 5 Maximum Packet Size).
+    RecipientMaxPacket,
     /// DISCONNECT: the client sends faster than it reads its own acknowledgements.
     SlowReader,
     /// Close (no DISCONNECT: the socket is full): the socket took no bytes for
@@ -195,7 +198,7 @@ pub enum Close {
 
 impl Close {
     /// Every variant, for the docs test.
-    pub const ALL: [Close; 44] = [
+    pub const ALL: [Close; 45] = [
         Close::ClientDisconnect,
         Close::ConnectionLost,
         Close::ClosedBeforeConnect,
@@ -223,6 +226,7 @@ impl Close {
         Close::RecipientBackpressure,
         Close::BrokerBusy,
         Close::OfflineQueueFull,
+        Close::RecipientMaxPacket,
         Close::SlowReader,
         Close::SendTimeout,
         Close::KeepaliveTimeout,
@@ -272,6 +276,7 @@ impl Close {
             Close::RecipientBackpressure => "recipient_backpressure",
             Close::BrokerBusy => "broker_busy",
             Close::OfflineQueueFull => "offline_queue_full",
+            Close::RecipientMaxPacket => "recipient_max_packet",
             Close::SlowReader => "slow_reader",
             Close::SendTimeout => "send_timeout",
             Close::KeepaliveTimeout => "keepalive_timeout",
@@ -321,6 +326,7 @@ impl Close {
             | Close::RecipientBackpressure
             | Close::BrokerBusy
             | Close::OfflineQueueFull
+            | Close::RecipientMaxPacket
             | Close::SlowReader
             | Close::SendTimeout
             | Close::EnvelopeTooLarge => Reason::QuotaExceeded,

@@ -613,7 +613,7 @@ impl Session {
                 since: self.meter.connected_at,
                 counts: self.meter.counts.clone(),
             },
-            (!connect.clean_start, expiry > 0),
+            (!connect.clean_start, expiry > 0, connect.max_packet_size),
         );
         let router = &self.shared.router;
         let Some(attached) = router.attach(principal, link.clone(), connect.clean_start) else {
@@ -759,6 +759,9 @@ impl Session {
             Delivery::Backpressure => (Reason::QuotaExceeded, Some(Close::RecipientBackpressure)),
             Delivery::QueueFull => (Reason::QuotaExceeded, Some(Close::OfflineQueueFull)),
             Delivery::BrokerBusy => (Reason::QuotaExceeded, Some(Close::BrokerBusy)),
+            Delivery::TooLargeForRecipient => {
+                (Reason::QuotaExceeded, Some(Close::RecipientMaxPacket))
+            }
         };
         if let Some(why) = refused.filter(|_| publish.qos > 0 && self.version == Version::V311) {
             // 3.1.1 cannot refuse one publish; acknowledging would lose it silently.
@@ -1086,7 +1089,7 @@ impl Handler<Deliver> for Session {
             return;
         };
         let size = msg.payload.len();
-        let frame_size = size + live.inbox.len() + 16;
+        let frame_size = crate::router::delivery_frame(size);
         if live
             .client_max_packet
             .is_some_and(|max| frame_size > max as usize)

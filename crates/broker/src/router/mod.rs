@@ -128,6 +128,9 @@ pub struct SessionHandle {
     resumes: bool,
     /// Outlives its connection (a Session Expiry above 0): a takeover finds state to resume.
     persistent: bool,
+    /// The largest delivery the client takes (MQTT 5 Maximum Packet Size), counted as the
+    /// session counts it: the payload, the inbox topic and 16 bytes of framing.
+    max_packet: Option<u32>,
 }
 
 impl SessionHandle {
@@ -137,7 +140,7 @@ impl SessionHandle {
         pending: Arc<Budget>,
         sink: Box<dyn SessionSink>,
         facts: Facts,
-        (resumes, persistent): (bool, bool),
+        (resumes, persistent, max_packet): (bool, bool, Option<u32>),
     ) -> Arc<Self> {
         Arc::new(SessionHandle {
             id,
@@ -148,7 +151,15 @@ impl SessionHandle {
             inbox_qos: AtomicU8::new(NOT_SUBSCRIBED),
             resumes,
             persistent,
+            max_packet,
         })
+    }
+
+    /// Whether a delivery of `frame` bytes is within what the client takes. One that is
+    /// not would be discarded "as if sent" (MQTT-3.1.2-25); the router tells the publisher
+    /// instead.
+    pub fn takes(&self, frame: usize) -> bool {
+        self.max_packet.is_none_or(|max| frame <= max as usize)
     }
 
     /// Granted QoS of the inbox subscription, if any.
@@ -183,7 +194,19 @@ pub enum Delivery {
     /// No subscribed session took it, and some for the broker-wide budget: the broker is
     /// busy, not (only) the recipient.
     BrokerBusy,
+    /// No session took it, and some because it is larger than their clients take.
+    TooLargeForRecipient,
 }
+
+/// The size of the delivery of a `payload`-byte envelope, as it counts against a client's
+/// Maximum Packet Size: the payload, the inbox topic, and 16 bytes of framing (more than a
+/// PUBLISH's fixed header, packet id and properties take).
+pub fn delivery_frame(payload: usize) -> usize {
+    payload + INBOX_TOPIC_LEN + 16
+}
+
+/// `sr/v1/inbox/` and 32 hex digits.
+const INBOX_TOPIC_LEN: usize = sealrelay_wire::INBOX_PREFIX.len() + 32;
 
 /// What [`Router::attach`] found for a new session.
 pub struct Attached {
@@ -502,6 +525,11 @@ impl Router {
             }
             tally.subscribed += 1;
             let size = payload.len();
+            if !link.takes(delivery_frame(size)) {
+                metrics::refused("client_max_packet");
+                tally.too_large = true;
+                continue;
+            }
             match link
                 .pending
                 .take(size, self.queue_budget, self.total_budget)
@@ -543,6 +571,11 @@ impl Router {
                 broker_full: true,
                 ..
             } => Delivery::BrokerBusy,
+            Tally {
+                taken: 0,
+                too_large: true,
+                ..
+            } => Delivery::TooLargeForRecipient,
             Tally {
                 taken: 0,
                 queue_full: true,

@@ -74,6 +74,8 @@ pub struct Tally {
     pub broker_full: bool,
     /// Some parked session refused for its principal's bounds.
     pub queue_full: bool,
+    /// Some live session's client takes no packet this large.
+    pub too_large: bool,
 }
 
 impl Parked {
