@@ -45,14 +45,21 @@ fn v2_command(command: u8, client: [u8; 4]) -> Vec<u8> {
     h
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_trusted_proxy_names_the_client_and_per_address_limits_see_it() {
+/// A broker that believes PROXY headers from 127.0.0.2 and gives each address one MQTT
+/// connection, and a user of it.
+async fn behind_a_proxy_with_one_share() -> (Broker, sealrelay_client::Identity) {
     let broker = Broker::start_with(&[
         ("SEALRELAY_MQTT_PROXY_PROTOCOL", "true"),
         ("SEALRELAY_SERVER_TRUSTED_PROXIES", "[\"127.0.0.2\"]"),
         ("SEALRELAY_MQTT_MAX_CONNECTIONS_PER_IP", "1"),
     ]);
     let alice = broker.user("alice").await;
+    (broker, alice)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_proxy_names_the_client_and_per_address_limits_see_it() {
+    let (broker, alice) = behind_a_proxy_with_one_share().await;
     let login = (alice.login.as_str(), alice.auth_secret());
 
     // Two clients behind one proxy address: each has its own share (v1 and v2 headers).
@@ -95,14 +102,18 @@ async fn a_trusted_proxy_names_the_client_and_per_address_limits_see_it() {
     );
 }
 
+/// An HTTP client that returns error statuses instead of failing on them.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
 /// HTTP status of `GET /v1/me` with a wrong secret for `login`, through a proxy that says
 /// the client is `forwarded_for`.
 fn failed_login(broker: &Broker, login: &str, forwarded_for: &str) -> u16 {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    agent
+    agent()
         .get(format!("http://{}/v1/me", broker.http))
         .header("Authorization", common::basic_auth(login, &"A".repeat(43)))
         .header("X-Forwarded-For", forwarded_for)
@@ -110,6 +121,17 @@ fn failed_login(broker: &Broker, login: &str, forwarded_for: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
+}
+
+/// Each (login, forwarded client, expected status) of failed logins, in turn.
+fn failed_logins(broker: &Broker, steps: &[(&str, &str, u16)]) {
+    for &(login, client, status) in steps {
+        assert_eq!(
+            failed_login(broker, login, client),
+            status,
+            "{login} from {client}"
+        );
+    }
 }
 
 /// HTTP load balancers forward the client in `X-Forwarded-For`: believed from a trusted
@@ -120,26 +142,24 @@ fn http_failed_login_budgets_follow_the_forwarded_client_only_behind_a_trusted_p
         ("SEALRELAY_SERVER_TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
         ("SEALRELAY_AUTH_MAX_FAILURES_PER_IP", "2"),
     ]);
-    assert_eq!(failed_login(&trusting, "a1", "198.51.100.1"), 401);
-    assert_eq!(failed_login(&trusting, "a2", "198.51.100.1"), 401);
-    assert_eq!(
-        failed_login(&trusting, "a3", "198.51.100.1"),
-        429,
-        "that client's budget is spent"
-    );
-    assert_eq!(
-        failed_login(&trusting, "b1", "198.51.100.2"),
-        401,
-        "not its neighbour's"
+    failed_logins(
+        &trusting,
+        &[
+            ("a1", "198.51.100.1", 401),
+            ("a2", "198.51.100.1", 401),
+            ("a3", "198.51.100.1", 429), // that client's budget is spent
+            ("b1", "198.51.100.2", 401), // not its neighbour's
+        ],
     );
 
     let direct = Broker::start_with(&[("SEALRELAY_AUTH_MAX_FAILURES_PER_IP", "2")]);
-    assert_eq!(failed_login(&direct, "a1", "198.51.100.1"), 401);
-    assert_eq!(failed_login(&direct, "a2", "198.51.100.2"), 401);
-    assert_eq!(
-        failed_login(&direct, "a3", "198.51.100.3"),
-        429,
-        "a forged header buys nothing"
+    failed_logins(
+        &direct,
+        &[
+            ("a1", "198.51.100.1", 401),
+            ("a2", "198.51.100.2", 401),
+            ("a3", "198.51.100.3", 429), // a forged header buys nothing
+        ],
     );
 }
 
@@ -174,32 +194,25 @@ async fn ipv6_clients_are_counted_per_64_in_every_per_address_budget() {
     let (_d, code) = connect(&broker, PROXY, &tcp6("2001:db8:0:1::1"), login, "d").await;
     assert_eq!(code, Some(ConnectReturnCode::Success), "another /64");
 
-    assert_eq!(failed_login(&broker, "x1", "2001:db8:5::a"), 401);
-    assert_eq!(failed_login(&broker, "x2", "2001:db8:5::b"), 401);
-    assert_eq!(
-        failed_login(&broker, "x3", "2001:db8:5::c"),
-        429,
-        "the /64's budget"
-    );
-    assert_eq!(
-        failed_login(&broker, "x4", "2001:db8:6::c"),
-        401,
-        "another /64"
+    failed_logins(
+        &broker,
+        &[
+            ("x1", "2001:db8:5::a", 401),
+            ("x2", "2001:db8:5::b", 401),
+            ("x3", "2001:db8:5::c", 429), // the /64's budget
+            ("x4", "2001:db8:6::c", 401), // another /64
+        ],
     );
 
     // Registrations (alice's name is taken: each attempt counts, and answers 409).
     let register = |forwarded_for: &str| {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
         let body = serde_json::json!({
             "name": "alice", "user_id": sealrelay_wire::PrincipalId::random(),
             "public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
             "wrapped_key": "AAAA", "auth_secret": "A".repeat(43),
             "kdf": {"salt": "AAAAAAAAAAAAAAAAAAAAAA==", "memory_kib": 19456, "iterations": 2, "parallelism": 1}
         });
-        agent
+        agent()
             .post(format!("http://{}/v1/users", broker.http))
             .header("X-Forwarded-For", forwarded_for)
             .send_json(&body)
@@ -219,12 +232,7 @@ async fn ipv6_clients_are_counted_per_64_in_every_per_address_budget() {
 /// believed): the connection counts as the proxy's, whatever addresses the header carries.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_local_header_names_no_client() {
-    let broker = Broker::start_with(&[
-        ("SEALRELAY_MQTT_PROXY_PROTOCOL", "true"),
-        ("SEALRELAY_SERVER_TRUSTED_PROXIES", "[\"127.0.0.2\"]"),
-        ("SEALRELAY_MQTT_MAX_CONNECTIONS_PER_IP", "1"),
-    ]);
-    let alice = broker.user("alice").await;
+    let (broker, alice) = behind_a_proxy_with_one_share().await;
     let login = (alice.login.as_str(), alice.auth_secret());
     let (_first, code) = connect(
         &broker,
