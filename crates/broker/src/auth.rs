@@ -31,7 +31,14 @@ use crate::rate::Windows;
 /// Longest login (user name or instance id) accepted before any lookup.
 pub const MAX_LOGIN_LEN: usize = 128;
 
-pub use sealrelay_wire::verifier;
+/// The verifier of a presented secret (protocol §2.3), leaving no copy of the secret behind:
+/// the hash's state, which holds the secret's text, lies in the stack frames below this one,
+/// and they are zeroed before returning (a login secret lives in memory only for its check).
+pub fn verifier(secret: &str) -> [u8; 32] {
+    let verifier = sealrelay_wire::verifier(secret);
+    crate::memory::scrub_stack::<4096>();
+    verifier
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

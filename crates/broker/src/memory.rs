@@ -106,13 +106,13 @@ unsafe fn wipe(ptr: *mut u8, len: usize) {
     zeroize::Zeroize::zeroize(std::slice::from_raw_parts_mut(ptr, len));
 }
 
-/// Zeroes the stack below the caller's frame, where the frames of what it just called lay
-/// (libsodium's `sodium_stackzero`): for a secret handled once on a thread whose stack is
-/// rarely reused — the operator token's digest, made at start on the main thread, leaves its
-/// bytes in the hash's state there.
+/// Zeroes `BYTES` of the stack below the caller's frame, where the frames of what it just
+/// called lay (libsodium's `sodium_stackzero`): a hash of a secret leaves the secret's bytes in
+/// the hash's state there — the operator token's digest, made at start on a main thread whose
+/// stack is rarely reused, and each login secret's verifier.
 #[inline(never)]
-pub fn scrub_stack() {
-    let mut below = [0u8; 64 * 1024];
+pub fn scrub_stack<const BYTES: usize>() {
+    let mut below = [0u8; BYTES];
     zeroize::Zeroize::zeroize(&mut below[..]);
     std::hint::black_box(&below);
 }

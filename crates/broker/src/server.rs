@@ -290,7 +290,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let admin_state = Arc::new(AdminState::new(api.clone(), &operator_token));
     // From here on the broker keeps only the token's digest.
     drop(operator_token);
-    crate::memory::scrub_stack();
+    crate::memory::scrub_stack::<{ 64 * 1024 }>();
     let (admin_server, admin_addr) =
         admin::bind(admin_state).map_err(|source| ServerError::Bind {
             what: "the admin API",
