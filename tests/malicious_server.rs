@@ -435,6 +435,7 @@ async fn a_lying_directory_gets_no_login_secret_from_weak_or_ruinous_kdf_paramet
                 matches!(e, ClientError::Crypto(CryptoError::KdfRefused(r)) if r == refused),
                 "{e}"
             );
+            liar.only_prelogin_was_sent();
         };
         typed(
             Identity::login_user(&api, "alice", "pw-alice")
@@ -442,14 +443,12 @@ async fn a_lying_directory_gets_no_login_secret_from_weak_or_ruinous_kdf_paramet
                 .err()
                 .unwrap(),
         );
-        liar.only_prelogin_was_sent();
         typed(
             Identity::roll_back_password(&api, "alice", "pw-alice")
                 .await
                 .err()
                 .unwrap(),
         );
-        liar.only_prelogin_was_sent();
         // The CLI, in the user's words: every verb that logs a user in, and registration,
         // which derives at the server's parameters when they are stronger than the floor.
         let dir = tempfile::tempdir().unwrap();

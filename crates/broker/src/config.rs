@@ -396,7 +396,7 @@ impl Config {
                 "must be offline_queue_bytes <= offline_account_bytes <= offline_total_bytes < outbound_total_bytes, so live deliveries keep a reserve parked sessions cannot take".into(),
             ));
         }
-        if self.server.ipv6_prefix_bits > 128 {
+        if !(1..=128).contains(&self.server.ipv6_prefix_bits) {
             problems.push(invalid(
                 "server.ipv6_prefix_bits",
                 "must be 1..=128 (64: one site's subnet)".into(),
@@ -414,10 +414,6 @@ impl Config {
                 self.mqtt.max_sessions_per_principal as u64,
             ),
             ("mqtt.max_inflight", u64::from(self.mqtt.max_inflight)),
-            (
-                "server.ipv6_prefix_bits",
-                u64::from(self.server.ipv6_prefix_bits),
-            ),
             (
                 "http.max_connections_per_ip",
                 self.http.max_connections_per_ip as u64,

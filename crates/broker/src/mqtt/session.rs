@@ -174,7 +174,6 @@ struct Live {
     account: PrincipalId,
     inbox: Bytes,
     link: Arc<SessionHandle>,
-    client_max_packet: Option<u32>,
     max_inflight: usize,
     next_pkid: u16,
     /// QoS 1 deliveries written but not yet acknowledged: packet id → (order written,
@@ -644,7 +643,6 @@ impl Session {
                 .account_of(principal, credentials.kind),
             inbox: Bytes::from(principal.inbox_topic()),
             link,
-            client_max_packet: connect.max_packet_size,
             max_inflight: usize::from(
                 self.shared
                     .config
@@ -1088,17 +1086,8 @@ impl Handler<Deliver> for Session {
             }
             return;
         };
+        // The router handed over only what the client takes (its Maximum Packet Size).
         let size = msg.payload.len();
-        let frame_size = crate::router::delivery_frame(size);
-        if live
-            .client_max_packet
-            .is_some_and(|max| frame_size > max as usize)
-        {
-            // MQTT-3.1.2-25: a packet over the client's maximum is discarded as if sent.
-            metrics::refused("client_max_packet");
-            self.pending.release(size);
-            return;
-        }
         if msg.qos == 0 {
             let topic = live.inbox.clone();
             self.write_delivery(topic, 0, 0, msg.payload, size, false);

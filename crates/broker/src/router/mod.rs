@@ -128,8 +128,8 @@ pub struct SessionHandle {
     resumes: bool,
     /// Outlives its connection (a Session Expiry above 0): a takeover finds state to resume.
     persistent: bool,
-    /// The largest delivery the client takes (MQTT 5 Maximum Packet Size), counted as the
-    /// session counts it: the payload, the inbox topic and 16 bytes of framing.
+    /// The largest delivery the client takes (MQTT 5 Maximum Packet Size), against which
+    /// [`delivery_frame`] is counted.
     max_packet: Option<u32>,
 }
 
@@ -201,7 +201,7 @@ pub enum Delivery {
 /// The size of the delivery of a `payload`-byte envelope, as it counts against a client's
 /// Maximum Packet Size: the payload, the inbox topic, and 16 bytes of framing (more than a
 /// PUBLISH's fixed header, packet id and properties take).
-pub fn delivery_frame(payload: usize) -> usize {
+fn delivery_frame(payload: usize) -> usize {
     payload + INBOX_TOPIC_LEN + 16
 }
 
@@ -365,9 +365,21 @@ impl Router {
 
     /// Drops a parked session with what it holds, counting its envelopes under `why`.
     fn discard(&self, parked: Parked, why: &'static str) {
-        self.total_held.fetch_sub(parked.bytes(), Ordering::AcqRel);
-        self.unpark_bytes(parked.account, parked.bytes());
-        metrics::offline_discarded(why, parked.messages());
+        self.discard_envelopes(parked.account, parked.bytes(), parked.messages(), why);
+    }
+
+    /// Gives back what `messages` parked envelopes of `account` held (`bytes`), counting
+    /// them under `why`.
+    fn discard_envelopes(
+        &self,
+        account: PrincipalId,
+        bytes: usize,
+        messages: usize,
+        why: &'static str,
+    ) {
+        self.total_held.fetch_sub(bytes, Ordering::AcqRel);
+        self.unpark_bytes(account, bytes);
+        metrics::offline_discarded(why, messages);
     }
 
     /// A session about to be parked, less its newest envelopes past what its account and the
@@ -452,9 +464,7 @@ impl Router {
             self.discard(parked, "session_expired");
         }
         for (account, bytes, messages) in aged {
-            self.total_held.fetch_sub(bytes, Ordering::AcqRel);
-            self.unpark_bytes(account, bytes);
-            metrics::offline_discarded("aged_out", messages);
+            self.discard_envelopes(account, bytes, messages, "aged_out");
         }
         self.parked.iter().map(|shelf| shelf.len()).sum()
     }

@@ -3,8 +3,9 @@
 //! for it until it expires, is resumed, or is discarded. In memory only: the broker's disk
 //! holds metadata, never an envelope, so a restart loses these and a client learns it from
 //! Session Present = 0. One principal's parked sessions together are bounded
-//! (`mqtt.offline_queue_bytes`, `…_messages`, `…_max_age_secs`): a publish past a bound is
-//! refused, never dropped. This module knows nothing of live sessions or actix; the router
+//! (`mqtt.offline_queue_bytes`, `…_messages`): a publish past a bound is refused, never
+//! dropped; an envelope that waited past `mqtt.offline_queue_max_age_secs` is discarded and
+//! counted. This module knows nothing of live sessions or actix; the router
 //! charges what one account's parked sessions hold together, the parked share of the
 //! broker's budget and the broker-wide total, and counts what is discarded.
 
