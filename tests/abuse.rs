@@ -1074,13 +1074,19 @@ async fn answer(tcp: &mut tokio::net::TcpStream) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-/// `sealrelay_http_connections_open{transport="http"}`, read from 127.0.0.2.
-async fn open_api_connections(addr: std::net::SocketAddr) -> u64 {
+/// A series of the broker's metrics, read from 127.0.0.2 (the address these tests fill is
+/// 127.0.0.1, where the broker would refuse the reading).
+async fn metric_from_elsewhere(addr: std::net::SocketAddr, series: &str) -> u64 {
     const METRICS: &str = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let page = answer(&mut http_from(addr, "127.0.0.2", METRICS).await).await;
     page.lines()
-        .find_map(|l| l.strip_prefix(r#"sealrelay_http_connections_open{transport="http"} "#))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// `sealrelay_http_connections_open{transport="http"}`.
+async fn open_api_connections(addr: std::net::SocketAddr) -> u64 {
+    metric_from_elsewhere(addr, r#"sealrelay_http_connections_open{transport="http"}"#).await
 }
 
 /// The slow-body finding's second half: 20,000 held API connections from one client took
@@ -1189,4 +1195,120 @@ async fn one_address_holds_at_most_its_share_of_api_connections() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A keep-alive `GET /healthz` from `from` on a new connection: the status line of the answer
+/// (empty if the broker closed without one), and the connection, left open.
+async fn healthz_kept_alive(
+    addr: std::net::SocketAddr,
+    from: &str,
+) -> (String, tokio::net::TcpStream) {
+    const HEALTH: &str = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut tcp = http_from(addr, from, HEALTH).await;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    // `{"status":"ok"}` ends a 200; a 429 closes after its body.
+    while !answer.ends_with(b"}") {
+        let read = tokio::io::AsyncReadExt::read(&mut tcp, &mut chunk);
+        match tokio::time::timeout(Duration::from_secs(5), read).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&chunk[..n]),
+            Ok(_) => break,
+            Err(_) => panic!("no answer within 5 s from {from}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    (text.lines().next().unwrap_or("").to_owned(), tcp)
+}
+
+/// The second attack run's finding 4: 25 addresses, each holding 64 keep-alive connections
+/// and sending a request on each now and then, filled `http.max_connections`, and a fresh
+/// address waited in the backlog until it timed out. Now, near full, a block takes another
+/// connection only under its fair share, and when full a newcomer takes the place of an idle
+/// connection of the block holding the most: every connection is answered at once (200, or
+/// 429 over the fair share), and a fresh address is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn addresses_filling_the_api_leave_a_fresh_address_its_share() {
+    let broker = Broker::start_with(&[("SEALRELAY_HTTP_MAX_CONNECTIONS", "64")]);
+    let mut held = Vec::new();
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+    for from in ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"] {
+        for _ in 0..24 {
+            let (status, tcp) = healthz_kept_alive(broker.http, from).await;
+            *statuses.entry(status).or_default() += 1;
+            held.push(tcp);
+        }
+    }
+    assert_eq!(
+        statuses.keys().collect::<Vec<_>>(),
+        ["HTTP/1.1 200 OK", "HTTP/1.1 429 Too Many Requests"],
+        "{statuses:?}"
+    );
+    for fresh in ["127.0.0.21", "127.0.0.22"] {
+        let (status, _tcp) = healthz_kept_alive(broker.http, fresh).await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "{fresh}");
+    }
+    let evicted =
+        broker.counter(r#"sealrelay_connections_total{transport="http",outcome="evicted_idle"}"#);
+    assert!(evicted >= 2, "{evicted}");
+    let open = open_api_connections(broker.http).await;
+    assert!(open <= 64, "{open} connections held over the cap of 64");
+}
+
+/// The second attack run's finding 3: 2,000 sockets from one address that never sent a
+/// ClientHello took the HTTPS listener (its per-address share applied only after the
+/// handshake), and HTTPS from another address succeeded 1 time in 5. Now a connection is
+/// admitted at accept, before its handshake: one address holds its share of pending
+/// handshakes, the rest are closed at once, and other addresses are served throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_tls_handshakes_from_one_address_leave_the_api_to_others() {
+    let broker = Broker::start_with(&[
+        ("SEALRELAY_HTTP_MAX_CONNECTIONS", "200"),
+        ("SEALRELAY_HTTP_HEADER_TIMEOUT_SECS", "20"),
+    ]);
+    let mut stalled = Vec::new();
+    for _ in 0..400 {
+        stalled.push(http_from(broker.https, "127.0.0.1", "").await);
+    }
+    let config = sealrelay_client::endpoint::tls_config(Some(&broker.dev_cert())).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(config);
+    for _ in 0..5 {
+        let started = Instant::now();
+        let request = async {
+            let tcp = http_from(broker.https, "127.0.0.2", "").await;
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            let head = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+            tokio::io::AsyncWriteExt::write_all(&mut tls, head.as_bytes())
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut answer)
+                .await
+                .ok();
+            String::from_utf8_lossy(&answer).into_owned()
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(3), request)
+            .await
+            .expect("HTTPS from another address is served within 3 s");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+    let plain = answer(
+        &mut http_from(
+            broker.http,
+            "127.0.0.3",
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await,
+    )
+    .await;
+    assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
+    // 64 held, 64 more waiting for their 429, the rest refused at accept.
+    let refused = metric_from_elsewhere(
+        broker.http,
+        r#"sealrelay_connections_total{transport="https",outcome="refused_ip_capacity"}"#,
+    )
+    .await;
+    assert!(refused >= 400 - 64, "{refused}");
+    drop(stalled);
 }

@@ -238,9 +238,14 @@ pub fn bind(
     let listen = state.api.config.admin.listen;
     let capacity = http::Capacity {
         workers: 1,
-        connections: 64,
         header_timeout: Duration::from_secs(5),
-        caps: None,
+        // One operator's tools, from one address or a few: no share per address.
+        caps: http::ConnectionCaps::new(
+            64,
+            64,
+            state.api.config.server.address_block(),
+            Default::default(),
+        ),
     };
     let (server, addrs) = http::bind_app(listen, None, capacity, state, configure)?;
     Ok((server, addrs[0]))

@@ -1,6 +1,6 @@
-//! Per-address connection shares: how many connections one client address holds at once,
-//! for the MQTT listeners (`mqtt.max_connections_per_ip`) and the HTTP ones
-//! (`http.max_connections_per_ip`) alike. An [`AddressSlot`] is held by each admitted
+//! Per-address connection shares: how many connections one client address holds at once on
+//! the MQTT listeners (`mqtt.max_connections_per_ip`; the HTTP listeners keep theirs with
+//! their fair share, in `http::connections`). An [`AddressSlot`] is held by each admitted
 //! connection for its whole life and gives its place back when dropped. It knows nothing of
 //! the protocols: the listeners decide how an over-share connection is answered.
 //!

@@ -274,10 +274,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         ),
     });
     let https = match config.https.listen.0 {
-        Some(addr) => Some((
-            addr,
-            certificate.server_config(&[b"h2", b"http/1.1"], None)?,
-        )),
+        Some(addr) => Some((addr, certificate.server_config(&[b"http/1.1"], None)?)),
         None => None,
     };
     let (http_server, http_addr, https_addr) =

@@ -11,6 +11,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
+use super::listener::Connection;
 use super::{ApiError, ApiState, Result};
 
 /// A file of web/dist: the path it is served at, its media type and its bytes.
@@ -108,7 +109,8 @@ pub(super) async fn serve(req: HttpRequest, state: web::Data<ApiState>) -> Resul
             "the web console is switched off (https.console = false)",
         ));
     }
-    if !req.app_config().secure() {
+    let secure = req.conn_data::<Connection>().is_some_and(|c| c.secure);
+    if !secure {
         return Err(ApiError::NotFound(
             "the web console is served over HTTPS only: open the [https] listener's address",
         ));

@@ -10,6 +10,7 @@ pub(crate) use users::INVITE_PREFIX;
 mod connections;
 mod console;
 mod instances;
+mod listener;
 mod me;
 mod users;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use actix_web::dev::{Service, ServiceRequest};
 use actix_web::http::{header, ConnectionType, StatusCode};
-use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use futures_util::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -30,7 +31,8 @@ use crate::metrics;
 use crate::mqtt::proxy::TrustedProxies;
 use crate::rate::Windows;
 use crate::router::Router;
-use connections::{Admitted, ConnectionCaps, OverShare};
+pub(crate) use connections::ConnectionCaps;
+use listener::{Connection, Listener};
 use sealrelay_wire::{b64, PrincipalKind};
 use zeroize::Zeroizing;
 
@@ -465,16 +467,15 @@ pub fn bind(
     https: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
 ) -> std::io::Result<(actix_web::dev::Server, SocketAddr, Option<SocketAddr>)> {
     let http = &state.config.http;
-    let caps = ConnectionCaps::new(
-        http.max_connections_per_ip,
-        state.config.server.address_block(),
-        state.trusted_proxies.clone(),
-    );
     let capacity = Capacity {
         workers: http.workers,
-        connections: http.max_connections,
         header_timeout: Duration::from_secs(http.header_timeout_secs),
-        caps: Some(Arc::new(caps)),
+        caps: ConnectionCaps::new(
+            http.max_connections,
+            http.max_connections_per_ip,
+            state.config.server.address_block(),
+            state.trusted_proxies.clone(),
+        ),
     };
     let (server, addrs) = bind_app(http.listen, https, capacity, state, configure)?;
     Ok((server, addrs[0], addrs.get(1).copied()))
@@ -497,13 +498,11 @@ fn may_carry_secret(head: &actix_web::dev::RequestHead) -> bool {
 pub(crate) struct Capacity {
     /// Threads; 0 means one per core.
     pub workers: usize,
-    /// Connections held at once, all workers together.
-    pub connections: usize,
     /// A request's headers must arrive within this of the connection (or of the previous
     /// response); past it actix answers 408 and closes.
     pub header_timeout: Duration,
-    /// A share of `connections` per client address, if any.
-    pub caps: Option<Arc<ConnectionCaps>>,
+    /// Who may hold the server's connections.
+    pub caps: ConnectionCaps,
 }
 
 /// An HTTP server on `listen` (and over TLS on `https`) whose app is `configure` over
@@ -518,21 +517,29 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
 ) -> std::io::Result<(actix_web::dev::Server, Vec<SocketAddr>)> {
     let Capacity {
         workers,
-        connections,
         header_timeout,
         caps,
     } = capacity;
-    let workers = Config::worker_count(workers);
-    let per_worker = connections.div_ceil(workers).max(1);
+    let mut listeners = vec![Listener::bind(listen, None)?];
+    if let Some((addr, tls)) = https {
+        listeners.push(Listener::bind(addr, Some(tls))?);
+    }
+    let addrs = listeners
+        .iter()
+        .map(|l| l.socket.local_addr())
+        .collect::<std::io::Result<_>>()?;
+    let serving = listener::Serving {
+        workers: Config::worker_count(workers),
+        header_timeout,
+        caps: Arc::new(caps),
+    };
     let data = web::Data::from(state);
-    let server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(data.clone())
             .wrap_fn(|mut req, srv| {
-                if let Some(connection) = req.conn_data::<Admitted>() {
-                    connection.requested();
-                }
-                if req.conn_data::<OverShare>().is_some() {
+                let connection = req.conn_data::<Connection>();
+                let Some(live) = connection.and_then(|c| c.live.clone()) else {
                     let refusal = ApiError::TooMany(
                         "this address holds its whole share of API connections (http.max_connections_per_ip): close some, then retry",
                     );
@@ -540,12 +547,14 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
                     response.head_mut().set_connection_type(ConnectionType::Close);
                     metrics::http_request(route_label(req.match_pattern().as_deref()), 429);
                     return futures_util::future::ready(Ok(req.into_response(response))).boxed_local();
-                }
+                };
+                let serving = live.serving();
                 let secret = may_carry_secret(req.head());
                 if secret {
                     detach_head(&mut req);
                 }
                 srv.call(req).map(move |mut res| {
+                    drop(serving);
                     // The route is known only after routing, so it is read off the response.
                     if let Ok(res) = &mut res {
                         let route = route_label(res.request().match_pattern().as_deref());
@@ -561,22 +570,6 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
                 .boxed_local()
             })
             .configure(configure)
-    })
-    .workers(workers)
-    .max_connections(per_worker)
-    .client_request_timeout(header_timeout)
-    .disable_signals()
-    .shutdown_timeout(5)
-    .on_connect(move |io, extensions| {
-        if let Some(caps) = &caps {
-            caps.on_connect(io, extensions);
-        }
-    })
-    .bind(listen)?;
-    let server = match https {
-        Some((addr, tls)) => server.bind_rustls_0_23(addr, Arc::unwrap_or_clone(tls))?,
-        None => server,
     };
-    let addrs = server.addrs();
-    Ok((server.run(), addrs))
+    Ok((listener::run(listeners, serving, app)?, addrs))
 }
