@@ -197,11 +197,15 @@ fn upgrade(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> 
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
+    let host = headers
+        .iter()
+        .find(|(name, _)| *name == "Host")
+        .map_or(addr.to_string(), |(_, host)| host.to_string());
     let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
     );
-    for (name, value) in headers {
+    for (name, value) in headers.iter().filter(|(name, _)| *name != "Host") {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
@@ -259,6 +263,10 @@ async fn refusals_fail_cleanly_and_leave_other_sessions_working() {
     );
 
     let own_origin = format!("http://{}", broker.ws);
+    // A page of a domain its owner points at this broker's address (DNS rebinding): its
+    // Origin is on the host it connected to, but the certificate does not cover that host.
+    let rebound = format!("rebound.example:{}", broker.ws.port());
+    let rebound_origin = format!("http://{rebound}");
     // The broker's own console: the same host, the HTTPS port.
     let console_origin = format!("https://127.0.0.1:{}", broker.https.port());
     for (path, headers, status) in [
@@ -281,6 +289,15 @@ async fn refusals_fail_cleanly_and_leave_other_sessions_working() {
             vec![
                 ("Sec-WebSocket-Protocol", "mqtt"),
                 ("Origin", "https://127.0.0.1.evil.example"),
+            ],
+            "403",
+        ),
+        (
+            "/mqtt",
+            vec![
+                ("Sec-WebSocket-Protocol", "mqtt"),
+                ("Host", rebound.as_str()),
+                ("Origin", rebound_origin.as_str()),
             ],
             "403",
         ),

@@ -151,6 +151,43 @@ fn the_console_is_served_over_https_only_under_a_strict_policy() {
             );
         }
     }
+    // The page's MQTT link names the host it was loaded from only if the certificate covers
+    // that host: a `Host` chosen by the sender (a rebinding domain, a forged header) sends
+    // the console nowhere, and its policy allows no connection there.
+    for (host, expected) in [
+        ("localhost", Some("localhost")),
+        ("rebound.example", None),
+        ("127.0.0.2", None),
+    ] {
+        let mut answer = agent
+            .get(&format!(
+                "https://127.0.0.1:{}/console.json",
+                broker.https.port()
+            ))
+            .header("Host", format!("{host}:{}", broker.https.port()))
+            .call()
+            .unwrap();
+        let policy = answer
+            .headers()
+            .get("content-security-policy")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let site: serde_json::Value =
+            serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
+        match expected {
+            Some(named) => {
+                let url = format!("wss://{named}:{}/mqtt", broker.wss.port());
+                assert_eq!(site["mqtt_url"], url, "{host}");
+                assert!(policy.contains(&format!("connect-src 'self' wss://{named}:")));
+            }
+            None => {
+                assert_eq!(site["mqtt_url"], serde_json::Value::Null, "{host}");
+                assert!(policy.contains("connect-src 'self';"), "{host}: {policy}");
+            }
+        }
+    }
     let page = agent
         .get(&format!("https://127.0.0.1:{}/", broker.https.port()))
         .call()

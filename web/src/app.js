@@ -109,7 +109,10 @@ setInterval(() => session && refresh().catch(() => {}), 15_000);
 async function connect() {
   if (!session) return;
   if (!site.mqtt_url) {
-    link("failed", "this broker serves no MQTT over WebSocket (wss) for the console");
+    link(
+      "failed",
+      "this broker serves no MQTT over WebSocket (wss) for the console at this address: open the console by a name its certificate covers, or set https.console_mqtt_url",
+    );
     return;
   }
   link("connecting", "connecting…");

@@ -210,7 +210,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             "MQTT over WebSocket",
             "ws.listen",
             config.ws.listen.0,
-            Front::ws(&config.ws, max_packet, None),
+            Front::ws(&config.ws, max_packet, None, certificate.clone()),
             config.ws.proxy_protocol,
         ),
         (
@@ -221,6 +221,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 &config.wss,
                 max_packet,
                 Some(certificate.server_config(&[b"http/1.1"], None)?),
+                certificate.clone(),
             ),
             config.wss.proxy_protocol,
         ),
@@ -260,6 +261,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         prelogin_key,
         trusted_proxies: trusted.clone(),
         wss_port: mqtt_addrs[3].map(|a| a.port()),
+        certificate: certificate.clone(),
         registrations: Windows::new(
             Duration::from_secs(3600),
             config.auth.registrations_per_ip_per_hour,

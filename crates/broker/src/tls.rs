@@ -207,6 +207,26 @@ impl Certificate {
         Ok(true)
     }
 
+    /// Whether the certificate being served is valid for `host` (a DNS name or an IP address,
+    /// an IPv6 one with or without brackets). A name the certificate covers is one a browser
+    /// reached this broker by after checking it; a name chosen by whoever sent a request (a
+    /// rebinding domain, a forged `Host`) is not, so the web console's MQTT URL and the
+    /// WebSocket listeners' same-host Origin rule trust only such names.
+    pub fn vouches_for(&self, host: &str) -> bool {
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let Ok(name) = rustls::pki_types::ServerName::try_from(host) else {
+            return false;
+        };
+        let current = self.current.read().expect("lock").clone();
+        current.cert.first().is_some_and(|leaf| {
+            webpki::EndEntityCert::try_from(leaf)
+                .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
+        })
+    }
+
     /// Checks the files every `every` until the task is dropped.
     pub fn watch(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
@@ -254,5 +274,29 @@ impl Certificate {
         let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_certificate_vouches_for_its_own_names_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        generate_dev_pair(&cert_file, &key_file).unwrap();
+        let certificate = Certificate {
+            current: RwLock::new(Arc::new(load_pair(&cert_file, &key_file).unwrap())),
+            loaded: RwLock::new((None, None)),
+            cert_file,
+            key_file,
+        };
+        for host in ["localhost", "127.0.0.1", "LOCALHOST"] {
+            assert!(certificate.vouches_for(host), "{host}");
+        }
+        for host in ["rebound.example", "127.0.0.2", "[::1]", "", "a b"] {
+            assert!(!certificate.vouches_for(host), "{host}");
+        }
     }
 }

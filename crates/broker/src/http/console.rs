@@ -72,18 +72,17 @@ fn request_host(req: &HttpRequest) -> Option<&str> {
 }
 
 /// The MQTT URL for a page loaded from `req`: the configured one, or this broker's wss
-/// listener on the page's host.
+/// listener on the page's host if the certificate covers that host (a browser checked it
+/// against the certificate to load the page; a forged `Host` names nothing the page may be
+/// sent to, and the page then says the MQTT link is not configured).
 fn mqtt_url(req: &HttpRequest, state: &ApiState) -> Option<String> {
     let configured = &state.config.https.console_mqtt_url;
     if !configured.is_empty() {
         return Some(configured.clone());
     }
     let port = state.wss_port?;
-    Some(format!(
-        "wss://{}:{port}{}",
-        request_host(req)?,
-        state.config.wss.path
-    ))
+    let host = request_host(req).filter(|host| state.certificate.vouches_for(host))?;
+    Some(format!("wss://{host}:{port}{}", state.config.wss.path))
 }
 
 /// The policy of every console answer: scripts and WebAssembly from this origin only (libsodium

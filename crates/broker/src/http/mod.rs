@@ -48,6 +48,8 @@ pub struct ApiState {
     pub trusted_proxies: TrustedProxies,
     /// The bound port of the wss listener, if on: where the web console's MQTT link goes.
     pub wss_port: Option<u16>,
+    /// The certificate the TLS listeners serve: the hosts the console's MQTT link may name.
+    pub certificate: Arc<crate::tls::Certificate>,
     /// Accounts created per address per hour (`auth.registrations_per_ip_per_hour`).
     pub registrations: Windows<IpAddr>,
     /// Prelogins per address per minute (`auth.prelogins_per_ip_per_minute`).

@@ -22,6 +22,7 @@ use ws_stream_tungstenite::WsStream;
 
 use crate::config;
 use crate::metrics;
+use crate::tls::Certificate;
 
 /// The session's side of a connection.
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
@@ -71,6 +72,8 @@ struct WsPolicy {
     kind: Kind,
     path: String,
     allowed_origins: Vec<String>,
+    /// The names the same-host Origin rule trusts: those of the certificate being served.
+    certificate: Arc<Certificate>,
     /// Largest WebSocket message accepted: an MQTT packet never needs more.
     max_message: usize,
 }
@@ -131,7 +134,10 @@ impl WsPolicy {
     }
 
     /// Allowed: a configured origin, or one on the host the client connected to, any port
-    /// (the broker's own console on its HTTPS port).
+    /// (the broker's own console on its HTTPS port), when that host is a name the broker's
+    /// certificate covers. A page of a rebinding domain (one the attacker points at this
+    /// broker's address) has an Origin on the same host as its request's `Host`, but the
+    /// certificate does not cover that domain.
     fn origin_allowed(&self, origin: &str, host: Option<&HeaderValue>) -> bool {
         let origin = origin.trim_end_matches('/');
         if self
@@ -143,7 +149,9 @@ impl WsPolicy {
         }
         let authority = origin.split_once("://").map_or("", |(_, rest)| rest);
         host.and_then(|h| h.to_str().ok()).is_some_and(|host| {
-            !authority.is_empty() && host_of(authority).eq_ignore_ascii_case(host_of(host))
+            !authority.is_empty()
+                && host_of(authority).eq_ignore_ascii_case(host_of(host))
+                && self.certificate.vouches_for(host_of(host))
         })
     }
 
@@ -252,8 +260,14 @@ impl Front {
         }
     }
 
-    /// A WebSocket listener, over TLS when `tls` is given.
-    pub fn ws(ws: &config::Ws, max_packet: u32, tls: Option<Arc<rustls::ServerConfig>>) -> Front {
+    /// A WebSocket listener, over TLS when `tls` is given; `certificate` names the hosts of
+    /// the Origins it allows without configuration.
+    pub fn ws(
+        ws: &config::Ws,
+        max_packet: u32,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        certificate: Arc<Certificate>,
+    ) -> Front {
         let kind = if tls.is_some() { Kind::Wss } else { Kind::Ws };
         Front {
             kind,
@@ -262,6 +276,7 @@ impl Front {
                 kind,
                 path: ws.path.clone(),
                 allowed_origins: ws.allowed_origins.clone(),
+                certificate,
                 max_message: max_packet as usize + 1024,
             }),
         }
