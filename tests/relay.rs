@@ -281,32 +281,13 @@ async fn a_request_takes_the_reply_that_names_it_and_skips_strays() {
 /// 25). It now hears why: PUBACK 0x97 `recipient_max_packet`, and a smaller envelope still goes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_publisher_hears_when_the_recipient_takes_no_packet_that_large() {
-    use rumqttc::v5::mqttbytes::v5::{Connect, ConnectProperties, Login, Packet, Publish};
+    use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
     use rumqttc::v5::mqttbytes::QoS;
 
     let broker = Broker::start();
     let mut alice = broker.user("alice").await;
     let instance = broker.instance_of(&mut alice).await;
-    let mut small = Raw::open(broker.mqtt).await;
-    let connect = Connect {
-        keep_alive: 30,
-        client_id: "small".into(),
-        clean_start: true,
-        properties: Some(ConnectProperties {
-            max_packet_size: Some(1024),
-            ..ConnectProperties::new()
-        }),
-    };
-    let login = Login {
-        username: instance.login.clone(),
-        password: instance.auth_secret().into(),
-    };
-    small
-        .send_v5(Packet::Connect(connect, None, Some(login)))
-        .await;
-    assert!(
-        matches!(small.read(Duration::from_secs(5)).await, RawRead::Packet(p) if matches!(*p, Packet::ConnAck(_)))
-    );
+    let mut small = connect_taking(&broker, &instance, None, Some(1024)).await;
     small.subscribe_inbox(instance.id).await;
 
     let mut publisher = Raw::connect_v5(broker.mqtt, (&alice.login, alice.auth_secret()), 0).await;
@@ -351,4 +332,86 @@ async fn a_publisher_hears_when_the_recipient_takes_no_packet_that_large() {
         ),
         other => panic!("the small envelope: {other:?}"),
     }
+}
+
+/// An MQTT 5 CONNECT as `instance`, client id "small", persistent (Clean Start 0, an hour's
+/// expiry) if `persistent_id` names the client id, taking packets up to `max_packet`; the
+/// CONNACK read.
+async fn connect_taking(
+    broker: &Broker,
+    instance: &Identity,
+    persistent_id: Option<&str>,
+    max_packet: Option<u32>,
+) -> Raw {
+    use rumqttc::v5::mqttbytes::v5::{Connect, ConnectProperties, Login, Packet};
+    let mut raw = Raw::open(broker.mqtt).await;
+    let connect = Connect {
+        keep_alive: 30,
+        client_id: persistent_id.unwrap_or("small").into(),
+        clean_start: persistent_id.is_none(),
+        properties: Some(ConnectProperties {
+            max_packet_size: max_packet,
+            session_expiry_interval: persistent_id.map(|_| 3600),
+            ..ConnectProperties::new()
+        }),
+    };
+    let login = Login {
+        username: instance.login.clone(),
+        password: instance.auth_secret().into(),
+    };
+    raw.send_v5(Packet::Connect(connect, None, Some(login)))
+        .await;
+    assert!(
+        matches!(raw.read(Duration::from_secs(5)).await, RawRead::Packet(p) if matches!(*p, Packet::ConnAck(_)))
+    );
+    raw
+}
+
+/// A persistent session parked holding a large envelope and a small one, resumed by a
+/// connection that takes smaller packets than the last: the large one is discarded as if
+/// sent (MQTT-3.1.2-25) and counted, the small one delivered, the session kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_session_is_sent_nothing_larger_than_its_new_maximum() {
+    use rumqttc::v5::mqttbytes::v5::{Packet, PubAck};
+
+    let broker = Broker::start();
+    let mut alice = broker.user("alice").await;
+    let instance = broker.instance_of(&mut alice).await;
+    let mut agent = connect_taking(&broker, &instance, Some("agent"), None).await;
+    agent.subscribe_inbox(instance.id).await;
+    drop(agent);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !broker.metrics().contains("sealrelay_sessions_parked 1") {
+        assert!(std::time::Instant::now() < deadline, "never parked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    for size in [2000, 100] {
+        console
+            .send(instance.id, &vec![b'x'; size], 1)
+            .await
+            .unwrap();
+    }
+
+    let mut agent = connect_taking(&broker, &instance, Some("agent"), Some(1024)).await;
+    let RawRead::Packet(p) = agent.read(Duration::from_secs(5)).await else {
+        panic!("the small envelope was not delivered");
+    };
+    let Packet::Publish(publish) = *p else {
+        panic!("expected the small envelope, got {p:?}");
+    };
+    assert!(publish.payload.len() < 1000, "{}", publish.payload.len());
+    agent
+        .send_v5(Packet::PubAck(PubAck::new(publish.pkid, None)))
+        .await;
+    assert!(
+        matches!(
+            agent.read(Duration::from_millis(500)).await,
+            RawRead::Timeout
+        ),
+        "nothing else is sent, and the session stays"
+    );
+    let discarded =
+        broker.counter(r#"sealrelay_offline_discarded_total{reason="client_max_packet"}"#);
+    assert_eq!(discarded, 1);
 }

@@ -630,8 +630,30 @@ impl Session {
                 link.subscribe(qos);
             }
             self.pending.adopt(parked.bytes());
-            resend = parked.unacked;
-            waiting = parked.queued.into_iter().map(Waiting::from).collect();
+            // MQTT-3.1.2-25: this connection may take smaller packets than the last one did;
+            // what it cannot take is discarded, as if sent, and counted.
+            let (mut dropped, mut freed) = (0, 0);
+            let mut fits = |payload: &Bytes| {
+                let takes = link.takes(payload.len());
+                if !takes {
+                    dropped += 1;
+                    freed += payload.len();
+                }
+                takes
+            };
+            resend = parked
+                .unacked
+                .into_iter()
+                .filter(|(_, p)| fits(p))
+                .collect();
+            waiting = parked
+                .queued
+                .into_iter()
+                .filter(|q| fits(&q.payload))
+                .map(Waiting::from)
+                .collect();
+            self.pending.release(freed);
+            metrics::offline_discarded("client_max_packet", dropped);
         }
         let keep_alive =
             (connect.keep_alive > 0).then(|| Duration::from_secs(u64::from(connect.keep_alive)));

@@ -155,11 +155,12 @@ impl SessionHandle {
         })
     }
 
-    /// Whether a delivery of `frame` bytes is within what the client takes. One that is
-    /// not would be discarded "as if sent" (MQTT-3.1.2-25); the router tells the publisher
-    /// instead.
-    pub fn takes(&self, frame: usize) -> bool {
-        self.max_packet.is_none_or(|max| frame <= max as usize)
+    /// Whether the delivery of a `payload`-byte envelope is within what the client takes.
+    /// One that is not would be discarded "as if sent" (MQTT-3.1.2-25); the router tells the
+    /// publisher instead, and a resumed session discards what it held that is too large.
+    pub fn takes(&self, payload: usize) -> bool {
+        self.max_packet
+            .is_none_or(|max| delivery_frame(payload) <= max as usize)
     }
 
     /// Granted QoS of the inbox subscription, if any.
@@ -535,7 +536,7 @@ impl Router {
             }
             tally.subscribed += 1;
             let size = payload.len();
-            if !link.takes(delivery_frame(size)) {
+            if !link.takes(size) {
                 metrics::refused("client_max_packet");
                 tally.too_large = true;
                 continue;
