@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 
 use crate::directory::unix_now;
 use crate::http::{self, ApiError, ApiState};
+use crate::revocation::Revoked;
 use sealrelay_wire::api::{
     AdminInvite, AdminKicked, AdminReset, AdminSession, AdminSessionLog, AdminSessions,
     AdminUnlocked, AdminUser, AdminUsers,
@@ -67,14 +68,12 @@ async fn reset_user(
         .ok_or(ApiError::NotFound("no user with that name"))?;
     let code = ResetCode::generate(user.id);
     let expires_at = unix_now() + api.config.admin.reset_code_ttl_secs as i64;
-    if !api
+    let revoked = api
         .directory
         .issue_reset(user.id, crate::auth::verifier(code.secret()), expires_at)
         .await?
-    {
-        return Err(ApiError::NotFound("no user with that name"));
-    }
-    api.router.kick_all(user.id, Close::PasswordReset);
+        .ok_or(ApiError::NotFound("no user with that name"))?;
+    api.router.revoke(revoked);
     crate::metrics::key_event("reset_issued");
     tracing::info!(user = %user.id, "operator issued a password reset");
     Ok(HttpResponse::Ok().json(AdminReset {
@@ -166,7 +165,7 @@ async fn kick(
     let closed = state
         .api
         .router
-        .kick_all(principal, Close::KickedByOperator) as u64;
+        .revoke(Revoked::one(Close::KickedByOperator, principal)) as u64;
     tracing::info!(principal = %principal, closed, "operator closed a principal's sessions");
     Ok(HttpResponse::Ok().json(AdminKicked { principal, closed }))
 }

@@ -20,8 +20,9 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
+use crate::revocation::Revoked;
 use sealrelay_wire::api::AdminSessionRecord;
-use sealrelay_wire::{KdfParams, PrincipalId, PrincipalKind};
+use sealrelay_wire::{Close, KdfParams, PrincipalId, PrincipalKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -481,7 +482,7 @@ impl Directory {
         user: PrincipalId,
         new: NewSecret,
         keep_until: Option<i64>,
-    ) -> Result<(), DirectoryError> {
+    ) -> Result<Revoked, DirectoryError> {
         let _writing = self.writes.lock().await;
         let now = unix_now();
         let mut tx = self.pool.begin().await?;
@@ -504,7 +505,7 @@ impl Directory {
         let login = set_password(&mut *tx, user, &new).await?;
         tx.commit().await?;
         self.remember_user(login, user, &new);
-        Ok(())
+        Ok(Revoked::one(Close::CredentialsChanged, user))
     }
 
     /// The verifier of `user`'s key proof, if one was recorded.
@@ -577,7 +578,7 @@ impl Directory {
         &self,
         previous: &PreviousPassword,
         key_verifier: Option<[u8; 32]>,
-    ) -> Result<bool, DirectoryError> {
+    ) -> Result<Option<Revoked>, DirectoryError> {
         let _writing = self.writes.lock().await;
         let user = previous.user;
         let mut tx = self.pool.begin().await?;
@@ -592,7 +593,7 @@ impl Directory {
         .await?
         .rows_affected();
         if taken == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         let login = set_password(&mut *tx, user, &previous.secret).await?;
         if let Some(v) = key_verifier {
@@ -600,7 +601,7 @@ impl Directory {
         }
         tx.commit().await?;
         self.remember_user(login, user, &previous.secret);
-        Ok(true)
+        Ok(Some(Revoked::one(Close::PasswordRolledBack, user)))
     }
 
     /// Records an invite code (its verifier), usable once until `expires_at`.
@@ -739,7 +740,7 @@ impl Directory {
         &self,
         owner: PrincipalId,
         instance: PrincipalId,
-    ) -> Result<bool, DirectoryError> {
+    ) -> Result<Option<Revoked>, DirectoryError> {
         let _writing = self.writes.lock().await;
         let deleted = sqlx::query(
             "DELETE FROM principals WHERE id = ? AND kind = 'instance' \
@@ -752,17 +753,20 @@ impl Directory {
         .await?
         .rows_affected();
         if deleted == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         self.logins.remove(&instance.to_string());
         self.forget_pairs(instance);
-        Ok(true)
+        Ok(Some(Revoked::one(Close::InstanceRemoved, instance)))
     }
 
     /// Deletes a user and every instance it owns (their pairings go with them) in one
     /// transaction, and forgets their logins and pairings in memory. Session metadata stays
     /// until the accounting retention purges it. Returns the deleted instances' ids.
-    pub async fn delete_user(&self, user: PrincipalId) -> Result<Vec<PrincipalId>, DirectoryError> {
+    pub async fn delete_user(
+        &self,
+        user: PrincipalId,
+    ) -> Result<(Vec<PrincipalId>, Revoked), DirectoryError> {
         let _writing = self.writes.lock().await;
         let mut tx = self.pool.begin().await?;
         let instances = sqlx::query("SELECT instance_id FROM pairings WHERE user_id = ?")
@@ -793,7 +797,8 @@ impl Directory {
             self.logins.remove(&id.to_string());
             self.forget_pairs(*id);
         }
-        Ok(instances)
+        let revoked = instances.iter().copied().chain([user]).collect();
+        Ok((instances, Revoked::new(Close::AccountDeleted, revoked)))
     }
 
     /// Drops every in-memory pairing of `id`, on both sides.
@@ -841,7 +846,11 @@ impl Directory {
         instance: PrincipalId,
         secret: InstanceSecret,
         new_key: Option<InstanceKey>,
-    ) -> Result<bool, DirectoryError> {
+    ) -> Result<Option<Revoked>, DirectoryError> {
+        let why = match new_key {
+            Some(_) => Close::Reenrolled,
+            None => Close::TokenRotated,
+        };
         let _writing = self.writes.lock().await;
         let mut tx = self.pool.begin().await?;
         let login: Option<String> = sqlx::query_scalar(
@@ -857,7 +866,7 @@ impl Directory {
         .bind(&instance.0[..])
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(login) = login else { return Ok(false) };
+        let Some(login) = login else { return Ok(None) };
         if let Some(new_key) = &new_key {
             sqlx::query(
                 "UPDATE pairings SET owner_copy = ?, stale_owner_key = 0 WHERE user_id = ? AND instance_id = ?",
@@ -873,7 +882,7 @@ impl Directory {
         }
         tx.commit().await?;
         self.remember_login(login, instance, PrincipalKind::Instance, secret.verifier);
-        Ok(true)
+        Ok(Some(Revoked::one(why, instance)))
     }
 
     /// Stores a principal's sealed keyring if `keyring.version` follows the stored one.
@@ -896,7 +905,7 @@ impl Directory {
         user: PrincipalId,
         code_verifier: [u8; 32],
         expires_at: i64,
-    ) -> Result<bool, DirectoryError> {
+    ) -> Result<Option<Revoked>, DirectoryError> {
         let _writing = self.writes.lock().await;
         let mut dead = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut dead);
@@ -908,7 +917,7 @@ impl Directory {
         .bind(&user.0[..])
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(login) = login else { return Ok(false) };
+        let Some(login) = login else { return Ok(None) };
         // An operator's reset is deliberate: no change of password before it may be undone.
         sqlx::query("DELETE FROM previous_passwords WHERE user_id = ?")
             .bind(&user.0[..])
@@ -924,7 +933,7 @@ impl Directory {
         .await?;
         tx.commit().await?;
         self.remember_login(login, user, PrincipalKind::User, dead);
-        Ok(true)
+        Ok(Some(Revoked::one(Close::PasswordReset, user)))
     }
 
     /// The pending reset of user `name`, if any (expired or not).
@@ -956,7 +965,7 @@ impl Directory {
         public_key: [u8; 32],
         new: NewSecret,
         key_verifier: Option<[u8; 32]>,
-    ) -> Result<Option<Vec<PrincipalId>>, DirectoryError> {
+    ) -> Result<Option<(Vec<PrincipalId>, Revoked)>, DirectoryError> {
         let _writing = self.writes.lock().await;
         let mut tx = self.pool.begin().await?;
         let consumed = sqlx::query("DELETE FROM resets WHERE user_id = ?")
@@ -987,7 +996,7 @@ impl Directory {
         .collect::<Result<Vec<_>, _>>()?;
         tx.commit().await?;
         self.remember_user(login, user, &new);
-        Ok(Some(stale))
+        Ok(Some((stale, Revoked::one(Close::PasswordReset, user))))
     }
 
     pub async fn public_key(
@@ -1193,7 +1202,7 @@ mod tests {
                         match i % 4 {
                             0 => {
                                 let keep = Some(unix_now() + 60);
-                                d.change_password(user, secret(v + i), keep).await
+                                d.change_password(user, secret(v + i), keep).await.map(drop)
                             }
                             1 => d.issue_reset(user, [9; 32], 0).await.map(drop),
                             2 => match d.previous_password("alice").await? {
@@ -1227,10 +1236,11 @@ mod tests {
         let change = |verifier: u8, keep: Option<i64>| {
             let directory = directory.clone();
             async move {
-                directory
-                    .change_password(ALICE, secret(verifier), keep)
-                    .await
-                    .unwrap();
+                let revoked = directory.change_password(ALICE, secret(verifier), keep);
+                assert_eq!(
+                    revoked.await.unwrap(),
+                    Revoked::one(Close::CredentialsChanged, ALICE)
+                );
                 directory.previous_password("alice").await.unwrap()
             }
         };
@@ -1238,7 +1248,10 @@ mod tests {
         change(20, keep).await;
         let previous = change(40, keep).await.unwrap();
         assert_eq!(previous.secret.verifier, secret(4).verifier);
-        assert!(directory.roll_back(&previous, Some([7; 32])).await.unwrap());
+        assert_eq!(
+            directory.roll_back(&previous, Some([7; 32])).await.unwrap(),
+            Some(Revoked::one(Close::PasswordRolledBack, ALICE))
+        );
         assert_eq!(
             stored_verifier(&directory, "alice").await,
             secret(4).verifier
@@ -1249,7 +1262,11 @@ mod tests {
         );
         assert_eq!(directory.key_verifier(ALICE).await.unwrap(), Some([7; 32]));
         assert!(
-            !directory.roll_back(&previous, None).await.unwrap(),
+            directory
+                .roll_back(&previous, None)
+                .await
+                .unwrap()
+                .is_none(),
             "used once"
         );
         assert!(directory

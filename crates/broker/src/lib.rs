@@ -9,6 +9,7 @@
 //!   code through one stream abstraction, the codec for both protocol versions;
 //! - [`tls`]: the broker's certificate, reloadable, and the rustls configurations;
 //! - [`router`]: principal → live sessions, reached only through a `SessionHandle`;
+//! - [`revocation`]: what a directory write ended, published once to the router;
 //! - [`directory`]: accounts, instances, pairings and session metadata in SQLite, with the
 //!   in-memory login and pairing maps the hot path reads;
 //! - [`peers`]: per-address connection shares, for the MQTT and HTTP listeners;
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod peers;
 pub mod rate;
+pub mod revocation;
 pub mod router;
 pub mod server;
 pub mod tls;

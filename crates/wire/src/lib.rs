@@ -18,6 +18,6 @@ pub mod topic;
 
 pub use id::{BadPrincipalId, PrincipalId, PrincipalKind};
 pub use kdf::{KdfParams, KdfRefused, KdfSpec, CLIENT_CEILING, CLIENT_FLOOR};
-pub use reason::{Close, Reason};
+pub use reason::{Close, Ending, Reason};
 pub use secret::{split_secret_form, verifier, BadResetCode, ResetCode};
 pub use topic::{inbox_owner, INBOX_PREFIX};

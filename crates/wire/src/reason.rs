@@ -90,6 +90,22 @@ impl Reason {
     }
 }
 
+/// What the end of a connection does to the session behind it ([`Close::ending`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Refused or abandoned before there was a session: nothing to keep or discard.
+    Refused,
+    /// The connection blinked (lost, timed out, taken over, ended by the client, or closed
+    /// for one bad packet or message): a persistent session outlives it with what it holds.
+    Blink,
+    /// The credentials or pairing that admitted the session are gone, or the operator ended
+    /// it: the session is discarded with what it held, on every node.
+    Revoked,
+    /// The session's own conduct ended it (too many refusals): discarded, and the principal
+    /// waits out a cooldown.
+    Penalised,
+}
+
 /// Why a session ended or a packet was refused. Each label is sent as the MQTT 5 Reason
 /// String where a DISCONNECT carries it, recorded as `session_log.close_reason`, and used
 /// as a metric label.
@@ -296,6 +312,65 @@ impl Close {
         }
     }
 
+    /// What this end does to the persistent session behind the connection. The match names
+    /// every variant, so a new one cannot join a class without being placed in it.
+    pub const fn ending(self) -> Ending {
+        match self {
+            Close::ClosedBeforeConnect
+            | Close::ConnectTimeout
+            | Close::RefusedAuth
+            | Close::RefusedRateLimit
+            | Close::RefusedClientId
+            | Close::RefusedRetain
+            | Close::RefusedProtocol
+            | Close::RefusedCapacity
+            | Close::RefusedIpCapacity
+            | Close::RefusedCooldown
+            | Close::RefusedSessionCap
+            | Close::RefusedConnectRate => Ending::Refused,
+            // Per-message refusals end a 3.1.1 connection (it has no negative PUBACK); the
+            // session is not at fault for one message.
+            Close::ClientDisconnect
+            | Close::ConnectionLost
+            | Close::IoError
+            | Close::ProtocolError
+            | Close::BadPacket
+            | Close::TopicNotInbox
+            | Close::NotPaired
+            | Close::SenderSpoofed
+            | Close::EnvelopeTooLarge
+            | Close::BadHeader
+            | Close::RecipientMismatch
+            | Close::PacketIdInUse
+            | Close::RetainRefused
+            | Close::RecipientBackpressure
+            | Close::BrokerBusy
+            | Close::OfflineQueueFull
+            | Close::RecipientMaxPacket
+            | Close::SlowReader
+            | Close::SendTimeout
+            | Close::KeepaliveTimeout
+            | Close::PacketTimeout
+            | Close::TakenOver
+            | Close::ServerShutdown => Ending::Blink,
+            Close::ChangedDuringLogin
+            | Close::CredentialsChanged
+            | Close::PasswordReset
+            | Close::PasswordRolledBack
+            | Close::TokenRotated
+            | Close::Reenrolled
+            | Close::InstanceRemoved
+            | Close::AccountDeleted
+            | Close::KickedByOperator => Ending::Revoked,
+            Close::TooManyRefusals => Ending::Penalised,
+        }
+    }
+
+    /// Whether a persistent session outlives a connection that ended this way.
+    pub const fn keeps_session(self) -> bool {
+        matches!(self.ending(), Ending::Blink | Ending::Refused)
+    }
+
     /// The reason code this label travels with.
     pub fn reason(self) -> Reason {
         match self {
@@ -384,5 +459,29 @@ mod tests {
         let mut codes: Vec<u8> = Reason::ALL.iter().map(|r| r.code()).collect();
         codes.dedup();
         assert_eq!(codes.len(), Reason::ALL.len());
+    }
+
+    #[test]
+    fn revocations_and_penalties_discard_a_session_and_nothing_else_does() {
+        let discarding: Vec<_> = Close::ALL
+            .into_iter()
+            .filter(|c| !c.keeps_session())
+            .map(Close::label)
+            .collect();
+        assert_eq!(
+            discarding,
+            [
+                "too_many_refusals",
+                "credentials_changed",
+                "credentials_changed",
+                "password_reset",
+                "password_rolled_back",
+                "token_rotated",
+                "reenrolled",
+                "instance_removed",
+                "account_deleted",
+                "kicked_by_operator",
+            ]
+        );
     }
 }

@@ -9,7 +9,6 @@ use crate::directory::{unix_now, InstanceKey, InstanceSecret};
 use crate::metrics;
 use sealrelay_wire::b64;
 use sealrelay_wire::envelope::Witness;
-use sealrelay_wire::Close;
 
 pub(super) async fn add_instance(
     req: HttpRequest,
@@ -46,10 +45,12 @@ pub(super) async fn remove_instance(
 ) -> Result<HttpResponse> {
     let owner = caller_user(&req, &state).await?;
     let id = id_param(&path)?;
-    if !state.directory.remove_instance(owner.id, id).await? {
-        return Err(ApiError::NotFound("no instance of yours with that id"));
-    }
-    state.router.kick_all(id, Close::InstanceRemoved);
+    let revoked = state
+        .directory
+        .remove_instance(owner.id, id)
+        .await?
+        .ok_or(ApiError::NotFound("no instance of yours with that id"))?;
+    state.router.revoke(revoked);
     metrics::key_event("instance_removed");
     Ok(HttpResponse::Ok().json(Removed { id, removed: true }))
 }
@@ -65,7 +66,7 @@ pub(super) async fn rotate_token(
 ) -> Result<HttpResponse> {
     let body = body.into_inner();
     let secret = instance_secret(body.wrapped_key, body.auth_secret.expose())?;
-    rekey_instance(&req, &state, &path, secret, None, Close::TokenRotated).await
+    rekey_instance(&req, &state, &path, secret, None).await
 }
 
 /// Gives one of the caller's instances a new key pair and token (after the owner's reset,
@@ -78,7 +79,7 @@ pub(super) async fn reenrol_instance(
     body: Body<Enrolment>,
 ) -> Result<HttpResponse> {
     let (secret, key) = check_enrolment(body.into_inner())?;
-    rekey_instance(&req, &state, &path, secret, Some(key), Close::Reenrolled).await
+    rekey_instance(&req, &state, &path, secret, Some(key)).await
 }
 
 async fn rekey_instance(
@@ -87,19 +88,16 @@ async fn rekey_instance(
     path: &str,
     secret: InstanceSecret,
     new_key: Option<InstanceKey>,
-    why: Close,
 ) -> Result<HttpResponse> {
     let owner = caller_user(req, state).await?;
     let id = id_param(path)?;
-    if !state
+    let revoked = state
         .directory
         .rekey_instance(owner.id, id, secret, new_key)
         .await?
-    {
-        return Err(ApiError::NotFound("no instance of yours with that id"));
-    }
-    state.router.kick_all(id, why);
-    metrics::key_event(why.label());
+        .ok_or(ApiError::NotFound("no instance of yours with that id"))?;
+    metrics::key_event(revoked.why().label());
+    state.router.revoke(revoked);
     Ok(HttpResponse::Ok().json(IdBody { id }))
 }
 

@@ -10,7 +10,6 @@ use super::{caller, caller_user, ApiError, ApiState, Body, Result};
 use crate::directory::unix_now;
 use crate::metrics;
 use sealrelay_wire::envelope::Witness;
-use sealrelay_wire::Close;
 use sealrelay_wire::{b64, PrincipalKind};
 
 /// The caller's own id, public key and wrapped private key, plus who it may address.
@@ -53,11 +52,11 @@ pub(super) async fn change_password(
     require_key_proof(&state, user.id, proof).await?;
     let days = i64::from(state.config.auth.previous_key_days);
     let keep_until = (days > 0).then(|| unix_now() + days * 86_400);
-    state
+    let revoked = state
         .directory
         .change_password(user.id, new, keep_until)
         .await?;
-    state.router.kick_all(user.id, Close::CredentialsChanged);
+    state.router.revoke(revoked);
     metrics::key_event("password_changed");
     Ok(HttpResponse::Ok().json(IdBody { id: user.id }))
 }
@@ -76,10 +75,8 @@ pub(super) async fn delete_account(
         .map(|b| secret_verifier(b.key_proof.expose(), "key_proof"))
         .transpose()?;
     require_key_proof(&state, user.id, proof).await?;
-    let instances = state.directory.delete_user(user.id).await?;
-    for id in instances.iter().chain(std::iter::once(&user.id)) {
-        state.router.kick_all(*id, Close::AccountDeleted);
-    }
+    let (instances, revoked) = state.directory.delete_user(user.id).await?;
+    state.router.revoke(revoked);
     metrics::key_event("account_deleted");
     Ok(HttpResponse::Ok().json(AccountDeleted {
         id: user.id,

@@ -14,7 +14,6 @@ use crate::auth::{verifier, AuthError};
 use crate::config::Registration;
 use crate::directory::{unix_now, NewUser, PreviousPassword};
 use crate::metrics;
-use sealrelay_wire::Close;
 use sealrelay_wire::{BadResetCode, KdfParams, KdfSpec, PrincipalId, ResetCode};
 use subtle::ConstantTimeEq;
 
@@ -122,12 +121,12 @@ pub(super) async fn roll_back(
     let recorded = require_key_proof(&state, previous.user, Some(presented)).await?;
     // An account from before key proofs: the first proof presented is recorded.
     let record = (!recorded).then_some(presented);
-    if !state.directory.roll_back(&previous, record).await? {
-        return Err(previous_denied());
-    }
-    state
-        .router
-        .kick_all(previous.user, Close::PasswordRolledBack);
+    let revoked = state
+        .directory
+        .roll_back(&previous, record)
+        .await?
+        .ok_or_else(previous_denied)?;
+    state.router.revoke(revoked);
     metrics::key_event("password_rolled_back");
     Ok(HttpResponse::Ok().json(IdBody { id: previous.user }))
 }
@@ -268,12 +267,12 @@ pub(super) async fn complete_reset(
             AuthError::Denied => denied(),
             AuthError::RateLimited => ApiError::RateLimited,
         })?;
-    let stale = state
+    let (stale, revoked) = state
         .directory
         .complete_reset(code.user, public_key, new, key_verifier)
         .await?
         .ok_or_else(denied)?;
-    state.router.kick_all(code.user, Close::PasswordReset);
+    state.router.revoke(revoked);
     metrics::key_event("reset_completed");
     Ok(HttpResponse::Ok().json(ResetDone {
         id: code.user,

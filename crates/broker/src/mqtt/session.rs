@@ -82,26 +82,6 @@ struct Kick(Close);
 #[rtype(result = "()")]
 struct Adopt(Parked);
 
-/// Whether a persistent session outlives a connection that ended for `why`. A blink — the
-/// connection lost, a keepalive or timeout, a takeover, the client's own DISCONNECT, a bad
-/// packet — keeps it; an end the account, its owner or the operator caused discards it with
-/// what it held, as the credentials that made it are gone.
-fn keeps_session(why: Close) -> bool {
-    !matches!(
-        why,
-        Close::CredentialsChanged
-            | Close::ChangedDuringLogin
-            | Close::PasswordReset
-            | Close::PasswordRolledBack
-            | Close::TokenRotated
-            | Close::Reenrolled
-            | Close::InstanceRemoved
-            | Close::AccountDeleted
-            | Close::KickedByOperator
-            | Close::TooManyRefusals
-    )
-}
-
 /// How the router reaches a session actor.
 struct ActorSink(Addr<Session>);
 
@@ -478,7 +458,7 @@ impl Session {
         let held = unacked.iter().map(|(.., p)| p.len()).sum::<usize>()
             + waiting.iter().map(|w| w.payload.len()).sum::<usize>();
         let router = &self.shared.router;
-        if expiry.is_zero() || !keeps_session(self.close_reason) {
+        if expiry.is_zero() || !self.close_reason.keeps_session() {
             if !expiry.is_zero() {
                 let why = self.close_reason.label();
                 metrics::offline_discarded(why, unacked.len() + waiting.len());

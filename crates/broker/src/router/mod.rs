@@ -21,6 +21,7 @@ use dashmap::DashMap;
 
 use crate::accounting::Counts;
 use crate::metrics;
+use crate::revocation::Revoked;
 use parked::{Parked, Shelf, Tally};
 use sealrelay_wire::{Close, PrincipalId};
 
@@ -477,9 +478,19 @@ impl Router {
         self.place(principal, Some(session_id), parked);
     }
 
-    /// Closes every live session of `principal` (credentials changed, access revoked) and
-    /// discards its parked ones with what they hold; returns how many live ones were told.
-    pub fn kick_all(&self, principal: PrincipalId, why: Close) -> usize {
+    /// Publishes a revocation to this node: every live session of each revoked principal is
+    /// closed and its parked ones are discarded with what they hold; returns how many live
+    /// ones were told.
+    pub fn revoke(&self, revoked: Revoked) -> usize {
+        let why = revoked.why();
+        revoked
+            .principals()
+            .iter()
+            .map(|principal| self.kick_all(*principal, why))
+            .sum()
+    }
+
+    fn kick_all(&self, principal: PrincipalId, why: Close) -> usize {
         let told = self.sessions.get(&principal).map_or(0, |sessions| {
             sessions.iter().for_each(|s| s.kick(why));
             sessions.len()
@@ -691,8 +702,7 @@ mod tests {
         assert_eq!(router.parked_held.load(Ordering::Acquire), 50);
         assert_eq!(router.total_held.load(Ordering::Acquire), 50);
         // Discarding gives everything back.
-        router.kick_all(a1, Close::KickedByOperator);
-        router.kick_all(a2, Close::KickedByOperator);
+        let _ = router.revoke(Revoked::new(Close::KickedByOperator, vec![a1, a2]));
         assert_eq!(router.parked_held.load(Ordering::Acquire), 20);
         assert!(router.accounts.get(&account_a).is_none());
         assert_eq!(
