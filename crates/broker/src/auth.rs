@@ -17,6 +17,7 @@
 //! means guessing the password through Argon2id first.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -26,7 +27,7 @@ use crate::config;
 use crate::directory::{Credentials, Directory};
 use crate::metrics;
 use crate::peers::AddressBlock;
-use crate::rate::Windows;
+use crate::rate::{Counted, Limiter};
 
 /// Longest login (user name or instance id) accepted before any lookup.
 pub const MAX_LOGIN_LEN: usize = 128;
@@ -50,17 +51,14 @@ pub enum AuthError {
 }
 
 pub struct Authenticator {
-    /// Failed logins over `auth.failure_window_secs`: per source address
-    /// (`max_failures_per_ip`), per (login, address) (`max_failures_per_login`) and per login
-    /// from every address (`max_failures_per_login_all_addresses`).
-    by_ip: Windows<IpAddr>,
-    by_login_ip: Windows<(String, IpAddr)>,
-    by_login: Windows<String>,
+    /// Counts failed logins over `auth.failure_window_secs`: per source address, per
+    /// (login, address) and per login from every address.
+    limiter: Arc<Limiter>,
     /// Per login, the addresses it last logged in from and when (newest last, at most
     /// `TRUSTED_PER_LOGIN`), trusted for `trusted_for`.
     trusted: DashMap<String, Vec<(IpAddr, Instant)>>,
     trusted_for: Duration,
-    /// Every address above is its block (`server.ipv6_prefix_bits`).
+    /// Trusted addresses are blocks (`server.ipv6_prefix_bits`).
     block: AddressBlock,
 }
 
@@ -68,12 +66,9 @@ pub struct Authenticator {
 const TRUSTED_PER_LOGIN: usize = 8;
 
 impl Authenticator {
-    pub fn new(cfg: &config::Auth, block: AddressBlock) -> Self {
-        let window = Duration::from_secs(cfg.failure_window_secs);
+    pub fn new(cfg: &config::Auth, block: AddressBlock, limiter: Arc<Limiter>) -> Self {
         Authenticator {
-            by_ip: Windows::new(window, cfg.max_failures_per_ip),
-            by_login_ip: Windows::new(window, cfg.max_failures_per_login),
-            by_login: Windows::new(window, cfg.max_failures_per_login_all_addresses),
+            limiter,
             trusted: DashMap::new(),
             trusted_for: Duration::from_secs(u64::from(cfg.trusted_address_days) * 86_400),
             block,
@@ -107,11 +102,15 @@ impl Authenticator {
         secret: &str,
         expected: Option<[u8; 32]>,
     ) -> Result<(), AuthError> {
-        let ip = self.block.of(ip);
         // An over-long login names nobody: only its address is counted.
-        let pair = (login.len() <= MAX_LOGIN_LEN).then(|| (login.to_owned(), ip));
-        let limited = pair.as_ref().is_some_and(|p| self.by_login_ip.full(p))
-            || (!self.is_trusted(login, ip) && (self.by_ip.full(&ip) || self.by_login.full(login)));
+        let named = login.len() <= MAX_LOGIN_LEN;
+        let pair = || Counted::FailureOfFrom(login.to_owned(), ip);
+        let everywhere = || Counted::FailureOf(login.to_owned());
+        let limiter = &self.limiter;
+        let limited = (named && limiter.full(pair()))
+            || (!self.is_trusted(login, ip)
+                && (limiter.full(Counted::FailureFrom(ip))
+                    || (named && limiter.full(everywhere()))));
         if limited {
             metrics::auth_result("rate_limited");
             return Err(AuthError::RateLimited);
@@ -119,23 +118,24 @@ impl Authenticator {
         let presented = verifier(secret);
         let matches: bool = presented.ct_eq(&expected.unwrap_or([0u8; 32])).into();
         if expected.is_some() && matches {
-            if let Some(pair) = pair {
-                self.by_login_ip.clear(&pair);
-                self.trust(pair.0, ip);
+            if named {
+                limiter.clear(pair());
+                self.trust(login.to_owned(), ip);
             }
             metrics::auth_result("ok");
             return Ok(());
         }
-        self.by_ip.count(ip);
-        if let Some(pair) = pair {
-            self.by_login_ip.count(pair);
-            self.by_login.count(login.to_owned());
+        limiter.count(Counted::FailureFrom(ip));
+        if named {
+            limiter.count(pair());
+            limiter.count(everywhere());
         }
         metrics::auth_result("denied");
         Err(AuthError::Denied)
     }
 
     fn is_trusted(&self, login: &str, ip: IpAddr) -> bool {
+        let ip = self.block.of(ip);
         self.trusted.get(login).is_some_and(|seen| {
             seen.iter()
                 .any(|(at, when)| *at == ip && when.elapsed() < self.trusted_for)
@@ -143,6 +143,7 @@ impl Authenticator {
     }
 
     fn trust(&self, login: String, ip: IpAddr) {
+        let ip = self.block.of(ip);
         let mut seen = self.trusted.entry(login).or_default();
         seen.retain(|(at, _)| *at != ip);
         if seen.len() == TRUSTED_PER_LOGIN {
@@ -154,16 +155,14 @@ impl Authenticator {
     /// Clears `login`'s failure windows, from every address (the operator's `unlock`);
     /// whether any of them had locked it.
     pub fn unlock(&self, login: &str) -> bool {
-        let everywhere = self.by_login.clear(login);
-        self.by_login_ip.clear_where(|(l, _)| l == login) || everywhere
+        self.limiter.clear_where(|key| match key {
+            Counted::FailureOf(l) | Counted::FailureOfFrom(l, _) => l == login,
+            _ => false,
+        })
     }
 
-    /// Drops expired windows and trusted addresses, so the maps stay as small as the recent
-    /// failures and logins.
-    pub fn prune(&self) {
-        self.by_ip.prune();
-        self.by_login_ip.prune();
-        self.by_login.prune();
+    /// Drops expired trusted addresses, so the map stays as small as the recent logins.
+    pub fn forget_stale_trust(&self) {
         self.trusted.retain(|_, seen| {
             seen.retain(|(_, when)| when.elapsed() < self.trusted_for);
             !seen.is_empty()
@@ -187,16 +186,18 @@ mod tests {
 
     #[test]
     fn failures_lock_the_pair_not_the_login_and_trusted_addresses_stay_open() {
-        let a = Authenticator::new(
-            &config::Auth {
+        let config = Config {
+            auth: config::Auth {
                 failure_window_secs: 60,
                 max_failures_per_ip: 3,
                 max_failures_per_login: 2,
                 max_failures_per_login_all_addresses: 4,
                 ..Config::default().auth
             },
-            AddressBlock::new(64),
-        );
+            ..Config::default()
+        };
+        let limiter = Arc::new(Limiter::new(&config));
+        let a = Authenticator::new(&config.auth, AddressBlock::new(64), limiter.clone());
         let right = Some(verifier("right"));
         let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
         assert!(a.check(ip(1), "alice", "right", right).is_ok(), "home");
@@ -240,7 +241,7 @@ mod tests {
             a.check(ip(20), "dave", "right", right),
             Err(AuthError::RateLimited)
         ));
-        a.by_ip.backdate(&ip(20), Duration::from_secs(61));
+        limiter.backdate(Counted::FailureFrom(ip(20)), Duration::from_secs(61));
         assert!(
             a.check(ip(20), "dave", "right", right).is_ok(),
             "an expired window"

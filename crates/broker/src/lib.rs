@@ -14,7 +14,7 @@
 //!   in-memory login and pairing maps the hot path reads;
 //! - [`peers`]: per-address connection shares, for the MQTT and HTTP listeners;
 //! - [`http`], [`admin`]: the JSON API and the operator API; [`auth`]: verifiers and
-//!   failure limits; [`rate`]: per-address and per-principal rate windows;
+//!   failure limits; [`rate`]: the one limiter, every rate budget's windows and their purge;
 //!   [`accounting`]: metadata records; [`metrics`]: Prometheus names; [`memory`]: freed
 //!   memory handed back to the system after floods.
 //!

@@ -21,7 +21,7 @@ use crate::mqtt::limits::Limits;
 use crate::mqtt::proxy::TrustedProxies;
 use crate::mqtt::transport::Front;
 use crate::mqtt::{Listener, Shared, Workers};
-use crate::rate::Windows;
+use crate::rate::Limiter;
 use crate::router::Router;
 use crate::tls::{Certificate, TlsError};
 use tokio_util::sync::CancellationToken;
@@ -147,9 +147,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let directory = Arc::new(Directory::open(&config.directory.database).await?);
     let prelogin_key = datadir::key_file(&config.directory.prelogin_key_file, "prelogin key")?;
     let operator_token = datadir::key_file(&config.admin.token_file, "admin token")?;
+    let limiter = Arc::new(Limiter::new(&config));
     let authenticator = Arc::new(Authenticator::new(
         &config.auth,
         config.server.address_block(),
+        limiter.clone(),
     ));
     let router = Arc::new(Router::new(&config.mqtt));
 
@@ -163,14 +165,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         shutdown: shutdown.clone(),
         sessions: sessions.clone(),
         cooldown: dashmap::DashMap::new(),
-        connects_by_ip: Windows::new(
-            Duration::from_secs(60),
-            config.mqtt.connects_per_ip_per_minute,
-        ),
-        connects_by_principal: Windows::new(
-            Duration::from_secs(60),
-            config.mqtt.connects_per_principal_per_minute,
-        ),
+        limiter: limiter.clone(),
     });
     let workers = Workers::new(Config::worker_count(config.mqtt.workers));
     let certificate = Certificate::load(&config)?;
@@ -262,18 +257,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         trusted_proxies: trusted.clone(),
         wss_port: mqtt_addrs[3].map(|a| a.port()),
         certificate: certificate.clone(),
-        registrations: Windows::new(
-            Duration::from_secs(3600),
-            config.auth.registrations_per_ip_per_hour,
-        ),
-        prelogins: Windows::new(
-            Duration::from_secs(60),
-            config.auth.prelogins_per_ip_per_minute,
-        ),
-        resets: Windows::new(
-            Duration::from_secs(3600),
-            config.auth.resets_per_ip_per_hour,
-        ),
+        limiter: limiter.clone(),
     });
     let https = match config.https.listen.0 {
         Some(addr) => Some((addr, certificate.server_config(&[b"http/1.1"], None)?)),
@@ -317,17 +301,12 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             metrics::sessions_parked(expiring.expire_parked());
         }
     }));
-    let (pruned_mqtt, pruned_api) = (shared.clone(), api.clone());
+    tasks.push(limiter.spawn_purge(Duration::from_secs(60)));
     tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            authenticator.prune();
-            pruned_mqtt.connects_by_ip.prune();
-            pruned_mqtt.connects_by_principal.prune();
-            pruned_api.registrations.prune();
-            pruned_api.prelogins.prune();
-            pruned_api.resets.prune();
+            authenticator.forget_stale_trust();
         }
     }));
     for server in [http_server, admin_server] {

@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::directory::{Credentials, Directory, DirectoryError};
 use crate::metrics;
 use crate::mqtt::proxy::TrustedProxies;
-use crate::rate::Windows;
+use crate::rate::Limiter;
 use crate::router::Router;
 pub(crate) use connections::ConnectionCaps;
 use listener::{Connection, Listener};
@@ -50,12 +50,10 @@ pub struct ApiState {
     pub wss_port: Option<u16>,
     /// The certificate the TLS listeners serve: the hosts the console's MQTT link may name.
     pub certificate: Arc<crate::tls::Certificate>,
-    /// Accounts created per address per hour (`auth.registrations_per_ip_per_hour`).
-    pub registrations: Windows<IpAddr>,
-    /// Prelogins per address per minute (`auth.prelogins_per_ip_per_minute`).
-    pub prelogins: Windows<IpAddr>,
-    /// Reset completions tried per address per hour (`auth.resets_per_ip_per_hour`).
-    pub resets: Windows<IpAddr>,
+    /// Counts registrations, prelogins and reset completions per address
+    /// (`auth.registrations_per_ip_per_hour`, `prelogins_per_ip_per_minute`,
+    /// `resets_per_ip_per_hour`).
+    pub limiter: Arc<Limiter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,16 +198,6 @@ pub(crate) fn client_ip(req: &HttpRequest, state: &ApiState) -> IpAddr {
         .or(hops.first())
         .copied()
         .unwrap_or(peer)
-}
-
-/// The block of addresses (`server.ipv6_prefix_bits`) the client is counted under in the
-/// per-address windows.
-pub(crate) fn client_block(req: &HttpRequest, state: &ApiState) -> IpAddr {
-    state
-        .config
-        .server
-        .address_block()
-        .of(client_ip(req, state))
 }
 
 /// The credentials of an `Authorization: <scheme> <credentials>` header, as `detach_head`

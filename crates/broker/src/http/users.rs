@@ -9,11 +9,12 @@ use super::checks::*;
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use super::{client_block, client_ip, ApiError, ApiState, Body, Result};
+use super::{client_ip, ApiError, ApiState, Body, Result};
 use crate::auth::{verifier, AuthError};
 use crate::config::Registration;
 use crate::directory::{unix_now, NewUser, PreviousPassword};
 use crate::metrics;
+use crate::rate::Counted;
 use sealrelay_wire::{BadResetCode, KdfParams, KdfSpec, PrincipalId, ResetCode};
 use subtle::ConstantTimeEq;
 
@@ -54,7 +55,10 @@ pub(super) async fn prelogin_previous(
 }
 
 fn admit_prelogin(req: &HttpRequest, state: &ApiState) -> Result<()> {
-    if !state.prelogins.admit(client_block(req, state)) {
+    if !state
+        .limiter
+        .admit(Counted::Prelogin(client_ip(req, state)))
+    {
         return Err(ApiError::TooMany(
             "too many prelogin requests from this address; retry in a minute",
         ));
@@ -194,7 +198,10 @@ pub(super) async fn register(
     state: web::Data<ApiState>,
     body: Body<RegisterRequest>,
 ) -> Result<HttpResponse> {
-    if !state.registrations.admit(client_block(&req, &state)) {
+    if !state
+        .limiter
+        .admit(Counted::Registration(client_ip(&req, &state)))
+    {
         return Err(ApiError::TooMany(
             "too many accounts created from this address; retry in an hour",
         ));
@@ -238,7 +245,10 @@ pub(super) async fn complete_reset(
 ) -> Result<HttpResponse> {
     // Counted before anything is checked: a reset installs a key and writes the database,
     // so one address may not try (or, holding codes, complete) many an hour.
-    if !state.resets.admit(client_block(&req, &state)) {
+    if !state
+        .limiter
+        .admit(Counted::ResetTry(client_ip(&req, &state)))
+    {
         return Err(ApiError::TooMany(
             "too many password resets tried from this address; retry in an hour",
         ));

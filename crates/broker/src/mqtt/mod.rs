@@ -32,7 +32,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::metrics;
-use crate::rate::Windows;
+use crate::rate::Limiter;
 use crate::router::Router;
 use codec::{Inbound, MqttCodec, Outbound, Version};
 use dashmap::DashMap;
@@ -64,10 +64,9 @@ pub struct Shared {
     /// Principals whose last session ended for too many refused publishes, and until when
     /// their CONNECTs are refused (0x9F). Entries go when they are next looked at.
     pub cooldown: DashMap<PrincipalId, std::time::Instant>,
-    /// CONNECTs per address and per principal per minute (`mqtt.connects_per_*`): a
-    /// reconnect loop would otherwise write session_log rows as fast as it can connect.
-    pub connects_by_ip: Windows<std::net::IpAddr>,
-    pub connects_by_principal: Windows<PrincipalId>,
+    /// Counts CONNECTs per address and per principal (`mqtt.connects_per_*`): a reconnect
+    /// loop would otherwise write session_log rows as fast as it can connect.
+    pub limiter: Arc<Limiter>,
 }
 
 /// The session threads. Stopped only after every session has finished (or the grace

@@ -39,7 +39,7 @@ use crate::accounting::Meter;
 use crate::auth::AuthError;
 use crate::directory::Credentials;
 use crate::metrics;
-use crate::rate::Window;
+use crate::rate::{Counted, Window};
 use crate::router::parked::{Parked, Queued};
 use crate::router::{Budget, Delivery, Facts, SessionHandle, SessionSink};
 use sealrelay_wire::envelope::Header;
@@ -514,8 +514,11 @@ impl Session {
             // MQTT-3.1.3-8: a session to come back to needs a name to come back with.
             return self.refuse_connect(ctx, Reason::ClientIdNotValid, Close::RefusedClientId);
         }
-        let block = self.shared.config.server.address_block().of(self.peer.ip());
-        if !self.shared.connects_by_ip.admit(block) {
+        if !self
+            .shared
+            .limiter
+            .admit(Counted::ConnectFrom(self.peer.ip()))
+        {
             return self.refuse_connect(
                 ctx,
                 Reason::ConnectionRateExceeded,
@@ -551,7 +554,7 @@ impl Session {
         credentials: Credentials,
     ) {
         let principal = credentials.id;
-        if !self.shared.connects_by_principal.admit(principal) {
+        if !self.shared.limiter.admit(Counted::ConnectAs(principal)) {
             return self.refuse_connect(
                 ctx,
                 Reason::ConnectionRateExceeded,
