@@ -2,25 +2,27 @@
 //! whom, and the metadata log of closed sessions. All SQL lives here, so another backend
 //! (PostgreSQL) replaces this one module.
 //!
-//! Pairings and login credentials are also held in memory, loaded at start and updated
-//! with every write: the publish path asks "may A address B?" for every envelope and every
+//! Pairings and login credentials are also held in memory ([`cache`]), loaded at start and
+//! changed by what each write committed (a [`Change`] list, the same kind a cluster node
+//! will receive from the others): the publish path asks "may A address B?" for every envelope and every
 //! CONNECT checks a verifier, and neither may cost a database round trip. Holding every
 //! login also makes an unknown login cost exactly what a known one does (one hash lookup),
 //! so timing does not reveal which accounts exist. The cost is memory: about 100 bytes per
 //! principal.
 
-use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::Row;
 
+mod cache;
+
 use crate::revocation::Revoked;
+pub use cache::{Cache, Change};
 use sealrelay_wire::api::AdminSessionRecord;
 use sealrelay_wire::{Close, KdfParams, PrincipalId, PrincipalKind};
 
@@ -45,7 +47,7 @@ pub enum DirectoryError {
 }
 
 /// What a login is checked against.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Credentials {
     pub id: PrincipalId,
     pub kind: PrincipalKind,
@@ -228,27 +230,15 @@ async fn put_keyring(
     Ok(())
 }
 
-/// What prelogin reveals of an account besides its salt's bytes: the salt's length and the
-/// Argon2id parameters. Unknown names are answered with shapes drawn from the accounts' mix.
-type KdfShape = (u32, u32, u32, u32);
-
 pub struct Directory {
     pool: SqlitePool,
-    /// principal → principals it may address; symmetric.
-    peers: DashMap<PrincipalId, HashSet<PrincipalId>>,
-    /// login → its credentials.
-    logins: DashMap<String, Credentials>,
-    /// user login → its salt and KDF parameters, so prelogin answers from memory for known
-    /// and unknown names alike (a database read only for known ones would time apart).
-    kdfs: DashMap<String, (Vec<u8>, KdfParams)>,
-    /// How many users have each KDF parameter set (memory, iterations, parallelism): unknown
-    /// names get parameters drawn from this mix, so an account's parameters do not tell it
-    /// from a name nobody has.
-    kdf_mix: std::sync::Mutex<BTreeMap<KdfShape, u64>>,
+    /// Credentials, KDF parameters and pairings, changed only by `cache.apply` with what
+    /// each commit changed.
+    cache: Cache,
     /// Held across every write that changes credentials or pairings, from the SQL until
-    /// the maps above are updated: commits and map updates then happen in the same order,
-    /// so memory and SQLite agree after any interleaving. SQLite serialises writers anyway,
-    /// so this costs nothing it did not already cost.
+    /// the cache has the change: commits and cache changes then happen in the same order, so
+    /// memory and SQLite agree after any interleaving. SQLite serialises writers anyway, so
+    /// this costs nothing it did not already cost.
     writes: tokio::sync::Mutex<()>,
 }
 
@@ -256,6 +246,27 @@ pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The cache's change for a login's new credentials.
+fn login_change(login: String, id: PrincipalId, kind: PrincipalKind, verifier: [u8; 32]) -> Change {
+    Change::Login {
+        login,
+        credentials: Credentials { id, kind, verifier },
+    }
+}
+
+/// The cache's changes for a user's new password material: its salt and parameters, then
+/// its verifier.
+fn user_changes(login: String, id: PrincipalId, secret: &NewSecret) -> [Change; 2] {
+    [
+        Change::Kdf {
+            login: login.clone(),
+            salt: secret.salt.clone(),
+            params: secret.kdf,
+        },
+        login_change(login, id, PrincipalKind::User, secret.verifier),
+    ]
 }
 
 fn id_of(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<PrincipalId, DirectoryError> {
@@ -316,114 +327,62 @@ impl Directory {
                 source,
             })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        let directory = Directory {
-            pool,
-            peers: DashMap::new(),
-            logins: DashMap::new(),
-            kdfs: DashMap::new(),
-            kdf_mix: std::sync::Mutex::new(BTreeMap::new()),
-            writes: tokio::sync::Mutex::new(()),
-        };
+        // The cache starts as the changes that would rebuild it, applied like any others.
+        let mut changes = Vec::new();
         for row in sqlx::query("SELECT login, id, kind, verifier FROM principals")
-            .fetch_all(&directory.pool)
+            .fetch_all(&pool)
             .await?
         {
-            directory.remember_login(
+            changes.push(login_change(
                 row.try_get("login")?,
                 id_of(&row, "id")?,
                 kind_of(&row)?,
                 key_of(&row, "verifier")?,
-            );
+            ));
         }
         for row in sqlx::query(
             "SELECT login, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism FROM principals WHERE kind = 'user'",
         )
-        .fetch_all(&directory.pool)
+        .fetch_all(&pool)
         .await?
         {
-            let login: String = row.try_get("login")?;
-            directory.remember_kdf(&login, Some(kdf_spec_of(&row)?));
+            let (salt, params) = kdf_spec_of(&row)?;
+            changes.push(Change::Kdf {
+                login: row.try_get("login")?,
+                salt,
+                params,
+            });
         }
         for row in sqlx::query("SELECT user_id, instance_id FROM pairings")
-            .fetch_all(&directory.pool)
+            .fetch_all(&pool)
             .await?
         {
-            directory.remember_pair(id_of(&row, "user_id")?, id_of(&row, "instance_id")?);
+            changes.push(Change::Paired {
+                user: id_of(&row, "user_id")?,
+                instance: id_of(&row, "instance_id")?,
+            });
         }
-        Ok(directory)
-    }
-
-    fn remember_login(
-        &self,
-        login: String,
-        id: PrincipalId,
-        kind: PrincipalKind,
-        verifier: [u8; 32],
-    ) {
-        self.logins
-            .insert(login, Credentials { id, kind, verifier });
-    }
-
-    /// A user's login and its salt and parameters, after a write of its password material.
-    fn remember_user(&self, login: String, id: PrincipalId, secret: &NewSecret) {
-        self.remember_kdf(&login, Some((secret.salt.clone(), secret.kdf)));
-        self.remember_login(login, id, PrincipalKind::User, secret.verifier);
-    }
-
-    /// Sets (or with `None` forgets) a user's salt and parameters, keeping the mix counted.
-    fn remember_kdf(&self, login: &str, spec: Option<(Vec<u8>, KdfParams)>) {
-        let shape = |(salt, p): &(Vec<u8>, KdfParams)| {
-            let salt_len = u32::try_from(salt.len()).unwrap_or(u32::MAX);
-            (salt_len, p.memory_kib, p.iterations, p.parallelism)
-        };
-        let mut mix = self.kdf_mix.lock().unwrap_or_else(|p| p.into_inner());
-        let old = match spec {
-            Some(spec) => {
-                *mix.entry(shape(&spec)).or_default() += 1;
-                self.kdfs.insert(login.to_owned(), spec)
-            }
-            None => self.kdfs.remove(login).map(|(_, spec)| spec),
-        };
-        if let Some(old) = old {
-            if let Some(n) = mix.get_mut(&shape(&old)) {
-                *n -= 1;
-                if *n == 0 {
-                    mix.remove(&shape(&old));
-                }
-            }
-        }
-    }
-
-    fn remember_pair(&self, a: PrincipalId, b: PrincipalId) {
-        self.peers.entry(a).or_default().insert(b);
-        self.peers.entry(b).or_default().insert(a);
+        let cache = Cache::default();
+        cache.apply(changes);
+        Ok(Directory {
+            pool,
+            cache,
+            writes: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// May `from` address `to`? Answered from memory.
     pub fn is_paired(&self, from: PrincipalId, to: PrincipalId) -> bool {
-        self.peers
-            .get(&from)
-            .is_some_and(|peers| peers.contains(&to))
+        self.cache.is_paired(from, to)
     }
 
-    /// The account `id` belongs to: a user is its own; an instance belongs to the user who
-    /// added it, its one pairing. Answered from memory.
+    /// The account `id` belongs to (a user is its own; an instance, its owner's). From memory.
     pub fn account_of(&self, id: PrincipalId, kind: PrincipalKind) -> PrincipalId {
-        match kind {
-            PrincipalKind::User => id,
-            PrincipalKind::Instance => self
-                .peers
-                .get(&id)
-                .and_then(|peers| peers.iter().next().copied())
-                .unwrap_or(id),
-        }
+        self.cache.account_of(id, kind)
     }
 
     pub fn peers_of(&self, id: PrincipalId) -> Vec<PrincipalId> {
-        self.peers
-            .get(&id)
-            .map(|peers| peers.iter().copied().collect())
-            .unwrap_or_default()
+        self.cache.peers_of(id)
     }
 
     /// Creates a user, consuming its invite (if one is given) in the same transaction: an
@@ -469,7 +428,8 @@ impl Directory {
             }
         })?;
         tx.commit().await?;
-        self.remember_user(user.name, user.id, &user.secret);
+        self.cache
+            .apply(user_changes(user.name, user.id, &user.secret));
         Ok(())
     }
 
@@ -504,7 +464,7 @@ impl Directory {
         }
         let login = set_password(&mut *tx, user, &new).await?;
         tx.commit().await?;
-        self.remember_user(login, user, &new);
+        self.cache.apply(user_changes(login, user, &new));
         Ok(Revoked::one(Close::CredentialsChanged, user))
     }
 
@@ -600,7 +560,8 @@ impl Directory {
             set_key_verifier(&mut *tx, user, v).await?;
         }
         tx.commit().await?;
-        self.remember_user(login, user, &previous.secret);
+        self.cache
+            .apply(user_changes(login, user, &previous.secret));
         Ok(Some(Revoked::one(Close::PasswordRolledBack, user)))
     }
 
@@ -635,32 +596,17 @@ impl Directory {
 
     /// Salt and KDF parameters of a user, if the name exists (from memory).
     pub fn kdf_of(&self, name: &str) -> Option<(Vec<u8>, KdfParams)> {
-        self.kdfs.get(name).map(|spec| spec.clone())
+        self.cache.kdf_of(name)
     }
 
-    /// A salt length and KDF parameters drawn from those users have, weighted by how many
-    /// have each: `pick` (derived from a name) chooses. `None` while there are no users.
+    /// A salt length and KDF parameters drawn from the users' mix (see [`Cache::kdf_drawn`]).
     pub fn kdf_drawn(&self, pick: u64) -> Option<(usize, KdfParams)> {
-        let mix = self.kdf_mix.lock().unwrap_or_else(|p| p.into_inner());
-        let total: u64 = mix.values().sum();
-        let mut at = pick.checked_rem(total)?;
-        for (&(salt_len, memory_kib, iterations, parallelism), &n) in mix.iter() {
-            if at < n {
-                let params = KdfParams {
-                    memory_kib,
-                    iterations,
-                    parallelism,
-                };
-                return Some((salt_len as usize, params));
-            }
-            at -= n;
-        }
-        None
+        self.cache.kdf_drawn(pick)
     }
 
     /// The login's id, kind and verifier, from memory.
     pub fn credentials(&self, login: &str) -> Option<Credentials> {
-        self.logins.get(login).map(|c| c.clone())
+        self.cache.credentials(login)
     }
 
     pub async fn key_bundle(&self, id: PrincipalId) -> Result<Option<KeyBundle>, DirectoryError> {
@@ -724,13 +670,18 @@ impl Directory {
             put_keyring(&mut tx, owner, keyring).await?;
         }
         tx.commit().await?;
-        self.remember_pair(owner, instance);
-        self.remember_login(
-            instance.to_string(),
-            instance,
-            PrincipalKind::Instance,
-            secret.verifier,
-        );
+        self.cache.apply([
+            Change::Paired {
+                user: owner,
+                instance,
+            },
+            login_change(
+                instance.to_string(),
+                instance,
+                PrincipalKind::Instance,
+                secret.verifier,
+            ),
+        ]);
         Ok(())
     }
 
@@ -755,8 +706,10 @@ impl Directory {
         if deleted == 0 {
             return Ok(None);
         }
-        self.logins.remove(&instance.to_string());
-        self.forget_pairs(instance);
+        self.cache.apply([Change::Removed {
+            id: instance,
+            login: instance.to_string(),
+        }]);
         Ok(Some(Revoked::one(Close::InstanceRemoved, instance)))
     }
 
@@ -789,27 +742,14 @@ impl Directory {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        if let Some(login) = login {
-            self.logins.remove(&login);
-            self.remember_kdf(&login, None);
-        }
-        for id in instances.iter().chain(std::iter::once(&user)) {
-            self.logins.remove(&id.to_string());
-            self.forget_pairs(*id);
-        }
+        let removed = instances.iter().map(|id| Change::Removed {
+            id: *id,
+            login: id.to_string(),
+        });
+        self.cache
+            .apply(removed.chain(login.map(|login| Change::Removed { id: user, login })));
         let revoked = instances.iter().copied().chain([user]).collect();
         Ok((instances, Revoked::new(Close::AccountDeleted, revoked)))
-    }
-
-    /// Drops every in-memory pairing of `id`, on both sides.
-    fn forget_pairs(&self, id: PrincipalId) {
-        if let Some((_, peers)) = self.peers.remove(&id) {
-            for peer in peers {
-                if let Some(mut theirs) = self.peers.get_mut(&peer) {
-                    theirs.remove(&id);
-                }
-            }
-        }
     }
 
     pub async fn instances_of(
@@ -881,7 +821,12 @@ impl Directory {
             }
         }
         tx.commit().await?;
-        self.remember_login(login, instance, PrincipalKind::Instance, secret.verifier);
+        self.cache.apply([login_change(
+            login,
+            instance,
+            PrincipalKind::Instance,
+            secret.verifier,
+        )]);
         Ok(Some(Revoked::one(why, instance)))
     }
 
@@ -932,7 +877,8 @@ impl Directory {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.remember_login(login, user, PrincipalKind::User, dead);
+        self.cache
+            .apply([login_change(login, user, PrincipalKind::User, dead)]);
         Ok(Some(Revoked::one(Close::PasswordReset, user)))
     }
 
@@ -995,7 +941,7 @@ impl Directory {
         .map(|row| id_of(row, "instance_id"))
         .collect::<Result<Vec<_>, _>>()?;
         tx.commit().await?;
-        self.remember_user(login, user, &new);
+        self.cache.apply(user_changes(login, user, &new));
         Ok(Some((stale, Revoked::one(Close::PasswordReset, user))))
     }
 
