@@ -11,13 +11,10 @@
 //! principal.
 
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::Row;
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
 mod cache;
 
@@ -161,20 +158,20 @@ pub struct SessionRecord {
 /// Swaps a user's password material (wrapped key, verifier, salt, KDF parameters) in one
 /// statement; returns the user's login.
 async fn set_password<'e>(
-    db: impl sqlx::SqliteExecutor<'e>,
+    db: impl sqlx::Executor<'e, Database = Any>,
     user: PrincipalId,
     new: &NewSecret,
 ) -> Result<String, DirectoryError> {
     let login: Option<String> = sqlx::query_scalar(
-        "UPDATE principals SET wrapped_key = ?, verifier = ?, kdf_salt = ?, kdf_memory_kib = ?, kdf_iterations = ?, kdf_parallelism = ? \
-         WHERE id = ? AND kind = 'user' RETURNING login",
+        "UPDATE principals SET wrapped_key = $1, verifier = $2, kdf_salt = $3, kdf_memory_kib = $4, kdf_iterations = $5, kdf_parallelism = $6 \
+         WHERE id = $7 AND kind = 'user' RETURNING login",
     )
     .bind(&new.wrapped_key)
     .bind(&new.verifier[..])
     .bind(&new.salt)
-    .bind(new.kdf.memory_kib)
-    .bind(new.kdf.iterations)
-    .bind(new.kdf.parallelism)
+    .bind(i64::from(new.kdf.memory_kib))
+    .bind(i64::from(new.kdf.iterations))
+    .bind(i64::from(new.kdf.parallelism))
     .bind(&user.0[..])
     .fetch_optional(db)
     .await?;
@@ -186,12 +183,12 @@ async fn set_password<'e>(
 /// Records a user's key proof verifier if none is recorded (it never changes with the
 /// password); whether it was.
 async fn set_key_verifier<'e>(
-    db: impl sqlx::SqliteExecutor<'e>,
+    db: impl sqlx::Executor<'e, Database = Any>,
     user: PrincipalId,
     key_verifier: [u8; 32],
 ) -> Result<bool, DirectoryError> {
     let written = sqlx::query(
-        "UPDATE principals SET key_verifier = ? WHERE id = ? AND kind = 'user' AND key_verifier IS NULL",
+        "UPDATE principals SET key_verifier = $1 WHERE id = $2 AND kind = 'user' AND key_verifier IS NULL",
     )
     .bind(&key_verifier[..])
     .bind(&user.0[..])
@@ -203,12 +200,12 @@ async fn set_key_verifier<'e>(
 
 /// Writes a keyring inside `tx` if its version is the stored one plus one.
 async fn put_keyring(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut AnyConnection,
     id: PrincipalId,
     keyring: &KeyringWrite,
 ) -> Result<(), DirectoryError> {
     let written = sqlx::query(
-        "UPDATE principals SET keyring = ?, keyring_version = ? WHERE id = ? AND keyring_version = ? - 1",
+        "UPDATE principals SET keyring = $1, keyring_version = $2 WHERE id = $3 AND keyring_version = $4 - 1",
     )
     .bind(&keyring.blob)
     .bind(keyring.version)
@@ -219,7 +216,7 @@ async fn put_keyring(
     .rows_affected();
     if written == 0 {
         let current: Option<i64> =
-            sqlx::query_scalar("SELECT keyring_version FROM principals WHERE id = ?")
+            sqlx::query_scalar("SELECT keyring_version FROM principals WHERE id = $1")
                 .bind(&id.0[..])
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -231,7 +228,7 @@ async fn put_keyring(
 }
 
 pub struct Directory {
-    pool: SqlitePool,
+    pool: AnyPool,
     /// Credentials, KDF parameters and pairings, changed only by `cache.apply` with what
     /// each commit changed.
     cache: Cache,
@@ -269,35 +266,68 @@ fn user_changes(login: String, id: PrincipalId, secret: &NewSecret) -> [Change; 
     ]
 }
 
-fn id_of(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<PrincipalId, DirectoryError> {
+fn id_of(row: &AnyRow, column: &str) -> Result<PrincipalId, DirectoryError> {
     let bytes: Vec<u8> = row.try_get(column)?;
     PrincipalId::from_slice(&bytes).ok_or(DirectoryError::Corrupt("principal id is not 16 bytes"))
 }
 
-fn key_of(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<[u8; 32], DirectoryError> {
+fn key_of(row: &AnyRow, column: &str) -> Result<[u8; 32], DirectoryError> {
     let bytes: Vec<u8> = row.try_get(column)?;
     bytes
         .try_into()
         .map_err(|_| DirectoryError::Corrupt("32-byte column has another length"))
 }
 
-fn kdf_spec_of(row: &sqlx::sqlite::SqliteRow) -> Result<(Vec<u8>, KdfParams), DirectoryError> {
+fn kdf_spec_of(row: &AnyRow) -> Result<(Vec<u8>, KdfParams), DirectoryError> {
+    // Stored as integers of whatever width the backend has; read as i64, kept as u32.
+    let param = |column| {
+        u32::try_from(row.try_get::<i64, _>(column)?)
+            .map_err(|_| DirectoryError::Corrupt("a KDF parameter is out of range"))
+    };
     Ok((
         row.try_get("kdf_salt")?,
         KdfParams {
-            memory_kib: row.try_get("kdf_memory_kib")?,
-            iterations: row.try_get("kdf_iterations")?,
-            parallelism: row.try_get("kdf_parallelism")?,
+            memory_kib: param("kdf_memory_kib")?,
+            iterations: param("kdf_iterations")?,
+            parallelism: param("kdf_parallelism")?,
         },
     ))
 }
 
-fn kind_of(row: &sqlx::sqlite::SqliteRow) -> Result<PrincipalKind, DirectoryError> {
+fn kind_of(row: &AnyRow) -> Result<PrincipalKind, DirectoryError> {
     match row.try_get::<&str, _>("kind")? {
         "user" => Ok(PrincipalKind::User),
         "instance" => Ok(PrincipalKind::Instance),
         _ => Err(DirectoryError::Corrupt("unknown principal kind")),
     }
+}
+
+/// The pool on the SQLite file at `path` (created if missing): write-ahead log, fsync at
+/// checkpoints, foreign keys on, writers waiting 5 s for each other. Reached through sqlx's
+/// Any driver, so that the same statements serve another backend.
+async fn sqlite_pool(path: &Path) -> Result<AnyPool, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    // The path travels in a URL: every byte that is not plainly safe is escaped.
+    let escaped = percent_encoding::utf8_percent_encode(
+        &path.to_string_lossy(),
+        percent_encoding::NON_ALPHANUMERIC,
+    )
+    .to_string()
+    .replace("%2F", "/");
+    AnyPoolOptions::new()
+        .max_connections(4)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                )
+                .await
+                .map(drop)
+            })
+        })
+        .connect(&format!("sqlite://{escaped}?mode=rwc"))
+        .await
 }
 
 fn unique_violation(e: &sqlx::Error) -> bool {
@@ -307,20 +337,7 @@ fn unique_violation(e: &sqlx::Error) -> bool {
 impl Directory {
     /// Opens (creating if needed) the SQLite file and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Directory, DirectoryError> {
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(|source| DirectoryError::Open {
-                path: path.display().to_string(),
-                source,
-            })?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
+        let pool = sqlite_pool(path)
             .await
             .map_err(|source| DirectoryError::Open {
                 path: path.display().to_string(),
@@ -393,7 +410,7 @@ impl Directory {
         let now = unix_now();
         let mut tx = self.pool.begin().await?;
         if let Some(invite) = user.invite {
-            let used = sqlx::query("DELETE FROM invites WHERE verifier = ? AND expires_at > ?")
+            let used = sqlx::query("DELETE FROM invites WHERE verifier = $1 AND expires_at > $2")
                 .bind(&invite[..])
                 .bind(now)
                 .execute(&mut *tx)
@@ -405,7 +422,7 @@ impl Directory {
         }
         sqlx::query(
             "INSERT INTO principals (id, kind, login, public_key, wrapped_key, verifier, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism, created_at, key_verifier) \
-             VALUES (?, 'user', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, 'user', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&user.id.0[..])
         .bind(&user.name)
@@ -413,9 +430,9 @@ impl Directory {
         .bind(&user.secret.wrapped_key)
         .bind(&user.secret.verifier[..])
         .bind(&user.secret.salt)
-        .bind(user.secret.kdf.memory_kib)
-        .bind(user.secret.kdf.iterations)
-        .bind(user.secret.kdf.parallelism)
+        .bind(i64::from(user.secret.kdf.memory_kib))
+        .bind(i64::from(user.secret.kdf.iterations))
+        .bind(i64::from(user.secret.kdf.parallelism))
         .bind(now)
         .bind(user.key_verifier.as_ref().map(|v| &v[..]))
         .execute(&mut *tx)
@@ -450,10 +467,10 @@ impl Directory {
             // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
             sqlx::query(
                 "INSERT INTO previous_passwords (user_id, wrapped_key, verifier, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism, changed_at, expires_at) \
-                 SELECT id, wrapped_key, verifier, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism, ?, ? FROM principals WHERE id = ? AND kind = 'user' AND true \
+                 SELECT id, wrapped_key, verifier, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism, $1, $2 FROM principals WHERE id = $3 AND kind = 'user' AND true \
                  ON CONFLICT (user_id) DO UPDATE SET wrapped_key = excluded.wrapped_key, verifier = excluded.verifier, kdf_salt = excluded.kdf_salt, \
                  kdf_memory_kib = excluded.kdf_memory_kib, kdf_iterations = excluded.kdf_iterations, kdf_parallelism = excluded.kdf_parallelism, \
-                 changed_at = excluded.changed_at, expires_at = excluded.expires_at WHERE previous_passwords.expires_at <= ?",
+                 changed_at = excluded.changed_at, expires_at = excluded.expires_at WHERE previous_passwords.expires_at <= $4",
             )
             .bind(now)
             .bind(expires_at)
@@ -473,7 +490,7 @@ impl Directory {
         &self,
         user: PrincipalId,
     ) -> Result<Option<[u8; 32]>, DirectoryError> {
-        let row = sqlx::query("SELECT key_verifier FROM principals WHERE id = ?")
+        let row = sqlx::query("SELECT key_verifier FROM principals WHERE id = $1")
             .bind(&user.0[..])
             .fetch_optional(&self.pool)
             .await?;
@@ -504,25 +521,22 @@ impl Directory {
         let row = sqlx::query(
             "SELECT v.user_id, p.public_key, v.wrapped_key, v.verifier, v.kdf_salt, v.kdf_memory_kib, v.kdf_iterations, v.kdf_parallelism, v.changed_at, v.expires_at \
              FROM previous_passwords v JOIN principals p ON p.id = v.user_id \
-             WHERE p.login = ? AND p.kind = 'user' AND v.expires_at > ?",
+             WHERE p.login = $1 AND p.kind = 'user' AND v.expires_at > $2",
         )
         .bind(name)
         .bind(unix_now())
         .fetch_optional(&self.pool)
         .await?;
         row.map(|row| {
+            let (salt, kdf) = kdf_spec_of(&row)?;
             Ok(PreviousPassword {
                 user: id_of(&row, "user_id")?,
                 public_key: key_of(&row, "public_key")?,
                 secret: NewSecret {
                     wrapped_key: row.try_get("wrapped_key")?,
                     verifier: key_of(&row, "verifier")?,
-                    salt: row.try_get("kdf_salt")?,
-                    kdf: KdfParams {
-                        memory_kib: row.try_get("kdf_memory_kib")?,
-                        iterations: row.try_get("kdf_iterations")?,
-                        parallelism: row.try_get("kdf_parallelism")?,
-                    },
+                    salt,
+                    kdf,
                 },
                 changed_at: row.try_get("changed_at")?,
                 expires_at: row.try_get("expires_at")?,
@@ -543,7 +557,7 @@ impl Directory {
         let user = previous.user;
         let mut tx = self.pool.begin().await?;
         let taken = sqlx::query(
-            "DELETE FROM previous_passwords WHERE user_id = ? AND verifier = ? AND changed_at = ? AND expires_at > ?",
+            "DELETE FROM previous_passwords WHERE user_id = $1 AND verifier = $2 AND changed_at = $3 AND expires_at > $4",
         )
         .bind(&user.0[..])
         .bind(&previous.secret.verifier[..])
@@ -571,7 +585,7 @@ impl Directory {
         verifier: [u8; 32],
         expires_at: i64,
     ) -> Result<(), DirectoryError> {
-        sqlx::query("INSERT INTO invites (verifier, created_at, expires_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO invites (verifier, created_at, expires_at) VALUES ($1, $2, $3)")
             .bind(&verifier[..])
             .bind(unix_now())
             .bind(expires_at)
@@ -585,7 +599,7 @@ impl Directory {
         let now = unix_now();
         let mut purged = 0;
         for table in ["previous_passwords", "invites"] {
-            purged += sqlx::query(&format!("DELETE FROM {table} WHERE expires_at <= ?"))
+            purged += sqlx::query(&format!("DELETE FROM {table} WHERE expires_at <= $1"))
                 .bind(now)
                 .execute(&self.pool)
                 .await?
@@ -611,7 +625,7 @@ impl Directory {
 
     pub async fn key_bundle(&self, id: PrincipalId) -> Result<Option<KeyBundle>, DirectoryError> {
         let row = sqlx::query(
-            "SELECT id, kind, public_key, wrapped_key, keyring, keyring_version, key_verifier IS NOT NULL AS key_proof_recorded FROM principals WHERE id = ?",
+            "SELECT id, kind, public_key, wrapped_key, keyring, keyring_version, key_verifier FROM principals WHERE id = $1",
         )
         .bind(&id.0[..])
         .fetch_optional(&self.pool)
@@ -624,7 +638,7 @@ impl Directory {
                 wrapped_key: row.try_get("wrapped_key")?,
                 keyring: row.try_get("keyring")?,
                 keyring_version: row.try_get("keyring_version")?,
-                key_proof_recorded: row.try_get("key_proof_recorded")?,
+                key_proof_recorded: row.try_get::<Option<Vec<u8>>, _>("key_verifier")?.is_some(),
             })
         })
         .transpose()
@@ -642,7 +656,7 @@ impl Directory {
         let now = unix_now();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO principals (id, kind, login, public_key, wrapped_key, verifier, created_at) VALUES (?, 'instance', ?, ?, ?, ?, ?)",
+            "INSERT INTO principals (id, kind, login, public_key, wrapped_key, verifier, created_at) VALUES ($1, 'instance', $2, $3, $4, $5, $6)",
         )
         .bind(&instance.0[..])
         .bind(instance.to_string())
@@ -659,7 +673,7 @@ impl Directory {
                 e.into()
             }
         })?;
-        sqlx::query("INSERT INTO pairings (user_id, instance_id, created_at, owner_copy) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO pairings (user_id, instance_id, created_at, owner_copy) VALUES ($1, $2, $3, $4)")
             .bind(&owner.0[..])
             .bind(&instance.0[..])
             .bind(now)
@@ -694,8 +708,8 @@ impl Directory {
     ) -> Result<Option<Revoked>, DirectoryError> {
         let _writing = self.writes.lock().await;
         let deleted = sqlx::query(
-            "DELETE FROM principals WHERE id = ? AND kind = 'instance' \
-             AND EXISTS (SELECT 1 FROM pairings WHERE user_id = ? AND instance_id = ?)",
+            "DELETE FROM principals WHERE id = $1 AND kind = 'instance' \
+             AND EXISTS (SELECT 1 FROM pairings WHERE user_id = $2 AND instance_id = $3)",
         )
         .bind(&instance.0[..])
         .bind(&owner.0[..])
@@ -722,7 +736,7 @@ impl Directory {
     ) -> Result<(Vec<PrincipalId>, Revoked), DirectoryError> {
         let _writing = self.writes.lock().await;
         let mut tx = self.pool.begin().await?;
-        let instances = sqlx::query("SELECT instance_id FROM pairings WHERE user_id = ?")
+        let instances = sqlx::query("SELECT instance_id FROM pairings WHERE user_id = $1")
             .bind(&user.0[..])
             .fetch_all(&mut *tx)
             .await?
@@ -730,13 +744,13 @@ impl Directory {
             .map(|row| id_of(row, "instance_id"))
             .collect::<Result<Vec<_>, _>>()?;
         for instance in &instances {
-            sqlx::query("DELETE FROM principals WHERE id = ? AND kind = 'instance'")
+            sqlx::query("DELETE FROM principals WHERE id = $1 AND kind = 'instance'")
                 .bind(&instance.0[..])
                 .execute(&mut *tx)
                 .await?;
         }
         let login: Option<String> = sqlx::query_scalar(
-            "DELETE FROM principals WHERE id = ? AND kind = 'user' RETURNING login",
+            "DELETE FROM principals WHERE id = $1 AND kind = 'user' RETURNING login",
         )
         .bind(&user.0[..])
         .fetch_optional(&mut *tx)
@@ -758,7 +772,7 @@ impl Directory {
     ) -> Result<Vec<InstanceInfo>, DirectoryError> {
         sqlx::query(
             "SELECT p.id, p.public_key, p.created_at, p.last_seen, x.owner_copy, x.stale_owner_key FROM pairings x JOIN principals p ON p.id = x.instance_id \
-             WHERE x.user_id = ? ORDER BY p.created_at, p.id",
+             WHERE x.user_id = $1 ORDER BY p.created_at, p.id",
         )
         .bind(&owner.0[..])
         .fetch_all(&self.pool)
@@ -770,7 +784,7 @@ impl Directory {
                 public_key: key_of(row, "public_key")?,
                 created_at: row.try_get("created_at")?,
                 owner_copy: row.try_get("owner_copy")?,
-                stale_owner_key: row.try_get("stale_owner_key")?,
+                stale_owner_key: row.try_get::<i64, _>("stale_owner_key")? != 0,
                 last_seen: row.try_get("last_seen")?,
             })
         })
@@ -794,9 +808,9 @@ impl Directory {
         let _writing = self.writes.lock().await;
         let mut tx = self.pool.begin().await?;
         let login: Option<String> = sqlx::query_scalar(
-            "UPDATE principals SET wrapped_key = ?, verifier = ?, public_key = COALESCE(?, public_key) \
-             WHERE id = ? AND kind = 'instance' \
-             AND EXISTS (SELECT 1 FROM pairings WHERE user_id = ? AND instance_id = ?) RETURNING login",
+            "UPDATE principals SET wrapped_key = $1, verifier = $2, public_key = COALESCE($3, public_key) \
+             WHERE id = $4 AND kind = 'instance' \
+             AND EXISTS (SELECT 1 FROM pairings WHERE user_id = $5 AND instance_id = $6) RETURNING login",
         )
         .bind(&secret.wrapped_key)
         .bind(&secret.verifier[..])
@@ -809,7 +823,7 @@ impl Directory {
         let Some(login) = login else { return Ok(None) };
         if let Some(new_key) = &new_key {
             sqlx::query(
-                "UPDATE pairings SET owner_copy = ?, stale_owner_key = 0 WHERE user_id = ? AND instance_id = ?",
+                "UPDATE pairings SET owner_copy = $1, stale_owner_key = 0 WHERE user_id = $2 AND instance_id = $3",
             )
             .bind(&new_key.owner_copy)
             .bind(&owner.0[..])
@@ -856,7 +870,7 @@ impl Directory {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut dead);
         let mut tx = self.pool.begin().await?;
         let login: Option<String> = sqlx::query_scalar(
-            "UPDATE principals SET verifier = ? WHERE id = ? AND kind = 'user' RETURNING login",
+            "UPDATE principals SET verifier = $1 WHERE id = $2 AND kind = 'user' RETURNING login",
         )
         .bind(&dead[..])
         .bind(&user.0[..])
@@ -864,12 +878,13 @@ impl Directory {
         .await?;
         let Some(login) = login else { return Ok(None) };
         // An operator's reset is deliberate: no change of password before it may be undone.
-        sqlx::query("DELETE FROM previous_passwords WHERE user_id = ?")
+        sqlx::query("DELETE FROM previous_passwords WHERE user_id = $1")
             .bind(&user.0[..])
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT OR REPLACE INTO resets (user_id, verifier, expires_at) VALUES (?, ?, ?)",
+            "INSERT INTO resets (user_id, verifier, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id) DO UPDATE SET verifier = excluded.verifier, expires_at = excluded.expires_at",
         )
         .bind(&user.0[..])
         .bind(&code_verifier[..])
@@ -886,7 +901,7 @@ impl Directory {
     pub async fn pending_reset(&self, name: &str) -> Result<Option<PendingReset>, DirectoryError> {
         let row = sqlx::query(
             "SELECT r.user_id, r.verifier, r.expires_at FROM resets r JOIN principals p ON p.id = r.user_id \
-             WHERE p.login = ? AND p.kind = 'user'",
+             WHERE p.login = $1 AND p.kind = 'user'",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -914,7 +929,7 @@ impl Directory {
     ) -> Result<Option<(Vec<PrincipalId>, Revoked)>, DirectoryError> {
         let _writing = self.writes.lock().await;
         let mut tx = self.pool.begin().await?;
-        let consumed = sqlx::query("DELETE FROM resets WHERE user_id = ?")
+        let consumed = sqlx::query("DELETE FROM resets WHERE user_id = $1")
             .bind(&user.0[..])
             .execute(&mut *tx)
             .await?
@@ -924,7 +939,7 @@ impl Directory {
         }
         let login = set_password(&mut *tx, user, &new).await?;
         sqlx::query(
-            "UPDATE principals SET public_key = ?, keyring = NULL, keyring_version = 0, key_verifier = ? WHERE id = ?",
+            "UPDATE principals SET public_key = $1, keyring = NULL, keyring_version = 0, key_verifier = $2 WHERE id = $3",
         )
         .bind(&public_key[..])
         .bind(key_verifier.as_ref().map(|v| &v[..]))
@@ -932,7 +947,7 @@ impl Directory {
         .execute(&mut *tx)
         .await?;
         let stale = sqlx::query(
-            "UPDATE pairings SET stale_owner_key = 1, owner_copy = NULL WHERE user_id = ? RETURNING instance_id",
+            "UPDATE pairings SET stale_owner_key = 1, owner_copy = NULL WHERE user_id = $1 RETURNING instance_id",
         )
         .bind(&user.0[..])
         .fetch_all(&mut *tx)
@@ -949,7 +964,7 @@ impl Directory {
         &self,
         id: PrincipalId,
     ) -> Result<Option<(PrincipalKind, [u8; 32])>, DirectoryError> {
-        let row = sqlx::query("SELECT kind, public_key FROM principals WHERE id = ?")
+        let row = sqlx::query("SELECT kind, public_key FROM principals WHERE id = $1")
             .bind(&id.0[..])
             .fetch_optional(&self.pool)
             .await?;
@@ -970,7 +985,7 @@ impl Directory {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO session_log (principal_id, ip, connected_at, disconnected_at, bytes_in, bytes_out, messages_in, messages_out, close_reason, hour) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (principal_id, ip, close_reason, hour) WHERE hour IS NOT NULL DO UPDATE SET \
              sessions = sessions + 1, disconnected_at = MAX(disconnected_at, excluded.disconnected_at), \
              bytes_in = bytes_in + excluded.bytes_in, bytes_out = bytes_out + excluded.bytes_out, \
@@ -989,7 +1004,7 @@ impl Directory {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE principals SET last_seen = MAX(COALESCE(last_seen, 0), ?) WHERE id = ?",
+            "UPDATE principals SET last_seen = MAX(COALESCE(last_seen, 0), $1) WHERE id = $2",
         )
         .bind(r.disconnected_at)
         .bind(&r.principal.0[..])
@@ -1001,7 +1016,7 @@ impl Directory {
 
     /// How many instances `owner` has.
     pub async fn instance_count(&self, owner: PrincipalId) -> Result<u64, DirectoryError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pairings WHERE user_id = ?")
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pairings WHERE user_id = $1")
             .bind(&owner.0[..])
             .fetch_one(&self.pool)
             .await?;
@@ -1040,12 +1055,12 @@ impl Directory {
     ) -> Result<Vec<AdminSessionRecord>, DirectoryError> {
         sqlx::query(
             "SELECT ip, connected_at, disconnected_at, bytes_in, bytes_out, messages_in, messages_out, close_reason, sessions \
-             FROM session_log WHERE principal_id = ? AND disconnected_at >= ? \
-             ORDER BY disconnected_at DESC LIMIT ?",
+             FROM session_log WHERE principal_id = $1 AND disconnected_at >= $2 \
+             ORDER BY disconnected_at DESC LIMIT $3",
         )
         .bind(&principal.0[..])
         .bind(since)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -1069,7 +1084,7 @@ impl Directory {
     /// Deletes session metadata that closed before `cutoff` (unix seconds).
     pub async fn purge_sessions_before(&self, cutoff: i64) -> Result<u64, DirectoryError> {
         Ok(
-            sqlx::query("DELETE FROM session_log WHERE disconnected_at < ?")
+            sqlx::query("DELETE FROM session_log WHERE disconnected_at < $1")
                 .bind(cutoff)
                 .execute(&self.pool)
                 .await?
@@ -1122,8 +1137,49 @@ mod tests {
         (dir, directory)
     }
 
+    /// The file's path travels in a URL to the driver: whatever it holds opens that file,
+    /// a reopened directory holds what the first one wrote, and every connection has the
+    /// settings the broker relies on.
+    #[tokio::test]
+    async fn a_path_with_url_characters_opens_that_very_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a dir?#%20").join("d b#?.db");
+        std::fs::create_dir(path.parent().unwrap()).unwrap();
+        let directory = Directory::open(&path).await.unwrap();
+        directory
+            .register_user(NewUser {
+                id: ALICE,
+                name: "alice".into(),
+                public_key: [2; 32],
+                secret: secret(4),
+                key_verifier: None,
+                invite: None,
+            })
+            .await
+            .unwrap();
+        directory.close().await;
+        assert!(path.exists(), "{}", path.display());
+        let reopened = Directory::open(&path).await.unwrap();
+        assert_eq!(reopened.credentials("alice").unwrap().id, ALICE);
+        let pragma =
+            |name: &'static str| sqlx::query_scalar::<_, i64>(name).fetch_one(&reopened.pool);
+        assert_eq!(pragma("PRAGMA foreign_keys").await.unwrap(), 1);
+        assert_eq!(pragma("PRAGMA synchronous").await.unwrap(), 1, "NORMAL");
+        assert_eq!(pragma("PRAGMA busy_timeout").await.unwrap(), 5000);
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&reopened.pool)
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing beside it"
+        );
+    }
+
     async fn stored_verifier(directory: &Directory, login: &str) -> [u8; 32] {
-        let row = sqlx::query("SELECT verifier FROM principals WHERE login = ?")
+        let row = sqlx::query("SELECT verifier FROM principals WHERE login = $1")
             .bind(login)
             .fetch_one(&directory.pool)
             .await
@@ -1270,7 +1326,7 @@ mod tests {
             }
             let login = instance.to_string();
             let in_memory = directory.credentials(&login).map(|c| c.verifier);
-            let stored = sqlx::query("SELECT verifier FROM principals WHERE login = ?")
+            let stored = sqlx::query("SELECT verifier FROM principals WHERE login = $1")
                 .bind(&login)
                 .fetch_optional(&directory.pool)
                 .await
