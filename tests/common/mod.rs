@@ -3,6 +3,8 @@
 //! byte it wrote), and drives it with the SDK, rumqttc probes and raw sockets.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod postgres;
+
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +62,17 @@ impl Broker {
     /// Starts a broker through `launcher` (a command that runs the one after it, such as
     /// `prlimit --nofile=512`), with extra `SEALRELAY_*` environment overrides.
     pub fn start_through(launcher: &[&str], env: &[(&str, &str)]) -> Broker {
+        Broker::start_configured(launcher, env, "")
+    }
+
+    /// Starts a broker whose directory is the PostgreSQL database `url` names (in its
+    /// config file, so that restarts keep it).
+    pub fn start_on_postgres(url: &str) -> Broker {
+        Broker::start_configured(&[], &[], &format!("[directory]\nurl = \"{url}\"\n"))
+    }
+
+    /// Starts a broker with the test configuration and `extra` (TOML) appended to it.
+    fn start_configured(launcher: &[&str], env: &[(&str, &str)], extra: &str) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(
             dir.path().join("broker.toml"),
@@ -71,7 +84,9 @@ impl Broker {
              [admin]\nlisten = \"127.0.0.1:0\"\n\
              [kdf]\nmemory_kib = 19456\niterations = 2\n[log]\nlevel = \"debug\"\n\
              [auth]\nregistrations_per_ip_per_hour = 100000\nprelogins_per_ip_per_minute = 100000\n\
-             resets_per_ip_per_hour = 100000\n",
+             resets_per_ip_per_hour = 100000\n"
+                .to_owned()
+                + extra,
         )
         .unwrap();
         let mut broker = Broker {
@@ -1156,4 +1171,52 @@ pub fn basic_auth(login: &str, secret: &str) -> String {
         "Basic {}",
         sealrelay_wire::b64::encode(format!("{login}:{secret}").as_bytes())
     )
+}
+
+/// The first ```sh block after `## Try it` in README.md.
+fn try_it_block() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme
+        .find("## Try it")
+        .expect("README has a Try it section")..];
+    let start = section.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let end = start + section[start..].find("```").expect("the block ends");
+    section[start..end].to_owned()
+}
+
+/// Runs the README's "Try it" walk against `broker`, as a reader would after the README's
+/// first command, and checks every reply came.
+pub fn readme_walk(broker: &Broker) {
+    let block = try_it_block();
+    assert!(block.contains("sealrelay admin reset-user") && block.lines().count() > 10);
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut walk = Command::new("timeout");
+    // A reader's shell: none of the test's own SEALRELAY_* variables.
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("SEALRELAY_")) {
+        walk.env_remove(name);
+    }
+    walk.args(["120", "bash", "-euo", "pipefail", "-c", &block])
+        .current_dir(broker.dir.path())
+        .env("PATH", path)
+        .env("SEALRELAY_SERVER", format!("http://{}", broker.http))
+        .env("SEALRELAY_BROKER", format!("mqtt://{}", broker.mqtt))
+        .env("SEALRELAY_ADMIN_LISTEN", broker.admin.to_string())
+        .env("SEALRELAY_STATE_DIR", broker.dir.path().join("cli-state"));
+    let out = walk.output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "the walk failed:\n{stdout}\n{stderr}");
+    for reply in ["hello\n", "still me\n", "after the reset\n"] {
+        assert!(stdout.contains(reply), "no reply {reply:?}:\n{stdout}");
+    }
+    assert!(stdout.contains("re-enrol "), "{stdout}");
+    assert!(stdout.contains("removed instance "), "{stdout}");
 }

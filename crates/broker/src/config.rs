@@ -191,6 +191,8 @@ pub struct Envelope {
 #[serde(deny_unknown_fields)]
 pub struct Directory {
     pub database: PathBuf,
+    /// Empty: the SQLite file `database`. Else a `postgres://` URL without a password.
+    pub url: String,
     pub prelogin_key_file: PathBuf,
     pub max_instances_per_user: u32,
 }
@@ -348,6 +350,9 @@ impl Config {
         };
         // Every problem at once, one line each: an operator fixes them in one pass.
         let mut problems = Vec::new();
+        if let Err(problem) = check_directory_url(&self.directory.url) {
+            problems.push(invalid("directory.url", problem.into()));
+        }
         // Topic, header and MQTT framing ride on top of the envelope.
         if u64::from(self.mqtt.max_packet_bytes) < u64::from(self.envelope.max_bytes) + 512 {
             problems.push(invalid(
@@ -508,6 +513,27 @@ type Origins = std::collections::HashMap<String, String>;
 
 /// `key` with where it was set: `mqtt.max_inflight in broker.toml`,
 /// `mqtt.listen from SEALRELAY_MQTT_LISTEN`, or the bare key for an embedded default.
+/// `directory.url` is empty or a PostgreSQL URL, and names no password: the configuration
+/// is shown by `check-config` and copied around, so the password comes from PGPASSWORD or
+/// ~/.pgpass, as for psql.
+fn check_directory_url(url: &str) -> Result<(), &'static str> {
+    if url.is_empty() {
+        return Ok(());
+    }
+    let parsed = url::Url::parse(url).map_err(|_| {
+        "is not a URL: leave it empty for the SQLite file directory.database, or give postgres://user@host:port/database"
+    })?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Err("names no PostgreSQL database: leave it empty for the SQLite file directory.database, or give postgres://user@host:port/database");
+    }
+    if parsed.password().is_some() {
+        return Err(
+            "carries a password: remove it from the URL and give it in PGPASSWORD or ~/.pgpass",
+        );
+    }
+    Ok(())
+}
+
 fn placed(key: &str, origins: &Origins) -> String {
     match origins.get(key) {
         Some(origin) => format!("{key} {origin}"),

@@ -143,8 +143,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     )?;
     datadir::ensure_parent(&config.admin.token_file, "admin token directory")?;
     let lock = DataLock::acquire(&config.directory.database)?;
-    datadir::create_database(&config.directory.database)?;
-    let directory = Arc::new(Directory::open(&config.directory.database).await?);
+    if config.directory.url.is_empty() {
+        datadir::create_database(&config.directory.database)?;
+    }
+    let directory = Arc::new(Directory::open(&config.directory).await?);
     let prelogin_key = datadir::key_file(&config.directory.prelogin_key_file, "prelogin key")?;
     let operator_token = datadir::key_file(&config.admin.token_file, "admin token")?;
     let limiter = Arc::new(Limiter::new(&config));

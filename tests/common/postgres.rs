@@ -1,0 +1,163 @@
+//! A throwaway PostgreSQL server for tests: Debian's binaries, a cluster in a temp dir, on
+//! a free loopback port, its socket in that dir, stopped (and the dir removed) when dropped.
+//! PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user the
+//! Debian package creates.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Postgres {
+    /// The cluster and the socket; owned by the server's user.
+    dir: tempfile::TempDir,
+    pub port: u16,
+    server: Child,
+    databases: u32,
+}
+
+/// The directory of Debian's PostgreSQL binaries (`/usr/lib/postgresql/<version>/bin`).
+fn bin_dir() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (.ci/run installs Debian's postgresql)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("an initdb under /usr/lib/postgresql")
+}
+
+/// Whether the tests run as root, where PostgreSQL will not.
+fn as_root() -> bool {
+    let id = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&id.stdout).trim() == "0"
+}
+
+/// `program` from the PostgreSQL binaries, as the user the server runs as.
+fn as_server_user(program: &str) -> Command {
+    let path = bin_dir().join(program);
+    if as_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(path);
+        command
+    } else {
+        Command::new(path)
+    }
+}
+
+impl Postgres {
+    /// Creates a cluster (user `sealrelay`, trusted on loopback, no fsync) and starts it.
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        if as_root() {
+            let chown = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(chown.success());
+        }
+        let data = dir.path().join("data");
+        let initdb = as_server_user("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "sealrelay", "-N"])
+            .output()
+            .unwrap();
+        assert!(
+            initdb.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = as_server_user("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let postgres = Postgres {
+            dir,
+            port,
+            server,
+            databases: 0,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !postgres.psql("postgres", "SELECT 1").status.success() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        postgres
+    }
+
+    fn psql(&self, database: &str, sql: &str) -> std::process::Output {
+        self.psql_with(database, sql, &[])
+    }
+
+    fn psql_with(&self, database: &str, sql: &str, flags: &[&str]) -> std::process::Output {
+        as_server_user("psql")
+            .args(flags)
+            .args(["-h"])
+            .arg(self.dir.path())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "sealrelay",
+                "-d",
+                database,
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .unwrap()
+    }
+
+    /// The unaligned, headerless answer to `sql` in `database`.
+    pub fn query(&self, database: &str, sql: &str) -> String {
+        let out = self.psql_with(database, sql, &["-tA"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A new, empty database: the URL a broker's `directory.url` takes.
+    pub fn database(&mut self) -> String {
+        self.databases += 1;
+        let name = format!("sealrelay_{}", self.databases);
+        let created = self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        format!("postgres://sealrelay@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).
+    pub fn kill(&mut self) {
+        let _ = as_server_user("pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(self.dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.server.wait();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

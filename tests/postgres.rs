@@ -1,0 +1,120 @@
+//! The directory on PostgreSQL (`directory.url`): a real server started by the harness
+//! (Debian's binaries, a throwaway cluster), the real broker on it, driven as users would.
+//! Whatever the broker keeps must land in PostgreSQL and nowhere on its disk.
+
+mod common;
+
+use std::time::Duration;
+
+use common::postgres::Postgres;
+use common::Broker;
+use sealrelay_client::{Client, ClientError, Identity, MqttVersion};
+use sealrelay_wire::PrincipalId;
+
+/// Rows of `table` in the broker's PostgreSQL database, read with psql.
+fn rows(postgres: &Postgres, url: &str, table: &str) -> u64 {
+    let database = url.rsplit('/').next().unwrap();
+    postgres
+        .query(database, &format!("SELECT count(*) FROM {table}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The README's walk — register, add an instance, relay, change the password, an
+/// operator's reset, re-enrolment, removal — with the directory on PostgreSQL; nothing
+/// of the directory is written beside the broker.
+#[test]
+fn the_readme_walk_runs_on_postgresql() {
+    let mut postgres = Postgres::start();
+    let url = postgres.database();
+    let broker = Broker::start_on_postgres(&url);
+    common::readme_walk(&broker);
+    assert_eq!(rows(&postgres, &url, "principals WHERE kind = 'user'"), 1);
+    assert_eq!(
+        rows(&postgres, &url, "pairings"),
+        0,
+        "the instance was removed"
+    );
+    assert!(
+        rows(&postgres, &url, "session_log") >= 2,
+        "the agents' sessions"
+    );
+    let sqlite = broker.dir.path().join("data/sealrelay.db");
+    assert!(
+        !sqlite.exists(),
+        "a SQLite file beside a PostgreSQL directory"
+    );
+}
+
+/// A restarted broker rebuilds its login and pairing cache from PostgreSQL: the pair that
+/// traded before trades again, and a change of password made after the restart takes
+/// effect (the old password fails, the new one logs in).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_broker_serves_what_postgresql_holds() {
+    let mut postgres = Postgres::start();
+    let url = postgres.database();
+    let mut broker = Broker::start_on_postgres(&url);
+    let mut alice = broker.user("alice").await;
+    let (instance, token) = alice.add_instance(&broker.api()).await.unwrap();
+    let echo_agent = |broker: &Broker| {
+        let (api, address, token) = (broker.api(), broker.broker_addr(), token.reveal());
+        tokio::spawn(async move {
+            let token = token.parse().unwrap();
+            let instance = Identity::login_instance(&api, &token).await.unwrap();
+            let mut agent = Client::connect(api, instance, &address, MqttVersion::V5)
+                .await
+                .unwrap();
+            let _ = agent
+                .serve(|m| [b"echo:".as_slice(), &m.payload].concat())
+                .await;
+        })
+    };
+    let agent = echo_agent(&broker);
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    assert_eq!(
+        echo(&mut console, instance, b"before").await,
+        b"echo:before"
+    );
+    drop(console);
+    agent.abort();
+
+    broker.restart();
+    // The instance logs in again with its token, the user with the password it registered.
+    let _agent = echo_agent(&broker);
+    let mut alice = Identity::login_user(&broker.api(), "alice", "pw-alice")
+        .await
+        .expect("alice logs in after the restart");
+    assert_eq!(alice.instances(&broker.api()).await.unwrap().len(), 1);
+    alice
+        .change_password(&broker.api(), "pw-alice-2", common::FAST_KDF)
+        .await
+        .unwrap();
+    let old = Identity::login_user(&broker.api(), "alice", "pw-alice").await;
+    assert!(old.is_err(), "the old password still logs in");
+    let alice = Identity::login_user(&broker.api(), "alice", "pw-alice-2")
+        .await
+        .unwrap();
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    assert_eq!(echo(&mut console, instance, b"after").await, b"echo:after");
+}
+
+/// Sends `payload` to `instance` until its echo comes back (the instance's agent may still
+/// be connecting: until then it is offline); the echo.
+async fn echo(console: &mut Client, instance: PrincipalId, payload: &[u8]) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no echo");
+        match console.send(instance, payload, 1).await {
+            Err(ClientError::Offline(_)) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            sent => sent.unwrap(),
+        };
+        let reply = common::next_message(console);
+        if let Ok(reply) = tokio::time::timeout(Duration::from_secs(2), reply).await {
+            return reply.payload.to_vec();
+        }
+    }
+}
