@@ -30,6 +30,8 @@ pub enum DirectoryError {
     Conflict(&'static str),
     #[error("cannot open the directory database {path}: {source}")]
     Open { path: String, source: sqlx::Error },
+    #[error("another broker already serves the PostgreSQL directory {0}: stop it first (brokers cannot share a directory until they share their caches)")]
+    InUse(String),
     #[error("directory schema migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("directory database error: {0}")]
@@ -238,7 +240,14 @@ pub struct Directory {
     /// memory and SQLite agree after any interleaving. SQLite serialises writers anyway, so
     /// this costs nothing it did not already cost.
     writes: tokio::sync::Mutex<()>,
+    /// On PostgreSQL, the connection holding the directory's advisory lock for the broker's
+    /// life: a second broker on the same database would keep its own cache of credentials
+    /// and pairings, blind to this one's changes, so it is refused at start.
+    _claim: Option<std::sync::Mutex<AnyConnection>>,
 }
+
+/// The advisory lock key a broker holds on its PostgreSQL directory ("sealrela").
+const CLAIM_KEY: i64 = 0x7365_616c_7265_6c61;
 
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -362,6 +371,19 @@ impl Directory {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
             pool
         };
+        let claim = if config.url.is_empty() {
+            None
+        } else {
+            let mut claim = pool.acquire().await?.detach();
+            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(CLAIM_KEY)
+                .fetch_one(&mut claim)
+                .await?;
+            if !held {
+                return Err(DirectoryError::InUse(config.url.clone()));
+            }
+            Some(std::sync::Mutex::new(claim))
+        };
         // The cache starts as the changes that would rebuild it, applied like any others.
         let mut changes = Vec::new();
         for row in sqlx::query("SELECT login, id, kind, verifier FROM principals")
@@ -403,6 +425,7 @@ impl Directory {
             pool,
             cache,
             writes: tokio::sync::Mutex::new(()),
+            _claim: claim,
         })
     }
 
