@@ -57,20 +57,8 @@ async fn a_restarted_broker_serves_what_postgresql_holds() {
     let mut broker = Broker::start_on_postgres(&url);
     let mut alice = broker.user("alice").await;
     let (instance, token) = alice.add_instance(&broker.api()).await.unwrap();
-    let echo_agent = |broker: &Broker| {
-        let (api, address, token) = (broker.api(), broker.broker_addr(), token.reveal());
-        tokio::spawn(async move {
-            let token = token.parse().unwrap();
-            let instance = Identity::login_instance(&api, &token).await.unwrap();
-            let mut agent = Client::connect(api, instance, &address, MqttVersion::V5)
-                .await
-                .unwrap();
-            let _ = agent
-                .serve(|m| [b"echo:".as_slice(), &m.payload].concat())
-                .await;
-        })
-    };
-    let agent = echo_agent(&broker);
+    let token = token.reveal();
+    let agent = echo_agent(&broker, &token);
     let mut console = broker.client(alice, MqttVersion::V5).await;
     assert_eq!(
         echo(&mut console, instance, b"before").await,
@@ -81,7 +69,7 @@ async fn a_restarted_broker_serves_what_postgresql_holds() {
 
     broker.restart();
     // The instance logs in again with its token, the user with the password it registered.
-    let _agent = echo_agent(&broker);
+    let _agent = echo_agent(&broker, &token);
     let mut alice = Identity::login_user(&broker.api(), "alice", "pw-alice")
         .await
         .expect("alice logs in after the restart");
@@ -97,6 +85,75 @@ async fn a_restarted_broker_serves_what_postgresql_holds() {
         .unwrap();
     let mut console = broker.client(alice, MqttVersion::V5).await;
     assert_eq!(echo(&mut console, instance, b"after").await, b"echo:after");
+}
+
+/// An instance agent, logged in with the token `token`, that echoes what it gets.
+fn echo_agent(broker: &Broker, token: &str) -> tokio::task::JoinHandle<()> {
+    let (api, address, token) = (broker.api(), broker.broker_addr(), token.to_owned());
+    tokio::spawn(async move {
+        let token = token.parse().unwrap();
+        let instance = Identity::login_instance(&api, &token).await.unwrap();
+        let mut agent = Client::connect(api, instance, &address, MqttVersion::V5)
+            .await
+            .unwrap();
+        let _ = agent
+            .serve(|m| [b"echo:".as_slice(), &m.payload].concat())
+            .await;
+    })
+}
+
+/// The directory's database down for 10 s: what needs it (a user's login, which reads the
+/// wrapped key) fails at once with a clear 503, what does not (relaying between live
+/// sessions, from memory) goes on, and once it is back everything works without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgresql_down_for_10_s_fails_logins_clearly_and_keeps_live_sessions_relaying() {
+    let mut postgres = Postgres::start();
+    let url = postgres.database();
+    let broker = Broker::start_on_postgres(&url);
+    let mut alice = broker.user("alice").await;
+    let (instance, token) = alice.add_instance(&broker.api()).await.unwrap();
+    let _agent = echo_agent(&broker, &token.reveal());
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    assert_eq!(echo(&mut console, instance, b"up").await, b"echo:up");
+
+    postgres.kill();
+    let down = std::time::Instant::now();
+    let login = Identity::login_user(&broker.api(), "alice", "pw-alice").await;
+    let refused = login
+        .err()
+        .expect("a login without its database")
+        .to_string();
+    assert!(
+        refused.contains("503") && refused.contains("directory is unavailable"),
+        "{refused}"
+    );
+    assert!(
+        down.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        down.elapsed()
+    );
+    while down.elapsed() < Duration::from_secs(10) {
+        assert_eq!(echo(&mut console, instance, b"down").await, b"echo:down");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    postgres.start_again();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut alice = loop {
+        match Identity::login_user(&broker.api(), "alice", "pw-alice").await {
+            Ok(alice) => break alice,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "still refused: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(alice.instances(&broker.api()).await.unwrap().len(), 1);
+    alice.add_instance(&broker.api()).await.unwrap();
+    assert_eq!(
+        rows(&postgres, &url, "pairings"),
+        2,
+        "a write after the outage"
+    );
+    assert_eq!(echo(&mut console, instance, b"back").await, b"echo:back");
 }
 
 /// Sends `payload` to `instance` until its echo comes back (the instance's agent may still

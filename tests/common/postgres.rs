@@ -45,6 +45,20 @@ fn as_server_user(program: &str) -> Command {
     }
 }
 
+/// The server on the cluster in `dir`, on `port`, its socket in `dir`.
+fn launch(dir: &std::path::Path, port: u16) -> Child {
+    as_server_user("postgres")
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(dir)
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 impl Postgres {
     /// Creates a cluster (user `sealrelay`, trusted on loopback, no fsync) and starts it.
     pub fn start() -> Postgres {
@@ -74,28 +88,29 @@ impl Postgres {
             .local_addr()
             .unwrap()
             .port();
-        let server = as_server_user("postgres")
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(dir.path())
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let server = launch(dir.path(), port);
         let postgres = Postgres {
             dir,
             port,
             server,
             databases: 0,
         };
+        postgres.wait_until_up();
+        postgres
+    }
+
+    /// Starts the server again on its cluster and port, after [`Postgres::kill`].
+    pub fn start_again(&mut self) {
+        self.server = launch(self.dir.path(), self.port);
+        self.wait_until_up();
+    }
+
+    fn wait_until_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !postgres.psql("postgres", "SELECT 1").status.success() {
+        while !self.psql("postgres", "SELECT 1").status.success() {
             assert!(Instant::now() < deadline, "PostgreSQL did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        postgres
     }
 
     fn psql(&self, database: &str, sql: &str) -> std::process::Output {

@@ -11,6 +11,7 @@
 //! principal.
 
 use std::path::Path;
+use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::Row;
@@ -363,8 +364,11 @@ impl Directory {
             sqlx::any::install_default_drivers();
             // The URL carries no password (the config refuses one): PGPASSWORD or
             // ~/.pgpass give it, so naming the URL in an error reveals nothing.
+            // Waiting on a database that is down would hold each request for sqlx's 30 s:
+            // past 3 s without a connection the request fails (503) and the client retries.
             let pool = AnyPoolOptions::new()
                 .max_connections(8)
+                .acquire_timeout(Duration::from_secs(3))
                 .connect(&config.url)
                 .await
                 .map_err(opened(config.url.clone()))?;
