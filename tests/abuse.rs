@@ -241,7 +241,7 @@ async fn a_reconnect_loop_is_refused_past_the_connect_rate_and_writes_no_more_ro
     let deadline = Instant::now() + Duration::from_secs(10);
     let (rows, sessions) = loop {
         let (rows, sessions): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), SUM(sessions) FROM session_log")
+            sqlx::query_as("SELECT COUNT(*), CAST(SUM(sessions) AS BIGINT) FROM session_log")
                 .fetch_one(&db)
                 .await
                 .unwrap();

@@ -70,8 +70,41 @@ fn every_file_under(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// The files holding the broker's directory: its SQLite file (read with the rest of its
+/// directory), or, on PostgreSQL, its database's files and the server's write-ahead log
+/// (where rows land first: the segments written since `since`), after a checkpoint.
+async fn stored_rows(broker: &Broker, since: std::time::SystemTime) -> Vec<(String, Vec<u8>)> {
+    if broker.directory_url().is_none() {
+        assert!(broker.db_path().exists());
+        return Vec::new();
+    }
+    let data = std::path::PathBuf::from(
+        std::env::var("SRTEST_POSTGRES_DATA")
+            .expect("SRTEST_POSTGRES_DATA: the server's data directory"),
+    );
+    let db = broker.database().await;
+    sqlx::query("CHECKPOINT").execute(&db).await.unwrap();
+    let oid: i64 = sqlx::query_scalar(
+        "SELECT CAST(oid AS BIGINT) FROM pg_database WHERE datname = current_database()",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let mut files = every_file_under(&data.join("base").join(oid.to_string()));
+    assert!(!files.is_empty(), "the database's files");
+    for segment in std::fs::read_dir(data.join("pg_wal")).unwrap() {
+        let path = segment.unwrap().path();
+        let written = std::fs::metadata(&path).and_then(|m| m.modified());
+        if path.is_file() && written.is_ok_and(|at| at >= since) {
+            files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+        }
+    }
+    files
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_broker_never_holds_payloads_passwords_or_tokens() {
+    let started = std::time::SystemTime::now();
     let mut broker = Broker::start();
     let tape: Tape = Arc::default();
     let http = recording_proxy(broker.http, tape.clone()).await;
@@ -150,9 +183,9 @@ async fn the_broker_never_holds_payloads_passwords_or_tokens() {
         );
     }
 
+    let mut files = stored_rows(&broker, started).await;
     broker.stop();
-    let files = every_file_under(broker.dir.path());
-    assert!(files.iter().any(|(name, _)| name.ends_with("sealrelay.db")));
+    files.extend(every_file_under(broker.dir.path()));
     assert!(files.iter().any(
         |(name, bytes)| name.ends_with("broker.log") && contains(bytes, b"sealrelay listening")
     ));

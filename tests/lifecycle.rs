@@ -500,7 +500,7 @@ async fn an_instance_enrolled_before_keyrings_is_trusted_only_after_its_witness_
     let mut alice = broker.user("alice").await;
     let (instance_id, token) = alice.add_instance(&api).await.unwrap();
     // As if enrolled by a release without keyrings: the account has none.
-    sqlx::query("UPDATE principals SET keyring = NULL, keyring_version = 0 WHERE id = ?")
+    sqlx::query("UPDATE principals SET keyring = NULL, keyring_version = 0 WHERE id = $1")
         .bind(&alice.id.0[..])
         .execute(&broker.database().await)
         .await

@@ -13,20 +13,22 @@ use rand_core::OsRng;
 use sealrelay_client::crypto::{self, CryptoError, OpenError};
 use sealrelay_client::{Client, ClientError, Identity, Message, MqttVersion};
 use sealrelay_wire::{KdfParams, KdfRefused, KdfSpec, PrincipalId};
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 /// Rewrites one column of one principal, as a malicious server would.
-async fn tamper(db: &SqlitePool, id: PrincipalId, column: &str, value: Option<&[u8]>) {
-    sqlx::query(&format!("UPDATE principals SET {column} = ? WHERE id = ?"))
-        .bind(value)
-        .bind(&id.0[..])
-        .execute(db)
-        .await
-        .unwrap();
+async fn tamper(db: &AnyPool, id: PrincipalId, column: &str, value: Option<&[u8]>) {
+    sqlx::query(&format!(
+        "UPDATE principals SET {column} = $1 WHERE id = $2"
+    ))
+    .bind(value)
+    .bind(&id.0[..])
+    .execute(db)
+    .await
+    .unwrap();
 }
 
-async fn column(db: &SqlitePool, id: PrincipalId, column: &str) -> Option<Vec<u8>> {
-    sqlx::query(&format!("SELECT {column} FROM principals WHERE id = ?"))
+async fn column(db: &AnyPool, id: PrincipalId, column: &str) -> Option<Vec<u8>> {
+    sqlx::query(&format!("SELECT {column} FROM principals WHERE id = $1"))
         .bind(&id.0[..])
         .fetch_one(db)
         .await
@@ -34,9 +36,9 @@ async fn column(db: &SqlitePool, id: PrincipalId, column: &str) -> Option<Vec<u8
         .get(0)
 }
 
-async fn set_keyring(db: &SqlitePool, id: PrincipalId, blob: Option<&[u8]>, version: i64) {
+async fn set_keyring(db: &AnyPool, id: PrincipalId, blob: Option<&[u8]>, version: i64) {
     tamper(db, id, "keyring", blob).await;
-    sqlx::query("UPDATE principals SET keyring_version = ? WHERE id = ?")
+    sqlx::query("UPDATE principals SET keyring_version = $1 WHERE id = $2")
         .bind(version)
         .bind(&id.0[..])
         .execute(db)

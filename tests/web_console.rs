@@ -44,6 +44,7 @@ fn the_console_in_headless_chromium() {
         "admin_args": ["admin", "reset-user", "--config", "broker.toml", "--admin-url", format!("http://{}", broker.admin)],
         "broker_dir": broker.dir.path(),
         "db": broker.db_path(),
+        "db_url": broker.directory_url(),
         "screenshots": screenshots,
         "chromium": chromium(),
         "restart_request": restart_request,

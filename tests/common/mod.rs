@@ -71,8 +71,19 @@ impl Broker {
         Broker::start_configured(&[], &[], &format!("[directory]\nurl = \"{url}\"\n"))
     }
 
-    /// Starts a broker with the test configuration and `extra` (TOML) appended to it.
+    /// Starts a broker with the test configuration and `extra` (TOML) appended to it. With
+    /// `SRTEST_POSTGRES` set (the admin URL of a PostgreSQL server, as `.ci/run`'s
+    /// second pass sets it), a broker given no directory gets a fresh database there.
     fn start_configured(launcher: &[&str], env: &[(&str, &str)], extra: &str) -> Broker {
+        let extra = match std::env::var("SRTEST_POSTGRES") {
+            Ok(server) if extra.is_empty() => {
+                format!(
+                    "[directory]\nurl = \"{}\"\n",
+                    postgres::fresh_database(&server)
+                )
+            }
+            _ => extra.to_owned(),
+        };
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(
             dir.path().join("broker.toml"),
@@ -86,7 +97,7 @@ impl Broker {
              [auth]\nregistrations_per_ip_per_hour = 100000\nprelogins_per_ip_per_minute = 100000\n\
              resets_per_ip_per_hour = 100000\n"
                 .to_owned()
-                + extra,
+                + &extra,
         )
         .unwrap();
         let mut broker = Broker {
@@ -258,11 +269,25 @@ impl Broker {
         self.dir.path().join("data").join("sealrelay.db")
     }
 
-    pub async fn database(&self) -> sqlx::SqlitePool {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(self.db_path())
-            .busy_timeout(Duration::from_secs(5));
-        sqlx::SqlitePool::connect_with(options).await.unwrap()
+    /// The broker's `directory.url`, if its directory is on PostgreSQL.
+    pub fn directory_url(&self) -> Option<String> {
+        let config = std::fs::read_to_string(self.dir.path().join("broker.toml")).unwrap();
+        let line = config.lines().find(|l| l.starts_with("url = \"postgres"))?;
+        Some(
+            line.trim_start_matches("url = ")
+                .trim_matches('"')
+                .to_owned(),
+        )
+    }
+
+    /// The broker's directory database, SQLite or PostgreSQL (statements with `$1`
+    /// placeholders run on both).
+    pub async fn database(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        let url = self
+            .directory_url()
+            .unwrap_or_else(|| format!("sqlite://{}", self.db_path().display()));
+        sqlx::AnyPool::connect(&url).await.unwrap()
     }
 
     /// Sends `signal` (e.g. `HUP`) to the running broker without waiting for anything.
@@ -546,13 +571,12 @@ impl Broker {
         what: &str,
         until: impl Fn(i64) -> bool,
     ) -> i64 {
-        let url = format!("sqlite:{}", self.db_path().display());
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+            let db = self.database().await;
             let query = match principal {
                 Some(id) => {
-                    sqlx::query_scalar("SELECT count(*) FROM session_log WHERE principal_id = ?")
+                    sqlx::query_scalar("SELECT count(*) FROM session_log WHERE principal_id = $1")
                         .bind(id.0.to_vec())
                 }
                 None => sqlx::query_scalar("SELECT count(*) FROM session_log"),

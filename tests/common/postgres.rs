@@ -176,3 +176,35 @@ impl Drop for Postgres {
         self.kill();
     }
 }
+
+/// A new, empty database on the server `server` (an admin URL): the URL a broker's
+/// `directory.url` takes.
+pub fn fresh_database(server: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let (admin_url, create) = (server.to_owned(), name.clone());
+    // Its own thread and runtime: callers may be inside a runtime or not.
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                sqlx::any::install_default_drivers();
+                let admin = sqlx::AnyPool::connect(&admin_url).await.unwrap();
+                // The simple protocol: CREATE DATABASE runs outside any transaction.
+                sqlx::Executor::execute(&admin, format!("CREATE DATABASE {create}").as_str())
+                    .await
+                    .unwrap();
+                admin.close().await;
+            })
+    })
+    .join()
+    .unwrap();
+    let (base, _) = server.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}

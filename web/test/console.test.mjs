@@ -11,6 +11,7 @@
 
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -392,7 +393,12 @@ test("a key the directory swapped shows the pin mismatch, loudly, and the page w
   assert.equal(await page.locator("#send-form select option").count(), 1);
 
   // The server lies: another key for the instance, written into the broker's own database.
-  execFileSync("python3", ["-c", "import os, sqlite3, sys\ndb = sqlite3.connect(sys.argv[1], timeout=10)\ndb.execute('UPDATE principals SET public_key = ? WHERE id = ?', (os.urandom(32), bytes.fromhex(sys.argv[2])))\ndb.commit()", cases.db, id]);
+  if (cases.db_url) {
+    const swapped = randomBytes(32).toString("hex");
+    execFileSync("psql", [cases.db_url, "-v", "ON_ERROR_STOP=1", "-qc", `UPDATE principals SET public_key = decode('${swapped}', 'hex') WHERE id = decode('${id}', 'hex')`]);
+  } else {
+    execFileSync("python3", ["-c", "import os, sqlite3, sys\ndb = sqlite3.connect(sys.argv[1], timeout=10)\ndb.execute('UPDATE principals SET public_key = ? WHERE id = ?', (os.urandom(32), bytes.fromhex(sys.argv[2])))\ndb.commit()", cases.db, id]);
+  }
   await page.click("#refresh");
   await visible(page, "#pin-alert");
   const alert = await text(page, "#pin-alert");
