@@ -10,9 +10,10 @@
 //! - [`tls`]: the broker's certificate, reloadable, and the rustls configurations;
 //! - [`router`]: principal → live sessions, reached only through a `SessionHandle`;
 //! - [`revocation`]: what a directory write ended, published once to the router;
-//! - [`directory`]: accounts, instances, pairings and session metadata in SQLite, with the
-//!   in-memory login and pairing maps the hot path reads;
-//! - [`peers`]: per-address connection shares, for the MQTT and HTTP listeners;
+//! - [`directory`]: accounts, instances, pairings and session metadata in SQLite or
+//!   PostgreSQL, one module per aggregate, with the in-memory cache the hot path reads;
+//! - [`peers`]: what counts as one client address, and the MQTT listeners' per-address
+//!   shares (the HTTP listeners keep theirs, with a fair share, in `http`);
 //! - [`http`], [`admin`]: the JSON API and the operator API; [`auth`]: verifiers and
 //!   failure limits; [`rate`]: the one limiter, every rate budget's windows and their purge;
 //!   [`accounting`]: metadata records; [`metrics`]: Prometheus names; [`memory`]: freed
