@@ -335,34 +335,25 @@ async fn a_publisher_hears_when_the_recipient_takes_no_packet_that_large() {
 }
 
 /// An MQTT 5 CONNECT as `instance`, client id "small", persistent (Clean Start 0, an hour's
-/// expiry) if `persistent_id` names the client id, taking packets up to `max_packet`; the
-/// CONNACK read.
+/// expiry) if `persistent_id` names the client id, taking packets up to `max_packet`;
+/// asserts CONNACK success.
 async fn connect_taking(
     broker: &Broker,
     instance: &Identity,
     persistent_id: Option<&str>,
     max_packet: Option<u32>,
 ) -> Raw {
-    use rumqttc::v5::mqttbytes::v5::{Connect, ConnectProperties, Login, Packet};
     let mut raw = Raw::open(broker.mqtt).await;
-    let connect = Connect {
-        keep_alive: 30,
-        client_id: persistent_id.unwrap_or("small").into(),
-        clean_start: persistent_id.is_none(),
-        properties: Some(ConnectProperties {
-            max_packet_size: max_packet,
-            session_expiry_interval: persistent_id.map(|_| 3600),
-            ..ConnectProperties::new()
-        }),
-    };
-    let login = Login {
-        username: instance.login.clone(),
-        password: instance.auth_secret().into(),
-    };
-    raw.send_v5(Packet::Connect(connect, None, Some(login)))
-        .await;
-    assert!(
-        matches!(raw.read(Duration::from_secs(5)).await, RawRead::Packet(p) if matches!(*p, Packet::ConnAck(_)))
+    let login = (instance.login.as_str(), instance.auth_secret());
+    let client_id = persistent_id.unwrap_or("small");
+    let persist = persistent_id.map(|_| 3600);
+    let ack = raw
+        .connect_session_taking(login, client_id, 30, persist, max_packet)
+        .await
+        .expect("CONNACK");
+    assert_eq!(
+        ack.code,
+        rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success
     );
     raw
 }

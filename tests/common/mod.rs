@@ -959,13 +959,28 @@ impl Raw {
         keep_alive: u16,
         persist: Option<u32>,
     ) -> Option<rumqttc::v5::mqttbytes::v5::ConnAck> {
+        self.connect_session_taking(login, client_id, keep_alive, persist, None)
+            .await
+    }
+
+    /// [`Raw::connect_session`], the client taking packets up to `max_packet` bytes (its
+    /// MQTT 5 Maximum Packet Size) if given.
+    pub async fn connect_session_taking(
+        &mut self,
+        login: (&str, &str),
+        client_id: &str,
+        keep_alive: u16,
+        persist: Option<u32>,
+        max_packet: Option<u32>,
+    ) -> Option<rumqttc::v5::mqttbytes::v5::ConnAck> {
         use rumqttc::v5::mqttbytes::v5::{Connect, ConnectProperties, Login, Packet};
         let connect = Connect {
             keep_alive,
             client_id: client_id.to_owned(),
             clean_start: persist.is_none(),
-            properties: persist.map(|expiry| ConnectProperties {
-                session_expiry_interval: Some(expiry),
+            properties: (persist.is_some() || max_packet.is_some()).then(|| ConnectProperties {
+                session_expiry_interval: persist,
+                max_packet_size: max_packet,
                 ..ConnectProperties::new()
             }),
         };
