@@ -26,7 +26,7 @@ fn rows(postgres: &Postgres, url: &str, table: &str) -> u64 {
 /// of the directory is written beside the broker.
 #[test]
 fn the_readme_walk_runs_on_postgresql() {
-    let mut postgres = Postgres::start();
+    let postgres = Postgres::start();
     let url = postgres.database();
     let broker = Broker::start_on_postgres(&url);
     common::readme_walk(&broker);
@@ -52,7 +52,7 @@ fn the_readme_walk_runs_on_postgresql() {
 /// effect (the old password fails, the new one logs in).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_broker_serves_what_postgresql_holds() {
-    let mut postgres = Postgres::start();
+    let postgres = Postgres::start();
     let url = postgres.database();
     let mut broker = Broker::start_on_postgres(&url);
     let mut alice = broker.user("alice").await;
@@ -181,7 +181,7 @@ async fn echo(console: &mut Client, instance: PrincipalId, payload: &[u8]) -> Ve
 /// start with one line naming the database, and the first is unharmed.
 #[test]
 fn a_second_broker_on_the_same_postgresql_directory_refuses_to_start() {
-    let mut postgres = Postgres::start();
+    let postgres = Postgres::start();
     let url = postgres.database();
     let mut first = Broker::start_on_postgres(&url);
     let second = tempfile::tempdir().unwrap();

@@ -13,7 +13,6 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     pub port: u16,
     server: Child,
-    databases: u32,
 }
 
 /// The directory of Debian's PostgreSQL binaries (`/usr/lib/postgresql/<version>/bin`).
@@ -89,12 +88,7 @@ impl Postgres {
             .unwrap()
             .port();
         let server = launch(dir.path(), port);
-        let postgres = Postgres {
-            dir,
-            port,
-            server,
-            databases: 0,
-        };
+        let postgres = Postgres { dir, port, server };
         postgres.wait_until_up();
         postgres
     }
@@ -147,16 +141,11 @@ impl Postgres {
     }
 
     /// A new, empty database: the URL a broker's `directory.url` takes.
-    pub fn database(&mut self) -> String {
-        self.databases += 1;
-        let name = format!("sealrelay_{}", self.databases);
-        let created = self.psql("postgres", &format!("CREATE DATABASE {name}"));
-        assert!(
-            created.status.success(),
-            "{}",
-            String::from_utf8_lossy(&created.stderr)
-        );
-        format!("postgres://sealrelay@127.0.0.1:{}/{name}", self.port)
+    pub fn database(&self) -> String {
+        fresh_database(&format!(
+            "postgres://sealrelay@127.0.0.1:{}/postgres",
+            self.port
+        ))
     }
 
     /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).

@@ -153,7 +153,6 @@ fn kind_of(row: &AnyRow) -> Result<PrincipalKind, DirectoryError> {
 /// checkpoints, foreign keys on, writers waiting 5 s for each other. Reached through sqlx's
 /// Any driver, so that the same statements serve another backend.
 async fn sqlite_pool(path: &Path) -> Result<AnyPool, sqlx::Error> {
-    sqlx::any::install_default_drivers();
     // The path travels in a URL: every byte that is not plainly safe is escaped.
     let escaped = percent_encoding::utf8_percent_encode(
         &path.to_string_lossy(),
@@ -185,6 +184,7 @@ impl Directory {
     /// Opens the directory — the SQLite file `directory.database` (created if needed), or
     /// the PostgreSQL database `directory.url` names — and brings its schema up to date.
     pub async fn open(config: &config::Directory) -> Result<Directory, DirectoryError> {
+        sqlx::any::install_default_drivers();
         let opened = |place: String| {
             move |source| DirectoryError::Open {
                 path: place,
@@ -197,7 +197,6 @@ impl Directory {
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
             pool
         } else {
-            sqlx::any::install_default_drivers();
             // The URL carries no password (the config refuses one): PGPASSWORD or
             // ~/.pgpass give it, so naming the URL in an error reveals nothing.
             // Waiting on a database that is down would hold each request for sqlx's 30 s:
