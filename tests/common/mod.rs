@@ -3,6 +3,7 @@
 //! byte it wrote), and drives it with the SDK, rumqttc probes and raw sockets.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod nats;
 pub mod postgres;
 
 use std::io::Read;
@@ -71,6 +72,16 @@ impl Broker {
         Broker::start_configured(&[], &[], &format!("[directory]\nurl = \"{url}\"\n"))
     }
 
+    /// Starts a node of a cluster: its directory the PostgreSQL database `url` names, its
+    /// NATS the server(s) `nats` names (as the test user), with `env` overrides.
+    pub fn start_in_cluster(url: &str, nats: &str, env: &[(&str, &str)]) -> Broker {
+        let extra = format!(
+            "[directory]\nurl = \"{url}\"\n[cluster]\nnats_url = \"{nats}\"\nnats_user = \"{}\"\n",
+            nats::USER
+        );
+        Broker::start_configured(&[], env, &extra)
+    }
+
     /// Starts a broker with the test configuration and `extra` (TOML) appended to it. With
     /// `SRTEST_POSTGRES` set (the admin URL of a PostgreSQL server, as `.ci/run`'s
     /// second pass sets it), a broker given no directory gets a fresh database there.
@@ -131,6 +142,8 @@ impl Broker {
                 .args((!self.launcher.is_empty()).then_some(BIN))
                 .args(["serve", "--config", "broker.toml"])
                 .current_dir(self.dir.path())
+                // What a cluster node logs in to the test NATS servers with; unread otherwise.
+                .env("NATS_PASSWORD", nats::PASSWORD)
                 .envs(env.iter().copied())
                 .stdout(Stdio::from(log.try_clone().unwrap()))
                 .stderr(Stdio::from(log))

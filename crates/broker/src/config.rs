@@ -24,6 +24,7 @@ pub struct Config {
     pub admin: Admin,
     pub envelope: Envelope,
     pub directory: Directory,
+    pub cluster: Cluster,
     pub auth: Auth,
     pub kdf: Kdf,
     pub accounting: Accounting,
@@ -197,6 +198,17 @@ pub struct Directory {
     pub max_instances_per_user: u32,
 }
 
+/// Several broker nodes over NATS (`[cluster]`); an empty `nats_url` is a single node.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub nats_url: String,
+    pub nats_user: String,
+    /// Empty: plain TCP to NATS.
+    pub nats_ca_file: PathBuf,
+    pub answer_timeout_ms: u64,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
@@ -352,6 +364,9 @@ impl Config {
         let mut problems = Vec::new();
         if let Err(problem) = check_directory_url(&self.directory.url) {
             problems.push(invalid("directory.url", problem.into()));
+        }
+        if let Err((key, problem)) = check_cluster(&self.cluster, &self.directory) {
+            problems.push(invalid(key, problem.into()));
         }
         // Topic, header and MQTT framing ride on top of the envelope.
         if u64::from(self.mqtt.max_packet_bytes) < u64::from(self.envelope.max_bytes) + 512 {
@@ -530,6 +545,47 @@ fn check_directory_url(url: &str) -> Result<(), &'static str> {
         return Err(
             "carries a password: remove it from the URL and give it in PGPASSWORD or ~/.pgpass",
         );
+    }
+    Ok(())
+}
+
+/// A cluster names its NATS servers by URL without credentials, logs in as a user, and
+/// shares a PostgreSQL directory: nodes on SQLite files would each have their own accounts.
+fn check_cluster(
+    cluster: &Cluster,
+    directory: &Directory,
+) -> Result<(), (&'static str, &'static str)> {
+    if cluster.nats_url.is_empty() {
+        return Ok(());
+    }
+    for url in cluster.nats_url.split(',') {
+        let parsed = url::Url::parse(url.trim()).map_err(|_| {
+            ("cluster.nats_url", "is not a URL: give nats://host:4222 (several separated by commas), or leave it empty for a single node")
+        })?;
+        if !matches!(parsed.scheme(), "nats" | "tls") {
+            return Err((
+                "cluster.nats_url",
+                "names no NATS server: give nats://host:4222, or leave it empty for a single node",
+            ));
+        }
+        if parsed.password().is_some() || !parsed.username().is_empty() {
+            return Err(("cluster.nats_url", "carries credentials: remove them, name the user in cluster.nats_user and give the password in NATS_PASSWORD"));
+        }
+    }
+    if cluster.nats_user.is_empty() {
+        return Err((
+            "cluster.nats_user",
+            "is empty: a node logs in to NATS as a user (with NATS_PASSWORD), never anonymously",
+        ));
+    }
+    if directory.url.is_empty() {
+        return Err(("directory.url", "is empty, but cluster.nats_url is set: the nodes of a cluster share one PostgreSQL directory, give its postgres:// URL"));
+    }
+    if cluster.answer_timeout_ms == 0 {
+        return Err((
+            "cluster.answer_timeout_ms",
+            "is 0: give the milliseconds a node waits for another's answer, e.g. 2000",
+        ));
     }
     Ok(())
 }

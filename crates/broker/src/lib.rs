@@ -10,6 +10,8 @@
 //! - [`tls`]: the broker's certificate, reloadable, and the rustls configurations;
 //! - [`router`]: principal → live sessions, reached only through a `SessionHandle`;
 //! - [`revocation`]: what a directory write ended, published once to the router;
+//! - [`cluster`]: several nodes as one broker over NATS: who holds whom, deliveries to
+//!   other nodes, directory changes and revocations published to them;
 //! - [`directory`]: accounts, instances, pairings and session metadata in SQLite or
 //!   PostgreSQL, one module per aggregate, with the in-memory cache the hot path reads;
 //! - [`peers`]: what counts as one client address, and the MQTT listeners' per-address
@@ -26,6 +28,7 @@
 pub mod accounting;
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod datadir;
 pub mod directory;

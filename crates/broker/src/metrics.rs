@@ -59,6 +59,10 @@ fn describe() {
         "sealrelay_sessions_parked",
         "Persistent MQTT sessions between connections, holding their queues in memory."
     );
+    describe_gauge!(
+        "sealrelay_cluster_nodes",
+        "Broker nodes this node knows of in its cluster, itself included (unset on a single node)."
+    );
     describe_counter!(
         "sealrelay_offline_discarded_total",
         "Envelopes queued for a persistent session and discarded with it, by why it ended."
@@ -137,6 +141,11 @@ pub fn offline_discarded(why: &'static str, count: usize) {
 /// Persistent sessions between connections, now.
 pub fn sessions_parked(count: usize) {
     gauge!("sealrelay_sessions_parked").set(count as f64);
+}
+
+/// Nodes of the cluster this node knows, itself included; every second.
+pub fn cluster_nodes(count: usize) {
+    gauge!("sealrelay_cluster_nodes").set(count as f64);
 }
 
 /// An API connection opened (`1.0`) or closed (`-1.0`).

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::accounting;
 use crate::admin::{self, AdminState};
 use crate::auth::Authenticator;
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::datadir::{self, DataError, DataLock};
 use crate::directory::{Directory, DirectoryError};
@@ -42,6 +43,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Data(#[from] DataError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error(
         "cannot turn core dumps off: {0}; set server.allow_core_dumps = true to run with them on"
     )]
@@ -125,6 +128,10 @@ pub struct Running {
     workers: Workers,
     grace: Duration,
     directory: Arc<Directory>,
+    /// This node's place in a cluster: told the node is leaving once its sessions are done.
+    cluster: Option<Arc<Cluster>>,
+    /// Asked, when leaving a cluster, whether parked sessions still wait to be taken over.
+    router: Arc<Router>,
     /// Housekeeping (retention purge, auth pruning): aborted at shutdown, they hold nothing.
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Keeps a second broker off this database until this one has closed it and is dropped.
@@ -146,7 +153,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     if config.directory.url.is_empty() {
         datadir::create_database(&config.directory.database)?;
     }
-    let directory = Arc::new(Directory::open(&config.directory).await?);
+    let clustered = !config.cluster.nats_url.is_empty();
+    let directory = Arc::new(Directory::open(&config.directory, clustered).await?);
     let prelogin_key = datadir::key_file(&config.directory.prelogin_key_file, "prelogin key")?;
     let operator_token = datadir::key_file(&config.admin.token_file, "admin token")?;
     let limiter = Arc::new(Limiter::new(&config));
@@ -156,6 +164,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         limiter.clone(),
     ));
     let router = Arc::new(Router::new(&config.mqtt));
+    // Joined before the listeners open: no session exists that the other nodes were not told of.
+    let cluster = match clustered {
+        true => Some(Cluster::join(&config, router.clone(), directory.clone()).await?),
+        false => None,
+    };
 
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
@@ -349,6 +362,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         workers,
         grace: Duration::from_secs(config.server.shutdown_grace_secs),
         directory,
+        cluster,
+        router,
         tasks,
         _lock: lock,
     })
@@ -381,6 +396,19 @@ impl Running {
         };
         if tokio::time::timeout_at(deadline, apis).await.is_err() {
             tracing::warn!("HTTP requests still running at the end of the grace period were cut");
+        }
+        if let Some(cluster) = &self.cluster {
+            // Draining: the persistent sessions just closed reconnect to other nodes, which
+            // take them over from here with their queues; wait for that (within the grace
+            // period) before leaving, or their queues would go with this node.
+            while self.router.parked_sessions() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let left = self.router.parked_sessions();
+            if left > 0 {
+                tracing::warn!(sessions = left, "persistent sessions not taken over by another node before the grace period ended; their queues are lost");
+            }
+            cluster.leave().await;
         }
         self.directory.close().await;
         if drained.is_err() {

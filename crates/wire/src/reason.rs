@@ -213,7 +213,8 @@ pub enum Close {
 }
 
 impl Close {
-    /// Every variant, for the docs test.
+    /// Every variant, for the docs test. Append only: broker nodes name a revocation's
+    /// close to each other by its place here.
     pub const ALL: [Close; 45] = [
         Close::ClientDisconnect,
         Close::ConnectionLost,

@@ -37,6 +37,19 @@ pub enum Change {
     Removed { id: PrincipalId, login: String },
 }
 
+impl Change {
+    /// The principal this change is about, when it names one (a `Kdf` change comes with
+    /// its login's `Login` change, which does).
+    pub fn principal(&self) -> Option<PrincipalId> {
+        match self {
+            Change::Login { credentials, .. } => Some(credentials.id),
+            Change::Kdf { .. } => None,
+            Change::Paired { instance, .. } => Some(*instance),
+            Change::Removed { id, .. } => Some(*id),
+        }
+    }
+}
+
 /// What prelogin reveals of an account besides its salt's bytes: the salt's length and the
 /// Argon2id parameters. Unknown names are answered with shapes drawn from the accounts' mix.
 type KdfShape = (u32, u32, u32, u32);
@@ -165,6 +178,15 @@ impl Cache {
     }
 
     /// The login's id, kind and verifier.
+    /// The login of principal `id`, if the cache holds one (a scan: for the rare removal
+    /// another node made, which names the id only).
+    pub fn login_of(&self, id: PrincipalId) -> Option<String> {
+        self.logins
+            .iter()
+            .find(|entry| entry.value().id == id)
+            .map(|entry| entry.key().clone())
+    }
+
     pub fn credentials(&self, login: &str) -> Option<Credentials> {
         self.logins.get(login).map(|c| c.clone())
     }

@@ -14,6 +14,7 @@
 //! principal.
 
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -81,6 +82,9 @@ pub struct Directory {
     /// life: a second broker on the same database would keep its own cache of credentials
     /// and pairings, blind to this one's changes, so it is refused at start.
     _claim: Option<std::sync::Mutex<AnyConnection>>,
+    /// In a cluster, told the principals each commit changed (set once at start): the
+    /// other nodes re-read them, so their caches follow this node's writes.
+    changed: OnceLock<Box<dyn Fn(Vec<PrincipalId>) + Send + Sync>>,
 }
 
 /// The advisory lock key a broker holds on its PostgreSQL directory ("sealrela").
@@ -183,7 +187,12 @@ fn unique_violation(e: &sqlx::Error) -> bool {
 impl Directory {
     /// Opens the directory — the SQLite file `directory.database` (created if needed), or
     /// the PostgreSQL database `directory.url` names — and brings its schema up to date.
-    pub async fn open(config: &config::Directory) -> Result<Directory, DirectoryError> {
+    /// A node of a cluster (`shared`) shares its PostgreSQL database with the other nodes;
+    /// any other broker claims the database for itself.
+    pub async fn open(
+        config: &config::Directory,
+        shared: bool,
+    ) -> Result<Directory, DirectoryError> {
         sqlx::any::install_default_drivers();
         let opened = |place: String| {
             move |source| DirectoryError::Open {
@@ -210,7 +219,7 @@ impl Directory {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
             pool
         };
-        let claim = if config.url.is_empty() {
+        let claim = if config.url.is_empty() || shared {
             None
         } else {
             let mut claim = pool.acquire().await?.detach();
@@ -265,7 +274,82 @@ impl Directory {
             cache,
             writes: tokio::sync::Mutex::new(()),
             _claim: claim,
+            changed: OnceLock::new(),
         })
+    }
+
+    /// Has `tell` named the principals of every commit from now on (once; a cluster sets it).
+    pub fn on_change(&self, tell: impl Fn(Vec<PrincipalId>) + Send + Sync + 'static) {
+        let _ = self.changed.set(Box::new(tell));
+    }
+
+    /// Applies a commit's changes to the cache and names the principals they touched to
+    /// whoever listens (ids only: the other nodes read the rest from the database).
+    fn applied(&self, changes: impl IntoIterator<Item = Change>) {
+        let changes: Vec<Change> = changes.into_iter().collect();
+        let ids: Vec<PrincipalId> = changes.iter().filter_map(Change::principal).collect();
+        self.cache.apply(changes);
+        if let Some(tell) = self.changed.get() {
+            tell(ids);
+        }
+    }
+
+    /// Re-reads what the cache holds of `ids` after another node's commit: their
+    /// credentials, KDF parameters and pairings, or their removal. Under the write lock, so a
+    /// commit of this node's cannot fall between the read and the cache.
+    pub async fn refresh(&self, ids: &[PrincipalId]) -> Result<(), DirectoryError> {
+        let _writes = self.writes.lock().await;
+        let mut changes = Vec::new();
+        for id in ids {
+            let row = sqlx::query(
+                "SELECT login, id, kind, verifier, kdf_salt, kdf_memory_kib, kdf_iterations, \
+                 kdf_parallelism FROM principals WHERE id = $1",
+            )
+            .bind(&id.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(row) = row else {
+                if let Some(login) = self.cache.login_of(*id) {
+                    changes.push(Change::Removed { id: *id, login });
+                }
+                continue;
+            };
+            let (login, kind): (String, _) = (row.try_get("login")?, kind_of(&row)?);
+            if kind == PrincipalKind::User {
+                let (salt, params) = kdf_spec_of(&row)?;
+                changes.push(Change::Kdf {
+                    login: login.clone(),
+                    salt,
+                    params,
+                });
+            }
+            changes.push(login_change(login, *id, kind, key_of(&row, "verifier")?));
+            for row in sqlx::query(
+                "SELECT user_id, instance_id FROM pairings WHERE user_id = $1 OR instance_id = $1",
+            )
+            .bind(&id.0[..])
+            .fetch_all(&self.pool)
+            .await?
+            {
+                changes.push(Change::Paired {
+                    user: id_of(&row, "user_id")?,
+                    instance: id_of(&row, "instance_id")?,
+                });
+            }
+        }
+        self.cache.apply(changes);
+        Ok(())
+    }
+
+    /// Forgets what the cache holds of `ids` until they can be re-read: another node changed
+    /// them and the database cannot be reached, so the old credentials must not keep working.
+    pub fn forget(&self, ids: &[PrincipalId]) {
+        let removed = ids.iter().filter_map(|id| {
+            self.cache
+                .login_of(*id)
+                .map(|login| Change::Removed { id: *id, login })
+        });
+        self.cache.apply(removed.collect::<Vec<_>>());
     }
 
     /// May `from` address `to`? Answered from memory.
@@ -332,7 +416,7 @@ mod tests {
             database: path.to_owned(),
             ..crate::config::Config::default().directory
         };
-        Directory::open(&config).await.unwrap()
+        Directory::open(&config, false).await.unwrap()
     }
 
     async fn register_alice(directory: &Directory) {

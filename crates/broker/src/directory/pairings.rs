@@ -78,7 +78,7 @@ impl Directory {
             put_keyring(&mut tx, owner, keyring).await?;
         }
         tx.commit().await?;
-        self.cache.apply([
+        self.applied([
             Change::Paired {
                 user: owner,
                 instance,
@@ -114,7 +114,7 @@ impl Directory {
         if deleted == 0 {
             return Ok(None);
         }
-        self.cache.apply([Change::Removed {
+        self.applied([Change::Removed {
             id: instance,
             login: instance.to_string(),
         }]);
@@ -190,7 +190,7 @@ impl Directory {
             }
         }
         tx.commit().await?;
-        self.cache.apply([login_change(
+        self.applied([login_change(
             login,
             instance,
             PrincipalKind::Instance,

@@ -136,8 +136,7 @@ impl Directory {
             }
         })?;
         tx.commit().await?;
-        self.cache
-            .apply(user_changes(user.name, user.id, &user.secret));
+        self.applied(user_changes(user.name, user.id, &user.secret));
         Ok(())
     }
 
@@ -172,7 +171,7 @@ impl Directory {
         }
         let login = set_password(&mut *tx, user, &new).await?;
         tx.commit().await?;
-        self.cache.apply(user_changes(login, user, &new));
+        self.applied(user_changes(login, user, &new));
         Ok(Revoked::one(Close::CredentialsChanged, user))
     }
 
@@ -265,8 +264,7 @@ impl Directory {
             set_key_verifier(&mut *tx, user, v).await?;
         }
         tx.commit().await?;
-        self.cache
-            .apply(user_changes(login, user, &previous.secret));
+        self.applied(user_changes(login, user, &previous.secret));
         Ok(Some(Revoked::one(Close::PasswordRolledBack, user)))
     }
 
@@ -303,8 +301,7 @@ impl Directory {
             id: *id,
             login: id.to_string(),
         });
-        self.cache
-            .apply(removed.chain(login.map(|login| Change::Removed { id: user, login })));
+        self.applied(removed.chain(login.map(|login| Change::Removed { id: user, login })));
         let revoked = instances.iter().copied().chain([user]).collect();
         Ok((instances, Revoked::new(Close::AccountDeleted, revoked)))
     }

@@ -81,8 +81,7 @@ impl Directory {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.cache
-            .apply([login_change(login, user, PrincipalKind::User, dead)]);
+        self.applied([login_change(login, user, PrincipalKind::User, dead)]);
         Ok(Some(Revoked::one(Close::PasswordReset, user)))
     }
 
@@ -145,7 +144,7 @@ impl Directory {
         .map(|row| id_of(row, "instance_id"))
         .collect::<Result<Vec<_>, _>>()?;
         tx.commit().await?;
-        self.cache.apply(user_changes(login, user, &new));
+        self.applied(user_changes(login, user, &new));
         Ok(Some((stale, Revoked::one(Close::PasswordReset, user))))
     }
 }

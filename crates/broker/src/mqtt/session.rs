@@ -41,7 +41,7 @@ use crate::directory::Credentials;
 use crate::metrics;
 use crate::rate::{Counted, Window};
 use crate::router::parked::{Parked, Queued};
-use crate::router::{Budget, Delivery, Facts, SessionHandle, SessionSink};
+use crate::router::{Attached, Budget, Delivery, Facts, Routed, SessionHandle, SessionSink};
 use sealrelay_wire::envelope::Header;
 use sealrelay_wire::{inbox_owner, Close, PrincipalId, Reason};
 
@@ -131,6 +131,31 @@ impl ParkedAs {
     }
 }
 
+/// A session past its login, attached to the router, on its way to CONNACK.
+struct Joining {
+    principal: PrincipalId,
+    credentials: Credentials,
+    login: String,
+    link: Arc<SessionHandle>,
+    keep_alive: u16,
+    receive_maximum: Option<u16>,
+    /// The client id the broker assigned, if the client gave none.
+    assigned: Option<String>,
+    /// Session expiry granted, and asked for.
+    expiry: u32,
+    asked: u32,
+}
+
+/// A QoS 1 or 2 publish of the client's, not yet acknowledged: its recipients on other
+/// nodes have not all answered, or an earlier publish waits for theirs (acknowledgements go
+/// in the order publishes came, MQTT-4.6.0-2).
+struct Owed {
+    qos: u8,
+    pkid: u16,
+    /// For QoS 2, the publish's digest, kept until PUBREL once delivered.
+    digest: Option<u64>,
+}
+
 /// A QoS 1 delivery waiting for an in-flight slot.
 struct Waiting {
     payload: Bytes,
@@ -171,6 +196,11 @@ struct Live {
     awaiting_pubrel: HashMap<u16, u64>,
     /// Keys those digests (random per session, so a client cannot aim for a collision).
     digests: RandomState,
+    /// The client's publishes not yet acknowledged, in order, each with its outcome once
+    /// known; at most `RECEIVE_MAXIMUM`.
+    owed: VecDeque<(Owed, Option<Delivery>)>,
+    /// Publishes that waited in `owed` and were acknowledged: numbers the next one.
+    owed_total: u64,
     /// Publishes refused in the current minute: past `mqtt.max_refusals_per_minute` the
     /// session ends, so a broken or hostile client cannot make refusals its steady state.
     refusals: Window,
@@ -601,6 +631,64 @@ impl Session {
         let Some(attached) = router.attach(principal, link.clone(), connect.clean_start) else {
             return self.refuse_connect(ctx, Reason::QuotaExceeded, Close::RefusedSessionCap);
         };
+        let joining = Joining {
+            principal,
+            credentials,
+            login: login.to_owned(),
+            link,
+            keep_alive: connect.keep_alive,
+            receive_maximum: connect.receive_maximum,
+            assigned,
+            expiry,
+            asked,
+        };
+        let clean_start = connect.clean_start;
+        let Some(elsewhere) =
+            router.take_over_elsewhere(principal, &joining.link.client_id, clean_start)
+        else {
+            return self.live(ctx, joining, attached);
+        };
+        // Other nodes hold sessions of this principal: the one of this client id there is
+        // taken over, and its state (if kept) comes here before CONNACK, which says whether
+        // there was one. Nothing else is handled meanwhile: deliveries wait in the mailbox
+        // and come after what the session held.
+        ctx.wait(elsewhere.into_actor(self).map(move |moved, act, ctx| {
+            let account = act
+                .shared
+                .directory
+                .account_of(principal, joining.credentials.kind);
+            let there = moved.map(|moved| {
+                let parked = Parked::arrived(moved, joining.link.client_id.clone(), account);
+                act.shared.router.arrived(parked)
+            });
+            let attached = Attached {
+                present: attached.present || (there.is_some() && !clean_start),
+                parked: match (attached.parked, there) {
+                    (Some(mut here), Some(there)) => {
+                        here.absorb(there);
+                        Some(here)
+                    }
+                    (here, there) => here.or(there),
+                },
+            };
+            act.live(ctx, joining, attached);
+        }));
+    }
+
+    /// Takes the session live once whatever it resumes is here: its state, CONNACK, what
+    /// it held written again, keepalive.
+    fn live(&mut self, ctx: &mut Context<Self>, joining: Joining, attached: Attached) {
+        let Joining {
+            principal,
+            credentials,
+            login,
+            link,
+            keep_alive,
+            receive_maximum,
+            assigned,
+            expiry,
+            asked,
+        } = joining;
         let (mut resend, mut waiting) = (Vec::new(), VecDeque::new());
         tracing::debug!(
             session = self.id,
@@ -638,8 +726,7 @@ impl Session {
             self.pending.release(freed);
             metrics::offline_discarded("client_max_packet", dropped);
         }
-        let keep_alive =
-            (connect.keep_alive > 0).then(|| Duration::from_secs(u64::from(connect.keep_alive)));
+        let keep_alive = (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive)));
         self.state = State::Live(Box::new(Live {
             principal,
             account: self
@@ -653,7 +740,7 @@ impl Session {
                     .config
                     .mqtt
                     .max_inflight
-                    .min(connect.receive_maximum.unwrap_or(u16::MAX))
+                    .min(receive_maximum.unwrap_or(u16::MAX))
                     .max(1),
             ),
             next_pkid: resend.last().map_or(0, |(pkid, _)| *pkid),
@@ -664,6 +751,8 @@ impl Session {
             awaiting_pubrel: HashMap::new(),
             digests: RandomState::new(),
             refusals: Window::default(),
+            owed: VecDeque::new(),
+            owed_total: 0,
         }));
         self.meter.principal = Some(principal);
         metrics::connection(self.transport.label(), "accepted");
@@ -708,7 +797,11 @@ impl Session {
         }
         // A credential change between the check in on_connect and the attach above kicked
         // every session but this one; now that this one is kickable, look again.
-        let current = self.shared.directory.credentials(login).map(|c| c.verifier);
+        let current = self
+            .shared
+            .directory
+            .credentials(&login)
+            .map(|c| c.verifier);
         if current != Some(credentials.verifier) {
             self.close(ctx, Close::ChangedDuringLogin);
         }
@@ -752,10 +845,69 @@ impl Session {
         let hot = metrics::hot();
         hot.messages_in.increment(1);
         hot.bytes_in.increment(size);
-        let outcome = self
+        let routed = self
             .shared
             .router
-            .deliver(recipient, &publish.payload, publish.qos.min(1));
+            .route(recipient, &publish.payload, publish.qos.min(1));
+        if publish.qos == 0 {
+            return;
+        }
+        let answer = Owed {
+            qos: publish.qos,
+            pkid: publish.pkid,
+            digest,
+        };
+        let State::Live(live) = &mut self.state else {
+            return;
+        };
+        match routed {
+            Routed::Now(outcome) if live.owed.is_empty() => self.answer(ctx, answer, outcome),
+            Routed::Now(outcome) => live.owed.push_back((answer, Some(outcome))),
+            Routed::Later(_) if live.owed.len() >= usize::from(RECEIVE_MAXIMUM) => {
+                // More unanswered publishes than CONNACK allowed (a 3.1.1 client was told
+                // nothing, but holds as many unacknowledged itself).
+                self.close(ctx, Close::ProtocolError)
+            }
+            Routed::Later(there) => {
+                live.owed.push_back((answer, None));
+                let at = live.owed_total + live.owed.len() as u64 - 1;
+                ctx.spawn(
+                    there
+                        .into_actor(self)
+                        .map(move |outcome, act, ctx| act.answered(ctx, at, outcome)),
+                );
+            }
+        }
+    }
+
+    /// Other nodes' answer for the publish `at` (counted from the session's first that
+    /// waited): acknowledges, in the order received, every publish answered so far.
+    fn answered(&mut self, ctx: &mut Context<Self>, at: u64, outcome: Delivery) {
+        if let State::Live(live) = &mut self.state {
+            if let Some((_, slot)) = at
+                .checked_sub(live.owed_total)
+                .and_then(|i| live.owed.get_mut(i as usize))
+            {
+                *slot = Some(outcome);
+            }
+        }
+        loop {
+            let State::Live(live) = &mut self.state else {
+                return;
+            };
+            match live.owed.pop_front() {
+                Some((answer, Some(outcome))) => {
+                    live.owed_total += 1;
+                    self.answer(ctx, answer, outcome);
+                }
+                Some(waiting) => return live.owed.push_front(waiting),
+                None => return,
+            }
+        }
+    }
+
+    /// Acknowledges one publish with what its recipients' sessions did.
+    fn answer(&mut self, ctx: &mut Context<Self>, publish: Owed, outcome: Delivery) {
         let (reason, refused) = match outcome {
             Delivery::Delivered => (Reason::Success, None),
             Delivery::NoSubscriber => (Reason::NoMatchingSubscribers, None),
@@ -766,18 +918,16 @@ impl Session {
                 (Reason::QuotaExceeded, Some(Close::RecipientMaxPacket))
             }
         };
-        if let Some(why) = refused.filter(|_| publish.qos > 0 && self.version == Version::V311) {
+        if let Some(why) = refused.filter(|_| self.version == Version::V311) {
             // 3.1.1 cannot refuse one publish; acknowledging would lose it silently.
             return self.close(ctx, why);
         }
-        if let Some(digest) = digest.filter(|_| refused.is_none()) {
+        if let Some(digest) = publish.digest.filter(|_| refused.is_none()) {
             if let State::Live(live) = &mut self.state {
                 live.awaiting_pubrel.insert(publish.pkid, digest);
             }
         }
-        if publish.qos > 0 {
-            self.ack(publish.qos, publish.pkid, reason, refused.map(Close::label));
-        }
+        self.ack(publish.qos, publish.pkid, reason, refused.map(Close::label));
     }
 
     fn ack(&mut self, qos: u8, pkid: u16, reason: Reason, label: Option<&'static str>) {

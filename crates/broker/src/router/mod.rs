@@ -8,12 +8,19 @@
 //! session counts the bytes handed to it and not yet written out (or, at QoS 1, not yet
 //! acknowledged). A delivery that would push a session past its budget is refused and
 //! counted rather than queued without limit.
+//!
+//! In a cluster the router also reaches other nodes through [`Remote`] (the cluster module
+//! implements it over NATS): it says which principals this node holds sessions of, passes
+//! revocations on, and hands envelopes for principals held elsewhere to those nodes, whose
+//! answer ([`Routed::Later`]) decides the publisher's acknowledgement.
 
 pub mod parked;
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,7 +29,8 @@ use dashmap::DashMap;
 use crate::accounting::Counts;
 use crate::metrics;
 use crate::revocation::Revoked;
-use parked::{Parked, Shelf, Tally};
+pub use parked::Tally;
+use parked::{Parked, Shelf};
 use sealrelay_wire::{Close, PrincipalId};
 
 /// What a session does with what the router hands it. Implemented by the session module
@@ -37,6 +45,58 @@ pub trait SessionSink: Send + Sync + 'static {
     /// Hand over what the session it took over held when it ended (its bytes already
     /// moved to the handle's budget): resent after what is waiting now.
     fn adopt(&self, parked: Parked);
+}
+
+/// The other nodes of a cluster, as the router sees them.
+pub trait Remote: Send + Sync + 'static {
+    /// This node now holds (or no longer holds) a session, live or parked, of `principal`.
+    /// Called in the order the changes happen, under the router's presence lock: it must
+    /// only queue the news.
+    fn held(&self, principal: PrincipalId, holding: bool);
+    /// A revocation made on this node, for the others to apply.
+    fn revoked(&self, revoked: &Revoked);
+    /// Hands an envelope for `to` to the other nodes holding its sessions.
+    fn deliver(&self, to: PrincipalId, payload: &Bytes, qos: u8) -> Elsewhere;
+    /// Takes over the session `client_id` of `principal` on the other nodes holding
+    /// sessions of it (`None`: none does); the answer is the state of a persistent one.
+    fn take_over(
+        &self,
+        principal: PrincipalId,
+        client_id: &str,
+        clean_start: bool,
+    ) -> Option<Answer<Option<parked::Moved>>>;
+}
+
+/// What this node held of a session a CONNECT on another node takes over.
+pub enum HandOver {
+    /// No session of that client id.
+    Nothing,
+    /// A live persistent one, told to close: it parks here once it has.
+    Closing,
+    /// A parked one, out of this node's accounts: the caller sends it on.
+    Parked(Parked),
+}
+
+/// A future answer of other nodes.
+pub type Answer<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What other nodes did with an envelope.
+pub enum Elsewhere {
+    /// No other node holds a session of the recipient.
+    Nowhere,
+    /// Sent at QoS 0, unanswered: counted as taken, as a local QoS 0 delivery handed to a
+    /// session's writer is.
+    Sent,
+    /// Sent at QoS 1: what the sessions there did, once they have answered.
+    Pending(Answer<Tally>),
+}
+
+/// Where an envelope went, or is going.
+pub enum Routed {
+    /// Every recipient session is on this node, or the envelope went out unanswered.
+    Now(Delivery),
+    /// Some recipient sessions are on other nodes: the outcome once they have answered.
+    Later(Answer<Delivery>),
 }
 
 const NOT_SUBSCRIBED: u8 = u8::MAX;
@@ -245,6 +305,14 @@ pub struct Router {
     max_sessions: usize,
     /// Sessions detached since start: the memory trimmer's cue that many just ended.
     detached: AtomicUsize,
+    /// The other nodes, set once when the broker joins a cluster; unset on a single node.
+    remote: OnceLock<Arc<dyn Remote>>,
+    /// The principals other nodes were last told this node holds.
+    announced: DashMap<PrincipalId, ()>,
+    /// Orders what other nodes are told: changes of one principal's holding take it shared,
+    /// a full list of holdings takes it alone, so no change is sent before a list that
+    /// does not include it.
+    presence: RwLock<()>,
 }
 
 impl Router {
@@ -266,7 +334,47 @@ impl Router {
             detached: AtomicUsize::new(0),
             total_held: Arc::default(),
             max_sessions: mqtt.max_sessions_per_principal,
+            remote: OnceLock::new(),
+            announced: DashMap::new(),
+            presence: RwLock::new(()),
         }
+    }
+
+    /// Joins the router to the other nodes of a cluster (once; later calls are ignored).
+    pub fn connect(&self, remote: Arc<dyn Remote>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// Tells the other nodes whether this node holds `principal` now, if that changed since
+    /// they were last told. Called after every change of `principal`'s sessions, holding no
+    /// guard of the router's maps: under the announced entry's lock, the last caller reads
+    /// the last state.
+    fn touched(&self, principal: PrincipalId) {
+        let Some(remote) = self.remote.get() else {
+            return;
+        };
+        let _order = self.presence.read().unwrap_or_else(|e| e.into_inner());
+        let entry = self.announced.entry(principal);
+        let holding =
+            self.sessions.contains_key(&principal) || self.parked.contains_key(&principal);
+        match entry {
+            dashmap::Entry::Vacant(vacant) if holding => {
+                vacant.insert(());
+                remote.held(principal, true);
+            }
+            dashmap::Entry::Occupied(occupied) if !holding => {
+                occupied.remove();
+                remote.held(principal, false);
+            }
+            _ => {}
+        }
+    }
+
+    /// Every principal this node holds sessions of, handed to `send` with no change of
+    /// holding in between: what a node that lost track of this one is sent.
+    pub fn holdings(&self, send: impl FnOnce(Vec<PrincipalId>)) {
+        let _alone = self.presence.write().unwrap_or_else(|e| e.into_inner());
+        send(self.announced.iter().map(|e| *e.key()).collect());
     }
 
     /// Registers a session that passed CONNECT, unless its principal already holds the most
@@ -312,10 +420,86 @@ impl Router {
             }
             resumed => resumed,
         };
+        drop(sessions);
+        self.touched(principal);
         Some(Attached {
             present: !clean_start && (took_over || parked.is_some()),
             parked,
         })
+    }
+
+    /// Takes over what this node holds of session `client_id` of `principal` for a CONNECT
+    /// on another node: a live session is closed (taken over), a parked one handed over, or
+    /// discarded if the CONNECT asked for a clean start.
+    pub fn hand_over(
+        &self,
+        principal: PrincipalId,
+        client_id: &str,
+        clean_start: bool,
+    ) -> HandOver {
+        let mut handed = HandOver::Nothing;
+        if let Some(mut sessions) = self.sessions.get_mut(&principal) {
+            if let Some(at) = sessions.iter().position(|s| s.client_id == client_id) {
+                let old = sessions.swap_remove(at);
+                old.kick(Close::TakenOver);
+                if old.persistent {
+                    handed = HandOver::Closing;
+                }
+            }
+        }
+        self.sessions.remove_if(&principal, |_, s| s.is_empty());
+        let (resumed, expired) = match self.parked.get_mut(&principal) {
+            Some(mut shelf) => shelf.take(client_id),
+            None => (None, None),
+        };
+        self.forget_empty_shelf(principal);
+        if let Some(expired) = expired {
+            self.discard(expired, "session_expired");
+        }
+        match resumed {
+            Some(parked) if clean_start => self.discard(parked, "clean_start"),
+            Some(parked) => {
+                // It leaves this node: neither parked nor held here any more.
+                self.unpark_bytes(parked.account, parked.bytes());
+                self.total_held.fetch_sub(parked.bytes(), Ordering::AcqRel);
+                handed = HandOver::Parked(parked);
+            }
+            None => {}
+        }
+        self.touched(principal);
+        handed
+    }
+
+    /// Whether a parked session `client_id` of `principal` is here (a session being taken
+    /// over from another node parks once its connection has closed).
+    pub fn holds_parked(&self, principal: PrincipalId, client_id: &str) -> bool {
+        self.parked
+            .get(&principal)
+            .is_some_and(|shelf| shelf.holds(client_id))
+    }
+
+    /// Takes over session `client_id` of `principal` on the other nodes, if any holds it.
+    pub fn take_over_elsewhere(
+        &self,
+        principal: PrincipalId,
+        client_id: &str,
+        clean_start: bool,
+    ) -> Option<Answer<Option<parked::Moved>>> {
+        self.remote
+            .get()?
+            .take_over(principal, client_id, clean_start)
+    }
+
+    /// Takes in a session moved here from another node: its bytes join this node's total,
+    /// less its newest envelopes past the room left (discarded and counted `broker_budget`).
+    pub fn arrived(&self, mut parked: Parked) -> Parked {
+        let room = self
+            .total_budget
+            .saturating_sub(self.total_held.load(Ordering::Acquire));
+        let (_, dropped) = parked.trim_to(room);
+        metrics::offline_discarded("broker_budget", dropped);
+        self.total_held.fetch_add(parked.bytes(), Ordering::AcqRel);
+        parked
     }
 
     /// Keeps a persistent session whose connection ended (its bytes relinquished by its
@@ -363,6 +547,7 @@ impl Router {
         if let Some((parked, why)) = discarded {
             self.discard(parked, why);
         }
+        self.touched(principal);
     }
 
     /// Drops a parked session with what it holds, counting its envelopes under `why`.
@@ -449,26 +634,37 @@ impl Router {
             .remove_if(&principal, |_, shelf| shelf.is_empty());
     }
 
+    /// Persistent sessions parked here now.
+    pub fn parked_sessions(&self) -> usize {
+        self.parked.iter().map(|shelf| shelf.len()).sum()
+    }
+
     /// Discards the parked sessions whose expiry has passed, and the envelopes that waited
     /// longer than `mqtt.offline_queue_max_age_secs`; returns how many sessions remain.
     pub fn expire_parked(&self) -> usize {
         let now = Instant::now();
         let before = now.checked_sub(self.offline.max_age);
-        let (mut gone, mut aged) = (Vec::new(), Vec::new());
-        self.parked.retain(|_, shelf| {
+        let (mut gone, mut aged, mut emptied) = (Vec::new(), Vec::new(), Vec::new());
+        self.parked.retain(|principal, shelf| {
             gone.extend(shelf.expire(now));
             if let Some(before) = before {
                 aged.extend(shelf.age_out(before));
             }
+            if shelf.is_empty() {
+                emptied.push(*principal);
+            }
             !shelf.is_empty()
         });
+        for principal in emptied {
+            self.touched(principal);
+        }
         for parked in gone {
             self.discard(parked, "session_expired");
         }
         for (account, bytes, messages) in aged {
             self.discard_envelopes(account, bytes, messages, "aged_out");
         }
-        self.parked.iter().map(|shelf| shelf.len()).sum()
+        self.parked_sessions()
     }
 
     /// Removes a session if it is still registered (a taken-over one already is not),
@@ -478,10 +674,18 @@ impl Router {
         self.place(principal, Some(session_id), parked);
     }
 
-    /// Publishes a revocation to this node: every live session of each revoked principal is
-    /// closed and its parked ones are discarded with what they hold; returns how many live
-    /// ones were told.
+    /// Publishes a revocation to every node: every live session of each revoked principal
+    /// is closed and its parked ones are discarded with what they hold; returns how many
+    /// live ones on this node were told.
     pub fn revoke(&self, revoked: Revoked) -> usize {
+        if let Some(remote) = self.remote.get() {
+            remote.revoked(&revoked);
+        }
+        self.revoke_here(revoked)
+    }
+
+    /// Applies a revocation on this node only: one another node made and published.
+    pub fn revoke_here(&self, revoked: Revoked) -> usize {
         let why = revoked.why();
         revoked
             .principals()
@@ -500,6 +704,7 @@ impl Router {
                 self.discard(parked, why.label());
             }
         }
+        self.touched(principal);
         told
     }
 
@@ -535,9 +740,31 @@ impl Router {
         self.sessions.iter().map(|e| e.value().len()).sum()
     }
 
-    /// Hands `payload` to every session of `to` subscribed to its inbox, at the lower of
-    /// the publish QoS and the granted QoS, and queues it (QoS 1) for every parked one.
-    pub fn deliver(&self, to: PrincipalId, payload: &Bytes, qos: u8) -> Delivery {
+    /// Hands `payload` to every session of `to`, on this node and on the others holding
+    /// some (already checked by this node: they deliver without asking again).
+    pub fn route(&self, to: PrincipalId, payload: &Bytes, qos: u8) -> Routed {
+        let here = self.deliver_here(to, payload, qos);
+        let elsewhere = match self.remote.get() {
+            Some(remote) => remote.deliver(to, payload, qos),
+            None => Elsewhere::Nowhere,
+        };
+        match elsewhere {
+            Elsewhere::Nowhere => Routed::Now(outcome(here)),
+            Elsewhere::Sent => Routed::Now(outcome(here.merge(Tally {
+                subscribed: 1,
+                taken: 1,
+                ..Tally::default()
+            }))),
+            Elsewhere::Pending(there) => {
+                Routed::Later(Box::pin(async move { outcome(here.merge(there.await)) }))
+            }
+        }
+    }
+
+    /// Hands `payload` to every session of `to` on this node subscribed to its inbox, at
+    /// the lower of the publish QoS and the granted QoS, and queues it (QoS 1) for every
+    /// parked one.
+    pub fn deliver_here(&self, to: PrincipalId, payload: &Bytes, qos: u8) -> Tally {
         let mut tally = Tally::default();
         let sessions = self.sessions.get(&to);
         for link in sessions.iter().flat_map(|s| s.iter()) {
@@ -583,32 +810,37 @@ impl Router {
             }
         }
         drop(sessions);
-        match tally {
-            Tally { subscribed: 0, .. } => {
-                metrics::hot().no_subscriber.increment(1);
-                Delivery::NoSubscriber
-            }
-            Tally {
-                taken: 0,
-                broker_full: true,
-                ..
-            } => Delivery::BrokerBusy,
-            Tally {
-                taken: 0,
-                too_large: true,
-                ..
-            } => Delivery::TooLargeForRecipient,
-            Tally {
-                taken: 0,
-                queue_full: true,
-                ..
-            } => {
-                metrics::hot().dropped_offline_full.increment(1);
-                Delivery::QueueFull
-            }
-            Tally { taken: 0, .. } => Delivery::Backpressure,
-            _ => Delivery::Delivered,
+        tally
+    }
+}
+
+/// The publisher's answer for what every recipient session did, counted once.
+fn outcome(tally: Tally) -> Delivery {
+    match tally {
+        Tally { subscribed: 0, .. } => {
+            metrics::hot().no_subscriber.increment(1);
+            Delivery::NoSubscriber
         }
+        Tally {
+            taken: 0,
+            broker_full: true,
+            ..
+        } => Delivery::BrokerBusy,
+        Tally {
+            taken: 0,
+            too_large: true,
+            ..
+        } => Delivery::TooLargeForRecipient,
+        Tally {
+            taken: 0,
+            queue_full: true,
+            ..
+        } => {
+            metrics::hot().dropped_offline_full.increment(1);
+            Delivery::QueueFull
+        }
+        Tally { taken: 0, .. } => Delivery::Backpressure,
+        _ => Delivery::Delivered,
     }
 }
 
@@ -681,18 +913,30 @@ mod tests {
         }
         let ten = Bytes::from_static(&[0; 10]);
         for _ in 0..2 {
-            assert_eq!(router.deliver(a1, &ten, 1), Delivery::Delivered);
+            assert_eq!(
+                outcome(router.deliver_here(a1, &ten, 1)),
+                Delivery::Delivered
+            );
         }
-        assert_eq!(router.deliver(a2, &ten, 1), Delivery::Delivered);
         assert_eq!(
-            router.deliver(a2, &ten, 1),
+            outcome(router.deliver_here(a2, &ten, 1)),
+            Delivery::Delivered
+        );
+        assert_eq!(
+            outcome(router.deliver_here(a2, &ten, 1)),
             Delivery::QueueFull,
             "account A holds 30"
         );
-        assert_eq!(router.deliver(b1, &ten, 1), Delivery::Delivered);
-        assert_eq!(router.deliver(b2, &ten, 1), Delivery::Delivered);
         assert_eq!(
-            router.deliver(b2, &ten, 1),
+            outcome(router.deliver_here(b1, &ten, 1)),
+            Delivery::Delivered
+        );
+        assert_eq!(
+            outcome(router.deliver_here(b2, &ten, 1)),
+            Delivery::Delivered
+        );
+        assert_eq!(
+            outcome(router.deliver_here(b2, &ten, 1)),
             Delivery::BrokerBusy,
             "parked hold 50"
         );
@@ -706,7 +950,7 @@ mod tests {
         assert_eq!(router.parked_held.load(Ordering::Acquire), 20);
         assert!(router.accounts.get(&account_a).is_none());
         assert_eq!(
-            router.deliver(b2, &ten, 1),
+            outcome(router.deliver_here(b2, &ten, 1)),
             Delivery::Delivered,
             "room again"
         );

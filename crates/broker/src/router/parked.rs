@@ -36,6 +36,17 @@ pub struct Parked {
     bytes: usize,
 }
 
+/// A parked session's state on its way between nodes: what [`Parked::new`] takes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    pub inbox_qos: Option<u8>,
+    pub expiry_secs: u32,
+    /// Written and unacknowledged: packet id and envelope.
+    pub unacked: Vec<(u16, Bytes)>,
+    /// Not yet written: envelope and whether it was written before.
+    pub queued: Vec<(Bytes, bool)>,
+}
+
 /// An envelope waiting for a parked session.
 pub struct Queued {
     pub payload: Bytes,
@@ -65,8 +76,9 @@ pub enum Refused {
     Broker,
 }
 
-/// What the sessions offered an envelope did with it.
-#[derive(Debug, Default)]
+/// What the sessions offered an envelope did with it: on this node, or (merged) on every
+/// node holding the recipient's sessions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {
     /// Sessions subscribed at a QoS that takes it.
     pub subscribed: usize,
@@ -77,6 +89,19 @@ pub struct Tally {
     pub queue_full: bool,
     /// Some live session's client takes no packet this large.
     pub too_large: bool,
+}
+
+impl Tally {
+    /// What sessions on two sets of nodes did together.
+    pub fn merge(self, other: Tally) -> Tally {
+        Tally {
+            subscribed: self.subscribed + other.subscribed,
+            taken: self.taken + other.taken,
+            broker_full: self.broker_full || other.broker_full,
+            queue_full: self.queue_full || other.queue_full,
+            too_large: self.too_large || other.too_large,
+        }
+    }
 }
 
 impl Parked {
@@ -139,9 +164,36 @@ impl Parked {
         (freed, dropped)
     }
 
-    /// Takes in what `later` (the same session, parked again after a takeover) holds: its
-    /// unacknowledged envelopes as redeliveries, then its queue; its subscription and expiry.
-    fn absorb(&mut self, later: Parked) {
+    /// What moves to another node when a CONNECT there takes this session over.
+    pub fn moved(self) -> Moved {
+        Moved {
+            inbox_qos: self.inbox_qos,
+            expiry_secs: u32::try_from(self.expiry.as_secs()).unwrap_or(u32::MAX),
+            unacked: self.unacked,
+            queued: self
+                .queued
+                .into_iter()
+                .map(|q| (q.payload, q.dup))
+                .collect(),
+        }
+    }
+
+    /// A session moved here from another node, for `client_id` of `account`.
+    pub fn arrived(moved: Moved, client_id: String, account: PrincipalId) -> Parked {
+        Parked::new(
+            client_id,
+            account,
+            moved.inbox_qos,
+            moved.unacked,
+            moved.queued,
+            Duration::from_secs(u64::from(moved.expiry_secs)),
+        )
+    }
+
+    /// Takes in what `later` (the same session, parked again after a takeover, or found on
+    /// another node) holds: its unacknowledged envelopes as redeliveries, then its queue;
+    /// its subscription and expiry.
+    pub fn absorb(&mut self, later: Parked) {
         let now = Instant::now();
         self.bytes += later.bytes;
         self.queued
@@ -211,6 +263,11 @@ impl Shelf {
             (bytes, messages) = (bytes + size, messages + 1);
             tally.taken += 1;
         }
+    }
+
+    /// Whether the parked session `client_id` is here.
+    pub fn holds(&self, client_id: &str) -> bool {
+        self.sessions.iter().any(|p| p.client_id == client_id)
     }
 
     /// The parked session `client_id`, taken off the shelf; an expired one is returned as

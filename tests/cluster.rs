@@ -1,0 +1,505 @@
+//! Several broker nodes as one broker (issue 26): a real PostgreSQL directory and real
+//! `nats-server`s started by the harness, three sealrelay processes on loopback, driven as
+//! users would — a console on one node, its instance on another. Every test name ends in
+//! `across_nodes` (`.ci/run`'s PostgreSQL pass skips them: they start their own servers).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::nats::Nats;
+use common::postgres::Postgres;
+use common::{Broker, Probe, ProbeOptions, Seen, FAST_KDF};
+use sealrelay_client::{Client, ClientError, Identity, MqttVersion};
+
+/// Three nodes on one PostgreSQL database, node `i` on NATS server `i % servers`.
+struct Fleet {
+    nodes: Vec<Broker>,
+    _nats: Nats,
+    _postgres: Postgres,
+}
+
+impl Fleet {
+    fn start(nats_servers: usize, env: &[(&str, &str)]) -> Fleet {
+        let postgres = Postgres::start();
+        let url = postgres.database();
+        let nats = Nats::cluster(nats_servers);
+        let nodes: Vec<Broker> = (0..3)
+            .map(|i| Broker::start_in_cluster(&url, &nats.url(i % nats_servers), env))
+            .collect();
+        let fleet = Fleet {
+            nodes,
+            _nats: nats,
+            _postgres: postgres,
+        };
+        fleet.until_nodes_know(3);
+        fleet
+    }
+
+    /// Waits until every running node knows `count` nodes, itself included.
+    fn until_nodes_know(&self, count: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for node in &self.nodes {
+            while node.counter("sealrelay_cluster_nodes") != count {
+                assert!(
+                    Instant::now() < deadline,
+                    "the nodes did not find each other:\n{}",
+                    node.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Connects `who` to `node` over `url` (the node's TCP listener if `None`).
+async fn connect(
+    node: &Broker,
+    who: Identity,
+    version: MqttVersion,
+    url: Option<String>,
+) -> Client {
+    let url = url.unwrap_or_else(|| node.broker_addr());
+    let endpoint = sealrelay_client::Broker::parse(&url, Some(&node.dev_cert())).unwrap();
+    Client::connect_to(node.api(), who, endpoint, version)
+        .await
+        .expect("connect")
+}
+
+/// `attempt`'s first success within a second: what one node committed reaches the others'
+/// caches within that (their change events).
+async fn within_a_second<T, F>(mut attempt: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match attempt().await {
+            Ok(done) => return done,
+            Err(e) if Instant::now() > deadline => panic!("not within a second: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// Waits until `node` knows `who`'s sessions are elsewhere (the other node's news takes a
+/// moment), by sending until it is not answered 0x10.
+async fn send_until_held(console: &mut Client, to: sealrelay_wire::PrincipalId, payload: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match console.send(to, payload, 1).await {
+            Ok(_) => return,
+            Err(ClientError::Offline(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// A console on node A and its instance on node C trade envelopes at QoS 0 and 1, over
+/// MQTT 3.1.1 and 5, TCP and WebSocket over TLS; an instance gone from C is answered 0x10
+/// on A, and one on C that stopped reading is answered 0x97 on A, as on one node.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_console_and_its_instance_trade_envelopes_across_nodes() {
+    let fleet = Fleet::start(1, &[]);
+    let (a, b, c) = (&fleet.nodes[0], &fleet.nodes[1], &fleet.nodes[2]);
+    let mut alice = a.user("alice").await;
+    let alice_id = alice.id;
+    let api_b = b.api();
+    within_a_second(|| Identity::login_user(&api_b, "alice", "pw-alice")).await;
+    let (_, token) = alice.add_instance(&api_b).await.unwrap();
+    let console_login = || async {
+        Identity::login_user(&a.api(), "alice", "pw-alice")
+            .await
+            .unwrap()
+    };
+    for (version, console_url) in [
+        (MqttVersion::V311, None),
+        (MqttVersion::V5, None),
+        (
+            MqttVersion::V5,
+            Some(format!("wss://127.0.0.1:{}/mqtt", a.wss.port())),
+        ),
+    ] {
+        let api_c = c.api();
+        let instance = within_a_second(|| Identity::login_instance(&api_c, &token)).await;
+        let instance_id = instance.id;
+        let mut agent = connect(c, instance, version, None).await;
+        let mut console = connect(a, console_login().await, version, console_url.clone()).await;
+        send_until_held(&mut console, instance_id, b"hello").await;
+        for qos in [0, 1, 1, 0] {
+            console
+                .send(instance_id, format!("q{qos}").as_bytes(), qos)
+                .await
+                .unwrap();
+        }
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            let message = tokio::time::timeout(Duration::from_secs(5), agent.next())
+                .await
+                .expect("delivered across nodes")
+                .unwrap();
+            assert_eq!(message.from, alice_id);
+            got.push(String::from_utf8(message.payload.to_vec()).unwrap());
+        }
+        assert_eq!(
+            got,
+            ["hello", "q0", "q1", "q1", "q0"],
+            "{version:?} {console_url:?}: in order"
+        );
+        // The answer goes back from C to A.
+        agent.send(alice_id, b"from C", 1).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), console.next())
+            .await
+            .expect("the reply crossed back")
+            .unwrap();
+        assert_eq!(&reply.payload[..], b"from C");
+        agent.close().await;
+        // Gone from C: A answers no subscribers once C's news is in (or asks C, which has none).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match console.send(instance_id, b"anyone?", 1).await {
+                Err(ClientError::Offline(_)) => break,
+                Ok(_) if version == MqttVersion::V311 => break, // 3.1.1 has no 0x10
+                Ok(_) => assert!(Instant::now() < deadline, "still delivered to C"),
+                Err(e) => panic!("{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        console.close().await;
+    }
+
+    // An instance on C subscribed at QoS 1 that never reads nor acknowledges: its budget
+    // fills, and A's publisher hears 0x97 `recipient_backpressure` for it.
+    let instance = Identity::login_instance(&c.api(), &token).await.unwrap();
+    let to = instance.id;
+    let mut stuck = common::Raw::open_with_receive_buffer(c.mqtt, 4096).await;
+    stuck
+        .try_connect_v5((&instance.login, instance.auth_secret()), "stuck", 0)
+        .await;
+    stuck.subscribe_inbox(to).await;
+    let mut console = connect(a, console_login().await, MqttVersion::V5, None).await;
+    let big = vec![0x5a; 200_000];
+    send_until_held(&mut console, to, &big).await;
+    let mut refused = None;
+    for _ in 0..40 {
+        match console.send(to, &big, 1).await {
+            Ok(_) => {}
+            Err(e @ ClientError::PublishRefused { code: 0x97, .. }) => {
+                refused = Some(e.to_string());
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let refused = refused.expect("never refused for the stuck recipient on C");
+    assert!(refused.contains("recipient"), "{refused}");
+    drop(stuck);
+}
+
+/// A password changed through node B ends alice's sessions on A and C within a second, and
+/// her old password and login secret fail on all three nodes; the new one works on each.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_change_on_one_node_takes_effect_on_every_node_across_nodes() {
+    let fleet = Fleet::start(1, &[]);
+    let (a, b, c) = (&fleet.nodes[0], &fleet.nodes[1], &fleet.nodes[2]);
+    let mut alice = a.user("alice").await;
+    let old_secret = alice.auth_secret().to_owned();
+    let mut on_a = probe_as(a, &alice, "on-a").await;
+    let mut on_c = probe_as(c, &alice, "on-c").await;
+    // The old password works everywhere before.
+    for node in &fleet.nodes {
+        let api = node.api();
+        within_a_second(|| Identity::login_user(&api, "alice", "pw-alice")).await;
+    }
+
+    alice
+        .change_password(&b.api(), "a brand new passphrase", FAST_KDF)
+        .await
+        .unwrap();
+    let changed = Instant::now();
+    for (name, probe) in [("A", &mut on_a), ("C", &mut on_c)] {
+        let seen = tokio::time::timeout(Duration::from_secs(1), probe.next())
+            .await
+            .unwrap_or_else(|_| panic!("node {name} kept alice's session past 1 s"));
+        assert_eq!(seen, Seen::Disconnect(0x98), "node {name}");
+    }
+    assert!(changed.elapsed() < Duration::from_secs(1));
+
+    for (name, node) in ["A", "B", "C"].iter().zip(&fleet.nodes) {
+        let err = Identity::login_user(&node.api(), "alice", "pw-alice")
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("the old password logged in on {name}"));
+        assert!(
+            matches!(err, ClientError::WrongPassword { .. }),
+            "{name}: {err}"
+        );
+        let mut old = Probe::connect(
+            node.mqtt,
+            ProbeOptions::new(MqttVersion::V5, Some(("alice", &old_secret))),
+        )
+        .await;
+        assert_eq!(old.next().await, Seen::ConnAck(0x87), "node {name}");
+        Identity::login_user(&node.api(), "alice", "a brand new passphrase")
+            .await
+            .unwrap_or_else(|e| panic!("the new password on {name}: {e}"));
+    }
+}
+
+/// A removed instance's sessions end on every node that holds one (C and A, removed
+/// through B), and its token no longer logs in anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_instance_is_closed_on_every_node_across_nodes() {
+    let fleet = Fleet::start(1, &[]);
+    let (a, b, c) = (&fleet.nodes[0], &fleet.nodes[1], &fleet.nodes[2]);
+    let mut alice = a.user("alice").await;
+    let api_b = b.api();
+    within_a_second(|| Identity::login_user(&api_b, "alice", "pw-alice")).await;
+    let (_, token) = alice.add_instance(&api_b).await.unwrap();
+    let api_c = c.api();
+    let instance = within_a_second(|| Identity::login_instance(&api_c, &token)).await;
+    let mut live = probe_as(c, &instance, "on-c").await;
+    // Known to every node's cache: it may log in on each.
+    let mut other = probe_as(a, &instance, "on-a").await;
+
+    alice.remove_instance(&b.api(), instance.id).await.unwrap();
+    for (name, probe) in [("C", &mut live), ("A", &mut other)] {
+        let seen = tokio::time::timeout(Duration::from_secs(1), probe.next())
+            .await
+            .unwrap_or_else(|_| panic!("node {name} kept the removed instance past 1 s"));
+        assert_eq!(seen, Seen::Disconnect(0x87), "node {name}");
+    }
+    let mut again = Probe::connect(
+        a.mqtt,
+        ProbeOptions::new(
+            MqttVersion::V5,
+            Some((&instance.login, instance.auth_secret())),
+        ),
+    )
+    .await;
+    assert_eq!(
+        again.next().await,
+        Seen::ConnAck(0x87),
+        "its token fails on A"
+    );
+}
+
+/// `who` logged in on `node` under `client_id` (sessions of one principal on two nodes
+/// with one client id would take each other over, as on one node).
+async fn probe_as(node: &Broker, who: &Identity, client_id: &str) -> Probe {
+    let mut probe = Probe::connect(
+        node.mqtt,
+        ProbeOptions {
+            client_id,
+            ..ProbeOptions::new(MqttVersion::V5, Some((&who.login, who.auth_secret())))
+        },
+    )
+    .await;
+    assert_eq!(
+        probe.next().await,
+        Seen::ConnAck(0),
+        "login as {}",
+        who.login
+    );
+    probe
+}
+
+/// Reads `count` deliveries on `raw`, acknowledging each; returns their envelopes.
+async fn deliveries(raw: &mut common::Raw, count: usize) -> Vec<bytes::Bytes> {
+    use rumqttc::v5::mqttbytes::v5::{Packet, PubAck};
+    let mut got = Vec::new();
+    while got.len() < count {
+        match raw.read(Duration::from_secs(5)).await {
+            common::RawRead::Packet(packet) => match *packet {
+                Packet::Publish(publish) => {
+                    raw.send_v5(Packet::PubAck(PubAck::new(publish.pkid, None)))
+                        .await;
+                    got.push(publish.payload);
+                }
+                other => panic!("expected a delivery, got {other:?}"),
+            },
+            other => panic!("{} of {count} deliveries, then {other:?}", got.len()),
+        }
+    }
+    got
+}
+
+/// An instance's persistent session follows it between nodes: parked on C, the envelopes
+/// sent meanwhile from a console on A queue there, and when it reconnects to A it gets them
+/// all, in order, with Session Present 1; connected on A, a connection with its client id
+/// on C takes that session over (the one on A told 0x8E) and resumes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persistent_session_moves_with_its_queue_across_nodes() {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
+
+    let fleet = Fleet::start(1, &[]);
+    let (a, c) = (&fleet.nodes[0], &fleet.nodes[2]);
+    let mut alice = a.user("alice").await;
+    let instance = a.instance_of(&mut alice).await;
+    let login = (instance.login.as_str(), instance.auth_secret());
+    let api_c = c.api();
+    within_a_second(|| Identity::login_user(&api_c, "alice", "pw-alice")).await;
+
+    let mut on_c = common::Raw::open(c.mqtt).await;
+    let ack = on_c
+        .connect_session(login, "plant-7", 0, Some(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ack.code, ack.session_present),
+        (ConnectReturnCode::Success, false)
+    );
+    on_c.subscribe_inbox(instance.id).await;
+    drop(on_c);
+    let lost = r#"sealrelay_sessions_closed_total{reason="connection_lost"}"#;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.counter(lost) < 1 {
+        assert!(Instant::now() < deadline, "C never saw the connection go");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut console = connect(
+        a,
+        Identity::login_user(&a.api(), "alice", "pw-alice")
+            .await
+            .unwrap(),
+        MqttVersion::V5,
+        None,
+    )
+    .await;
+    let (to, key) = (instance.id, instance.public_key());
+    let sent: Vec<bytes::Bytes> = (0..20)
+        .map(|i| alice.seal_to(to, &key, format!("m{i}").as_bytes()).unwrap())
+        .collect();
+    for envelope in &sent {
+        console
+            .send_envelope(to, envelope.clone(), 1)
+            .await
+            .unwrap();
+    }
+
+    let mut on_a = common::Raw::open(a.mqtt).await;
+    let ack = on_a
+        .connect_session(login, "plant-7", 0, Some(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ack.code, ack.session_present),
+        (ConnectReturnCode::Success, true),
+        "resumed on A"
+    );
+    assert_eq!(
+        deliveries(&mut on_a, 20).await,
+        sent,
+        "every queued envelope, in order"
+    );
+
+    // Live on A; the same client id on C takes it over.
+    let mut again = common::Raw::open(c.mqtt).await;
+    let ack = again
+        .connect_session(login, "plant-7", 0, Some(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ack.code, ack.session_present),
+        (ConnectReturnCode::Success, true),
+        "taken over on C"
+    );
+    match on_a.read(Duration::from_secs(2)).await {
+        common::RawRead::Packet(packet) => assert!(
+            matches!(&*packet, rumqttc::v5::mqttbytes::v5::Packet::Disconnect(d) if d.reason_code == rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver),
+            "{packet:?}"
+        ),
+        other => panic!("A's session was not told it was taken over: {other:?}"),
+    }
+    // Still subscribed (the session moved): an envelope reaches it on C.
+    let last = alice.seal_to(to, &key, b"after the move").unwrap();
+    console.send_envelope(to, last.clone(), 1).await.unwrap();
+    // First again, with DUP, whatever A had written and not yet seen acknowledged.
+    loop {
+        let got = deliveries(&mut again, 1).await.remove(0);
+        if got == last {
+            break;
+        }
+        assert!(sent.contains(&got), "only redeliveries come before it");
+    }
+}
+
+/// A rolling restart: SIGTERM on C tells its sessions 0x8B; an instance whose persistent
+/// session was there reconnects to B and resumes it — the envelopes C had written and not
+/// seen acknowledged come again — and C, drained, exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drained_node_hands_its_persistent_sessions_over_across_nodes() {
+    use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, DisconnectReasonCode, Packet};
+
+    let mut fleet = Fleet::start(1, &[]);
+    let mut c = fleet.nodes.pop().unwrap();
+    let (a, b) = (&fleet.nodes[0], &fleet.nodes[1]);
+    let mut alice = a.user("alice").await;
+    let instance = a.instance_of(&mut alice).await;
+    let login = (instance.login.as_str(), instance.auth_secret());
+    let api_c = c.api();
+    within_a_second(|| Identity::login_user(&api_c, "alice", "pw-alice")).await;
+    let mut on_c = common::Raw::open(c.mqtt).await;
+    on_c.connect_session(login, "plant-9", 0, Some(300))
+        .await
+        .unwrap();
+    on_c.subscribe_inbox(instance.id).await;
+
+    let login_a = Identity::login_user(&a.api(), "alice", "pw-alice")
+        .await
+        .unwrap();
+    let mut console = connect(a, login_a, MqttVersion::V5, None).await;
+    let (to, key) = (instance.id, instance.public_key());
+    let sent: Vec<bytes::Bytes> = (0..5)
+        .map(|i| alice.seal_to(to, &key, format!("m{i}").as_bytes()).unwrap())
+        .collect();
+    for envelope in &sent {
+        console
+            .send_envelope(to, envelope.clone(), 1)
+            .await
+            .unwrap();
+    }
+
+    c.signal("TERM");
+    // Written to the instance on C, never acknowledged; then the node says it is going.
+    loop {
+        match on_c.read(Duration::from_secs(5)).await {
+            common::RawRead::Packet(packet) => match *packet {
+                Packet::Publish(_) => {}
+                Packet::Disconnect(d) => {
+                    assert_eq!(d.reason_code, DisconnectReasonCode::ServerShuttingDown);
+                    break;
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("C closed without DISCONNECT 0x8B: {other:?}"),
+        }
+    }
+    // A client backs off a second before reconnecting; the draining node waits for it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(c.running(), "C left before its session was taken over");
+    let mut on_b = common::Raw::open(b.mqtt).await;
+    let ack = on_b
+        .connect_session(login, "plant-9", 0, Some(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ack.code, ack.session_present),
+        (ConnectReturnCode::Success, true),
+        "resumed on B from the draining node"
+    );
+    assert_eq!(deliveries(&mut on_b, 5).await, sent, "resent, in order");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.running() {
+        assert!(Instant::now() < deadline, "C never finished draining");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !c.log().contains("not taken over"),
+        "C left a session behind"
+    );
+}

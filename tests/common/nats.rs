@@ -1,0 +1,127 @@
+//! Throwaway NATS servers for tests: Debian's `nats-server`, on free loopback ports, one
+//! user with a password (brokers never log in anonymously), alone or three in a NATS
+//! cluster; killed when dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The user and password every test server takes.
+pub const USER: &str = "sealrelay";
+pub const PASSWORD: &str = "nats-test-password";
+
+pub struct Nats {
+    /// Client ports, one per server.
+    pub ports: Vec<u16>,
+    servers: Vec<Option<Child>>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn binary() -> PathBuf {
+    ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("nats-server is installed (.ci/run installs Debian's nats-server)")
+}
+
+impl Nats {
+    /// One server.
+    pub fn start() -> Nats {
+        Nats::cluster(1)
+    }
+
+    /// `count` servers routed to each other as one NATS cluster.
+    pub fn cluster(count: usize) -> Nats {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..count).map(|_| free_port()).collect();
+        let servers = (0..count)
+            .map(|i| {
+                let mut config = format!(
+                    "listen: 127.0.0.1:{}\nauthorization {{ user: {USER}, password: {PASSWORD} }}\n",
+                    ports[i]
+                );
+                if count > 1 {
+                    let others: Vec<String> = routes
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .map(|(_, p)| format!("nats-route://127.0.0.1:{p}"))
+                        .collect();
+                    config += &format!(
+                        "cluster {{ name: sealrelay, listen: 127.0.0.1:{}, routes: [{}] }}\n",
+                        routes[i],
+                        others.join(", ")
+                    );
+                }
+                let file = dir.path().join(format!("nats-{i}.conf"));
+                std::fs::write(&file, config).unwrap();
+                Some(
+                    Command::new(binary())
+                        .arg("-c")
+                        .arg(&file)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let nats = Nats {
+            ports,
+            servers,
+            _dir: dir,
+        };
+        for port in &nats.ports {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(Instant::now() < deadline, "nats-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if count > 1 {
+            // Routes form within a second or so; a message before that reaches one server.
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        nats
+    }
+
+    /// The URL of server `i`.
+    pub fn url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.ports[i])
+    }
+
+    /// Every server's URL, comma-separated (what `cluster.nats_url` takes).
+    pub fn urls(&self) -> String {
+        (0..self.ports.len())
+            .map(|i| self.url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kills server `i` (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut server) = self.servers[i].take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
+    }
+}
