@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use common::postgres::Postgres;
 use common::Broker;
-use sealrelay_client::{Client, ClientError, Identity, MqttVersion};
-use sealrelay_wire::PrincipalId;
+use sealrelay_client::{Identity, MqttVersion};
 
 /// Rows of `table` in the broker's PostgreSQL database, read with psql.
 fn rows(postgres: &Postgres, url: &str, table: &str) -> u64 {
@@ -58,10 +57,10 @@ async fn a_restarted_broker_serves_what_postgresql_holds() {
     let mut alice = broker.user("alice").await;
     let (instance, token) = alice.add_instance(&broker.api()).await.unwrap();
     let token = token.reveal();
-    let agent = echo_agent(&broker, &token);
+    let agent = common::echo_agent(&broker, &token);
     let mut console = broker.client(alice, MqttVersion::V5).await;
     assert_eq!(
-        echo(&mut console, instance, b"before").await,
+        common::echo(&mut console, instance, b"before").await,
         b"echo:before"
     );
     drop(console);
@@ -69,7 +68,7 @@ async fn a_restarted_broker_serves_what_postgresql_holds() {
 
     broker.restart();
     // The instance logs in again with its token, the user with the password it registered.
-    let _agent = echo_agent(&broker, &token);
+    let _agent = common::echo_agent(&broker, &token);
     let mut alice = Identity::login_user(&broker.api(), "alice", "pw-alice")
         .await
         .expect("alice logs in after the restart");
@@ -84,22 +83,10 @@ async fn a_restarted_broker_serves_what_postgresql_holds() {
         .await
         .unwrap();
     let mut console = broker.client(alice, MqttVersion::V5).await;
-    assert_eq!(echo(&mut console, instance, b"after").await, b"echo:after");
-}
-
-/// An instance agent, logged in with the token `token`, that echoes what it gets.
-fn echo_agent(broker: &Broker, token: &str) -> tokio::task::JoinHandle<()> {
-    let (api, address, token) = (broker.api(), broker.broker_addr(), token.to_owned());
-    tokio::spawn(async move {
-        let token = token.parse().unwrap();
-        let instance = Identity::login_instance(&api, &token).await.unwrap();
-        let mut agent = Client::connect(api, instance, &address, MqttVersion::V5)
-            .await
-            .unwrap();
-        let _ = agent
-            .serve(|m| [b"echo:".as_slice(), &m.payload].concat())
-            .await;
-    })
+    assert_eq!(
+        common::echo(&mut console, instance, b"after").await,
+        b"echo:after"
+    );
 }
 
 /// The directory's database down for 10 s: what needs it (a user's login, which reads the
@@ -112,9 +99,12 @@ async fn postgresql_down_for_10_s_fails_logins_clearly_and_keeps_live_sessions_r
     let broker = Broker::start_on_postgres(&url);
     let mut alice = broker.user("alice").await;
     let (instance, token) = alice.add_instance(&broker.api()).await.unwrap();
-    let _agent = echo_agent(&broker, &token.reveal());
+    let _agent = common::echo_agent(&broker, &token.reveal());
     let mut console = broker.client(alice, MqttVersion::V5).await;
-    assert_eq!(echo(&mut console, instance, b"up").await, b"echo:up");
+    assert_eq!(
+        common::echo(&mut console, instance, b"up").await,
+        b"echo:up"
+    );
 
     postgres.kill();
     let down = std::time::Instant::now();
@@ -133,7 +123,10 @@ async fn postgresql_down_for_10_s_fails_logins_clearly_and_keeps_live_sessions_r
         down.elapsed()
     );
     while down.elapsed() < Duration::from_secs(10) {
-        assert_eq!(echo(&mut console, instance, b"down").await, b"echo:down");
+        assert_eq!(
+            common::echo(&mut console, instance, b"down").await,
+            b"echo:down"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
@@ -153,32 +146,15 @@ async fn postgresql_down_for_10_s_fails_logins_clearly_and_keeps_live_sessions_r
         2,
         "a write after the outage"
     );
-    assert_eq!(echo(&mut console, instance, b"back").await, b"echo:back");
+    assert_eq!(
+        common::echo(&mut console, instance, b"back").await,
+        b"echo:back"
+    );
 }
 
-/// Sends `payload` to `instance` until its echo comes back (the instance's agent may still
-/// be connecting: until then it is offline); the echo.
-async fn echo(console: &mut Client, instance: PrincipalId, payload: &[u8]) -> Vec<u8> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        assert!(std::time::Instant::now() < deadline, "no echo");
-        match console.send(instance, payload, 1).await {
-            Err(ClientError::Offline(_)) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            sent => sent.unwrap(),
-        };
-        let reply = common::next_message(console);
-        if let Ok(reply) = tokio::time::timeout(Duration::from_secs(2), reply).await {
-            return reply.payload.to_vec();
-        }
-    }
-}
-
-/// Until brokers share their caches, two on one directory would disagree about credentials
-/// (a password changed through one still accepted by the other): the second is refused at
-/// start with one line naming the database, and the first is unharmed.
+/// Two brokers on one directory that are not nodes of one cluster would disagree about
+/// credentials (a password changed through one still accepted by the other): the second is
+/// refused at start with one line naming the database, and the first is unharmed.
 #[test]
 fn a_second_broker_on_the_same_postgresql_directory_refuses_to_start() {
     let postgres = Postgres::start();

@@ -73,10 +73,20 @@ impl Broker {
     }
 
     /// Starts a node of a cluster: its directory the PostgreSQL database `url` names, its
-    /// NATS the server(s) `nats` names (as the test user), with `env` overrides.
-    pub fn start_in_cluster(url: &str, nats: &str, env: &[(&str, &str)]) -> Broker {
-        let extra = format!(
-            "[directory]\nurl = \"{url}\"\n[cluster]\nnats_url = \"{nats}\"\nnats_user = \"{}\"\n",
+    /// NATS the server(s) `nats` names (as the test user), its prelogin key the file
+    /// `prelogin_key` (every node's the same) or one of its own, with `env` overrides.
+    pub fn start_in_cluster(
+        url: &str,
+        nats: &str,
+        prelogin_key: Option<&std::path::Path>,
+        env: &[(&str, &str)],
+    ) -> Broker {
+        let mut extra = format!("[directory]\nurl = \"{url}\"\n");
+        if let Some(key) = prelogin_key {
+            extra += &format!("prelogin_key_file = \"{}\"\n", key.display());
+        }
+        extra += &format!(
+            "[cluster]\nnats_url = \"{nats}\"\nnats_user = \"{}\"\n",
             nats::USER
         );
         Broker::start_configured(&[], env, &extra)
@@ -1271,4 +1281,39 @@ pub fn readme_walk(broker: &Broker) {
     }
     assert!(stdout.contains("re-enrol "), "{stdout}");
     assert!(stdout.contains("removed instance "), "{stdout}");
+}
+
+/// An instance agent, logged in with the token `token`, that echoes what it gets.
+pub fn echo_agent(broker: &Broker, token: &str) -> tokio::task::JoinHandle<()> {
+    let (api, address, token) = (broker.api(), broker.broker_addr(), token.to_owned());
+    tokio::spawn(async move {
+        let token = token.parse().unwrap();
+        let instance = Identity::login_instance(&api, &token).await.unwrap();
+        let mut agent = Client::connect(api, instance, &address, MqttVersion::V5)
+            .await
+            .unwrap();
+        let _ = agent
+            .serve(|m| [b"echo:".as_slice(), &m.payload].concat())
+            .await;
+    })
+}
+
+/// Sends `payload` to `instance` until its echo comes back (the instance's agent may still
+/// be connecting: until then it is offline); the echo.
+pub async fn echo(console: &mut Client, instance: PrincipalId, payload: &[u8]) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no echo");
+        match console.send(instance, payload, 1).await {
+            Err(sealrelay_client::ClientError::Offline(_)) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            sent => sent.unwrap(),
+        };
+        let reply = next_message(console);
+        if let Ok(reply) = tokio::time::timeout(Duration::from_secs(2), reply).await {
+            return reply.payload.to_vec();
+        }
+    }
 }

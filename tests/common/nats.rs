@@ -14,6 +14,8 @@ pub const PASSWORD: &str = "nats-test-password";
 pub struct Nats {
     /// Client ports, one per server.
     pub ports: Vec<u16>,
+    /// Monitoring (HTTP) ports, one per server.
+    monitors: Vec<u16>,
     servers: Vec<Option<Child>>,
     _dir: tempfile::TempDir,
 }
@@ -45,11 +47,13 @@ impl Nats {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let routes: Vec<u16> = (0..count).map(|_| free_port()).collect();
+        let monitors: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let servers = (0..count)
             .map(|i| {
                 let mut config = format!(
-                    "listen: 127.0.0.1:{}\nauthorization {{ user: {USER}, password: {PASSWORD} }}\n",
-                    ports[i]
+                    "listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
+                     authorization {{ user: {USER}, password: {PASSWORD} }}\n",
+                    ports[i], monitors[i]
                 );
                 if count > 1 {
                     let others: Vec<String> = routes
@@ -79,6 +83,7 @@ impl Nats {
             .collect();
         let nats = Nats {
             ports,
+            monitors,
             servers,
             _dir: dir,
         };
@@ -101,12 +106,31 @@ impl Nats {
         format!("nats://127.0.0.1:{}", self.ports[i])
     }
 
-    /// Every server's URL, comma-separated (what `cluster.nats_url` takes).
-    pub fn urls(&self) -> String {
-        (0..self.ports.len())
-            .map(|i| self.url(i))
+    /// Every server's URL, comma-separated, server `i`'s first.
+    pub fn urls_from(&self, i: usize) -> String {
+        let n = self.ports.len();
+        (0..n)
+            .map(|k| self.url((i + k) % n))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Clients connected to server `i` now (its monitoring endpoint's count).
+    pub fn clients(&self, i: usize) -> u64 {
+        let body = ureq::get(&format!("http://127.0.0.1:{}/varz", self.monitors[i]))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        let at = body.find("\"connections\":").unwrap() + "\"connections\":".len();
+        body[at..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     /// Kills server `i` (SIGKILL).

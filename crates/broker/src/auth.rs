@@ -155,10 +155,7 @@ impl Authenticator {
     /// Clears `login`'s failure windows, from every address (the operator's `unlock`);
     /// whether any of them had locked it.
     pub fn unlock(&self, login: &str) -> bool {
-        self.limiter.clear_where(|key| match key {
-            Counted::FailureOf(l) | Counted::FailureOfFrom(l, _) => l == login,
-            _ => false,
-        })
+        self.limiter.clear_login(login)
     }
 
     /// Drops expired trusted addresses, so the map stays as small as the recent logins.
@@ -196,7 +193,7 @@ mod tests {
             },
             ..Config::default()
         };
-        let limiter = Arc::new(Limiter::new(&config));
+        let limiter = Arc::new(Limiter::new(&config, b"test prelogin key"));
         let a = Authenticator::new(&config.auth, AddressBlock::new(64), limiter.clone());
         let right = Some(verifier("right"));
         let ip = |n: u8| IpAddr::from([127, 0, 0, n]);

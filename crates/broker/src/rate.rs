@@ -3,14 +3,21 @@
 //! publish refused) is bounded here, so a single address or account cannot lock others out,
 //! grow the database or the session log faster than retention purges it, or make refusals
 //! its steady state. In memory only; a restart forgets the windows, which is harmless.
-//! Uses dashmap, tokio (the purge task) and the config.
+//! In a cluster every node counts every node's events (each counted here is also handed to
+//! the cluster, which publishes it), so a client spreading tries over N nodes gets one
+//! node's budget, not N. Logins are keyed by a keyed digest, never by the typed name: what a
+//! client typed as a login (a password, by mistake) is neither kept nor sent anywhere.
+//! Uses dashmap, hkdf, tokio (the purge task) and the config.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use hkdf::Hkdf;
 use sealrelay_wire::PrincipalId;
+use sha2::Sha256;
+use zeroize::Zeroizing;
 
 use crate::config::Config;
 use crate::peers::AddressBlock;
@@ -85,12 +92,38 @@ pub enum Counted {
     FailureOf(String),
 }
 
+/// A login as the limiter keys it: HMAC-SHA-256 of the name under a key derived from the
+/// prelogin key (the same on every node of a cluster), cut to 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LoginKey(pub [u8; 16]);
+
+/// What a window counts: a [`Counted`] with its address replaced by the address's block and
+/// its login by the login's key. What other nodes are sent and count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key {
+    ConnectFrom(IpAddr),
+    ConnectAs(PrincipalId),
+    Registration(IpAddr),
+    Prelogin(IpAddr),
+    ResetTry(IpAddr),
+    FailureFrom(IpAddr),
+    FailureOfFrom(LoginKey, IpAddr),
+    FailureOf(LoginKey),
+}
+
+/// What the limiter tells the other nodes of a cluster: a key counted, or cleared.
+pub type Share = Box<dyn Fn(Key, bool) + Send + Sync>;
+
 /// Every rate budget of the broker — per address, per principal, per login — with its
 /// windows and their purge, in one place: what a client may do per minute or hour is
-/// counted here and nowhere else, so a cluster can count it across nodes by replacing this.
+/// counted here and nowhere else.
 pub struct Limiter {
     /// One window per key, each kind at its own length and limit.
-    windows: DashMap<Counted, Window>,
+    windows: DashMap<Key, Window>,
+    /// Keys logins (`LoginKey`).
+    login_key: Zeroizing<[u8; 32]>,
+    /// In a cluster, told each key counted (`false`) or cleared (`true`) here.
+    share: OnceLock<Share>,
     connects_from: (Duration, u32),
     connects_as: (Duration, u32),
     registrations: (Duration, u32),
@@ -106,11 +139,19 @@ const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 
 impl Limiter {
-    pub fn new(config: &Config) -> Limiter {
+    /// The limits of `config`, logins keyed under a key derived from `secret` (the prelogin
+    /// key: the same on every node, so every node keys a login alike).
+    pub fn new(config: &Config, secret: &[u8]) -> Limiter {
         let (mqtt, auth) = (&config.mqtt, &config.auth);
         let failures = Duration::from_secs(auth.failure_window_secs);
+        let mut login_key = Zeroizing::new([0u8; 32]);
+        Hkdf::<Sha256>::new(None, secret)
+            .expand(b"sealrelay limiter login key", &mut login_key[..])
+            .expect("32 bytes is a valid HKDF-SHA-256 output length");
         Limiter {
             windows: DashMap::new(),
+            login_key,
+            share: OnceLock::new(),
             connects_from: (MINUTE, mqtt.connects_per_ip_per_minute),
             connects_as: (MINUTE, mqtt.connects_per_principal_per_minute),
             registrations: (HOUR, auth.registrations_per_ip_per_hour),
@@ -123,81 +164,117 @@ impl Limiter {
         }
     }
 
-    /// The key `what` is counted under: its address replaced by the address's block.
-    fn key(&self, what: Counted) -> Counted {
-        let block = |ip| self.block.of(ip);
+    /// Has `share` told of every key counted or cleared here from now on (once; a cluster
+    /// sets it).
+    pub fn on_share(&self, share: impl Fn(Key, bool) + Send + Sync + 'static) {
+        let _ = self.share.set(Box::new(share));
+    }
+
+    /// The key a login is counted under.
+    pub fn login(&self, login: &str) -> LoginKey {
+        let (prk, _) = Hkdf::<Sha256>::extract(Some(&self.login_key[..]), login.as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&prk[..16]);
+        LoginKey(key)
+    }
+
+    /// The key `what` is counted under: its address replaced by the address's block, its
+    /// login by the login's key.
+    fn key(&self, what: &Counted) -> Key {
+        let block = |ip: &IpAddr| self.block.of(*ip);
         match what {
-            Counted::ConnectFrom(ip) => Counted::ConnectFrom(block(ip)),
-            Counted::Registration(ip) => Counted::Registration(block(ip)),
-            Counted::Prelogin(ip) => Counted::Prelogin(block(ip)),
-            Counted::ResetTry(ip) => Counted::ResetTry(block(ip)),
-            Counted::FailureFrom(ip) => Counted::FailureFrom(block(ip)),
-            Counted::FailureOfFrom(login, ip) => Counted::FailureOfFrom(login, block(ip)),
-            other @ (Counted::ConnectAs(_) | Counted::FailureOf(_)) => other,
+            Counted::ConnectFrom(ip) => Key::ConnectFrom(block(ip)),
+            Counted::ConnectAs(principal) => Key::ConnectAs(*principal),
+            Counted::Registration(ip) => Key::Registration(block(ip)),
+            Counted::Prelogin(ip) => Key::Prelogin(block(ip)),
+            Counted::ResetTry(ip) => Key::ResetTry(block(ip)),
+            Counted::FailureFrom(ip) => Key::FailureFrom(block(ip)),
+            Counted::FailureOfFrom(login, ip) => Key::FailureOfFrom(self.login(login), block(ip)),
+            Counted::FailureOf(login) => Key::FailureOf(self.login(login)),
         }
     }
 
-    /// The window length and limit of `what`'s kind.
-    fn limit(&self, what: &Counted) -> (Duration, u32) {
-        match what {
-            Counted::ConnectFrom(_) => self.connects_from,
-            Counted::ConnectAs(_) => self.connects_as,
-            Counted::Registration(_) => self.registrations,
-            Counted::Prelogin(_) => self.prelogins,
-            Counted::ResetTry(_) => self.resets,
-            Counted::FailureFrom(_) => self.failures_from,
-            Counted::FailureOfFrom(..) => self.failures_of_from,
-            Counted::FailureOf(_) => self.failures_of,
+    /// The window length and limit of `key`'s kind.
+    fn limit(&self, key: &Key) -> (Duration, u32) {
+        match key {
+            Key::ConnectFrom(_) => self.connects_from,
+            Key::ConnectAs(_) => self.connects_as,
+            Key::Registration(_) => self.registrations,
+            Key::Prelogin(_) => self.prelogins,
+            Key::ResetTry(_) => self.resets,
+            Key::FailureFrom(_) => self.failures_from,
+            Key::FailureOfFrom(..) => self.failures_of_from,
+            Key::FailureOf(_) => self.failures_of,
+        }
+    }
+
+    fn shared(&self, key: Key, cleared: bool) {
+        if let Some(share) = self.share.get() {
+            share(key, cleared);
         }
     }
 
     /// Counts `what` unless its window is already at its limit (the refused event is not
     /// counted); whether it counted.
     pub fn admit(&self, what: Counted) -> bool {
-        let (length, max) = self.limit(&what);
-        self.windows
-            .entry(self.key(what))
-            .or_default()
-            .admit(length, max)
+        let key = self.key(&what);
+        let (length, max) = self.limit(&key);
+        let admitted = self.windows.entry(key).or_default().admit(length, max);
+        if admitted {
+            self.shared(key, false);
+        }
+        admitted
     }
 
     /// Counts `what` whatever its window holds (a failure that already happened).
     pub fn count(&self, what: Counted) {
-        let (length, _) = self.limit(&what);
-        self.windows
-            .entry(self.key(what))
-            .or_default()
-            .count(length);
+        let key = self.key(&what);
+        self.count_key(key);
+        self.shared(key, false);
+    }
+
+    /// Counts what another node counted.
+    pub fn count_key(&self, key: Key) {
+        let (length, _) = self.limit(&key);
+        self.windows.entry(key).or_default().count(length);
     }
 
     /// Whether `what`'s window is at its limit now; counts nothing.
     pub fn full(&self, what: Counted) -> bool {
-        let (length, max) = self.limit(&what);
-        self.windows
-            .get(&self.key(what))
-            .is_some_and(|w| w.full(length, max))
+        let key = self.key(&what);
+        let (length, max) = self.limit(&key);
+        self.windows.get(&key).is_some_and(|w| w.full(length, max))
     }
 
-    /// Forgets the windows `which` selects; whether any was at its limit (the operator's
-    /// unlock, a login that succeeded).
-    pub fn clear_where(&self, which: impl Fn(&Counted) -> bool) -> bool {
-        let mut was_full = false;
+    /// Forgets the failure windows of `login`, from every address (the operator's unlock);
+    /// whether any was at its limit.
+    pub fn clear_login(&self, login: &str) -> bool {
+        let login = self.login(login);
+        let mut cleared = Vec::new();
         self.windows.retain(|key, w| {
-            let keep = !which(key);
+            let keep = !matches!(key, Key::FailureOf(l) | Key::FailureOfFrom(l, _) if *l == login);
             if !keep {
                 let (length, max) = self.limit(key);
-                was_full |= w.full(length, max);
+                cleared.push((*key, w.full(length, max)));
             }
             keep
         });
-        was_full
+        cleared.iter().for_each(|(key, _)| self.shared(*key, true));
+        cleared.iter().any(|(_, was_full)| *was_full)
     }
 
     /// Forgets `what`'s window; whether it was at its limit.
     pub fn clear(&self, what: Counted) -> bool {
-        let (length, max) = self.limit(&what);
+        let key = self.key(&what);
+        self.shared(key, true);
+        self.clear_key(key)
+    }
+
+    /// Forgets a window another node cleared; whether it was at its limit.
+    pub fn clear_key(&self, key: Key) -> bool {
+        let (length, max) = self.limit(&key);
         self.windows
-            .remove(&self.key(what))
+            .remove(&key)
             .is_some_and(|(_, w)| w.full(length, max))
     }
 
@@ -222,7 +299,7 @@ impl Limiter {
     /// Ages `what`'s window by `by`, as time passing would (tests).
     #[cfg(test)]
     pub(crate) fn backdate(&self, what: Counted, by: Duration) {
-        if let Some(mut w) = self.windows.get_mut(&self.key(what)) {
+        if let Some(mut w) = self.windows.get_mut(&self.key(&what)) {
             w.started -= by;
         }
     }
@@ -236,7 +313,7 @@ mod tests {
         let mut config = Config::default();
         config.auth.prelogins_per_ip_per_minute = 2;
         config.mqtt.connects_per_principal_per_minute = 1;
-        Limiter::new(&config)
+        Limiter::new(&config, b"test prelogin key")
     }
 
     #[test]
@@ -263,6 +340,54 @@ mod tests {
         assert!(!limiter.admit(Counted::ConnectAs(p)));
     }
 
+    /// Two nodes' limiters joined as a cluster joins them: what one counts or clears, the
+    /// other does, so failures spread over both lock a login as they would on one; logins
+    /// are keyed alike on both, and never by their name.
+    #[test]
+    fn limiters_that_share_count_one_budget() {
+        let mut config = Config::default();
+        config.auth.max_failures_per_login = 4;
+        let (a, b) = (
+            Arc::new(Limiter::new(&config, b"shared key")),
+            Arc::new(Limiter::new(&config, b"shared key")),
+        );
+        for (from, to) in [(&a, &b), (&b, &a)] {
+            let to = to.clone();
+            from.on_share(move |key, cleared| {
+                if cleared {
+                    to.clear_key(key);
+                } else {
+                    to.count_key(key);
+                }
+            });
+        }
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        let pair = || Counted::FailureOfFrom("alice".into(), ip);
+        a.count(pair());
+        b.count(pair());
+        a.count(pair());
+        assert!(!a.full(pair()) && !b.full(pair()));
+        b.count(pair());
+        assert!(
+            a.full(pair()) && b.full(pair()),
+            "4 failures over two nodes"
+        );
+        assert!(b.clear(pair()));
+        assert!(
+            !a.full(pair()),
+            "a login that succeeded on b clears a's window"
+        );
+        assert_eq!(a.login("alice"), b.login("alice"));
+        assert_ne!(
+            a.login("alice"),
+            Limiter::new(&config, b"other key").login("alice")
+        );
+        assert!(a
+            .windows
+            .iter()
+            .all(|w| !format!("{:?}", w.key()).contains("alice")));
+    }
+
     #[test]
     fn a_purge_drops_windows_that_passed_and_only_those() {
         let limiter = limiter();
@@ -277,6 +402,6 @@ mod tests {
             1,
             "an hour's window outlives a minute"
         );
-        assert!(limiter.windows.contains_key(&Counted::Registration(a)));
+        assert!(limiter.windows.contains_key(&Key::Registration(a)));
     }
 }

@@ -157,7 +157,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let directory = Arc::new(Directory::open(&config.directory, clustered).await?);
     let prelogin_key = datadir::key_file(&config.directory.prelogin_key_file, "prelogin key")?;
     let operator_token = datadir::key_file(&config.admin.token_file, "admin token")?;
-    let limiter = Arc::new(Limiter::new(&config));
+    let limiter = Arc::new(Limiter::new(&config, &prelogin_key));
     let authenticator = Arc::new(Authenticator::new(
         &config.auth,
         config.server.address_block(),
@@ -166,7 +166,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let router = Arc::new(Router::new(&config.mqtt));
     // Joined before the listeners open: no session exists that the other nodes were not told of.
     let cluster = match clustered {
-        true => Some(Cluster::join(&config, router.clone(), directory.clone()).await?),
+        true => Some({
+            let joined = (router.clone(), directory.clone(), limiter.clone());
+            Cluster::join(&config, joined, &prelogin_key).await?
+        }),
         false => None,
     };
 

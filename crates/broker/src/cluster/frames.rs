@@ -9,6 +9,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use sealrelay_wire::{Close, Ending, PrincipalId};
 
+use std::net::IpAddr;
+
+use crate::rate::{Key, LoginKey};
 use crate::router::parked::Moved;
 use crate::router::Tally;
 
@@ -23,7 +26,8 @@ pub fn ctl(kind: &str, node: &str) -> String {
 /// What every node subscribes to for news.
 pub const CTL_ALL: &str = "sr.v1.ctl.>";
 
-/// Heartbeat, every second; empty body.
+/// Heartbeat, every second: a 16-byte fingerprint of the prelogin key and KDF defaults,
+/// which every node compares with its own.
 pub const ALIVE: &str = "alive";
 /// "Send me your holdings" to the node named last in the subject; empty body.
 pub const WANT: &str = "want";
@@ -35,6 +39,8 @@ pub const HELD: &str = "held";
 pub const CHANGED: &str = "changed";
 /// A revocation (see [`revoked`]).
 pub const REVOKED: &str = "revoked";
+/// A rate-limit window counted or cleared (see [`counted`]).
+pub const COUNTED: &str = "counted";
 /// The sender is stopping: forget it now; empty body.
 pub const BYE: &str = "bye";
 
@@ -139,6 +145,80 @@ pub fn read_revoked(body: &[u8]) -> Option<(Close, Vec<PrincipalId>)> {
         .get(usize::from(at))
         .filter(|c| c.ending() == Ending::Revoked)?;
     Some((why, ids_of(ids)?))
+}
+
+/// `[op: 0 counted, 1 cleared][kind: 1][fields]`: a rate-limit event of the sender's, for
+/// every node's windows. Kinds and fields: 1 CONNECT from an address `[ip]`, 2 CONNECT as a
+/// principal `[principal: 16]`, 3 registration `[ip]`, 4 prelogin `[ip]`, 5 reset try `[ip]`,
+/// 6 failed login from an address `[ip]`, 7 failed login of a login from an address
+/// `[login key: 16][ip]`, 8 failed login of a login `[login key: 16]`; `[ip]` is `[4][4
+/// bytes]` or `[6][16 bytes]`, the address's block. A login key is a keyed digest, never
+/// the name.
+pub fn counted(key: Key, cleared: bool) -> Bytes {
+    let mut b = BytesMut::with_capacity(36);
+    b.put_u8(u8::from(cleared));
+    let (kind, principal, login, address) = match key {
+        Key::ConnectFrom(a) => (1, None, None, Some(a)),
+        Key::ConnectAs(p) => (2, Some(p), None, None),
+        Key::Registration(a) => (3, None, None, Some(a)),
+        Key::Prelogin(a) => (4, None, None, Some(a)),
+        Key::ResetTry(a) => (5, None, None, Some(a)),
+        Key::FailureFrom(a) => (6, None, None, Some(a)),
+        Key::FailureOfFrom(l, a) => (7, None, Some(l), Some(a)),
+        Key::FailureOf(l) => (8, None, Some(l), None),
+    };
+    b.put_u8(kind);
+    if let Some(principal) = principal {
+        b.put_slice(&principal.0);
+    }
+    if let Some(login) = login {
+        b.put_slice(&login.0);
+    }
+    match address {
+        Some(IpAddr::V4(v4)) => {
+            b.put_u8(4);
+            b.put_slice(&v4.octets());
+        }
+        Some(IpAddr::V6(v6)) => {
+            b.put_u8(6);
+            b.put_slice(&v6.octets());
+        }
+        None => {}
+    }
+    b.freeze()
+}
+
+pub fn read_counted(body: &[u8]) -> Option<(Key, bool)> {
+    let (&op, rest) = body.split_first()?;
+    let cleared = match op {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    let (&kind, fields) = rest.split_first()?;
+    let ip = |f: &[u8]| -> Option<IpAddr> {
+        match f.split_first()? {
+            (4, v4) => Some(IpAddr::from(<[u8; 4]>::try_from(v4).ok()?)),
+            (6, v6) => Some(IpAddr::from(<[u8; 16]>::try_from(v6).ok()?)),
+            _ => None,
+        }
+    };
+    let login = |f: &[u8]| Some(LoginKey(<[u8; 16]>::try_from(f).ok()?));
+    let key = match kind {
+        1 => Key::ConnectFrom(ip(fields)?),
+        2 => Key::ConnectAs(PrincipalId::from_slice(fields)?),
+        3 => Key::Registration(ip(fields)?),
+        4 => Key::Prelogin(ip(fields)?),
+        5 => Key::ResetTry(ip(fields)?),
+        6 => Key::FailureFrom(ip(fields)?),
+        7 => {
+            let (l, a) = fields.split_at_checked(16)?;
+            Key::FailureOfFrom(login(l)?, ip(a)?)
+        }
+        8 => Key::FailureOf(login(fields)?),
+        _ => return None,
+    };
+    Some((key, cleared))
 }
 
 /// `[qos: 1][principal: 16][envelope]`: an envelope for the principal's sessions on the
@@ -335,6 +415,22 @@ mod tests {
         };
         assert_eq!(read_answer(&answer(tally)), Some(tally));
         assert_eq!(ids_of(&ids(&[P, P])), Some(vec![P, P]));
+        let v4 = IpAddr::from([192, 0, 2, 7]);
+        let v6: IpAddr = "2001:db8::".parse().unwrap();
+        for key in [
+            Key::ConnectFrom(v4),
+            Key::ConnectAs(P),
+            Key::Registration(v6),
+            Key::Prelogin(v4),
+            Key::ResetTry(v6),
+            Key::FailureFrom(v4),
+            Key::FailureOfFrom(LoginKey([3; 16]), v6),
+            Key::FailureOf(LoginKey([4; 16])),
+        ] {
+            for cleared in [false, true] {
+                assert_eq!(read_counted(&counted(key, cleared)), Some((key, cleared)));
+            }
+        }
         assert_eq!(
             read_takeover(&takeover(P, "console-1", true)),
             Some((P, "console-1".to_owned(), true))
@@ -373,6 +469,9 @@ mod tests {
         assert_eq!(read_delivery(&Bytes::from_static(&[1; 5])), None);
         assert_eq!(read_answer(&[0; 8]), None);
         assert_eq!(read_takeover(&[2; 20]), None);
+        assert_eq!(read_counted(&[0, 9, 4, 1, 2, 3, 4]), None, "kind 9");
+        assert_eq!(read_counted(&[0, 1, 4, 1, 2, 3]), None, "a short address");
+        assert_eq!(read_counted(&[2, 1, 4, 1, 2, 3, 4]), None, "op 2");
         assert_eq!(read_takeover(&[0; 10]), None);
         let mut body = state(Some(&Moved {
             queued: vec![(Bytes::from_static(b"sealed"), false)],

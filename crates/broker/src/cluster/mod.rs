@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::metrics;
+use crate::rate::Limiter;
 use crate::revocation::Revoked;
 use crate::router::parked::Moved;
 use crate::router::{Answer, Elsewhere, HandOver, Remote, Router, Tally};
@@ -81,6 +82,13 @@ pub struct Cluster {
     /// The largest message NATS takes: a session's state moved to another node is trimmed
     /// to it.
     max_payload: usize,
+    /// What every heartbeat carries: a digest of the prelogin key and the KDF defaults,
+    /// which every node must share (prelogin would otherwise answer an unknown name
+    /// differently on each node, telling it apart from a known one, and each node would key
+    /// the failed-login windows differently).
+    fingerprint: Bytes,
+    /// Nodes heard with another fingerprint, each reported once.
+    mismatched: DashMap<NodeId, ()>,
     next: AtomicU64,
     answer_timeout: Duration,
 }
@@ -89,8 +97,8 @@ impl Cluster {
     /// Connects to NATS, learns the other nodes, and joins `router` and `directory` to them.
     pub async fn join(
         config: &Config,
-        router: Arc<Router>,
-        directory: Arc<Directory>,
+        (router, directory, limiter): (Arc<Router>, Arc<Directory>, Arc<Limiter>),
+        prelogin_key: &[u8],
     ) -> Result<Arc<Cluster>, ClusterError> {
         let cluster = &config.cluster;
         let password = std::env::var("NATS_PASSWORD").map_err(|_| ClusterError::NoPassword)?;
@@ -140,6 +148,8 @@ impl Cluster {
             next: AtomicU64::new(0),
             answer_timeout: Duration::from_millis(cluster.answer_timeout_ms),
             max_payload: max,
+            fingerprint: fingerprint(prelogin_key, config.kdf.advertised()),
+            mismatched: DashMap::new(),
         });
         let mut news = client.subscribe(frames::CTL_ALL).await?;
         let mut mine = client.subscribe(frames::to_node(&me, ">")).await?;
@@ -152,14 +162,14 @@ impl Cluster {
             }
         });
         let reading = node.clone();
-        let (readers, changes) = (router.clone(), directory.clone());
+        let (readers, changes, counts) = (router.clone(), directory.clone(), limiter.clone());
         tokio::spawn(async move {
             let mut stale = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
                     message = news.next() => match message {
-                        Some(message) => reading.news(&readers, &changes, &mut stale, message).await,
+                        Some(message) => reading.news((&readers, &changes, &counts), &mut stale, message).await,
                         None => break,
                     },
                     Some(()) = relinked.recv() => {
@@ -177,8 +187,15 @@ impl Cluster {
                 outlet.send(frames::ctl(frames::CHANGED, &outlet.me), frames::ids(&ids));
             }
         });
+        let outlet = node.clone();
+        limiter.on_share(move |key, cleared| {
+            outlet.send(
+                frames::ctl(frames::COUNTED, &outlet.me),
+                frames::counted(key, cleared),
+            );
+        });
         router.connect(node.clone());
-        node.send(frames::ctl(frames::ALIVE, &me), Bytes::new());
+        node.send(frames::ctl(frames::ALIVE, &me), node.fingerprint.clone());
         node.send(frames::ctl(frames::WANT, frames::EVERY_NODE), Bytes::new());
         tracing::info!(node = %me, nats = %cluster.nats_url, "joined the cluster");
         Ok(node)
@@ -278,8 +295,7 @@ impl Cluster {
     /// News from another node (own news is not echoed back: `no_echo`).
     async fn news(
         &self,
-        router: &Router,
-        directory: &Directory,
+        (router, directory, limiter): (&Router, &Directory, &Limiter),
         stale: &mut Vec<PrincipalId>,
         message: Message,
     ) {
@@ -302,7 +318,14 @@ impl Cluster {
         }
         let body = &message.payload;
         let heard = match kind {
-            frames::ALIVE => self.presence.heard(node),
+            frames::ALIVE => {
+                if *body != self.fingerprint && !self.mismatched.contains_key(node) {
+                    self.mismatched.insert(node.into(), ());
+                    metrics::refused("cluster_config_mismatch");
+                    tracing::error!(node = %node, "a node of this cluster has another prelogin key or other [kdf] defaults: prelogin tells unknown names apart and failed logins are counted apart; copy directory.prelogin_key_file and [kdf] from one node to every node");
+                }
+                self.presence.heard(node)
+            }
             frames::HELD => match frames::read_held(body) {
                 Some(frames::Held::Change(principal, holding)) => {
                     self.presence.changed(node, principal, holding)
@@ -327,6 +350,17 @@ impl Cluster {
                     return metrics::refused("cluster_bad_frame");
                 };
                 router.revoke_here(Revoked::new(why, principals));
+                Heard::Known
+            }
+            frames::COUNTED => {
+                let Some((key, cleared)) = frames::read_counted(body) else {
+                    return metrics::refused("cluster_bad_frame");
+                };
+                if cleared {
+                    limiter.clear_key(key);
+                } else {
+                    limiter.count_key(key);
+                }
                 Heard::Known
             }
             frames::BYE => {
@@ -371,7 +405,10 @@ impl Cluster {
 
     /// Every second: the heartbeat, forgetting silent nodes, and retrying stale principals.
     async fn heartbeat(&self, directory: &Directory, stale: &mut Vec<PrincipalId>) {
-        self.send(frames::ctl(frames::ALIVE, &self.me), Bytes::new());
+        self.send(
+            frames::ctl(frames::ALIVE, &self.me),
+            self.fingerprint.clone(),
+        );
         for node in self.presence.expire(presence::SILENCE) {
             tracing::warn!(node = %node, "a node fell silent; forgetting its sessions");
         }
@@ -539,6 +576,20 @@ async fn drain(client: Client, mut outbox: mpsc::UnboundedReceiver<Out>, bytes: 
             tracing::warn!(error = %e, "could not publish to NATS");
         }
     }
+}
+
+/// 16 bytes that are the same on two nodes exactly when their prelogin keys and KDF
+/// defaults are: HKDF-SHA-256 of the key, the parameters in the info. Reveals neither.
+fn fingerprint(prelogin_key: &[u8], kdf: sealrelay_wire::KdfParams) -> Bytes {
+    let mut info = b"sealrelay cluster fingerprint".to_vec();
+    for n in [kdf.memory_kib, kdf.iterations, kdf.parallelism] {
+        info.extend(n.to_be_bytes());
+    }
+    let mut out = [0u8; 16];
+    hkdf::Hkdf::<sha2::Sha256>::new(None, prelogin_key)
+        .expand(&info, &mut out)
+        .expect("16 bytes is a valid HKDF-SHA-256 output length");
+    Bytes::copy_from_slice(&out)
 }
 
 /// 16 hex digits from the system's random source.
