@@ -271,8 +271,9 @@ async fn a_password_change_on_one_node_takes_effect_on_every_node_across_nodes()
     }
 }
 
-/// A removed instance's sessions end on every node that holds one (C and A, removed
-/// through B), and its token no longer logs in anywhere.
+/// A removed instance's sessions end on every node that holds one, removed through B: a
+/// live one on A is closed, a parked one on C is discarded with its queue; its token no
+/// longer logs in anywhere.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_removed_instance_is_closed_on_every_node_across_nodes() {
     let fleet = Fleet::start(1, &[]);
@@ -283,30 +284,63 @@ async fn a_removed_instance_is_closed_on_every_node_across_nodes() {
     let (_, token) = alice.add_instance(&api_b).await.unwrap();
     let api_c = c.api();
     let instance = within_a_second(|| Identity::login_instance(&api_c, &token)).await;
-    let mut live = probe_as(c, &instance, "on-c").await;
-    // Known to every node's cache: it may log in on each.
-    let mut other = probe_as(a, &instance, "on-a").await;
+    let login = (instance.login.as_str(), instance.auth_secret());
+    let mut parked = common::Raw::open(c.mqtt).await;
+    parked
+        .connect_session(login, "on-c", 0, Some(300))
+        .await
+        .unwrap();
+    parked.subscribe_inbox(instance.id).await;
+    drop(parked);
+    let lost = r#"sealrelay_sessions_closed_total{reason="connection_lost"}"#;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.counter(lost) < 1 {
+        assert!(Instant::now() < deadline, "C never saw the connection go");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut live = probe_as(a, &instance, "on-a").await;
+    let login_a = Identity::login_user(&a.api(), "alice", "pw-alice")
+        .await
+        .unwrap();
+    let mut console = connect(a, login_a, MqttVersion::V5, None).await;
+    for i in 0..3 {
+        let envelope = alice
+            .seal_to(
+                instance.id,
+                &instance.public_key(),
+                format!("m{i}").as_bytes(),
+            )
+            .unwrap();
+        console
+            .send_envelope(instance.id, envelope, 1)
+            .await
+            .unwrap();
+    }
 
     alice.remove_instance(&b.api(), instance.id).await.unwrap();
-    for (name, probe) in [("C", &mut live), ("A", &mut other)] {
-        let seen = tokio::time::timeout(Duration::from_secs(1), probe.next())
-            .await
-            .unwrap_or_else(|_| panic!("node {name} kept the removed instance past 1 s"));
-        assert_eq!(seen, Seen::Disconnect(0x87), "node {name}");
+    let removed = Instant::now();
+    let seen = tokio::time::timeout(Duration::from_secs(1), live.next())
+        .await
+        .expect("node A kept the removed instance past 1 s");
+    assert_eq!(seen, Seen::Disconnect(0x87), "node A");
+    let discarded = r#"sealrelay_offline_discarded_total{reason="instance_removed"}"#;
+    while c.counter(discarded) < 3 {
+        assert!(
+            removed.elapsed() < Duration::from_secs(1),
+            "node C kept the removed instance's parked queue past 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut again = Probe::connect(
-        a.mqtt,
-        ProbeOptions::new(
-            MqttVersion::V5,
-            Some((&instance.login, instance.auth_secret())),
-        ),
-    )
-    .await;
     assert_eq!(
-        again.next().await,
-        Seen::ConnAck(0x87),
-        "its token fails on A"
+        c.counter("sealrelay_sessions_parked"),
+        0,
+        "nothing parked on C"
     );
+    for node in [a, c] {
+        let mut again =
+            Probe::connect(node.mqtt, ProbeOptions::new(MqttVersion::V5, Some(login))).await;
+        assert_eq!(again.next().await, Seen::ConnAck(0x87), "its token fails");
+    }
 }
 
 /// `who` logged in on `node` under `client_id` (sessions of one principal on two nodes

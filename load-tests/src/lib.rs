@@ -100,6 +100,11 @@ pub struct Scenario {
     /// bare host:port (plain TCP).
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub mqtt: String,
+    /// MQTT address the instances (the receivers) connect to, if not --mqtt: another node of
+    /// a sealrelay cluster, so every message crosses nodes.
+    #[arg(long)]
+    #[serde(default)]
+    pub receive_at: Option<String>,
     /// HTTP API of sealrelay, http:// or https:// (not used with --plain).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub http: String,
@@ -108,9 +113,11 @@ pub struct Scenario {
     #[arg(long)]
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
-    /// PID of the broker, to report its memory and CPU (read from /proc).
-    #[arg(long)]
-    pub broker_pid: Option<u32>,
+    /// PID of the broker, to report its memory and CPU (read from /proc); several,
+    /// comma-separated, for the nodes of a cluster (their sums are reported).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(default)]
+    pub broker_pid: Vec<u32>,
     /// Name of the broker in the report.
     #[arg(long, default_value = "sealrelay")]
     pub broker_name: String,
@@ -179,13 +186,14 @@ impl Pair {
 
 fn options(
     scenario: &Scenario,
+    mqtt: &str,
     client_id: String,
     login: &Option<(String, String)>,
     inflight: u16,
     persistent: bool,
 ) -> Result<MqttOptions, LoadError> {
-    let broker = sealrelay_client::Broker::parse(&scenario.mqtt, scenario.ca_file.as_deref())
-        .map_err(|e| LoadError::Scenario(format!("--mqtt: {e}")))?;
+    let broker = sealrelay_client::Broker::parse(mqtt, scenario.ca_file.as_deref())
+        .map_err(|e| LoadError::Scenario(format!("--mqtt / --receive-at: {e}")))?;
     let (host, port, transport) = broker.rumqttc();
     let mut options = MqttOptions::new(client_id, host, port);
     options
@@ -226,8 +234,20 @@ async fn connect(
     }: Start,
     inflight: u16,
 ) -> Result<(AsyncClient, EventLoop), LoadError> {
+    // Receivers (subscribing, or coming back to a kept session) may be on another node.
+    let mqtt = match (subscribe || persistent, &scenario.receive_at) {
+        (true, Some(there)) => there.as_str(),
+        _ => scenario.mqtt.as_str(),
+    };
     let (client, mut eventloop) = AsyncClient::new(
-        options(scenario, id.clone(), &endpoint.login, inflight, persistent)?,
+        options(
+            scenario,
+            mqtt,
+            id.clone(),
+            &endpoint.login,
+            inflight,
+            persistent,
+        )?,
         usize::from(inflight.max(1)) * 2,
     );
     // rumqttc leaves Nagle on; the load tool must not add 40 ms to what it measures.
@@ -593,7 +613,7 @@ pub async fn traffic(s: &Scenario) -> Result<Report, LoadError> {
     }
     let setup = setup_started.elapsed();
 
-    let before = s.broker_pid.and_then(procstat::sample);
+    let before = procstat::sample_all(&s.broker_pid);
     clock.set(Instant::now()).expect("clock set once");
     start_tx.send_replace(true);
     let progress = report::progress(counters.clone(), s.duration);
@@ -618,7 +638,7 @@ pub async fn traffic(s: &Scenario) -> Result<Report, LoadError> {
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let after = s.broker_pid.and_then(procstat::sample);
+    let after = procstat::sample_all(&s.broker_pid);
     progress.abort();
     pollers.abort_all();
     stop_tx.send_replace(());
@@ -747,10 +767,10 @@ async fn close_sessions(sessions: Vec<(AsyncClient, tokio::task::JoinHandle<()>)
 pub async fn idle(s: &Scenario) -> Result<Report, LoadError> {
     let run = run_id();
     let endpoints = session_endpoints(s, &run, s.sessions).await?;
-    let before = s.broker_pid.and_then(procstat::sample);
+    let before = procstat::sample_all(&s.broker_pid);
     let (sessions, took, errors) = open_sessions(s, &run, 0, &endpoints, s.sessions).await;
     tokio::time::sleep(Duration::from_secs_f64(s.duration)).await;
-    let after = s.broker_pid.and_then(procstat::sample);
+    let after = procstat::sample_all(&s.broker_pid);
     let held = sessions.len();
     close_sessions(sessions).await;
     Ok(Report::sessions(
@@ -766,7 +786,7 @@ pub async fn idle(s: &Scenario) -> Result<Report, LoadError> {
 pub async fn storm(s: &Scenario) -> Result<Report, LoadError> {
     let run = run_id();
     let endpoints = session_endpoints(s, &run, s.sessions).await?;
-    let before = s.broker_pid.and_then(procstat::sample);
+    let before = procstat::sample_all(&s.broker_pid);
     let (mut connected, mut took, mut errors) = (0, Duration::ZERO, 0);
     for round in 0..s.rounds.max(1) {
         let (sessions, t, e) = open_sessions(s, &run, round, &endpoints, s.sessions).await;
@@ -775,7 +795,7 @@ pub async fn storm(s: &Scenario) -> Result<Report, LoadError> {
         errors += e;
         close_sessions(sessions).await;
     }
-    let after = s.broker_pid.and_then(procstat::sample);
+    let after = procstat::sample_all(&s.broker_pid);
     Ok(Report::sessions(
         s,
         connected,

@@ -41,6 +41,24 @@ pub fn sample(pid: u32) -> Option<Sample> {
     })
 }
 
+/// The sum of what `pids` use (the nodes of a cluster); `None` if any cannot be read, or
+/// none is given.
+pub fn sample_all(pids: &[u32]) -> Option<Sample> {
+    let mut sum: Option<Sample> = None;
+    for pid in pids {
+        let one = sample(*pid)?;
+        sum = Some(match sum {
+            None => one,
+            Some(s) => Sample {
+                rss_kib: s.rss_kib + one.rss_kib,
+                peak_rss_kib: s.peak_rss_kib + one.peak_rss_kib,
+                cpu_ticks: s.cpu_ticks + one.cpu_ticks,
+            },
+        });
+    }
+    sum
+}
+
 /// Clock ticks per second for /proc's CPU times; 100 on every Linux this runs on.
 const TICKS_PER_SECOND: f64 = 100.0;
 
