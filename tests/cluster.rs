@@ -824,3 +824,16 @@ fn nodes_with_different_prelogin_keys_say_so_across_nodes() {
             .contains("copy directory.prelogin_key_file and [kdf] from one node to every node"));
     }
 }
+
+/// A node stopped while its NATS server and its database are gone still stops within its
+/// grace period (saying goodbye to nobody costs at most a moment), and exits 0.
+#[test]
+fn a_node_stops_in_time_without_nats_across_nodes() {
+    let mut fleet = Fleet::start(1, &[("SEALRELAY_SERVER_SHUTDOWN_GRACE_SECS", "3")]);
+    fleet.nats.kill(0);
+    fleet.postgres.kill();
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, took) = fleet.nodes[0].stop_with("TERM").unwrap();
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}

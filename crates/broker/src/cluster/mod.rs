@@ -201,12 +201,18 @@ impl Cluster {
         Ok(node)
     }
 
-    /// Tells the other nodes this one is leaving, and waits until NATS has it.
+    /// Tells the other nodes this one is leaving, and waits (a second at most: NATS may be
+    /// gone, and then the others notice the silence) until NATS has it.
     pub async fn leave(&self) {
         self.send(frames::ctl(frames::BYE, &self.me), Bytes::new());
         // The outbox drains in order: once a flush after the goodbye returns, it is out.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let _ = self.client.flush().await;
+        let said = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.client.flush().await
+        };
+        if tokio::time::timeout(Duration::from_secs(1), said).await.is_err() {
+            tracing::warn!("could not say goodbye on NATS; the other nodes forget this one after 3 s of silence");
+        }
     }
 
     fn send(&self, subject: String, body: Bytes) {
