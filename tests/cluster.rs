@@ -837,3 +837,53 @@ fn a_node_stops_in_time_without_nats_across_nodes() {
     assert!(status.success(), "{status}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+/// With `cluster.nats_ca_file` a node speaks TLS to NATS: two nodes on a TLS-only server find
+/// each other and relay; a node given that CA refuses a server that does not speak TLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_speak_tls_to_nats_when_given_its_ca_across_nodes() {
+    let postgres = Postgres::start();
+    let url = postgres.database();
+    let (nats, ca) = Nats::start_tls();
+    let keys = tempfile::tempdir().unwrap();
+    let key = prelogin_key(keys.path(), 9);
+    let ca_env = [("SEALRELAY_CLUSTER_NATS_CA_FILE", ca.to_str().unwrap())];
+    let nodes: Vec<Broker> = (0..2)
+        .map(|_| Broker::start_in_cluster(&url, &nats.url(0), Some(&key), &ca_env))
+        .collect();
+    let fleet = Fleet {
+        nodes,
+        nats,
+        postgres,
+        _keys: keys,
+    };
+    fleet.until_nodes_know(2);
+    let (a, b) = (&fleet.nodes[0], &fleet.nodes[1]);
+    let mut alice = a.user("alice").await;
+    let (instance, token) = alice.add_instance(&a.api()).await.unwrap();
+    let api_b = b.api();
+    within_a_second(|| Identity::login_instance(&api_b, &token)).await;
+    let _agent = common::echo_agent(b, &token.reveal());
+    let login_a = Identity::login_user(&a.api(), "alice", "pw-alice")
+        .await
+        .unwrap();
+    let mut console = connect(a, login_a, MqttVersion::V5, None).await;
+    assert_eq!(
+        common::echo(&mut console, instance, b"over TLS").await,
+        b"echo:over TLS"
+    );
+
+    let plain = Nats::start();
+    let said = common::refused_start(
+        &format!(
+            "[directory]\nurl = \"{url}\"\n[cluster]\nnats_url = \"{}\"\nnats_user = \"{}\"\n",
+            plain.url(0),
+            common::nats::USER
+        ),
+        &ca_env,
+    );
+    assert!(
+        said.contains("cannot reach NATS at cluster.nats_url"),
+        "{said}"
+    );
+}

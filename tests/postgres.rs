@@ -160,16 +160,7 @@ fn a_second_broker_on_the_same_postgresql_directory_refuses_to_start() {
     let postgres = Postgres::start();
     let url = postgres.database();
     let mut first = Broker::start_on_postgres(&url);
-    let second = tempfile::tempdir().unwrap();
-    let config = std::fs::read_to_string(first.dir.path().join("broker.toml")).unwrap();
-    std::fs::write(second.path().join("broker.toml"), config).unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .args(["serve", "--config", "broker.toml"])
-        .current_dir(second.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = common::refused_start(&format!("[directory]\nurl = \"{url}\"\n"), &[]);
     let last = stderr.lines().last().unwrap_or("");
     assert!(
         last.contains("another broker already serves the PostgreSQL directory")
@@ -177,4 +168,51 @@ fn a_second_broker_on_the_same_postgresql_directory_refuses_to_start() {
         "{stderr}"
     );
     assert!(first.running(), "the first one is unharmed");
+}
+
+/// A `directory.url` that asks for TLS (`sslmode=verify-full`, the server's CA in
+/// `sslrootcert`) gets it: every connection the broker holds to its database is encrypted,
+/// and the broker works as ever. One whose CA did not sign the server's certificate is
+/// refused at start, naming the database.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_directory_speaks_tls_to_postgresql_when_its_url_asks() {
+    let postgres = Postgres::start();
+    let ca = postgres.enable_tls();
+    let plain = postgres.database();
+    let database = plain.rsplit('/').next().unwrap().to_owned();
+    let url = format!("{plain}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let broker = Broker::start_on_postgres(&url);
+    broker.user("alice").await;
+    let (encrypted, all) = postgres
+        .query(
+            &database,
+            &format!(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s \
+                 JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.datname = '{database}' AND a.pid <> pg_backend_pid()"
+            ),
+        )
+        .trim()
+        .split_once('|')
+        .map(|(e, a)| (e.parse::<u32>().unwrap(), a.parse::<u32>().unwrap()))
+        .unwrap();
+    assert!(
+        all >= 1 && encrypted == all,
+        "{encrypted} of {all} encrypted"
+    );
+
+    let stranger = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let wrong_ca = broker.dir.path().join("wrong-ca.pem");
+    std::fs::write(&wrong_ca, stranger.cert.pem()).unwrap();
+    let said = common::refused_start(
+        &format!(
+            "[directory]\nurl = \"{plain}?sslmode=verify-full&sslrootcert={}\"\n",
+            wrong_ca.display()
+        ),
+        &[],
+    );
+    assert!(
+        said.contains(&database) && said.contains("invalid peer certificate"),
+        "{said}"
+    );
 }

@@ -50,6 +50,40 @@ fn find_addr(log: &str, key: &str) -> Option<SocketAddr> {
     log[at..].split_whitespace().next()?.parse().ok()
 }
 
+/// Every broker a test starts runs on this configuration (and what the test adds to it):
+/// every listener on port 0, logs at debug, the KDF floor, the rate limits a test would trip
+/// by accident lifted.
+const TEST_CONFIG: &str = "[mqtt]\nlisten = \"127.0.0.1:0\"\n\
+             connects_per_ip_per_minute = 100000\nconnects_per_principal_per_minute = 100000\n\
+             [http]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
+             [mqtts]\nlisten = \"127.0.0.1:0\"\n[ws]\nlisten = \"127.0.0.1:0\"\n\
+             [wss]\nlisten = \"127.0.0.1:0\"\n[https]\nlisten = \"127.0.0.1:0\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\
+             [kdf]\nmemory_kib = 19456\niterations = 2\n[log]\nlevel = \"debug\"\n\
+             [auth]\nregistrations_per_ip_per_hour = 100000\nprelogins_per_ip_per_minute = 100000\n\
+             resets_per_ip_per_hour = 100000\n";
+
+/// Runs `sealrelay serve` on the test configuration and `extra` (TOML) with `env`, in a
+/// directory of its own, expecting it to refuse to start; what it said on stderr.
+pub fn refused_start(extra: &str, env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broker.toml"),
+        TEST_CONFIG.to_owned() + extra,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config", "broker.toml"])
+        .current_dir(dir.path())
+        .env("NATS_PASSWORD", nats::PASSWORD)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "it started:\n{said}");
+    said
+}
+
 impl Broker {
     pub fn start() -> Broker {
         Broker::start_with(&[])
@@ -108,17 +142,7 @@ impl Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(
             dir.path().join("broker.toml"),
-            "[mqtt]\nlisten = \"127.0.0.1:0\"\n\
-             connects_per_ip_per_minute = 100000\nconnects_per_principal_per_minute = 100000\n\
-             [http]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
-             [mqtts]\nlisten = \"127.0.0.1:0\"\n[ws]\nlisten = \"127.0.0.1:0\"\n\
-             [wss]\nlisten = \"127.0.0.1:0\"\n[https]\nlisten = \"127.0.0.1:0\"\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n\
-             [kdf]\nmemory_kib = 19456\niterations = 2\n[log]\nlevel = \"debug\"\n\
-             [auth]\nregistrations_per_ip_per_hour = 100000\nprelogins_per_ip_per_minute = 100000\n\
-             resets_per_ip_per_hour = 100000\n"
-                .to_owned()
-                + &extra,
+            TEST_CONFIG.to_owned() + &extra,
         )
         .unwrap();
         let mut broker = Broker {

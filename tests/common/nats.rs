@@ -42,9 +42,29 @@ impl Nats {
         Nats::cluster(1)
     }
 
+    /// One server that speaks TLS only, with a certificate for 127.0.0.1 that is its own
+    /// CA; and that certificate's path (what `cluster.nats_ca_file` takes).
+    pub fn start_tls() -> (Nats, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let (cert, key) = (dir.path().join("nats.crt"), dir.path().join("nats.key"));
+        std::fs::write(&cert, issued.cert.pem()).unwrap();
+        std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
+        let tls = format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        );
+        (Nats::launch(1, dir, &tls), cert)
+    }
+
     /// `count` servers routed to each other as one NATS cluster.
     pub fn cluster(count: usize) -> Nats {
-        let dir = tempfile::tempdir().unwrap();
+        Nats::launch(count, tempfile::tempdir().unwrap(), "")
+    }
+
+    /// `count` servers with their files in `dir`, each configured with `extra` too.
+    fn launch(count: usize, dir: tempfile::TempDir, extra: &str) -> Nats {
         let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let routes: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let monitors: Vec<u16> = (0..count).map(|_| free_port()).collect();
@@ -68,6 +88,7 @@ impl Nats {
                         others.join(", ")
                     );
                 }
+                config += extra;
                 let file = dir.path().join(format!("nats-{i}.conf"));
                 std::fs::write(&file, config).unwrap();
                 Some(

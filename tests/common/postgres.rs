@@ -148,6 +148,45 @@ impl Postgres {
         ))
     }
 
+    /// Turns TLS on (a certificate for 127.0.0.1 that is its own CA, made here; loaded by
+    /// a configuration reload) and returns the certificate's path, for `sslrootcert`.
+    pub fn enable_tls(&self) -> PathBuf {
+        let data = self.dir.path().join("data");
+        let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let (cert, key) = (data.join("server.crt"), data.join("server.key"));
+        std::fs::write(&cert, issued.cert.pem()).unwrap();
+        std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
+        let owner = if as_root() { "postgres" } else { "" };
+        for file in [&cert, &key] {
+            if !owner.is_empty() {
+                assert!(Command::new("chown")
+                    .arg(owner)
+                    .arg(file)
+                    .status()
+                    .unwrap()
+                    .success());
+            }
+        }
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        for sql in [
+            "ALTER SYSTEM SET ssl = on",
+            "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+            "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+            "SELECT pg_reload_conf()",
+        ] {
+            let out = self.psql("postgres", sql);
+            assert!(
+                out.status.success(),
+                "{sql}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let ca = self.dir.path().join("ca.pem");
+        std::fs::write(&ca, issued.cert.pem()).unwrap();
+        ca
+    }
+
     /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).
     pub fn kill(&mut self) {
         let _ = as_server_user("pg_ctl")

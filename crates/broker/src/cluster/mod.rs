@@ -210,7 +210,10 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
             self.client.flush().await
         };
-        if tokio::time::timeout(Duration::from_secs(1), said).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(1), said)
+            .await
+            .is_err()
+        {
             tracing::warn!("could not say goodbye on NATS; the other nodes forget this one after 3 s of silence");
         }
     }
