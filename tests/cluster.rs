@@ -887,3 +887,56 @@ async fn nodes_speak_tls_to_nats_when_given_its_ca_across_nodes() {
         "{said}"
     );
 }
+
+/// Waits (a second at most) for `probe`'s session to be closed with DISCONNECT `code`.
+async fn closed_within_a_second(probe: &mut Probe, code: u8, what: &str) {
+    let seen = tokio::time::timeout(Duration::from_secs(1), probe.next())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the session was still open after 1 s"));
+    assert_eq!(seen, Seen::Disconnect(code), "{what}");
+}
+
+/// Every other kind of revocation reaches every node within a second too: a token rotated
+/// through B closes the instance's session on C, an operator's kick on A and an operator's
+/// reset on B close alice's on C, and an account deleted through A closes its sessions on B
+/// and C.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_revocation_reaches_every_node_across_nodes() {
+    let fleet = Fleet::start(1, &[]);
+    let (a, b, c) = (&fleet.nodes[0], &fleet.nodes[1], &fleet.nodes[2]);
+    let mut alice = a.user("alice").await;
+    let (api_b, api_c) = (b.api(), c.api());
+    within_a_second(|| Identity::login_user(&api_c, "alice", "pw-alice")).await;
+    within_a_second(|| Identity::login_user(&api_b, "alice", "pw-alice")).await;
+    let (instance, token) = alice.add_instance(&api_b).await.unwrap();
+    let agent = within_a_second(|| Identity::login_instance(&api_c, &token)).await;
+
+    let mut on_c = probe_as(c, &agent, "agent").await;
+    alice.rotate_token(&api_b, instance).await.unwrap();
+    closed_within_a_second(&mut on_c, 0x98, "token rotated through B").await;
+
+    let mut alice_on_c = probe_as(c, &alice, "alice").await;
+    let kicked = a.admin(&["kick", "--principal", &alice.id.to_string()]);
+    assert!(kicked.status.success(), "{kicked:?}");
+    closed_within_a_second(&mut alice_on_c, 0x98, "kicked on A").await;
+
+    let mut alice_on_c = probe_as(c, &alice, "alice").await;
+    let reset = b.admin_reset("alice");
+    assert!(reset.status.success(), "{reset:?}");
+    closed_within_a_second(&mut alice_on_c, 0x98, "reset on B").await;
+    let refused = Identity::login_user(&api_c, "alice", "pw-alice").await;
+    assert!(
+        matches!(refused, Err(ClientError::WrongPassword { .. })),
+        "the old password on C after a reset on B: {:?}",
+        refused.err()
+    );
+
+    let bob = a.user("bob").await;
+    within_a_second(|| Identity::login_user(&api_c, "bob", "pw-bob")).await;
+    within_a_second(|| Identity::login_user(&api_b, "bob", "pw-bob")).await;
+    let mut bob_on_b = probe_as(b, &bob, "bob-b").await;
+    let mut bob_on_c = probe_as(c, &bob, "bob-c").await;
+    bob.delete_account(&a.api()).await.unwrap();
+    closed_within_a_second(&mut bob_on_b, 0x87, "deleted through A, on B").await;
+    closed_within_a_second(&mut bob_on_c, 0x87, "deleted through A, on C").await;
+}

@@ -204,8 +204,8 @@ async fn session_log(
     let principal = http::id_param(&path)?;
     let sessions = state
         .api
-        .directory
-        .sessions_of(principal, query.since, SESSION_LOG_LIMIT)
+        .log
+        .of(principal, query.since, SESSION_LOG_LIMIT)
         .await?;
     Ok(HttpResponse::Ok().json(AdminSessionLog {
         principal,

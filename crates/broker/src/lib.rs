@@ -12,13 +12,13 @@
 //! - [`revocation`]: what a directory write ended, published once to the router;
 //! - [`cluster`]: several nodes as one broker over NATS: who holds whom, deliveries to
 //!   other nodes, directory changes and revocations published to them;
-//! - [`directory`]: accounts, instances, pairings and session metadata in SQLite or
-//!   PostgreSQL, one module per aggregate, with the in-memory cache the hot path reads;
+//! - [`directory`]: accounts, instances and pairings in SQLite or PostgreSQL, one module
+//!   per aggregate, with the in-memory cache the hot path reads, fed by change events;
 //! - [`peers`]: what counts as one client address, and the MQTT listeners' per-address
 //!   shares (the HTTP listeners keep theirs, with a fair share, in `http`);
 //! - [`http`], [`admin`]: the JSON API and the operator API; [`auth`]: verifiers and
 //!   failure limits; [`rate`]: the one limiter, every rate budget's windows and their purge;
-//!   [`accounting`]: metadata records; [`metrics`]: Prometheus names; [`memory`]: freed
+//!   [`accounting`]: metadata records and the session log; [`metrics`]: Prometheus names; [`memory`]: freed
 //!   memory handed back to the system after floods.
 //!
 //! It uses sealrelay-wire for everything on the wire. It must never depend on the client

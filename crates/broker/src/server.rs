@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::accounting;
+use crate::accounting::log::SessionLog;
 use crate::admin::{self, AdminState};
 use crate::auth::Authenticator;
 use crate::cluster::{Cluster, ClusterError};
@@ -175,9 +176,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
+    let log = SessionLog::new(directory.pool());
     let shared = Arc::new(Shared {
         config: config.clone(),
         directory: directory.clone(),
+        log: log.clone(),
         authenticator: authenticator.clone(),
         router: router.clone(),
         shutdown: shutdown.clone(),
@@ -268,6 +271,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let api = Arc::new(ApiState {
         config: config.clone(),
         directory: directory.clone(),
+        log: log.clone(),
         authenticator: authenticator.clone(),
         router: router.clone(),
         metrics: metrics_handle,
@@ -304,7 +308,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
     let listeners = bound.into_iter().map(|l| tokio::spawn(l.run())).collect();
     let mut tasks = vec![
-        accounting::spawn_retention(directory.clone(), config.accounting.retention_days),
+        accounting::spawn_retention((log, directory.clone()), config.accounting.retention_days),
         certificate
             .clone()
             .watch(Duration::from_secs(config.tls.reload_check_secs)),

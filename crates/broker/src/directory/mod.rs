@@ -1,13 +1,13 @@
-//! The directory: users, instances, their wrapped keys and verifiers, who is paired with
-//! whom, and the metadata log of closed sessions, in a SQLite file or a PostgreSQL database
-//! (`directory.url`). One module per aggregate — `principals`, `pairings`, `recovery`,
-//! `keyrings`, `session_log` — each an `impl Directory` over the same pool; all the
-//! broker's SQL lives under this module, in the subset both engines speak (sqlx's Any
-//! driver, `$n` placeholders), and only the schema migrations differ per engine.
+//! The directory: users, instances, their wrapped keys and verifiers, and who is paired
+//! with whom, in a SQLite file or a PostgreSQL database (`directory.url`). One module per
+//! aggregate — `principals`, `pairings`, `recovery`, `keyrings` — each an `impl Directory`
+//! over the same pool, in the subset of SQL both engines speak (sqlx's Any driver, `$n`
+//! placeholders); only the schema migrations differ per engine. The session log lives on
+//! the same database but belongs to accounting (`accounting::log`), which is handed the pool.
 //!
 //! Pairings and login credentials are also held in memory (`cache`), loaded at start and
 //! changed by what each write committed (a [`Change`] list, the same kind a cluster node
-//! will receive from the others): the publish path asks "may A address B?" for every
+//! receives from the others, as principal ids it re-reads): the publish path asks "may A address B?" for every
 //! envelope and every CONNECT checks a verifier, and neither may cost a database round
 //! trip. Holding every login also makes an unknown login cost exactly what a known one does
 //! (one hash lookup), so timing does not reveal which accounts exist. The cost is memory: about 100 bytes per
@@ -26,13 +26,11 @@ mod keyrings;
 mod pairings;
 mod principals;
 mod recovery;
-mod session_log;
 
 pub use keyrings::{KeyBundle, KeyringWrite};
 pub use pairings::{InstanceInfo, InstanceKey, InstanceSecret};
 pub use principals::{NewSecret, NewUser, PreviousPassword, UserInfo};
 pub use recovery::PendingReset;
-pub use session_log::SessionRecord;
 
 use crate::config;
 pub use cache::{Cache, Change};
@@ -379,6 +377,11 @@ impl Directory {
     /// The login's id, kind and verifier, from memory.
     pub fn credentials(&self, login: &str) -> Option<Credentials> {
         self.cache.credentials(login)
+    }
+
+    /// The database's pool, for the session log that shares it (`accounting::log`).
+    pub fn pool(&self) -> sqlx::AnyPool {
+        self.pool.clone()
     }
 
     pub async fn close(&self) {

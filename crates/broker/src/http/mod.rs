@@ -24,6 +24,7 @@ use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, ResponseError}
 use futures_util::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::accounting::log::SessionLog;
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
 use crate::directory::{Credentials, Directory, DirectoryError};
@@ -39,6 +40,8 @@ use zeroize::Zeroizing;
 pub struct ApiState {
     pub config: Arc<Config>,
     pub directory: Arc<Directory>,
+    /// Closed sessions' metadata, for the operator.
+    pub log: SessionLog,
     pub authenticator: Arc<Authenticator>,
     pub router: Arc<Router>,
     pub metrics: PrometheusHandle,

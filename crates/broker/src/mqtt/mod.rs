@@ -28,6 +28,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accounting::log::SessionLog;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::directory::Directory;
@@ -55,6 +56,8 @@ const REFUSAL_READ_LIMIT: usize = 4096;
 pub struct Shared {
     pub config: Arc<Config>,
     pub directory: Arc<Directory>,
+    /// Where each session's metadata record goes when it closes.
+    pub log: SessionLog,
     pub authenticator: Arc<Authenticator>,
     pub router: Arc<Router>,
     /// Cancelled once, at shutdown: each session closes with DISCONNECT 0x8B.

@@ -1152,12 +1152,12 @@ impl Actor for Session {
         self.leave();
         metrics::session_closed(self.close_reason.label());
         if let Some(record) = self.meter.finish(self.close_reason.label()) {
-            let directory = self.shared.directory.clone();
+            let log = self.shared.log.clone();
             let aggregate_below = self.shared.config.accounting.aggregate_below_secs;
             // Shutdown waits for this token too: the record is part of the session.
             let alive = self.alive.clone();
             actix_rt::spawn(async move {
-                if let Err(e) = directory.record_session(&record, aggregate_below).await {
+                if let Err(e) = log.record(&record, aggregate_below).await {
                     tracing::warn!(error = %e, "could not record session metadata");
                 }
                 drop(alive);

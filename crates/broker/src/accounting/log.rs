@@ -1,9 +1,11 @@
 //! The metadata log of closed sessions: who, from where, when, how much — never what.
-//! Short sessions are summed per hour; rows are purged after the retention period.
+//! Short sessions are summed per hour; rows are purged after the retention period. Its SQL
+//! runs on the directory's pool (the same database, `session_log` and each principal's
+//! `last_seen`), in the subset of SQL both engines speak; it reads nothing else.
 
-use sqlx::Row;
+use sqlx::{AnyPool, Row};
 
-use super::{Directory, DirectoryError};
+use crate::directory::DirectoryError;
 use sealrelay_wire::api::AdminSessionRecord;
 use sealrelay_wire::PrincipalId;
 
@@ -20,12 +22,22 @@ pub struct SessionRecord {
     pub close_reason: &'static str,
 }
 
-impl Directory {
+/// The log, on the directory's database.
+#[derive(Clone)]
+pub struct SessionLog {
+    pool: AnyPool,
+}
+
+impl SessionLog {
+    pub fn new(pool: AnyPool) -> SessionLog {
+        SessionLog { pool }
+    }
+
     /// Writes a closed session's metadata and moves its principal's `last_seen`, in one
     /// transaction. A session shorter than `aggregate_below_secs` is added into the row of
     /// its principal, address and close reason for the hour, so a reconnect loop cannot add a
     /// row per connection.
-    pub async fn record_session(
+    pub async fn record(
         &self,
         r: &SessionRecord,
         aggregate_below_secs: u64,
@@ -68,7 +80,7 @@ impl Directory {
 
     /// `principal`'s closed sessions since `since` (unix seconds), newest first, at most
     /// `limit`.
-    pub async fn sessions_of(
+    pub async fn of(
         &self,
         principal: PrincipalId,
         since: i64,
@@ -103,7 +115,7 @@ impl Directory {
     }
 
     /// Deletes session metadata that closed before `cutoff` (unix seconds).
-    pub async fn purge_sessions_before(&self, cutoff: i64) -> Result<u64, DirectoryError> {
+    pub async fn purge_before(&self, cutoff: i64) -> Result<u64, DirectoryError> {
         Ok(
             sqlx::query("DELETE FROM session_log WHERE disconnected_at < $1")
                 .bind(cutoff)

@@ -1,13 +1,17 @@
 //! Metadata accounting: for each MQTT session, who, from which IP, when, and how many
-//! envelopes and bytes each way — never what. Records land in the directory's
-//! `session_log` when a session closes and are purged after the retention period.
+//! envelopes and bytes each way — never what. Records land in the session log ([`log`], on
+//! the directory's database) when a session closes and are purged after the retention
+//! period. Uses the directory's pool and its error type; never a payload.
+
+pub mod log;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::directory::{unix_now, Directory, SessionRecord};
+use crate::directory::{unix_now, Directory};
+use log::{SessionLog, SessionRecord};
 use sealrelay_wire::PrincipalId;
 
 /// A live session's envelope and byte counts. Written by its session alone (relaxed adds on
@@ -91,7 +95,7 @@ impl Meter {
 /// Deletes session metadata older than `retention_days`, and password material and invites
 /// past their time, hourly, for as long as the returned task lives.
 pub fn spawn_retention(
-    directory: Arc<Directory>,
+    (log, directory): (SessionLog, Arc<Directory>),
     retention_days: u32,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -99,7 +103,7 @@ pub fn spawn_retention(
         loop {
             tick.tick().await;
             let cutoff = unix_now() - i64::from(retention_days) * 86_400;
-            match directory.purge_sessions_before(cutoff).await {
+            match log.purge_before(cutoff).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "purged expired session metadata"),
                 Err(e) => tracing::warn!(error = %e, "session metadata purge failed"),
