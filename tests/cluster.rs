@@ -38,16 +38,19 @@ fn prelogin_key(dir: &std::path::Path, fill: u8) -> std::path::PathBuf {
 
 impl Fleet {
     fn start(nats_servers: usize, env: &[(&str, &str)]) -> Fleet {
+        Fleet::on(Nats::cluster(nats_servers), 3, env)
+    }
+
+    /// `count` nodes on `nats` (node `i` given every server, server `i` first) and a fresh
+    /// PostgreSQL, once they know each other.
+    fn on(nats: Nats, count: usize, env: &[(&str, &str)]) -> Fleet {
         let postgres = Postgres::start();
         let url = postgres.database();
-        let nats = Nats::cluster(nats_servers);
         let keys = tempfile::tempdir().unwrap();
         let key = prelogin_key(keys.path(), 7);
-        let nodes: Vec<Broker> = (0..3)
-            .map(|i| {
-                let servers = nats.urls_from(i % nats_servers);
-                Broker::start_in_cluster(&url, &servers, Some(&key), env)
-            })
+        let servers = nats.ports.len();
+        let nodes: Vec<Broker> = (0..count)
+            .map(|i| Broker::start_in_cluster(&url, &nats.urls_from(i % servers), Some(&key), env))
             .collect();
         let fleet = Fleet {
             nodes,
@@ -55,7 +58,7 @@ impl Fleet {
             postgres,
             _keys: keys,
         };
-        fleet.until_nodes_know(3);
+        fleet.until_nodes_know(count as u64);
         fleet
     }
 
@@ -73,6 +76,124 @@ impl Fleet {
             }
         }
     }
+}
+
+impl Fleet {
+    /// alice, registered on node A and known to every node (their caches have her).
+    async fn alice(&self) -> Identity {
+        let alice = self.nodes[0].user("alice").await;
+        for node in &self.nodes[1..] {
+            let api = node.api();
+            within_a_second(|| Identity::login_user(&api, "alice", "pw-alice")).await;
+        }
+        alice
+    }
+}
+
+impl Fleet {
+    /// alice's console on node A and an instance of hers on node `on` that echoes; the
+    /// first echo has come back.
+    async fn echoing(
+        &self,
+        on: usize,
+    ) -> (
+        Client,
+        sealrelay_wire::PrincipalId,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let mut alice = self.alice().await;
+        let (instance, token) = alice.add_instance(&self.nodes[0].api()).await.unwrap();
+        let api = self.nodes[on].api();
+        within_a_second(|| Identity::login_instance(&api, &token)).await;
+        let agent = common::echo_agent(&self.nodes[on], &token.reveal());
+        let mut console = console_on(&self.nodes[0]).await;
+        assert_eq!(
+            common::echo(&mut console, instance, b"up").await,
+            b"echo:up"
+        );
+        (console, instance, agent)
+    }
+}
+
+impl Fleet {
+    /// alice, an instance of hers, her console on node A, and node C taken out of the fleet
+    /// for the test to stop.
+    async fn c_apart(&mut self) -> (Identity, Identity, Client, Broker) {
+        let mut alice = self.alice().await;
+        let c = self.nodes.pop().unwrap();
+        let instance = self.nodes[0].instance_of(&mut alice).await;
+        let console = console_on(&self.nodes[0]).await;
+        (alice, instance, console, c)
+    }
+}
+
+/// alice's console on `node`: logged in there, connected over MQTT 5.
+async fn console_on(node: &Broker) -> Client {
+    let alice = Identity::login_user(&node.api(), "alice", "pw-alice")
+        .await
+        .unwrap();
+    connect(node, alice, MqttVersion::V5, None).await
+}
+
+/// A persistent session of `who` on `node` under `client_id`: resumed (CONNACK's Session
+/// Present is `present`, or the test fails saying `what`) or new, and then subscribed.
+async fn session_on(
+    node: &Broker,
+    who: &Identity,
+    client_id: &str,
+    present: bool,
+    what: &str,
+) -> common::Raw {
+    let mut raw = common::Raw::open(node.mqtt).await;
+    let login = (who.login.as_str(), who.auth_secret());
+    let ack = raw
+        .connect_session(login, client_id, 0, Some(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ack.code, ack.session_present),
+        (
+            rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success,
+            present
+        ),
+        "{what}"
+    );
+    if !present {
+        raw.subscribe_inbox(who.id).await;
+    }
+    raw
+}
+
+/// A first persistent session of `who` on `node` under `client_id`, subscribed.
+async fn persistent_on(node: &Broker, who: &Identity, client_id: &str) -> common::Raw {
+    session_on(node, who, client_id, false, "a first session").await
+}
+
+/// [`persistent_on`], whose connection is then lost: parked on `node` once this returns.
+async fn park(node: &Broker, who: &Identity, client_id: &str) {
+    let before = node.counter(common::LOST);
+    drop(persistent_on(node, who, client_id).await);
+    common::until_lost(node, before + 1).await;
+}
+
+/// Seals `count` envelopes from alice to `to` ("{label} {i}") and sends them at QoS 1 from
+/// `console`, each acknowledged (once the console's node knows where `to` is); returns them.
+async fn send_sealed(
+    console: &mut Client,
+    alice: &Identity,
+    to: &Identity,
+    label: &str,
+    count: usize,
+) -> Vec<bytes::Bytes> {
+    let mut sent = Vec::new();
+    for i in 0..count {
+        let envelope = alice
+            .seal_to(to.id, &to.public_key(), format!("{label} {i}").as_bytes())
+            .unwrap();
+        send_until_held(console, to.id, envelope.clone()).await;
+        sent.push(envelope);
+    }
+    sent
 }
 
 /// Connects `who` to `node` over `url` (the node's TCP listener if `None`).
@@ -105,21 +226,6 @@ where
     }
 }
 
-/// Waits until `node` knows `who`'s sessions are elsewhere (the other node's news takes a
-/// moment), by sending until it is not answered 0x10.
-async fn send_until_held(console: &mut Client, to: sealrelay_wire::PrincipalId, payload: &[u8]) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match console.send(to, payload, 1).await {
-            Ok(_) => return,
-            Err(ClientError::Offline(_)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
-
 /// A console on node A and its instance on node C trade envelopes at QoS 0 and 1, over
 /// MQTT 3.1.1 and 5, TCP and WebSocket over TLS; an instance gone from C is answered 0x10
 /// on A, and one on C that stopped reading is answered 0x97 on A, as on one node.
@@ -127,11 +233,9 @@ async fn send_until_held(console: &mut Client, to: sealrelay_wire::PrincipalId, 
 async fn a_console_and_its_instance_trade_envelopes_across_nodes() {
     let fleet = Fleet::start(1, &[]);
     let (a, b, c) = (&fleet.nodes[0], &fleet.nodes[1], &fleet.nodes[2]);
-    let mut alice = a.user("alice").await;
+    let mut alice = fleet.alice().await;
     let alice_id = alice.id;
-    let api_b = b.api();
-    within_a_second(|| Identity::login_user(&api_b, "alice", "pw-alice")).await;
-    let (_, token) = alice.add_instance(&api_b).await.unwrap();
+    let (_, token) = alice.add_instance(&b.api()).await.unwrap();
     let console_login = || async {
         Identity::login_user(&a.api(), "alice", "pw-alice")
             .await
@@ -148,9 +252,12 @@ async fn a_console_and_its_instance_trade_envelopes_across_nodes() {
         let api_c = c.api();
         let instance = within_a_second(|| Identity::login_instance(&api_c, &token)).await;
         let instance_id = instance.id;
+        let hello = alice
+            .seal_to(instance_id, &instance.public_key(), b"hello")
+            .unwrap();
         let mut agent = connect(c, instance, version, None).await;
         let mut console = connect(a, console_login().await, version, console_url.clone()).await;
-        send_until_held(&mut console, instance_id, b"hello").await;
+        send_until_held(&mut console, instance_id, hello).await;
         for qos in [0, 1, 1, 0] {
             console
                 .send(instance_id, format!("q{qos}").as_bytes(), qos)
@@ -204,7 +311,8 @@ async fn a_console_and_its_instance_trade_envelopes_across_nodes() {
     stuck.subscribe_inbox(to).await;
     let mut console = connect(a, console_login().await, MqttVersion::V5, None).await;
     let big = vec![0x5a; 200_000];
-    send_until_held(&mut console, to, &big).await;
+    let first = alice.seal_to(to, &instance.public_key(), &big).unwrap();
+    send_until_held(&mut console, to, first).await;
     let mut refused = None;
     for _ in 0..40 {
         match console.send(to, &big, 1).await {
@@ -227,15 +335,11 @@ async fn a_console_and_its_instance_trade_envelopes_across_nodes() {
 async fn a_password_change_on_one_node_takes_effect_on_every_node_across_nodes() {
     let fleet = Fleet::start(1, &[]);
     let (a, b, c) = (&fleet.nodes[0], &fleet.nodes[1], &fleet.nodes[2]);
-    let mut alice = a.user("alice").await;
+    // The old password works everywhere before.
+    let mut alice = fleet.alice().await;
     let old_secret = alice.auth_secret().to_owned();
     let mut on_a = probe_as(a, &alice, "on-a").await;
     let mut on_c = probe_as(c, &alice, "on-c").await;
-    // The old password works everywhere before.
-    for node in &fleet.nodes {
-        let api = node.api();
-        within_a_second(|| Identity::login_user(&api, "alice", "pw-alice")).await;
-    }
 
     alice
         .change_password(&b.api(), "a brand new passphrase", FAST_KDF)
@@ -278,44 +382,14 @@ async fn a_password_change_on_one_node_takes_effect_on_every_node_across_nodes()
 async fn a_removed_instance_is_closed_on_every_node_across_nodes() {
     let fleet = Fleet::start(1, &[]);
     let (a, b, c) = (&fleet.nodes[0], &fleet.nodes[1], &fleet.nodes[2]);
-    let mut alice = a.user("alice").await;
-    let api_b = b.api();
-    within_a_second(|| Identity::login_user(&api_b, "alice", "pw-alice")).await;
-    let (_, token) = alice.add_instance(&api_b).await.unwrap();
+    let mut alice = fleet.alice().await;
+    let (_, token) = alice.add_instance(&b.api()).await.unwrap();
     let api_c = c.api();
     let instance = within_a_second(|| Identity::login_instance(&api_c, &token)).await;
-    let login = (instance.login.as_str(), instance.auth_secret());
-    let mut parked = common::Raw::open(c.mqtt).await;
-    parked
-        .connect_session(login, "on-c", 0, Some(300))
-        .await
-        .unwrap();
-    parked.subscribe_inbox(instance.id).await;
-    drop(parked);
-    let lost = r#"sealrelay_sessions_closed_total{reason="connection_lost"}"#;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while c.counter(lost) < 1 {
-        assert!(Instant::now() < deadline, "C never saw the connection go");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    park(c, &instance, "on-c").await;
     let mut live = probe_as(a, &instance, "on-a").await;
-    let login_a = Identity::login_user(&a.api(), "alice", "pw-alice")
-        .await
-        .unwrap();
-    let mut console = connect(a, login_a, MqttVersion::V5, None).await;
-    for i in 0..3 {
-        let envelope = alice
-            .seal_to(
-                instance.id,
-                &instance.public_key(),
-                format!("m{i}").as_bytes(),
-            )
-            .unwrap();
-        console
-            .send_envelope(instance.id, envelope, 1)
-            .await
-            .unwrap();
-    }
+    let mut console = console_on(a).await;
+    send_sealed(&mut console, &alice, &instance, "m", 3).await;
 
     alice.remove_instance(&b.api(), instance.id).await.unwrap();
     let removed = Instant::now();
@@ -337,8 +411,14 @@ async fn a_removed_instance_is_closed_on_every_node_across_nodes() {
         "nothing parked on C"
     );
     for node in [a, c] {
-        let mut again =
-            Probe::connect(node.mqtt, ProbeOptions::new(MqttVersion::V5, Some(login))).await;
+        let mut again = Probe::connect(
+            node.mqtt,
+            ProbeOptions::new(
+                MqttVersion::V5,
+                Some((&instance.login, instance.auth_secret())),
+            ),
+        )
+        .await;
         assert_eq!(again.next().await, Seen::ConnAck(0x87), "its token fails");
     }
 }
@@ -389,64 +469,16 @@ async fn deliveries(raw: &mut common::Raw, count: usize) -> Vec<bytes::Bytes> {
 /// on C takes that session over (the one on A told 0x8E) and resumes it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_persistent_session_moves_with_its_queue_across_nodes() {
-    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
-
     let fleet = Fleet::start(1, &[]);
     let (a, c) = (&fleet.nodes[0], &fleet.nodes[2]);
-    let mut alice = a.user("alice").await;
+    let mut alice = fleet.alice().await;
     let instance = a.instance_of(&mut alice).await;
-    let login = (instance.login.as_str(), instance.auth_secret());
-    let api_c = c.api();
-    within_a_second(|| Identity::login_user(&api_c, "alice", "pw-alice")).await;
-
-    let mut on_c = common::Raw::open(c.mqtt).await;
-    let ack = on_c
-        .connect_session(login, "plant-7", 0, Some(300))
-        .await
-        .unwrap();
-    assert_eq!(
-        (ack.code, ack.session_present),
-        (ConnectReturnCode::Success, false)
-    );
-    on_c.subscribe_inbox(instance.id).await;
-    drop(on_c);
-    let lost = r#"sealrelay_sessions_closed_total{reason="connection_lost"}"#;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while c.counter(lost) < 1 {
-        assert!(Instant::now() < deadline, "C never saw the connection go");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    let mut console = connect(
-        a,
-        Identity::login_user(&a.api(), "alice", "pw-alice")
-            .await
-            .unwrap(),
-        MqttVersion::V5,
-        None,
-    )
-    .await;
+    park(c, &instance, "plant-7").await;
+    let mut console = console_on(a).await;
     let (to, key) = (instance.id, instance.public_key());
-    let sent: Vec<bytes::Bytes> = (0..20)
-        .map(|i| alice.seal_to(to, &key, format!("m{i}").as_bytes()).unwrap())
-        .collect();
-    for envelope in &sent {
-        console
-            .send_envelope(to, envelope.clone(), 1)
-            .await
-            .unwrap();
-    }
+    let sent = send_sealed(&mut console, &alice, &instance, "m", 20).await;
 
-    let mut on_a = common::Raw::open(a.mqtt).await;
-    let ack = on_a
-        .connect_session(login, "plant-7", 0, Some(300))
-        .await
-        .unwrap();
-    assert_eq!(
-        (ack.code, ack.session_present),
-        (ConnectReturnCode::Success, true),
-        "resumed on A"
-    );
+    let mut on_a = session_on(a, &instance, "plant-7", true, "resumed on A").await;
     assert_eq!(
         deliveries(&mut on_a, 20).await,
         sent,
@@ -454,16 +486,7 @@ async fn a_persistent_session_moves_with_its_queue_across_nodes() {
     );
 
     // Live on A; the same client id on C takes it over.
-    let mut again = common::Raw::open(c.mqtt).await;
-    let ack = again
-        .connect_session(login, "plant-7", 0, Some(300))
-        .await
-        .unwrap();
-    assert_eq!(
-        (ack.code, ack.session_present),
-        (ConnectReturnCode::Success, true),
-        "taken over on C"
-    );
+    let mut again = session_on(c, &instance, "plant-7", true, "taken over on C").await;
     match on_a.read(Duration::from_secs(2)).await {
         common::RawRead::Packet(packet) => assert!(
             matches!(&*packet, rumqttc::v5::mqttbytes::v5::Packet::Disconnect(d) if d.reason_code == rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver),
@@ -489,36 +512,13 @@ async fn a_persistent_session_moves_with_its_queue_across_nodes() {
 /// seen acknowledged come again — and C, drained, exits.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drained_node_hands_its_persistent_sessions_over_across_nodes() {
-    use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, DisconnectReasonCode, Packet};
+    use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
 
     let mut fleet = Fleet::start(1, &[]);
-    let mut c = fleet.nodes.pop().unwrap();
-    let (a, b) = (&fleet.nodes[0], &fleet.nodes[1]);
-    let mut alice = a.user("alice").await;
-    let instance = a.instance_of(&mut alice).await;
-    let login = (instance.login.as_str(), instance.auth_secret());
-    let api_c = c.api();
-    within_a_second(|| Identity::login_user(&api_c, "alice", "pw-alice")).await;
-    let mut on_c = common::Raw::open(c.mqtt).await;
-    on_c.connect_session(login, "plant-9", 0, Some(300))
-        .await
-        .unwrap();
-    on_c.subscribe_inbox(instance.id).await;
-
-    let login_a = Identity::login_user(&a.api(), "alice", "pw-alice")
-        .await
-        .unwrap();
-    let mut console = connect(a, login_a, MqttVersion::V5, None).await;
-    let (to, key) = (instance.id, instance.public_key());
-    let sent: Vec<bytes::Bytes> = (0..5)
-        .map(|i| alice.seal_to(to, &key, format!("m{i}").as_bytes()).unwrap())
-        .collect();
-    for envelope in &sent {
-        console
-            .send_envelope(to, envelope.clone(), 1)
-            .await
-            .unwrap();
-    }
+    let (alice, instance, mut console, mut c) = fleet.c_apart().await;
+    let b = &fleet.nodes[1];
+    let mut on_c = persistent_on(&c, &instance, "plant-9").await;
+    let sent = send_sealed(&mut console, &alice, &instance, "m", 5).await;
 
     c.signal("TERM");
     // Written to the instance on C, never acknowledged; then the node says it is going.
@@ -538,16 +538,14 @@ async fn a_drained_node_hands_its_persistent_sessions_over_across_nodes() {
     // A client backs off a second before reconnecting; the draining node waits for it.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(c.running(), "C left before its session was taken over");
-    let mut on_b = common::Raw::open(b.mqtt).await;
-    let ack = on_b
-        .connect_session(login, "plant-9", 0, Some(300))
-        .await
-        .unwrap();
-    assert_eq!(
-        (ack.code, ack.session_present),
-        (ConnectReturnCode::Success, true),
-        "resumed on B from the draining node"
-    );
+    let mut on_b = session_on(
+        b,
+        &instance,
+        "plant-9",
+        true,
+        "resumed on B from the draining node",
+    )
+    .await;
     assert_eq!(deliveries(&mut on_b, 5).await, sent, "resent, in order");
 
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -566,67 +564,34 @@ async fn a_drained_node_hands_its_persistent_sessions_over_across_nodes() {
 /// nothing else; its instance reconnects to B, where traffic resumes at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_node_loses_only_its_parked_queues_across_nodes() {
-    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
-
     let mut fleet = Fleet::start(1, &[]);
-    let mut c = fleet.nodes.pop().unwrap();
-    let (a, b) = (&fleet.nodes[0], &fleet.nodes[1]);
-    let mut alice = a.user("alice").await;
-    let instance = a.instance_of(&mut alice).await;
-    let login = (instance.login.as_str(), instance.auth_secret());
-    let api_c = c.api();
-    within_a_second(|| Identity::login_user(&api_c, "alice", "pw-alice")).await;
-    let login_a = Identity::login_user(&a.api(), "alice", "pw-alice")
-        .await
-        .unwrap();
-    let mut console = connect(a, login_a, MqttVersion::V5, None).await;
+    let (alice, instance, mut console, mut c) = fleet.c_apart().await;
+    let b = &fleet.nodes[1];
     let (to, key) = (instance.id, instance.public_key());
     let seal = |text: String| alice.seal_to(to, &key, text.as_bytes()).unwrap();
 
     // Live on C: every envelope acknowledged to the console arrives.
-    let mut on_c = common::Raw::open(c.mqtt).await;
-    on_c.connect_session(login, "plant-3", 0, Some(300))
-        .await
-        .unwrap();
-    on_c.subscribe_inbox(to).await;
-    let live: Vec<bytes::Bytes> = (0..10).map(|i| seal(format!("live {i}"))).collect();
-    for envelope in &live {
-        console
-            .send_envelope(to, envelope.clone(), 1)
-            .await
-            .unwrap();
-    }
+    let mut on_c = persistent_on(&c, &instance, "plant-3").await;
+    let live = send_sealed(&mut console, &alice, &instance, "live", 10).await;
     assert_eq!(deliveries(&mut on_c, 10).await, live);
     // Parked on C: ten more acknowledged, queued there.
+    let before = c.counter(common::LOST);
     drop(on_c);
-    let lost = r#"sealrelay_sessions_closed_total{reason="connection_lost"}"#;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while c.counter(lost) < 1 {
-        assert!(Instant::now() < deadline, "C never saw the connection go");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for i in 0..10 {
-        console
-            .send_envelope(to, seal(format!("parked {i}")), 1)
-            .await
-            .unwrap();
-    }
+    common::until_lost(&c, before + 1).await;
+    send_sealed(&mut console, &alice, &instance, "parked", 10).await;
 
     c.signal("KILL");
     let killed = Instant::now();
-    let mut on_b = common::Raw::open(b.mqtt).await;
-    let ack = on_b
-        .connect_session(login, "plant-3", 0, Some(300))
-        .await
-        .unwrap();
-    assert_eq!(
-        (ack.code, ack.session_present),
-        (ConnectReturnCode::Success, false),
-        "the parked session died with C"
-    );
-    on_b.subscribe_inbox(to).await;
+    let mut on_b = session_on(
+        b,
+        &instance,
+        "plant-3",
+        false,
+        "the parked session died with C",
+    )
+    .await;
     let after = seal("after".into());
-    send_until_held_envelope(&mut console, to, after.clone()).await;
+    send_until_held(&mut console, to, after.clone()).await;
     assert_eq!(
         deliveries(&mut on_b, 1).await,
         [after],
@@ -640,8 +605,9 @@ async fn a_killed_node_loses_only_its_parked_queues_across_nodes() {
     assert!(!c.running());
 }
 
-/// [`send_until_held`] for an envelope sealed elsewhere.
-async fn send_until_held_envelope(
+/// Sends `envelope` to `to` at QoS 1 until it is acknowledged: answered 0x10 only while
+/// the console's node does not yet know another node holds `to` (its news takes a moment).
+async fn send_until_held(
     console: &mut Client,
     to: sealrelay_wire::PrincipalId,
     envelope: bytes::Bytes,
@@ -663,21 +629,7 @@ async fn send_until_held_envelope(
 #[tokio::test(flavor = "multi_thread")]
 async fn routing_goes_on_when_one_nats_server_of_three_dies_across_nodes() {
     let mut fleet = Fleet::start(3, &[]);
-    let (a, c) = (&fleet.nodes[0], &fleet.nodes[2]);
-    let mut alice = a.user("alice").await;
-    let api_c = c.api();
-    within_a_second(|| Identity::login_user(&api_c, "alice", "pw-alice")).await;
-    let (instance, token) = alice.add_instance(&a.api()).await.unwrap();
-    within_a_second(|| Identity::login_instance(&api_c, &token)).await;
-    let _agent = common::echo_agent(c, &token.reveal());
-    let login_a = Identity::login_user(&a.api(), "alice", "pw-alice")
-        .await
-        .unwrap();
-    let mut console = connect(a, login_a, MqttVersion::V5, None).await;
-    assert_eq!(
-        common::echo(&mut console, instance, b"before").await,
-        b"echo:before"
-    );
+    let (mut console, instance, _agent) = fleet.echoing(2).await;
 
     let busiest = (0..3).max_by_key(|i| fleet.nats.clients(*i)).unwrap();
     assert!(fleet.nats.clients(busiest) >= 1, "no node on any server");
@@ -701,47 +653,14 @@ async fn routing_goes_on_when_one_nats_server_of_three_dies_across_nodes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgresql_down_keeps_live_sessions_relaying_across_nodes() {
     let mut fleet = Fleet::start(1, &[]);
-    let mut alice = fleet.nodes[0].user("alice").await;
-    let api_c = fleet.nodes[2].api();
-    within_a_second(|| Identity::login_user(&api_c, "alice", "pw-alice")).await;
-    let (instance, token) = alice.add_instance(&fleet.nodes[0].api()).await.unwrap();
-    within_a_second(|| Identity::login_instance(&api_c, &token)).await;
-    let _agent = common::echo_agent(&fleet.nodes[2], &token.reveal());
-    let login_a = Identity::login_user(&fleet.nodes[0].api(), "alice", "pw-alice")
-        .await
-        .unwrap();
-    let mut console = connect(&fleet.nodes[0], login_a, MqttVersion::V5, None).await;
-    assert_eq!(
-        common::echo(&mut console, instance, b"up").await,
-        b"echo:up"
-    );
+    let (mut console, instance, _agent) = fleet.echoing(2).await;
 
     fleet.postgres.kill();
     let down = Instant::now();
     for node in &fleet.nodes {
-        let asked = Instant::now();
-        let refused = Identity::login_user(&node.api(), "alice", "pw-alice")
-            .await
-            .err()
-            .expect("a login without its database")
-            .to_string();
-        assert!(
-            refused.contains("503") && refused.contains("directory is unavailable"),
-            "{refused}"
-        );
-        assert!(
-            asked.elapsed() < Duration::from_secs(4),
-            "{:?}",
-            asked.elapsed()
-        );
+        common::login_fails_without_the_database(node).await;
     }
-    while down.elapsed() < Duration::from_secs(10) {
-        assert_eq!(
-            common::echo(&mut console, instance, b"down").await,
-            b"echo:down"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    common::echo_until_ten_seconds(&mut console, instance, down).await;
     fleet.postgres.start_again();
     for node in &fleet.nodes {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -842,38 +761,17 @@ fn a_node_stops_in_time_without_nats_across_nodes() {
 /// each other and relay; a node given that CA refuses a server that does not speak TLS.
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_speak_tls_to_nats_when_given_its_ca_across_nodes() {
-    let postgres = Postgres::start();
-    let url = postgres.database();
     let (nats, ca) = Nats::start_tls();
-    let keys = tempfile::tempdir().unwrap();
-    let key = prelogin_key(keys.path(), 9);
     let ca_env = [("SEALRELAY_CLUSTER_NATS_CA_FILE", ca.to_str().unwrap())];
-    let nodes: Vec<Broker> = (0..2)
-        .map(|_| Broker::start_in_cluster(&url, &nats.url(0), Some(&key), &ca_env))
-        .collect();
-    let fleet = Fleet {
-        nodes,
-        nats,
-        postgres,
-        _keys: keys,
-    };
-    fleet.until_nodes_know(2);
-    let (a, b) = (&fleet.nodes[0], &fleet.nodes[1]);
-    let mut alice = a.user("alice").await;
-    let (instance, token) = alice.add_instance(&a.api()).await.unwrap();
-    let api_b = b.api();
-    within_a_second(|| Identity::login_instance(&api_b, &token)).await;
-    let _agent = common::echo_agent(b, &token.reveal());
-    let login_a = Identity::login_user(&a.api(), "alice", "pw-alice")
-        .await
-        .unwrap();
-    let mut console = connect(a, login_a, MqttVersion::V5, None).await;
+    let fleet = Fleet::on(nats, 2, &ca_env);
+    let (mut console, instance, _agent) = fleet.echoing(1).await;
     assert_eq!(
         common::echo(&mut console, instance, b"over TLS").await,
         b"echo:over TLS"
     );
 
     let plain = Nats::start();
+    let url = fleet.postgres.database();
     let said = common::refused_start(
         &format!(
             "[directory]\nurl = \"{url}\"\n[cluster]\nnats_url = \"{}\"\nnats_user = \"{}\"\n",
@@ -904,10 +802,8 @@ async fn closed_within_a_second(probe: &mut Probe, code: u8, what: &str) {
 async fn every_revocation_reaches_every_node_across_nodes() {
     let fleet = Fleet::start(1, &[]);
     let (a, b, c) = (&fleet.nodes[0], &fleet.nodes[1], &fleet.nodes[2]);
-    let mut alice = a.user("alice").await;
+    let mut alice = fleet.alice().await;
     let (api_b, api_c) = (b.api(), c.api());
-    within_a_second(|| Identity::login_user(&api_c, "alice", "pw-alice")).await;
-    within_a_second(|| Identity::login_user(&api_b, "alice", "pw-alice")).await;
     let (instance, token) = alice.add_instance(&api_b).await.unwrap();
     let agent = within_a_second(|| Identity::login_instance(&api_c, &token)).await;
 

@@ -45,20 +45,7 @@ async fn persistent(broker: &Broker, who: &Identity, client_id: &str) -> (Raw, b
 /// `closed` sessions end.
 async fn blink(broker: &Broker, raw: Raw, closed: u64) {
     drop(raw);
-    blink_seen(broker, closed).await;
-}
-
-/// Waits until the broker has seen `closed` connections lost.
-async fn blink_seen(broker: &Broker, closed: u64) {
-    let series = r#"sealrelay_sessions_closed_total{reason="connection_lost"}"#;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while broker.counter(series) < closed {
-        assert!(
-            Instant::now() < deadline,
-            "the broker never saw the connection go"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::until_lost(broker, closed).await;
 }
 
 /// Seals `count` envelopes from `from` to `to` ("m{first}"…) and publishes them at QoS 1
@@ -376,7 +363,7 @@ async fn a_request_sent_while_the_agent_was_down_is_answered_when_it_is_back() {
         let mut alice = broker.user("alice").await;
         let (instance, token) = alice.add_instance(&broker.api()).await.unwrap();
         drop(broker.start_agent(&token.reveal(), version));
-        blink_seen(&broker, 1).await;
+        common::until_lost(&broker, 1).await;
         let mut console = broker.client(alice, MqttVersion::V5).await;
         let asked = tokio::spawn(async move {
             console
@@ -586,7 +573,7 @@ async fn a_full_queue_of_large_envelopes_resumes() {
     .await
     .unwrap();
     drop(away);
-    blink_seen(&broker, 3).await;
+    common::until_lost(&broker, 3).await;
     let agent = Identity::login_instance(&broker.api(), &token)
         .await
         .unwrap();
@@ -634,7 +621,7 @@ async fn one_account_filling_parked_queues_cannot_starve_other_accounts() {
         drop(raw);
         parked.push(instance);
     }
-    blink_seen(&broker, 268).await;
+    common::until_lost(&broker, 268).await;
     // The victims: another account's console and instance, both connected.
     let mut bob = broker.user("bob").await;
     let bob_instance = broker.instance_of(&mut bob).await;

@@ -1341,3 +1341,47 @@ pub async fn echo(console: &mut Client, instance: PrincipalId, payload: &[u8]) -
         }
     }
 }
+
+/// alice's login on `broker` while its database is down: a clear 503, within 4 s (the
+/// pool's 3 s wait for a connection, and the request).
+pub async fn login_fails_without_the_database(broker: &Broker) {
+    let asked = Instant::now();
+    let refused = Identity::login_user(&broker.api(), "alice", "pw-alice")
+        .await
+        .err()
+        .expect("a login without its database")
+        .to_string();
+    assert!(
+        refused.contains("503") && refused.contains("directory is unavailable"),
+        "{refused}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
+/// Echoes through `console` and `instance`'s agent every half second until `since` is 10 s
+/// old: live sessions keep relaying meanwhile.
+pub async fn echo_until_ten_seconds(console: &mut Client, instance: PrincipalId, since: Instant) {
+    while since.elapsed() < Duration::from_secs(10) {
+        assert_eq!(echo(console, instance, b"down").await, b"echo:down");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Connections a broker saw lost (closed without DISCONNECT).
+pub const LOST: &str = r#"sealrelay_sessions_closed_total{reason="connection_lost"}"#;
+
+/// Waits (10 s at most) until `broker` has seen `lost` connections lost in all.
+pub async fn until_lost(broker: &Broker, lost: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker.counter(LOST) < lost {
+        assert!(
+            Instant::now() < deadline,
+            "the broker never saw the connection go"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

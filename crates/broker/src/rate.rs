@@ -69,10 +69,11 @@ impl Window {
     }
 }
 
-/// What the limiter counts, and for whom. Addresses are taken as the client's and counted
-/// under their block (`server.ipv6_prefix_bits`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Counted {
+/// What the limiter counts, and for whom: logins as typed (`L = String`, what callers
+/// name) or as keyed ([`Key`], what windows are kept under). Addresses are taken as the
+/// client's and counted under their block (`server.ipv6_prefix_bits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counted<L = String> {
     /// An MQTT CONNECT from an address (`mqtt.connects_per_ip_per_minute`).
     ConnectFrom(IpAddr),
     /// An MQTT CONNECT that logged in as a principal (`mqtt.connects_per_principal_per_minute`).
@@ -86,10 +87,10 @@ pub enum Counted {
     /// A failed login from an address, any login (`auth.max_failures_per_ip`).
     FailureFrom(IpAddr),
     /// A failed login of one login from one address (`auth.max_failures_per_login`).
-    FailureOfFrom(String, IpAddr),
+    FailureOfFrom(L, IpAddr),
     /// A failed login of one login from every address
     /// (`auth.max_failures_per_login_all_addresses`).
-    FailureOf(String),
+    FailureOf(L),
 }
 
 /// A login as the limiter keys it: HMAC-SHA-256 of the name under a key derived from the
@@ -99,17 +100,7 @@ pub struct LoginKey(pub [u8; 16]);
 
 /// What a window counts: a [`Counted`] with its address replaced by the address's block and
 /// its login by the login's key. What other nodes are sent and count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Key {
-    ConnectFrom(IpAddr),
-    ConnectAs(PrincipalId),
-    Registration(IpAddr),
-    Prelogin(IpAddr),
-    ResetTry(IpAddr),
-    FailureFrom(IpAddr),
-    FailureOfFrom(LoginKey, IpAddr),
-    FailureOf(LoginKey),
-}
+pub type Key = Counted<LoginKey>;
 
 /// What the limiter tells the other nodes of a cluster: a key counted, or cleared.
 pub type Share = Box<dyn Fn(Key, bool) + Send + Sync>;
