@@ -836,3 +836,79 @@ async fn every_revocation_reaches_every_node_across_nodes() {
     closed_within_a_second(&mut bob_on_b, 0x87, "deleted through A, on B").await;
     closed_within_a_second(&mut bob_on_c, 0x87, "deleted through A, on C").await;
 }
+
+/// A rollback of a password change and an instance's re-enrolment, made through one node,
+/// end the sessions they revoke on another within a second, as every revocation does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_and_a_reenrolment_reach_every_node_across_nodes() {
+    let fleet = Fleet::start(1, &[]);
+    let (a, b, c) = (&fleet.nodes[0], &fleet.nodes[1], &fleet.nodes[2]);
+    let mut alice = fleet.alice().await;
+    let (instance, token) = alice.add_instance(&b.api()).await.unwrap();
+    let api_c = c.api();
+    let agent = within_a_second(|| Identity::login_instance(&api_c, &token)).await;
+    let mut on_c = probe_as(c, &agent, "agent").await;
+    alice.reenrol_instance(&b.api(), instance).await.unwrap();
+    closed_within_a_second(&mut on_c, 0x98, "re-enrolled through B").await;
+
+    alice
+        .change_password(&a.api(), "a brand new passphrase", FAST_KDF)
+        .await
+        .unwrap();
+    let api_c = c.api();
+    let changed =
+        within_a_second(|| Identity::login_user(&api_c, "alice", "a brand new passphrase")).await;
+    let mut on_c = probe_as(c, &changed, "alice").await;
+    Identity::roll_back_password(&b.api(), "alice", "pw-alice")
+        .await
+        .unwrap();
+    closed_within_a_second(&mut on_c, 0x98, "rolled back through B").await;
+    let refused = Identity::login_user(&api_c, "alice", "a brand new passphrase").await;
+    assert!(
+        matches!(refused, Err(ClientError::WrongPassword { .. })),
+        "the undone password on C: {:?}",
+        refused.err()
+    );
+}
+
+/// A keyring's compare-and-swap holds across nodes: two writes of the same next version
+/// through A and B at once — one lands, the other is 409 `keyring_conflict` — and every node
+/// then serves the one that landed.
+#[tokio::test(flavor = "multi_thread")]
+async fn keyring_writes_through_two_nodes_swap_once_across_nodes() {
+    use sealrelay_wire::api::KeyringBody;
+
+    let fleet = Fleet::start(1, &[]);
+    let alice = fleet.alice().await;
+    let login = || sealrelay_client::Login {
+        login: &alice.login,
+        secret: alice.auth_secret(),
+    };
+    let stored = fleet.nodes[0]
+        .api()
+        .me(login())
+        .await
+        .unwrap()
+        .keyring_version;
+    let write = |node: usize, fill: u8| {
+        let api = fleet.nodes[node].api();
+        let body = KeyringBody {
+            version: stored + 1,
+            keyring: vec![fill; 64],
+        };
+        let login = login();
+        async move { api.put_keyring(login, body).await }
+    };
+    let (through_a, through_b) = tokio::join!(write(0, 0xA), write(1, 0xB));
+    let landed = match (&through_a, &through_b) {
+        (Ok(()), Err(ClientError::Api { status: 409, .. })) => 0xA,
+        (Err(ClientError::Api { status: 409, .. }), Ok(())) => 0xB,
+        other => panic!("both or neither landed: {other:?}"),
+    };
+    for node in &fleet.nodes {
+        let me = node.api().me(login()).await.unwrap();
+        assert_eq!(me.keyring_version, stored + 1);
+        let keyring = sealrelay_wire::b64::decode(&me.keyring.unwrap()).unwrap();
+        assert_eq!(keyring, vec![landed; 64]);
+    }
+}
