@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use sealrelay_broker::config::{Config, DEFAULT_TOML};
+use sealrelay_broker::config::{Config, LogFormat, DEFAULT_TOML};
 use sealrelay_broker::server::{self, Fit, Running};
 use sealrelay_broker::tls::Certificate;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
@@ -25,9 +25,19 @@ pub(super) fn serve(path: Option<PathBuf>) -> Result<()> {
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let mut config = Config::load(path.as_deref())?;
     let (filter, log_level) = reload::Layer::new(EnvFilter::new(&config.log.level));
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match config.log.format {
+        LogFormat::Text => lines.boxed(),
+        // A session's span fields land in each of its lines' "span" object.
+        LogFormat::Json => lines
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    };
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(lines)
         .init();
     let mut fitted = config.clone();
     let fit =

@@ -45,7 +45,13 @@ pub struct Broker {
 /// An address a listener that is off (or not yet up) has.
 const UNSET: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
+/// The address the start line gives for `key`, in the text format (` mqtt=…`) or JSON
+/// (`"mqtt":"…"`).
 fn find_addr(log: &str, key: &str) -> Option<SocketAddr> {
+    if let Some(at) = log.find(&format!("\"{key}\":\"")) {
+        let rest = &log[at + key.len() + 4..];
+        return rest[..rest.find('"')?].parse().ok();
+    }
     let at = log.find(&format!(" {key}="))? + key.len() + 2;
     log[at..].split_whitespace().next()?.parse().ok()
 }

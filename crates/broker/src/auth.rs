@@ -60,15 +60,22 @@ pub struct Authenticator {
     trusted_for: Duration,
     /// Trusted addresses are blocks (`server.ipv6_prefix_bits`).
     block: AddressBlock,
+    /// How a refused login's address is written in its log line (`accounting.ip_mode`).
+    ip_mode: config::IpMode,
 }
 
 /// Addresses remembered per login: a user's home, office and phone, with room to spare.
 const TRUSTED_PER_LOGIN: usize = 8;
 
 impl Authenticator {
-    pub fn new(cfg: &config::Auth, block: AddressBlock, limiter: Arc<Limiter>) -> Self {
+    pub fn new(
+        cfg: &config::Auth,
+        (block, ip_mode): (AddressBlock, config::IpMode),
+        limiter: Arc<Limiter>,
+    ) -> Self {
         Authenticator {
             limiter,
+            ip_mode,
             trusted: DashMap::new(),
             trusted_for: Duration::from_secs(u64::from(cfg.trusted_address_days) * 86_400),
             block,
@@ -111,8 +118,17 @@ impl Authenticator {
             || (!self.is_trusted(login, ip)
                 && (limiter.full(Counted::FailureFrom(ip))
                     || (named && limiter.full(everywhere()))));
+        let refused = |reason: &str| {
+            tracing::info!(
+                login = if named { login } else { "(longer than a login)" },
+                ip = %self.ip_mode.show(ip),
+                reason,
+                "login refused"
+            );
+        };
         if limited {
             metrics::auth_result("rate_limited");
+            refused("rate_limited");
             return Err(AuthError::RateLimited);
         }
         let presented = verifier(secret);
@@ -131,6 +147,7 @@ impl Authenticator {
             limiter.count(everywhere());
         }
         metrics::auth_result("denied");
+        refused("denied");
         Err(AuthError::Denied)
     }
 
@@ -194,7 +211,11 @@ mod tests {
             ..Config::default()
         };
         let limiter = Arc::new(Limiter::new(&config, b"test prelogin key"));
-        let a = Authenticator::new(&config.auth, AddressBlock::new(64), limiter.clone());
+        let a = Authenticator::new(
+            &config.auth,
+            (AddressBlock::new(64), config::IpMode::Full),
+            limiter.clone(),
+        );
         let right = Some(verifier("right"));
         let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
         assert!(a.check(ip(1), "alice", "right", right).is_ok(), "home");

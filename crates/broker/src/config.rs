@@ -262,12 +262,59 @@ impl Kdf {
 pub struct Accounting {
     pub retention_days: u32,
     pub aggregate_below_secs: u64,
+    pub ip_mode: IpMode,
+}
+
+/// How much of a client's address the broker writes down (`accounting.ip_mode`): in log
+/// lines today, and what accounting records.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IpMode {
+    /// The whole address.
+    Full,
+    /// IPv4 to its /24, IPv6 to its /48: the network, not the host.
+    Truncated,
+    /// Nothing: `-`.
+    None,
+}
+
+impl IpMode {
+    /// `ip` as this mode writes it.
+    pub fn show(self, ip: std::net::IpAddr) -> String {
+        use std::net::IpAddr;
+        match (self, ip) {
+            (IpMode::Full, ip) => ip.to_string(),
+            (IpMode::Truncated, IpAddr::V4(v4)) => {
+                let [a, b, c, _] = v4.octets();
+                format!("{a}.{b}.{c}.0/24")
+            }
+            (IpMode::Truncated, IpAddr::V6(v6)) => {
+                let s = v6.segments();
+                let network = std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0);
+                format!("{network}/48")
+            }
+            (IpMode::None, _) => "-".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     pub level: String,
+    pub format: LogFormat,
+    /// A line per MQTT session opened and closed (off for very large fleets).
+    pub connections: bool,
+}
+
+/// How log lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `time LEVEL span{fields}: target: message fields`, for people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -764,6 +811,17 @@ fn nearest_variable(table: &toml::Table, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What each `accounting.ip_mode` writes of an address: all of it, its network, nothing.
+    #[test]
+    fn ip_modes_write_the_address_its_network_or_nothing() {
+        let v4: std::net::IpAddr = "203.0.113.77".parse().unwrap();
+        let v6: std::net::IpAddr = "2001:db8:abcd:12::1".parse().unwrap();
+        assert_eq!(IpMode::Full.show(v4), "203.0.113.77");
+        assert_eq!(IpMode::Truncated.show(v4), "203.0.113.0/24");
+        assert_eq!(IpMode::Truncated.show(v6), "2001:db8:abcd::/48");
+        assert_eq!(IpMode::None.show(v6), "-");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
         pairs

@@ -161,7 +161,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let limiter = Arc::new(Limiter::new(&config, &prelogin_key));
     let authenticator = Arc::new(Authenticator::new(
         &config.auth,
-        config.server.address_block(),
+        (config.server.address_block(), config.accounting.ip_mode),
         limiter.clone(),
     ));
     let router = Arc::new(Router::new(&config.mqtt));

@@ -178,6 +178,14 @@ impl From<AuthError> for ApiError {
 
 type Result<T> = std::result::Result<T, ApiError>;
 
+/// An answered request: counted, and one access line (the route's fixed name, never its
+/// path: an id in a path is a principal's).
+fn served(route: &'static str, status: u16, started: Option<std::time::Instant>) {
+    metrics::http_request(route, status);
+    let ms = started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
+    tracing::info!(route, status, ms, "http request");
+}
+
 /// The client's address: the TCP peer, or, when that peer is a trusted proxy, the
 /// nearest address in `X-Forwarded-For` that is not itself a trusted proxy (HTTP load
 /// balancers speak that rather than the PROXY protocol). Per-address login budgets count it.
@@ -538,10 +546,11 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
                     );
                     let mut response = refusal.error_response();
                     response.head_mut().set_connection_type(ConnectionType::Close);
-                    metrics::http_request(route_label(req.match_pattern().as_deref()), 429);
+                    served(route_label(req.match_pattern().as_deref()), 429, None);
                     return futures_util::future::ready(Ok(req.into_response(response))).boxed_local();
                 };
                 let serving = live.serving();
+                let started = std::time::Instant::now();
                 let secret = may_carry_secret(req.head());
                 if secret {
                     detach_head(&mut req);
@@ -551,7 +560,7 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
                     // The route is known only after routing, so it is read off the response.
                     if let Ok(res) = &mut res {
                         let route = route_label(res.request().match_pattern().as_deref());
-                        metrics::http_request(route, res.status().as_u16());
+                        served(route, res.status().as_u16(), Some(started));
                         if secret {
                             res.response_mut()
                                 .head_mut()

@@ -240,6 +240,11 @@ pub struct Session {
     progress: Arc<Progress>,
     meter: Meter,
     close_reason: Close,
+    /// The login the CONNECT named, for the log line of its refusal.
+    attempted: Option<String>,
+    /// The session's log span once it is live: who, how and from where, on each of its
+    /// lines (`Span::none()` before).
+    span: tracing::Span,
     /// Set once this session is parked in the router: a delivery still in the mailbox then
     /// joins it there instead of being lost.
     parked_as: Option<ParkedAs>,
@@ -341,6 +346,8 @@ impl Session {
                     progress,
                     meter: Meter::start(accepted.peer.ip()),
                     close_reason: Close::ClientDisconnect,
+                    attempted: None,
+                    span: tracing::Span::none(),
                     parked_as: None,
                     _slot: accepted.slot,
                     alive,
@@ -516,6 +523,15 @@ impl Session {
     /// Refuses a CONNECT with `reason` and closes.
     fn refuse_connect(&mut self, ctx: &mut Context<Self>, reason: Reason, why: Close) {
         metrics::connection(self.transport.label(), why.label());
+        tracing::info!(
+            session = self.id,
+            login = self.attempted.as_deref().unwrap_or("-"),
+            transport = self.transport.label(),
+            version = self.version.as_str(),
+            ip = %self.shared.config.accounting.ip_mode.show(self.peer.ip()),
+            reason = why.label(),
+            "connect refused"
+        );
         self.send(
             Outbound::ConnAck {
                 reason,
@@ -533,6 +549,7 @@ impl Session {
             return self.close(ctx, Close::ProtocolError);
         }
         self.open_writer(ctx, connect.version);
+        self.attempted = connect.username.clone();
         if connect.version == Version::V5 && connect.will_retain == Some(true) {
             return self.refuse_connect(ctx, Reason::RetainNotSupported, Close::RefusedRetain);
         }
@@ -727,6 +744,7 @@ impl Session {
             metrics::offline_discarded("client_max_packet", dropped);
         }
         let keep_alive = (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive)));
+        let client_id = link.client_id.clone();
         self.state = State::Live(Box::new(Live {
             principal,
             account: self
@@ -755,6 +773,19 @@ impl Session {
             owed_total: 0,
         }));
         self.meter.principal = Some(principal);
+        self.span = tracing::info_span!(
+            "session",
+            session = self.id,
+            principal = %principal,
+            kind = credentials.kind.as_str(),
+            client_id = %client_id,
+            transport = self.transport.label(),
+            version = self.version.as_str(),
+            ip = %self.shared.config.accounting.ip_mode.show(self.meter.ip),
+        );
+        if self.shared.config.log.connections {
+            tracing::info!(parent: &self.span, present = attached.present, "session opened");
+        }
         metrics::connection(self.transport.label(), "accepted");
         metrics::hot().sessions_active.increment(1.0);
         let info = (self.version == Version::V5).then(|| ConnAckInfo {
@@ -961,6 +992,7 @@ impl Session {
     /// connect again for `mqtt.refusal_cooldown_secs`.
     fn refuse_publish(&mut self, ctx: &mut Context<Self>, publish: &Publish, why: Close) {
         metrics::publish_refused(why.label());
+        tracing::info!(parent: &self.span, reason = why.label(), bytes = publish.payload.len(), "publish refused");
         if publish.qos > 0 {
             let reason = match self.version {
                 Version::V5 => why.reason(),
@@ -1151,6 +1183,18 @@ impl Actor for Session {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.leave();
         metrics::session_closed(self.close_reason.label());
+        if self.shared.config.log.connections && self.meter.principal.is_some() {
+            let t = self.meter.counts.totals();
+            tracing::info!(
+                parent: &self.span,
+                reason = self.close_reason.label(),
+                bytes_in = t.bytes_in,
+                bytes_out = t.bytes_out,
+                messages_in = t.messages_in,
+                messages_out = t.messages_out,
+                "session closed"
+            );
+        }
         if let Some(record) = self.meter.finish(self.close_reason.label()) {
             let log = self.shared.log.clone();
             let aggregate_below = self.shared.config.accounting.aggregate_below_secs;
