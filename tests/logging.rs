@@ -63,6 +63,11 @@ async fn an_operator_follows_a_client_through_the_info_log() {
     let mut publish = Publish::new("not/an/inbox", QoS::AtLeastOnce, canary.clone(), None);
     publish.pkid = 1;
     first.send_v5(Packet::Publish(publish)).await;
+    // Its refusal answered before the takeover below ends the session.
+    match first.read(Duration::from_secs(5)).await {
+        common::RawRead::Packet(p) if matches!(*p, Packet::PubAck(_)) => {}
+        other => panic!("expected the refusal's PUBACK, got {other:?}"),
+    }
     let mut second = Raw::open(broker.mqtt).await;
     second
         .connect_session(login, "plant-1", 0, None)

@@ -345,3 +345,53 @@ async fn the_operator_lists_users_and_sessions_kicks_unlocks_and_reads_the_sessi
         .await
         .unwrap();
 }
+
+/// A fresh broker's scrape already holds the process series, its build, the connection caps
+/// in force and its hot counters at zero (a series that appears only with its first event
+/// cannot be told from one not exported); after traffic, `promtool check metrics` (installed
+/// by .ci/run with Debian's prometheus) finds nothing to fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_page_is_whole_from_the_start_and_lints_clean() {
+    let broker = Broker::start_with(&[("SEALRELAY_MQTT_MAX_CONNECTIONS", "777")]);
+    let fresh = broker.metrics();
+    for series in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "sealrelay_sessions_active 0",
+        "sealrelay_envelopes_received_total 0",
+        "sealrelay_deliveries_refused_total{reason=\"broker_budget\"} 0",
+        "sealrelay_connections_max{protocol=\"mqtt\"} 777",
+        "sealrelay_connections_max{protocol=\"http\"} ",
+        &format!(
+            "sealrelay_build_info{{version=\"{}\",commit=\"",
+            env!("CARGO_PKG_VERSION")
+        ),
+    ] {
+        assert!(fresh.contains(series), "{series:?} missing from:\n{fresh}");
+    }
+
+    let (mut console, instance) = broker
+        .pair("alice", sealrelay_client::MqttVersion::V5)
+        .await;
+    assert_eq!(
+        common::echo(&mut console, instance, b"hi").await,
+        b"echo:hi"
+    );
+    let scrape = broker.metrics();
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (.ci/run installs Debian's prometheus)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), scrape.as_bytes()).unwrap();
+    let linted = promtool.wait_with_output().unwrap();
+    assert!(
+        linted.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&linted.stdout),
+        String::from_utf8_lossy(&linted.stderr)
+    );
+}

@@ -9,6 +9,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static HOT: OnceLock<Hot> = OnceLock::new();
+/// The process collector (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// open file descriptors, threads, start time), read at each scrape.
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
 
 /// Counters touched for every packet, resolved once instead of per use.
 pub struct Hot {
@@ -31,6 +34,18 @@ pub fn install() -> PrometheusHandle {
                 .install_recorder()
                 .expect("no other metrics recorder is installed in this process");
             describe();
+            PROCESS
+                .get_or_init(metrics_process::Collector::default)
+                .describe();
+            // Present from the first scrape, at zero: a series that appears only with its first
+            // event cannot be told from one that is not exported, and `rate()` misses its start.
+            hot();
+            gauge!(
+                "sealrelay_build_info",
+                "version" => env!("CARGO_PKG_VERSION"),
+                "commit" => env!("SEALRELAY_COMMIT")
+            )
+            .set(1.0);
             handle
         })
         .clone()
@@ -58,6 +73,14 @@ fn describe() {
     describe_gauge!(
         "sealrelay_sessions_parked",
         "Persistent MQTT sessions between connections, holding their queues in memory."
+    );
+    describe_gauge!(
+        "sealrelay_build_info",
+        "Always 1; its labels say which version and commit the broker was built from."
+    );
+    describe_gauge!(
+        "sealrelay_connections_max",
+        "Connections the broker admits at once, per protocol: the caps in force, after lowering them to fit the open-file limit."
     );
     describe_gauge!(
         "sealrelay_cluster_nodes",
@@ -141,6 +164,20 @@ pub fn offline_discarded(why: &'static str, count: usize) {
 /// Persistent sessions between connections, now.
 pub fn sessions_parked(count: usize) {
     gauge!("sealrelay_sessions_parked").set(count as f64);
+}
+
+/// Renders every series for a scrape, the process's read now.
+pub fn render(handle: &PrometheusHandle) -> String {
+    if let Some(process) = PROCESS.get() {
+        process.collect();
+    }
+    handle.render()
+}
+
+/// The connection caps in force (after fitting the open-file limit), per protocol.
+pub fn connection_caps(mqtt: usize, http: usize) {
+    gauge!("sealrelay_connections_max", "protocol" => "mqtt").set(mqtt as f64);
+    gauge!("sealrelay_connections_max", "protocol" => "http").set(http as f64);
 }
 
 /// Nodes of the cluster this node knows, itself included; every second.

@@ -144,6 +144,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     crate::memory::forbid_core_dumps(config.server.allow_core_dumps)
         .map_err(ServerError::CoreDumps)?;
     let metrics_handle = metrics::install();
+    metrics::connection_caps(config.mqtt.max_connections, config.http.max_connections);
     datadir::ensure_parent(&config.directory.database, "database directory")?;
     datadir::ensure_parent(
         &config.directory.prelogin_key_file,

@@ -276,7 +276,7 @@ async fn healthz() -> HttpResponse {
 async fn metrics_page(state: web::Data<ApiState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+        .body(metrics::render(&state.metrics))
 }
 
 /// A JSON request body of type `T`. actix reads it as JSON first (size limit, content type,
