@@ -43,7 +43,7 @@ pub fn install() -> PrometheusHandle {
             gauge!(
                 "sealrelay_build_info",
                 "version" => env!("CARGO_PKG_VERSION"),
-                "commit" => env!("SEALRELAY_COMMIT")
+                "commit" => env!("SR_BUILD_COMMIT")
             )
             .set(1.0);
             handle
