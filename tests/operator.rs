@@ -348,8 +348,9 @@ async fn the_operator_lists_users_and_sessions_kicks_unlocks_and_reads_the_sessi
 
 /// A fresh broker's scrape already holds the process series, its build, the connection caps
 /// in force and its hot counters at zero (a series that appears only with its first event
-/// cannot be told from one not exported); after traffic, `promtool check metrics` (installed
-/// by .ci/run with Debian's prometheus) finds nothing to fix.
+/// cannot be told from one not exported); after traffic the histograms of envelope sizes,
+/// CONNECT answers and API requests have their buckets, and `promtool check metrics`
+/// (installed by .ci/run with Debian's prometheus) finds nothing to fix.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_metrics_page_is_whole_from_the_start_and_lints_clean() {
     let broker = Broker::start_with(&[("SEALRELAY_MQTT_MAX_CONNECTIONS", "777")]);
@@ -379,6 +380,32 @@ async fn the_metrics_page_is_whole_from_the_start_and_lints_clean() {
         b"echo:hi"
     );
     let scrape = broker.metrics();
+    for series in [
+        "sealrelay_envelope_bytes_bucket{le=\"256\"}",
+        "sealrelay_envelope_bytes_count ",
+        "sealrelay_connect_seconds_bucket{le=\"0.0005\"}",
+        "sealrelay_http_request_seconds_bucket{route=\"users\",le=\"0.001\"}",
+    ] {
+        assert!(
+            scrape.contains(series),
+            "{series:?} missing from:\n{scrape}"
+        );
+    }
+    let count = |name: &str| -> f64 {
+        let prefix = format!("{name} ");
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        count("sealrelay_envelope_bytes_count") >= 2.0,
+        "the echo and its answer"
+    );
+    assert!(
+        count("sealrelay_connect_seconds_count") >= 2.0,
+        "console and agent"
+    );
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

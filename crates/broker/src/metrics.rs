@@ -4,8 +4,11 @@
 
 use std::sync::OnceLock;
 
-use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Gauge};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static HOT: OnceLock<Hot> = OnceLock::new();
@@ -24,13 +27,42 @@ pub struct Hot {
     pub dropped_broker_budget: Counter,
     pub dropped_offline_full: Counter,
     pub no_subscriber: Counter,
+    /// Sizes of the envelopes accepted from publishers.
+    pub envelope_size: Histogram,
 }
+
+/// Histogram buckets, per series: what each is measured in and the range that matters.
+const BUCKETS: [(&str, &[f64]); 3] = [
+    // Bytes: a command's few hundred up to envelope.max_bytes's 256 KiB.
+    (
+        "sealrelay_envelope_bytes",
+        &[256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0],
+    ),
+    // Seconds from a CONNECT read to its CONNACK: a login from memory takes well under a
+    // millisecond; a takeover across nodes waits for another node.
+    (
+        "sealrelay_connect_seconds",
+        &[0.0005, 0.001, 0.005, 0.025, 0.1, 0.5, 2.5],
+    ),
+    // Seconds to answer an API request: from memory, from the database, or an Argon2id
+    // registration's wrap.
+    (
+        "sealrelay_http_request_seconds",
+        &[0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0],
+    ),
+];
 
 /// Installs the process-wide recorder (once) and returns the handle that renders it.
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
+            let builder = BUCKETS
+                .iter()
+                .fold(PrometheusBuilder::new(), |b, (name, buckets)| {
+                    b.set_buckets_for_metric(Matcher::Full((*name).into()), buckets)
+                        .expect("every histogram has buckets")
+                });
+            let handle = builder
                 .install_recorder()
                 .expect("no other metrics recorder is installed in this process");
             describe();
@@ -62,6 +94,7 @@ pub fn hot() -> &'static Hot {
         dropped_broker_budget: counter!("sealrelay_deliveries_refused_total", "reason" => "broker_budget"),
         dropped_offline_full: counter!("sealrelay_deliveries_refused_total", "reason" => "offline_queue_full"),
         no_subscriber: counter!("sealrelay_deliveries_refused_total", "reason" => "no_subscriber"),
+        envelope_size: histogram!("sealrelay_envelope_bytes"),
     })
 }
 
@@ -73,6 +106,21 @@ fn describe() {
     describe_gauge!(
         "sealrelay_sessions_parked",
         "Persistent MQTT sessions between connections, holding their queues in memory."
+    );
+    describe_histogram!(
+        "sealrelay_envelope_bytes",
+        metrics::Unit::Bytes,
+        "Sizes of the envelopes accepted from publishers."
+    );
+    describe_histogram!(
+        "sealrelay_connect_seconds",
+        metrics::Unit::Seconds,
+        "Time from a CONNECT read to its CONNACK, accepted or refused."
+    );
+    describe_histogram!(
+        "sealrelay_http_request_seconds",
+        metrics::Unit::Seconds,
+        "Time to answer an API request, by route."
     );
     describe_gauge!(
         "sealrelay_build_info",
@@ -172,6 +220,16 @@ pub fn render(handle: &PrometheusHandle) -> String {
         process.collect();
     }
     handle.render()
+}
+
+/// An API request on `route` answered in `seconds`.
+pub fn http_seconds(route: &'static str, seconds: f64) {
+    histogram!("sealrelay_http_request_seconds", "route" => route).record(seconds);
+}
+
+/// A CONNECT answered (accepted or refused), `seconds` after it was read.
+pub fn connect_answered(seconds: f64) {
+    histogram!("sealrelay_connect_seconds").record(seconds);
 }
 
 /// The connection caps in force (after fitting the open-file limit), per protocol.

@@ -182,7 +182,9 @@ type Result<T> = std::result::Result<T, ApiError>;
 /// path: an id in a path is a principal's).
 fn served(route: &'static str, status: u16, started: Option<std::time::Instant>) {
     metrics::http_request(route, status);
-    let ms = started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
+    let seconds = started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    metrics::http_seconds(route, seconds);
+    let ms = seconds * 1000.0;
     tracing::info!(route, status, ms, "http request");
 }
 

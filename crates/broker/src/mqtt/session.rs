@@ -242,6 +242,8 @@ pub struct Session {
     close_reason: Close,
     /// The login the CONNECT named, for the log line of its refusal.
     attempted: Option<String>,
+    /// When the CONNECT was read: its CONNACK is timed from here.
+    connect_read: Option<Instant>,
     /// The session's log span once it is live: who, how and from where, on each of its
     /// lines (`Span::none()` before).
     span: tracing::Span,
@@ -347,6 +349,7 @@ impl Session {
                     meter: Meter::start(accepted.peer.ip()),
                     close_reason: Close::ClientDisconnect,
                     attempted: None,
+                    connect_read: None,
                     span: tracing::Span::none(),
                     parked_as: None,
                     _slot: accepted.slot,
@@ -355,6 +358,13 @@ impl Session {
                 }
             });
         });
+    }
+
+    /// Times the CONNACK just decided against the CONNECT's reading (once).
+    fn connect_answered(&mut self) {
+        if let Some(read) = self.connect_read.take() {
+            metrics::connect_answered(read.elapsed().as_secs_f64());
+        }
     }
 
     /// Starts the writer task; the encoder speaks `version` from now on.
@@ -523,6 +533,7 @@ impl Session {
     /// Refuses a CONNECT with `reason` and closes.
     fn refuse_connect(&mut self, ctx: &mut Context<Self>, reason: Reason, why: Close) {
         metrics::connection(self.transport.label(), why.label());
+        self.connect_answered();
         tracing::info!(
             session = self.id,
             login = self.attempted.as_deref().unwrap_or("-"),
@@ -550,6 +561,7 @@ impl Session {
         }
         self.open_writer(ctx, connect.version);
         self.attempted = connect.username.clone();
+        self.connect_read = Some(Instant::now());
         if connect.version == Version::V5 && connect.will_retain == Some(true) {
             return self.refuse_connect(ctx, Reason::RetainNotSupported, Close::RefusedRetain);
         }
@@ -787,6 +799,7 @@ impl Session {
             tracing::info!(parent: &self.span, present = attached.present, "session opened");
         }
         metrics::connection(self.transport.label(), "accepted");
+        self.connect_answered();
         metrics::hot().sessions_active.increment(1.0);
         let info = (self.version == Version::V5).then(|| ConnAckInfo {
             assigned_client_id: assigned,
@@ -876,6 +889,7 @@ impl Session {
         let hot = metrics::hot();
         hot.messages_in.increment(1);
         hot.bytes_in.increment(size);
+        hot.envelope_size.record(size as f64);
         let routed = self
             .shared
             .router
