@@ -59,7 +59,20 @@ struct Out {
     subject: String,
     reply: Option<String>,
     body: Bytes,
+    /// Bytes of a delivery counted in `outbox_bytes` until published (0 for the rest).
+    charged: usize,
 }
+
+/// What a delivery to another node counts as when that node cannot take it now (the outbox
+/// to NATS is full) or did not answer in time: the broker is busy, and the publisher hears
+/// 0x97 `broker_busy` and may send again.
+const BUSY: Tally = Tally {
+    subscribed: 1,
+    taken: 0,
+    broker_full: true,
+    queue_full: false,
+    too_large: false,
+};
 
 /// This node's place in the cluster.
 pub struct Cluster {
@@ -219,11 +232,18 @@ impl Cluster {
     }
 
     fn send(&self, subject: String, body: Bytes) {
-        let _ = self.outbox.send(Out {
+        self.queue(Out {
             subject,
             reply: None,
             body,
+            charged: 0,
         });
+    }
+
+    /// Hands `out` to the outbox task, its delivery bytes counted until published.
+    fn queue(&self, out: Out) {
+        self.outbox_bytes.fetch_add(out.charged, Ordering::AcqRel);
+        let _ = self.outbox.send(out);
     }
 
     /// A message addressed to this node: a delivery to make, a session to hand over, or an
@@ -436,12 +456,14 @@ impl Cluster {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiting.insert(n, tx);
-        if kind == frames::DELIVER {
-            self.outbox_bytes.fetch_add(body.len(), Ordering::AcqRel);
-        }
-        let _ = self.outbox.send(Out {
+        self.queue(Out {
             subject: frames::to_node(node, kind),
             reply: Some(format!("{}.{n}", frames::to_node(&self.me, frames::ANSWER))),
+            charged: if kind == frames::DELIVER {
+                body.len()
+            } else {
+                0
+            },
             body,
         });
         rx
@@ -472,19 +494,14 @@ impl Remote for Cluster {
         if self.outbox_bytes.load(Ordering::Acquire) + body.len() * nodes.len() > self.outbox_limit
         {
             metrics::hot().dropped_broker_budget.increment(1);
-            let busy = Tally {
-                subscribed: 1,
-                broker_full: true,
-                ..Tally::default()
-            };
-            return Elsewhere::Pending(Box::pin(async move { busy }));
+            return Elsewhere::Pending(Box::pin(async { BUSY }));
         }
         if qos == 0 {
             for node in &nodes {
-                self.outbox_bytes.fetch_add(body.len(), Ordering::AcqRel);
-                let _ = self.outbox.send(Out {
+                self.queue(Out {
                     subject: frames::to_node(node, frames::DELIVER),
                     reply: None,
+                    charged: body.len(),
                     body: body.clone(),
                 });
             }
@@ -501,21 +518,15 @@ impl Remote for Cluster {
                 let there = match tokio::time::timeout_at(deadline, answer).await {
                     // The node stopped since it said it held the recipient: nothing there
                     // took the envelope.
-                    Ok(Ok(Reply::NoResponders)) => Tally::default(),
-                    Ok(Ok(Reply::Body(body))) if frames::read_answer(&body).is_some() => {
-                        frames::read_answer(&body).unwrap_or_default()
-                    }
-                    // No answer in time, or one that made no sense: the publisher hears the
-                    // broker is busy and may send again.
-                    _ => {
-                        metrics::refused("cluster_no_answer");
-                        Tally {
-                            subscribed: 1,
-                            broker_full: true,
-                            ..Tally::default()
-                        }
-                    }
+                    Ok(Ok(Reply::NoResponders)) => Some(Tally::default()),
+                    Ok(Ok(Reply::Body(body))) => frames::read_answer(&body),
+                    _ => None,
                 };
+                // No answer in time, or one that made no sense: the broker is busy.
+                let there = there.unwrap_or_else(|| {
+                    metrics::refused("cluster_no_answer");
+                    BUSY
+                });
                 tally = tally.merge(there);
             }
             tally
@@ -567,11 +578,7 @@ impl Remote for Cluster {
 /// Publishes the outbox in order until the cluster is dropped.
 async fn drain(client: Client, mut outbox: mpsc::UnboundedReceiver<Out>, bytes: Arc<AtomicUsize>) {
     while let Some(out) = outbox.recv().await {
-        let size = if out.subject.ends_with(frames::DELIVER) {
-            out.body.len()
-        } else {
-            0
-        };
+        let charged = out.charged;
         let sent = match out.reply {
             Some(reply) => {
                 client
@@ -580,7 +587,7 @@ async fn drain(client: Client, mut outbox: mpsc::UnboundedReceiver<Out>, bytes: 
             }
             None => client.publish(out.subject, out.body).await,
         };
-        bytes.fetch_sub(size, Ordering::AcqRel);
+        bytes.fetch_sub(charged, Ordering::AcqRel);
         if let Err(e) = sent {
             tracing::warn!(error = %e, "could not publish to NATS");
         }

@@ -143,6 +143,42 @@ fn kdf_spec_of(row: &AnyRow) -> Result<(Vec<u8>, KdfParams), DirectoryError> {
     ))
 }
 
+/// What the cache holds of a principal's row (read by [`principal_changes`]).
+const CACHED_PRINCIPAL: &str = "SELECT login, id, kind, verifier, kdf_salt, kdf_memory_kib, \
+     kdf_iterations, kdf_parallelism";
+/// What the cache holds of a pairing's row (read by [`pairing_change`]).
+const CACHED_PAIRING: &str = "SELECT user_id, instance_id";
+
+/// The cache's changes for a principal's row: a user's salt and KDF parameters, then the
+/// login's credentials. At start for every row, and for a row another node changed.
+fn principal_changes(row: &AnyRow) -> Result<Vec<Change>, DirectoryError> {
+    let (login, kind): (String, _) = (row.try_get("login")?, kind_of(row)?);
+    let mut changes = Vec::with_capacity(2);
+    if kind == PrincipalKind::User {
+        let (salt, params) = kdf_spec_of(row)?;
+        changes.push(Change::Kdf {
+            login: login.clone(),
+            salt,
+            params,
+        });
+    }
+    changes.push(login_change(
+        login,
+        id_of(row, "id")?,
+        kind,
+        key_of(row, "verifier")?,
+    ));
+    Ok(changes)
+}
+
+/// The cache's change for a pairing's row.
+fn pairing_change(row: &AnyRow) -> Result<Change, DirectoryError> {
+    Ok(Change::Paired {
+        user: id_of(row, "user_id")?,
+        instance: id_of(row, "instance_id")?,
+    })
+}
+
 fn kind_of(row: &AnyRow) -> Result<PrincipalKind, DirectoryError> {
     match row.try_get::<&str, _>("kind")? {
         "user" => Ok(PrincipalKind::User),
@@ -232,38 +268,17 @@ impl Directory {
         };
         // The cache starts as the changes that would rebuild it, applied like any others.
         let mut changes = Vec::new();
-        for row in sqlx::query("SELECT login, id, kind, verifier FROM principals")
+        for row in sqlx::query(&format!("{CACHED_PRINCIPAL} FROM principals"))
             .fetch_all(&pool)
             .await?
         {
-            changes.push(login_change(
-                row.try_get("login")?,
-                id_of(&row, "id")?,
-                kind_of(&row)?,
-                key_of(&row, "verifier")?,
-            ));
+            changes.extend(principal_changes(&row)?);
         }
-        for row in sqlx::query(
-            "SELECT login, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism FROM principals WHERE kind = 'user'",
-        )
-        .fetch_all(&pool)
-        .await?
-        {
-            let (salt, params) = kdf_spec_of(&row)?;
-            changes.push(Change::Kdf {
-                login: row.try_get("login")?,
-                salt,
-                params,
-            });
-        }
-        for row in sqlx::query("SELECT user_id, instance_id FROM pairings")
+        for row in sqlx::query(&format!("{CACHED_PAIRING} FROM pairings"))
             .fetch_all(&pool)
             .await?
         {
-            changes.push(Change::Paired {
-                user: id_of(&row, "user_id")?,
-                instance: id_of(&row, "instance_id")?,
-            });
+            changes.push(pairing_change(&row)?);
         }
         let cache = Cache::default();
         cache.apply(changes);
@@ -299,40 +314,25 @@ impl Directory {
         let _writes = self.writes.lock().await;
         let mut changes = Vec::new();
         for id in ids {
-            let row = sqlx::query(
-                "SELECT login, id, kind, verifier, kdf_salt, kdf_memory_kib, kdf_iterations, \
-                 kdf_parallelism FROM principals WHERE id = $1",
-            )
-            .bind(&id.0[..])
-            .fetch_optional(&self.pool)
-            .await?;
+            let row = sqlx::query(&format!("{CACHED_PRINCIPAL} FROM principals WHERE id = $1"))
+                .bind(&id.0[..])
+                .fetch_optional(&self.pool)
+                .await?;
             let Some(row) = row else {
                 if let Some(login) = self.cache.login_of(*id) {
                     changes.push(Change::Removed { id: *id, login });
                 }
                 continue;
             };
-            let (login, kind): (String, _) = (row.try_get("login")?, kind_of(&row)?);
-            if kind == PrincipalKind::User {
-                let (salt, params) = kdf_spec_of(&row)?;
-                changes.push(Change::Kdf {
-                    login: login.clone(),
-                    salt,
-                    params,
-                });
-            }
-            changes.push(login_change(login, *id, kind, key_of(&row, "verifier")?));
-            for row in sqlx::query(
-                "SELECT user_id, instance_id FROM pairings WHERE user_id = $1 OR instance_id = $1",
-            )
+            changes.extend(principal_changes(&row)?);
+            for row in sqlx::query(&format!(
+                "{CACHED_PAIRING} FROM pairings WHERE user_id = $1 OR instance_id = $1"
+            ))
             .bind(&id.0[..])
             .fetch_all(&self.pool)
             .await?
             {
-                changes.push(Change::Paired {
-                    user: id_of(&row, "user_id")?,
-                    instance: id_of(&row, "instance_id")?,
-                });
+                changes.push(pairing_change(&row)?);
             }
         }
         self.cache.apply(changes);
