@@ -916,3 +916,61 @@ async fn keyring_writes_through_two_nodes_swap_once_across_nodes() {
         assert_eq!(keyring, vec![landed; 64]);
     }
 }
+
+/// The close state of `principal`'s newest session in `who`'s activity report, read on
+/// `node`.
+async fn newest_session_state(
+    node: &Broker,
+    who: &Identity,
+    principal: sealrelay_wire::PrincipalId,
+) -> Option<String> {
+    let report = who.activity(&node.api(), None).await.ok()?;
+    let p = report.principals.into_iter().find(|p| p.id == principal)?;
+    p.sessions.into_iter().next().map(|s| s.close_reason)
+}
+
+/// Accounting on a cluster: the row of a session on C is in the report read on B within a
+/// checkpoint; once C is SIGKILLed the other nodes close it as `unclean_shutdown` within
+/// three checkpoints, while the console's row on A stays live.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_nodes_sessions_are_closed_by_the_others_across_nodes() {
+    let mut fleet = Fleet::start(
+        1,
+        &[
+            ("SEALRELAY_ACCOUNTING_CHECKPOINT_SECS", "1"),
+            ("SEALRELAY_ACCOUNTING_AGGREGATE_BELOW_SECS", "0"),
+        ],
+    );
+    let (alice, instance, _console, c) = fleet.c_apart().await;
+    let id = instance.id;
+    let _on_c = connect(&c, instance, MqttVersion::V5, None).await;
+    let (b, alice) = (&fleet.nodes[1], &alice);
+    let until = |want: &'static str, limit: u64| async move {
+        let deadline = Instant::now() + Duration::from_secs(limit);
+        loop {
+            let state = newest_session_state(b, alice, id).await;
+            if state.as_deref() == Some(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the instance's row is {state:?}, not {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    until("live", 3).await;
+    c.signal("KILL");
+    let killed = Instant::now();
+    until("unclean_shutdown", 10).await;
+    assert!(
+        killed.elapsed() >= Duration::from_secs(2),
+        "not before it went stale"
+    );
+    assert_eq!(
+        newest_session_state(b, alice, alice.id).await.as_deref(),
+        Some("live"),
+        "the console on A is still counted"
+    );
+    drop(c);
+}

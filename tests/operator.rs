@@ -360,6 +360,9 @@ async fn the_metrics_page_is_whole_from_the_start_and_lints_clean() {
         "process_resident_memory_bytes ",
         "process_open_fds ",
         "sealrelay_sessions_active 0",
+        "sealrelay_sessions{transport=\"wss\",version=\"5.0\"} 0",
+        "sealrelay_held_bytes{state=\"parked\"} 0",
+        "sealrelay_sessions_closed_total{reason=\"taken_over\"} 0",
         "sealrelay_envelopes_received_total 0",
         "sealrelay_deliveries_refused_total{reason=\"broker_budget\"} 0",
         "sealrelay_connections_max{protocol=\"mqtt\"} 777",
@@ -406,6 +409,19 @@ async fn the_metrics_page_is_whole_from_the_start_and_lints_clean() {
         count("sealrelay_connect_seconds_count") >= 2.0,
         "console and agent"
     );
+    assert!(
+        count("sealrelay_routing_seconds_count") >= 2.0,
+        "the echo and its answer, each flushed to its recipient"
+    );
+    assert_eq!(
+        count("sealrelay_sessions{transport=\"tcp\",version=\"5.0\"}"),
+        2.0,
+        "console and agent, by transport and version"
+    );
+    assert_eq!(
+        count("sealrelay_sessions{transport=\"ws\",version=\"3.1.1\"}"),
+        0.0
+    );
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -421,4 +437,98 @@ async fn the_metrics_page_is_whole_from_the_start_and_lints_clean() {
         String::from_utf8_lossy(&linted.stdout),
         String::from_utf8_lossy(&linted.stderr)
     );
+}
+
+/// The metric names an expression reads.
+fn metric_names(expr: &str) -> Vec<String> {
+    struct Names(Vec<String>);
+    impl promql_parser::util::ExprVisitor for Names {
+        type Error = ();
+        fn pre_visit(&mut self, expr: &promql_parser::parser::Expr) -> Result<bool, ()> {
+            use promql_parser::parser::Expr;
+            let selector = match expr {
+                Expr::VectorSelector(v) => Some(v),
+                Expr::MatrixSelector(m) => Some(&m.vs),
+                _ => None,
+            };
+            self.0.extend(selector.and_then(|v| v.name.clone()));
+            Ok(true)
+        }
+    }
+    let parsed = promql_parser::parser::parse(expr)
+        .unwrap_or_else(|e| panic!("{expr:?} is not PromQL: {e}"));
+    let mut names = Names(Vec::new());
+    promql_parser::util::walk_expr(&mut names, &parsed).unwrap();
+    names.0
+}
+
+/// Every expression of the Grafana dashboard and of the alert rules parses as PromQL, and
+/// every metric it reads is in a live scrape after traffic: a renamed series breaks this
+/// test rather than a panel or an alert in production.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_dashboard_panel_and_alert_reads_series_the_broker_exports() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/dashboards/sealrelay.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert!(
+            panel["description"]
+                .as_str()
+                .is_some_and(|q| q.ends_with('?')),
+            "panel {} states the question it answers",
+            panel["title"]
+        );
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    let panels = exprs.len();
+    for rules in std::fs::read_dir(format!("{root}/dashboards/rules")).unwrap() {
+        let path = rules.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yml") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let Some(expr) = line.trim().strip_prefix("expr: ") else {
+                continue;
+            };
+            assert!(
+                !expr.starts_with(['|', '>']),
+                "{path:?}: write each expr on one line, so this test reads it"
+            );
+            exprs.push(expr.to_owned());
+        }
+    }
+    assert!(panels >= 20 && exprs.len() > panels + 10, "{exprs:?}");
+
+    let broker = Broker::start();
+    let (mut console, instance) = broker
+        .pair("alice", sealrelay_client::MqttVersion::V5)
+        .await;
+    assert_eq!(
+        common::echo(&mut console, instance, b"hi").await,
+        b"echo:hi"
+    );
+    let scrape = broker.metrics();
+    let exported: std::collections::HashSet<&str> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut missing = Vec::new();
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            // `up` is Prometheus's own series about the scrape.
+            if name != "up" && !exported.contains(name.as_str()) {
+                missing.push(format!("{name} (in {expr})"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in the scrape: {missing:#?}");
 }

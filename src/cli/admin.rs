@@ -10,12 +10,13 @@ use sealrelay_broker::config::Config;
 use sealrelay_broker::{admin, datadir};
 use sealrelay_client::Api;
 use sealrelay_wire::api::{
-    AdminInvite, AdminKicked, AdminReset, AdminSessionLog, AdminSessions, AdminUnlocked, AdminUsers,
+    Activity, AdminInvite, AdminKicked, AdminReset, AdminSessionLog, AdminSessions, AdminUnlocked,
+    AdminUsers,
 };
 use sealrelay_wire::PrincipalId;
 use serde::de::DeserializeOwned;
 
-use super::when;
+use super::{activity, when};
 
 #[derive(Subcommand)]
 pub(super) enum AdminCommand {
@@ -65,7 +66,21 @@ pub(super) enum AdminCommand {
         #[command(flatten)]
         operator: Operator,
     },
-    /// A principal's closed sessions, newest first: address, times, counts, close reason.
+    /// Export everything the server holds about a principal (user or instance): the same
+    /// report its owner reads with `sealrelay activity`.
+    Activity {
+        /// The principal (user or instance) id.
+        #[arg(long, value_name = "ID")]
+        principal: PrincipalId,
+        /// Only records from within this long: e.g. 90m, 24h, 7d (default: all kept,
+        /// accounting.retention_days).
+        #[arg(long, value_name = "AGE")]
+        since: Option<String>,
+        #[command(flatten)]
+        operator: Operator,
+    },
+    /// A principal's sessions, live and closed, newest first: address, transport, client
+    /// id, times, counts, close reason.
     SessionLog {
         /// The principal (user or instance) id.
         #[arg(long, value_name = "ID")]
@@ -117,22 +132,6 @@ impl Operator {
             return Ok(None);
         }
         Ok(Some(answer))
-    }
-}
-
-/// `90m`, `24h`, `7d`, `30s` → seconds.
-fn age(text: &str) -> Result<i64> {
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => 0,
-    };
-    match number.parse::<i64>() {
-        Ok(n) if scale > 0 && n >= 0 => Ok(n * scale),
-        _ => anyhow::bail!("--since {text}: write an age like 90m, 24h or 7d"),
     }
 }
 
@@ -245,40 +244,32 @@ pub(super) async fn run(command: AdminCommand) -> Result<()> {
                 }
             }
         }
+        AdminCommand::Activity {
+            principal,
+            since,
+            operator,
+        } => {
+            let query = match since.as_deref().map(activity::since).transpose()? {
+                Some(from) => format!("?since={from}"),
+                None => String::new(),
+            };
+            let path = format!("/v1/admin/principals/{principal}/activity{query}");
+            if let Some(report) = operator.call::<Activity>("GET", &path).await? {
+                activity::print_report(&report);
+            }
+        }
         AdminCommand::SessionLog {
             principal,
             since,
             operator,
         } => {
-            let from = match since.as_deref().map(age).transpose()? {
-                Some(seconds) => time::OffsetDateTime::now_utc().unix_timestamp() - seconds,
-                None => 0,
-            };
-            let path = format!("/v1/admin/principals/{principal}/session-log?since={from}");
-            let Some(log) = operator.call::<AdminSessionLog>("GET", &path).await? else {
-                return Ok(());
-            };
-            println!(
-                "{:<39}  {:>8}  {:>8}  {:>10}  {:>10}  {:<22}  connected → ended",
-                "address", "msgs in", "msgs out", "bytes in", "bytes out", "closed because"
+            let from = since.as_deref().map(activity::since).transpose()?;
+            let path = format!(
+                "/v1/admin/principals/{principal}/session-log?since={}",
+                from.unwrap_or(0)
             );
-            for s in log.sessions {
-                // Short sessions are summed per address, reason and hour: say how many.
-                let reason = match s.sessions {
-                    1 => s.close_reason,
-                    n => format!("{} ×{n}", s.close_reason),
-                };
-                println!(
-                    "{:<39}  {:>8}  {:>8}  {:>10}  {:>10}  {:<22}  {} → {}",
-                    s.ip,
-                    s.messages_in,
-                    s.messages_out,
-                    s.bytes_in,
-                    s.bytes_out,
-                    reason,
-                    when(s.connected_at),
-                    when(s.disconnected_at)
-                );
+            if let Some(log) = operator.call::<AdminSessionLog>("GET", &path).await? {
+                activity::print_sessions(&log.sessions);
             }
         }
     }

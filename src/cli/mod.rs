@@ -2,6 +2,7 @@
 //! and `messaging` (agent, send); this file holds the arguments they share. Secrets (passwords, tokens) are read from an environment
 //! variable, a file or a prompt — never from argv, where `ps` and shell history see them.
 
+mod activity;
 mod admin;
 mod instance;
 mod messaging;
@@ -73,6 +74,20 @@ without starting. SIGHUP reloads the TLS files and log.level; SIGTERM or SIGINT 
         /// Read the instance token from this file instead of SEALRELAY_TOKEN or a prompt.
         #[arg(long)]
         token_file: Option<PathBuf>,
+    },
+    /// Everything the server holds about you and your instances: stored values (by size and
+    /// hash), sessions live and past, hourly counts, failed logins against your name.
+    Activity {
+        #[command(flatten)]
+        endpoints: Server,
+        #[command(flatten)]
+        user: UserArg,
+        /// Only records from within this long: e.g. 90m, 24h, 7d (default: all kept).
+        #[arg(long, value_name = "AGE")]
+        since: Option<String>,
+        /// Print the API's JSON answer instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Act as a console: seal a message to an instance, wait for and print its reply.
     Send {
@@ -333,5 +348,20 @@ async fn client_command(command: Command) -> Result<()> {
             message,
             timeout_secs,
         } => messaging::send(endpoints, user, to, message, timeout_secs).await,
+        Command::Activity {
+            endpoints,
+            user,
+            since,
+            json,
+        } => {
+            let since = since.as_deref().map(activity::since).transpose()?;
+            let (api, me) = log_in(&endpoints, &user).await?;
+            let report = me.activity(&api, since).await?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&report)?),
+                false => activity::print_report(&report),
+            }
+            Ok(())
+        }
     }
 }

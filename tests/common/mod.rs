@@ -616,8 +616,8 @@ pub async fn next_message(client: &mut Client) -> sealrelay_client::Message {
 }
 
 impl Broker {
-    /// Polls the broker's `session_log` (all rows, or one principal's) for up to 5 s until
-    /// `until` holds for the row count; returns that count.
+    /// Polls the broker's `session_log` (the closed sessions' rows, all or one principal's)
+    /// for up to 5 s until `until` holds for the row count; returns that count.
     pub async fn session_rows_until(
         &self,
         principal: Option<PrincipalId>,
@@ -629,10 +629,12 @@ impl Broker {
             let db = self.database().await;
             let query = match principal {
                 Some(id) => {
-                    sqlx::query_scalar("SELECT count(*) FROM session_log WHERE principal_id = $1")
+                    sqlx::query_scalar("SELECT count(*) FROM session_log WHERE principal_id = $1 AND close_reason <> 'live'")
                         .bind(id.0.to_vec())
                 }
-                None => sqlx::query_scalar("SELECT count(*) FROM session_log"),
+                None => sqlx::query_scalar(
+                    "SELECT count(*) FROM session_log WHERE close_reason <> 'live'",
+                ),
             };
             let rows: i64 = query.fetch_one(&db).await.unwrap();
             db.close().await;
@@ -1311,6 +1313,10 @@ pub fn readme_walk(broker: &Broker) {
     }
     assert!(stdout.contains("re-enrol "), "{stdout}");
     assert!(stdout.contains("removed instance "), "{stdout}");
+    // The activity report: alice's account and the sessions her sends made.
+    assert!(stdout.contains("what the server holds"), "{stdout}");
+    assert!(stdout.contains("user alice ("), "{stdout}");
+    assert!(stdout.contains("client_disconnect"), "{stdout}");
 }
 
 /// An instance agent, logged in with the token `token`, that echoes what it gets.

@@ -213,6 +213,93 @@ function row(i) {
   return tr;
 }
 
+/** @param {number | null | undefined} unix */
+const at = (unix) => (unix ? new Date(unix * 1000).toLocaleString() : "never");
+
+/**
+ * An element with text content only (nothing from the server is ever parsed as HTML).
+ * @param {string} tag
+ * @param {string} [text]
+ * @param {(Node | string)[]} [children]
+ */
+function el(tag, text, children = []) {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = text;
+  e.append(...children);
+  return e;
+}
+
+/**
+ * A table of `rows` under `head`.
+ * @param {string[]} head
+ * @param {(string | number)[][]} rows
+ */
+function table(head, rows) {
+  return el("table", undefined, [
+    el("thead", undefined, [el("tr", undefined, head.map((h) => el("th", h)))]),
+    el("tbody", undefined, rows.map((r) => el("tr", undefined, r.map((v) => el("td", String(v)))))),
+  ]);
+}
+
+/** Fetches what the server holds about this user and its instances, and shows it. */
+async function showActivity() {
+  if (!session) return;
+  say($("activity-error"), null);
+  let report;
+  try {
+    report = await session.identity.activity(api);
+  } catch (e) {
+    return say($("activity-error"), `Could not read it: ${explain(e)}`);
+  }
+  /** @param {any} p */
+  const principal = (p) => {
+    const section = el("section");
+    section.dataset.id = p.id;
+    section.append(
+      el("h3", `${p.kind === "user" ? "Your account" : "Instance"} ${p.login}`),
+      el("p", `id ${p.id} · witness ${p.witness} · created ${at(p.created_at)} · key last changed ${at(p.changed_at)} · last seen ${at(p.last_seen)}`),
+      el("p", `stored (size and SHA-256, never the bytes): ${p.stored.map((/** @type {any} */ b) => `${b.column} ${b.bytes} B ${b.sha256.slice(0, 16)}…`).join(", ")}`),
+      el("h4", `Sessions (${p.sessions.length})`),
+      table(
+        ["address", "via", "client id", "state", "connected", "until", "envelopes in / out", "wire bytes in / out"],
+        p.sessions.map((/** @type {any} */ x) => [
+          x.ip,
+          x.transport ? `${x.transport} ${x.protocol_version}` : "-",
+          x.client_id ?? "-",
+          x.sessions > 1 ? `${x.close_reason} ×${x.sessions}` : x.close_reason,
+          at(x.connected_at),
+          at(x.disconnected_at),
+          `${x.messages_in} / ${x.messages_out}`,
+          `${x.wire_bytes_in} / ${x.wire_bytes_out}`,
+        ]),
+      ),
+      el("h4", `Usage per hour (${p.usage.length})`),
+      table(
+        ["hour", "sessions", "envelopes in / out", "envelope bytes in / out", "wire bytes in / out"],
+        p.usage.map((/** @type {any} */ u) => [
+          at(u.hour_start),
+          u.sessions,
+          `${u.messages_in} / ${u.messages_out}`,
+          `${u.bytes_in} / ${u.bytes_out}`,
+          `${u.wire_bytes_in} / ${u.wire_bytes_out}`,
+        ]),
+      ),
+      el("h4", `Failed logins against this name (${p.login_failures.length})`),
+      table(
+        ["hour", "from", "why", "how many", "last"],
+        p.login_failures.map((/** @type {any} */ f) => [at(f.hour_start), f.ip, f.reason, f.failures, at(f.last_at)]),
+      ),
+    );
+    return section;
+  };
+  $("activity").replaceChildren(
+    el("p", `As of ${at(report.generated_at)}, from ${at(report.since)} on.`),
+    ...report.principals.map(principal),
+    ...report.held.map((/** @type {any} */ h) => el("p", `Kept until ${at(h.expires_at)}: ${h.what}.`)),
+  );
+  $("activity").hidden = false;
+}
+
 /**
  * Runs a user action, showing its failure instead of losing it.
  * @param {() => Promise<unknown>} act
@@ -250,6 +337,9 @@ function logout(message = null, offerReset = false) {
   ending?.link?.close();
   ending?.identity.wipe();
   for (const id of ["instances", "conversation"]) $(id).querySelectorAll("tbody > tr, li").forEach((n) => n.remove());
+  $("activity").replaceChildren();
+  $("activity").hidden = true;
+  say($("activity-error"), null);
   $("token-text").textContent = "";
   $("token-box").hidden = true;
   for (const f of document.forms) f.reset();
@@ -378,6 +468,7 @@ function wire() {
     $("token-box").hidden = true;
   });
   $("refresh").addEventListener("click", () => guarded(refresh));
+  $("activity-show").addEventListener("click", () => showActivity());
   $("logout").addEventListener("click", () => logout());
 }
 

@@ -304,6 +304,14 @@ test("register, add an instance, send to a Rust agent and see its sealed reply; 
     assert.equal(await send(page, "status?"), `${id.slice(0, 8)}…: status?`, "the Rust agent echoes the request, sealed back to the page");
     assert.match(await text(page, `tr[data-id="${id}"]`), /pinned/);
     await shot(page, "02-reply");
+    // What the server holds: the agent's session, live, with its counts; the stored wraps.
+    await page.click("#activity-show");
+    await visible(page, "#activity");
+    const instance = await text(page, `#activity section[data-id="${id}"]`);
+    assert.match(instance, /live/, "the agent's session is shown while it lasts");
+    assert.match(instance, /tcp|tls|ws/);
+    assert.match(await text(page, "#activity"), /wrapped_key \d+ B [0-9a-f]{16}…/);
+    await shot(page, "02b-activity");
   } finally {
     agent.kill();
   }
@@ -312,6 +320,7 @@ test("register, add an instance, send to a Rust agent and see its sealed reply; 
   assert.equal(await page.locator("#conversation li").count(), 0);
   assert.equal(await page.locator("#instances tbody tr").count(), 0);
   assert.equal(await text(page, "#token-text"), "");
+  assert.equal(await text(page, "#activity"), "", "the activity view is wiped too");
   await recorder.check(page, secrets);
 });
 

@@ -183,29 +183,23 @@ async fn unlock(
     Ok(HttpResponse::Ok().json(AdminUnlocked { login, was_locked }))
 }
 
-/// `?since=<unix seconds>` of the session log.
-#[derive(serde::Deserialize)]
-struct Since {
-    #[serde(default)]
-    since: i64,
-}
-
 /// The most session records one answer carries.
 const SESSION_LOG_LIMIT: u32 = 1000;
 
-/// `GET /v1/admin/principals/{id}/session-log?since=`: closed sessions, newest first.
+/// `GET /v1/admin/principals/{id}/session-log?since=`: sessions, live and closed, newest
+/// first.
 async fn session_log(
     req: HttpRequest,
     state: web::Data<AdminState>,
     path: web::Path<String>,
-    query: web::Query<Since>,
 ) -> Result<HttpResponse, ApiError> {
     operator(&req, &state)?;
     let principal = http::id_param(&path)?;
+    let since = http::since_param(req.query_string())?.unwrap_or(0);
     let sessions = state
         .api
         .log
-        .of(principal, query.since, SESSION_LOG_LIMIT)
+        .of(principal, since, SESSION_LOG_LIMIT)
         .await?;
     Ok(HttpResponse::Ok().json(AdminSessionLog {
         principal,
@@ -213,20 +207,43 @@ async fn session_log(
     }))
 }
 
+/// `GET /v1/admin/principals/{id}/activity?since=`: the principal's own transparency
+/// report, exported for the operator (the same body as its `GET /v1/me/activity`).
+async fn activity(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state)?;
+    let principal = http::id_param(&path)?;
+    let since = http::since_param(req.query_string())?;
+    let report = http::report(&state.api, principal, since)
+        .await?
+        .ok_or(ApiError::NotFound("no principal has this id"))?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
 fn configure(cfg: &mut web::ServiceConfig) {
-    let resource = |path: &str| {
-        web::resource(path.to_owned()).default_service(web::to(http::method_not_allowed))
-    };
-    cfg.service(resource("/v1/admin/users/{name}/reset").route(web::post().to(reset_user)))
-        .service(resource("/v1/admin/invites").route(web::post().to(invite)))
-        .service(resource("/v1/admin/users").route(web::get().to(users)))
-        .service(resource("/v1/admin/sessions").route(web::get().to(sessions)))
-        .service(resource("/v1/admin/principals/{id}/kick").route(web::post().to(kick)))
-        .service(resource("/v1/admin/logins/{name}/unlock").route(web::post().to(unlock)))
-        .service(
-            resource("/v1/admin/principals/{id}/session-log").route(web::get().to(session_log)),
-        )
-        .default_service(web::to(http::not_found));
+    use http::resource;
+    cfg.service(
+        resource("/v1/admin/users/{name}/reset", "admin_reset").route(web::post().to(reset_user)),
+    )
+    .service(resource("/v1/admin/invites", "admin_invite").route(web::post().to(invite)))
+    .service(resource("/v1/admin/users", "admin_users").route(web::get().to(users)))
+    .service(resource("/v1/admin/sessions", "admin_sessions").route(web::get().to(sessions)))
+    .service(resource("/v1/admin/principals/{id}/kick", "admin_kick").route(web::post().to(kick)))
+    .service(
+        resource("/v1/admin/logins/{name}/unlock", "admin_unlock").route(web::post().to(unlock)),
+    )
+    .service(
+        resource("/v1/admin/principals/{id}/session-log", "admin_session_log")
+            .route(web::get().to(session_log)),
+    )
+    .service(
+        resource("/v1/admin/principals/{id}/activity", "admin_activity")
+            .route(web::get().to(activity)),
+    )
+    .default_service(web::to(http::not_found));
 }
 
 /// Binds the operator API on `admin.listen`, one worker and a few connections: it serves a

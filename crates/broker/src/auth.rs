@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use subtle::ConstantTimeEq;
 
+use crate::accounting::ledger::Ledger;
 use crate::config;
 use crate::directory::{Credentials, Directory};
 use crate::metrics;
@@ -62,6 +63,8 @@ pub struct Authenticator {
     block: AddressBlock,
     /// How a refused login's address is written in its log line (`accounting.ip_mode`).
     ip_mode: config::IpMode,
+    /// Where failed logins against existing principals are recorded, per hour.
+    ledger: Ledger,
 }
 
 /// Addresses remembered per login: a user's home, office and phone, with room to spare.
@@ -71,10 +74,11 @@ impl Authenticator {
     pub fn new(
         cfg: &config::Auth,
         (block, ip_mode): (AddressBlock, config::IpMode),
-        limiter: Arc<Limiter>,
+        (limiter, ledger): (Arc<Limiter>, Ledger),
     ) -> Self {
         Authenticator {
             limiter,
+            ledger,
             ip_mode,
             trusted: DashMap::new(),
             trusted_for: Duration::from_secs(u64::from(cfg.trusted_address_days) * 86_400),
@@ -96,7 +100,17 @@ impl Authenticator {
         } else {
             directory.credentials(login)
         };
-        self.check(ip, login, secret, found.as_ref().map(|c| c.verifier))?;
+        let checked = self.check(ip, login, secret, found.as_ref().map(|c| c.verifier));
+        if let (Err(e), Some(found)) = (&checked, &found) {
+            // Only against a name that exists: a name that does not may be a password typed
+            // into the wrong field, and is never written down.
+            let reason = match e {
+                AuthError::Denied => "denied",
+                AuthError::RateLimited => "rate_limited",
+            };
+            self.ledger.login_failed(found.id, ip, reason);
+        }
+        checked?;
         found.ok_or(AuthError::Denied)
     }
 
@@ -214,7 +228,7 @@ mod tests {
         let a = Authenticator::new(
             &config.auth,
             (AddressBlock::new(64), config::IpMode::Full),
-            limiter.clone(),
+            (limiter.clone(), Ledger::nowhere()),
         );
         let right = Some(verifier("right"));
         let ip = |n: u8| IpAddr::from([127, 0, 0, n]);

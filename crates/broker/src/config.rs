@@ -262,6 +262,7 @@ impl Kdf {
 pub struct Accounting {
     pub retention_days: u32,
     pub aggregate_below_secs: u64,
+    pub checkpoint_secs: u64,
     pub ip_mode: IpMode,
 }
 
@@ -502,6 +503,10 @@ impl Config {
             (
                 "auth.max_failures_per_login_all_addresses",
                 u64::from(self.auth.max_failures_per_login_all_addresses),
+            ),
+            (
+                "accounting.checkpoint_secs",
+                self.accounting.checkpoint_secs,
             ),
         ] {
             if value == 0 {

@@ -29,10 +29,19 @@ pub struct Hot {
     pub no_subscriber: Counter,
     /// Sizes of the envelopes accepted from publishers.
     pub envelope_size: Histogram,
+    /// Time from an envelope's hand-off to its recipient's session until it was written to
+    /// the recipient's socket.
+    pub routing: Histogram,
 }
 
 /// Histogram buckets, per series: what each is measured in and the range that matters.
-const BUCKETS: [(&str, &[f64]); 3] = [
+const BUCKETS: [(&str, &[f64]); 5] = [
+    // Seconds from the router's hand-off to the recipient socket: tens of microseconds on
+    // an idle broker; a recipient with a full in-flight window waits for its PUBACKs.
+    (
+        "sealrelay_routing_seconds",
+        &[0.0001, 0.0005, 0.001, 0.005, 0.025, 0.1, 0.5, 2.5],
+    ),
     // Bytes: a command's few hundred up to envelope.max_bytes's 256 KiB.
     (
         "sealrelay_envelope_bytes",
@@ -49,6 +58,12 @@ const BUCKETS: [(&str, &[f64]); 3] = [
     (
         "sealrelay_http_request_seconds",
         &[0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0],
+    ),
+    // Seconds for one accounting transaction: a few rows, or every live session's at a
+    // checkpoint of a large fleet.
+    (
+        "sealrelay_accounting_write_seconds",
+        &[0.001, 0.01, 0.1, 0.5, 2.5, 10.0],
     ),
 ];
 
@@ -72,6 +87,7 @@ pub fn install() -> PrometheusHandle {
             // Present from the first scrape, at zero: a series that appears only with its first
             // event cannot be told from one that is not exported, and `rate()` misses its start.
             hot();
+            zeroes();
             gauge!(
                 "sealrelay_build_info",
                 "version" => env!("CARGO_PKG_VERSION"),
@@ -95,7 +111,108 @@ pub fn hot() -> &'static Hot {
         dropped_offline_full: counter!("sealrelay_deliveries_refused_total", "reason" => "offline_queue_full"),
         no_subscriber: counter!("sealrelay_deliveries_refused_total", "reason" => "no_subscriber"),
         envelope_size: histogram!("sealrelay_envelope_bytes"),
+        routing: histogram!("sealrelay_routing_seconds"),
     })
+}
+
+/// MQTT transports and protocol versions, the labels of `sealrelay_sessions`.
+const TRANSPORTS: [&str; 4] = ["tcp", "tls", "ws", "wss"];
+const VERSIONS: [&str; 2] = ["3.1.1", "5.0"];
+
+/// Every series of a closed label set, at zero, so that alerts and dashboards see it
+/// before its first event.
+fn zeroes() {
+    for transport in TRANSPORTS {
+        for version in VERSIONS {
+            gauge!("sealrelay_sessions", "transport" => transport, "version" => version).set(0.0);
+        }
+        counter!("sealrelay_connections_total", "transport" => transport, "outcome" => "accepted")
+            .absolute(0);
+    }
+    let mut closes: Vec<_> = sealrelay_wire::Close::ALL
+        .iter()
+        .map(|c| c.label())
+        .collect();
+    closes.dedup();
+    for reason in closes {
+        counter!("sealrelay_sessions_closed_total", "reason" => reason).absolute(0);
+    }
+    for result in ["ok", "denied", "rate_limited"] {
+        counter!("sealrelay_auth_total", "result" => result).absolute(0);
+    }
+    for limit in ["publishes_per_second", "bytes_per_second"] {
+        counter!("sealrelay_throttled_total", "limit" => limit).absolute(0);
+    }
+    for kind in ["events", "checkpoint"] {
+        for outcome in ["ok", "failed", "dropped"] {
+            counter!("sealrelay_accounting_writes_total", "kind" => kind, "outcome" => outcome)
+                .absolute(0);
+        }
+    }
+    for state in ["queued", "parked"] {
+        gauge!("sealrelay_held_bytes", "state" => state).set(0.0);
+    }
+    for event in [
+        "password_changed",
+        "password_rolled_back",
+        "reset_issued",
+        "reset_completed",
+        "token_rotated",
+        "reenrolled",
+        "instance_removed",
+        "account_deleted",
+    ] {
+        counter!("sealrelay_key_events_total", "event" => event).absolute(0);
+    }
+    for reason in [
+        "bad_packet",
+        "retain",
+        "subscribe_not_own_inbox",
+        "client_max_packet",
+        "cluster_bad_frame",
+        "cluster_no_answer",
+        "cluster_config_mismatch",
+    ] {
+        counter!("sealrelay_refused_total", "reason" => reason).absolute(0);
+    }
+    for why in [
+        sealrelay_wire::Close::TopicNotInbox,
+        sealrelay_wire::Close::NotPaired,
+        sealrelay_wire::Close::SenderSpoofed,
+        sealrelay_wire::Close::EnvelopeTooLarge,
+        sealrelay_wire::Close::BadHeader,
+        sealrelay_wire::Close::RecipientMismatch,
+        sealrelay_wire::Close::PacketIdInUse,
+        sealrelay_wire::Close::RetainRefused,
+    ] {
+        counter!("sealrelay_publish_refused_total", "reason" => why.label()).absolute(0);
+    }
+    for why in [
+        "session_expired",
+        "clean_start",
+        "offline_share",
+        "broker_budget",
+    ] {
+        counter!("sealrelay_offline_discarded_total", "reason" => why).absolute(0);
+    }
+    for transport in ["http", "https"] {
+        gauge!("sealrelay_http_connections_open", "transport" => transport).set(0.0);
+    }
+    counter!("sealrelay_storage_full_total").absolute(0);
+    sessions_parked(0);
+    // A single node knows itself; a cluster's nodes count the others as they hear them.
+    cluster_nodes(1);
+}
+
+/// A session reached CONNACK (`+1`) or left (`-1`) on `transport` in `version`.
+pub fn session_count(transport: &'static str, version: &'static str, delta: f64) {
+    gauge!("sealrelay_sessions", "transport" => transport, "version" => version).increment(delta);
+}
+
+/// Envelope bytes held now: queued for live sessions, and parked with persistent ones.
+pub fn held_bytes(queued: usize, parked: usize) {
+    gauge!("sealrelay_held_bytes", "state" => "queued").set(queued as f64);
+    gauge!("sealrelay_held_bytes", "state" => "parked").set(parked as f64);
 }
 
 fn describe() {
@@ -106,6 +223,25 @@ fn describe() {
     describe_gauge!(
         "sealrelay_sessions_parked",
         "Persistent MQTT sessions between connections, holding their queues in memory."
+    );
+    describe_gauge!(
+        "sealrelay_sessions",
+        "MQTT sessions past CONNACK, right now, by listener transport and protocol version."
+    );
+    describe_gauge!(
+        "sealrelay_held_bytes",
+        metrics::Unit::Bytes,
+        "Envelope bytes the broker holds for recipients: queued for live sessions (written, not yet acknowledged or flushed) and parked with persistent sessions between connections."
+    );
+    describe_gauge!(
+        "sealrelay_held_bytes_max",
+        metrics::Unit::Bytes,
+        "The most envelope bytes the broker holds for recipients (mqtt.outbound_total_bytes): past it deliveries are refused as broker_budget."
+    );
+    describe_histogram!(
+        "sealrelay_routing_seconds",
+        metrics::Unit::Seconds,
+        "Time from an envelope's hand-off to its recipient's session (right after its PUBLISH was read and checked, or its arrival from another node) until it was written to the recipient's socket."
     );
     describe_histogram!(
         "sealrelay_envelope_bytes",
@@ -122,6 +258,19 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time to answer an API request, by route."
     );
+    describe_histogram!(
+        "sealrelay_accounting_write_seconds",
+        metrics::Unit::Seconds,
+        "Time of one accounting transaction (rows at CONNACK and close, checkpoints), by kind."
+    );
+    describe_counter!(
+        "sealrelay_storage_full_total",
+        "API writes the directory database refused because its disk is full or read-only (answered 507)."
+    );
+    describe_counter!(
+        "sealrelay_accounting_writes_total",
+        "Accounting transactions by kind (events, checkpoint) and outcome (ok, failed: retried with the next; dropped: past the rows a failing database may leave waiting)."
+    );
     describe_gauge!(
         "sealrelay_build_info",
         "Always 1; its labels say which version and commit the broker was built from."
@@ -132,7 +281,7 @@ fn describe() {
     );
     describe_gauge!(
         "sealrelay_cluster_nodes",
-        "Broker nodes this node knows of in its cluster, itself included (unset on a single node)."
+        "Broker nodes this node knows of in its cluster, itself included (1 on a single node)."
     );
     describe_counter!(
         "sealrelay_offline_discarded_total",
@@ -223,8 +372,22 @@ pub fn render(handle: &PrometheusHandle) -> String {
 }
 
 /// An API request on `route` answered in `seconds`.
-pub fn http_seconds(route: &'static str, seconds: f64) {
-    histogram!("sealrelay_http_request_seconds", "route" => route).record(seconds);
+pub fn http_seconds(route: &str, seconds: f64) {
+    histogram!("sealrelay_http_request_seconds", "route" => route.to_owned()).record(seconds);
+}
+
+/// A write the directory database refused for want of space (or a read-only disk).
+pub fn storage_full() {
+    counter!("sealrelay_storage_full_total").increment(1);
+}
+
+/// An accounting transaction of `kind` (`events`, `checkpoint`) ended with `outcome`.
+pub fn accounting_write(kind: &'static str, outcome: &'static str, seconds: f64) {
+    counter!("sealrelay_accounting_writes_total", "kind" => kind, "outcome" => outcome)
+        .increment(1);
+    if outcome != "dropped" {
+        histogram!("sealrelay_accounting_write_seconds", "kind" => kind).record(seconds);
+    }
 }
 
 /// A CONNECT answered (accepted or refused), `seconds` after it was read.
@@ -232,10 +395,12 @@ pub fn connect_answered(seconds: f64) {
     histogram!("sealrelay_connect_seconds").record(seconds);
 }
 
-/// The connection caps in force (after fitting the open-file limit), per protocol.
-pub fn connection_caps(mqtt: usize, http: usize) {
+/// The connection caps in force (after fitting the open-file limit), per protocol, and
+/// the bytes the broker holds for recipients at most (`mqtt.outbound_total_bytes`).
+pub fn connection_caps(mqtt: usize, http: usize, held_bytes: usize) {
     gauge!("sealrelay_connections_max", "protocol" => "mqtt").set(mqtt as f64);
     gauge!("sealrelay_connections_max", "protocol" => "http").set(http as f64);
+    gauge!("sealrelay_held_bytes_max").set(held_bytes as f64);
 }
 
 /// Nodes of the cluster this node knows, itself included; every second.
@@ -275,11 +440,12 @@ pub fn key_event(event: &'static str) {
     counter!("sealrelay_key_events_total", "event" => event).increment(1);
 }
 
-pub fn http_request(route: &'static str, status: u16) {
+pub fn http_request(route: &str, status: u16) {
     let class = match status {
         200..=299 => "2xx",
         400..=499 => "4xx",
         _ => "5xx",
     };
-    counter!("sealrelay_http_requests_total", "route" => route, "status" => class).increment(1);
+    counter!("sealrelay_http_requests_total", "route" => route.to_owned(), "status" => class)
+        .increment(1);
 }

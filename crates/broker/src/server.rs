@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::accounting;
+use crate::accounting::ledger::Ledger;
 use crate::accounting::log::SessionLog;
 use crate::admin::{self, AdminState};
 use crate::auth::Authenticator;
@@ -144,7 +145,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     crate::memory::forbid_core_dumps(config.server.allow_core_dumps)
         .map_err(ServerError::CoreDumps)?;
     let metrics_handle = metrics::install();
-    metrics::connection_caps(config.mqtt.max_connections, config.http.max_connections);
+    metrics::connection_caps(
+        config.mqtt.max_connections,
+        config.http.max_connections,
+        config.mqtt.outbound_total_bytes,
+    );
     datadir::ensure_parent(&config.directory.database, "database directory")?;
     datadir::ensure_parent(
         &config.directory.prelogin_key_file,
@@ -160,10 +165,28 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let prelogin_key = datadir::key_file(&config.directory.prelogin_key_file, "prelogin key")?;
     let operator_token = datadir::key_file(&config.admin.token_file, "admin token")?;
     let limiter = Arc::new(Limiter::new(&config, &prelogin_key));
+    let log = SessionLog::new(directory.pool());
+    // A single node owns its database (the lock above, or PostgreSQL's advisory lock): every
+    // row still live was left by a broker that stopped without closing it. On a cluster only
+    // the rows no node checkpointed lately are.
+    let before = match clustered {
+        true => crate::directory::unix_now() - 3 * config.accounting.checkpoint_secs as i64,
+        false => i64::MAX,
+    };
+    match log.close_unclean(before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            sessions = n,
+            "closed sessions a stopped broker left open, as unclean_shutdown"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not close sessions a stopped broker left open"),
+    }
+    // Not among `tasks`: shutdown waits for the closes it writes, so it outlives them.
+    let (ledger, _) = Ledger::start(log.clone(), &config.accounting, clustered);
     let authenticator = Arc::new(Authenticator::new(
         &config.auth,
         (config.server.address_block(), config.accounting.ip_mode),
-        limiter.clone(),
+        (limiter.clone(), ledger.clone()),
     ));
     let router = Arc::new(Router::new(&config.mqtt));
     // Joined before the listeners open: no session exists that the other nodes were not told of.
@@ -177,11 +200,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
-    let log = SessionLog::new(directory.pool());
     let shared = Arc::new(Shared {
         config: config.clone(),
         directory: directory.clone(),
-        log: log.clone(),
+        ledger,
         authenticator: authenticator.clone(),
         router: router.clone(),
         shutdown: shutdown.clone(),
@@ -317,11 +339,14 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     tasks.push(crate::memory::spawn_trimmer(router.clone()));
     let expiring = router.clone();
     tasks.push(tokio::spawn(async move {
-        // Resumption checks expiry itself; this gives expired sessions' memory back.
+        // Resumption checks expiry itself; this gives expired sessions' memory back, and
+        // refreshes the gauges of what is held.
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
             metrics::sessions_parked(expiring.expire_parked());
+            let (queued, parked) = expiring.held_bytes();
+            metrics::held_bytes(queued, parked);
         }
     }));
     tasks.push(limiter.spawn_purge(Duration::from_secs(60)));

@@ -9,9 +9,9 @@ use zeroize::Zeroizing;
 
 use crate::ClientError;
 use sealrelay_wire::api::{
-    AddInstanceRequest, ChangePasswordRequest, Enrolment, ErrorBody, InstanceList, InstanceView,
-    KeyProofBody, KeyringBody, Me, PreloginRequest, PreviousRequest, PreviousWrap, PublicKeyView,
-    RegisterRequest, ResetDone, ResetRequest, RollbackRequest, RotateTokenRequest,
+    Activity, AddInstanceRequest, ChangePasswordRequest, Enrolment, ErrorBody, InstanceList,
+    InstanceView, KeyProofBody, KeyringBody, Me, PreloginRequest, PreviousRequest, PreviousWrap,
+    PublicKeyView, RegisterRequest, ResetDone, ResetRequest, RollbackRequest, RotateTokenRequest,
 };
 use sealrelay_wire::{b64, KdfSpec, PrincipalId};
 
@@ -204,6 +204,23 @@ impl Api {
     pub async fn me(&self, login: Login<'_>) -> Result<Me, ClientError> {
         self.call("GET", "/v1/me".into(), Some(login.header()), None)
             .await
+    }
+
+    /// `GET /v1/me/activity`: everything the server holds about the caller (and, for a
+    /// user, its instances), from `since` (unix seconds) or over the retention period.
+    pub async fn activity(
+        &self,
+        login: Login<'_>,
+        since: Option<i64>,
+    ) -> Result<Activity, ClientError> {
+        let query = since.map_or_else(String::new, |s| format!("?since={s}"));
+        self.call(
+            "GET",
+            format!("/v1/me/activity{query}"),
+            Some(login.header()),
+            None,
+        )
+        .await
     }
 
     pub async fn change_password(

@@ -487,4 +487,10 @@ impl Identity {
     pub async fn instances(&self, api: &Api) -> Result<Vec<InstanceView>, ClientError> {
         api.instances(self.api_login()).await
     }
+
+    /// Everything the server holds about this principal (and a user's instances): see
+    /// [`Api::activity`].
+    pub async fn activity(&self, api: &Api, since: Option<i64>) -> Result<Activity, ClientError> {
+        api.activity(self.api_login(), since).await
+    }
 }

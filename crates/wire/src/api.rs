@@ -448,16 +448,33 @@ pub struct AdminUnlocked {
     pub was_locked: bool,
 }
 
-/// One closed session of `GET /v1/admin/principals/{id}/session-log`.
-#[derive(Debug, Serialize, Deserialize)]
+/// One session of `GET /v1/admin/principals/{id}/session-log` and of an activity report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdminSessionRecord {
+    /// Per the broker's `accounting.ip_mode`: the address, its network, or `-`.
     pub ip: String,
+    /// `tcp`, `tls`, `ws` or `wss`; `null` on rows recorded before it was.
+    #[serde(default)]
+    pub transport: Option<String>,
+    /// `3.1.1` or `5.0`; `null` on rows recorded before it was.
+    #[serde(default)]
+    pub protocol_version: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
     pub connected_at: i64,
+    /// When it closed; while `close_reason` is `live`, its last checkpoint.
     pub disconnected_at: i64,
+    /// Envelope bytes and counts, each way.
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub messages_in: u64,
     pub messages_out: u64,
+    /// The MQTT bytes the connection carried, each way (after TLS, inside WebSocket frames).
+    #[serde(default)]
+    pub wire_bytes_in: u64,
+    #[serde(default)]
+    pub wire_bytes_out: u64,
+    /// `live` while it lasts; `unclean_shutdown` when its node stopped without closing it.
     pub close_reason: String,
     /// How many sessions this row stands for: 1, or more for short sessions summed per
     /// address, close reason and hour (`accounting.aggregate_below_secs`); the times then
@@ -475,6 +492,104 @@ fn one() -> u64 {
 pub struct AdminSessionLog {
     pub principal: PrincipalId,
     pub sessions: Vec<AdminSessionRecord>,
+}
+
+/// One principal's counts in one hour (`usage` of [`PrincipalActivity`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// Unix seconds at the start of the hour.
+    pub hour_start: i64,
+    /// Sessions opened in the hour.
+    pub sessions: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub wire_bytes_in: u64,
+    pub wire_bytes_out: u64,
+}
+
+/// Failed logins against one principal in one hour from one address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginFailureRecord {
+    pub hour_start: i64,
+    /// Per the broker's `accounting.ip_mode`.
+    pub ip: String,
+    /// `denied` (wrong secret) or `rate_limited` (refused before it was checked).
+    pub reason: String,
+    pub failures: u64,
+    pub last_at: i64,
+}
+
+/// A value the server stores and cannot read (a wrapped key, a verifier, a sealed
+/// keyring): shown by its column, size and SHA-256, never its bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredBlob {
+    pub column: String,
+    pub bytes: u64,
+    /// Hex SHA-256 of the stored bytes: a client compares it with its own copy.
+    pub sha256: String,
+}
+
+/// Everything the server holds about one principal.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PrincipalActivity {
+    pub id: PrincipalId,
+    pub kind: PrincipalKind,
+    pub login: String,
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    pub witness: String,
+    /// Users only: the KDF parameters the wrapped key was made with (salt as a blob).
+    #[serde(default)]
+    pub kdf: Option<KdfParams>,
+    pub stored: Vec<StoredBlob>,
+    pub keyring_version: u64,
+    pub created_at: i64,
+    /// When the wrapped key and verifier were last replaced; `null`: never.
+    pub changed_at: Option<i64>,
+    /// When its last session closed; `null`: never.
+    pub last_seen: Option<i64>,
+    /// Sessions, live and closed, newest first.
+    pub sessions: Vec<AdminSessionRecord>,
+    /// Counts per hour, newest first.
+    pub usage: Vec<UsageRecord>,
+    pub login_failures: Vec<LoginFailureRecord>,
+}
+
+/// One pairing of [`Activity`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PairingActivity {
+    pub user: PrincipalId,
+    pub instance: PrincipalId,
+    pub created_at: i64,
+    /// The owner's escrow copy of the instance's bundle, if kept.
+    #[serde(default)]
+    pub owner_copy: Option<StoredBlob>,
+    /// Set when a reset replaced the user's key and the instance must be re-enrolled.
+    pub stale_owner_key: bool,
+}
+
+/// Other rows kept about a user for a while: replaced password material (for a rollback)
+/// and a pending reset code, each by what it is and until when.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HeldUntil {
+    pub what: String,
+    pub stored: Vec<StoredBlob>,
+    pub expires_at: i64,
+}
+
+/// `GET /v1/me/activity` and `GET /v1/admin/principals/{id}/activity`: everything the
+/// server holds about a principal and, for a user, the instances it is paired with.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Activity {
+    pub generated_at: i64,
+    /// Records from this time on (unix seconds; `?since=`, default the retention period).
+    pub since: i64,
+    /// The principal asked about first, then its paired instances.
+    pub principals: Vec<PrincipalActivity>,
+    pub pairings: Vec<PairingActivity>,
+    pub held: Vec<HeldUntil>,
 }
 
 /// Every 4xx and 5xx answer: a stable machine-readable code and a sentence for people.

@@ -322,6 +322,18 @@ export class Identity {
   }
 
   /**
+   * Everything the server holds about this principal and, for a user, its instances
+   * (`GET /v1/me/activity`, docs/accounting.md): stored values by size and hash, pairings,
+   * sessions live and past, hourly usage, failed logins against its name.
+   * @param {Api} api
+   * @param {number} [since] unix seconds; the server's retention period when absent
+   */
+  activity(api, since) {
+    const query = since === undefined ? "" : `?since=${Math.floor(since)}`;
+    return api.call("GET", `/v1/me/activity${query}`, { auth: this.auth });
+  }
+
+  /**
    * Writes the keyring with `change` applied to a copy of the pins, at the stored version
    * plus one (the server refuses any other: another console wrote first — log in again).
    * @param {Api} api

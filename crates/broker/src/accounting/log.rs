@@ -1,28 +1,88 @@
-//! The metadata log of closed sessions: who, from where, when, how much — never what.
-//! Short sessions are summed per hour; rows are purged after the retention period. Its SQL
-//! runs on the directory's pool (the same database, `session_log` and each principal's
-//! `last_seen`), in the subset of SQL both engines speak; it reads nothing else.
+//! The accounting tables: `session_log` (one row per session, written at CONNACK, updated at
+//! each checkpoint and at close; short sessions summed per hour), `usage_hours` (counts per
+//! principal and hour) and `login_failures` (per principal, hour, address and reason), plus
+//! each principal's `last_seen`. Its SQL runs on the directory's pool in the subset of SQL
+//! both engines speak; it reads and writes nothing else.
 
-use sqlx::{AnyPool, Row};
+use std::collections::HashMap;
 
+use sqlx::{AnyPool, Row as _};
+
+use super::Totals;
 use crate::directory::DirectoryError;
-use sealrelay_wire::api::AdminSessionRecord;
+use sealrelay_wire::api::{AdminSessionRecord, LoginFailureRecord, UsageRecord};
 use sealrelay_wire::PrincipalId;
 
-/// One closed MQTT session, as the accounting module reports it.
-pub struct SessionRecord {
+/// `close_reason` of a session that has not closed yet.
+pub const LIVE: &str = "live";
+/// `close_reason` of a session whose node stopped without closing it.
+pub const UNCLEAN: &str = "unclean_shutdown";
+
+/// A session's row as the ledger writes it: at CONNACK, at each checkpoint and at close.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: i64,
     pub principal: PrincipalId,
+    /// Per `accounting.ip_mode`.
     pub ip: String,
+    pub transport: &'static str,
+    pub version: &'static str,
+    pub client_id: String,
     pub connected_at: i64,
-    pub disconnected_at: i64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub messages_in: u64,
-    pub messages_out: u64,
+    /// The close; while live, the last checkpoint.
+    pub until: i64,
+    pub totals: Totals,
+    /// [`LIVE`] until the session closes.
     pub close_reason: &'static str,
 }
 
-/// The log, on the directory's database.
+/// Counts of one principal in one hour.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Usage {
+    pub sessions: u64,
+    pub totals: Totals,
+}
+
+/// Failed logins of one principal in one hour, from one address, for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Failure {
+    pub principal: PrincipalId,
+    pub hour: i64,
+    pub ip: String,
+    pub reason: &'static str,
+}
+
+/// What one write carries: written in one transaction, or kept whole for the next.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The latest state of each row written since the last write.
+    pub rows: HashMap<i64, SessionRow>,
+    /// Closed sessions shorter than `accounting.aggregate_below_secs`: each row goes, and
+    /// its counts join the summed row of its principal, address, close reason and hour.
+    pub folds: Vec<SessionRow>,
+    pub usage: HashMap<(PrincipalId, i64), Usage>,
+    /// How many, and the last when.
+    pub failures: HashMap<Failure, (u64, i64)>,
+    /// Each principal's latest session close.
+    pub seen: HashMap<PrincipalId, i64>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+            && self.folds.is_empty()
+            && self.usage.is_empty()
+            && self.failures.is_empty()
+            && self.seen.is_empty()
+    }
+}
+
+/// Unsigned counts as SQL integers (both engines' integers are signed 64-bit).
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The accounting tables, on the directory's database.
 #[derive(Clone)]
 pub struct SessionLog {
     pool: AnyPool,
@@ -33,53 +93,144 @@ impl SessionLog {
         SessionLog { pool }
     }
 
-    /// Writes a closed session's metadata and moves its principal's `last_seen`, in one
-    /// transaction. A session shorter than `aggregate_below_secs` is added into the row of
-    /// its principal, address and close reason for the hour, so a reconnect loop cannot add a
-    /// row per connection.
-    pub async fn record(
-        &self,
-        r: &SessionRecord,
-        aggregate_below_secs: u64,
-    ) -> Result<(), DirectoryError> {
-        let short = r.disconnected_at.saturating_sub(r.connected_at) < aggregate_below_secs as i64;
+    /// Writes `batch` in one transaction.
+    pub async fn write(&self, batch: &Batch) -> Result<(), DirectoryError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO session_log (principal_id, ip, connected_at, disconnected_at, bytes_in, bytes_out, messages_in, messages_out, close_reason, hour) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (principal_id, ip, close_reason, hour) WHERE hour IS NOT NULL DO UPDATE SET \
-             sessions = session_log.sessions + 1, \
-             disconnected_at = CASE WHEN session_log.disconnected_at > excluded.disconnected_at \
-                 THEN session_log.disconnected_at ELSE excluded.disconnected_at END, \
-             bytes_in = session_log.bytes_in + excluded.bytes_in, bytes_out = session_log.bytes_out + excluded.bytes_out, \
-             messages_in = session_log.messages_in + excluded.messages_in, \
-             messages_out = session_log.messages_out + excluded.messages_out",
-        )
-        .bind(&r.principal.0[..])
-        .bind(&r.ip)
-        .bind(r.connected_at)
-        .bind(r.disconnected_at)
-        .bind(r.bytes_in as i64)
-        .bind(r.bytes_out as i64)
-        .bind(r.messages_in as i64)
-        .bind(r.messages_out as i64)
-        .bind(r.close_reason)
-        .bind(short.then_some(r.connected_at / 3600))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE principals SET last_seen = $1 WHERE id = $2 AND (last_seen IS NULL OR last_seen < $1)",
-        )
-        .bind(r.disconnected_at)
-        .bind(&r.principal.0[..])
-        .execute(&mut *tx)
-        .await?;
+        for r in batch.rows.values() {
+            sqlx::query(
+                "INSERT INTO session_log (id, principal_id, ip, transport, protocol_version, client_id, connected_at, disconnected_at, \
+                 bytes_in, bytes_out, messages_in, messages_out, wire_bytes_in, wire_bytes_out, close_reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 ON CONFLICT (id) DO UPDATE SET disconnected_at = excluded.disconnected_at, \
+                 bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, \
+                 messages_in = excluded.messages_in, messages_out = excluded.messages_out, \
+                 wire_bytes_in = excluded.wire_bytes_in, wire_bytes_out = excluded.wire_bytes_out, \
+                 close_reason = excluded.close_reason",
+            )
+            .bind(r.id)
+            .bind(&r.principal.0[..])
+            .bind(&r.ip)
+            .bind(r.transport)
+            .bind(r.version)
+            .bind(&r.client_id)
+            .bind(r.connected_at)
+            .bind(r.until)
+            .bind(int(r.totals.bytes_in))
+            .bind(int(r.totals.bytes_out))
+            .bind(int(r.totals.messages_in))
+            .bind(int(r.totals.messages_out))
+            .bind(int(r.totals.wire_bytes_in))
+            .bind(int(r.totals.wire_bytes_out))
+            .bind(r.close_reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for r in &batch.folds {
+            sqlx::query("DELETE FROM session_log WHERE id = $1")
+                .bind(r.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO session_log (principal_id, ip, transport, protocol_version, client_id, connected_at, disconnected_at, \
+                 bytes_in, bytes_out, messages_in, messages_out, wire_bytes_in, wire_bytes_out, close_reason, hour) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 ON CONFLICT (principal_id, ip, close_reason, hour) WHERE hour IS NOT NULL DO UPDATE SET \
+                 sessions = session_log.sessions + 1, \
+                 disconnected_at = CASE WHEN session_log.disconnected_at > excluded.disconnected_at \
+                     THEN session_log.disconnected_at ELSE excluded.disconnected_at END, \
+                 bytes_in = session_log.bytes_in + excluded.bytes_in, bytes_out = session_log.bytes_out + excluded.bytes_out, \
+                 messages_in = session_log.messages_in + excluded.messages_in, \
+                 messages_out = session_log.messages_out + excluded.messages_out, \
+                 wire_bytes_in = session_log.wire_bytes_in + excluded.wire_bytes_in, \
+                 wire_bytes_out = session_log.wire_bytes_out + excluded.wire_bytes_out",
+            )
+            .bind(&r.principal.0[..])
+            .bind(&r.ip)
+            .bind(r.transport)
+            .bind(r.version)
+            .bind(&r.client_id)
+            .bind(r.connected_at)
+            .bind(r.until)
+            .bind(int(r.totals.bytes_in))
+            .bind(int(r.totals.bytes_out))
+            .bind(int(r.totals.messages_in))
+            .bind(int(r.totals.messages_out))
+            .bind(int(r.totals.wire_bytes_in))
+            .bind(int(r.totals.wire_bytes_out))
+            .bind(r.close_reason)
+            .bind(r.connected_at / 3600)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for ((principal, hour), u) in &batch.usage {
+            let t = u.totals;
+            sqlx::query(
+                "INSERT INTO usage_hours (principal_id, hour, sessions, bytes_in, bytes_out, messages_in, messages_out, wire_bytes_in, wire_bytes_out) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (principal_id, hour) DO UPDATE SET sessions = usage_hours.sessions + excluded.sessions, \
+                 bytes_in = usage_hours.bytes_in + excluded.bytes_in, bytes_out = usage_hours.bytes_out + excluded.bytes_out, \
+                 messages_in = usage_hours.messages_in + excluded.messages_in, \
+                 messages_out = usage_hours.messages_out + excluded.messages_out, \
+                 wire_bytes_in = usage_hours.wire_bytes_in + excluded.wire_bytes_in, \
+                 wire_bytes_out = usage_hours.wire_bytes_out + excluded.wire_bytes_out",
+            )
+            .bind(&principal.0[..])
+            .bind(*hour)
+            .bind(int(u.sessions))
+            .bind(int(t.bytes_in))
+            .bind(int(t.bytes_out))
+            .bind(int(t.messages_in))
+            .bind(int(t.messages_out))
+            .bind(int(t.wire_bytes_in))
+            .bind(int(t.wire_bytes_out))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (f, (count, last_at)) in &batch.failures {
+            sqlx::query(
+                "INSERT INTO login_failures (principal_id, hour, ip, reason, failures, last_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (principal_id, hour, ip, reason) DO UPDATE SET failures = login_failures.failures + excluded.failures, \
+                 last_at = CASE WHEN login_failures.last_at > excluded.last_at THEN login_failures.last_at ELSE excluded.last_at END",
+            )
+            .bind(&f.principal.0[..])
+            .bind(f.hour)
+            .bind(&f.ip)
+            .bind(f.reason)
+            .bind(int(*count))
+            .bind(*last_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (principal, at) in &batch.seen {
+            sqlx::query(
+                "UPDATE principals SET last_seen = $1 WHERE id = $2 AND (last_seen IS NULL OR last_seen < $1)",
+            )
+            .bind(*at)
+            .bind(&principal.0[..])
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 
-    /// `principal`'s closed sessions since `since` (unix seconds), newest first, at most
-    /// `limit`.
+    /// Closes as [`UNCLEAN`] the rows still live whose last checkpoint is before `before`
+    /// (unix seconds): their node stopped without closing them. Their counts stay those of
+    /// that checkpoint.
+    pub async fn close_unclean(&self, before: i64) -> Result<u64, DirectoryError> {
+        Ok(sqlx::query(
+            "UPDATE session_log SET close_reason = $1 WHERE close_reason = $2 AND disconnected_at < $3",
+        )
+        .bind(UNCLEAN)
+        .bind(LIVE)
+        .bind(before)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// `principal`'s sessions, live and closed, that lasted until `since` (unix seconds) or
+    /// later, newest first, at most `limit`.
     pub async fn of(
         &self,
         principal: PrincipalId,
@@ -87,7 +238,8 @@ impl SessionLog {
         limit: u32,
     ) -> Result<Vec<AdminSessionRecord>, DirectoryError> {
         sqlx::query(
-            "SELECT ip, connected_at, disconnected_at, bytes_in, bytes_out, messages_in, messages_out, close_reason, sessions \
+            "SELECT ip, transport, protocol_version, client_id, connected_at, disconnected_at, bytes_in, bytes_out, \
+             messages_in, messages_out, wire_bytes_in, wire_bytes_out, close_reason, sessions \
              FROM session_log WHERE principal_id = $1 AND disconnected_at >= $2 \
              ORDER BY disconnected_at DESC LIMIT $3",
         )
@@ -101,12 +253,17 @@ impl SessionLog {
             let count = |column| row.try_get::<i64, _>(column).map(|n| n.max(0) as u64);
             Ok(AdminSessionRecord {
                 ip: row.try_get("ip")?,
+                transport: row.try_get("transport")?,
+                protocol_version: row.try_get("protocol_version")?,
+                client_id: row.try_get("client_id")?,
                 connected_at: row.try_get("connected_at")?,
                 disconnected_at: row.try_get("disconnected_at")?,
                 bytes_in: count("bytes_in")?,
                 bytes_out: count("bytes_out")?,
                 messages_in: count("messages_in")?,
                 messages_out: count("messages_out")?,
+                wire_bytes_in: count("wire_bytes_in")?,
+                wire_bytes_out: count("wire_bytes_out")?,
                 close_reason: row.try_get("close_reason")?,
                 sessions: count("sessions")?,
             })
@@ -114,14 +271,82 @@ impl SessionLog {
         .collect()
     }
 
-    /// Deletes session metadata that closed before `cutoff` (unix seconds).
+    /// `principal`'s counts per hour from the hour of `since` (unix seconds), newest first.
+    pub async fn usage_of(
+        &self,
+        principal: PrincipalId,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<UsageRecord>, DirectoryError> {
+        sqlx::query(
+            "SELECT hour, sessions, bytes_in, bytes_out, messages_in, messages_out, wire_bytes_in, wire_bytes_out \
+             FROM usage_hours WHERE principal_id = $1 AND hour >= $2 ORDER BY hour DESC LIMIT $3",
+        )
+        .bind(&principal.0[..])
+        .bind(since / 3600)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            let count = |column| row.try_get::<i64, _>(column).map(|n| n.max(0) as u64);
+            Ok(UsageRecord {
+                hour_start: row.try_get::<i64, _>("hour")? * 3600,
+                sessions: count("sessions")?,
+                bytes_in: count("bytes_in")?,
+                bytes_out: count("bytes_out")?,
+                messages_in: count("messages_in")?,
+                messages_out: count("messages_out")?,
+                wire_bytes_in: count("wire_bytes_in")?,
+                wire_bytes_out: count("wire_bytes_out")?,
+            })
+        })
+        .collect()
+    }
+
+    /// Failed logins against `principal` from the hour of `since` on, newest first.
+    pub async fn failures_of(
+        &self,
+        principal: PrincipalId,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<LoginFailureRecord>, DirectoryError> {
+        sqlx::query(
+            "SELECT hour, ip, reason, failures, last_at FROM login_failures \
+             WHERE principal_id = $1 AND hour >= $2 ORDER BY hour DESC, last_at DESC LIMIT $3",
+        )
+        .bind(&principal.0[..])
+        .bind(since / 3600)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(LoginFailureRecord {
+                hour_start: row.try_get::<i64, _>("hour")? * 3600,
+                ip: row.try_get("ip")?,
+                reason: row.try_get("reason")?,
+                failures: row.try_get::<i64, _>("failures")?.max(0) as u64,
+                last_at: row.try_get("last_at")?,
+            })
+        })
+        .collect()
+    }
+
+    /// Deletes accounting of what ended before `cutoff` (unix seconds); the rows deleted.
     pub async fn purge_before(&self, cutoff: i64) -> Result<u64, DirectoryError> {
-        Ok(
-            sqlx::query("DELETE FROM session_log WHERE disconnected_at < $1")
-                .bind(cutoff)
+        let mut purged = 0;
+        for (sql, bound) in [
+            ("DELETE FROM session_log WHERE disconnected_at < $1", cutoff),
+            ("DELETE FROM usage_hours WHERE hour < $1", cutoff / 3600),
+            ("DELETE FROM login_failures WHERE hour < $1", cutoff / 3600),
+        ] {
+            purged += sqlx::query(sql)
+                .bind(bound)
                 .execute(&self.pool)
                 .await?
-                .rows_affected(),
-        )
+                .rows_affected();
+        }
+        Ok(purged)
     }
 }

@@ -1,37 +1,74 @@
-//! Metadata accounting: for each MQTT session, who, from which IP, when, and how many
-//! envelopes and bytes each way — never what. Records land in the session log ([`log`], on
-//! the directory's database) when a session closes and are purged after the retention
-//! period. Uses the directory's pool and its error type; never a payload.
+//! Metadata accounting: for each MQTT session, who, from which address, when, over what,
+//! and how many envelopes and bytes each way — never what. A session's row is written at
+//! CONNACK and checkpointed while it lives ([`ledger`], one writer task), counts are summed
+//! per principal and hour, failed logins against existing principals per hour, all on the
+//! directory's database ([`log`]) and purged after the retention period. Uses tokio's I/O
+//! traits (to count the bytes a connection carries), the directory's pool and error type;
+//! never a payload, a secret or a key.
 
+pub mod ledger;
 pub mod log;
 
+use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
 use crate::directory::{unix_now, Directory};
-use log::{SessionLog, SessionRecord};
+use log::SessionLog;
 use sealrelay_wire::PrincipalId;
 
-/// A live session's envelope and byte counts. Written by its session alone (relaxed adds on
-/// its own cache line, nothing shared with other sessions), read by the operator's listing
-/// of live sessions and by the record written when the session closes.
+/// A live session's counts. Written by its session alone (relaxed adds, nothing shared
+/// with other sessions), read by the operator's listing of live sessions and by the ledger
+/// at each checkpoint and at close.
 #[derive(Debug, Default)]
 pub struct Counts {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     messages_in: AtomicU64,
     messages_out: AtomicU64,
+    wire_in: AtomicU64,
+    wire_out: AtomicU64,
 }
 
-/// A snapshot of [`Counts`]: bytes and messages in and out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A snapshot of [`Counts`]: envelopes and their bytes, and the bytes the connection
+/// carried, each way.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub messages_in: u64,
     pub messages_out: u64,
+    pub wire_bytes_in: u64,
+    pub wire_bytes_out: u64,
+}
+
+impl Totals {
+    /// What was counted since `earlier` (counts only grow).
+    pub fn since(self, earlier: Totals) -> Totals {
+        Totals {
+            bytes_in: self.bytes_in - earlier.bytes_in,
+            bytes_out: self.bytes_out - earlier.bytes_out,
+            messages_in: self.messages_in - earlier.messages_in,
+            messages_out: self.messages_out - earlier.messages_out,
+            wire_bytes_in: self.wire_bytes_in - earlier.wire_bytes_in,
+            wire_bytes_out: self.wire_bytes_out - earlier.wire_bytes_out,
+        }
+    }
+
+    pub fn add(&mut self, more: Totals) {
+        self.bytes_in += more.bytes_in;
+        self.bytes_out += more.bytes_out;
+        self.messages_in += more.messages_in;
+        self.messages_out += more.messages_out;
+        self.wire_bytes_in += more.wire_bytes_in;
+        self.wire_bytes_out += more.wire_bytes_out;
+    }
 }
 
 impl Counts {
@@ -53,16 +90,72 @@ impl Counts {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             messages_in: self.messages_in.load(Ordering::Relaxed),
             messages_out: self.messages_out.load(Ordering::Relaxed),
+            wire_bytes_in: self.wire_in.load(Ordering::Relaxed),
+            wire_bytes_out: self.wire_out.load(Ordering::Relaxed),
         }
     }
 }
 
-/// What is metered of one session: where from, since when, as whom, and its counts.
+/// One half of a connection's byte stream, counting what crosses it into [`Counts`]: the
+/// reading half the bytes in, the writing half the bytes out. Wrapped around what the
+/// transport hands the session (TLS decrypted, WebSocket frames unwrapped), so it counts
+/// the MQTT bytes the client's library wrote and read.
+pub struct Metered<T> {
+    inner: T,
+    counts: Arc<Counts>,
+}
+
+impl<T> Metered<T> {
+    pub fn new(inner: T, counts: Arc<Counts>) -> Self {
+        Metered { inner, counts }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        self.counts.wire_in.fetch_add(read, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.counts.wire_out.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// What is metered of one session: where from, since when, as whom, its counts, and its
+/// row in the ledger once it has one.
 pub struct Meter {
     pub ip: IpAddr,
     pub connected_at: i64,
     pub principal: Option<PrincipalId>,
     pub counts: Arc<Counts>,
+    /// Set at CONNACK: the id of the session's row ([`ledger::Ledger::open`]).
+    pub row: Option<i64>,
 }
 
 impl Meter {
@@ -72,27 +165,12 @@ impl Meter {
             connected_at: unix_now(),
             principal: None,
             counts: Arc::default(),
+            row: None,
         }
-    }
-
-    /// The record of a session that authenticated; `None` for one that never did.
-    pub fn finish(&self, close_reason: &'static str) -> Option<SessionRecord> {
-        let totals = self.counts.totals();
-        Some(SessionRecord {
-            principal: self.principal?,
-            ip: self.ip.to_string(),
-            connected_at: self.connected_at,
-            disconnected_at: unix_now(),
-            bytes_in: totals.bytes_in,
-            bytes_out: totals.bytes_out,
-            messages_in: totals.messages_in,
-            messages_out: totals.messages_out,
-            close_reason,
-        })
     }
 }
 
-/// Deletes session metadata older than `retention_days`, and password material and invites
+/// Deletes accounting older than `retention_days`, and password material and invites
 /// past their time, hourly, for as long as the returned task lives.
 pub fn spawn_retention(
     (log, directory): (SessionLog, Arc<Directory>),
@@ -105,8 +183,8 @@ pub fn spawn_retention(
             let cutoff = unix_now() - i64::from(retention_days) * 86_400;
             match log.purge_before(cutoff).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "purged expired session metadata"),
-                Err(e) => tracing::warn!(error = %e, "session metadata purge failed"),
+                Ok(n) => tracing::info!(rows = n, "purged expired accounting"),
+                Err(e) => tracing::warn!(error = %e, "accounting purge failed"),
             }
             // Replaced password material and invites are promised to last only so long.
             match directory.purge_expired_credentials().await {

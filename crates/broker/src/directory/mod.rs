@@ -22,6 +22,7 @@ use sqlx::Row;
 use sqlx::{AnyConnection, AnyPool, Executor};
 
 mod cache;
+mod held;
 mod keyrings;
 mod pairings;
 mod principals;

@@ -163,8 +163,8 @@ impl Directory {
         let _writing = self.writes.lock().await;
         let mut tx = self.pool.begin().await?;
         let login: Option<String> = sqlx::query_scalar(
-            "UPDATE principals SET wrapped_key = $1, verifier = $2, public_key = COALESCE($3, public_key) \
-             WHERE id = $4 AND kind = 'instance' \
+            "UPDATE principals SET wrapped_key = $1, verifier = $2, public_key = COALESCE($3, public_key), \
+             changed_at = $7 WHERE id = $4 AND kind = 'instance' \
              AND EXISTS (SELECT 1 FROM pairings WHERE user_id = $5 AND instance_id = $6) RETURNING login",
         )
         .bind(&secret.wrapped_key)
@@ -173,6 +173,7 @@ impl Directory {
         .bind(&instance.0[..])
         .bind(&owner.0[..])
         .bind(&instance.0[..])
+        .bind(super::unix_now())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(login) = login else { return Ok(None) };

@@ -57,8 +57,8 @@ pub(super) async fn set_password<'e>(
     new: &NewSecret,
 ) -> Result<String, DirectoryError> {
     let login: Option<String> = sqlx::query_scalar(
-        "UPDATE principals SET wrapped_key = $1, verifier = $2, kdf_salt = $3, kdf_memory_kib = $4, kdf_iterations = $5, kdf_parallelism = $6 \
-         WHERE id = $7 AND kind = 'user' RETURNING login",
+        "UPDATE principals SET wrapped_key = $1, verifier = $2, kdf_salt = $3, kdf_memory_kib = $4, kdf_iterations = $5, kdf_parallelism = $6, \
+         changed_at = $8 WHERE id = $7 AND kind = 'user' RETURNING login",
     )
     .bind(&new.wrapped_key)
     .bind(&new.verifier[..])
@@ -67,6 +67,7 @@ pub(super) async fn set_password<'e>(
     .bind(i64::from(new.kdf.iterations))
     .bind(i64::from(new.kdf.parallelism))
     .bind(&user.0[..])
+    .bind(super::unix_now())
     .fetch_optional(db)
     .await?;
     login.ok_or(DirectoryError::Corrupt(

@@ -151,3 +151,20 @@ pub(crate) fn id_param(path: &str) -> Result<PrincipalId> {
     path.parse()
         .map_err(|_| ApiError::BadRequest("the id must be 32 lowercase hex characters".into()))
 }
+
+/// `?since=<unix seconds>` of a report; `None` when absent.
+pub(crate) fn since_param(query: &str) -> Result<Option<i64>> {
+    let mut since = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "since" {
+            return Err(ApiError::BadRequest(format!(
+                "unknown query parameter {key:?}: the one parameter is since=<unix seconds>"
+            )));
+        }
+        since = Some(value.parse().map_err(|_| {
+            ApiError::BadRequest("since must be unix seconds, e.g. since=1767225600".into())
+        })?);
+    }
+    Ok(since)
+}

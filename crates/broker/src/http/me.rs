@@ -1,5 +1,5 @@
-//! `/v1/me`, `/v1/me/password`, `/v1/me/key-proof`, `/v1/me/keyring`: the caller's own
-//! account.
+//! `/v1/me`, `/v1/me/password`, `/v1/me/key-proof`, `/v1/me/keyring`, `/v1/me/activity`:
+//! the caller's own account, and everything the server holds about it.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use sealrelay_wire::api::*;
@@ -10,7 +10,7 @@ use super::{caller, caller_user, ApiError, ApiState, Body, Result};
 use crate::directory::unix_now;
 use crate::metrics;
 use sealrelay_wire::envelope::Witness;
-use sealrelay_wire::{b64, PrincipalKind};
+use sealrelay_wire::{b64, PrincipalId, PrincipalKind};
 
 /// The caller's own id, public key and wrapped private key, plus who it may address.
 pub(super) async fn me(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
@@ -33,6 +33,56 @@ pub(super) async fn me(req: HttpRequest, state: web::Data<ApiState>) -> Result<H
         kdf_recommended: (bundle.kind == PrincipalKind::User)
             .then(|| state.config.kdf.advertised()),
         key_proof_recorded: bundle.key_proof_recorded,
+    }))
+}
+
+/// Records of each kind a report carries per principal at most: a month of hourly usage
+/// is 720; sessions and failed logins beyond this are summed per hour anyway.
+const REPORT_LIMIT: u32 = 1000;
+
+/// `GET /v1/me/activity?since=`: everything the server holds about the caller and, for a
+/// user, the instances it is paired with.
+pub(super) async fn activity(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let since = since_param(req.query_string())?;
+    let caller = caller(&req, &state).await?;
+    let report = report(&state, caller.id, since)
+        .await?
+        .ok_or(ApiError::NotFound("principal no longer exists"))?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// The activity report of `id` from `since` (default: the retention period); `None` if
+/// `id` does not exist. The principal's own records first, then those of each instance a
+/// user is paired with — never another user's.
+pub(crate) async fn report(
+    state: &ApiState,
+    id: PrincipalId,
+    since: Option<i64>,
+) -> Result<Option<Activity>> {
+    let now = unix_now();
+    let since = since.unwrap_or(now - i64::from(state.config.accounting.retention_days) * 86_400);
+    let Some(held) = state.directory.held_about(id).await? else {
+        return Ok(None);
+    };
+    let mut principals = vec![held.principal];
+    if principals[0].kind == PrincipalKind::User {
+        for pairing in held.pairings.iter().filter(|p| p.user == id) {
+            if let Some(instance) = state.directory.held_about(pairing.instance).await? {
+                principals.push(instance.principal);
+            }
+        }
+    }
+    for p in &mut principals {
+        p.sessions = state.log.of(p.id, since, REPORT_LIMIT).await?;
+        p.usage = state.log.usage_of(p.id, since, REPORT_LIMIT).await?;
+        p.login_failures = state.log.failures_of(p.id, since, REPORT_LIMIT).await?;
+    }
+    Ok(Some(Activity {
+        generated_at: now,
+        since,
+        principals,
+        pairings: held.pairings,
+        held: held.held,
     }))
 }
 

@@ -5,7 +5,8 @@
 //! the reference.
 
 mod checks;
-pub(crate) use checks::id_param;
+pub(crate) use checks::{id_param, since_param};
+pub(crate) use me::report;
 pub(crate) use users::INVITE_PREFIX;
 mod connections;
 mod console;
@@ -157,6 +158,7 @@ impl From<DirectoryError> for ApiError {
                 if matches!(e.code().as_deref(), Some("13" | "778")) =>
             {
                 tracing::error!(error = %e, "the directory database cannot be written");
+                metrics::storage_full();
                 ApiError::StorageFull
             }
             other => {
@@ -180,7 +182,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 
 /// An answered request: counted, and one access line (the route's fixed name, never its
 /// path: an id in a path is a principal's).
-fn served(route: &'static str, status: u16, started: Option<std::time::Instant>) {
+fn served(route: &str, status: u16, started: Option<std::time::Instant>) {
     metrics::http_request(route, status);
     let seconds = started.map_or(0.0, |t| t.elapsed().as_secs_f64());
     metrics::http_seconds(route, seconds);
@@ -370,38 +372,6 @@ pub(crate) async fn not_found() -> Result<HttpResponse> {
     Err(ApiError::NotFound("no such endpoint; see docs/http-api.md"))
 }
 
-/// A static label for the metrics, from the matched route pattern.
-fn route_label(pattern: Option<&str>) -> &'static str {
-    match pattern {
-        Some("/healthz") => "healthz",
-        Some("/metrics") => "metrics",
-        Some("/v1/prelogin") => "prelogin",
-        Some("/v1/prelogin/previous") => "prelogin_previous",
-        Some("/v1/users/previous") => "previous",
-        Some("/v1/users/rollback") => "rollback",
-        Some("/v1/me/key-proof") => "key_proof",
-        Some("/v1/users") => "users",
-        Some("/v1/me") => "me",
-        Some("/v1/me/password") => "password",
-        Some("/v1/instances") => "instances",
-        Some("/v1/instances/{id}") => "instance",
-        Some("/v1/instances/{id}/token") => "instance_token",
-        Some("/v1/principals/{id}/key") => "principal_key",
-        Some("/v1/me/keyring") => "keyring",
-        Some("/v1/users/reset") => "reset",
-        Some("/v1/instances/{id}/reenrol") => "instance_reenrol",
-        Some("/v1/admin/users/{name}/reset") => "admin_reset",
-        Some("/v1/admin/users") => "admin_users",
-        Some("/v1/admin/invites") => "admin_invite",
-        Some("/v1/admin/sessions") => "admin_sessions",
-        Some("/v1/admin/principals/{id}/kick") => "admin_kick",
-        Some("/v1/admin/logins/{name}/unlock") => "admin_unlock",
-        Some("/v1/admin/principals/{id}/session-log") => "admin_session_log",
-        Some("/" | "/console.js" | "/console.css" | "/favicon.svg" | "/console.json") => "console",
-        _ => "unmatched",
-    }
-}
-
 /// The largest JSON body of each kind of endpoint: a name and a secret or two; a password
 /// wrap or a token (a wrapped key is at most 1 KiB); an enrolment or a keyring (128 KiB,
 /// 171 KiB as base64). A flood of oversized bodies is refused (413) at the smallest bound
@@ -410,55 +380,96 @@ const SMALL_BODY: usize = 4 * 1024;
 const WRAP_BODY: usize = 16 * 1024;
 const KEYRING_BODY: usize = 256 * 1024;
 
+/// The resource at `path`, named `name`: the name is its `route` label in the metrics and
+/// the access log, given where the route is registered so no route goes unlabelled or
+/// mislabelled (and never a path, which could hold an id). Each path is one resource, so a
+/// wrong method gets our JSON 405, not an empty one.
+pub(crate) fn resource(path: &str, name: &str) -> actix_web::Resource {
+    web::resource(path.to_owned())
+        .name(name)
+        .default_service(web::to(method_not_allowed))
+}
+
+/// The `route` label of a request: its resource's name, `unmatched` when none matched.
+fn route_of(req: &HttpRequest) -> String {
+    req.match_name().unwrap_or("unmatched").to_owned()
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    // Each path is one resource so a wrong method gets our JSON 405, not an empty one.
-    let resource =
-        |path: &str| web::resource(path.to_owned()).default_service(web::to(method_not_allowed));
-    let limited = |path: &str, limit: usize| {
-        resource(path).app_data(
+    let limited = |path: &str, name: &str, limit: usize| {
+        resource(path, name).app_data(
             web::JsonConfig::default()
                 .limit(limit)
                 .error_handler(json_error),
         )
     };
-    cfg.service(resource("/healthz").route(web::get().to(healthz)))
-        .service(resource("/metrics").route(web::get().to(metrics_page)))
-        .service(limited("/v1/prelogin", SMALL_BODY).route(web::post().to(users::prelogin)))
-        .service(limited("/v1/users", WRAP_BODY).route(web::post().to(users::register)))
-        .service(limited("/v1/users/reset", WRAP_BODY).route(web::post().to(users::complete_reset)))
+    cfg.service(resource("/healthz", "healthz").route(web::get().to(healthz)))
+        .service(resource("/metrics", "metrics").route(web::get().to(metrics_page)))
         .service(
-            limited("/v1/prelogin/previous", SMALL_BODY)
+            limited("/v1/prelogin", "prelogin", SMALL_BODY).route(web::post().to(users::prelogin)),
+        )
+        .service(limited("/v1/users", "users", WRAP_BODY).route(web::post().to(users::register)))
+        .service(
+            limited("/v1/users/reset", "reset", WRAP_BODY)
+                .route(web::post().to(users::complete_reset)),
+        )
+        .service(
+            limited("/v1/prelogin/previous", "prelogin_previous", SMALL_BODY)
                 .route(web::post().to(users::prelogin_previous)),
         )
         .service(
-            limited("/v1/users/previous", SMALL_BODY).route(web::post().to(users::previous_wrap)),
+            limited("/v1/users/previous", "previous", SMALL_BODY)
+                .route(web::post().to(users::previous_wrap)),
         )
-        .service(limited("/v1/users/rollback", SMALL_BODY).route(web::post().to(users::roll_back)))
-        .service(limited("/v1/me/key-proof", SMALL_BODY).route(web::put().to(me::put_key_proof)))
         .service(
-            resource("/v1/me")
+            limited("/v1/users/rollback", "rollback", SMALL_BODY)
+                .route(web::post().to(users::roll_back)),
+        )
+        .service(
+            limited("/v1/me/key-proof", "key_proof", SMALL_BODY)
+                .route(web::put().to(me::put_key_proof)),
+        )
+        .service(
+            resource("/v1/me", "me")
                 .route(web::get().to(me::me))
                 .route(web::delete().to(me::delete_account)),
         )
-        .service(limited("/v1/me/password", WRAP_BODY).route(web::post().to(me::change_password)))
-        .service(limited("/v1/me/keyring", KEYRING_BODY).route(web::put().to(me::put_keyring)))
         .service(
-            limited("/v1/instances", KEYRING_BODY)
+            limited("/v1/me/password", "password", WRAP_BODY)
+                .route(web::post().to(me::change_password)),
+        )
+        .service(
+            limited("/v1/me/keyring", "keyring", KEYRING_BODY)
+                .route(web::put().to(me::put_keyring)),
+        )
+        .service(resource("/v1/me/activity", "activity").route(web::get().to(me::activity)))
+        .service(
+            limited("/v1/instances", "instances", KEYRING_BODY)
                 .route(web::post().to(instances::add_instance))
                 .route(web::get().to(instances::list_instances)),
         )
-        .service(resource("/v1/instances/{id}").route(web::delete().to(instances::remove_instance)))
         .service(
-            limited("/v1/instances/{id}/token", WRAP_BODY)
+            resource("/v1/instances/{id}", "instance")
+                .route(web::delete().to(instances::remove_instance)),
+        )
+        .service(
+            limited("/v1/instances/{id}/token", "instance_token", WRAP_BODY)
                 .route(web::post().to(instances::rotate_token)),
         )
         .service(
-            limited("/v1/instances/{id}/reenrol", KEYRING_BODY)
-                .route(web::post().to(instances::reenrol_instance)),
+            limited(
+                "/v1/instances/{id}/reenrol",
+                "instance_reenrol",
+                KEYRING_BODY,
+            )
+            .route(web::post().to(instances::reenrol_instance)),
         )
-        .service(resource("/v1/principals/{id}/key").route(web::get().to(instances::peer_key)));
+        .service(
+            resource("/v1/principals/{id}/key", "principal_key")
+                .route(web::get().to(instances::peer_key)),
+        );
     for path in console::paths() {
-        cfg.service(resource(path).route(web::get().to(console::serve)));
+        cfg.service(resource(path, "console").route(web::get().to(console::serve)));
     }
     cfg.default_service(web::to(not_found));
 }
@@ -548,7 +559,7 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
                     );
                     let mut response = refusal.error_response();
                     response.head_mut().set_connection_type(ConnectionType::Close);
-                    served(route_label(req.match_pattern().as_deref()), 429, None);
+                    served(&route_of(req.request()), 429, None);
                     return futures_util::future::ready(Ok(req.into_response(response))).boxed_local();
                 };
                 let serving = live.serving();
@@ -561,8 +572,8 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
                     drop(serving);
                     // The route is known only after routing, so it is read off the response.
                     if let Ok(res) = &mut res {
-                        let route = route_label(res.request().match_pattern().as_deref());
-                        served(route, res.status().as_u16(), Some(started));
+                        let route = route_of(res.request());
+                        served(&route, res.status().as_u16(), Some(started));
                         if secret {
                             res.response_mut()
                                 .head_mut()

@@ -28,7 +28,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accounting::log::SessionLog;
+use crate::accounting::ledger::Ledger;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::directory::Directory;
@@ -56,8 +56,8 @@ const REFUSAL_READ_LIMIT: usize = 4096;
 pub struct Shared {
     pub config: Arc<Config>,
     pub directory: Arc<Directory>,
-    /// Where each session's metadata record goes when it closes.
-    pub log: SessionLog,
+    /// Where each session's row goes at CONNACK and at close.
+    pub ledger: Ledger,
     pub authenticator: Arc<Authenticator>,
     pub router: Arc<Router>,
     /// Cancelled once, at shutdown: each session closes with DISCONNECT 0x8B.

@@ -35,7 +35,8 @@ use super::proxy::read_header;
 use super::throttle::{Throttle, ThrottledRead};
 use super::transport::{Front, Kind, Reader, Writer};
 use super::Shared;
-use crate::accounting::Meter;
+use crate::accounting::ledger::Opened;
+use crate::accounting::{Meter, Metered};
 use crate::auth::AuthError;
 use crate::directory::Credentials;
 use crate::metrics;
@@ -54,6 +55,8 @@ const RECEIVE_MAXIMUM: u16 = 1024;
 struct Frame {
     bytes: Bytes,
     release: usize,
+    /// A delivery's hand-off to this session: its routing time ends when it is flushed.
+    routed: Option<Instant>,
     /// Bytes of an answer to the client's own packets (acknowledgements, PINGRESP, SUBACK),
     /// counted in the session's `answers` until written; 0 for a delivery.
     answer: usize,
@@ -70,6 +73,8 @@ struct WriterDone;
 struct Deliver {
     payload: Bytes,
     qos: u8,
+    /// When the router handed it over, for `sealrelay_routing_seconds`.
+    routed: Instant,
 }
 
 /// Asks the session to close, saying why.
@@ -89,7 +94,11 @@ impl SessionSink for ActorSink {
     fn deliver(&self, payload: Bytes, qos: u8) {
         // Unbounded, but the router has already charged the payload to the session's byte
         // budget and refuses deliveries past it.
-        self.0.do_send(Deliver { payload, qos });
+        self.0.do_send(Deliver {
+            payload,
+            qos,
+            routed: Instant::now(),
+        });
     }
 
     fn kick(&self, why: Close) {
@@ -161,6 +170,9 @@ struct Waiting {
     payload: Bytes,
     /// Written before, on a connection that ended without its acknowledgement.
     dup: bool,
+    /// When the router handed it to this session; `None` for what waited offline, whose
+    /// wait is not routing.
+    routed: Option<Instant>,
 }
 
 impl From<Queued> for Waiting {
@@ -168,6 +180,7 @@ impl From<Queued> for Waiting {
         Waiting {
             payload: q.payload,
             dup: q.dup,
+            routed: None,
         }
     }
 }
@@ -320,6 +333,9 @@ impl Session {
                 Err(_) => return metrics::connection(transport.label(), "handshake_timeout"),
             };
             let max_packet = shared.config.mqtt.max_packet_bytes;
+            let meter = Meter::start(accepted.peer.ip());
+            let read: Reader = Box::new(Metered::new(read, meter.counts.clone()));
+            let write: Writer = Box::new(Metered::new(write, meter.counts.clone()));
             Session::create(move |ctx| {
                 let progress = Progress::new();
                 let mqtt = &shared.config.mqtt;
@@ -346,7 +362,7 @@ impl Session {
                     answers: Arc::new(AtomicUsize::new(0)),
                     last_heard: Instant::now(),
                     progress,
-                    meter: Meter::start(accepted.peer.ip()),
+                    meter,
                     close_reason: Close::ClientDisconnect,
                     attempted: None,
                     connect_read: None,
@@ -378,6 +394,8 @@ impl Session {
         let sending = self.sending.clone();
         let task = actix_rt::spawn(async move {
             let mut out = BufWriter::with_capacity(64 * 1024, write_half);
+            let routing = &metrics::hot().routing;
+            let mut routed = Vec::new();
             'write: while let Some(first) = rx.recv().await {
                 let mut release = 0;
                 let mut next = Some(first);
@@ -391,6 +409,7 @@ impl Session {
                     }
                     answers.fetch_sub(frame.answer, Ordering::AcqRel);
                     release += frame.release;
+                    routed.extend(frame.routed);
                     next = rx.try_recv().ok();
                 }
                 sending.mark(true);
@@ -400,6 +419,9 @@ impl Session {
                     break;
                 }
                 pending.release(release);
+                for at in routed.drain(..) {
+                    routing.record(at.elapsed().as_secs_f64());
+                }
             }
             let _ = out.shutdown().await;
             addr.do_send(WriterDone);
@@ -409,6 +431,11 @@ impl Session {
     }
 
     fn send(&mut self, packet: Outbound, release: usize) {
+        self.send_timed(packet, release, None);
+    }
+
+    /// [`Session::send`] of a delivery handed over at `routed`.
+    fn send_timed(&mut self, packet: Outbound, release: usize, routed: Option<Instant>) {
         let Some(writer) = &self.writer else {
             self.pending.release(release);
             return;
@@ -433,6 +460,7 @@ impl Session {
         let frame = Frame {
             bytes,
             release,
+            routed,
             answer,
         };
         if writer.send(frame).is_err() {
@@ -488,6 +516,7 @@ impl Session {
             return;
         };
         metrics::hot().sessions_active.decrement(1.0);
+        metrics::session_count(self.transport.label(), self.version.as_str(), -1.0);
         let Live {
             principal,
             account,
@@ -785,6 +814,15 @@ impl Session {
             owed_total: 0,
         }));
         self.meter.principal = Some(principal);
+        self.meter.row = Some(self.shared.ledger.open(Opened {
+            principal,
+            ip: self.meter.ip,
+            transport: self.transport.label(),
+            version: self.version.as_str(),
+            client_id: client_id.clone(),
+            connected_at: self.meter.connected_at,
+            counts: self.meter.counts.clone(),
+        }));
         self.span = tracing::info_span!(
             "session",
             session = self.id,
@@ -801,6 +839,7 @@ impl Session {
         metrics::connection(self.transport.label(), "accepted");
         self.connect_answered();
         metrics::hot().sessions_active.increment(1.0);
+        metrics::session_count(self.transport.label(), self.version.as_str(), 1.0);
         let info = (self.version == Version::V5).then(|| ConnAckInfo {
             assigned_client_id: assigned,
             max_packet_size: self.shared.config.mqtt.max_packet_bytes,
@@ -822,8 +861,7 @@ impl Session {
             if let State::Live(live) = &mut self.state {
                 live.written += 1;
                 live.inflight.insert(pkid, (live.written, payload.clone()));
-                let topic = live.inbox.clone();
-                self.write_delivery(topic, 1, pkid, payload, 0, true);
+                self.write_delivery(1, pkid, payload, 0, (true, None));
             }
         }
         self.pump();
@@ -1117,7 +1155,12 @@ impl Session {
             if live.inflight.len() >= live.max_inflight {
                 return;
             }
-            let Some(Waiting { payload, dup }) = live.waiting.pop_front() else {
+            let Some(Waiting {
+                payload,
+                dup,
+                routed,
+            }) = live.waiting.pop_front()
+            else {
                 return;
             };
             let pkid = loop {
@@ -1128,26 +1171,31 @@ impl Session {
             };
             live.written += 1;
             live.inflight.insert(pkid, (live.written, payload.clone()));
-            let topic = live.inbox.clone();
-            self.write_delivery(topic, 1, pkid, payload, 0, dup);
+            self.write_delivery(1, pkid, payload, 0, (dup, routed));
         }
     }
 
+    /// Writes a delivery to the inbox: `dup` if written before, `routed` when the router
+    /// handed it over (`None`: it waited offline).
     fn write_delivery(
         &mut self,
-        topic: Bytes,
         qos: u8,
         pkid: u16,
         payload: Bytes,
         release: usize,
-        dup: bool,
+        (dup, routed): (bool, Option<Instant>),
     ) {
+        let State::Live(live) = &self.state else {
+            self.pending.release(release);
+            return;
+        };
+        let topic = live.inbox.clone();
         let size = payload.len() as u64;
         self.meter.counts.sent(size);
         let hot = metrics::hot();
         hot.messages_out.increment(1);
         hot.bytes_out.increment(size);
-        self.send(
+        self.send_timed(
             Outbound::Publish {
                 topic,
                 qos,
@@ -1156,6 +1204,7 @@ impl Session {
                 dup,
             },
             release,
+            routed,
         );
     }
 }
@@ -1206,20 +1255,17 @@ impl Actor for Session {
                 bytes_out = t.bytes_out,
                 messages_in = t.messages_in,
                 messages_out = t.messages_out,
+                wire_bytes_in = t.wire_bytes_in,
+                wire_bytes_out = t.wire_bytes_out,
                 "session closed"
             );
         }
-        if let Some(record) = self.meter.finish(self.close_reason.label()) {
-            let log = self.shared.log.clone();
-            let aggregate_below = self.shared.config.accounting.aggregate_below_secs;
-            // Shutdown waits for this token too: the record is part of the session.
+        if let Some(row) = self.meter.row {
+            // Shutdown waits for this token too: the row's close is part of the session.
             let alive = self.alive.clone();
-            actix_rt::spawn(async move {
-                if let Err(e) = log.record(&record, aggregate_below).await {
-                    tracing::warn!(error = %e, "could not record session metadata");
-                }
-                drop(alive);
-            });
+            self.shared
+                .ledger
+                .close(row, self.close_reason.label(), alive);
         }
     }
 }
@@ -1302,12 +1348,12 @@ impl Handler<Deliver> for Session {
         // The router handed over only what the client takes (its Maximum Packet Size).
         let size = msg.payload.len();
         if msg.qos == 0 {
-            let topic = live.inbox.clone();
-            self.write_delivery(topic, 0, 0, msg.payload, size, false);
+            self.write_delivery(0, 0, msg.payload, size, (false, Some(msg.routed)));
         } else {
             live.waiting.push_back(Waiting {
                 payload: msg.payload,
                 dup: false,
+                routed: Some(msg.routed),
             });
             self.pump();
         }
@@ -1342,7 +1388,11 @@ impl Handler<Adopt> for Session {
         let earlier = parked
             .unacked
             .into_iter()
-            .map(|(_, payload)| Waiting { payload, dup: true })
+            .map(|(_, payload)| Waiting {
+                payload,
+                dup: true,
+                routed: None,
+            })
             .chain(parked.queued.into_iter().map(Waiting::from));
         let later = std::mem::take(&mut live.waiting);
         live.waiting = earlier.chain(later).collect();

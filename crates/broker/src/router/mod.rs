@@ -634,6 +634,13 @@ impl Router {
             .remove_if(&principal, |_, shelf| shelf.is_empty());
     }
 
+    /// Envelope bytes held now: (queued for live sessions, parked with persistent ones).
+    pub fn held_bytes(&self) -> (usize, usize) {
+        let parked = self.parked_held.load(Ordering::Acquire);
+        let total = self.total_held.load(Ordering::Acquire);
+        (total.saturating_sub(parked), parked)
+    }
+
     /// Persistent sessions parked here now.
     pub fn parked_sessions(&self) -> usize {
         self.parked.iter().map(|shelf| shelf.len()).sum()
