@@ -139,14 +139,17 @@ async fn a_sessions_row_matches_to_the_byte_what_its_socket_carried_and_shows_wh
         || async {
             let report = console.identity().activity(&api, None).await.unwrap();
             let row = sessions_of(&report, instance_id).first()?.clone();
-            (row.close_reason == "live" && row.messages_in == 3).then_some(row)
+            (row.close_reason == "live" && row.traffic.messages_in == 3).then_some(row)
         },
     )
     .await;
     assert_eq!(live.transport.as_deref(), Some("tcp"));
     assert_eq!(live.protocol_version.as_deref(), Some("5.0"));
     assert!(live.client_id.as_ref().is_some_and(|c| !c.is_empty()));
-    assert_eq!((live.messages_in, live.messages_out), (3, 3));
+    assert_eq!(
+        (live.traffic.messages_in, live.traffic.messages_out),
+        (3, 3)
+    );
     let exported = exported(&broker, instance_id);
     assert_eq!(sessions_of(&exported, instance_id)[0].close_reason, "live");
 
@@ -164,15 +167,18 @@ async fn a_sessions_row_matches_to_the_byte_what_its_socket_carried_and_shows_wh
     })
     .await;
     assert_eq!(
-        (closed.wire_bytes_in, closed.wire_bytes_out),
+        (closed.traffic.wire_bytes_in, closed.traffic.wire_bytes_out),
         (
             counted.sent.load(Ordering::SeqCst),
             counted.received.load(Ordering::SeqCst)
         ),
         "the row's wire bytes are what the client's socket sent and received"
     );
-    assert!(closed.wire_bytes_in > closed.bytes_in && closed.bytes_in > 0);
-    assert_eq!((closed.messages_in, closed.messages_out), (3, 3));
+    assert!(closed.traffic.wire_bytes_in > closed.traffic.bytes_in && closed.traffic.bytes_in > 0);
+    assert_eq!(
+        (closed.traffic.messages_in, closed.traffic.messages_out),
+        (3, 3)
+    );
 
     // The hour's usage holds the same counts.
     let report = console.identity().activity(&api, None).await.unwrap();
@@ -184,9 +190,15 @@ async fn a_sessions_row_matches_to_the_byte_what_its_socket_carried_and_shows_wh
         .usage;
     let sum = |f: fn(&sealrelay_wire::api::UsageRecord) -> u64| usage.iter().map(f).sum::<u64>();
     assert_eq!(sum(|u| u.sessions), 1);
-    assert_eq!(sum(|u| u.wire_bytes_in), closed.wire_bytes_in);
-    assert_eq!(sum(|u| u.wire_bytes_out), closed.wire_bytes_out);
-    assert_eq!(sum(|u| u.bytes_out), closed.bytes_out);
+    assert_eq!(
+        sum(|u| u.traffic.wire_bytes_in),
+        closed.traffic.wire_bytes_in
+    );
+    assert_eq!(
+        sum(|u| u.traffic.wire_bytes_out),
+        closed.traffic.wire_bytes_out
+    );
+    assert_eq!(sum(|u| u.traffic.bytes_out), closed.traffic.bytes_out);
     console.close().await;
 }
 

@@ -346,6 +346,18 @@ async fn the_operator_lists_users_and_sessions_kicks_unlocks_and_reads_the_sessi
         .unwrap();
 }
 
+/// The metrics page after alice's console and her echoing instance traded an envelope.
+async fn scrape_after_an_echo(broker: &Broker) -> String {
+    let (mut console, instance) = broker
+        .pair("alice", sealrelay_client::MqttVersion::V5)
+        .await;
+    assert_eq!(
+        common::echo(&mut console, instance, b"hi").await,
+        b"echo:hi"
+    );
+    broker.metrics()
+}
+
 /// A fresh broker's scrape already holds the process series, its build, the connection caps
 /// in force and its hot counters at zero (a series that appears only with its first event
 /// cannot be told from one not exported); after traffic the histograms of envelope sizes,
@@ -375,14 +387,7 @@ async fn the_metrics_page_is_whole_from_the_start_and_lints_clean() {
         assert!(fresh.contains(series), "{series:?} missing from:\n{fresh}");
     }
 
-    let (mut console, instance) = broker
-        .pair("alice", sealrelay_client::MqttVersion::V5)
-        .await;
-    assert_eq!(
-        common::echo(&mut console, instance, b"hi").await,
-        b"echo:hi"
-    );
-    let scrape = broker.metrics();
+    let scrape = scrape_after_an_echo(&broker).await;
     for series in [
         "sealrelay_envelope_bytes_bucket{le=\"256\"}",
         "sealrelay_envelope_bytes_count ",
@@ -508,14 +513,7 @@ async fn every_dashboard_panel_and_alert_reads_series_the_broker_exports() {
     assert!(panels >= 20 && exprs.len() > panels + 10, "{exprs:?}");
 
     let broker = Broker::start();
-    let (mut console, instance) = broker
-        .pair("alice", sealrelay_client::MqttVersion::V5)
-        .await;
-    assert_eq!(
-        common::echo(&mut console, instance, b"hi").await,
-        b"echo:hi"
-    );
-    let scrape = broker.metrics();
+    let scrape = scrape_after_an_echo(&broker).await;
     let exported: std::collections::HashSet<&str> = scrape
         .lines()
         .filter(|l| !l.starts_with('#'))

@@ -50,10 +50,10 @@ pub(super) fn print_sessions(sessions: &[AdminSessionRecord]) {
             s.ip,
             via,
             s.client_id.as_deref().unwrap_or("-"),
-            s.messages_in,
-            s.messages_out,
-            s.wire_bytes_in,
-            s.wire_bytes_out,
+            s.traffic.messages_in,
+            s.traffic.messages_out,
+            s.traffic.wire_bytes_in,
+            s.traffic.wire_bytes_out,
             state,
             when(s.connected_at),
             ended
@@ -96,10 +96,10 @@ pub(super) fn print_report(report: &Activity) {
                 "    {}  {} sessions  {} in / {} out envelopes  {} / {} wire bytes",
                 when(u.hour_start),
                 u.sessions,
-                u.messages_in,
-                u.messages_out,
-                u.wire_bytes_in,
-                u.wire_bytes_out
+                u.traffic.messages_in,
+                u.traffic.messages_out,
+                u.traffic.wire_bytes_in,
+                u.traffic.wire_bytes_out
             );
         }
         println!("  failed logins ({}):", p.login_failures.len());

@@ -68,30 +68,38 @@ pub(super) enum AdminCommand {
     },
     /// Export everything the server holds about a principal (user or instance): the same
     /// report its owner reads with `sealrelay activity`.
-    Activity {
-        /// The principal (user or instance) id.
-        #[arg(long, value_name = "ID")]
-        principal: PrincipalId,
-        /// Only records from within this long: e.g. 90m, 24h, 7d (default: all kept,
-        /// accounting.retention_days).
-        #[arg(long, value_name = "AGE")]
-        since: Option<String>,
-        #[command(flatten)]
-        operator: Operator,
-    },
+    Activity(Records),
     /// A principal's sessions, live and closed, newest first: address, transport, client
     /// id, times, counts, close reason.
-    SessionLog {
-        /// The principal (user or instance) id.
-        #[arg(long, value_name = "ID")]
-        principal: PrincipalId,
-        /// Only sessions that ended within this long: e.g. 90m, 24h, 7d (default: all kept,
-        /// accounting.retention_days).
-        #[arg(long, value_name = "AGE")]
-        since: Option<String>,
-        #[command(flatten)]
-        operator: Operator,
-    },
+    SessionLog(Records),
+}
+
+/// Which principal's records, from when.
+#[derive(Args)]
+pub(super) struct Records {
+    /// The principal (user or instance) id.
+    #[arg(long, value_name = "ID")]
+    principal: PrincipalId,
+    /// Only records from within this long: e.g. 90m, 24h, 7d (default: all kept,
+    /// accounting.retention_days).
+    #[arg(long, value_name = "AGE")]
+    since: Option<String>,
+    #[command(flatten)]
+    operator: Operator,
+}
+
+impl Records {
+    /// The operator API's path for `what` of this principal, with `?since=` if given.
+    fn path(&self, what: &str) -> Result<String> {
+        let query = match self.since.as_deref().map(activity::since).transpose()? {
+            Some(from) => format!("?since={from}"),
+            None => String::new(),
+        };
+        Ok(format!(
+            "/v1/admin/principals/{}/{what}{query}",
+            self.principal
+        ))
+    }
 }
 
 /// Where the operator API is and how to prove the caller is the operator.
@@ -244,31 +252,19 @@ pub(super) async fn run(command: AdminCommand) -> Result<()> {
                 }
             }
         }
-        AdminCommand::Activity {
-            principal,
-            since,
-            operator,
-        } => {
-            let query = match since.as_deref().map(activity::since).transpose()? {
-                Some(from) => format!("?since={from}"),
-                None => String::new(),
-            };
-            let path = format!("/v1/admin/principals/{principal}/activity{query}");
-            if let Some(report) = operator.call::<Activity>("GET", &path).await? {
+        AdminCommand::Activity(records) => {
+            let path = records.path("activity")?;
+            if let Some(report) = records.operator.call::<Activity>("GET", &path).await? {
                 activity::print_report(&report);
             }
         }
-        AdminCommand::SessionLog {
-            principal,
-            since,
-            operator,
-        } => {
-            let from = since.as_deref().map(activity::since).transpose()?;
-            let path = format!(
-                "/v1/admin/principals/{principal}/session-log?since={}",
-                from.unwrap_or(0)
-            );
-            if let Some(log) = operator.call::<AdminSessionLog>("GET", &path).await? {
+        AdminCommand::SessionLog(records) => {
+            let path = records.path("session-log")?;
+            if let Some(log) = records
+                .operator
+                .call::<AdminSessionLog>("GET", &path)
+                .await?
+            {
                 activity::print_sessions(&log.sessions);
             }
         }

@@ -50,6 +50,16 @@ fn operator(req: &HttpRequest, state: &AdminState) -> Result<(), ApiError> {
     }
 }
 
+/// The operator's call about principal `path`: checks the token, then parses the id.
+fn operator_on(
+    req: &HttpRequest,
+    state: &AdminState,
+    path: &str,
+) -> Result<sealrelay_wire::PrincipalId, ApiError> {
+    operator(req, state)?;
+    http::id_param(path)
+}
+
 /// Issues a one-time reset code for user `name`. From this moment the old password no
 /// longer logs in and the user's live sessions are closed; the code (returned once, only
 /// its verifier stored) lets the user install a new key pair until it expires.
@@ -160,8 +170,7 @@ async fn kick(
     state: web::Data<AdminState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    operator(&req, &state)?;
-    let principal = http::id_param(&path)?;
+    let principal = operator_on(&req, &state, &path)?;
     let closed = state
         .api
         .router
@@ -183,9 +192,6 @@ async fn unlock(
     Ok(HttpResponse::Ok().json(AdminUnlocked { login, was_locked }))
 }
 
-/// The most session records one answer carries.
-const SESSION_LOG_LIMIT: u32 = 1000;
-
 /// `GET /v1/admin/principals/{id}/session-log?since=`: sessions, live and closed, newest
 /// first.
 async fn session_log(
@@ -193,13 +199,12 @@ async fn session_log(
     state: web::Data<AdminState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    operator(&req, &state)?;
-    let principal = http::id_param(&path)?;
+    let principal = operator_on(&req, &state, &path)?;
     let since = http::since_param(req.query_string())?.unwrap_or(0);
     let sessions = state
         .api
         .log
-        .of(principal, since, SESSION_LOG_LIMIT)
+        .of(principal, since, http::REPORT_LIMIT)
         .await?;
     Ok(HttpResponse::Ok().json(AdminSessionLog {
         principal,
@@ -214,8 +219,7 @@ async fn activity(
     state: web::Data<AdminState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    operator(&req, &state)?;
-    let principal = http::id_param(&path)?;
+    let principal = operator_on(&req, &state, &path)?;
     let since = http::since_param(req.query_string())?;
     let report = http::report(&state.api, principal, since)
         .await?

@@ -119,9 +119,79 @@ pub fn hot() -> &'static Hot {
 const TRANSPORTS: [&str; 4] = ["tcp", "tls", "ws", "wss"];
 const VERSIONS: [&str; 2] = ["3.1.1", "5.0"];
 
+/// Counters of one label whose values are a closed set: (name, label, values).
+const ZEROED: [(&str, &str, &[&str]); 6] = [
+    (
+        "sealrelay_auth_total",
+        "result",
+        &["ok", "denied", "rate_limited"],
+    ),
+    (
+        "sealrelay_throttled_total",
+        "limit",
+        &["publishes_per_second", "bytes_per_second"],
+    ),
+    (
+        "sealrelay_key_events_total",
+        "event",
+        &[
+            "password_changed",
+            "password_rolled_back",
+            "reset_issued",
+            "reset_completed",
+            "token_rotated",
+            "reenrolled",
+            "instance_removed",
+            "account_deleted",
+        ],
+    ),
+    (
+        "sealrelay_refused_total",
+        "reason",
+        &[
+            "bad_packet",
+            "retain",
+            "subscribe_not_own_inbox",
+            "client_max_packet",
+            "cluster_bad_frame",
+            "cluster_no_answer",
+            "cluster_config_mismatch",
+        ],
+    ),
+    (
+        "sealrelay_publish_refused_total",
+        "reason",
+        &[
+            "topic_not_inbox",
+            "not_paired",
+            "sender_spoofed",
+            "envelope_too_large",
+            "bad_header",
+            "recipient_mismatch",
+            "packet_id_in_use",
+            "retain_refused",
+        ],
+    ),
+    (
+        "sealrelay_offline_discarded_total",
+        "reason",
+        &[
+            "session_expired",
+            "clean_start",
+            "offline_share",
+            "broker_budget",
+        ],
+    ),
+];
+
 /// Every series of a closed label set, at zero, so that alerts and dashboards see it
 /// before its first event.
 fn zeroes() {
+    for (name, label, values) in ZEROED {
+        for value in values {
+            counter!(name, label => *value).absolute(0);
+        }
+    }
     for transport in TRANSPORTS {
         for version in VERSIONS {
             gauge!("sealrelay_sessions", "transport" => transport, "version" => version).set(0.0);
@@ -129,19 +199,8 @@ fn zeroes() {
         counter!("sealrelay_connections_total", "transport" => transport, "outcome" => "accepted")
             .absolute(0);
     }
-    let mut closes: Vec<_> = sealrelay_wire::Close::ALL
-        .iter()
-        .map(|c| c.label())
-        .collect();
-    closes.dedup();
-    for reason in closes {
-        counter!("sealrelay_sessions_closed_total", "reason" => reason).absolute(0);
-    }
-    for result in ["ok", "denied", "rate_limited"] {
-        counter!("sealrelay_auth_total", "result" => result).absolute(0);
-    }
-    for limit in ["publishes_per_second", "bytes_per_second"] {
-        counter!("sealrelay_throttled_total", "limit" => limit).absolute(0);
+    for close in sealrelay_wire::Close::ALL {
+        counter!("sealrelay_sessions_closed_total", "reason" => close.label()).absolute(0);
     }
     for kind in ["events", "checkpoint"] {
         for outcome in ["ok", "failed", "dropped"] {
@@ -149,52 +208,7 @@ fn zeroes() {
                 .absolute(0);
         }
     }
-    for state in ["queued", "parked"] {
-        gauge!("sealrelay_held_bytes", "state" => state).set(0.0);
-    }
-    for event in [
-        "password_changed",
-        "password_rolled_back",
-        "reset_issued",
-        "reset_completed",
-        "token_rotated",
-        "reenrolled",
-        "instance_removed",
-        "account_deleted",
-    ] {
-        counter!("sealrelay_key_events_total", "event" => event).absolute(0);
-    }
-    for reason in [
-        "bad_packet",
-        "retain",
-        "subscribe_not_own_inbox",
-        "client_max_packet",
-        "cluster_bad_frame",
-        "cluster_no_answer",
-        "cluster_config_mismatch",
-    ] {
-        counter!("sealrelay_refused_total", "reason" => reason).absolute(0);
-    }
-    for why in [
-        sealrelay_wire::Close::TopicNotInbox,
-        sealrelay_wire::Close::NotPaired,
-        sealrelay_wire::Close::SenderSpoofed,
-        sealrelay_wire::Close::EnvelopeTooLarge,
-        sealrelay_wire::Close::BadHeader,
-        sealrelay_wire::Close::RecipientMismatch,
-        sealrelay_wire::Close::PacketIdInUse,
-        sealrelay_wire::Close::RetainRefused,
-    ] {
-        counter!("sealrelay_publish_refused_total", "reason" => why.label()).absolute(0);
-    }
-    for why in [
-        "session_expired",
-        "clean_start",
-        "offline_share",
-        "broker_budget",
-    ] {
-        counter!("sealrelay_offline_discarded_total", "reason" => why).absolute(0);
-    }
+    held_bytes(0, 0);
     for transport in ["http", "https"] {
         gauge!("sealrelay_http_connections_open", "transport" => transport).set(0.0);
     }
@@ -448,4 +462,26 @@ pub fn http_request(route: &str, status: u16) {
     };
     counter!("sealrelay_http_requests_total", "route" => route.to_owned(), "status" => class)
         .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ZEROED;
+
+    /// The per-message publish refusals zeroed at start are close labels (the names
+    /// `publish_refused` is called with): a typo would export a series nothing counts.
+    #[test]
+    fn zeroed_publish_refusals_are_close_labels() {
+        let labels: Vec<_> = sealrelay_wire::Close::ALL
+            .iter()
+            .map(|c| c.label())
+            .collect();
+        let (_, _, refusals) = ZEROED
+            .iter()
+            .find(|(name, _, _)| *name == "sealrelay_publish_refused_total")
+            .unwrap();
+        for reason in *refusals {
+            assert!(labels.contains(reason), "{reason} is no close label");
+        }
+    }
 }

@@ -464,16 +464,8 @@ pub struct AdminSessionRecord {
     pub connected_at: i64,
     /// When it closed; while `close_reason` is `live`, its last checkpoint.
     pub disconnected_at: i64,
-    /// Envelope bytes and counts, each way.
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub messages_in: u64,
-    pub messages_out: u64,
-    /// The MQTT bytes the connection carried, each way (after TLS, inside WebSocket frames).
-    #[serde(default)]
-    pub wire_bytes_in: u64,
-    #[serde(default)]
-    pub wire_bytes_out: u64,
+    #[serde(flatten)]
+    pub traffic: Traffic,
     /// `live` while it lasts; `unclean_shutdown` when its node stopped without closing it.
     pub close_reason: String,
     /// How many sessions this row stands for: 1, or more for short sessions summed per
@@ -494,6 +486,42 @@ pub struct AdminSessionLog {
     pub sessions: Vec<AdminSessionRecord>,
 }
 
+/// What a session or an hour counted, each way (`_in`: from the client): envelopes and
+/// their bytes, and the MQTT bytes the connection carried (after TLS, inside WebSocket
+/// frames). Counts only grow.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub wire_bytes_in: u64,
+    pub wire_bytes_out: u64,
+}
+
+impl Traffic {
+    /// What was counted since `earlier`.
+    pub fn since(self, earlier: Traffic) -> Traffic {
+        Traffic {
+            bytes_in: self.bytes_in - earlier.bytes_in,
+            bytes_out: self.bytes_out - earlier.bytes_out,
+            messages_in: self.messages_in - earlier.messages_in,
+            messages_out: self.messages_out - earlier.messages_out,
+            wire_bytes_in: self.wire_bytes_in - earlier.wire_bytes_in,
+            wire_bytes_out: self.wire_bytes_out - earlier.wire_bytes_out,
+        }
+    }
+
+    pub fn add(&mut self, more: Traffic) {
+        self.bytes_in += more.bytes_in;
+        self.bytes_out += more.bytes_out;
+        self.messages_in += more.messages_in;
+        self.messages_out += more.messages_out;
+        self.wire_bytes_in += more.wire_bytes_in;
+        self.wire_bytes_out += more.wire_bytes_out;
+    }
+}
+
 /// One principal's counts in one hour (`usage` of [`PrincipalActivity`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UsageRecord {
@@ -501,12 +529,8 @@ pub struct UsageRecord {
     pub hour_start: i64,
     /// Sessions opened in the hour.
     pub sessions: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub messages_in: u64,
-    pub messages_out: u64,
-    pub wire_bytes_in: u64,
-    pub wire_bytes_out: u64,
+    #[serde(flatten)]
+    pub traffic: Traffic,
 }
 
 /// Failed logins against one principal in one hour from one address.

@@ -16,10 +16,11 @@ use tokio::sync::mpsc;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::log::{Batch, Failure, SessionLog, SessionRow, Usage, LIVE};
-use super::{Counts, Totals};
+use super::Counts;
 use crate::config::IpMode;
 use crate::directory::unix_now;
 use crate::metrics;
+use sealrelay_wire::api::Traffic;
 use sealrelay_wire::PrincipalId;
 
 /// Events handled in one write at most: a burst of connects is written in a few large
@@ -108,7 +109,7 @@ impl Ledger {
 struct Live {
     opened: Opened,
     /// Its counts at the last write: what the hour's usage has already been given.
-    written: Totals,
+    written: Traffic,
 }
 
 struct Writer {
@@ -161,7 +162,7 @@ impl Writer {
                 self.usage(opened.principal, opened.connected_at).sessions += 1;
                 let live = Live {
                     opened,
-                    written: Totals::default(),
+                    written: Traffic::default(),
                 };
                 self.batch.rows.insert(id, self.row(id, &live, now, LIVE));
                 self.live.insert(id, live);
@@ -210,8 +211,8 @@ impl Writer {
         let totals = live.opened.counts.totals();
         let grown = totals.since(live.written);
         live.written = totals;
-        if grown != Totals::default() {
-            self.usage(live.opened.principal, now).totals.add(grown);
+        if grown != Traffic::default() {
+            self.usage(live.opened.principal, now).traffic.add(grown);
         }
         self.row(id, live, now, reason)
     }
@@ -227,7 +228,7 @@ impl Writer {
             client_id: o.client_id.clone(),
             connected_at: o.connected_at,
             until,
-            totals: live.written,
+            traffic: live.written,
             close_reason,
         }
     }

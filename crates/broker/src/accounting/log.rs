@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row as _};
 
-use super::Totals;
 use crate::directory::DirectoryError;
-use sealrelay_wire::api::{AdminSessionRecord, LoginFailureRecord, UsageRecord};
+use sealrelay_wire::api::{AdminSessionRecord, LoginFailureRecord, Traffic, UsageRecord};
 use sealrelay_wire::PrincipalId;
 
 /// `close_reason` of a session that has not closed yet.
@@ -31,7 +31,7 @@ pub struct SessionRow {
     pub connected_at: i64,
     /// The close; while live, the last checkpoint.
     pub until: i64,
-    pub totals: Totals,
+    pub traffic: Traffic,
     /// [`LIVE`] until the session closes.
     pub close_reason: &'static str,
 }
@@ -40,7 +40,7 @@ pub struct SessionRow {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Usage {
     pub sessions: u64,
-    pub totals: Totals,
+    pub traffic: Traffic,
 }
 
 /// Failed logins of one principal in one hour, from one address, for one reason.
@@ -82,6 +82,92 @@ fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// An insert into `session_log` of every column [`insert_row`] binds, in its order, then
+/// `$conflict`, the clause for a row already there.
+macro_rules! insert_session_row {
+    ($conflict:literal) => {
+        concat!(
+            "INSERT INTO session_log (principal_id, ip, transport, protocol_version, client_id, connected_at, \
+             disconnected_at, bytes_in, bytes_out, messages_in, messages_out, wire_bytes_in, wire_bytes_out, \
+             close_reason, id, hour) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ",
+            $conflict
+        )
+    };
+}
+
+/// A session's own row: its latest counts and state replace the written ones.
+const OWN_ROW: &str = insert_session_row!(
+    "ON CONFLICT (id) DO UPDATE SET disconnected_at = excluded.disconnected_at, \
+     bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, \
+     messages_in = excluded.messages_in, messages_out = excluded.messages_out, \
+     wire_bytes_in = excluded.wire_bytes_in, wire_bytes_out = excluded.wire_bytes_out, \
+     close_reason = excluded.close_reason"
+);
+
+/// A short session's counts joining the summed row of its principal, address, close reason
+/// and hour.
+const SUMMED_ROW: &str = insert_session_row!(
+    "ON CONFLICT (principal_id, ip, close_reason, hour) WHERE hour IS NOT NULL DO UPDATE SET \
+     sessions = session_log.sessions + 1, \
+     disconnected_at = CASE WHEN session_log.disconnected_at > excluded.disconnected_at \
+         THEN session_log.disconnected_at ELSE excluded.disconnected_at END, \
+     bytes_in = session_log.bytes_in + excluded.bytes_in, bytes_out = session_log.bytes_out + excluded.bytes_out, \
+     messages_in = session_log.messages_in + excluded.messages_in, \
+     messages_out = session_log.messages_out + excluded.messages_out, \
+     wire_bytes_in = session_log.wire_bytes_in + excluded.wire_bytes_in, \
+     wire_bytes_out = session_log.wire_bytes_out + excluded.wire_bytes_out"
+);
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// The write of `r`: as its own row, or (`summed`) into its hour's row of short sessions.
+fn insert_row(r: &SessionRow, summed: bool) -> Query<'_> {
+    let (sql, id, hour) = match summed {
+        false => (OWN_ROW, Some(r.id), None),
+        true => (SUMMED_ROW, None, Some(r.connected_at / 3600)),
+    };
+    let query = sqlx::query(sql)
+        .bind(&r.principal.0[..])
+        .bind(&r.ip)
+        .bind(r.transport)
+        .bind(r.version)
+        .bind(&r.client_id)
+        .bind(r.connected_at)
+        .bind(r.until);
+    bind_traffic(query, &r.traffic)
+        .bind(r.close_reason)
+        .bind(id)
+        .bind(hour)
+}
+
+/// Binds the six counts, in [`Traffic`]'s order.
+fn bind_traffic<'q>(query: Query<'q>, t: &Traffic) -> Query<'q> {
+    query
+        .bind(int(t.bytes_in))
+        .bind(int(t.bytes_out))
+        .bind(int(t.messages_in))
+        .bind(int(t.messages_out))
+        .bind(int(t.wire_bytes_in))
+        .bind(int(t.wire_bytes_out))
+}
+
+/// A count column (never negative as written).
+fn count(row: &AnyRow, column: &str) -> Result<u64, sqlx::Error> {
+    row.try_get::<i64, _>(column).map(|n| n.max(0) as u64)
+}
+
+/// The six count columns of a row.
+fn traffic_of(row: &AnyRow) -> Result<Traffic, sqlx::Error> {
+    Ok(Traffic {
+        bytes_in: count(row, "bytes_in")?,
+        bytes_out: count(row, "bytes_out")?,
+        messages_in: count(row, "messages_in")?,
+        messages_out: count(row, "messages_out")?,
+        wire_bytes_in: count(row, "wire_bytes_in")?,
+        wire_bytes_out: count(row, "wire_bytes_out")?,
+    })
+}
+
 /// The accounting tables, on the directory's database.
 #[derive(Clone)]
 pub struct SessionLog {
@@ -97,74 +183,17 @@ impl SessionLog {
     pub async fn write(&self, batch: &Batch) -> Result<(), DirectoryError> {
         let mut tx = self.pool.begin().await?;
         for r in batch.rows.values() {
-            sqlx::query(
-                "INSERT INTO session_log (id, principal_id, ip, transport, protocol_version, client_id, connected_at, disconnected_at, \
-                 bytes_in, bytes_out, messages_in, messages_out, wire_bytes_in, wire_bytes_out, close_reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (id) DO UPDATE SET disconnected_at = excluded.disconnected_at, \
-                 bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out, \
-                 messages_in = excluded.messages_in, messages_out = excluded.messages_out, \
-                 wire_bytes_in = excluded.wire_bytes_in, wire_bytes_out = excluded.wire_bytes_out, \
-                 close_reason = excluded.close_reason",
-            )
-            .bind(r.id)
-            .bind(&r.principal.0[..])
-            .bind(&r.ip)
-            .bind(r.transport)
-            .bind(r.version)
-            .bind(&r.client_id)
-            .bind(r.connected_at)
-            .bind(r.until)
-            .bind(int(r.totals.bytes_in))
-            .bind(int(r.totals.bytes_out))
-            .bind(int(r.totals.messages_in))
-            .bind(int(r.totals.messages_out))
-            .bind(int(r.totals.wire_bytes_in))
-            .bind(int(r.totals.wire_bytes_out))
-            .bind(r.close_reason)
-            .execute(&mut *tx)
-            .await?;
+            insert_row(r, false).execute(&mut *tx).await?;
         }
         for r in &batch.folds {
             sqlx::query("DELETE FROM session_log WHERE id = $1")
                 .bind(r.id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "INSERT INTO session_log (principal_id, ip, transport, protocol_version, client_id, connected_at, disconnected_at, \
-                 bytes_in, bytes_out, messages_in, messages_out, wire_bytes_in, wire_bytes_out, close_reason, hour) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (principal_id, ip, close_reason, hour) WHERE hour IS NOT NULL DO UPDATE SET \
-                 sessions = session_log.sessions + 1, \
-                 disconnected_at = CASE WHEN session_log.disconnected_at > excluded.disconnected_at \
-                     THEN session_log.disconnected_at ELSE excluded.disconnected_at END, \
-                 bytes_in = session_log.bytes_in + excluded.bytes_in, bytes_out = session_log.bytes_out + excluded.bytes_out, \
-                 messages_in = session_log.messages_in + excluded.messages_in, \
-                 messages_out = session_log.messages_out + excluded.messages_out, \
-                 wire_bytes_in = session_log.wire_bytes_in + excluded.wire_bytes_in, \
-                 wire_bytes_out = session_log.wire_bytes_out + excluded.wire_bytes_out",
-            )
-            .bind(&r.principal.0[..])
-            .bind(&r.ip)
-            .bind(r.transport)
-            .bind(r.version)
-            .bind(&r.client_id)
-            .bind(r.connected_at)
-            .bind(r.until)
-            .bind(int(r.totals.bytes_in))
-            .bind(int(r.totals.bytes_out))
-            .bind(int(r.totals.messages_in))
-            .bind(int(r.totals.messages_out))
-            .bind(int(r.totals.wire_bytes_in))
-            .bind(int(r.totals.wire_bytes_out))
-            .bind(r.close_reason)
-            .bind(r.connected_at / 3600)
-            .execute(&mut *tx)
-            .await?;
+            insert_row(r, true).execute(&mut *tx).await?;
         }
         for ((principal, hour), u) in &batch.usage {
-            let t = u.totals;
-            sqlx::query(
+            let query = sqlx::query(
                 "INSERT INTO usage_hours (principal_id, hour, sessions, bytes_in, bytes_out, messages_in, messages_out, wire_bytes_in, wire_bytes_out) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (principal_id, hour) DO UPDATE SET sessions = usage_hours.sessions + excluded.sessions, \
@@ -176,15 +205,8 @@ impl SessionLog {
             )
             .bind(&principal.0[..])
             .bind(*hour)
-            .bind(int(u.sessions))
-            .bind(int(t.bytes_in))
-            .bind(int(t.bytes_out))
-            .bind(int(t.messages_in))
-            .bind(int(t.messages_out))
-            .bind(int(t.wire_bytes_in))
-            .bind(int(t.wire_bytes_out))
-            .execute(&mut *tx)
-            .await?;
+            .bind(int(u.sessions));
+            bind_traffic(query, &u.traffic).execute(&mut *tx).await?;
         }
         for (f, (count, last_at)) in &batch.failures {
             sqlx::query(
@@ -229,6 +251,23 @@ impl SessionLog {
         .rows_affected())
     }
 
+    /// The rows `sql` selects for `principal` (`$1`), bound `$2` and at most `limit` (`$3`),
+    /// each read by `read`.
+    async fn records<T>(
+        &self,
+        sql: &str,
+        (principal, bound, limit): (PrincipalId, i64, u32),
+        read: impl Fn(&AnyRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Vec<T>, DirectoryError> {
+        let rows = sqlx::query(sql)
+            .bind(&principal.0[..])
+            .bind(bound)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(read).collect::<Result<_, _>>()?)
+    }
+
     /// `principal`'s sessions, live and closed, that lasted until `since` (unix seconds) or
     /// later, newest first, at most `limit`.
     pub async fn of(
@@ -237,20 +276,11 @@ impl SessionLog {
         since: i64,
         limit: u32,
     ) -> Result<Vec<AdminSessionRecord>, DirectoryError> {
-        sqlx::query(
-            "SELECT ip, transport, protocol_version, client_id, connected_at, disconnected_at, bytes_in, bytes_out, \
+        let sql = "SELECT ip, transport, protocol_version, client_id, connected_at, disconnected_at, bytes_in, bytes_out, \
              messages_in, messages_out, wire_bytes_in, wire_bytes_out, close_reason, sessions \
              FROM session_log WHERE principal_id = $1 AND disconnected_at >= $2 \
-             ORDER BY disconnected_at DESC LIMIT $3",
-        )
-        .bind(&principal.0[..])
-        .bind(since)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|row| {
-            let count = |column| row.try_get::<i64, _>(column).map(|n| n.max(0) as u64);
+             ORDER BY disconnected_at DESC LIMIT $3";
+        self.records(sql, (principal, since, limit), |row| {
             Ok(AdminSessionRecord {
                 ip: row.try_get("ip")?,
                 transport: row.try_get("transport")?,
@@ -258,17 +288,12 @@ impl SessionLog {
                 client_id: row.try_get("client_id")?,
                 connected_at: row.try_get("connected_at")?,
                 disconnected_at: row.try_get("disconnected_at")?,
-                bytes_in: count("bytes_in")?,
-                bytes_out: count("bytes_out")?,
-                messages_in: count("messages_in")?,
-                messages_out: count("messages_out")?,
-                wire_bytes_in: count("wire_bytes_in")?,
-                wire_bytes_out: count("wire_bytes_out")?,
+                traffic: traffic_of(row)?,
                 close_reason: row.try_get("close_reason")?,
-                sessions: count("sessions")?,
+                sessions: count(row, "sessions")?,
             })
         })
-        .collect()
+        .await
     }
 
     /// `principal`'s counts per hour from the hour of `since` (unix seconds), newest first.
@@ -278,30 +303,16 @@ impl SessionLog {
         since: i64,
         limit: u32,
     ) -> Result<Vec<UsageRecord>, DirectoryError> {
-        sqlx::query(
-            "SELECT hour, sessions, bytes_in, bytes_out, messages_in, messages_out, wire_bytes_in, wire_bytes_out \
-             FROM usage_hours WHERE principal_id = $1 AND hour >= $2 ORDER BY hour DESC LIMIT $3",
-        )
-        .bind(&principal.0[..])
-        .bind(since / 3600)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|row| {
-            let count = |column| row.try_get::<i64, _>(column).map(|n| n.max(0) as u64);
+        let sql = "SELECT hour, sessions, bytes_in, bytes_out, messages_in, messages_out, wire_bytes_in, wire_bytes_out \
+             FROM usage_hours WHERE principal_id = $1 AND hour >= $2 ORDER BY hour DESC LIMIT $3";
+        self.records(sql, (principal, since / 3600, limit), |row| {
             Ok(UsageRecord {
                 hour_start: row.try_get::<i64, _>("hour")? * 3600,
-                sessions: count("sessions")?,
-                bytes_in: count("bytes_in")?,
-                bytes_out: count("bytes_out")?,
-                messages_in: count("messages_in")?,
-                messages_out: count("messages_out")?,
-                wire_bytes_in: count("wire_bytes_in")?,
-                wire_bytes_out: count("wire_bytes_out")?,
+                sessions: count(row, "sessions")?,
+                traffic: traffic_of(row)?,
             })
         })
-        .collect()
+        .await
     }
 
     /// Failed logins against `principal` from the hour of `since` on, newest first.
@@ -311,26 +322,18 @@ impl SessionLog {
         since: i64,
         limit: u32,
     ) -> Result<Vec<LoginFailureRecord>, DirectoryError> {
-        sqlx::query(
-            "SELECT hour, ip, reason, failures, last_at FROM login_failures \
-             WHERE principal_id = $1 AND hour >= $2 ORDER BY hour DESC, last_at DESC LIMIT $3",
-        )
-        .bind(&principal.0[..])
-        .bind(since / 3600)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|row| {
+        let sql = "SELECT hour, ip, reason, failures, last_at FROM login_failures \
+             WHERE principal_id = $1 AND hour >= $2 ORDER BY hour DESC, last_at DESC LIMIT $3";
+        self.records(sql, (principal, since / 3600, limit), |row| {
             Ok(LoginFailureRecord {
                 hour_start: row.try_get::<i64, _>("hour")? * 3600,
                 ip: row.try_get("ip")?,
                 reason: row.try_get("reason")?,
-                failures: row.try_get::<i64, _>("failures")?.max(0) as u64,
+                failures: count(row, "failures")?,
                 last_at: row.try_get("last_at")?,
             })
         })
-        .collect()
+        .await
     }
 
     /// Deletes accounting of what ended before `cutoff` (unix seconds); the rows deleted.

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::directory::{unix_now, Directory};
 use log::SessionLog;
+use sealrelay_wire::api::Traffic;
 use sealrelay_wire::PrincipalId;
 
 /// A live session's counts. Written by its session alone (relaxed adds, nothing shared
@@ -36,41 +37,6 @@ pub struct Counts {
     wire_out: AtomicU64,
 }
 
-/// A snapshot of [`Counts`]: envelopes and their bytes, and the bytes the connection
-/// carried, each way.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Totals {
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub messages_in: u64,
-    pub messages_out: u64,
-    pub wire_bytes_in: u64,
-    pub wire_bytes_out: u64,
-}
-
-impl Totals {
-    /// What was counted since `earlier` (counts only grow).
-    pub fn since(self, earlier: Totals) -> Totals {
-        Totals {
-            bytes_in: self.bytes_in - earlier.bytes_in,
-            bytes_out: self.bytes_out - earlier.bytes_out,
-            messages_in: self.messages_in - earlier.messages_in,
-            messages_out: self.messages_out - earlier.messages_out,
-            wire_bytes_in: self.wire_bytes_in - earlier.wire_bytes_in,
-            wire_bytes_out: self.wire_bytes_out - earlier.wire_bytes_out,
-        }
-    }
-
-    pub fn add(&mut self, more: Totals) {
-        self.bytes_in += more.bytes_in;
-        self.bytes_out += more.bytes_out;
-        self.messages_in += more.messages_in;
-        self.messages_out += more.messages_out;
-        self.wire_bytes_in += more.wire_bytes_in;
-        self.wire_bytes_out += more.wire_bytes_out;
-    }
-}
-
 impl Counts {
     /// One envelope of `size` bytes accepted from the client.
     pub fn received(&self, size: u64) {
@@ -84,8 +50,8 @@ impl Counts {
         self.bytes_out.fetch_add(size, Ordering::Relaxed);
     }
 
-    pub fn totals(&self) -> Totals {
-        Totals {
+    pub fn totals(&self) -> Traffic {
+        Traffic {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             messages_in: self.messages_in.load(Ordering::Relaxed),

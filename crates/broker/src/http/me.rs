@@ -36,9 +36,9 @@ pub(super) async fn me(req: HttpRequest, state: web::Data<ApiState>) -> Result<H
     }))
 }
 
-/// Records of each kind a report carries per principal at most: a month of hourly usage
-/// is 720; sessions and failed logins beyond this are summed per hour anyway.
-const REPORT_LIMIT: u32 = 1000;
+/// Records of each kind a report (or the operator's session log) carries per principal at
+/// most: a month of hourly usage is 720; short sessions beyond this are summed per hour.
+pub(crate) const REPORT_LIMIT: u32 = 1000;
 
 /// `GET /v1/me/activity?since=`: everything the server holds about the caller and, for a
 /// user, the instances it is paired with.

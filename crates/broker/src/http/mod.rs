@@ -6,7 +6,7 @@
 
 mod checks;
 pub(crate) use checks::{id_param, since_param};
-pub(crate) use me::report;
+pub(crate) use me::{report, REPORT_LIMIT};
 pub(crate) use users::INVITE_PREFIX;
 mod connections;
 mod console;
