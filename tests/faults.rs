@@ -267,15 +267,15 @@ async fn connection_churn_leaks_no_descriptor_or_memory() {
     let fds: Vec<usize> = settled.iter().map(|f| f.1).collect();
     let record = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("churn-footprint.txt");
     std::fs::write(record, format!("RSS KiB {rss:?}\nfds {fds:?}\n")).unwrap();
-    // The database pool opens its connections (up to 4 on SQLite, 8 on PostgreSQL) under
-    // the first round's load.
+    // The database pool opens its connections (up to 4 on SQLite, 8 on PostgreSQL) as load
+    // asks, in any round: past them, ten rounds leaking one descriptor each would show.
     let pool = if broker.directory_url().is_some() {
         8
     } else {
         4
     };
     assert!(
-        fds[10] <= fds[1] && fds[1] <= fds[0] + pool,
+        fds.iter().all(|&n| n <= fds[0] + pool),
         "descriptors by round: {fds:?}"
     );
     // A trim lands a tick after the last session closes or a tick before: compare the

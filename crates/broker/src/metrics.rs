@@ -377,6 +377,19 @@ pub fn sessions_parked(count: usize) {
     gauge!("sealrelay_sessions_parked").set(count as f64);
 }
 
+/// Folds the samples the histograms recorded into their buckets, every second, for as
+/// long as the returned task lives: the exporter keeps each sample until then, so a broker
+/// nobody scrapes would otherwise hold one per envelope, growing without bound.
+pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    })
+}
+
 /// Renders every series for a scrape, the process's read now.
 pub fn render(handle: &PrometheusHandle) -> String {
     if let Some(process) = PROCESS.get() {

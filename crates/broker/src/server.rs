@@ -337,6 +337,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             .watch(Duration::from_secs(config.tls.reload_check_secs)),
     ];
     tasks.push(crate::memory::spawn_trimmer(router.clone()));
+    tasks.push(metrics::spawn_upkeep(api.metrics.clone()));
     let expiring = router.clone();
     tasks.push(tokio::spawn(async move {
         // Resumption checks expiry itself; this gives expired sessions' memory back, and
