@@ -415,8 +415,8 @@ async fn the_metrics_page_is_whole_from_the_start_and_lints_clean() {
         "console and agent"
     );
     assert!(
-        count("sealrelay_routing_seconds_count") >= 2.0,
-        "the echo and its answer, each flushed to its recipient"
+        count("sealrelay_routing_seconds_count") >= 1.0,
+        "the first delivery a thread hands over is timed"
     );
     assert_eq!(
         count("sealrelay_sessions{transport=\"tcp\",version=\"5.0\"}"),

@@ -1,6 +1,7 @@
 -- Live accounting: the SQLite migration 0008, whose comments say what each column holds.
 ALTER TABLE session_log ADD COLUMN id BIGINT;
 CREATE UNIQUE INDEX session_log_id ON session_log(id);
+ALTER TABLE session_log ADD COLUMN node BIGINT;
 ALTER TABLE session_log ADD COLUMN transport TEXT;
 ALTER TABLE session_log ADD COLUMN protocol_version TEXT;
 ALTER TABLE session_log ADD COLUMN client_id TEXT;

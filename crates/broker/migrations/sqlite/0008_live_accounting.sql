@@ -6,6 +6,9 @@
 -- checkpoint. `ip` is written per accounting.ip_mode from here on.
 ALTER TABLE session_log ADD COLUMN id INTEGER;
 CREATE UNIQUE INDEX session_log_id ON session_log(id);
+-- The broker process that wrote a live row (a random number drawn at each start): each
+-- checkpoint marks all of its own unchanged live rows alive in one statement.
+ALTER TABLE session_log ADD COLUMN node INTEGER;
 -- 'tcp', 'tls', 'ws' or 'wss'; '3.1.1' or '5.0'; the MQTT client id (the assigned one when
 -- the client sent none). NULL on rows older than this migration.
 ALTER TABLE session_log ADD COLUMN transport TEXT;

@@ -66,6 +66,7 @@ impl Ledger {
         let (events, rx) = mpsc::unbounded_channel();
         let writer = Writer {
             log,
+            node: random_i64(),
             ip_mode: config.ip_mode,
             aggregate_below: i64::try_from(config.aggregate_below_secs).unwrap_or(i64::MAX),
             every: Duration::from_secs(config.checkpoint_secs.max(1)),
@@ -88,8 +89,7 @@ impl Ledger {
     /// A session reached CONNACK: its row is written with the next batch. Returns the
     /// row's id, for [`Ledger::close`].
     pub fn open(&self, opened: Opened) -> i64 {
-        let id =
-            i64::from_ne_bytes(rand_core::RngCore::next_u64(&mut rand_core::OsRng).to_ne_bytes());
+        let id = random_i64();
         let _ = self.events.send(Event::Opened(id, opened));
         id
     }
@@ -105,6 +105,11 @@ impl Ledger {
     }
 }
 
+/// A row id or a node's number: random, so that nodes draw them without asking each other.
+fn random_i64() -> i64 {
+    i64::from_ne_bytes(rand_core::RngCore::next_u64(&mut rand_core::OsRng).to_ne_bytes())
+}
+
 /// A live session as the writer knows it.
 struct Live {
     opened: Opened,
@@ -114,6 +119,8 @@ struct Live {
 
 struct Writer {
     log: SessionLog,
+    /// This process's number on the rows it writes.
+    node: i64,
     ip_mode: IpMode,
     aggregate_below: i64,
     every: Duration,
@@ -195,15 +202,19 @@ impl Writer {
         }
     }
 
-    /// Every live session's row as of now, and what it grew by into the hour's usage.
+    /// Every live session's row as of now, and what it grew by into the hour's usage: the
+    /// rows whose counts changed in full, the others by one statement saying they are live.
     fn checkpoint(&mut self) {
         let now = unix_now();
         let mut live = std::mem::take(&mut self.live);
         for (id, session) in &mut live {
-            let row = self.grow(*id, session, now, LIVE);
-            self.batch.rows.insert(*id, row);
+            if session.opened.counts.totals() != session.written {
+                let row = self.grow(*id, session, now, LIVE);
+                self.batch.rows.insert(*id, row);
+            }
         }
         self.live = live;
+        self.batch.alive = Some((self.node, now));
     }
 
     /// `live`'s row as of `now`, adding what it counted since the last write to the usage.
@@ -228,6 +239,7 @@ impl Writer {
             client_id: o.client_id.clone(),
             connected_at: o.connected_at,
             until,
+            node: self.node,
             traffic: live.written,
             close_reason,
         }

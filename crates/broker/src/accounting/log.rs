@@ -31,6 +31,8 @@ pub struct SessionRow {
     pub connected_at: i64,
     /// The close; while live, the last checkpoint.
     pub until: i64,
+    /// The writing broker process (a random number drawn at its start).
+    pub node: i64,
     pub traffic: Traffic,
     /// [`LIVE`] until the session closes.
     pub close_reason: &'static str,
@@ -65,6 +67,8 @@ pub struct Batch {
     pub failures: HashMap<Failure, (u64, i64)>,
     /// Each principal's latest session close.
     pub seen: HashMap<PrincipalId, i64>,
+    /// A checkpoint's time: every live row of `node` not written above was still live then.
+    pub alive: Option<(i64, i64)>,
 }
 
 impl Batch {
@@ -74,6 +78,7 @@ impl Batch {
             && self.usage.is_empty()
             && self.failures.is_empty()
             && self.seen.is_empty()
+            && self.alive.is_none()
     }
 }
 
@@ -89,7 +94,7 @@ macro_rules! insert_session_row {
         concat!(
             "INSERT INTO session_log (principal_id, ip, transport, protocol_version, client_id, connected_at, \
              disconnected_at, bytes_in, bytes_out, messages_in, messages_out, wire_bytes_in, wire_bytes_out, \
-             close_reason, id, hour) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ",
+             close_reason, id, hour, node) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ",
             $conflict
         )
     };
@@ -138,6 +143,7 @@ fn insert_row(r: &SessionRow, summed: bool) -> Query<'_> {
         .bind(r.close_reason)
         .bind(id)
         .bind(hour)
+        .bind(r.node)
 }
 
 /// Binds the six counts, in [`Traffic`]'s order.
@@ -220,6 +226,16 @@ impl SessionLog {
             .bind(f.reason)
             .bind(int(*count))
             .bind(*last_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((node, at)) = batch.alive {
+            sqlx::query(
+                "UPDATE session_log SET disconnected_at = $1 WHERE close_reason = $2 AND node = $3 AND disconnected_at < $1",
+            )
+            .bind(at)
+            .bind(LIVE)
+            .bind(node)
             .execute(&mut *tx)
             .await?;
         }
