@@ -79,8 +79,9 @@ struct Deliver {
 }
 
 /// One delivery in this many is timed for `sealrelay_routing_seconds`: plenty for its
-/// percentiles, and reading the clock twice for every one cost about 2% of the broker's
-/// CPU per message (load-tests/compare-base.sh).
+/// percentiles. Timing every one (two clock reads and a histogram sample) cost the broker
+/// 6–7% more CPU per message (load-tests/compare-base.sh, docs/benchmarks.md); one in 16 is
+/// within run-to-run noise.
 const TIMED_EVERY: u32 = 16;
 
 thread_local! {
