@@ -186,9 +186,7 @@ async fn no_secret_stays_in_the_broker_memory_after_its_check() {
             .unwrap();
     let bob_secret = bob.auth_secret().to_owned();
     let bob_proof = bob.key_proof().to_string();
-    let operator_token = b64::encode_url(
-        &std::fs::read(broker.dir.path().join("data/sealrelay-admin.token")).unwrap(),
-    );
+    let operator_token = broker.admin_token();
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let memory = private_memory(broker.pid());

@@ -143,6 +143,7 @@ fn the_console_is_served_over_https_only_under_a_strict_policy() {
             "{path}: {policy}"
         );
         assert_eq!(header("x-content-type-options"), "nosniff");
+        assert_eq!(header("strict-transport-security"), "max-age=31536000");
         if path == "/console.json" {
             let site: serde_json::Value =
                 serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
@@ -199,4 +200,80 @@ fn the_console_is_served_over_https_only_under_a_strict_policy() {
     // No inline script: every <script> loads this origin's file.
     assert!(page.contains(r#"<script type="module" src="console.js"></script>"#));
     assert_eq!(page.matches("<script").count(), 1);
+}
+
+/// No answer of the API is kept by a cache or sniffed (issue 28): a user's own wrapped key
+/// from `/v1/me`, an error, the operator's answers; HSTS comes with every answer over TLS
+/// and never over plain HTTP.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_answers_are_never_cached_nor_sniffed_and_tls_ones_say_hsts() {
+    let broker = Broker::start();
+    let alice = broker.user("alice").await;
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .disable_verification(true)
+                    .build(),
+            )
+            .build(),
+    );
+    let auth = common::basic_auth(&alice.login, alice.auth_secret());
+    let token = broker.admin_token();
+    for (url, authorization, status, tls) in [
+        (
+            format!("http://{}/v1/me", broker.http),
+            auth.clone(),
+            200,
+            false,
+        ),
+        (
+            format!("https://127.0.0.1:{}/v1/me", broker.https.port()),
+            auth,
+            200,
+            true,
+        ),
+        (
+            format!("http://{}/v1/nothing-here", broker.http),
+            String::new(),
+            404,
+            false,
+        ),
+        (
+            format!("http://{}/v1/admin/users", broker.admin),
+            format!("Bearer {token}"),
+            200,
+            false,
+        ),
+    ] {
+        let answer = agent
+            .get(&url)
+            .header("Authorization", &authorization)
+            .call()
+            .unwrap();
+        let header = |name: &str| {
+            answer
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(answer.status(), status, "{url}");
+        assert_eq!(
+            header("cache-control").as_deref(),
+            Some("no-store"),
+            "{url}"
+        );
+        assert_eq!(
+            header("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{url}"
+        );
+        assert_eq!(
+            header("strict-transport-security").is_some(),
+            tls,
+            "HSTS over TLS only: {url}"
+        );
+    }
 }

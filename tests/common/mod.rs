@@ -402,6 +402,13 @@ impl Broker {
         }
     }
 
+    /// The operator API's bearer token: the base64url form of the broker's token file.
+    pub fn admin_token(&self) -> String {
+        sealrelay_wire::b64::encode_url(
+            &std::fs::read(self.dir.path().join("data/sealrelay-admin.token")).unwrap(),
+        )
+    }
+
     /// `sealrelay admin <args>` against this broker's operator API, with its token.
     pub fn admin(&self, args: &[&str]) -> std::process::Output {
         self.cli()

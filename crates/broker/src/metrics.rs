@@ -199,6 +199,13 @@ fn zeroes() {
         counter!("sealrelay_connections_total", "transport" => transport, "outcome" => "accepted")
             .absolute(0);
     }
+    // The outcomes an alert watches (the caps), on every listener.
+    for transport in TRANSPORTS.into_iter().chain(["http", "https"]) {
+        for outcome in ["refused_capacity", "refused_ip_capacity"] {
+            counter!("sealrelay_connections_total", "transport" => transport, "outcome" => outcome)
+                .absolute(0);
+        }
+    }
     for close in sealrelay_wire::Close::ALL {
         counter!("sealrelay_sessions_closed_total", "reason" => close.label()).absolute(0);
     }

@@ -390,6 +390,23 @@ pub(crate) fn resource(path: &str, name: &str) -> actix_web::Resource {
         .default_service(web::to(method_not_allowed))
 }
 
+/// Headers on every answer, of the API, the operator API and the console alike: no cache or
+/// proxy keeps an answer (wrapped keys, ids, sessions) unless its handler said how (the
+/// console's files), no content sniffing, and over TLS a year of HSTS.
+fn guard(headers: &mut actix_web::http::header::HeaderMap, secure: bool) {
+    use actix_web::http::header::{self, HeaderValue};
+    let mut set = |name, value| {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    };
+    set(header::CACHE_CONTROL, "no-store");
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    if secure {
+        set(header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
+    }
+}
+
 /// The `route` label of a request: its resource's name, `unmatched` when none matched.
 fn route_of(req: &HttpRequest) -> String {
     req.match_name().unwrap_or("unmatched").to_owned()
@@ -559,9 +576,12 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
                     );
                     let mut response = refusal.error_response();
                     response.head_mut().set_connection_type(ConnectionType::Close);
+                    let secure = connection.is_some_and(|c| c.secure);
+                    guard(response.headers_mut(), secure);
                     served(&route_of(req.request()), 429, None);
                     return futures_util::future::ready(Ok(req.into_response(response))).boxed_local();
                 };
+                let secure = connection.is_some_and(|c| c.secure);
                 let serving = live.serving();
                 let started = std::time::Instant::now();
                 let secret = may_carry_secret(req.head());
@@ -574,6 +594,7 @@ pub(crate) fn bind_app<T: Send + Sync + 'static>(
                     if let Ok(res) = &mut res {
                         let route = route_of(res.request());
                         served(&route, res.status().as_u16(), Some(started));
+                        guard(res.headers_mut(), secure);
                         if secret {
                             res.response_mut()
                                 .head_mut()
