@@ -158,6 +158,8 @@ async function refresh() {
   const body = /** @type {HTMLTableSectionElement} */ ($("instances").querySelector("tbody"));
   body.replaceChildren(...instances.map(row));
   $("no-instances").hidden = instances.length > 0;
+  // The "re-enrol" notice belongs to instances holding the previous key: it goes with them.
+  if (!instances.some((i) => i.stale_owner_key)) say($("stale-alert"), null);
   const mismatched = instances.filter((i) => i.pin === "mismatch");
   say($("pin-alert"), mismatched.length
     ? mismatched.map((i) => `KEY MISMATCH for instance ${i.id}: the server now serves a key with witness ${i.witness}, but you pinned ${i.pinnedWitness}. ` +
@@ -205,9 +207,13 @@ function row(i) {
     b.addEventListener("click", () => guarded(act));
     actions.append(b, " ");
   };
-  button("Re-enrol", async () => session && showToken(i.id, await session.identity.reenrolInstance(api, i.id)));
+  button("Re-enrol", async () => {
+    if (!session || !confirm(`Re-enrol instance ${i.id}?\n\nIts current token stops working at once: the running agent is disconnected and must be started again with the new token shown next.`)) return;
+    await showToken(i.id, await session.identity.reenrolInstance(api, i.id));
+  });
   button("Remove", async () => {
-    await session?.identity.removeInstance(api, i.id);
+    if (!session || !confirm(`Remove instance ${i.id}?\n\nIts token and its key are deleted: the running agent is disconnected for good. To use that machine again, add it as a new instance.`)) return;
+    await session.identity.removeInstance(api, i.id);
     await refresh();
   });
   return tr;
@@ -345,6 +351,7 @@ function logout(message = null, offerReset = false) {
   for (const f of document.forms) f.reset();
   say($("pin-alert"), null);
   say($("stale-alert"), null);
+  say($("password-result"), null);
   say($("login-error"), message);
   /** @type {HTMLDetailsElement} */ ($("reset")).open = offerReset;
   link(message ? "signed_out" : "idle", message ? "signed out" : "not connected");

@@ -382,11 +382,20 @@ test("an operator reset signs the page out; the reset code sets a new key and th
     );
     await shot(page, "05-stale-key");
 
-    // Re-enrolment from the page: a new token, and the instance is pinned again.
+    // Re-enrolment from the page: asked first, naming the instance and what it ends (a
+    // dismissed question changes nothing); then a new token, the instance pinned again, and
+    // the stale-key notice gone with the state it described.
+    let asked = "";
+    page.once("dialog", (d) => ((asked = d.message()), d.dismiss()));
+    await page.locator(`tr[data-id="${id}"] button`, { hasText: "Re-enrol" }).click();
+    assert.match(asked, new RegExp(`Re-enrol instance ${id}\\?[\\s\\S]*token stops working`));
+    assert.ok(await page.locator("#token-box").isHidden(), "dismissed: nothing happened");
+    page.once("dialog", (d) => d.accept());
     await page.locator(`tr[data-id="${id}"] button`, { hasText: "Re-enrol" }).click();
     await visible(page, "#token-box");
     await secrets.token((await text(page, "#token-text")).trim());
     await page.waitForFunction((i) => document.querySelector(`tr[data-id="${i}"]`)?.textContent?.includes("pinned"), id, { timeout: 30_000 });
+    await page.waitForSelector("#stale-alert", { state: "hidden", timeout: 10_000 });
   } finally {
     await instance.close();
   }
@@ -464,9 +473,11 @@ test("the link says when the broker goes away and that it is back; a change of p
   await page.waitForSelector('#link[data-state="connected"]', { timeout: 30_000 });
   await secrets.password("web-erin", "erin's new password");
   await page.click("#logout");
+  assert.ok(await page.locator("#password-result").isHidden(), "the notice went with the session it described");
   await submitLogin(page, "web-erin", "erin's new password");
   await visible(page, "#account");
   assert.equal(await text(page, "#my-witness"), witness);
+  assert.ok(await page.locator("#password-result").isHidden(), "and does not greet the next login");
 
   // The change was not erin's: the password from before it undoes it, to the same key; the
   // changed password no longer logs in, and a second rollback finds nothing to undo.
