@@ -75,15 +75,17 @@ fn the_console_in_headless_chromium() {
         std::fs::write(&restarted, b"").unwrap();
         broker.restart();
     }
-    common::node_report(node.wait_with_output().unwrap(), 7);
+    common::node_report(node.wait_with_output().unwrap(), 8);
     for shot in [
         "02-reply",
+        "02b-activity",
         "03-wrong-password",
         "04-reset-signed-out",
         "05-stale-key",
         "06-pin-mismatch",
         "07-reconnecting",
         "08-rolled-back",
+        "10-reloaded",
     ] {
         assert!(screenshots.join(format!("{shot}.png")).is_file(), "{shot}");
     }

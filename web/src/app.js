@@ -88,6 +88,9 @@ function rememberKeyring(identity) {
  * @param {string[]} [staleInstances]
  */
 async function enter(identity, staleInstances = []) {
+  // Only the name, so that a reload can say what it did: the key never touches storage.
+  sessionStorage.setItem(SIGNED_IN, identity.login);
+  say($("login-note"), null);
   identity.requireKeyringVersion(BigInt(localStorage.getItem(keyringSeenKey(identity)) ?? "0"));
   rememberKeyring(identity);
   session = { identity, link: null, instances: [] };
@@ -167,7 +170,7 @@ async function refresh() {
     : null);
   const to = /** @type {HTMLSelectElement} */ (form("send-form").elements.namedItem("to"));
   const usable = instances.filter((i) => i.pin === "pinned" && !i.stale_owner_key);
-  to.replaceChildren(...usable.map((i) => new Option(`${i.id.slice(0, 8)}… (${i.witness})`, i.id)));
+  to.replaceChildren(...usable.map((i) => new Option(`${i.id.slice(0, 8)}… (${i.witness}) · ${i.online ? "online" : "offline"}`, i.id)));
   /** @type {HTMLButtonElement} */ (form("send-form").querySelector("button")).disabled = usable.length === 0;
 }
 
@@ -333,6 +336,9 @@ function showToken(id, token) {
   return refresh();
 }
 
+/** The sessionStorage entry naming who is signed in on this tab (a name, never a secret). */
+const SIGNED_IN = "sealrelay.signed-in-as";
+
 /**
  * Ends the session: closes the link, zeroes the private key, clears every view of it.
  * @param {string | null} [message]
@@ -340,6 +346,7 @@ function showToken(id, token) {
 function logout(message = null, offerReset = false) {
   const ending = session;
   session = null;
+  sessionStorage.removeItem(SIGNED_IN);
   ending?.link?.close();
   ending?.identity.wipe();
   for (const id of ["instances", "conversation"]) $(id).querySelectorAll("tbody > tr, li").forEach((n) => n.remove());
@@ -485,6 +492,14 @@ async function boot() {
   wire();
   $("booting").hidden = true;
   show("login");
+  // A reload drops the key this page held in memory: say so, rather than seem to forget.
+  const was = sessionStorage.getItem(SIGNED_IN);
+  sessionStorage.removeItem(SIGNED_IN);
+  if (was) {
+    field(form("login-form"), "name").value = was;
+    say($("login-note"), "Reloading the page signed you out: this console keeps your key in its memory only, never in the browser's storage. Log in again.");
+    field(form("login-form"), "password").focus();
+  }
 }
 
 boot().catch((e) => say($("booting"), `The console could not start: ${explain(e)}`));

@@ -178,7 +178,9 @@ class Recorder {
       assert.ok([site, mqtt].includes(new URL(s.url).origin), `the page talked to ${s.url}, not the broker`);
     }
     assert.ok(this.sent.some((s) => s.where.startsWith("frame to")), "no WebSocket frame was recorded: the check would be vacuous");
-    assert.deepEqual(Object.keys(JSON.parse(storage).session), []);
+    // The one entry of sessionStorage: the name signed in on this tab (searched for every
+    // secret above with the rest of storage), so that a reload can say it signed out.
+    for (const key of Object.keys(JSON.parse(storage).session)) assert.equal(key, "sealrelay.signed-in-as");
     for (const key of Object.keys(JSON.parse(storage).local)) assert.match(key, /^sealrelay\.keyring-version\.[0-9a-f]{32}\.[0-9a-f]{32}$/);
   }
 }
@@ -511,4 +513,21 @@ test("an invite code typed at registration goes to the server with it, and is cl
   assert.match(sent.carried.toString("latin1"), /"invite":"sri1\.an-invite-from-the-operator"/);
   await page.click("#logout");
   assert.equal(await page.inputValue("#login-form [name=invite]"), "");
+});
+
+test("a reload says it signed the user out, with the name filled in; a logout does not", { skip, timeout: 60_000 }, async () => {
+  const { page, recorder, secrets } = await registered("web-rita", "rita's long password");
+  await page.reload();
+  await visible(page, "#login-note");
+  assert.match(await text(page, "#login-note"), /^Reloading the page signed you out: this console keeps your key in its memory only/);
+  assert.equal(await page.inputValue("#login-form [name=name]"), "web-rita");
+  await shot(page, "10-reloaded");
+  await submitLogin(page, "web-rita", "rita's long password");
+  await visible(page, "#account");
+  await page.click("#logout");
+  assert.ok(await page.locator("#login-note").isHidden(), "the note went with the login");
+  await page.reload();
+  await visible(page, "#login");
+  assert.ok(await page.locator("#login-note").isHidden(), "a logout is no surprise: nothing to say");
+  await recorder.check(page, secrets);
 });
