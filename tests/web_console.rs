@@ -104,16 +104,7 @@ fn the_console_is_served_over_https_only_under_a_strict_policy() {
         .call()
         .unwrap();
     assert_eq!(plain.status(), 404);
-    // Headers are the point here, not the certificate (tests/transports.rs checks that).
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .disable_verification(true)
-                    .build(),
-            )
-            .build(),
-    );
+    let agent = lax_agent();
     for (path, media) in [
         ("/", "text/html"),
         ("/console.js", "text/javascript"),
@@ -124,14 +115,7 @@ fn the_console_is_served_over_https_only_under_a_strict_policy() {
             .get(&format!("https://127.0.0.1:{}{path}", broker.https.port()))
             .call()
             .unwrap();
-        let header = |name: &str| {
-            answer
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
+        let header = |name: &str| header_of(&answer, name).unwrap_or_default();
         assert!(header("content-type").starts_with(media), "{path}");
         let policy = header("content-security-policy");
         assert!(
@@ -171,13 +155,7 @@ fn the_console_is_served_over_https_only_under_a_strict_policy() {
             .header("Host", format!("{host}:{}", broker.https.port()))
             .call()
             .unwrap();
-        let policy = answer
-            .headers()
-            .get("content-security-policy")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let policy = header_of(&answer, "content-security-policy").unwrap();
         let site: serde_json::Value =
             serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
         match expected {
@@ -211,16 +189,7 @@ fn the_console_is_served_over_https_only_under_a_strict_policy() {
 async fn api_answers_are_never_cached_nor_sniffed_and_tls_ones_say_hsts() {
     let broker = Broker::start();
     let alice = broker.user("alice").await;
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .disable_verification(true)
-                    .build(),
-            )
-            .build(),
-    );
+    let agent = lax_agent();
     let auth = common::basic_auth(&alice.login, alice.auth_secret());
     let token = broker.admin_token();
     for (url, authorization, status, tls) in [
@@ -254,13 +223,7 @@ async fn api_answers_are_never_cached_nor_sniffed_and_tls_ones_say_hsts() {
             .header("Authorization", &authorization)
             .call()
             .unwrap();
-        let header = |name: &str| {
-            answer
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |name: &str| header_of(&answer, name);
         assert_eq!(answer.status(), status, "{url}");
         assert_eq!(
             header("cache-control").as_deref(),
@@ -278,4 +241,28 @@ async fn api_answers_are_never_cached_nor_sniffed_and_tls_ones_say_hsts() {
             "HSTS over TLS only: {url}"
         );
     }
+}
+
+/// An HTTP client for header checks: the certificate is not the point here
+/// (tests/transports.rs checks it), and 4xx answers are answers, not errors.
+fn lax_agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .disable_verification(true)
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+/// The value of `name` in `answer`'s headers, if it has it.
+fn header_of(answer: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
+    answer
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
