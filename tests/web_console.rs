@@ -40,6 +40,7 @@ fn the_console_in_headless_chromium() {
         "http": format!("http://{}", broker.http),
         "ws": format!("ws://{}/mqtt", broker.ws),
         "bin": common::BIN,
+        "dev_cert": broker.dev_cert(),
         "cli_env": cli_env,
         "admin_args": ["admin", "reset-user", "--config", "broker.toml", "--admin-url", format!("http://{}", broker.admin)],
         "broker_dir": broker.dir.path(),
@@ -77,6 +78,7 @@ fn the_console_in_headless_chromium() {
     }
     common::node_report(node.wait_with_output().unwrap(), 8);
     for shot in [
+        "01b-token-online",
         "02-reply",
         "02b-activity",
         "03-wrong-password",

@@ -332,8 +332,33 @@ async function guarded(act) {
 function showToken(id, token) {
   $("token-for").textContent = id;
   $("token-text").textContent = token;
+  // The command names this broker's own addresses; the token stays out of it (a command
+  // line lands in shell history and process lists).
+  $("token-command").textContent =
+    `sealrelay agent --server ${location.origin} --broker ${site.mqtt_url ?? "<this broker's MQTT URL>"} --token-file sealrelay-token`;
+  $("token-status").dataset.state = "waiting";
+  $("token-status").textContent = "Waiting for the instance to connect…";
   $("token-box").hidden = false;
+  watchToken(id);
   return refresh();
+}
+
+/**
+ * Refreshes every two seconds while the token box shows `id`, until the instance connects:
+ * then the box says so.
+ * @param {string} id
+ */
+function watchToken(id) {
+  const timer = setInterval(async () => {
+    const current = session;
+    if (!current || $("token-box").hidden || $("token-for").textContent !== id) return clearInterval(timer);
+    await refresh().catch(() => {});
+    if (current.instances.some((i) => i.id === id && i.online)) {
+      clearInterval(timer);
+      $("token-status").dataset.state = "online";
+      $("token-status").textContent = "Online: the instance is connected.";
+    }
+  }, 2_000);
 }
 
 /** The sessionStorage entry naming who is signed in on this tab (a name, never a secret). */
@@ -476,6 +501,9 @@ function wire() {
       const { id, token } = await session.identity.addInstance(api);
       await showToken(c.toHex(id), token);
     }),
+  );
+  $("token-copy").addEventListener("click", () =>
+    guarded(() => navigator.clipboard.writeText($("token-command").textContent ?? "")),
   );
   $("token-done").addEventListener("click", () => {
     $("token-text").textContent = "";

@@ -12,7 +12,8 @@
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
@@ -277,11 +278,25 @@ async function send(page, message) {
 }
 
 /**
- * `sealrelay agent` (the Rust CLI) with `token`, resolved once it serves.
+ * `sealrelay agent` (the Rust CLI) with `token`, resolved once it serves; or, given the
+ * command the page showed, that command as a user would paste it (the token saved in the file
+ * it names, the development CA given as the page says to for a private one).
  * @param {string} token
+ * @param {string} [command]
  */
-async function rustAgent(token) {
-  const child = spawn(cases.bin, ["agent"], { env: { ...process.env, ...cases.cli_env, SEALRELAY_TOKEN: token }, stdio: ["ignore", "pipe", "inherit"] });
+async function rustAgent(token, command) {
+  /** @type {{ env: NodeJS.ProcessEnv, cwd?: string }} */
+  let options = { env: { ...process.env, ...cases.cli_env, SEALRELAY_TOKEN: token } };
+  let args = ["agent"];
+  if (command) {
+    const [program, ...rest] = command.split(" ");
+    assert.equal(program, "sealrelay");
+    const cwd = mkdtempSync(join(tmpdir(), "sealrelay-agent-"));
+    writeFileSync(join(cwd, "sealrelay-token"), token, { mode: 0o600 });
+    options = { env: { ...process.env, ...cases.cli_env, SEALRELAY_TOKEN: "" }, cwd };
+    args = [...rest, "--ca-file", cases.dev_cert];
+  }
+  const child = spawn(cases.bin, args, { ...options, stdio: ["ignore", "pipe", "inherit"] });
   let out = "";
   await new Promise((resolve, reject) => {
     child.stdout.on("data", (d) => (out += d) && out.includes("serving") && resolve(undefined));
@@ -297,10 +312,23 @@ test("register, add an instance, send to a Rust agent and see its sealed reply; 
   await register(page, "web-alice", "alice's browser password");
   await secrets.password("web-alice", "alice's browser password");
   await secrets.userKey("web-alice", "alice's browser password");
-  const { id, token } = await addInstance(page);
+  // The token box: the token once, the agent's command for this broker (copied as shown),
+  // and "online" once the agent that command starts has connected.
+  await page.context().grantPermissions(["clipboard-read", "clipboard-write"], { origin: new URL(cases.https).origin });
+  await page.click("#add-instance");
+  await visible(page, "#token-box");
+  const token = (await text(page, "#token-text")).trim();
+  const id = (await text(page, "#token-for")).trim();
   await secrets.token(token);
-  const agent = await rustAgent(token);
+  const command = (await text(page, "#token-command")).trim();
+  assert.equal(command, `sealrelay agent --server ${new URL(cases.https).origin} --broker ${cases.wss} --token-file sealrelay-token`);
+  await page.click("#token-copy");
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), command);
+  const agent = await rustAgent(token, command);
   try {
+    await page.waitForSelector('#token-status[data-state="online"]', { timeout: 30_000 });
+    await shot(page, "01b-token-online");
+    await page.click("#token-done");
     await page.click("#refresh");
     await page.waitForFunction((i) => document.querySelector(`tr[data-id="${i}"]`)?.textContent?.includes("online"), id, { timeout: 30_000 });
     assert.equal(await send(page, "status?"), `${id.slice(0, 8)}…: status?`, "the Rust agent echoes the request, sealed back to the page");
