@@ -166,23 +166,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let operator_token = datadir::key_file(&config.admin.token_file, "admin token")?;
     let limiter = Arc::new(Limiter::new(&config, &prelogin_key));
     let log = SessionLog::new(directory.pool());
-    // A single node owns its database (the lock above, or PostgreSQL's advisory lock): every
-    // row still live was left by a broker that stopped without closing it. On a cluster only
-    // the rows no node checkpointed lately are.
-    let before = match clustered {
-        true => crate::directory::unix_now() - 3 * config.accounting.checkpoint_secs as i64,
-        false => i64::MAX,
-    };
-    match log.close_unclean(before).await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            sessions = n,
-            "closed sessions a stopped broker left open, as unclean_shutdown"
-        ),
-        Err(e) => tracing::warn!(error = %e, "could not close sessions a stopped broker left open"),
-    }
-    // Not among `tasks`: shutdown waits for the closes it writes, so it outlives them.
-    let (ledger, _) = Ledger::start(log.clone(), &config.accounting, clustered);
+    // A single node owns its database (the lock above, or PostgreSQL's advisory lock), so
+    // the ledger closes every row a stopped broker left live before it writes a new one.
+    let ledger = Ledger::start(log.clone(), &config.accounting, clustered).await;
     let authenticator = Arc::new(Authenticator::new(
         &config.auth,
         (config.server.address_block(), config.accounting.ip_mode),

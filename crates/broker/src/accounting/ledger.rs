@@ -26,7 +26,7 @@ use sealrelay_wire::PrincipalId;
 /// Events handled in one write at most: a burst of connects is written in a few large
 /// transactions rather than one huge one.
 const BATCH_EVENTS: usize = 4096;
-/// Rows a failing database may leave waiting; past it the oldest waiting batch is dropped
+/// Rows a failing database may leave waiting; past it everything waiting is dropped
 /// (counted), so an outage cannot grow the broker's memory without bound.
 const MAX_UNWRITTEN_ROWS: usize = 200_000;
 
@@ -56,13 +56,15 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Starts the writer on the current runtime. `sweep_stale`: on a cluster, also close
-    /// rows whose node stopped checkpointing them (three intervals without one).
-    pub fn start(
+    /// Closes the rows left live by a broker that stopped without closing them — on a single
+    /// node every one (it owns its database), on a cluster (`clustered`) those no node
+    /// checkpointed for three intervals, and those again at every checkpoint — then starts
+    /// the writer on the current runtime. Called before any session exists.
+    pub async fn start(
         log: SessionLog,
         config: &crate::config::Accounting,
-        sweep_stale: bool,
-    ) -> (Ledger, tokio::task::JoinHandle<()>) {
+        clustered: bool,
+    ) -> Ledger {
         let (events, rx) = mpsc::unbounded_channel();
         let writer = Writer {
             log,
@@ -70,12 +72,15 @@ impl Ledger {
             ip_mode: config.ip_mode,
             aggregate_below: i64::try_from(config.aggregate_below_secs).unwrap_or(i64::MAX),
             every: Duration::from_secs(config.checkpoint_secs.max(1)),
-            sweep_stale,
+            clustered,
             live: HashMap::new(),
             batch: Batch::default(),
             tokens: Vec::new(),
         };
-        (Ledger { events }, tokio::spawn(writer.run(rx)))
+        writer.sweep().await;
+        // Not a task shutdown aborts: it writes the closes shutdown waits for.
+        tokio::spawn(writer.run(rx));
+        Ledger { events }
     }
 
     /// A ledger whose events go nowhere, for unit tests of its users.
@@ -124,7 +129,8 @@ struct Writer {
     ip_mode: IpMode,
     aggregate_below: i64,
     every: Duration,
-    sweep_stale: bool,
+    /// Other nodes hold live rows too: only stale ones are this node's to close.
+    clustered: bool,
     live: HashMap<i64, Live>,
     /// What the next write carries (including what a failed write left).
     batch: Batch,
@@ -153,7 +159,7 @@ impl Writer {
                 _ = tick.tick() => {
                     self.checkpoint();
                     self.write("checkpoint").await;
-                    if self.sweep_stale {
+                    if self.clustered {
                         self.sweep().await;
                     }
                 }
@@ -276,13 +282,22 @@ impl Writer {
         self.tokens.clear();
     }
 
-    /// Closes the rows other nodes stopped checkpointing (three intervals without one).
+    /// Closes as `unclean_shutdown` the live rows no broker will close: all of them on a
+    /// single node, those nobody checkpointed for three intervals on a cluster.
     async fn sweep(&self) {
-        let stale = unix_now() - 3 * self.every.as_secs() as i64;
-        match self.log.close_unclean(stale).await {
+        let before = match self.clustered {
+            true => unix_now() - 3 * self.every.as_secs() as i64,
+            false => i64::MAX,
+        };
+        match self.log.close_unclean(before).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(rows = n, "closed sessions of a node that stopped"),
-            Err(e) => tracing::warn!(error = %e, "could not close stale sessions"),
+            Ok(n) => tracing::warn!(
+                sessions = n,
+                "closed sessions a stopped broker left open, as unclean_shutdown"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not close sessions a stopped broker left open")
+            }
         }
     }
 }

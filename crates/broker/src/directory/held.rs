@@ -62,8 +62,11 @@ fn kdf(row: &AnyRow) -> Result<Option<KdfParams>, DirectoryError> {
 }
 
 impl Directory {
-    /// Everything the directory holds about `id`; `None` if it does not exist.
-    pub async fn held_about(&self, id: PrincipalId) -> Result<Option<Held>, DirectoryError> {
+    /// Every column of `id`'s row (its records left empty); `None` if it does not exist.
+    pub async fn principal_held(
+        &self,
+        id: PrincipalId,
+    ) -> Result<Option<PrincipalActivity>, DirectoryError> {
         let Some(row) = sqlx::query(
             "SELECT id, kind, login, public_key, wrapped_key, verifier, kdf_salt, kdf_memory_kib, kdf_iterations, \
              kdf_parallelism, created_at, keyring, keyring_version, last_seen, key_verifier, changed_at \
@@ -100,6 +103,15 @@ impl Directory {
             sessions: Vec::new(),
             usage: Vec::new(),
             login_failures: Vec::new(),
+        };
+        Ok(Some(principal))
+    }
+
+    /// Everything the directory holds about `id`: its row, its pairings and what is kept
+    /// about it for a while; `None` if it does not exist.
+    pub async fn held_about(&self, id: PrincipalId) -> Result<Option<Held>, DirectoryError> {
+        let Some(principal) = self.principal_held(id).await? else {
+            return Ok(None);
         };
         let pairings = sqlx::query(
             "SELECT user_id, instance_id, created_at, owner_copy, stale_owner_key FROM pairings \

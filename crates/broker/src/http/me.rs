@@ -67,8 +67,8 @@ pub(crate) async fn report(
     let mut principals = vec![held.principal];
     if principals[0].kind == PrincipalKind::User {
         for pairing in held.pairings.iter().filter(|p| p.user == id) {
-            if let Some(instance) = state.directory.held_about(pairing.instance).await? {
-                principals.push(instance.principal);
+            if let Some(instance) = state.directory.principal_held(pairing.instance).await? {
+                principals.push(instance);
             }
         }
     }
