@@ -63,12 +63,41 @@ impl Nats {
         Nats::launch(count, tempfile::tempdir().unwrap(), "")
     }
 
-    /// `count` servers with their files in `dir`, each configured with `extra` too.
+    /// `count` servers with their files in `dir`, each configured with `extra` too. Ports
+    /// are probed free and then handed to nats-server, so another test may take one in
+    /// between: a server that exits before it listens is started again on fresh ports.
     fn launch(count: usize, dir: tempfile::TempDir, extra: &str) -> Nats {
+        let (mut dir, mut why) = (dir, String::new());
+        for _ in 0..3 {
+            match Nats::try_launch(count, dir, extra) {
+                Ok(nats) => {
+                    if count > 1 {
+                        // Routes form within a second or so; a message before that reaches
+                        // one server.
+                        std::thread::sleep(Duration::from_secs(2));
+                    }
+                    return nats;
+                }
+                Err((back, log)) => (dir, why) = (back, log),
+            }
+        }
+        panic!("nats-server did not start three times; its log:\n{why}");
+    }
+
+    /// One attempt: the servers once every one listens; or, when one exits or stays deaf for
+    /// 10 s, every server killed and `dir` given back with the failed one's log.
+    fn try_launch(
+        count: usize,
+        dir: tempfile::TempDir,
+        extra: &str,
+    ) -> Result<Nats, (tempfile::TempDir, String)> {
         let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let routes: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let monitors: Vec<u16> = (0..count).map(|_| free_port()).collect();
-        let servers = (0..count)
+        let logs: Vec<PathBuf> = (0..count)
+            .map(|i| dir.path().join(format!("nats-{i}.log")))
+            .collect();
+        let mut servers: Vec<Option<Child>> = (0..count)
             .map(|i| {
                 let mut config = format!(
                     "listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
@@ -96,30 +125,35 @@ impl Nats {
                         .arg("-c")
                         .arg(&file)
                         .stdout(Stdio::null())
-                        .stderr(Stdio::null())
+                        .stderr(std::fs::File::create(&logs[i]).unwrap())
                         .spawn()
                         .unwrap(),
                 )
             })
             .collect();
-        let nats = Nats {
+        for i in 0..count {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", ports[i])).is_err() {
+                let exited = servers[i]
+                    .as_mut()
+                    .is_some_and(|s| matches!(s.try_wait(), Ok(Some(_))));
+                if exited || Instant::now() > deadline {
+                    for server in servers.iter_mut().flatten() {
+                        let _ = server.kill();
+                        let _ = server.wait();
+                    }
+                    let log = std::fs::read_to_string(&logs[i]).unwrap_or_default();
+                    return Err((dir, log));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(Nats {
             ports,
             monitors,
             servers,
             _dir: dir,
-        };
-        for port in &nats.ports {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
-                assert!(Instant::now() < deadline, "nats-server did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        if count > 1 {
-            // Routes form within a second or so; a message before that reaches one server.
-            std::thread::sleep(Duration::from_secs(2));
-        }
-        nats
+        })
     }
 
     /// The URL of server `i`.
