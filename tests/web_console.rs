@@ -76,8 +76,9 @@ fn the_console_in_headless_chromium() {
         std::fs::write(&restarted, b"").unwrap();
         broker.restart();
     }
-    common::node_report(node.wait_with_output().unwrap(), 8);
+    common::node_report(node.wait_with_output().unwrap(), 11);
     for shot in [
+        "00-register",
         "01b-token-online",
         "02-reply",
         "02b-activity",
@@ -85,6 +86,8 @@ fn the_console_in_headless_chromium() {
         "04-reset-signed-out",
         "05-stale-key",
         "06-pin-mismatch",
+        "06a-offline",
+        "06b-two-tabs",
         "07-reconnecting",
         "08-rolled-back",
         "10-reloaded",
@@ -107,10 +110,25 @@ fn the_console_is_served_over_https_only_under_a_strict_policy() {
         .unwrap();
     assert_eq!(plain.status(), 404);
     let agent = lax_agent();
+    let page = agent
+        .get(&format!("https://127.0.0.1:{}/", broker.https.port()))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    // The page names its script and style sheet by their content's hash.
+    let named = |attribute: &str, ext: &str| {
+        let at = page.find(&format!("{attribute}=\"/console.")).unwrap() + attribute.len() + 2;
+        let path = &page[at..at + page[at..].find('"').unwrap()];
+        assert!(path.ends_with(ext), "{path}");
+        path.to_owned()
+    };
+    let (script, style) = (named("src", ".js"), named("href", ".css"));
     for (path, media) in [
         ("/", "text/html"),
-        ("/console.js", "text/javascript"),
-        ("/console.css", "text/css"),
+        (script.as_str(), "text/javascript"),
+        (style.as_str(), "text/css"),
         ("/console.json", "application/json"),
     ] {
         let mut answer = agent
@@ -172,16 +190,86 @@ fn the_console_is_served_over_https_only_under_a_strict_policy() {
             }
         }
     }
-    let page = agent
-        .get(&format!("https://127.0.0.1:{}/", broker.https.port()))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
     // No inline script: every <script> loads this origin's file.
-    assert!(page.contains(r#"<script type="module" src="console.js"></script>"#));
+    assert!(page.contains(&format!(
+        r#"<script type="module" src="{script}"></script>"#
+    )));
     assert_eq!(page.matches("<script").count(), 1);
+}
+
+/// A visit costs what it must (issue 28): the script and style sheet are cached for good (their
+/// paths name their content), the page is revalidated (304 while unchanged), and each comes
+/// precompressed in the best encoding the browser takes.
+#[test]
+fn the_console_is_served_precompressed_cached_for_good_and_revalidated() {
+    let broker = Broker::start();
+    let agent = lax_agent();
+    let url = |path: &str| format!("https://127.0.0.1:{}{path}", broker.https.port());
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        let mut request = agent.get(&url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.call().unwrap()
+    };
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/dist");
+    let mut first = get("/", &[]);
+    let page = first.body_mut().read_to_string().unwrap();
+    assert_eq!(
+        page.as_bytes(),
+        std::fs::read(dist.join("index.html")).unwrap()
+    );
+    assert_eq!(
+        header_of(&first, "cache-control").as_deref(),
+        Some("no-cache")
+    );
+    let etag = header_of(&first, "etag").expect("the page has a validator");
+    let again = get("/", &[("If-None-Match", etag.as_str())]);
+    assert_eq!(again.status(), 304, "an unchanged page is not sent again");
+    assert_eq!(
+        get("/", &[("If-None-Match", "W/\"another build\"")]).status(),
+        200
+    );
+    let script = {
+        let at = page.find("src=\"/console.").unwrap() + 5;
+        page[at..at + page[at..].find('"').unwrap()].to_owned()
+    };
+    for (path, file) in [("/", "index.html"), (script.as_str(), "console.js")] {
+        for (accept, coding, suffix) in [
+            ("gzip, deflate, br, zstd", Some("br"), ".br"),
+            ("gzip, deflate", Some("gzip"), ".gz"),
+            ("identity", None, ""),
+        ] {
+            let mut answer = get(path, &[("Accept-Encoding", accept)]);
+            assert_eq!(
+                header_of(&answer, "content-encoding").as_deref(),
+                coding,
+                "{path} {accept}"
+            );
+            assert_eq!(
+                header_of(&answer, "vary").as_deref(),
+                Some("Accept-Encoding")
+            );
+            let body = answer
+                .body_mut()
+                .with_config()
+                .limit(4 << 20)
+                .read_to_vec()
+                .unwrap();
+            assert!(
+                body == std::fs::read(dist.join(format!("{file}{suffix}"))).unwrap(),
+                "{path} {accept}: not web/dist/{file}{suffix}"
+            );
+            if path != "/" {
+                assert_eq!(
+                    header_of(&answer, "cache-control").as_deref(),
+                    Some("public, max-age=31536000, immutable")
+                );
+            }
+        }
+    }
+    // The old unhashed path is gone: nothing can be cached under a name that outlives a build.
+    assert_eq!(get("/console.js", &[]).status(), 404);
 }
 
 /// No answer of the API is kept by a cache or sniffed (issue 28): a user's own wrapped key

@@ -10,7 +10,8 @@
 
 import * as c from "../../sdk/js/src/crypto.js";
 import { Api, ApiError, Identity, KeyringRollbackError } from "../../sdk/js/src/identity.js";
-import { Console } from "../../sdk/js/src/console.js";
+import { Console, NotConnectedError } from "../../sdk/js/src/console.js";
+import { weakPassword } from "../../sdk/js/src/password.js";
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -49,11 +50,61 @@ function say(el, text) {
 }
 
 /**
- * @param {"login" | "account"} view
+ * @param {"login" | "register" | "account"} view
  */
 function show(view) {
-  $("login").hidden = view !== "login";
-  $("account").hidden = view !== "account";
+  for (const id of ["login", "register", "account"]) $(id).hidden = view !== id;
+}
+
+/**
+ * A hint while a new password is typed: the floor's objection (the CLI's, word for word),
+ * else a rough strength from its length and the kinds of characters in it.
+ * @param {string} password
+ * @param {string} login
+ * @returns {{ level: string, text: string }}
+ */
+function strength(password, login) {
+  if (!password) return { level: "", text: "" };
+  const weak = weakPassword(password, login);
+  if (weak) return { level: "refused", text: `Not accepted: ${weak}.` };
+  /** @type {[RegExp, number][]} */
+  const kinds = [[/[a-z]/, 26], [/[A-Z]/, 26], [/[0-9]/, 10], [/[^A-Za-z0-9]/, 33]];
+  const pool = kinds.reduce((n, [kind, size]) => (kind.test(password) ? n + size : n), 0);
+  const bits = [...password].length * Math.log2(pool);
+  if (bits < 60) return { level: "fair", text: "Fair: accepted, but another word or two would make it much harder to guess." };
+  if (bits < 90) return { level: "good", text: "Good." };
+  return { level: "strong", text: "Strong." };
+}
+
+/**
+ * Keeps the hint under `f`'s new password up to date as it is typed.
+ * @param {HTMLFormElement} f
+ * @param {string} hint the hint's element id
+ * @param {() => string} login the account name the password is for
+ */
+function hintStrength(f, hint, login) {
+  const update = () => {
+    const { level, text } = strength(field(f, "password").value, login());
+    $(hint).dataset.level = level;
+    $(hint).textContent = text;
+  };
+  f.addEventListener("input", update);
+  f.addEventListener("reset", () => setTimeout(update));
+}
+
+/**
+ * The new password of `f` (its `password` and `again` fields, both cleared at once) for
+ * `login`, or the sentence saying why it cannot be.
+ * @param {HTMLFormElement} f
+ * @param {string} login
+ * @returns {{ password: string, refused?: undefined } | { refused: string }}
+ */
+function newPassword(f, login) {
+  const [password, again] = take(f, "password", "again");
+  if (password !== again) return { refused: "The two passwords differ: type the same one twice." };
+  const weak = weakPassword(password, login);
+  if (weak) return { refused: `Not accepted: ${weak}.` };
+  return { password };
 }
 
 /**
@@ -153,9 +204,14 @@ function onStale({ from, error }) {
     "It cannot be opened, by design. Re-enrol that instance so it learns your new key.");
 }
 
-/** Fetches the instance list and redraws it, loudly refusing any key that is not the pinned one. */
+/**
+ * Re-reads the keyring and the instance list and redraws them, loudly refusing any key that
+ * is not the pinned one.
+ */
 async function refresh() {
   if (!session) return;
+  // Another tab of this user may have pinned or dropped an instance since.
+  if (await session.identity.refreshKeyring(api)) rememberKeyring(session.identity);
   const instances = await session.identity.instances(api);
   session.instances = instances;
   const body = /** @type {HTMLTableSectionElement} */ ($("instances").querySelector("tbody"));
@@ -310,19 +366,65 @@ async function showActivity() {
 }
 
 /**
- * Runs a user action, showing its failure instead of losing it.
+ * Runs an action on the instances, showing its failure under their buttons.
  * @param {() => Promise<unknown>} act
  */
 async function guarded(act) {
   try {
     await act();
+    say($("instances-error"), null);
     if (session) rememberKeyring(session.identity);
   } catch (e) {
-    const li = document.createElement("li");
-    li.className = "error";
-    li.textContent = explain(e);
-    $("conversation").prepend(li);
+    say($("instances-error"), explain(e));
   }
+}
+
+/** @param {Date} [when] */
+const clock = (when = new Date()) => when.toLocaleTimeString();
+
+/**
+ * The conversation with instance `id`, moved to the top: the most recent first.
+ * @param {string} id
+ */
+function thread(id) {
+  let section = [...$("conversation").children].find((s) => /** @type {HTMLElement} */ (s).dataset.id === id);
+  if (!section) {
+    section = el("section", undefined, [el("h3", `Instance ${id.slice(0, 8)}…`), el("ol")]);
+    section.className = "thread";
+    /** @type {HTMLElement} */ (section).dataset.id = id;
+  }
+  $("conversation").prepend(section);
+  return /** @type {HTMLOListElement} */ (section.querySelector("ol"));
+}
+
+/**
+ * One request in its conversation, oldest first: what was sent and when, then its state
+ * (sending, sent, answered, failed) and the reply with its time.
+ * @param {string} id
+ * @param {string} message
+ */
+function exchange(id, message) {
+  const status = el("p");
+  status.className = "status";
+  const li = el("li", undefined, [el("p", undefined, [el("time", clock()), ` → ${message}`]), status]);
+  li.className = "exchange";
+  thread(id).append(li);
+  /** @param {"sending" | "sent" | "answered" | "failed"} state @param {string} text */
+  const set = (state, text) => {
+    li.dataset.state = state;
+    status.textContent = text;
+  };
+  set("sending", "sending…");
+  return {
+    set,
+    /** @param {string} text */
+    reply(text) {
+      const reply = el("p", undefined, [el("time", clock()), ` ← ${text}`]);
+      reply.className = "reply";
+      status.before(reply);
+      set("answered", "answered");
+    },
+  };
 }
 
 /**
@@ -374,7 +476,9 @@ function logout(message = null, offerReset = false) {
   sessionStorage.removeItem(SIGNED_IN);
   ending?.link?.close();
   ending?.identity.wipe();
-  for (const id of ["instances", "conversation"]) $(id).querySelectorAll("tbody > tr, li").forEach((n) => n.remove());
+  $("instances").querySelectorAll("tbody > tr").forEach((n) => n.remove());
+  $("conversation").replaceChildren();
+  say($("instances-error"), null);
   $("activity").replaceChildren();
   $("activity").hidden = true;
   say($("activity-error"), null);
@@ -384,6 +488,7 @@ function logout(message = null, offerReset = false) {
   say($("pin-alert"), null);
   say($("stale-alert"), null);
   say($("password-result"), null);
+  say($("register-error"), null);
   say($("login-error"), message);
   /** @type {HTMLDetailsElement} */ ($("reset")).open = offerReset;
   link(message ? "signed_out" : "idle", message ? "signed out" : "not connected");
@@ -398,6 +503,8 @@ function logout(message = null, offerReset = false) {
 function take(f, ...names) {
   const values = names.map((n) => field(f, n).value);
   for (const input of f.querySelectorAll("input[type=password]")) /** @type {HTMLInputElement} */ (input).value = "";
+  // The strength hint follows the (now empty) field.
+  f.dispatchEvent(new Event("input"));
   return values;
 }
 
@@ -416,26 +523,57 @@ function onSubmit(f, handler) {
 }
 
 function wire() {
-  onSubmit(form("login-form"), async (ev) => {
-    const [name, password, invite] = take(form("login-form"), "name", "password", "invite");
-    const register = /** @type {HTMLButtonElement | null} */ (ev.submitter)?.value === "register";
+  onSubmit(form("login-form"), async () => {
+    const [name, password] = take(form("login-form"), "name", "password");
     say($("login-error"), null);
-    link("connecting", register ? "creating your key…" : "unlocking your key…");
+    link("connecting", "unlocking your key…");
     try {
-      await enter(register ? await Identity.register(api, name, password, { invite }) : await Identity.login(api, name, password));
-      field(form("login-form"), "invite").value = "";
+      await enter(await Identity.login(api, name, password));
     } catch (e) {
       link("idle", "not connected");
       say($("login-error"), e instanceof KeyringRollbackError ? `Refused: ${e.message}` : explain(e));
     }
   });
 
-  onSubmit(form("reset-form"), async () => {
-    const [name, code, password] = take(form("reset-form"), "name", "code", "password");
-    field(form("reset-form"), "code").value = "";
+  const registration = form("register-form");
+  hintStrength(registration, "register-strength", () => field(registration, "name").value);
+  onSubmit(registration, async () => {
+    const name = field(registration, "name").value;
+    const chosen = newPassword(registration, name);
+    const invite = field(registration, "invite").value;
+    if (chosen.refused !== undefined) return say($("register-error"), chosen.refused);
+    say($("register-error"), null);
+    link("connecting", "creating your key…");
+    try {
+      await enter(await Identity.register(api, name, chosen.password, { invite }));
+      registration.reset();
+    } catch (e) {
+      link("idle", "not connected");
+      say($("register-error"), explain(e));
+    }
+  });
+  $("show-register").addEventListener("click", () => {
+    say($("login-error"), null);
+    say($("login-note"), null);
+    show("register");
+    field(registration, "name").focus();
+  });
+  $("show-login").addEventListener("click", () => {
+    say($("register-error"), null);
+    show("login");
+    field(form("login-form"), "name").focus();
+  });
+
+  const reset = form("reset-form");
+  hintStrength(reset, "reset-strength", () => field(reset, "name").value);
+  onSubmit(reset, async () => {
+    const [name, code] = [field(reset, "name").value, field(reset, "code").value];
+    const chosen = newPassword(reset, name);
+    if (chosen.refused !== undefined) return say($("login-error"), chosen.refused);
+    field(reset, "code").value = "";
     say($("login-error"), null);
     try {
-      const { identity, staleInstances } = await Identity.completeReset(api, name, code, password);
+      const { identity, staleInstances } = await Identity.completeReset(api, name, code, chosen.password);
       /** @type {HTMLDetailsElement} */ ($("reset")).open = false;
       await enter(identity, staleInstances);
     } catch (e) {
@@ -460,28 +598,23 @@ function wire() {
   onSubmit(form("send-form"), async () => {
     const [to, message] = take(form("send-form"), "to", "message");
     field(form("send-form"), "message").value = "";
-    /** @param {string} cls @param {string} text */
-    const line = (cls, text) => {
-      const li = document.createElement("li");
-      li.className = cls;
-      li.textContent = text;
-      $("conversation").prepend(li);
-    };
-    if (!session?.link) return line("error", "Not connected to the broker: wait for the link, or log in again.");
-    line("out", `${to.slice(0, 8)}…: ${message}`);
+    const shown = exchange(to, message);
+    if (!session?.link) return shown.set("failed", "Not sent: not connected to the broker. Wait for the link to come back, or log in again.");
     try {
-      const reply = await session.link.request(to, new TextEncoder().encode(message));
-      line("in", `${to.slice(0, 8)}…: ${new TextDecoder().decode(reply)}`);
+      const reply = await session.link.request(to, new TextEncoder().encode(message), 10_000, () => shown.set("sent", "sent, waiting for the reply…"));
+      shown.reply(new TextDecoder().decode(reply));
     } catch (e) {
-      line("error", `${to.slice(0, 8)}…: ${explain(e)}`);
+      shown.set("failed", e instanceof NotConnectedError ? "Not delivered: the instance is offline." : `Failed: ${explain(e)}`);
     }
   });
 
+  hintStrength(form("password-form"), "password-strength", () => session?.identity.login ?? "");
   onSubmit(form("password-form"), async () => {
-    const [password, again] = take(form("password-form"), "password", "again");
     const current = session;
     if (!current) return;
-    if (password !== again) return say($("password-result"), "The two passwords differ: nothing changed.");
+    const chosen = newPassword(form("password-form"), current.identity.login);
+    if (chosen.refused !== undefined) return say($("password-result"), `${chosen.refused} Nothing changed.`);
+    const password = chosen.password;
     // Our own session is closed by the change like every other: end it first, then reconnect
     // with the new secret.
     await current.link?.close();

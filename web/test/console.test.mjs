@@ -222,21 +222,38 @@ async function visible(page, selector) {
  * @param {string} password
  */
 async function register(page, name, password) {
-  await submitLogin(page, name, password, "register");
+  await fillRegistration(page, name, password);
+  await page.click("#register-form button:not([type=button])");
   await visible(page, "#account");
   await page.waitForSelector('#link[data-state="connected"]', { timeout: 30_000 });
 }
 
 /**
- * Fills the login form and presses its `action` button ("login" or "register").
+ * Opens the registration form from the login form and fills it in (the password twice, the
+ * warning acknowledged), without submitting it.
+ * @param {Page} page
+ * @param {string} name
+ * @param {string} password
+ * @param {string} [again]
+ */
+async function fillRegistration(page, name, password, again = password) {
+  if (await page.locator("#register").isHidden()) await page.click("#show-register");
+  await page.fill("#register-form [name=name]", name);
+  await page.fill("#register-form [name=password]", password);
+  await page.fill("#register-form [name=again]", again);
+  await page.check("#register-form [name=understood]");
+}
+
+/**
+ * Fills the login form and logs in.
  * @param {Page} page
  * @param {string} name
  * @param {string} password
  */
-async function submitLogin(page, name, password, action = "login") {
+async function submitLogin(page, name, password) {
   await page.fill("#login-form [name=name]", name);
   await page.fill("#login-form [name=password]", password);
-  await page.click(`#login-form button[value=${action}]`);
+  await page.click("#login-form button");
 }
 
 /**
@@ -266,15 +283,25 @@ async function addInstance(page) {
 }
 
 /**
- * Sends `message` to the first instance offered and returns the conversation's newest line.
+ * Sends `message` to the instance selected (the first offered, unless `to` names one) and
+ * waits for the exchange to settle: its state ("answered" or "failed") and what it says.
  * @param {Page} page
  * @param {string} message
+ * @param {string} [to]
  */
-async function send(page, message) {
+async function send(page, message, to) {
+  if (to) await page.selectOption("#send-form select", to);
   await page.fill("#send-form [name=message]", message);
   await page.click("#send-form button");
-  await page.waitForSelector("#conversation li.in, #conversation li.error", { timeout: 30_000 });
-  return page.locator("#conversation li").first().innerText();
+  // The conversation just written to is on top, its newest exchange last.
+  const newest = page.locator("#conversation section:first-child li.exchange:last-child");
+  await page.locator("#conversation section:first-child li.exchange:last-child:is([data-state=answered], [data-state=failed])").waitFor({ timeout: 30_000 });
+  const reply = newest.locator(".reply");
+  return {
+    state: await newest.getAttribute("data-state"),
+    reply: (await reply.count()) ? (await reply.innerText()).replace(/^.*← /, "") : null,
+    status: await newest.locator(".status").innerText(),
+  };
 }
 
 /**
@@ -331,7 +358,8 @@ test("register, add an instance, send to a Rust agent and see its sealed reply; 
     await page.click("#token-done");
     await page.click("#refresh");
     await page.waitForFunction((i) => document.querySelector(`tr[data-id="${i}"]`)?.textContent?.includes("online"), id, { timeout: 30_000 });
-    assert.equal(await send(page, "status?"), `${id.slice(0, 8)}…: status?`, "the Rust agent echoes the request, sealed back to the page");
+    assert.deepEqual(await send(page, "status?"), { state: "answered", reply: "status?", status: "answered" }, "the Rust agent echoes the request, sealed back to the page");
+    assert.match(await text(page, `#conversation section[data-id="${id}"]`), /^Instance [0-9a-f]{8}…\s+\d{1,2}:\d{2}:\d{2}.* → status\?\s+\d{1,2}:\d{2}:\d{2}.* ← status\?\s+answered$/);
     assert.match(await text(page, `tr[data-id="${id}"]`), /pinned/);
     await shot(page, "02-reply");
     // What the server holds: the agent's session, live, with its counts; the stored wraps.
@@ -347,7 +375,7 @@ test("register, add an instance, send to a Rust agent and see its sealed reply; 
   }
   await page.click("#logout");
   await visible(page, "#login");
-  assert.equal(await page.locator("#conversation li").count(), 0);
+  assert.equal(await page.locator("#conversation li").count(), 0, "the conversations are wiped");
   assert.equal(await page.locator("#instances tbody tr").count(), 0);
   assert.equal(await text(page, "#token-text"), "");
   assert.equal(await text(page, "#activity"), "", "the activity view is wiped too");
@@ -368,6 +396,49 @@ test("a wrong password, or an unknown name, is refused with one clear message", 
   await recorder.check(page, secrets);
 });
 
+test("registration is a form of its own, refuses what the CLI refuses in the CLI's words, and says what a forgotten password costs", { skip, timeout: 90_000 }, async () => {
+  const { page, recorder } = await open();
+  await page.click("#show-register");
+  await visible(page, "#register");
+  assert.ok(await page.locator("#login").isHidden(), "login and registration are separate forms");
+  assert.match(await text(page, "#register-warning"), /operator cannot recover it.*new.*key.*unreadable for good/s);
+  /** The CLI's refusal of `password` for `name`, without its prefix and its escape hatch. @param {string} name @param {string} password */
+  const cliRefusal = async (name, password) => {
+    const run = promisify(execFile)(cases.bin, ["user", "register", "--user", name], { env: { ...process.env, ...cases.cli_env, SEALRELAY_PASSWORD: password } });
+    const failed = await run.then(() => null, (e) => e);
+    assert.ok(failed, `the CLI accepted ${JSON.stringify(password)}`);
+    return failed.stderr.match(/^sealrelay: (.*); --allow-weak-password takes it anyway$/m)?.[1] ?? `not a refusal: ${failed.stderr}`;
+  };
+  for (const weak of ["a", "qwertyuiop", "my web-kim password", "zzzzzzzzzzzz"]) {
+    await fillRegistration(page, "web-kim", weak);
+    const refusal = `Not accepted: ${await cliRefusal("web-kim", weak)}.`;
+    assert.equal(await text(page, "#register-strength"), refusal, "the hint says it while the password is typed");
+    await page.click("#register-form button:not([type=button])");
+    await visible(page, "#register-error");
+    assert.equal(await text(page, "#register-error"), refusal);
+    assert.equal(await page.inputValue("#register-form [name=password]"), "", "the refused password is cleared");
+  }
+  await fillRegistration(page, "web-kim", "kim's long password", "kim's other password");
+  await page.click("#register-form button:not([type=button])");
+  await page.waitForFunction(() => document.getElementById("register-error")?.textContent === "The two passwords differ: type the same one twice.", null, { timeout: 10_000 });
+  // Unacknowledged, the form does not go.
+  await fillRegistration(page, "web-kim", "kim's long password");
+  await page.uncheck("#register-form [name=understood]");
+  await page.click("#register-form button:not([type=button])");
+  assert.ok(!recorder.sent.some((s) => s.where === `POST ${cases.https}v1/users`), "nothing refused reached the server");
+  await fillRegistration(page, "web-kim", "kim's long password");
+  assert.match(await text(page, "#register-strength"), /^(Fair|Good|Strong)/);
+  await shot(page, "00-register");
+  await page.click("#register-form button:not([type=button])");
+  await visible(page, "#account");
+  assert.ok(recorder.sent.some((s) => s.where === `POST ${cases.https}v1/users`));
+  await page.click("#logout");
+  assert.ok(await page.locator("#register-error").isHidden());
+  const secrets = new Secrets();
+  await secrets.password("web-kim", "kim's long password");
+  await recorder.check(page, secrets);
+});
+
 test("an operator reset signs the page out; the reset code sets a new key and the page shows what is stale", { skip, timeout: 120_000 }, async () => {
   const { page, recorder, secrets } = await registered("web-carol", "carol's first password");
   await secrets.userKey("web-carol", "carol's first password");
@@ -378,7 +449,7 @@ test("an operator reset signs the page out; the reset code sets a new key and th
   const instance = await Agent.login(api, token);
   await instance.serve(cases.ws, (p) => p);
   try {
-    assert.match(await send(page, "before the reset"), /before the reset/);
+    assert.equal((await send(page, "before the reset")).reply, "before the reset");
 
     const run = await promisify(execFile)(cases.bin, [...cases.admin_args, "--name", "web-carol"], { cwd: cases.broker_dir, env: { ...process.env, ...cases.cli_env } });
     const code = (run.stdout + run.stderr).match(/srr1\.[0-9a-f]{32}\.[A-Za-z0-9_-]+/)?.[0];
@@ -393,6 +464,7 @@ test("an operator reset signs the page out; the reset code sets a new key and th
     await page.fill("#reset-form [name=name]", "web-carol");
     await page.fill("#reset-form [name=code]", code);
     await page.fill("#reset-form [name=password]", "carol's new password");
+    await page.fill("#reset-form [name=again]", "carol's new password");
     await page.click("#reset-form button");
     await visible(page, "#account");
     await secrets.password("web-carol", "carol's new password");
@@ -432,6 +504,25 @@ test("an operator reset signs the page out; the reset code sets a new key and th
   await recorder.check(page, secrets);
 });
 
+test("two tabs of one user add instances without a conflict surfacing, and each learns the other's without a reload", { skip, timeout: 90_000 }, async () => {
+  const a = await registered("web-tess", "tess's two-tab password");
+  const b = await open();
+  await submitLogin(b.page, "web-tess", "tess's two-tab password");
+  await visible(b.page, "#account");
+  const fromA = await addInstance(a.page);
+  // Tab B still holds the keyring it read at login: its write conflicts, and the SDK re-reads,
+  // merges and writes again (two requests), without a word to the user.
+  const fromB = await addInstance(b.page);
+  assert.equal(b.recorder.sent.filter((s) => s.where === `POST ${cases.https}v1/instances`).length, 2, "the conflicting write was retried");
+  assert.ok(await b.page.locator("#instances-error").isHidden(), "no conflict surfaced");
+  assert.match(await text(b.page, `tr[data-id="${fromA.id}"]`), /pinned/);
+  await a.page.waitForFunction((i) => document.querySelector(`tr[data-id="${i}"]`)?.textContent?.includes("pinned"), fromB.id, { timeout: 30_000 });
+  await shot(a.page, "06b-two-tabs");
+  for (const token of [fromA.token, fromB.token]) await a.secrets.token(token);
+  await a.recorder.check(a.page, a.secrets);
+  await b.recorder.check(b.page, a.secrets);
+});
+
 test("a key the directory swapped shows the pin mismatch, loudly, and the page will not seal to it", { skip, timeout: 60_000 }, async () => {
   const { page, recorder, secrets } = await registered("web-dave", "dave's password");
   const { id, token } = await addInstance(page);
@@ -439,6 +530,13 @@ test("a key the directory swapped shows the pin mismatch, loudly, and the page w
   const pinned = (await text(page, `tr[data-id="${id}"]`)).match(/pinned \(([0-9a-f]{32})\)/)?.[1];
   assert.ok(pinned, "the new instance is pinned, its witness shown");
   assert.equal(await page.locator("#send-form select option").count(), 1);
+  // Never connected: marked offline, and a message to it is answered at once (the broker's
+  // PUBACK says it has no session), not after the reply's timeout.
+  assert.match(await text(page, "#send-form select"), /offline/);
+  const started = Date.now();
+  assert.deepEqual(await send(page, "anyone there?"), { state: "failed", reply: null, status: "Not delivered: the instance is offline." });
+  assert.ok(Date.now() - started < 5_000, `answered after ${Date.now() - started} ms`);
+  await shot(page, "06a-offline");
 
   // The server lies: another key for the instance, written into the broker's own database.
   if (cases.db_url) {
@@ -534,13 +632,43 @@ test("the link says when the broker goes away and that it is back; a change of p
 
 test("an invite code typed at registration goes to the server with it, and is cleared", { skip, timeout: 60_000 }, async () => {
   const { page, recorder } = await open();
-  await page.fill("#login-form [name=invite]", "sri1.an-invite-from-the-operator");
+  await page.click("#show-register");
+  await page.fill("#register-form [name=invite]", "sri1.an-invite-from-the-operator");
   await register(page, "web-ivy", "ivy's password");
   const sent = recorder.sent.find((s) => s.where === `POST ${cases.https}v1/users`);
   assert.ok(sent, "the registration was sent");
   assert.match(sent.carried.toString("latin1"), /"invite":"sri1\.an-invite-from-the-operator"/);
   await page.click("#logout");
-  assert.equal(await page.inputValue("#login-form [name=invite]"), "");
+  await page.click("#show-register");
+  assert.equal(await page.inputValue("#register-form [name=invite]"), "");
+});
+
+test("a second visit downloads under 10 KB: the page revalidated, the rest from the cache", { skip, timeout: 60_000 }, async () => {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  const page = await context.newPage();
+  /** Bytes the network carried (headers and encoded bodies) for one visit. */
+  const visit = async () => {
+    /** @type {import("playwright-core").Response[]} */
+    const answers = [];
+    const listen = (/** @type {import("playwright-core").Response} */ r) => answers.push(r);
+    page.on("response", listen);
+    await page.goto(cases.https);
+    await page.waitForSelector("#login:not([hidden])", { timeout: 30_000 });
+    page.off("response", listen);
+    let bytes = 0;
+    for (const r of answers) {
+      const sizes = await r.request().sizes();
+      bytes += sizes.responseBodySize + sizes.responseHeadersSize;
+    }
+    return { bytes, statuses: answers.map((r) => `${r.status()} ${new URL(r.url()).pathname}`) };
+  };
+  const cold = await visit();
+  const warm = await visit();
+  console.log(`console visit: cold ${cold.bytes} B (${cold.statuses.join(", ")}), warm ${warm.bytes} B (${warm.statuses.join(", ")})`);
+  assert.ok(cold.bytes > 100_000, `the first visit fetched the script: ${cold.bytes} B`);
+  assert.ok(cold.bytes < 400_000, `the script came compressed: ${cold.bytes} B`);
+  assert.ok(warm.bytes < 10_000, `a second visit downloaded ${warm.bytes} B: ${warm.statuses.join(", ")}`);
+  await context.close();
 });
 
 test("a reload says it signed the user out, with the name filled in; a logout does not", { skip, timeout: 60_000 }, async () => {

@@ -27,6 +27,18 @@ const FINAL_DISCONNECT = new Set([0x87, 0x8e, 0x98]);
 /** CONNACK codes that refuse these credentials (not a passing capacity or rate limit). */
 const FINAL_CONNACK = new Set([0x84, 0x85, 0x86, 0x87, 0x8c]);
 
+/** MQTT 5 PUBACK 0x10: accepted, but the recipient has no session to deliver it to (§5.5). */
+const NO_SESSION = 0x10;
+
+/** The recipient has no session (not connected, nothing queued for it): nothing was delivered. */
+export class NotConnectedError extends Error {
+  /** @param {string} peer */
+  constructor(peer) {
+    super(`${peer} is not connected, and no session of it keeps messages: nothing was delivered`);
+    this.peer = peer;
+  }
+}
+
 export class Console {
   /**
    * Connects `identity` to the broker at `url` (mqtt://, ws://, wss://). `onState` hears every
@@ -75,6 +87,16 @@ export class Console {
     this.guard = new c.ReplayGuard();
     /** @type {Map<string, { peer: string, resolve: (payload: Uint8Array) => void }>} message id hex → request in flight */
     this.pending = new Map();
+    /**
+     * MQTT packet id → the reason code of its last PUBACK. MQTT.js settles a publish answered
+     * 0x10 as a success without the code; the PUBACK is seen here first, the settled publish
+     * names its packet id, and the entry is taken then (ids are reused, so at most 65,535).
+     * @type {Map<number, number>}
+     */
+    this.pubacks = new Map();
+    client.on("packetreceive", (packet) => {
+      if (packet.cmd === "puback" && packet.messageId !== undefined) this.pubacks.set(packet.messageId, packet.reasonCode ?? 0);
+    });
     this.onStale = onStale;
     client.on("message", (_topic, envelope) => this.#receive(new Uint8Array(envelope)));
     client.on("connect", () => onState({ state: "connected" }));
@@ -126,22 +148,35 @@ export class Console {
 
   /**
    * Seals `payload` to instance `peer` (hex id) and resolves with its reply's payload.
+   * `onSent` hears when the broker has taken it for delivery. Rejects at once with
+   * {@link NotConnectedError} when the broker has nobody to deliver it to, and after
+   * `timeoutMs` when no reply comes.
    * @param {string} peer
    * @param {Uint8Array} payload
+   * @param {number} [timeoutMs]
+   * @param {() => void} [onSent]
    */
-  async request(peer, payload, timeoutMs = 10_000) {
+  async request(peer, payload, timeoutMs = 10_000, onSent = () => {}) {
     const to = c.idFromHex(peer);
     const { envelope, messageId } = c.sealAuthenticated(this.identity.id, this.identity.secret, to, this.keyOf(peer), payload);
     const key = c.toHex(messageId);
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let timer;
     /** @type {Promise<Uint8Array>} */
     const answer = new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no reply from ${peer} within ${timeoutMs} ms`)), timeoutMs);
-      this.pending.set(key, { peer, resolve: (p) => { clearTimeout(timer); resolve(p); } });
+      timer = setTimeout(() => reject(new Error(`no reply from ${peer} within ${timeoutMs} ms`)), timeoutMs);
+      this.pending.set(key, { peer, resolve });
     });
     try {
-      await this.client.publishAsync(`sr/v1/inbox/${peer}`, /** @type {any} */ (envelope), { qos: 1 });
+      const sent = await this.client.publishAsync(`sr/v1/inbox/${peer}`, /** @type {any} */ (envelope), { qos: 1 });
+      const code = sent?.messageId === undefined ? 0 : this.pubacks.get(sent.messageId);
+      if (sent?.messageId !== undefined) this.pubacks.delete(sent.messageId);
+      if (code === NO_SESSION) throw new NotConnectedError(peer);
+      onSent();
       return await answer;
     } finally {
+      // A request that failed before its answer leaves that promise unsettled, never rejected.
+      clearTimeout(timer);
       this.pending.delete(key);
     }
   }

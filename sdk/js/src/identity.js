@@ -166,6 +166,22 @@ async function freshUserKey(api, name, id, password) {
 }
 
 /**
+ * The keyring in a `GET /v1/me` answer, opened and checked against the version the server
+ * states; undefined when the user has none yet.
+ * @param {Uint8Array} id
+ * @param {Uint8Array} secret
+ * @param {{ keyring?: string | null, keyring_version: number }} me
+ */
+async function servedKeyring(id, secret, me) {
+  if (!me.keyring) return undefined;
+  const ring = await c.openKeyring(id, secret, c.fromB64(me.keyring));
+  if (ring.version !== BigInt(me.keyring_version)) {
+    throw new Error(`the keyring says version ${ring.version} but the server says ${me.keyring_version}: refusing it`);
+  }
+  return ring;
+}
+
+/**
  * A logged-in principal: its id, its private key (unwrapped locally) and its login secret.
  * `wipe()` it when done.
  */
@@ -281,9 +297,10 @@ export class Identity {
    * Refuses a keyring older than `seen` (the newest version this client remembers for this
    * server, user and key); persist `this.keyring.version` between runs to use it.
    * @param {bigint | number} seen
+   * @param {c.Keyring} [ring] the keyring to check, when not the one held
    */
-  requireKeyringVersion(seen) {
-    const held = this.keyring?.version ?? 0n;
+  requireKeyringVersion(seen, ring = this.keyring) {
+    const held = ring?.version ?? 0n;
     if (held < BigInt(seen)) throw new KeyringRollbackError(BigInt(seen), held);
   }
 
@@ -335,15 +352,44 @@ export class Identity {
 
   /**
    * Writes the keyring with `change` applied to a copy of the pins, at the stored version
-   * plus one (the server refuses any other: another console wrote first — log in again).
+   * plus one, with `send` (the request that carries it). When another console wrote first
+   * (409 `keyring_conflict`), re-reads the keyring and applies `change` to it again: pins are
+   * a set, so each write's own change merges with the other's.
    * @param {Api} api
    * @param {(pins: Map<string, Uint8Array>) => void} change
+   * @param {(keyring: { version: number, keyring: string }) => Promise<unknown>} [send]
    */
-  async #writeKeyring(api, change) {
-    const pins = new Map(this.keyring?.pins);
-    change(pins);
-    await api.call("PUT", "/v1/me/keyring", { auth: this.auth, body: await this.#sealedNext(pins) });
-    this.keyring = { version: this.#nextVersion(), pins };
+  async #writeKeyring(api, change, send = (keyring) => api.call("PUT", "/v1/me/keyring", { auth: this.auth, body: keyring })) {
+    for (let attempt = 1; ; attempt++) {
+      const pins = new Map(this.keyring?.pins);
+      change(pins);
+      try {
+        await send(await this.#sealedNext(pins));
+      } catch (e) {
+        if (!(e instanceof ApiError && e.code === "keyring_conflict") || attempt === 3) throw e;
+        await this.refreshKeyring(api);
+        continue;
+      }
+      this.keyring = { version: this.#nextVersion(), pins };
+      return;
+    }
+  }
+
+  /**
+   * Re-reads the keyring the server holds (another console of this user may have written
+   * it), refusing one older than the one held; true when it changed.
+   * @param {Api} api
+   */
+  async refreshKeyring(api) {
+    const me = await api.call("GET", "/v1/me", { auth: this.auth });
+    if (c.toHex(c.fromB64(me.public_key)) !== c.toHex(this.publicKey)) {
+      throw new Error("the server's public key for this account is not the one this console holds: log in again");
+    }
+    const ring = await servedKeyring(this.id, this.secret, me);
+    this.requireKeyringVersion(this.keyring?.version ?? 0n, ring);
+    if ((ring?.version ?? 0n) === (this.keyring?.version ?? 0n)) return false;
+    this.keyring = ring;
+    return true;
   }
 
   /**
@@ -399,10 +445,11 @@ export class Identity {
   async addInstance(api) {
     const id = _sodium.randombytes_buf(16);
     const { token, publicKey, body } = await this.#enrol(id);
-    const pins = this.#pinsWith(c.toHex(id), publicKey);
-    const keyring = await this.#sealedNext(pins);
-    await api.call("POST", "/v1/instances", { auth: this.auth, body: { instance_id: c.toHex(id), ...body, keyring } });
-    this.keyring = { version: this.#nextVersion(), pins };
+    await this.#writeKeyring(
+      api,
+      (pins) => pins.set(c.toHex(id), publicKey),
+      (keyring) => api.call("POST", "/v1/instances", { auth: this.auth, body: { instance_id: c.toHex(id), ...body, keyring } }),
+    );
     return { id, token };
   }
 
@@ -414,10 +461,11 @@ export class Identity {
    */
   async reenrolInstance(api, peer) {
     const { token, publicKey, body } = await this.#enrol(c.idFromHex(peer));
-    const pins = this.#pinsWith(peer, publicKey);
-    const keyring = await this.#sealedNext(pins);
-    await api.call("POST", `/v1/instances/${peer}/reenrol`, { auth: this.auth, body: { ...body, keyring } });
-    this.keyring = { version: this.#nextVersion(), pins };
+    await this.#writeKeyring(
+      api,
+      (pins) => pins.set(peer, publicKey),
+      (keyring) => api.call("POST", `/v1/instances/${peer}/reenrol`, { auth: this.auth, body: { ...body, keyring } }),
+    );
     return token;
   }
 
@@ -478,14 +526,6 @@ export class Identity {
   }
 
   /**
-   * @param {string} peer
-   * @param {Uint8Array} publicKey
-   */
-  #pinsWith(peer, publicKey) {
-    return new Map(this.keyring?.pins).set(peer, publicKey);
-  }
-
-  /**
    * @returns {bigint}
    */
   #nextVersion() {
@@ -528,13 +568,7 @@ export class Identity {
       });
     }
     const identity = new Identity(id, name, secret, auth);
-    if (me.keyring) {
-      const ring = await c.openKeyring(id, secret, c.fromB64(me.keyring));
-      if (ring.version !== BigInt(me.keyring_version)) {
-        throw new Error(`the keyring says version ${ring.version} but the server says ${me.keyring_version}: refusing it`);
-      }
-      identity.keyring = ring;
-    }
+    identity.keyring = await servedKeyring(id, secret, me);
     return identity;
   }
 }

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, writeFileSync } from "node:fs";
 import * as c from "../src/crypto.js";
 import { Api, Identity } from "../src/identity.js";
-import { Console } from "../src/console.js";
+import { Console, NotConnectedError } from "../src/console.js";
 
 const cases = JSON.parse(process.env.SRTEST_JS_CONSOLE ?? "null");
 /** @param {number} ms */
@@ -27,8 +27,16 @@ test("a JS console asks a Rust agent over WebSocket", { skip: cases === null && 
   assert.equal(tab.keyring?.version, 1n);
   const console = await Console.connect(tab, cases.ws);
   try {
-    const reply = await console.request(c.toHex(id), new TextEncoder().encode("hello from js"));
+    let sent = false;
+    const reply = await console.request(c.toHex(id), new TextEncoder().encode("hello from js"), 10_000, () => (sent = true));
     assert.equal(new TextDecoder().decode(reply), "hello from js");
+    assert.ok(sent, "the broker's PUBACK was reported before the reply");
+    // An instance that never connected: the broker says so (PUBACK 0x10) and the request
+    // fails then, not when its reply times out.
+    const { id: silent } = await tab.addInstance(api);
+    const started = Date.now();
+    await assert.rejects(console.request(c.toHex(silent), new TextEncoder().encode("anyone?"), 30_000), NotConnectedError);
+    assert.ok(Date.now() - started < 5_000, `answered after ${Date.now() - started} ms`);
   } finally {
     await console.close();
     for (const who of [me, tab]) who.wipe();

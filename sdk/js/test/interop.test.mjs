@@ -53,6 +53,21 @@ test("register here, log in there; registered there, log in here", { skip: cases
   const fresh = await Agent.login(api, reenrolled);
   assert.equal(c.toHex(c.publicKeyOf(fresh.secret)), c.toHex(mine.keyring.pins.get(hexId) ?? assert.fail("pinned")));
   assert.equal(mine.keyring.version, 5n);
+  // Two consoles of one user, each with the keyring it read at login: the second's write
+  // conflicts and is merged (re-read, its pin applied again), not refused; the first learns
+  // of the second's pin by re-reading.
+  const tabA = await Identity.login(api, cases.js_user, cases.password);
+  const tabB = await Identity.login(api, cases.js_user, cases.password);
+  const { id: fromA } = await tabA.addInstance(api);
+  const { id: fromB } = await tabB.addInstance(api);
+  assert.equal(tabB.keyring?.version, 7n);
+  for (const peer of [hexId, c.toHex(fromA), c.toHex(fromB)]) assert.ok(tabB.keyring?.pins.has(peer), `tab B keeps ${peer}`);
+  assert.equal(await tabA.refreshKeyring(api), true);
+  assert.ok(tabA.keyring?.pins.has(c.toHex(fromB)), "tab A sees tab B's pin");
+  assert.equal(await tabA.refreshKeyring(api), false, "nothing new the second time");
+  assert.deepEqual((await tabA.instances(api)).map((i) => i.pin), ["pinned", "pinned", "pinned"]);
+  tabA.wipe();
+  tabB.wipe();
 
   // A change of password re-wraps the same key: the new password logs in to it, the old no longer does.
   await mine.changePassword(api, cases.password + " changed");
