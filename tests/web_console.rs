@@ -76,7 +76,7 @@ fn the_console_in_headless_chromium() {
         std::fs::write(&restarted, b"").unwrap();
         broker.restart();
     }
-    common::node_report(node.wait_with_output().unwrap(), 11);
+    common::node_report(node.wait_with_output().unwrap(), 12);
     for shot in [
         "00-register",
         "01b-token-online",
@@ -91,6 +91,8 @@ fn the_console_in_headless_chromium() {
         "07-reconnecting",
         "08-rolled-back",
         "10-reloaded",
+        "11-phone-token",
+        "11-phone-account",
     ] {
         assert!(screenshots.join(format!("{shot}.png")).is_file(), "{shot}");
     }

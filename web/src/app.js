@@ -153,6 +153,8 @@ async function enter(identity, staleInstances = []) {
     : null);
   previousWitness = identity.witness;
   show("account");
+  // Focus where the account starts, so keyboards and screen readers follow the login.
+  $("account-start").focus();
   await refresh();
   await connect();
 }
@@ -295,15 +297,19 @@ function el(tag, text, children = []) {
 }
 
 /**
- * A table of `rows` under `head`.
+ * A table of `rows` under `head`, scrolling sideways on its own when the screen is narrow.
  * @param {string[]} head
  * @param {(string | number)[][]} rows
  */
 function table(head, rows) {
-  return el("table", undefined, [
+  const wrap = el("div", undefined, [el("table", undefined, [
     el("thead", undefined, [el("tr", undefined, head.map((h) => el("th", h)))]),
     el("tbody", undefined, rows.map((r) => el("tr", undefined, r.map((v) => el("td", String(v)))))),
-  ]);
+  ])]);
+  wrap.className = "scroll";
+  // A region that scrolls must be reachable by keyboard to be scrolled.
+  wrap.tabIndex = 0;
+  return wrap;
 }
 
 /** Fetches what the server holds about this user and its instances, and shows it. */
@@ -441,6 +447,8 @@ function showToken(id, token) {
   $("token-status").dataset.state = "waiting";
   $("token-status").textContent = "Waiting for the instance to connect…";
   $("token-box").hidden = false;
+  // Focused, so a screen reader reads the token and what to do with it.
+  $("token-box").focus();
   watchToken(id);
   return refresh();
 }
@@ -493,6 +501,7 @@ function logout(message = null, offerReset = false) {
   /** @type {HTMLDetailsElement} */ ($("reset")).open = offerReset;
   link(message ? "signed_out" : "idle", message ? "signed out" : "not connected");
   show("login");
+  field(form("login-form"), "name").focus();
 }
 
 /**

@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -186,14 +186,35 @@ class Recorder {
   }
 }
 
-/** A fresh browser context on the console, recorded from its first request. */
-async function open() {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1100, height: 900 } });
+/**
+ * A fresh browser context on the console, recorded from its first request.
+ * @param {{ width: number, height: number }} [viewport]
+ */
+async function open(viewport = { width: 1100, height: 900 }) {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport });
   const page = await context.newPage();
   const recorder = new Recorder(page);
   await page.goto(cases.https);
   await page.waitForSelector("#login:not([hidden])", { timeout: 30_000 });
   return { page, recorder };
+}
+
+/** axe-core, evaluated into a page to check what it shows. */
+const axeSource = cases && readFileSync(new URL("../node_modules/axe-core/axe.min.js", import.meta.url), "utf8");
+
+/**
+ * Asserts axe-core finds no accessibility violation in what `page` shows now (evaluated by
+ * the test harness, which the page's content security policy does not govern).
+ * @param {Page} page
+ * @param {string} screen
+ */
+async function accessible(page, screen) {
+  if (!(await page.evaluate(() => "axe" in window))) await page.evaluate(axeSource);
+  const result = await page.evaluate(() => /** @type {any} */ (window).axe.run(document, { resultTypes: ["violations"] }));
+  const found = result.violations.map(
+    (/** @type {any} */ v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((/** @type {any} */ n) => n.target.join(" ")).join(", ")}`,
+  );
+  assert.deepEqual(found, [], `axe-core on the ${screen} screen`);
 }
 
 /** @param {Page} page @param {string} name */
@@ -335,6 +356,7 @@ async function rustAgent(token, command) {
 test("register, add an instance, send to a Rust agent and see its sealed reply; log out wipes the view", { skip, timeout: 120_000 }, async () => {
   const { page, recorder } = await open();
   await shot(page, "01-login");
+  await accessible(page, "login");
   const secrets = new Secrets();
   await register(page, "web-alice", "alice's browser password");
   await secrets.password("web-alice", "alice's browser password");
@@ -355,6 +377,7 @@ test("register, add an instance, send to a Rust agent and see its sealed reply; 
   try {
     await page.waitForSelector('#token-status[data-state="online"]', { timeout: 30_000 });
     await shot(page, "01b-token-online");
+    await accessible(page, "token");
     await page.click("#token-done");
     await page.click("#refresh");
     await page.waitForFunction((i) => document.querySelector(`tr[data-id="${i}"]`)?.textContent?.includes("online"), id, { timeout: 30_000 });
@@ -362,6 +385,7 @@ test("register, add an instance, send to a Rust agent and see its sealed reply; 
     assert.match(await text(page, `#conversation section[data-id="${id}"]`), /^Instance [0-9a-f]{8}…\s+\d{1,2}:\d{2}:\d{2}.* → status\?\s+\d{1,2}:\d{2}:\d{2}.* ← status\?\s+answered$/);
     assert.match(await text(page, `tr[data-id="${id}"]`), /pinned/);
     await shot(page, "02-reply");
+    await accessible(page, "conversation");
     // What the server holds: the agent's session, live, with its counts; the stored wraps.
     await page.click("#activity-show");
     await visible(page, "#activity");
@@ -370,6 +394,7 @@ test("register, add an instance, send to a Rust agent and see its sealed reply; 
     assert.match(instance, /tcp|tls|ws/);
     assert.match(await text(page, "#activity"), /wrapped_key \d+ B [0-9a-f]{16}…/);
     await shot(page, "02b-activity");
+    await accessible(page, "activity");
   } finally {
     agent.kill();
   }
@@ -393,6 +418,7 @@ test("a wrong password, or an unknown name, is refused with one clear message", 
     assert.equal(await page.inputValue("#login-form [name=password]"), "", "the password field is cleared");
   }
   await shot(page, "03-wrong-password");
+  await accessible(page, "wrong password");
   await recorder.check(page, secrets);
 });
 
@@ -429,6 +455,7 @@ test("registration is a form of its own, refuses what the CLI refuses in the CLI
   await fillRegistration(page, "web-kim", "kim's long password");
   assert.match(await text(page, "#register-strength"), /^(Fair|Good|Strong)/);
   await shot(page, "00-register");
+  await accessible(page, "registration");
   await page.click("#register-form button:not([type=button])");
   await visible(page, "#account");
   assert.ok(recorder.sent.some((s) => s.where === `POST ${cases.https}v1/users`));
@@ -460,6 +487,7 @@ test("an operator reset signs the page out; the reset code sets a new key and th
     assert.equal(await page.locator("#link").getAttribute("data-state"), "signed_out");
     assert.ok(await page.locator("#reset").getAttribute("open") !== null, "the reset form is offered");
     await shot(page, "04-reset-signed-out");
+    await accessible(page, "signed out for a reset");
 
     await page.fill("#reset-form [name=name]", "web-carol");
     await page.fill("#reset-form [name=code]", code);
@@ -483,6 +511,7 @@ test("an operator reset signs the page out; the reset code sets a new key and th
       `A message from ${id} was sealed to your previous key (witness ${oldWitness}); your key is now ${newWitness}. It cannot be opened, by design. Re-enrol that instance so it learns your new key.`,
     );
     await shot(page, "05-stale-key");
+    await accessible(page, "stale key");
 
     // Re-enrolment from the page: asked first, naming the instance and what it ends (a
     // dismissed question changes nothing); then a new token, the instance pinned again, and
@@ -537,6 +566,7 @@ test("a key the directory swapped shows the pin mismatch, loudly, and the page w
   assert.deepEqual(await send(page, "anyone there?"), { state: "failed", reply: null, status: "Not delivered: the instance is offline." });
   assert.ok(Date.now() - started < 5_000, `answered after ${Date.now() - started} ms`);
   await shot(page, "06a-offline");
+  await accessible(page, "offline");
 
   // The server lies: another key for the instance, written into the broker's own database.
   if (cases.db_url) {
@@ -555,6 +585,7 @@ test("a key the directory swapped shows the pin mismatch, loudly, and the page w
   assert.equal(await page.locator("#send-form select option").count(), 0, "the swapped key is not offered for sealing");
   assert.ok(await page.locator("#send-form button").isDisabled());
   await shot(page, "06-pin-mismatch");
+  await accessible(page, "pin mismatch");
   await recorder.check(page, secrets);
 });
 
@@ -618,6 +649,7 @@ test("the link says when the broker goes away and that it is back; a change of p
   await page.waitForSelector('#link[data-state="connected"]', { timeout: 30_000 });
   assert.equal(await text(page, "#my-witness"), witness);
   await shot(page, "08-rolled-back");
+  await accessible(page, "account after a rollback");
   await page.click("#logout");
   await submitLogin(page, "web-erin", "erin's new password");
   await page.waitForSelector("#login-error:not([hidden])", { timeout: 30_000 });
@@ -641,6 +673,37 @@ test("an invite code typed at registration goes to the server with it, and is cl
   await page.click("#logout");
   await page.click("#show-register");
   assert.equal(await page.inputValue("#register-form [name=invite]"), "");
+});
+
+test("on a 390 px phone screen nothing scrolls sideways, and focus follows the login and the token", { skip, timeout: 90_000 }, async () => {
+  const { page, recorder } = await open({ width: 390, height: 844 });
+  /** @param {string} screen */
+  const fits = async (screen) => {
+    const [wide, width] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    const culprits = await page.evaluate((w) => [...document.querySelectorAll("body *")].filter((e) => (!e.parentElement?.closest(".scroll") && e.getBoundingClientRect().right > w) || (getComputedStyle(e).overflowX === "visible" && e.scrollWidth > e.clientWidth + 1 && !e.closest(".scroll"))).slice(0, 8).map((e) => `${e.tagName}#${e.id}.${e.className} right ${Math.round(e.getBoundingClientRect().right)} scroll ${e.scrollWidth}/${e.clientWidth}`), width);
+    assert.ok(wide <= width, `the ${screen} screen is ${wide} px wide in a ${width} px window: ${culprits.join(", ")}`);
+  };
+  await fits("login");
+  await page.click("#show-register");
+  await fits("registration");
+  await register(page, "web-pia", "pia's phone password");
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "account-start", "focus went to the account, not <body>");
+  await page.click("#add-instance");
+  await visible(page, "#token-box");
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "token-box", "the token box has focus, so it is read out");
+  const secrets = new Secrets();
+  await secrets.password("web-pia", "pia's phone password");
+  await secrets.token((await text(page, "#token-text")).trim());
+  await fits("token");
+  await shot(page, "11-phone-token");
+  await page.click("#token-done");
+  await send(page, "are you there?");
+  await page.click("#activity-show");
+  await visible(page, "#activity");
+  await fits("account");
+  await shot(page, "11-phone-account");
+  await accessible(page, "phone account");
+  await recorder.check(page, secrets);
 });
 
 test("a second visit downloads under 10 KB: the page revalidated, the rest from the cache", { skip, timeout: 60_000 }, async () => {
@@ -678,6 +741,7 @@ test("a reload says it signed the user out, with the name filled in; a logout do
   assert.match(await text(page, "#login-note"), /^Reloading the page signed you out: this console keeps your key in its memory only/);
   assert.equal(await page.inputValue("#login-form [name=name]"), "web-rita");
   await shot(page, "10-reloaded");
+  await accessible(page, "reloaded");
   await submitLogin(page, "web-rita", "rita's long password");
   await visible(page, "#account");
   await page.click("#logout");
