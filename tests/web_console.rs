@@ -76,7 +76,7 @@ fn the_console_in_headless_chromium() {
         std::fs::write(&restarted, b"").unwrap();
         broker.restart();
     }
-    common::node_report(node.wait_with_output().unwrap(), 12);
+    common::node_report(node.wait_with_output().unwrap(), 13);
     for shot in [
         "00-register",
         "01b-token-online",
@@ -89,13 +89,31 @@ fn the_console_in_headless_chromium() {
         "06a-offline",
         "06b-two-tabs",
         "07-reconnecting",
+        "07b-unreachable",
         "08-rolled-back",
         "10-reloaded",
         "11-phone-token",
         "11-phone-account",
+        "12-unreachable",
     ] {
         assert!(screenshots.join(format!("{shot}.png")).is_file(), "{shot}");
     }
+}
+
+/// What the page says when something fails is what docs/console.md lists, and every API error
+/// code has words (web/test/words.test.mjs; no browser or broker needed).
+#[test]
+fn the_console_says_what_the_docs_list_for_every_error() {
+    let node = common::node_test(
+        "web",
+        "playwright-core",
+        "test/words.test.mjs",
+        "SRTEST_UNUSED",
+        &serde_json::Value::Null,
+    )
+    .output()
+    .expect("node (Node 20) on PATH");
+    common::node_report(node, 3);
 }
 
 /// The page is never served over plain HTTP (where the password would travel in the clear),

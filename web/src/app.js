@@ -9,9 +9,10 @@
 // server or from instances is only ever set as text, never as HTML.
 
 import * as c from "../../sdk/js/src/crypto.js";
-import { Api, ApiError, Identity, KeyringRollbackError } from "../../sdk/js/src/identity.js";
-import { Console, NotConnectedError } from "../../sdk/js/src/console.js";
+import { Api, Identity } from "../../sdk/js/src/identity.js";
+import { Console } from "../../sdk/js/src/console.js";
 import { weakPassword } from "../../sdk/js/src/password.js";
+import { LINK_WORDS, SIGN_OUT_WORDS, sentence } from "./words.js";
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -108,19 +109,6 @@ function newPassword(f, login) {
 }
 
 /**
- * One line for an error, in the user's words where we know them.
- * @param {unknown} e
- */
-function explain(e) {
-  if (e instanceof ApiError) {
-    if (e.status === 401) return "Wrong name or password.";
-    if (e.status === 429) return "Too many failed attempts: wait a minute and try again.";
-    return `Refused by the server: ${e.message}`;
-  }
-  return e instanceof Error ? e.message : String(e);
-}
-
-/**
  * Where this browser keeps the newest keyring version it saw for this user and key (a reset
  * makes a new key, and its keyring starts again): a number and a public fingerprint, no secret.
  * @param {Identity} identity
@@ -164,39 +152,30 @@ setInterval(() => session && refresh().catch(() => {}), 15_000);
 
 async function connect() {
   if (!session) return;
-  if (!site.mqtt_url) {
-    link(
-      "failed",
-      "this broker serves no MQTT over WebSocket (wss) for the console at this address: open the console by a name its certificate covers, or set https.console_mqtt_url",
-    );
-    return;
-  }
-  link("connecting", "connecting…");
+  if (!site.mqtt_url) return link("failed", LINK_WORDS.no_mqtt_url);
+  link("connecting", LINK_WORDS.connecting);
   const current = session;
   try {
     current.link = await Console.connect(current.identity, site.mqtt_url, { onState, onStale });
-    link("connected", "connected");
+    link("connected", LINK_WORDS.connected);
   } catch (e) {
-    link("failed", `not connected: ${explain(e)}`);
+    link("failed", `not connected: ${sentence(e, "send")}`);
   }
 }
 
 /** @param {import("../../sdk/js/src/console.js").LinkState} s */
 function onState(s) {
-  if (s.state === "connected") return link("connected", "connected");
+  if (s.state === "connected") return link("connected", LINK_WORDS.connected);
   if (s.state === "reconnecting") {
+    // Three tries without luck is no restart: say the broker cannot be reached.
+    if ((s.attempt ?? 0) >= 3) return link("reconnecting", LINK_WORDS.unreachable);
     // Each retry reports again, without the reason the broker gave when it went: keep that.
     if ($("link").dataset.state === "reconnecting" && !s.reason) return;
-    return link("reconnecting", s.reason === "server_shutdown" ? "broker restarting: reconnecting…" : "reconnecting…");
+    return link("reconnecting", s.reason === "server_shutdown" ? LINK_WORDS.server_shutdown : LINK_WORDS.reconnecting);
   }
-  const why = {
-    password_reset: "An operator reset your password: your key is being replaced. Enter the reset code you were given to set a new password.",
-    credentials_changed: "Your password was changed in another console: log in with the new one. If that was not you, undo it with the password you know (`sealrelay user rollback`, within the days your operator keeps it), then change it.",
-    password_rolled_back: "A change of your password was undone by the holder of the password before it: log in with that one.",
-    account_deleted: "This account was deleted.",
-    taken_over: "This account connected again elsewhere with the same session.",
-  }[s.reason ?? ""] ?? `The broker ended this session (${s.reason ?? `code 0x${(s.code ?? 0).toString(16)}`}): log in again.`;
-  logout(why, s.reason === "password_reset");
+  if (s.state === "refused") return logout(`The broker refused this login (${s.reason ?? `code 0x${(s.code ?? 0).toString(16)}`}): log in again.`);
+  const why = SIGN_OUT_WORDS[s.reason ?? ""] ?? SIGN_OUT_WORDS["*"];
+  logout(why, s.reason === "password_reset" ? "reset" : s.reason === "credentials_changed" ? "rollback" : null);
 }
 
 /** @param {import("../../sdk/js/src/console.js").StaleMessage} m */
@@ -320,7 +299,7 @@ async function showActivity() {
   try {
     report = await session.identity.activity(api);
   } catch (e) {
-    return say($("activity-error"), `Could not read it: ${explain(e)}`);
+    return say($("activity-error"), `Could not read it: ${sentence(e, "activity")}`);
   }
   /** @param {any} p */
   const principal = (p) => {
@@ -381,7 +360,7 @@ async function guarded(act) {
     say($("instances-error"), null);
     if (session) rememberKeyring(session.identity);
   } catch (e) {
-    say($("instances-error"), explain(e));
+    say($("instances-error"), sentence(e, "instances"));
   }
 }
 
@@ -477,8 +456,9 @@ const SIGNED_IN = "sealrelay.signed-in-as";
 /**
  * Ends the session: closes the link, zeroes the private key, clears every view of it.
  * @param {string | null} [message]
+ * @param {"reset" | "rollback" | null} [offer] the form to open under the message
  */
-function logout(message = null, offerReset = false) {
+function logout(message = null, offer = null) {
   const ending = session;
   session = null;
   sessionStorage.removeItem(SIGNED_IN);
@@ -496,10 +476,12 @@ function logout(message = null, offerReset = false) {
   say($("pin-alert"), null);
   say($("stale-alert"), null);
   say($("password-result"), null);
-  say($("register-error"), null);
+  for (const id of ["register-error", "reset-error", "rollback-error"]) say($(id), null);
   say($("login-error"), message);
-  /** @type {HTMLDetailsElement} */ ($("reset")).open = offerReset;
-  link(message ? "signed_out" : "idle", message ? "signed out" : "not connected");
+  // The form that answers the message, open: a reset code, or undoing a change.
+  /** @type {HTMLDetailsElement} */ ($("reset")).open = offer === "reset";
+  /** @type {HTMLDetailsElement} */ ($("rollback")).open = offer === "rollback";
+  link(message ? "signed_out" : "idle", message ? LINK_WORDS.signed_out : LINK_WORDS.idle);
   show("login");
   field(form("login-form"), "name").focus();
 }
@@ -539,8 +521,8 @@ function wire() {
     try {
       await enter(await Identity.login(api, name, password));
     } catch (e) {
-      link("idle", "not connected");
-      say($("login-error"), e instanceof KeyringRollbackError ? `Refused: ${e.message}` : explain(e));
+      link("idle", LINK_WORDS.idle);
+      say($("login-error"), sentence(e, "login"));
     }
   });
 
@@ -557,8 +539,8 @@ function wire() {
       await enter(await Identity.register(api, name, chosen.password, { invite }));
       registration.reset();
     } catch (e) {
-      link("idle", "not connected");
-      say($("register-error"), explain(e));
+      link("idle", LINK_WORDS.idle);
+      say($("register-error"), sentence(e, "register"));
     }
   });
   $("show-register").addEventListener("click", () => {
@@ -578,29 +560,29 @@ function wire() {
   onSubmit(reset, async () => {
     const [name, code] = [field(reset, "name").value, field(reset, "code").value];
     const chosen = newPassword(reset, name);
-    if (chosen.refused !== undefined) return say($("login-error"), chosen.refused);
+    if (chosen.refused !== undefined) return say($("reset-error"), chosen.refused);
     field(reset, "code").value = "";
-    say($("login-error"), null);
+    say($("reset-error"), null);
     try {
       const { identity, staleInstances } = await Identity.completeReset(api, name, code, chosen.password);
       /** @type {HTMLDetailsElement} */ ($("reset")).open = false;
       await enter(identity, staleInstances);
     } catch (e) {
-      say($("login-error"), e instanceof ApiError && e.status === 403 ? "That reset code is wrong, used or expired: ask the operator for a new one." : explain(e));
+      say($("reset-error"), sentence(e, "reset"));
     }
   });
 
   onSubmit(form("rollback-form"), async () => {
     const [name, password] = take(form("rollback-form"), "name", "password");
-    say($("login-error"), null);
+    say($("rollback-error"), null);
     link("connecting", "unlocking your previous key…");
     try {
       const { identity } = await Identity.rollBack(api, name, password);
       /** @type {HTMLDetailsElement} */ ($("rollback")).open = false;
       await enter(identity);
     } catch (e) {
-      link("idle", "not connected");
-      say($("login-error"), explain(e));
+      link("idle", LINK_WORDS.idle);
+      say($("rollback-error"), sentence(e, "rollback"));
     }
   });
 
@@ -613,7 +595,7 @@ function wire() {
       const reply = await session.link.request(to, new TextEncoder().encode(message), 10_000, () => shown.set("sent", "sent, waiting for the reply…"));
       shown.reply(new TextDecoder().decode(reply));
     } catch (e) {
-      shown.set("failed", e instanceof NotConnectedError ? "Not delivered: the instance is offline." : `Failed: ${explain(e)}`);
+      shown.set("failed", sentence(e, "send"));
     }
   });
 
@@ -632,7 +614,7 @@ function wire() {
       await current.identity.changePassword(api, password);
       say($("password-result"), "Password changed: your key is the same, re-wrapped under the new password. Other consoles were signed out.");
     } catch (e) {
-      say($("password-result"), `Not changed: ${explain(e)}`);
+      say($("password-result"), `Not changed: ${sentence(e, "password")}`);
     }
     await connect();
   });
@@ -672,4 +654,4 @@ async function boot() {
   }
 }
 
-boot().catch((e) => say($("booting"), `The console could not start: ${explain(e)}`));
+boot().catch((e) => say($("booting"), `The console could not start: ${sentence(e, "login")}`));

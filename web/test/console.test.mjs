@@ -21,6 +21,7 @@ import { chromium } from "playwright-core";
 import * as c from "../../sdk/js/src/crypto.js";
 import { Api, Identity } from "../../sdk/js/src/identity.js";
 import { Agent } from "../../sdk/js/src/agent.js";
+import { API_WORDS, LINK_WORDS, UNREACHABLE } from "../src/words.js";
 
 const cases = process.env.SRTEST_WEB_CONSOLE ? JSON.parse(process.env.SRTEST_WEB_CONSOLE) : null;
 const skip = cases ? false : "run by tests/web_console.rs (cargo test), which starts the broker";
@@ -231,7 +232,7 @@ async function visible(page, selector) {
     await page.waitForSelector(`${selector}:not([hidden])`, { timeout: 30_000 });
   } catch (e) {
     const says = await page.evaluate(() =>
-      ["link", "login-error", "stale-alert", "pin-alert", "conversation"].map((id) => `#${id}: ${document.getElementById(id)?.textContent}`).join("\n"),
+      ["link", "login-error", "register-error", "reset-error", "rollback-error", "instances-error", "stale-alert", "pin-alert", "conversation"].map((id) => `#${id}: ${document.getElementById(id)?.textContent}`).join("\n"),
     );
     throw new Error(`${selector} never showed; the page says:\n${says}`, { cause: e });
   }
@@ -461,6 +462,12 @@ test("registration is a form of its own, refuses what the CLI refuses in the CLI
   assert.ok(recorder.sent.some((s) => s.where === `POST ${cases.https}v1/users`));
   await page.click("#logout");
   assert.ok(await page.locator("#register-error").isHidden());
+  // The server's refusals, in our words, under the form.
+  for (const [name, code] of [["web-kim", "conflict"], ["0123456789abcdef0123456789abcdef", "bad_request"]]) {
+    await fillRegistration(page, name, "kim's long password");
+    await page.click("#register-form button:not([type=button])");
+    await page.waitForFunction((t) => document.getElementById("register-error")?.textContent === t, API_WORDS[code].register, { timeout: 30_000 });
+  }
   const secrets = new Secrets();
   await secrets.password("web-kim", "kim's long password");
   await recorder.check(page, secrets);
@@ -613,11 +620,17 @@ test("a user registered in the browser logs in with the Rust CLI, and one the CL
 
 test("the link says when the broker goes away and that it is back; a change of password keeps the key", { skip, timeout: 90_000 }, async () => {
   const { page, recorder, secrets } = await registered("web-erin", "erin's password");
-  // The Rust side restarts the broker on the same ports when this file appears.
+  // The Rust side restarts the broker on the same ports when this file appears. Once the
+  // broker has said goodbye the browser goes offline, so the retries find nobody: after three
+  // the badge says the broker cannot be reached, whatever it said as it went.
   writeFileSync(cases.restart_request, "");
   await page.waitForSelector('#link[data-state="reconnecting"]', { timeout: 30_000 });
-  assert.equal(await text(page, "#link"), "broker restarting: reconnecting…");
+  await page.context().setOffline(true);
+  assert.equal(await text(page, "#link"), LINK_WORDS.server_shutdown);
   await shot(page, "07-reconnecting");
+  await page.waitForFunction((t) => document.getElementById("link")?.textContent === t, LINK_WORDS.unreachable, { timeout: 30_000 });
+  await shot(page, "07b-unreachable");
+  await page.context().setOffline(false);
   await page.waitForSelector('#link[data-state="connected"]', { timeout: 60_000 });
   assert.ok(existsSync(cases.restarted), "connected again only after the restart");
 
@@ -658,7 +671,7 @@ test("the link says when the broker goes away and that it is back; a change of p
   await page.fill("#rollback-form [name=name]", "web-erin");
   await page.fill("#rollback-form [name=password]", "erin's password");
   await page.click("#rollback-form button");
-  await page.waitForFunction(() => document.getElementById("login-error")?.textContent?.startsWith("nothing to roll back for web-erin"), null, { timeout: 30_000 });
+  await page.waitForFunction(() => document.getElementById("rollback-error")?.textContent?.startsWith("Nothing to roll back for web-erin"), null, { timeout: 30_000 });
   await recorder.check(page, secrets);
 });
 
@@ -703,6 +716,24 @@ test("on a 390 px phone screen nothing scrolls sideways, and focus follows the l
   await fits("account");
   await shot(page, "11-phone-account");
   await accessible(page, "phone account");
+  await recorder.check(page, secrets);
+});
+
+test("a broker out of reach is said under the buttons and at login, in our words", { skip, timeout: 90_000 }, async () => {
+  const { page, recorder, secrets } = await registered("web-uma", "uma's unreachable password");
+  await page.context().setOffline(true);
+  await page.click("#refresh");
+  await page.waitForFunction((t) => document.getElementById("instances-error")?.textContent === t, UNREACHABLE, { timeout: 30_000 });
+  await shot(page, "12-unreachable");
+  await accessible(page, "unreachable");
+  await page.context().setOffline(false);
+  await page.click("#refresh");
+  await page.waitForSelector("#instances-error", { state: "hidden", timeout: 30_000 });
+  await page.click("#logout");
+  await page.context().setOffline(true);
+  await submitLogin(page, "web-uma", "uma's unreachable password");
+  await page.waitForFunction((t) => document.getElementById("login-error")?.textContent === t, UNREACHABLE, { timeout: 30_000 });
+  await page.context().setOffline(false);
   await recorder.check(page, secrets);
 });
 

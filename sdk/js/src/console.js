@@ -12,8 +12,10 @@ import * as c from "./crypto.js";
  * What the link is doing: `connected`; `reconnecting` (retrying on its own); `signed_out`
  * (the server ended the session for a reason retrying cannot fix: the password was changed or
  * reset, the account deleted — log in again); `refused` (the broker turned the login away).
- * `code` is the MQTT 5 reason code and `reason` the broker's label (protocol §5.5).
- * @typedef {{ state: "connected" | "reconnecting" | "signed_out" | "refused", code?: number, reason?: string }} LinkState
+ * `code` is the MQTT 5 reason code and `reason` the broker's label (protocol §5.5); `attempt`
+ * counts the tries since the link was last up (1 for the first), so a page can tell a restart
+ * from a broker it cannot reach.
+ * @typedef {{ state: "connected" | "reconnecting" | "signed_out" | "refused", code?: number, reason?: string, attempt?: number }} LinkState
  */
 
 /**
@@ -99,8 +101,12 @@ export class Console {
     });
     this.onStale = onStale;
     client.on("message", (_topic, envelope) => this.#receive(new Uint8Array(envelope)));
-    client.on("connect", () => onState({ state: "connected" }));
-    client.on("reconnect", () => onState({ state: "reconnecting" }));
+    let attempt = 0;
+    client.on("connect", () => {
+      attempt = 0;
+      onState({ state: "connected" });
+    });
+    client.on("reconnect", () => onState({ state: "reconnecting", attempt: ++attempt }));
     client.on("disconnect", (packet) => {
       const code = packet.reasonCode ?? 0;
       const reason = packet.properties?.reasonString;
