@@ -76,7 +76,7 @@ fn the_console_in_headless_chromium() {
         std::fs::write(&restarted, b"").unwrap();
         broker.restart();
     }
-    common::node_report(node.wait_with_output().unwrap(), 13);
+    common::node_report(node.wait_with_output().unwrap(), 14);
     for shot in [
         "00-register",
         "01b-token-online",
@@ -95,6 +95,7 @@ fn the_console_in_headless_chromium() {
         "11-phone-token",
         "11-phone-account",
         "12-unreachable",
+        "13-named",
     ] {
         assert!(screenshots.join(format!("{shot}.png")).is_file(), "{shot}");
     }

@@ -15,6 +15,19 @@ pub(super) enum InstanceCommand {
         endpoints: Server,
         #[command(flatten)]
         user: UserArg,
+        /// A name for it, kept in your sealed keyring: the server never learns it (up to 100
+        /// bytes of UTF-8).
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Name one of your instances (an empty name clears it), in your sealed keyring: the
+    /// server never learns it; every console of yours shows it.
+    Rename {
+        #[command(flatten)]
+        target: InstanceTarget,
+        /// The new name (up to 100 bytes of UTF-8).
+        #[arg(long)]
+        name: String,
     },
     /// List your instances: key witness, pin status, whether a re-enrolment is needed, when
     /// each was last seen (or that it is online now) and when it was added.
@@ -46,9 +59,13 @@ pub(super) enum InstanceCommand {
 
 pub(super) async fn run(command: InstanceCommand) -> Result<()> {
     match command {
-        InstanceCommand::Add { endpoints, user } => {
+        InstanceCommand::Add {
+            endpoints,
+            user,
+            name,
+        } => {
             let (api, mut me) = log_in(&endpoints, &user).await?;
-            let (id, token) = me.add_instance(&api).await?;
+            let (id, token) = me.add_named_instance(&api, &name).await?;
             endpoints.remember_keyring(&me)?;
             print_token(
                 id,
@@ -59,8 +76,8 @@ pub(super) async fn run(command: InstanceCommand) -> Result<()> {
         InstanceCommand::List { endpoints, user } => {
             let (api, me) = log_in(&endpoints, &user).await?;
             println!(
-                "{:<32}  {:<32}  {:<8}  {:<9}  {:<40}  created",
-                "instance", "witness", "key", "re-enrol", "seen"
+                "{:<32}  {:<32}  {:<8}  {:<9}  {:<40}  {:<28}  name",
+                "instance", "witness", "key", "re-enrol", "seen", "created"
             );
             let mut untrusted = 0;
             for i in me.instances(&api).await? {
@@ -76,13 +93,14 @@ pub(super) async fn run(command: InstanceCommand) -> Result<()> {
                     (false, None) => "never connected".to_owned(),
                 };
                 println!(
-                    "{}  {}  {:<8}  {:<9}  {:<40}  {}",
+                    "{}  {}  {:<8}  {:<9}  {:<40}  {:<28}  {}",
                     i.id,
                     i.witness,
                     key,
                     if i.stale_owner_key { "needed" } else { "-" },
                     seen,
-                    super::when(i.created_at)
+                    super::when(i.created_at),
+                    me.instance_name(i.id).unwrap_or("-")
                 );
             }
             if untrusted > 0 {
@@ -129,6 +147,23 @@ pub(super) async fn run(command: InstanceCommand) -> Result<()> {
             me.pin_instance(&api, instance, witness).await?;
             endpoints.remember_keyring(&me)?;
             println!("pinned instance {instance} (key witness {witness})");
+        }
+        InstanceCommand::Rename {
+            target:
+                InstanceTarget {
+                    endpoints,
+                    user,
+                    instance,
+                },
+            name,
+        } => {
+            let (api, mut me) = log_in(&endpoints, &user).await?;
+            me.rename_instance(&api, instance, &name).await?;
+            endpoints.remember_keyring(&me)?;
+            match me.instance_name(instance) {
+                Some(named) => println!("instance {instance} is named {named}"),
+                None => println!("instance {instance} has no name"),
+            }
         }
         InstanceCommand::Remove(InstanceTarget {
             endpoints,

@@ -207,8 +207,28 @@ async function refresh() {
     : null);
   const to = /** @type {HTMLSelectElement} */ (form("send-form").elements.namedItem("to"));
   const usable = instances.filter((i) => i.pin === "pinned" && !i.stale_owner_key);
-  to.replaceChildren(...usable.map((i) => new Option(`${i.id.slice(0, 8)}… (${i.witness}) · ${i.online ? "online" : "offline"}`, i.id)));
+  to.replaceChildren(...usable.map((i) => new Option(`${i.name ?? `${i.id.slice(0, 8)}…`} (${i.witness}) · ${i.online ? "online" : "offline"}`, i.id)));
+  // A conversation is headed by the name its instance has now.
+  for (const section of $("conversation").children) {
+    const id = /** @type {HTMLElement} */ (section).dataset.id ?? "";
+    /** @type {HTMLElement} */ (section.querySelector("h3")).textContent = threadTitle(id);
+  }
   /** @type {HTMLButtonElement} */ (form("send-form").querySelector("button")).disabled = usable.length === 0;
+}
+
+/**
+ * How an instance is called in sentences: its name and id, or its id.
+ * @param {import("../../sdk/js/src/identity.js").InstanceEntry} i
+ */
+const called = (i) => (i.name ? `"${i.name}" (${i.id})` : i.id);
+
+/**
+ * The heading of the conversation with instance `id`: its name now, or its short id.
+ * @param {string} id
+ */
+function threadTitle(id) {
+  const name = session?.instances.find((i) => i.id === id)?.name;
+  return name ?? `Instance ${id.slice(0, 8)}…`;
 }
 
 /**
@@ -234,7 +254,9 @@ function row(i) {
     tr.append(td);
     return td;
   };
-  cell(i.id).title = `witness ${i.witness}`;
+  const who = cell(i.name ?? "", "name");
+  who.append(el("code", i.id));
+  who.title = `witness ${i.witness}`;
   if (i.stale_owner_key) cell("stale key: it holds your previous key — re-enrol it", "stale");
   else cell(i.pin === "pinned" ? `pinned (${i.witness})` : i.pin === "unpinned" ? "not pinned" : "MISMATCH", `pin-${i.pin}`);
   cell(seen(i));
@@ -248,11 +270,18 @@ function row(i) {
     actions.append(b, " ");
   };
   button("Re-enrol", async () => {
-    if (!session || !confirm(`Re-enrol instance ${i.id}?\n\nIts current token stops working at once: the running agent is disconnected and must be started again with the new token shown next.`)) return;
+    if (!session || !confirm(`Re-enrol instance ${called(i)}?\n\nIts current token stops working at once: the running agent is disconnected and must be started again with the new token shown next.`)) return;
     await showToken(i.id, await session.identity.reenrolInstance(api, i.id));
   });
+  button("Rename", async () => {
+    if (!session) return;
+    const name = prompt(`A name for instance ${i.id} (kept sealed in your keyring: the server never learns it; empty for none):`, i.name ?? "");
+    if (name === null) return;
+    await session.identity.renameInstance(api, i.id, name);
+    await refresh();
+  });
   button("Remove", async () => {
-    if (!session || !confirm(`Remove instance ${i.id}?\n\nIts token and its key are deleted: the running agent is disconnected for good. To use that machine again, add it as a new instance.`)) return;
+    if (!session || !confirm(`Remove instance ${called(i)}?\n\nIts token and its key are deleted: the running agent is disconnected for good. To use that machine again, add it as a new instance.`)) return;
     await session.identity.removeInstance(api, i.id);
     await refresh();
   });
@@ -374,7 +403,7 @@ const clock = (when = new Date()) => when.toLocaleTimeString();
 function thread(id) {
   let section = [...$("conversation").children].find((s) => /** @type {HTMLElement} */ (s).dataset.id === id);
   if (!section) {
-    section = el("section", undefined, [el("h3", `Instance ${id.slice(0, 8)}…`), el("ol")]);
+    section = el("section", undefined, [el("h3", threadTitle(id)), el("ol")]);
     section.className = "thread";
     /** @type {HTMLElement} */ (section).dataset.id = id;
   }
@@ -473,6 +502,7 @@ function logout(message = null, offer = null) {
   $("token-text").textContent = "";
   $("token-box").hidden = true;
   for (const f of document.forms) f.reset();
+  /** @type {HTMLInputElement} */ ($("new-instance-name")).value = "";
   say($("pin-alert"), null);
   say($("stale-alert"), null);
   say($("password-result"), null);
@@ -622,7 +652,9 @@ function wire() {
   $("add-instance").addEventListener("click", () =>
     guarded(async () => {
       if (!session) return;
-      const { id, token } = await session.identity.addInstance(api);
+      const name = /** @type {HTMLInputElement} */ ($("new-instance-name"));
+      const { id, token } = await session.identity.addInstance(api, { name: name.value });
+      name.value = "";
       await showToken(c.toHex(id), token);
     }),
   );

@@ -128,10 +128,15 @@ function forms(label, value) {
   ];
 }
 
-/** Every request and WebSocket frame a page sends, and every console line it logs. */
+/**
+ * Every request and WebSocket frame a page sends, every API answer and frame it receives, and
+ * every console line it logs.
+ */
 class Recorder {
   /** @type {{ url: string, carried: Buffer, where: string }[]} */
   sent = [];
+  /** @type {Promise<{ where: string, bytes: Buffer }>[]} */
+  received = [];
   /** @type {string[]} */
   logs = [];
 
@@ -147,6 +152,12 @@ class Recorder {
     page.on("websocket", (ws) => {
       this.sent.push({ url: ws.url(), carried: Buffer.alloc(0), where: `WebSocket ${ws.url()}` });
       ws.on("framesent", (f) => this.sent.push({ url: ws.url(), carried: Buffer.from(f.payload), where: `frame to ${ws.url()}` }));
+      ws.on("framereceived", (f) => this.received.push(Promise.resolve({ where: `frame from ${ws.url()}`, bytes: Buffer.from(f.payload) })));
+    });
+    // The API's answers (the console's own files are the same for everyone).
+    page.on("response", (r) => {
+      if (!new URL(r.url()).pathname.startsWith("/v1/")) return;
+      this.received.push(r.body().then((bytes) => ({ where: `answer to ${r.request().method()} ${r.url()}`, bytes }), () => ({ where: r.url(), bytes: Buffer.alloc(0) })));
     });
     page.on("console", (m) => this.logs.push(m.text()));
     page.on("pageerror", (e) => this.logs.push(`page error: ${e.message}`));
@@ -161,7 +172,10 @@ class Recorder {
     const site = new URL(cases.https).origin;
     const mqtt = new URL(cases.wss).origin;
     const storage = await page.evaluate(() => JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage } }));
-    const traffic = this.sent.map((s) => ({ where: s.where, text: s.url + "\n" + s.carried.toString("latin1"), bytes: s.carried }));
+    const traffic = [
+      ...this.sent.map((s) => ({ where: s.where, text: s.url + "\n" + s.carried.toString("latin1"), bytes: s.carried })),
+      ...(await Promise.all(this.received)).map((r) => ({ where: r.where, text: r.bytes.toString("latin1"), bytes: r.bytes })),
+    ];
     const elsewhere = [
       ...this.sent.map((s) => ({ where: `URL ${s.url}`, text: s.url, bytes: Buffer.from(s.url) })),
       { where: "page URL", text: page.url(), bytes: Buffer.from(page.url()) },
@@ -557,6 +571,49 @@ test("two tabs of one user add instances without a conflict surfacing, and each 
   for (const token of [fromA.token, fromB.token]) await a.secrets.token(token);
   await a.recorder.check(a.page, a.secrets);
   await b.recorder.check(b.page, a.secrets);
+});
+
+/** Every row of the broker's database, as text (SQLite or PostgreSQL, whichever it runs on). */
+function databaseDump() {
+  if (cases.db_url) return execFileSync("pg_dump", ["--data-only", cases.db_url]);
+  return execFileSync("python3", ["-c", "import sqlite3, sys\ndb = sqlite3.connect(sys.argv[1], timeout=10)\nsys.stdout.buffer.write('\\n'.join(db.iterdump()).encode())", cases.db]);
+}
+
+test("instances have names the server never learns: set at adding, renamed in the page and by the CLI, shown everywhere", { skip, timeout: 90_000 }, async () => {
+  const { page, recorder, secrets } = await registered("web-nora", "nora's naming password");
+  const names = ["Press line 7 — Zürich", "Kiln 3 · Basel", "Mixer nine"];
+  for (const name of names) {
+    secrets.add(`instance name ${name}`, name);
+    secrets.add(`instance name ${name} (UTF-8)`, new TextEncoder().encode(name));
+  }
+  await page.fill("#new-instance-name", names[0]);
+  const { id, token } = await addInstance(page);
+  await secrets.token(token);
+  assert.match(await text(page, `tr[data-id="${id}"]`), new RegExp(`^${names[0]}\\s+${id}`));
+  assert.match(await text(page, "#send-form select"), new RegExp(`${names[0]} \\(`));
+  // Renamed in the page: asked in a dialog, written into the sealed keyring.
+  page.once("dialog", (d) => d.accept(names[1]));
+  await page.locator(`tr[data-id="${id}"] button`, { hasText: "Rename" }).click();
+  await page.waitForFunction(([i, n]) => document.querySelector(`tr[data-id="${i}"]`)?.textContent?.startsWith(n), [id, names[1]], { timeout: 30_000 });
+  await shot(page, "13-named");
+  await accessible(page, "named instance");
+  // The CLI opens the same keyring: it lists the name, and its rename reaches the page.
+  /** @param {string[]} args */
+  const cli = (args) => promisify(execFile)(cases.bin, args, { env: { ...process.env, ...cases.cli_env, SEALRELAY_PASSWORD: "nora's naming password" } });
+  assert.match((await cli(["instance", "list", "--user", "web-nora"])).stdout, new RegExp(`${id}  .*  ${names[1]}$`, "m"));
+  await cli(["instance", "rename", "--user", "web-nora", "--instance", id, "--name", names[2]]);
+  await page.click("#refresh");
+  await page.waitForFunction(([i, n]) => document.querySelector(`tr[data-id="${i}"]`)?.textContent?.startsWith(n), [id, names[2]], { timeout: 30_000 });
+  // Not in any request, answer or frame the page saw, nor in any row of the broker's database.
+  await recorder.check(page, secrets);
+  const dump = databaseDump();
+  assert.ok(dump.includes(Buffer.from("web-nora")), "the dump holds the database's rows");
+  const lower = dump.toString("latin1").toLowerCase();
+  for (const name of names) {
+    assert.ok(!dump.includes(Buffer.from(name)), `"${name}" is in the broker's database`);
+    // Blobs are dumped in hex.
+    assert.ok(!lower.includes(Buffer.from(name).toString("hex")), `"${name}" is in the broker's database, in a blob`);
+  }
 });
 
 test("a key the directory swapped shows the pin mismatch, loudly, and the page will not seal to it", { skip, timeout: 60_000 }, async () => {

@@ -65,6 +65,8 @@ fn main() {
     ring.version = 7;
     ring.pin(instance_id, &public(&instance_sk));
     ring.pin(peer_id, &public(&peer_sk));
+    ring.set_name(instance_id, "Press line 7 — Zürich")
+        .expect("a valid name");
 
     let kind1 = crypto::seal_anonymous(user_id, instance_id, &public(&instance_sk), b"status?")
         .expect("seal");
@@ -142,10 +144,20 @@ fn main() {
             "owner": user_id.to_string(),
             "version": ring.version,
             "entries": [
-                {"id": instance_id.to_string(), "public_key": hex(public(&instance_sk).as_bytes())},
-                {"id": peer_id.to_string(), "public_key": hex(public(&peer_sk).as_bytes())},
+                {"id": instance_id.to_string(), "public_key": hex(public(&instance_sk).as_bytes()), "name": "Press line 7 — Zürich"},
+                {"id": peer_id.to_string(), "public_key": hex(public(&peer_sk).as_bytes()), "name": ""},
             ],
             "sealed_b64": b64::encode(&ring.seal(user_id, &user_sk)),
+        },
+        // The same pins sealed in format 1 (no names) by an earlier SDK: still opened.
+        "keyring_pins_only": {
+            "owner": user_id.to_string(),
+            "version": ring.version,
+            "entries": [
+                {"id": instance_id.to_string(), "public_key": hex(public(&instance_sk).as_bytes()), "name": ""},
+                {"id": peer_id.to_string(), "public_key": hex(public(&peer_sk).as_bytes()), "name": ""},
+            ],
+            "sealed_b64": "RsA9jiJfhg6Jsj1wB8N0BhOdQc5G6PVzdfqjFMHMo/q8NiU8RnXwVPHQ7I5viwSR6bPDW2DKZ5tlqFvnTGGHkGf29FpGb4MnuV/qNiGkRoiIT91CdVhBxCHEEXaU846NqMHJCzrbPGOzrvQLL8HzzWBmNVtT3ObcO11KVM/c9OGIjnlRd9f9aHWLeO7/m6GJ6rC6+og=",
         },
         "envelopes": [
             {

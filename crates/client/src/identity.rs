@@ -273,17 +273,59 @@ impl Identity {
     /// server gets the public key, the token-wrapped bundle and the token's auth secret.
     /// The token is returned once and never stored.
     pub async fn add_instance(&mut self, api: &Api) -> Result<(PrincipalId, Token), ClientError> {
+        self.add_named_instance(api, "").await
+    }
+
+    /// [`Identity::add_instance`], with the name the user gives it (kept in the sealed
+    /// keyring: the server never learns it; empty for none).
+    pub async fn add_named_instance(
+        &mut self,
+        api: &Api,
+        name: &str,
+    ) -> Result<(PrincipalId, Token), ClientError> {
+        let name = crypto::check_name(name)?;
         let instance_id = PrincipalId::random();
         let (token, public, enrolment) = self.enrol(instance_id);
         let request = AddInstanceRequest::new(instance_id, enrolment);
         // The key was made here: pin it, in the same transaction as the instance.
         self.write_keyring(
             api,
-            |ring| ring.pin(instance_id, &public),
+            |ring| {
+                ring.pin(instance_id, &public);
+                ring.set_name(instance_id, name).expect("checked above");
+            },
             PinWrite::Add(request),
         )
         .await?;
         Ok((instance_id, token))
+    }
+
+    /// Names one of this user's pinned instances (an empty name clears it): a keyring write,
+    /// so the server stores the name sealed and never learns it.
+    pub async fn rename_instance(
+        &mut self,
+        api: &Api,
+        id: PrincipalId,
+        name: &str,
+    ) -> Result<(), ClientError> {
+        let name = crypto::check_name(name)?;
+        if self.keyring.get(id).is_none() {
+            return Err(ClientError::NotPinned(id));
+        }
+        self.write_keyring(
+            api,
+            |ring| {
+                // Another console may have removed it meanwhile: then there is nothing to name.
+                let _ = ring.set_name(id, name);
+            },
+            PinWrite::KeyringOnly,
+        )
+        .await
+    }
+
+    /// The name this user gave instance `id`, if any.
+    pub fn instance_name(&self, id: PrincipalId) -> Option<&str> {
+        self.keyring.name(id)
     }
 
     /// Gives one of this user's instances a new key pair and token: after this user's

@@ -108,21 +108,29 @@ fn the_instance_vector_derives_from_its_token_and_its_owner_copy_opens() {
 }
 
 #[test]
-fn the_keyring_vector_opens_to_its_version_and_pins() {
+fn the_keyring_vectors_open_to_their_version_pins_and_names() {
     let all = vectors();
-    let (v, user) = (&all["keyring"], &all["user"]);
-    let ring = Keyring::open(
-        id(&v["owner"]),
-        &secret_key(&user["secret_key"]),
-        &unb64(&v["sealed_b64"]),
-    )
-    .unwrap();
-    assert_eq!(ring.version, v["version"].as_u64().unwrap());
-    let entries = v["entries"].as_array().unwrap();
-    assert_eq!(ring.len(), entries.len());
-    for e in entries {
-        let pinned = ring.get(id(&e["id"])).expect("pinned");
-        assert_eq!(hex(pinned.as_bytes()), e["public_key"].as_str().unwrap());
+    for format in ["keyring", "keyring_pins_only"] {
+        let (v, user) = (&all[format], &all["user"]);
+        let ring = Keyring::open(
+            id(&v["owner"]),
+            &secret_key(&user["secret_key"]),
+            &unb64(&v["sealed_b64"]),
+        )
+        .unwrap();
+        assert_eq!(ring.version, v["version"].as_u64().unwrap());
+        let entries = v["entries"].as_array().unwrap();
+        assert_eq!(ring.len(), entries.len());
+        for e in entries {
+            let pinned = ring.get(id(&e["id"])).expect("pinned");
+            assert_eq!(hex(pinned.as_bytes()), e["public_key"].as_str().unwrap());
+            let name = e["name"].as_str().unwrap();
+            assert_eq!(
+                ring.name(id(&e["id"])),
+                Some(name).filter(|n| !n.is_empty()),
+                "{format}"
+            );
+        }
     }
 }
 

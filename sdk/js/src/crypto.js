@@ -285,12 +285,29 @@ export function witness(publicKey) {
 }
 
 /**
- * A keyring: its version and the pinned public keys, id hex → key.
- * @typedef {{ version: bigint, pins: Map<string, Uint8Array> }} Keyring
+ * A keyring: its version, the pinned public keys (id hex → key) and the names the user gave
+ * them (id hex → name; unnamed peers are absent).
+ * @typedef {{ version: bigint, pins: Map<string, Uint8Array>, names: Map<string, string> }} Keyring
  */
 
+/** The longest name a peer may have, in bytes of UTF-8. */
+export const MAX_NAME_BYTES = 100;
+
 /**
- * Opens a sealed keyring (protocol §3.1): its version and its pins, id hex → public key.
+ * `name` trimmed, if it can name a peer (at most 100 bytes of UTF-8, no control characters;
+ * empty: no name); else throws saying why.
+ * @param {string} name
+ */
+export function checkName(name) {
+  const trimmed = name.trim();
+  if (text.encode(trimmed).length > MAX_NAME_BYTES) throw new Error("that name cannot be used: longer than 100 bytes of UTF-8");
+  if (/\p{Cc}/u.test(trimmed)) throw new Error("that name cannot be used: it contains a control character");
+  return trimmed;
+}
+
+/**
+ * Opens a sealed keyring (protocol §3.1): its version, pins and names. Format 2 carries
+ * names; format 1 (pins only, from earlier clients) opens with none.
  * @param {Uint8Array} owner
  * @param {Uint8Array} ownerSecret
  * @param {Uint8Array} sealed
@@ -307,33 +324,59 @@ export async function openKeyring(owner, ownerSecret, sealed) {
     wipeKeys(keys);
   }
   const view = new DataView(plain.buffer, plain.byteOffset, plain.byteLength);
-  if (plain[0] !== 1 || plain.length < 13) throw new Error("the keyring is malformed: unknown format or short header");
+  if ((plain[0] !== 1 && plain[0] !== 2) || plain.length < 13) throw new Error("the keyring is malformed: unknown format or short header");
+  const named = plain[0] === 2;
   const version = view.getBigUint64(1);
   const count = view.getUint32(9);
-  if (plain.length !== 13 + count * 48) throw new Error("the keyring is malformed: entry count does not match its length");
+  const short = () => new Error("the keyring is malformed: entry count does not match its length");
   const pins = new Map();
+  const names = new Map();
+  let at = 13;
   for (let i = 0; i < count; i++) {
-    const at = 13 + i * 48;
-    pins.set(toHex(plain.subarray(at, at + 16)), plain.slice(at + 16, at + 48));
+    if (at + 48 > plain.length) throw short();
+    const id = toHex(plain.subarray(at, at + 16));
+    pins.set(id, plain.slice(at + 16, at + 48));
+    at += 48;
+    if (!named) continue;
+    const length = plain[at];
+    if (length === undefined || at + 1 + length > plain.length) throw short();
+    let name;
+    try {
+      name = new TextDecoder("utf-8", { fatal: true }).decode(plain.subarray(at + 1, at + 1 + length));
+    } catch {
+      throw new Error("the keyring is malformed: a name is not valid");
+    }
+    if (checkName(name) !== name) throw new Error("the keyring is malformed: a name is not valid");
+    if (name) names.set(id, name);
+    at += 1 + length;
   }
-  return { version, pins };
+  if (at !== plain.length) throw short();
+  return { version, pins, names };
 }
 
 /**
- * Seals a keyring: `0x01 || version || count || entries sorted by id` (protocol §3.1).
+ * Seals a keyring: `0x02 || version || count || entries sorted by id`, each entry `id ||
+ * key || name length (u8) || name` (protocol §3.1).
  * @param {Uint8Array} owner
  * @param {Uint8Array} ownerSecret
  * @param {bigint | number} version
  * @param {Map<string, Uint8Array>} pins
+ * @param {Map<string, string>} [names]
  */
-export async function sealKeyring(owner, ownerSecret, version, pins) {
+export async function sealKeyring(owner, ownerSecret, version, pins, names = new Map()) {
   const ids = [...pins.keys()].sort();
   const head = new Uint8Array(13);
-  head[0] = 1;
+  head[0] = 2;
   const view = new DataView(head.buffer);
   view.setBigUint64(1, BigInt(version));
   view.setUint32(9, ids.length);
-  const plain = concat(head, ...ids.flatMap((id) => [idFromHex(id), /** @type {Uint8Array} */ (pins.get(id))]));
+  const plain = concat(
+    head,
+    ...ids.flatMap((id) => {
+      const name = text.encode(checkName(names.get(id) ?? ""));
+      return [idFromHex(id), /** @type {Uint8Array} */ (pins.get(id)), Uint8Array.of(name.length), name];
+    }),
+  );
   const keys = await keyringKeys(ownerSecret);
   try {
     return wrap(keys, owner, plain);

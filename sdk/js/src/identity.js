@@ -109,9 +109,9 @@ export class KeyringRollbackError extends Error {
  */
 
 /**
- * An instance as `Identity.instances` lists it: the directory's view and how its key stands
- * against this user's keyring.
- * @typedef {InstanceView & { pin: "pinned" | "unpinned" | "mismatch", pinnedWitness?: string }} InstanceEntry
+ * An instance as `Identity.instances` lists it: the directory's view, how its key stands
+ * against this user's keyring, and the name the user gave it (from the sealed keyring; null when none).
+ * @typedef {InstanceView & { name: string | null, pin: "pinned" | "unpinned" | "mismatch", pinnedWitness?: string }} InstanceEntry
  */
 
 /**
@@ -328,12 +328,13 @@ export class Identity {
     /** @type {{ instances: InstanceView[] }} */
     const { instances } = await api.call("GET", "/v1/instances", { auth: this.auth });
     return instances.map((i) => {
+      const name = this.keyring?.names.get(i.id) ?? null;
       try {
         this.checkServedKey(i.id, c.fromB64(i.public_key));
-        return { ...i, pin: "pinned" };
+        return { ...i, name, pin: "pinned" };
       } catch (e) {
-        if (e instanceof PinMismatchError) return { ...i, pin: "mismatch", pinnedWitness: e.pinned };
-        return { ...i, pin: "unpinned" };
+        if (e instanceof PinMismatchError) return { ...i, name, pin: "mismatch", pinnedWitness: e.pinned };
+        return { ...i, name, pin: "unpinned" };
       }
     });
   }
@@ -356,21 +357,24 @@ export class Identity {
    * (409 `keyring_conflict`), re-reads the keyring and applies `change` to it again: pins are
    * a set, so each write's own change merges with the other's.
    * @param {Api} api
-   * @param {(pins: Map<string, Uint8Array>) => void} change
+   * @param {(pins: Map<string, Uint8Array>, names: Map<string, string>) => void} change
    * @param {(keyring: { version: number, keyring: string }) => Promise<unknown>} [send]
    */
   async #writeKeyring(api, change, send = (keyring) => api.call("PUT", "/v1/me/keyring", { auth: this.auth, body: keyring })) {
     for (let attempt = 1; ; attempt++) {
       const pins = new Map(this.keyring?.pins);
-      change(pins);
+      const names = new Map(this.keyring?.names);
+      change(pins, names);
+      // A name goes with its pin.
+      for (const id of names.keys()) if (!pins.has(id)) names.delete(id);
       try {
-        await send(await this.#sealedNext(pins));
+        await send(await this.#sealedNext(pins, names));
       } catch (e) {
         if (!(e instanceof ApiError && e.code === "keyring_conflict") || attempt === 3) throw e;
         await this.refreshKeyring(api);
         continue;
       }
-      this.keyring = { version: this.#nextVersion(), pins };
+      this.keyring = { version: this.#nextVersion(), pins, names };
       return;
     }
   }
@@ -407,6 +411,24 @@ export class Identity {
   }
 
   /**
+   * Names one of this user's pinned instances (`peer`, hex; an empty name clears it) in the
+   * sealed keyring: the server stores it without learning it, every console of the user
+   * shows it.
+   * @param {Api} api
+   * @param {string} peer
+   * @param {string} name
+   */
+  async renameInstance(api, peer, name) {
+    const named = c.checkName(name);
+    if (!this.keyring?.pins.has(peer)) throw new NotPinnedError(peer);
+    await this.#writeKeyring(api, (pins, names) => {
+      if (!pins.has(peer)) return;
+      if (named) names.set(peer, named);
+      else names.delete(peer);
+    });
+  }
+
+  /**
    * Removes one of this user's instances (its token dies at once) and drops its pin.
    * @param {Api} api
    * @param {string} peer
@@ -439,15 +461,21 @@ export class Identity {
    * bundle (pinning this user's key) wrapped under the token, an escrow copy wrapped for this
    * user, and the new key pinned in this user's keyring — all in one request. Returns the
    * instance id and its token, shown once.
+   * `name`, if given, is kept in the sealed keyring: the server never learns it.
    * @param {Api} api
+   * @param {{ name?: string }} [options]
    * @returns {Promise<{ id: Uint8Array, token: string }>}
    */
-  async addInstance(api) {
+  async addInstance(api, { name = "" } = {}) {
+    const named = c.checkName(name);
     const id = _sodium.randombytes_buf(16);
     const { token, publicKey, body } = await this.#enrol(id);
     await this.#writeKeyring(
       api,
-      (pins) => pins.set(c.toHex(id), publicKey),
+      (pins, names) => {
+        pins.set(c.toHex(id), publicKey);
+        if (named) names.set(c.toHex(id), named);
+      },
       (keyring) => api.call("POST", "/v1/instances", { auth: this.auth, body: { instance_id: c.toHex(id), ...body, keyring } }),
     );
     return { id, token };
@@ -535,10 +563,11 @@ export class Identity {
   /**
    * The keyring body the server takes at the next version.
    * @param {Map<string, Uint8Array>} pins
+   * @param {Map<string, string>} names
    */
-  async #sealedNext(pins) {
+  async #sealedNext(pins, names) {
     const version = this.#nextVersion();
-    return { version: Number(version), keyring: c.b64(await c.sealKeyring(this.id, this.secret, version, pins)) };
+    return { version: Number(version), keyring: c.b64(await c.sealKeyring(this.id, this.secret, version, pins, names)) };
   }
 
   /**

@@ -50,12 +50,29 @@ test("the instance vector derives from its token and its owner copy opens", asyn
   assert.equal(c.toHex(decoded.owner ?? assert.fail("an instance bundle names its owner")), v.user.id);
 });
 
-test("the keyring vector opens to its version and pins", async () => {
+test("the keyring vectors open to their version, pins and names", async () => {
+  for (const k of [v.keyring, v.keyring_pins_only]) {
+    const ring = await c.openKeyring(c.idFromHex(k.owner), hex(v.user.secret_key), c.fromB64(k.sealed_b64));
+    assert.equal(ring.version, BigInt(k.version));
+    assert.equal(ring.pins.size, k.entries.length);
+    for (const e of k.entries) {
+      assert.equal(c.toHex(ring.pins.get(e.id) ?? assert.fail(`${e.id} is pinned`)), e.public_key);
+      assert.equal(ring.names.get(e.id) ?? "", e.name);
+    }
+  }
+});
+
+test("what JS seals as a keyring, the vector's way, opens to the same pins and names", async () => {
   const k = v.keyring;
-  const ring = await c.openKeyring(c.idFromHex(k.owner), hex(v.user.secret_key), c.fromB64(k.sealed_b64));
-  assert.equal(ring.version, BigInt(k.version));
-  assert.equal(ring.pins.size, k.entries.length);
-  for (const e of k.entries) assert.equal(c.toHex(ring.pins.get(e.id) ?? assert.fail(`${e.id} is pinned`)), e.public_key);
+  const owner = c.idFromHex(k.owner);
+  const pins = new Map(k.entries.map((/** @type {any} */ e) => [e.id, hex(e.public_key)]));
+  const names = new Map(k.entries.filter((/** @type {any} */ e) => e.name).map((/** @type {any} */ e) => [e.id, e.name]));
+  const sealed = await c.sealKeyring(owner, hex(v.user.secret_key), BigInt(k.version), pins, names);
+  const ring = await c.openKeyring(owner, hex(v.user.secret_key), sealed);
+  assert.deepEqual([...ring.names], [...names]);
+  assert.throws(() => c.checkName("x".repeat(101)), /longer than 100 bytes/);
+  assert.throws(() => c.checkName("tab\there"), /control character/);
+  assert.equal(c.checkName("  Press line 7 "), "Press line 7");
 });
 
 test("both envelope kinds and a reply parse and open; what JS seals, JS opens", () => {

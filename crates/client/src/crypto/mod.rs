@@ -12,7 +12,7 @@ mod token;
 
 pub use bundle::Bundle;
 pub use kdf::{derive_from_password, escrow_keys, key_proof, random_salt, DerivedKeys, SALT_LEN};
-pub use keyring::Keyring;
+pub use keyring::{check_name, Keyring, MAX_NAME_BYTES};
 pub use seal::{
     addressed_to, now_ms, open, seal_anonymous, seal_authenticated, MessageId, Opened, ReplayGuard,
     Sealer,
@@ -41,6 +41,8 @@ pub enum CryptoError {
     KeyringUnreadable,
     #[error("the keyring is malformed: {0}")]
     KeyringFormat(&'static str),
+    #[error("that name cannot be used: {0}")]
+    Name(&'static str),
 }
 
 /// Why an envelope could not be opened. Each case is specific so a user can act on it.
