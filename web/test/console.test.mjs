@@ -729,6 +729,7 @@ test("the link says when the broker goes away and that it is back; a change of p
   await page.fill("#rollback-form [name=password]", "erin's password");
   await page.click("#rollback-form button");
   await page.waitForFunction(() => document.getElementById("rollback-error")?.textContent?.startsWith("Nothing to roll back for web-erin"), null, { timeout: 30_000 });
+  await accessible(page, "nothing to roll back");
   await recorder.check(page, secrets);
 });
 
