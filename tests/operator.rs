@@ -109,6 +109,99 @@ fn config_mistakes_are_one_line_naming_the_key_and_check_config_says_so_first() 
     assert_eq!(String::from_utf8(out.stdout).unwrap(), shipped);
 }
 
+/// A config with every listener on a free port but `mqtt` and `http` (given), and `extra`.
+fn config_with(mqtt: &str, http: &str, extra: &str) -> String {
+    let mut text = format!("[mqtt]\nlisten = \"{mqtt}\"\n[http]\nlisten = \"{http}\"\n");
+    for section in ["mqtts", "ws", "wss", "https", "admin"] {
+        let more = if section == "mqtts" { extra } else { "" };
+        text += &format!("[{section}]\nlisten = \"127.0.0.1:0\"\n{more}");
+    }
+    text
+}
+
+/// `serve`'s refusal of `file` in `dir` (its stderr), failing the test if it starts.
+fn refused_by_serve(dir: &std::path::Path, file: &str) -> String {
+    let mut child = sealrelay(dir)
+        .args(["serve", "--config", file])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            assert!(!out.status.success(), "serve took {file}");
+            return String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("serve started with {file}, which check-config refuses");
+}
+
+#[test]
+fn check_config_refuses_what_serve_would_every_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let shared = format!("127.0.0.1:{port}");
+    let no_ca = "client_ca = \"no-such-ca.pem\"\n";
+    let files = [
+        ("clash.toml", config_with(&shared, &shared, "")),
+        ("ca.toml", config_with("127.0.0.1:0", "127.0.0.1:0", no_ca)),
+        (
+            "all.toml",
+            config_with(&shared, &shared, no_ca)
+                + "[tls]\ncert_file = \"no-such-cert.pem\"\nkey_file = \"no-such-key.pem\"\n",
+        ),
+        (
+            "typos.toml",
+            "[mqtt]\nlisen = 1\n[htp]\nlisten = 1\n".into(),
+        ),
+    ];
+    for (name, text) in &files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let check = |file: &str| {
+        let out = sealrelay(dir.path())
+            .args(["check-config", "--config", file])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "check-config took {file}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let clash = "sealrelay: http.listen in clash.toml: is the address mqtt.listen listens on too: each listener needs its own (port 0 picks a free one)\n";
+    assert_eq!(check("clash.toml"), clash);
+    assert!(refused_by_serve(dir.path(), "clash.toml").contains("http.listen"));
+    let ca = check("ca.toml");
+    assert!(
+        ca.starts_with("sealrelay: cannot use no-such-ca.pem as mqtts.client_ca: "),
+        "{ca}"
+    );
+    assert_eq!(ca.lines().count(), 1, "{ca}");
+    assert!(refused_by_serve(dir.path(), "ca.toml").contains("no-such-ca.pem as mqtts.client_ca"));
+    // All at once: the clash, the key pair, the client CA; each on its line.
+    let all = check("all.toml");
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 3, "{all}");
+    assert!(
+        lines[0].starts_with("sealrelay: http.listen in all.toml: is the address mqtt.listen"),
+        "{all}"
+    );
+    assert!(lines[1].contains("no-such-cert.pem"), "{all}");
+    assert!(
+        lines[2].contains("no-such-ca.pem as mqtts.client_ca"),
+        "{all}"
+    );
+    assert_eq!(
+        check("typos.toml"),
+        "sealrelay: typos.toml: unknown section [htp]\nsealrelay: typos.toml: unknown key `lisen` in [mqtt]\n"
+    );
+}
+
 #[test]
 fn a_second_broker_on_the_same_database_refuses_to_start_and_names_the_first() {
     let mut broker = Broker::start();

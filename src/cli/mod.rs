@@ -48,8 +48,9 @@ without starting. SIGHUP reloads the TLS files and log.level; SIGTERM or SIGINT 
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Check a broker config (defaults, the file, SEALRELAY_* variables, the TLS files it
-    /// names) without starting anything: one line per problem, exit status 1 if any.
+    /// Check a broker config (defaults, the file, SEALRELAY_* variables, the TLS key pair and
+    /// client CA it names, listeners sharing an address) without starting anything: it refuses
+    /// what serve would, one line per problem, all at once; exit status 1 if any.
     CheckConfig {
         /// Config file layered over the built-in defaults (see broker.toml).
         #[arg(long, short)]

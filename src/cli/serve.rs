@@ -137,11 +137,25 @@ fn reload_on_hangup(
 /// `sealrelay check-config`: loads the config as `serve` would (defaults, file, `SEALRELAY_*`
 /// variables) and the TLS files it names; one line per problem, exit 1 if any.
 pub(super) fn check(path: Option<PathBuf>) -> Result<()> {
-    let config = Config::load(path.as_deref())?;
-    let (cert, key, dev) = Certificate::files(&config);
-    if !dev {
-        Certificate::check_pair(&cert, &key)?;
-    }
+    // The config's own problems and what serve would refuse at start beyond its text (the
+    // files it names): every one, one line each.
+    let config = Config::load_checking(path.as_deref(), |config| {
+        let mut problems = Vec::new();
+        let (cert, key, dev) = Certificate::files(config);
+        if !dev {
+            if let Err(e) = Certificate::check_pair(&cert, &key) {
+                problems.push(e.to_string());
+            }
+        }
+        // serve builds the mqtts configuration whether or not that listener is on.
+        let client_ca = &config.mqtts.client_ca;
+        if !client_ca.as_os_str().is_empty() {
+            if let Err(e) = sealrelay_broker::tls::client_verifier(client_ca) {
+                problems.push(e.to_string());
+            }
+        }
+        problems
+    })?;
     println!(
         "config OK: {} (MQTT {}, HTTP {}, database {})",
         path.as_deref()

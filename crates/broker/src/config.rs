@@ -330,6 +330,9 @@ pub enum ConfigError {
     /// Several problems, one line each.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Problems(Vec<ConfigError>),
+    /// What the caller found beyond the text (a file the config names that will not load).
+    #[error("{0}")]
+    Beyond(String),
 }
 
 impl Default for Config {
@@ -341,6 +344,15 @@ impl Default for Config {
 impl Config {
     /// Defaults, then `path` if given, then the process environment.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_checking(path, |_| Vec::new())
+    }
+
+    /// [`Config::load`], with what `beyond` finds wrong in a config that parsed (the files it
+    /// names, say) reported with the config's own problems: all of them at once.
+    pub fn load_checking(
+        path: Option<&Path>,
+        beyond: impl FnOnce(&Config) -> Vec<String>,
+    ) -> Result<Config, ConfigError> {
         let file = match path {
             Some(path) => Some((
                 path.display().to_string(),
@@ -351,10 +363,11 @@ impl Config {
             )),
             None => None,
         };
-        Config::from_layers(
+        Config::layers_checking(
             file.as_ref()
                 .map(|(name, text)| (name.as_str(), text.as_str())),
             std::env::vars(),
+            beyond,
         )
     }
 
@@ -363,29 +376,49 @@ impl Config {
         file: Option<(&str, &str)>,
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        Config::layers_checking(file, env, |_| Vec::new())
+    }
+
+    fn layers_checking(
+        file: Option<(&str, &str)>,
+        env: impl Iterator<Item = (String, String)>,
+        beyond: impl FnOnce(&Config) -> Vec<String>,
+    ) -> Result<Config, ConfigError> {
         let mut table = parse_table("broker.toml (embedded)", DEFAULT_TOML)?;
         // Where each key that is not a default was set, for messages: `in FILE` or `from VAR`.
         let mut origins = Origins::new();
         if let Some((origin, text)) = file {
             let overlay = parse_table(origin, text)?;
+            // Every unknown name at once, one line each.
+            let mut unknown = Vec::new();
             for (section, values) in overlay {
-                let invalid = |message: String| ConfigError::Invalid {
-                    origin: origin.to_owned(),
-                    message,
+                let mut invalid = |message: String| {
+                    unknown.push(ConfigError::Invalid {
+                        origin: origin.to_owned(),
+                        message,
+                    })
                 };
                 let Some(target) = table.get_mut(&section).and_then(|v| v.as_table_mut()) else {
-                    return Err(invalid(format!("unknown section [{section}]")));
+                    invalid(format!("unknown section [{section}]"));
+                    continue;
                 };
                 let toml::Value::Table(values) = values else {
-                    return Err(invalid(format!("`{section}` must be a [section]")));
+                    invalid(format!("`{section}` must be a [section]"));
+                    continue;
                 };
                 for (key, value) in values {
                     if !target.contains_key(&key) {
-                        return Err(invalid(format!("unknown key `{key}` in [{section}]")));
+                        invalid(format!("unknown key `{key}` in [{section}]"));
+                        continue;
                     }
                     origins.insert(format!("{section}.{key}"), format!("in {origin}"));
                     target.insert(key, value);
                 }
+            }
+            match unknown.len() {
+                0 => {}
+                1 => return Err(unknown.remove(0)),
+                _ => return Err(ConfigError::Problems(unknown)),
             }
         }
         apply_env(&mut table, env, &mut origins)?;
@@ -400,10 +433,13 @@ impl Config {
                     message: plain_words(e.message().trim()),
                 }
             })
-            .and_then(|config| config.validate(&origins))
+            .and_then(|config| {
+                let beyond = beyond(&config);
+                config.validate(&origins, beyond)
+            })
     }
 
-    fn validate(self, origins: &Origins) -> Result<Config, ConfigError> {
+    fn validate(self, origins: &Origins, beyond: Vec<String>) -> Result<Config, ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             origin: placed(key, origins),
             message,
@@ -541,11 +577,50 @@ impl Config {
         if let Err(e) = check_log_filter(&self.log.level) {
             problems.push(invalid("log.level", e));
         }
+        for (key, other) in self.shared_listen_addresses() {
+            problems.push(invalid(
+                key,
+                format!("is the address {other} listens on too: each listener needs its own (port 0 picks a free one)"),
+            ));
+        }
+        problems.extend(beyond.into_iter().map(ConfigError::Beyond));
         match problems.len() {
             0 => Ok(self),
             1 => Err(problems.remove(0)),
             _ => Err(ConfigError::Problems(problems)),
         }
+    }
+
+    /// Pairs of listeners that would bind the same address (`serve` would fail on the
+    /// second): `(key, the key it clashes with)`. A wildcard address (0.0.0.0, ::) takes its
+    /// port on every address; port 0 is a free port each time.
+    fn shared_listen_addresses(&self) -> Vec<(&'static str, &'static str)> {
+        let listeners = [
+            ("mqtt.listen", Some(self.mqtt.listen)),
+            ("mqtts.listen", self.mqtts.listen.0),
+            ("ws.listen", self.ws.listen.0),
+            ("wss.listen", self.wss.listen.0),
+            ("http.listen", Some(self.http.listen)),
+            ("https.listen", self.https.listen.0),
+            ("admin.listen", Some(self.admin.listen)),
+        ];
+        let on: Vec<(&'static str, SocketAddr)> = listeners
+            .into_iter()
+            .filter_map(|(key, addr)| Some((key, addr?)))
+            .filter(|(_, addr)| addr.port() != 0)
+            .collect();
+        let mut clashes = Vec::new();
+        for (i, (key, addr)) in on.iter().enumerate() {
+            if let Some((other, _)) = on[..i].iter().find(|(_, earlier)| {
+                earlier.port() == addr.port()
+                    && (earlier.ip() == addr.ip()
+                        || earlier.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            }) {
+                clashes.push((*key, *other));
+            }
+        }
+        clashes
     }
 
     /// `workers = 0` means one per core.

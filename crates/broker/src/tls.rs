@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
@@ -253,28 +254,30 @@ impl Certificate {
             .expect("ring supports TLS 1.2 and 1.3");
         let builder = match client_ca {
             None => builder.with_no_client_auth(),
-            Some(path) => {
-                let bad = |reason: String| TlsError::ClientCa {
-                    path: path.display().to_string(),
-                    reason,
-                };
-                let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
-                    roots
-                        .add(cert.map_err(|e| bad(e.to_string()))?)
-                        .map_err(|e| bad(e.to_string()))?;
-                }
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
-                        .build()
-                        .map_err(|e| bad(e.to_string()))?;
-                builder.with_client_cert_verifier(verifier)
-            }
+            Some(path) => builder.with_client_cert_verifier(client_verifier(path)?),
         };
         let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
+}
+
+/// The verifier of client certificates chaining to the CA certificates in `path`
+/// (`mqtts.client_ca`); `sealrelay check-config` calls it too, so it refuses what `serve` would.
+pub fn client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let bad = |reason: String| TlsError::ClientCa {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
+        .build()
+        .map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]
