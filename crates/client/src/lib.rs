@@ -104,8 +104,9 @@ pub enum ClientError {
     /// The directory does not list `0` as a peer of the caller: a typo, or someone else's.
     #[error("no instance of yours has the id {0}: `sealrelay instance list` shows yours")]
     NotYours(PrincipalId),
-    /// MQTT 5 PUBACK 0x10: the broker has no session for the recipient, so nothing was
-    /// delivered (it keeps no messages for absent clients).
+    /// MQTT 5 PUBACK 0x10: the recipient has no session, live or persistent, so nothing was
+    /// delivered or kept (a persistent session between connections keeps what is sent to it;
+    /// protocol §5.6).
     #[error("{0} is not connected (the broker has no session for it), so nothing was delivered: start its agent, then retry")]
     Offline(PrincipalId),
 }

@@ -19,7 +19,8 @@ use sealrelay_wire::{BadResetCode, KdfParams, KdfSpec, PrincipalId, ResetCode};
 use subtle::ConstantTimeEq;
 
 /// Salt and KDF parameters for a name. Unknown names get a salt derived from a server
-/// secret and the default parameters: stable and indistinguishable from a real account.
+/// secret, its length and the parameters drawn from the real accounts' mix (`kdf_answer`):
+/// stable and indistinguishable from a real account.
 pub(super) async fn prelogin(
     req: HttpRequest,
     state: web::Data<ApiState>,
