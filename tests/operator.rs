@@ -460,6 +460,27 @@ async fn scrape_after_an_echo(broker: &Broker) -> String {
 async fn the_metrics_page_is_whole_from_the_start_and_lints_clean() {
     let broker = Broker::start_with(&[("SEALRELAY_MQTT_MAX_CONNECTIONS", "777")]);
     let fresh = broker.metrics();
+    // The build the scrape names is the one `--version` and the start-up line name.
+    let version = Command::new(BIN).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+    let commit = version
+        .strip_prefix(&format!("sealrelay {} (commit ", env!("CARGO_PKG_VERSION")))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("--version says {version:?}"));
+    assert!(
+        fresh.contains(&format!("commit=\"{commit}\"")),
+        "{commit} not in the scrape"
+    );
+    let started = broker.log();
+    let listening = started
+        .lines()
+        .find(|l| l.contains("sealrelay listening"))
+        .expect("the start-up line");
+    assert!(
+        listening.contains(&format!("version={}", env!("CARGO_PKG_VERSION")))
+            && listening.contains(&format!("commit={commit}")),
+        "{listening}"
+    );
     for series in [
         "process_cpu_seconds_total ",
         "process_resident_memory_bytes ",

@@ -26,7 +26,7 @@ use user::UserCommand;
 #[derive(Parser)]
 #[command(
     name = "sealrelay",
-    version,
+    version = sealrelay_broker::VERSION_LINE,
     about = "A blind relay broker for sealed console ↔ instance messages"
 )]
 struct Cli {

@@ -42,3 +42,14 @@ pub mod revocation;
 pub mod router;
 pub mod server;
 pub mod tls;
+
+/// The commit the broker was built from (12 hex digits; "unknown" outside a git checkout).
+pub const BUILD_COMMIT: &str = env!("SR_BUILD_COMMIT");
+
+/// What `sealrelay --version` says: the version and the commit.
+pub const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SR_BUILD_COMMIT"),
+    ")"
+);

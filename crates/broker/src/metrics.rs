@@ -91,7 +91,7 @@ pub fn install() -> PrometheusHandle {
             gauge!(
                 "sealrelay_build_info",
                 "version" => env!("CARGO_PKG_VERSION"),
-                "commit" => env!("SR_BUILD_COMMIT")
+                "commit" => crate::BUILD_COMMIT
             )
             .set(1.0);
             handle

@@ -362,6 +362,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     };
     let off = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
     tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        commit = %crate::BUILD_COMMIT,
         mqtt = %addresses.mqtt,
         mqtts = %off(addresses.mqtts),
         ws = %off(addresses.ws),
