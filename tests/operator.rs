@@ -380,6 +380,10 @@ async fn the_operator_lists_users_and_sessions_kicks_unlocks_and_reads_the_sessi
     assert_eq!(live.len(), 1, "{sessions}");
     assert_eq!(live[0]["principal"], instance.as_str());
     assert_eq!(
+        (live[0]["kind"].as_str(), live[0]["login"].as_str()),
+        (Some("instance"), Some(instance.as_str()))
+    );
+    assert_eq!(
         (live[0]["transport"].as_str(), live[0]["ip"].as_str()),
         (Some("tcp"), Some("127.0.0.1"))
     );
@@ -411,6 +415,33 @@ async fn the_operator_lists_users_and_sessions_kicks_unlocks_and_reads_the_sessi
     assert_eq!(log["sessions"][0]["close_reason"], "kicked_by_operator");
     assert_eq!(log["sessions"][0]["messages_in"], 1);
     assert!(broker.log_shows("operator closed a principal's sessions", 1));
+    // A user goes by name as well as by id: alice's own session, named and of its kind.
+    let console = Identity::login_user(&broker.api(), "alice", password)
+        .await
+        .unwrap();
+    let _link = broker
+        .client(console, sealrelay_client::MqttVersion::V5)
+        .await;
+    let table = String::from_utf8(broker.admin(&["sessions"]).stdout).unwrap();
+    let alice_id = users["users"][0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&format!("{alice_id}  user      alice "))),
+        "{table}"
+    );
+    let out = broker.admin(&["kick", "--principal", "alice"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("closed 1 session(s) of {alice_id}\n")
+    );
+    let by_name = admin_json(&broker, &["activity", "--principal", "alice"]);
+    assert_eq!(by_name["principals"][0]["id"], alice_id.as_str());
+    let nobody = broker.admin(&["kick", "--principal", "bob"]);
+    assert_eq!(
+        String::from_utf8_lossy(&nobody.stderr).trim_end(),
+        "sealrelay: no user is named bob: `sealrelay admin users` lists them (an instance goes by its id)"
+    );
     let bad = broker.admin(&["session-log", "--principal", &instance, "--since", "1x"]);
     assert_eq!(
         String::from_utf8_lossy(&bad.stderr).trim_end(),

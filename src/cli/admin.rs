@@ -52,9 +52,9 @@ pub(super) enum AdminCommand {
     /// kicked_by_operator). Its credentials still work: to keep it out, reset its password
     /// or remove the instance.
     Kick {
-        /// The principal (user or instance) id.
-        #[arg(long, value_name = "ID")]
-        principal: PrincipalId,
+        /// The principal: a user's name, or a user's or instance's id.
+        #[arg(long, value_name = "NAME or ID")]
+        principal: Who,
         #[command(flatten)]
         operator: Operator,
     },
@@ -77,9 +77,9 @@ pub(super) enum AdminCommand {
 /// Which principal's records, from when.
 #[derive(Args)]
 pub(super) struct Records {
-    /// The principal (user or instance) id.
-    #[arg(long, value_name = "ID")]
-    principal: PrincipalId,
+    /// The principal: a user's name, or a user's or instance's id.
+    #[arg(long, value_name = "NAME or ID")]
+    principal: Who,
     /// Only records from within this long: e.g. 90m, 24h, 7d (default: all kept,
     /// accounting.retention_days).
     #[arg(long, value_name = "AGE")]
@@ -90,14 +90,14 @@ pub(super) struct Records {
 
 impl Records {
     /// The operator API's path for `what` of this principal, with `?since=` if given.
-    fn path(&self, what: &str) -> Result<String> {
+    async fn path(&self, what: &str) -> Result<String> {
         let query = match self.since.as_deref().map(activity::since).transpose()? {
             Some(from) => format!("?since={from}"),
             None => String::new(),
         };
         Ok(format!(
             "/v1/admin/principals/{}/{what}{query}",
-            self.principal
+            self.operator.resolve(&self.principal).await?
         ))
     }
 }
@@ -124,6 +124,35 @@ impl Operator {
         method: &'static str,
         path: &str,
     ) -> Result<Option<T>> {
+        let answer: T = self.fetch(method, path).await?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            return Ok(None);
+        }
+        Ok(Some(answer))
+    }
+
+    /// The principal `who` names: its id as given, or the id of the user of that name.
+    async fn resolve(&self, who: &Who) -> Result<PrincipalId> {
+        match who {
+            Who::Id(id) => Ok(*id),
+            Who::Name(name) => (self.fetch::<AdminUsers>("GET", "/v1/admin/users").await?)
+                .users
+                .into_iter()
+                .find(|u| &u.name == name)
+                .map(|u| u.id)
+                .with_context(|| {
+                    format!("no user is named {name}: `sealrelay admin users` lists them (an instance goes by its id)")
+                }),
+        }
+    }
+
+    /// Calls the operator API and returns its answer.
+    async fn fetch<T: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &'static str,
+        path: &str,
+    ) -> Result<T> {
         let config = Config::load(self.config.as_deref())?;
         let token = datadir::read_key_file(&config.admin.token_file, "admin token").context(
             "run this on the broker's machine, in its working directory, with its config",
@@ -132,14 +161,26 @@ impl Operator {
             .admin_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", config.admin.listen));
-        let answer: T = Api::new(&url)
+        Ok(Api::new(&url)
             .admin(&admin::operator_token_text(&token), method, path)
-            .await?;
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&answer)?);
-            return Ok(None);
-        }
-        Ok(Some(answer))
+            .await?)
+    }
+}
+
+/// A principal named on the command line: its id (32 hex digits), or a user's name.
+#[derive(Clone)]
+pub(super) enum Who {
+    Id(PrincipalId),
+    Name(String),
+}
+
+impl std::str::FromStr for Who {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Who, Self::Err> {
+        Ok(text
+            .parse()
+            .map_or_else(|_| Who::Name(text.to_owned()), Who::Id))
     }
 }
 
@@ -199,8 +240,10 @@ pub(super) async fn run(command: AdminCommand) -> Result<()> {
                 return Ok(());
             };
             println!(
-                "{:<32}  {:<24}  {:<4}  {:<39}  {:>8}  {:>8}  {:>10}  {:>10}  since",
+                "{:<32}  {:<8}  {:<32}  {:<24}  {:<4}  {:<39}  {:>8}  {:>8}  {:>10}  {:>10}  since",
                 "principal",
+                "kind",
+                "login",
                 "client id",
                 "via",
                 "address",
@@ -211,8 +254,10 @@ pub(super) async fn run(command: AdminCommand) -> Result<()> {
             );
             for s in list.sessions {
                 println!(
-                    "{}  {:<24}  {:<4}  {:<39}  {:>8}  {:>8}  {:>10}  {:>10}  {}",
+                    "{}  {:<8}  {:<32}  {:<24}  {:<4}  {:<39}  {:>8}  {:>8}  {:>10}  {:>10}  {}",
                     s.principal,
+                    s.kind.as_str(),
+                    s.login,
                     s.client_id,
                     s.transport,
                     s.ip,
@@ -228,6 +273,7 @@ pub(super) async fn run(command: AdminCommand) -> Result<()> {
             principal,
             operator,
         } => {
+            let principal = operator.resolve(&principal).await?;
             let path = format!("/v1/admin/principals/{principal}/kick");
             if let Some(kicked) = operator.call::<AdminKicked>("POST", &path).await? {
                 println!(
@@ -253,13 +299,13 @@ pub(super) async fn run(command: AdminCommand) -> Result<()> {
             }
         }
         AdminCommand::Activity(records) => {
-            let path = records.path("activity")?;
+            let path = records.path("activity").await?;
             if let Some(report) = records.operator.call::<Activity>("GET", &path).await? {
                 activity::print_report(&report);
             }
         }
         AdminCommand::SessionLog(records) => {
-            let path = records.path("session-log")?;
+            let path = records.path("session-log").await?;
             if let Some(log) = records
                 .operator
                 .call::<AdminSessionLog>("GET", &path)

@@ -6,6 +6,7 @@
 //! Every call carries `Authorization: Bearer <token>`, the token being the base64url form
 //! of the 32 bytes in `admin.token_file`; `sealrelay admin …` reads that file itself.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use sealrelay_wire::api::{
     AdminInvite, AdminKicked, AdminReset, AdminSession, AdminSessionLog, AdminSessions,
     AdminUnlocked, AdminUser, AdminUsers,
 };
-use sealrelay_wire::{b64, Close, PrincipalKind, ResetCode};
+use sealrelay_wire::{b64, Close, PrincipalId, PrincipalKind, ResetCode};
 
 pub struct AdminState {
     api: Arc<ApiState>,
@@ -144,11 +145,23 @@ async fn sessions(
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
     operator(&req, &state)?;
+    // Users by id, read once: a principal that is not a user is an instance, whose login is
+    // its id.
+    let names: HashMap<PrincipalId, String> = (state.api.directory.users().await?)
+        .into_iter()
+        .map(|u| (u.id, u.name))
+        .collect();
     let mut sessions = Vec::new();
     state.api.router.each_session(|principal, session| {
         let totals = session.facts.counts.totals();
+        let (login, kind) = match names.get(&principal) {
+            Some(name) => (name.clone(), PrincipalKind::User),
+            None => (principal.to_string(), PrincipalKind::Instance),
+        };
         sessions.push(AdminSession {
             principal,
+            login,
+            kind,
             client_id: session.client_id.clone(),
             transport: session.facts.transport.to_owned(),
             ip: session.facts.ip.to_string(),

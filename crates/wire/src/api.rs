@@ -416,6 +416,9 @@ pub struct AdminUsers {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AdminSession {
     pub principal: PrincipalId,
+    /// The user's name, or an instance's id (its login).
+    pub login: String,
+    pub kind: PrincipalKind,
     pub client_id: String,
     /// `tcp`, `tls`, `ws` or `wss`.
     pub transport: String,
