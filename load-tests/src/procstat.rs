@@ -1,4 +1,4 @@
-//! The broker's memory and CPU, read from /proc/<pid> (Linux).
+//! The broker's memory and CPU, read from `/proc/<pid>` (Linux).
 
 use serde::Serialize;
 

@@ -58,7 +58,8 @@ pub(super) enum AdminCommand {
         #[command(flatten)]
         operator: Operator,
     },
-    /// Clear a login's failed-login lockout (the window in [auth]), so it may try again now.
+    /// Clear a login's failed-login lockout (the window broker.toml sets under auth), so it
+    /// may try again now.
     Unlock {
         /// The login: a user name or an instance id.
         #[arg(long, value_name = "NAME")]

@@ -36,10 +36,13 @@ pub use endpoint::Broker;
 pub use identity::Identity;
 pub use link::{puback_code, Link, MqttVersion, PublishRefusal};
 pub use messaging::{Client, Message, Persistence};
+// What a console or an agent names in its own code, so it needs no direct dependency on
+// sealrelay-wire: ids, KDF parameters, witnesses, the directory's views.
+pub use sealrelay_wire::api::{Activity, InstanceView};
+pub use sealrelay_wire::envelope::Witness;
+pub use sealrelay_wire::{KdfParams, PrincipalId, PrincipalKind};
 
 use crypto::{CryptoError, OpenError};
-use sealrelay_wire::envelope::Witness;
-use sealrelay_wire::PrincipalId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -1,6 +1,7 @@
-//! Client-side cryptography, one file per concern: key derivation and wrapping ([`kdf`]),
-//! key bundles ([`bundle`]), the pinned keyring ([`keyring`]), instance tokens ([`token`]),
-//! and sealing, opening and replay protection ([`seal`]). `docs/protocol.md` specifies
+//! Client-side cryptography, one file per concern: key derivation and wrapping
+//! ([`derive_from_password`], [`DerivedKeys`]), key bundles ([`Bundle`]), the pinned keyring
+//! ([`Keyring`]), instance tokens ([`Token`]), and sealing, opening and replay protection
+//! ([`Sealer`], [`open`], [`ReplayGuard`]). `docs/protocol.md` specifies
 //! every byte. The broker crate cannot link against any of it: it does not depend on this
 //! crate or on the primitives used here (`.ci/run` checks with `cargo tree`).
 
