@@ -8,6 +8,19 @@
 //! link (the MQTT connection). Depends on sealrelay-wire for everything on the wire and
 //! never on the broker crate.
 //!
+//! A debug build of a program using this crate derives keys with an unoptimised Argon2id: one
+//! login takes seconds instead of a fraction of one. Profile overrides are the consumer's to
+//! set (cargo ignores a dependency's), so put in your own `Cargo.toml`:
+//!
+//! ```toml
+//! [profile.dev.package.argon2]
+//! opt-level = 3
+//! [profile.dev.package.blake2]
+//! opt-level = 3
+//! [profile.dev.package.curve25519-dalek]
+//! opt-level = 3
+//! ```
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), sealrelay_client::ClientError> {
 //! use sealrelay_client::{Api, Client, Identity, MqttVersion};
