@@ -146,3 +146,102 @@ async fn the_rust_cli_asks_an_instance_written_in_javascript() {
     assert_eq!(reply, "js says: hello js\n");
     js_passed(node).await;
 }
+
+/// The SDK as a package (issue 29): `npm pack`'s tarball, installed into a fresh project with
+/// TypeScript (strict, the package's generated types and public entries only), compiles, and
+/// the program registers, adds an instance, serves it with the JavaScript agent and gets its
+/// reply through a real broker. Packages come from npm's cache where it has them (`npm ci
+/// --prefix sdk/js` filled it), else from the registry.
+#[test]
+fn the_packed_sdk_serves_a_strict_typescript_consumer() {
+    let broker = Broker::start();
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/js");
+    let project = tempfile::tempdir().unwrap();
+    let run = |program: &str, args: &[&str], dir: &std::path::Path| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dest = project.path().to_str().unwrap();
+    let tarball = run(
+        "npm",
+        &["pack", "--silent", "--pack-destination", dest],
+        &sdk,
+    );
+    let tarball = project.path().join(tarball.trim());
+    let listing = run("tar", &["tzf", tarball.to_str().unwrap()], project.path());
+    for shipped in [
+        "package/README.md",
+        "package/LICENSE",
+        "package/types/index.d.ts",
+        "package/src/index.js",
+    ] {
+        assert!(
+            listing.lines().any(|l| l == shipped),
+            "{shipped} not in:\n{listing}"
+        );
+    }
+    assert!(
+        !listing.contains("package/test/"),
+        "the tests are not shipped:\n{listing}"
+    );
+    let app = project.path().join("app");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::write(
+        app.join("package.json"),
+        r#"{ "name": "packed-consumer", "private": true, "type": "module" }"#,
+    )
+    .unwrap();
+    for file in ["consumer.ts", "tsconfig.json"] {
+        std::fs::copy(sdk.join("test/packed").join(file), app.join(file)).unwrap();
+    }
+    let installed = |name: &str| {
+        let manifest = sdk.join("node_modules").join(name).join("package.json");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+        format!("{name}@{}", manifest["version"].as_str().unwrap())
+    };
+    run(
+        "npm",
+        &[
+            "install",
+            "--prefer-offline",
+            "--no-audit",
+            "--no-fund",
+            "--silent",
+            tarball.to_str().unwrap(),
+            &installed("typescript"),
+            &installed("@types/node"),
+        ],
+        &app,
+    );
+    run("node_modules/.bin/tsc", &["-p", "."], &app);
+    let cases = serde_json::json!({
+        "http": format!("http://{}", broker.http),
+        "ws": format!("ws://{}/mqtt", broker.ws),
+        "user": "packed-user",
+        "password": "a password for the packed package",
+    });
+    // Bounded: a handle the SDK left open would keep node alive.
+    let out = std::process::Command::new("timeout")
+        .args(["60", "node", "out/consumer.js"])
+        .current_dir(&app)
+        .env("SRTEST_PACKED", cases.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "echo: hello from a package\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

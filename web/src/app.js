@@ -8,10 +8,7 @@
 // content security policy can forbid every inline and third-party script. Text from the
 // server or from instances is only ever set as text, never as HTML.
 
-import * as c from "../../sdk/js/src/crypto.js";
-import { Api, Identity } from "../../sdk/js/src/identity.js";
-import { Console } from "../../sdk/js/src/console.js";
-import { weakPassword } from "../../sdk/js/src/password.js";
+import { Api, Console, Identity, crypto as c, weakPassword } from "@sealrelay/sdk";
 import { LINK_WORDS, SIGN_OUT_WORDS, sentence } from "./words.js";
 
 /** @param {string} id */
@@ -26,7 +23,7 @@ const api = new Api(location.origin);
 /**
  * The logged-in user, or null: the identity (private key), the MQTT link, and the instances
  * last listed.
- * @type {{ identity: Identity, link: Console | null, instances: import("../../sdk/js/src/identity.js").InstanceEntry[] } | null}
+ * @type {{ identity: Identity, link: Console | null, instances: import("@sealrelay/sdk/identity").InstanceEntry[] } | null}
  */
 let session = null;
 /** @type {string | null} the witness of the key this page last held, kept across a reset */
@@ -163,7 +160,7 @@ async function connect() {
   }
 }
 
-/** @param {import("../../sdk/js/src/console.js").LinkState} s */
+/** @param {import("@sealrelay/sdk/console").LinkState} s */
 function onState(s) {
   if (s.state === "connected") return link("connected", LINK_WORDS.connected);
   if (s.state === "reconnecting") {
@@ -178,7 +175,7 @@ function onState(s) {
   logout(why, s.reason === "password_reset" ? "reset" : s.reason === "credentials_changed" ? "rollback" : null);
 }
 
-/** @param {import("../../sdk/js/src/console.js").StaleMessage} m */
+/** @param {import("@sealrelay/sdk/console").StaleMessage} m */
 function onStale({ from, error }) {
   say($("stale-alert"),
     `A message from ${from} was sealed to your previous key (witness ${error.sealedTo}); your key is now ${error.current}. ` +
@@ -218,7 +215,7 @@ async function refresh() {
 
 /**
  * How an instance is called in sentences: its name and id, or its id.
- * @param {import("../../sdk/js/src/identity.js").InstanceEntry} i
+ * @param {import("@sealrelay/sdk/identity").InstanceEntry} i
  */
 const called = (i) => (i.name ? `"${i.name}" (${i.id})` : i.id);
 
@@ -232,7 +229,7 @@ function threadTitle(id) {
 }
 
 /**
- * @param {import("../../sdk/js/src/identity.js").InstanceEntry} i
+ * @param {import("@sealrelay/sdk/identity").InstanceEntry} i
  */
 function seen(i) {
   if (i.online) return "online";
@@ -241,7 +238,7 @@ function seen(i) {
 }
 
 /**
- * @param {import("../../sdk/js/src/identity.js").InstanceEntry} i
+ * @param {import("@sealrelay/sdk/identity").InstanceEntry} i
  */
 function row(i) {
   const tr = document.createElement("tr");

@@ -5,8 +5,7 @@
 //
 // Uses the SDK's error classes only; no DOM, so Node tests it without a browser.
 
-import { ApiError, KeyringRollbackError, PinMismatchError, NotPinnedError } from "../../sdk/js/src/identity.js";
-import { NotConnectedError } from "../../sdk/js/src/console.js";
+import { ApiError, KeyringRollbackError, NotConnectedError, NotPinnedError, PinMismatchError } from "@sealrelay/sdk";
 
 /**
  * What the user was doing: the form or button the sentence is shown next to.

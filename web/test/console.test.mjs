@@ -18,9 +18,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { chromium } from "playwright-core";
-import * as c from "../../sdk/js/src/crypto.js";
-import { Api, Identity } from "../../sdk/js/src/identity.js";
-import { Agent } from "../../sdk/js/src/agent.js";
+import { Agent, Api, Identity, crypto as c } from "@sealrelay/sdk";
 import { API_WORDS, LINK_WORDS, UNREACHABLE } from "../src/words.js";
 
 const cases = process.env.SRTEST_WEB_CONSOLE ? JSON.parse(process.env.SRTEST_WEB_CONSOLE) : null;

@@ -3,8 +3,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { ApiError } from "../../sdk/js/src/identity.js";
-import { NotConnectedError } from "../../sdk/js/src/console.js";
+import { ApiError, NotConnectedError } from "@sealrelay/sdk";
 import { API_WORDS, LINK_WORDS, PUBACK_WORDS, SIGN_OUT_WORDS, UNREACHABLE, sentence } from "../src/words.js";
 
 const docs = (/** @type {string} */ file) => readFileSync(new URL(`../../docs/${file}`, import.meta.url), "utf8");
