@@ -18,7 +18,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { chromium } from "playwright-core";
-import { Agent, Api, Identity, crypto as c } from "@sealrelay/sdk";
+import { Agent, Api, Identity, OwnerKeyChangedError, crypto as c } from "@sealrelay/sdk";
 import { API_WORDS, LINK_WORDS, UNREACHABLE } from "../src/words.js";
 
 const cases = process.env.SRTEST_WEB_CONSOLE ? JSON.parse(process.env.SRTEST_WEB_CONSOLE) : null;
@@ -518,6 +518,8 @@ test("an operator reset signs the page out; the reset code sets a new key and th
     await secrets.userKey("web-carol", "carol's new password");
     const newWitness = (await text(page, "#my-witness")).trim();
     assert.notEqual(newWitness, oldWitness, "a reset makes a new key");
+    // An agent starting now with the old token finds its owner's key changed, and refuses.
+    await assert.rejects(Agent.login(api, token), (e) => e instanceof OwnerKeyChangedError && e.pinned === oldWitness && e.served === newWitness);
     assert.match(await text(page, "#stale-alert"), new RegExp(`new key \\(witness ${newWitness}; it was ${oldWitness}\\).*${id}`));
     assert.match(await text(page, `tr[data-id="${id}"]`), /stale key/);
     await page.waitForSelector('#link[data-state="connected"]', { timeout: 30_000 });

@@ -5,5 +5,5 @@
 export * as crypto from "./crypto.js";
 export { Api, ApiError, Identity, KeyringRollbackError, NotPinnedError, PinMismatchError } from "./identity.js";
 export { Console, NotConnectedError } from "./console.js";
-export { Agent } from "./agent.js";
+export { Agent, OwnerKeyChangedError } from "./agent.js";
 export { MIN_PASSWORD_CHARS, weakPassword } from "./password.js";

@@ -8,6 +8,7 @@ import { existsSync, writeFileSync } from "node:fs";
 import * as c from "../src/crypto.js";
 import { Api, Identity } from "../src/identity.js";
 import { Console, NotConnectedError } from "../src/console.js";
+import { Agent } from "../src/agent.js";
 
 const cases = JSON.parse(process.env.SRTEST_JS_CONSOLE ?? "null");
 /** @param {number} ms */
@@ -37,6 +38,33 @@ test("a JS console asks a Rust agent over WebSocket", { skip: cases === null && 
     const started = Date.now();
     await assert.rejects(console.request(c.toHex(silent), new TextEncoder().encode("anyone?"), 30_000), NotConnectedError);
     assert.ok(Date.now() - started < 5_000, `answered after ${Date.now() - started} ms`);
+
+    // A JavaScript agent: it reports what it does not answer (an anonymous envelope, whose
+    // sender is not proven) instead of dropping it in silence, and its session outlives its
+    // connection — a request sent while it is away waits for it and is answered on return.
+    const { id: jsId, token: jsToken } = await tab.addInstance(api);
+    const peer = c.toHex(jsId);
+    const agent = await Agent.login(api, jsToken);
+    try {
+      /** @type {import("../src/agent.js").Unopened[]} */
+      const unopened = [];
+      const serve = () => agent.serve(cases.ws, (p) => p, { onUnopened: (u) => unopened.push(u) });
+      await serve();
+      assert.equal(new TextDecoder().decode(await console.request(peer, new TextEncoder().encode("ping"))), "ping");
+      const pinned = tab.keyring?.pins.get(peer) ?? assert.fail("the new instance is pinned");
+      await console.client.publishAsync(`sr/v1/inbox/${peer}`, /** @type {any} */ (c.sealAnonymous(tab.id, jsId, pinned, new TextEncoder().encode("who am I?"))), { qos: 1 });
+      for (let i = 0; i < 100 && unopened.length === 0; i++) await sleep(50);
+      assert.deepEqual(unopened.map((u) => u.from), [c.toHex(tab.id)]);
+      assert.match(unopened[0].reason, /not sender-authenticated/);
+      agent.client?.end(true); // the connection drops; the session stays
+      await sleep(200);
+      const waiting = console.request(peer, new TextEncoder().encode("while you were away"), 15_000);
+      await sleep(500);
+      await serve();
+      assert.equal(new TextDecoder().decode(await waiting), "while you were away");
+    } finally {
+      await agent.close();
+    }
   } finally {
     await console.close();
     for (const who of [me, tab]) who.wipe();
