@@ -139,13 +139,7 @@ fn the_console_is_served_over_https_only_under_a_strict_policy() {
         .read_to_string()
         .unwrap();
     // The page names its script and style sheet by their content's hash.
-    let named = |attribute: &str, ext: &str| {
-        let at = page.find(&format!("{attribute}=\"/console.")).unwrap() + attribute.len() + 2;
-        let path = &page[at..at + page[at..].find('"').unwrap()];
-        assert!(path.ends_with(ext), "{path}");
-        path.to_owned()
-    };
-    let (script, style) = (named("src", ".js"), named("href", ".css"));
+    let (script, style) = (named(&page, "src", ".js"), named(&page, "href", ".css"));
     for (path, media) in [
         ("/", "text/html"),
         (script.as_str(), "text/javascript"),
@@ -251,10 +245,7 @@ fn the_console_is_served_precompressed_cached_for_good_and_revalidated() {
         get("/", &[("If-None-Match", "W/\"another build\"")]).status(),
         200
     );
-    let script = {
-        let at = page.find("src=\"/console.").unwrap() + 5;
-        page[at..at + page[at..].find('"').unwrap()].to_owned()
-    };
+    let script = named(&page, "src", ".js");
     for (path, file) in [("/", "index.html"), (script.as_str(), "console.js")] {
         for (accept, coding, suffix) in [
             ("gzip, deflate, br, zstd", Some("br"), ".br"),
@@ -367,6 +358,15 @@ fn lax_agent() -> ureq::Agent {
             )
             .build(),
     )
+}
+
+/// The path the console's page gives as `attribute` (src, href) of its file ending in `ext`:
+/// `/console.<hash><ext>`.
+fn named(page: &str, attribute: &str, ext: &str) -> String {
+    let at = page.find(&format!("{attribute}=\"/console.")).unwrap() + attribute.len() + 2;
+    let path = &page[at..at + page[at..].find('"').unwrap()];
+    assert!(path.ends_with(ext), "{path}");
+    path.to_owned()
 }
 
 /// The value of `name` in `answer`'s headers, if it has it.

@@ -148,8 +148,7 @@ pub(super) fn check(path: Option<PathBuf>) -> Result<()> {
             }
         }
         // serve builds the mqtts configuration whether or not that listener is on.
-        let client_ca = &config.mqtts.client_ca;
-        if !client_ca.as_os_str().is_empty() {
+        if let Some(client_ca) = config.mqtts.client_ca() {
             if let Err(e) = sealrelay_broker::tls::client_verifier(client_ca) {
                 problems.push(e.to_string());
             }

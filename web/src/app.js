@@ -63,8 +63,8 @@ function show(view) {
  */
 function strength(password, login) {
   if (!password) return { level: "", text: "" };
-  const weak = weakPassword(password, login);
-  if (weak) return { level: "refused", text: `Not accepted: ${weak}.` };
+  const refused = refusal(password, login);
+  if (refused) return { level: "refused", text: refused };
   /** @type {[RegExp, number][]} */
   const kinds = [[/[a-z]/, 26], [/[A-Z]/, 26], [/[0-9]/, 10], [/[^A-Za-z0-9]/, 33]];
   const pool = kinds.reduce((n, [kind, size]) => (kind.test(password) ? n + size : n), 0);
@@ -100,9 +100,19 @@ function hintStrength(f, hint, login) {
 function newPassword(f, login) {
   const [password, again] = take(f, "password", "again");
   if (password !== again) return { refused: "The two passwords differ: type the same one twice." };
-  const weak = weakPassword(password, login);
-  if (weak) return { refused: `Not accepted: ${weak}.` };
+  const refused = refusal(password, login);
+  if (refused) return { refused };
   return { password };
+}
+
+/**
+ * Why `password` may not be `login`'s new one, as the page says it (the CLI's words), or null.
+ * @param {string} password
+ * @param {string} login
+ */
+function refusal(password, login) {
+  const weak = weakPassword(password, login);
+  return weak && `Not accepted: ${weak}.`;
 }
 
 /**

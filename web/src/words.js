@@ -71,6 +71,9 @@ export const API_WORDS = {
   },
 };
 
+/** PUBACK 0x10 (SDK `NotConnectedError`): nobody to deliver to, nothing kept. */
+export const OFFLINE = "Not delivered: the instance is offline.";
+
 /** The browser could not reach the server at all (fetch threw): down, restarting, or offline. */
 export const UNREACHABLE = "Cannot reach the broker: it may be down or restarting, or this device is offline. Try again in a moment.";
 
@@ -127,7 +130,7 @@ export function sentence(error, doing) {
   }
   // fetch rejects with a TypeError, whatever the browser's wording, when nothing answered.
   if (error instanceof TypeError) return UNREACHABLE;
-  if (error instanceof NotConnectedError) return "Not delivered: the instance is offline.";
+  if (error instanceof NotConnectedError) return OFFLINE;
   const code = /** @type {any} */ (error)?.code;
   if (doing === "send" && typeof code === "number" && PUBACK_WORDS[code]) return PUBACK_WORDS[code];
   if (error instanceof KeyringRollbackError || error instanceof PinMismatchError || error instanceof NotPinnedError) return `Refused: ${error.message}.`;

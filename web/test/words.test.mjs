@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { ApiError, NotConnectedError } from "@sealrelay/sdk";
-import { API_WORDS, LINK_WORDS, PUBACK_WORDS, SIGN_OUT_WORDS, UNREACHABLE, sentence } from "../src/words.js";
+import { API_WORDS, LINK_WORDS, OFFLINE, PUBACK_WORDS, SIGN_OUT_WORDS, UNREACHABLE, sentence } from "../src/words.js";
 
 const docs = (/** @type {string} */ file) => readFileSync(new URL(`../../docs/${file}`, import.meta.url), "utf8");
 
@@ -34,7 +34,7 @@ export function tables() {
     "",
     "| MQTT | the console says |",
     "|---|---|",
-    "| PUBACK 0x10 (no session) | Not delivered: the instance is offline. |",
+    `| PUBACK 0x10 (no session) | ${OFFLINE} |`,
     ...Object.entries(PUBACK_WORDS).map(([code, text]) => `| PUBACK 0x${Number(code).toString(16)} | ${text} |`),
     ...Object.entries(LINK_WORDS).map(([state, text]) => `| link \`${state}\` | ${text} |`),
     ...Object.entries(SIGN_OUT_WORDS).map(([reason, text]) => `| DISCONNECT \`${reason === "*" ? "any other reason" : reason}\` | ${text} |`),

@@ -132,6 +132,13 @@ pub struct Mqtts {
     pub client_ca: PathBuf,
 }
 
+impl Mqtts {
+    /// The client CA file, if one is set (an empty path means none).
+    pub fn client_ca(&self) -> Option<&Path> {
+        Some(self.client_ca.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Ws {
@@ -415,11 +422,7 @@ impl Config {
                     target.insert(key, value);
                 }
             }
-            match unknown.len() {
-                0 => {}
-                1 => return Err(unknown.remove(0)),
-                _ => return Err(ConfigError::Problems(unknown)),
-            }
+            all_at_once(unknown)?;
         }
         apply_env(&mut table, env, &mut origins)?;
         // Deserialise from text rather than from the table: only then does an error carry
@@ -584,11 +587,8 @@ impl Config {
             ));
         }
         problems.extend(beyond.into_iter().map(ConfigError::Beyond));
-        match problems.len() {
-            0 => Ok(self),
-            1 => Err(problems.remove(0)),
-            _ => Err(ConfigError::Problems(problems)),
-        }
+        all_at_once(problems)?;
+        Ok(self)
     }
 
     /// Pairs of listeners that would bind the same address (`serve` would fail on the
@@ -658,6 +658,15 @@ type Origins = std::collections::HashMap<String, String>;
 /// `directory.url` is empty or a PostgreSQL URL, and names no password: the configuration
 /// is shown by `check-config` and copied around, so the password comes from PGPASSWORD or
 /// ~/.pgpass, as for psql.
+/// Nothing, one problem, or several reported as one error with a line each.
+fn all_at_once(mut problems: Vec<ConfigError>) -> Result<(), ConfigError> {
+    match problems.len() {
+        0 => Ok(()),
+        1 => Err(problems.remove(0)),
+        _ => Err(ConfigError::Problems(problems)),
+    }
+}
+
 fn check_directory_url(url: &str) -> Result<(), &'static str> {
     if url.is_empty() {
         return Ok(());

@@ -211,7 +211,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     ]);
     let limits = Arc::new(Limits::new(&config.mqtt, config.server.address_block()));
     let max_packet = config.mqtt.max_packet_bytes;
-    let client_ca = Some(config.mqtts.client_ca.as_path()).filter(|p| !p.as_os_str().is_empty());
+    let client_ca = config.mqtts.client_ca();
     let trusted =
         TrustedProxies::parse(&config.server.trusted_proxies).expect("validated with the config");
     let proxies = |on: bool| on.then(|| trusted.clone());
