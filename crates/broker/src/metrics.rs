@@ -310,7 +310,7 @@ fn describe() {
     );
     describe_gauge!(
         "sealrelay_http_connections_open",
-        "API connections (HTTP, HTTPS) open right now, refused ones aside."
+        "API connections (HTTP, HTTPS) held right now against http.max_connections: refused ones aside, an idle one evicted for room leaves at once."
     );
     describe_counter!(
         "sealrelay_connections_total",

@@ -56,8 +56,10 @@ struct Held {
 }
 
 /// One held connection as the listener and the request middleware share it.
-#[derive(Default)]
 pub(crate) struct Live {
+    /// The listener's transport label, so that an eviction takes the connection out of the
+    /// open-connections gauge at the moment it leaves the held count.
+    transport: &'static str,
     /// Requests being served on it: only an idle connection (none) may be closed for room.
     busy: AtomicUsize,
     /// Whether a request ever came, so that a connection closed without one — headers too
@@ -106,22 +108,21 @@ pub(crate) struct Ticket {
     held: Arc<Mutex<Held>>,
     block: IpAddr,
     pub(crate) live: Arc<Live>,
-    transport: &'static str,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        metrics::http_connections(self.transport, -1.0);
         if !self.live.requested.load(Ordering::Relaxed) {
-            metrics::connection(self.transport, "closed_before_request");
+            metrics::connection(self.live.transport, "closed_before_request");
         }
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let Held { by_block, total } = &mut *held;
         if let Some(lives) = by_block.get_mut(&self.block) {
-            // Absent if evicted: it left the count then.
+            // Absent if evicted: it left the count and the gauge then.
             if let Some(at) = lives.iter().position(|l| Arc::ptr_eq(l, &self.live)) {
                 lives.remove(at);
                 *total -= 1;
+                metrics::http_connections(self.live.transport, -1.0);
             }
             if lives.is_empty() {
                 by_block.remove(&self.block);
@@ -148,8 +149,10 @@ impl Held {
         let Some((_, lives, idle)) = heaviest else {
             return false;
         };
-        lives.remove(idle).evicted.notify_one();
+        let evicted = lives.remove(idle);
+        evicted.evicted.notify_one();
         self.total -= 1;
+        metrics::http_connections(evicted.transport, -1.0);
         true
     }
 }
@@ -194,7 +197,12 @@ impl ConnectionCaps {
             metrics::connection(transport, Close::RefusedCapacity.label());
             return Admission::Refused;
         }
-        let live = Arc::new(Live::default());
+        let live = Arc::new(Live {
+            transport,
+            busy: AtomicUsize::new(0),
+            requested: AtomicBool::new(false),
+            evicted: Notify::new(),
+        });
         held.by_block.entry(block).or_default().push(live.clone());
         held.total += 1;
         drop(held);
@@ -203,7 +211,6 @@ impl ConnectionCaps {
             held: self.held.clone(),
             block,
             live,
-            transport,
         })
     }
 
@@ -292,6 +299,34 @@ mod tests {
         assert_eq!(caps.held.lock().unwrap().total, 16);
         drop((busy, newcomer));
         assert_eq!(caps.held.lock().unwrap().total, 15);
+    }
+
+    #[test]
+    fn the_open_gauge_counts_what_the_cap_counts_an_evicted_connection_leaves_it_at_once() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let open = || {
+            let scrape = handle.render();
+            scrape
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("sealrelay_http_connections_open{transport=\"http\"} ")
+                })
+                .map(|v| v.parse::<f64>().unwrap())
+        };
+        ::metrics::with_local_recorder(&recorder, || {
+            let caps = caps_of(2, 2);
+            let evicted = ticket(caps.admit(ip(1), "http"));
+            let busy = ticket(caps.admit(ip(1), "http"));
+            let _serving = busy.live.serving();
+            let newcomer = ticket(caps.admit(ip(2), "http"));
+            // Its socket has not closed yet, but it no longer counts against the cap.
+            assert_eq!(open(), Some(2.0));
+            drop(evicted);
+            assert_eq!(open(), Some(2.0));
+            drop(newcomer);
+            assert_eq!(open(), Some(1.0));
+        });
     }
 
     #[test]
