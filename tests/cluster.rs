@@ -673,6 +673,10 @@ async fn postgresql_down_keeps_live_sessions_relaying_across_nodes() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    for node in &fleet.nodes {
+        let ready = node.until_readyz(200, Duration::from_secs(5));
+        assert_eq!(ready["cluster"], "linked", "{ready}");
+    }
     assert_eq!(
         common::echo(&mut console, instance, b"back").await,
         b"echo:back"
@@ -748,12 +752,27 @@ fn nodes_with_different_prelogin_keys_say_so_across_nodes() {
     }
 }
 
-/// A node stopped while its NATS server and its database are gone still stops within its
-/// grace period (saying goodbye to nobody costs at most a moment), and exits 0.
+/// A node whose NATS server is gone says it is not ready (naming NATS) while it stays alive;
+/// stopped while its database is gone too, it still stops within its grace period (saying
+/// goodbye to nobody costs at most a moment), and exits 0.
 #[test]
-fn a_node_stops_in_time_without_nats_across_nodes() {
+fn a_node_without_nats_is_not_ready_and_still_stops_in_time_across_nodes() {
     let mut fleet = Fleet::start(1, &[("SEALRELAY_SERVER_SHUTDOWN_GRACE_SECS", "3")]);
+    for node in &fleet.nodes {
+        let ready = node.until_readyz(200, Duration::from_secs(5));
+        assert_eq!(ready["cluster"], "linked", "{ready}");
+    }
     fleet.nats.kill(0);
+    for node in &fleet.nodes {
+        let body = node.until_readyz(503, Duration::from_secs(5));
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("the link to NATS"),
+            "{body}"
+        );
+    }
     fleet.postgres.kill();
     std::thread::sleep(Duration::from_millis(200));
     let (status, took) = fleet.nodes[0].stop_with("TERM").unwrap();

@@ -218,6 +218,13 @@ fn a_second_broker_on_the_same_database_refuses_to_start_and_names_the_first() {
         )
     );
     assert!(broker.running(), "the first one is unharmed");
+    // Still serving its own database: ready, with no cluster to be linked to.
+    let (status, ready) = broker.readyz();
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(
+        ready,
+        serde_json::json!({"status": "ready", "directory": "ok", "cluster": "off"})
+    );
 }
 
 #[test]

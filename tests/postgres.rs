@@ -121,6 +121,8 @@ async fn postgresql_down_for_10_s_fails_logins_clearly_and_keeps_live_sessions_r
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(alice.instances(&broker.api()).await.unwrap().len(), 1);
+    let ready = broker.until_readyz(200, Duration::from_secs(5));
+    assert_eq!(ready["cluster"], "off", "{ready}");
     alice.add_instance(&broker.api()).await.unwrap();
     assert_eq!(
         rows(&postgres, &url, "pairings"),

@@ -291,6 +291,34 @@ impl Broker {
             .unwrap_or(0)
     }
 
+    /// `GET /readyz`: its status and JSON body.
+    pub fn readyz(&self) -> (u16, serde_json::Value) {
+        let mut answer = ureq::get(&format!("http://{}/readyz", self.http))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap();
+        let body = answer.body_mut().read_to_string().unwrap();
+        (
+            answer.status().as_u16(),
+            serde_json::from_str(&body).unwrap(),
+        )
+    }
+
+    /// Waits (`within` at most) until `/readyz` answers `status`; its body then.
+    pub fn until_readyz(&self, status: u16, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (now, body) = self.readyz();
+            if now == status {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "/readyz still {now}: {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The Prometheus page, as a scraper reads it.
     pub fn metrics(&self) -> String {
         ureq::get(&format!("http://{}/metrics", self.http))
@@ -1379,13 +1407,34 @@ pub async fn login_fails_without_the_database(broker: &Broker) {
         "{:?}",
         asked.elapsed()
     );
+    // Not ready (send clients elsewhere), yet alive (no reason to restart it).
+    let (status, body) = broker.readyz();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "unavailable", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("the directory database did not answer"),
+        "{body}"
+    );
+    assert_eq!(
+        ureq::get(&format!("http://{}/healthz", broker.http))
+            .call()
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 /// Echoes through `console` and `instance`'s agent every half second until `since` is 10 s
-/// old: live sessions keep relaying meanwhile.
+/// old, at least once: live sessions keep relaying meanwhile.
 pub async fn echo_until_ten_seconds(console: &mut Client, instance: PrincipalId, since: Instant) {
-    while since.elapsed() < Duration::from_secs(10) {
+    loop {
         assert_eq!(echo(console, instance, b"down").await, b"echo:down");
+        if since.elapsed() >= Duration::from_secs(10) {
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -289,6 +289,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         wss_port: mqtt_addrs[3].map(|a| a.port()),
         certificate: certificate.clone(),
         limiter: limiter.clone(),
+        cluster: cluster.clone(),
     });
     let https = match config.https.listen.0 {
         Some(addr) => Some((addr, certificate.server_config(&[b"http/1.1"], None)?)),

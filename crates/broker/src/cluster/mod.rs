@@ -214,6 +214,11 @@ impl Cluster {
         Ok(node)
     }
 
+    /// Whether the NATS link is up now (`/readyz`); async-nats reconnects by itself.
+    pub fn linked(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// Tells the other nodes this one is leaving, and waits (a second at most: NATS may be
     /// gone, and then the others notice the silence) until NATS has it.
     pub async fn leave(&self) {

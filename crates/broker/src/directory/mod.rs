@@ -385,6 +385,12 @@ impl Directory {
         self.pool.clone()
     }
 
+    /// Whether the database answers a trivial query within `wait` (`/readyz`).
+    pub async fn answers(&self, wait: std::time::Duration) -> bool {
+        let asked = sqlx::query("SELECT 1").execute(&self.pool);
+        matches!(tokio::time::timeout(wait, asked).await, Ok(Ok(_)))
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

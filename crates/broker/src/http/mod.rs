@@ -58,6 +58,8 @@ pub struct ApiState {
     /// (`auth.registrations_per_ip_per_hour`, `prelogins_per_ip_per_minute`,
     /// `resets_per_ip_per_hour`).
     pub limiter: Arc<Limiter>,
+    /// This node's link to the other nodes, in a cluster: `/readyz` asks whether it is up.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the directory is unavailable; retry later")]
     Unavailable,
+    /// `/readyz`: what this node cannot reach now, so a load balancer sends clients elsewhere.
+    #[error("not ready: {0}")]
+    NotReady(&'static str),
     #[error("the broker could not write to its database (its disk is full or refuses writes): nothing was changed; retry later")]
     StorageFull,
     #[error("the request body did not arrive within {0} s; send it whole and at once")]
@@ -105,7 +110,7 @@ impl ApiError {
             ApiError::KeyringConflict { .. } => "keyring_conflict",
             ApiError::NotOperator => "not_operator",
             ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::Unavailable => "unavailable",
+            ApiError::Unavailable | ApiError::NotReady(_) => "unavailable",
             ApiError::StorageFull => "storage_full",
             ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::TooMany(_) => "rate_limited",
@@ -125,7 +130,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) | ApiError::KeyringConflict { .. } => StatusCode::CONFLICT,
             ApiError::NotOperator => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -277,6 +282,31 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
+/// Whether this node can serve clients now: its directory answers and, in a cluster, its
+/// NATS link is up. Unlike `/healthz` (the process runs: restart it if not), a failure here
+/// says "send clients elsewhere for now" and clears by itself.
+async fn readyz(state: web::Data<ApiState>) -> Result<HttpResponse> {
+    if !state.directory.answers(Duration::from_secs(2)).await {
+        return Err(ApiError::NotReady(
+            "the directory database did not answer within 2 s: check the SQLite file at directory.database, or the PostgreSQL server at directory.url",
+        ));
+    }
+    let cluster = match &state.cluster {
+        None => "off",
+        Some(cluster) if cluster.linked() => "linked",
+        Some(_) => {
+            return Err(ApiError::NotReady(
+                "the link to NATS (cluster.nats_url) is down, so envelopes to sessions on other nodes cannot pass; the node reconnects by itself",
+            ))
+        }
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "status": "ready",
+        "directory": "ok",
+        "cluster": cluster,
+    })))
+}
+
 async fn metrics_page(state: web::Data<ApiState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -421,6 +451,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
     };
     cfg.service(resource("/healthz", "healthz").route(web::get().to(healthz)))
+        .service(resource("/readyz", "readyz").route(web::get().to(readyz)))
         .service(resource("/metrics", "metrics").route(web::get().to(metrics_page)))
         .service(
             limited("/v1/prelogin", "prelogin", SMALL_BODY).route(web::post().to(users::prelogin)),
