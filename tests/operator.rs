@@ -227,6 +227,51 @@ fn a_second_broker_on_the_same_database_refuses_to_start_and_names_the_first() {
     );
 }
 
+/// `sealrelay admin backup` copies the SQLite directory while the broker serves; a broker
+/// started on the copy (with the prelogin key beside it) logs the same users in with their
+/// instances. The copy is private, and an existing file is never overwritten.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_online_backup_restores_into_a_broker_that_logs_the_same_users_in() {
+    let broker = Broker::start();
+    let mut alice = broker.user("alice").await;
+    alice.add_instance(&broker.api()).await.unwrap();
+    let kept = tempfile::tempdir().unwrap();
+    let copy = kept.path().join("sealrelay-backup.db");
+    let out = broker.admin(&["backup", "--to", copy.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        said.starts_with(&format!("backup {} (", copy.display())),
+        "{said}"
+    );
+    assert_eq!(copy.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    let again = broker.admin(&["backup", "--to", copy.to_str().unwrap()]);
+    assert!(
+        one_line_failure(&again).contains("(it must not exist yet)"),
+        "{again:?}"
+    );
+    // Nothing is left beside the database but what the broker keeps there.
+    let beside: Vec<_> = std::fs::read_dir(broker.dir.path().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("backup"))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+
+    let key = broker.dir.path().join("data/sealrelay-prelogin.key");
+    let restored = Broker::start_with(&[
+        ("SEALRELAY_DIRECTORY_DATABASE", copy.to_str().unwrap()),
+        (
+            "SEALRELAY_DIRECTORY_PRELOGIN_KEY_FILE",
+            key.to_str().unwrap(),
+        ),
+    ]);
+    let alice = Identity::login_user(&restored.api(), "alice", "pw-alice")
+        .await
+        .expect("alice logs in on the restored copy");
+    assert_eq!(alice.instances(&restored.api()).await.unwrap().len(), 1);
+}
+
 #[test]
 fn the_broker_files_are_private_and_an_exposed_one_is_reported() {
     let mut broker = Broker::start();

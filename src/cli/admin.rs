@@ -67,6 +67,17 @@ pub(super) enum AdminCommand {
         #[command(flatten)]
         operator: Operator,
     },
+    /// Copy the SQLite directory while the broker runs (a consistent snapshot: the SQLite
+    /// backup a `VACUUM INTO` makes), into a new file readable only by you. Keep it with the
+    /// prelogin key and the operator token files; a PostgreSQL directory is backed up with
+    /// PostgreSQL's tools instead.
+    Backup {
+        /// The file to write; it must not exist yet.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        #[command(flatten)]
+        operator: Operator,
+    },
     /// Export everything the server holds about a principal (user or instance): the same
     /// report its owner reads with `sealrelay activity`.
     Activity(Records),
@@ -154,6 +165,12 @@ impl Operator {
         method: &'static str,
         path: &str,
     ) -> Result<T> {
+        let (api, token) = self.api()?;
+        Ok(api.admin(&token, method, path).await?)
+    }
+
+    /// The operator API and the operator's bearer token, from the broker's config.
+    fn api(&self) -> Result<(Api, zeroize::Zeroizing<String>)> {
         let config = Config::load(self.config.as_deref())?;
         let token = datadir::read_key_file(&config.admin.token_file, "admin token").context(
             "run this on the broker's machine, in its working directory, with its config",
@@ -162,9 +179,25 @@ impl Operator {
             .admin_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", config.admin.listen));
-        Ok(Api::new(&url)
-            .admin(&admin::operator_token_text(&token), method, path)
-            .await?)
+        Ok((Api::new(&url), admin::operator_token_text(&token)))
+    }
+
+    /// Writes the broker's online backup into the new file `to` (mode 0600); its bytes.
+    async fn backup(&self, to: &std::path::Path) -> Result<u64> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let (api, token) = self.api()?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(to)
+            .with_context(|| format!("cannot create {} (it must not exist yet)", to.display()))?;
+        let written = api.admin_backup(&token, file).await;
+        if written.is_err() {
+            // Half a copy is no backup: leave nothing that looks like one.
+            let _ = std::fs::remove_file(to);
+        }
+        Ok(written?)
     }
 }
 
@@ -195,6 +228,11 @@ pub(super) async fn run(command: AdminCommand) -> Result<()> {
             println!("user {name} ({})", reset.user_id);
             println!("reset-code {}", reset.reset_code.expose());
             eprintln!("The old password no longer works. Give the code to {name} over a channel you trust; it is valid until {} and works once: `sealrelay user reset --user {name}`.", when(reset.expires_at));
+        }
+        AdminCommand::Backup { to, operator } => {
+            let bytes = operator.backup(&to).await?;
+            println!("backup {} ({bytes} bytes)", to.display());
+            eprintln!("Keep it with the prelogin key and operator token files (directory.prelogin_key_file, admin.token_file): deploy/README.md, Backups.");
         }
         AdminCommand::Invite { operator } => {
             let Some(invite) = operator

@@ -240,6 +240,44 @@ async fn activity(
     Ok(HttpResponse::Ok().json(report))
 }
 
+/// `GET /v1/admin/backup`: a consistent copy of the SQLite directory, taken online
+/// (`VACUUM INTO` a private file beside the database, unlinked once open, streamed). A
+/// PostgreSQL directory is backed up with PostgreSQL's own tools.
+async fn backup(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state)?;
+    let config = &state.api.config.directory;
+    if !config.url.is_empty() {
+        return Err(ApiError::Conflict(
+            "the directory is on PostgreSQL (directory.url): back it up with pg_dump or your PostgreSQL backups, not with this command".into(),
+        ));
+    }
+    let mut nonce = [0u8; 8];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+    let name = config
+        .database
+        .file_name()
+        .map_or_else(|| "sealrelay.db".into(), |n| n.to_string_lossy());
+    // Beside the database: on its file system, in its private directory.
+    let copy = config
+        .database
+        .with_file_name(format!(".{name}.backup-{}", hex::encode(nonce)));
+    state.api.directory.backup_into(&copy).await?;
+    let opened = std::fs::File::open(&copy);
+    // Gone from the directory at once; the open handle keeps its bytes until streamed.
+    let _ = std::fs::remove_file(&copy);
+    let file = opened.map_err(|e| {
+        tracing::error!(error = %e, "cannot read the backup just written");
+        ApiError::Unavailable
+    })?;
+    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+    tracing::info!(bytes = length, "operator took a backup of the directory");
+    let body = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    Ok(HttpResponse::Ok()
+        .content_type("application/vnd.sqlite3")
+        .no_chunking(length)
+        .streaming(body))
+}
+
 fn configure(cfg: &mut web::ServiceConfig) {
     use http::resource;
     cfg.service(
@@ -247,6 +285,7 @@ fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(resource("/v1/admin/invites", "admin_invite").route(web::post().to(invite)))
     .service(resource("/v1/admin/users", "admin_users").route(web::get().to(users)))
+    .service(resource("/v1/admin/backup", "admin_backup").route(web::get().to(backup)))
     .service(resource("/v1/admin/sessions", "admin_sessions").route(web::get().to(sessions)))
     .service(resource("/v1/admin/principals/{id}/kick", "admin_kick").route(web::post().to(kick)))
     .service(

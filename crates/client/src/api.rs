@@ -30,6 +30,25 @@ impl Login<'_> {
     }
 }
 
+/// The API's error for a response that is not a 2xx; `Ok` for one that is.
+fn refused(response: &mut ureq::http::Response<ureq::Body>) -> Result<(), ClientError> {
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let body: Option<ErrorBody> = response.body_mut().read_json().ok();
+    Err(ClientError::Api {
+        status,
+        code: body
+            .as_ref()
+            .map_or_else(|| "unknown".into(), |b| b.error.clone()),
+        message: body.map_or_else(
+            || format!("HTTP {status} without a JSON error body"),
+            |b| b.message,
+        ),
+    })
+}
+
 #[derive(Clone)]
 pub struct Api {
     base: String,
@@ -113,20 +132,7 @@ impl Api {
                         .map_err(transport)?
                 }
             };
-            let status = response.status().as_u16();
-            if !(200..300).contains(&status) {
-                let body: Option<ErrorBody> = response.body_mut().read_json().ok();
-                return Err(ClientError::Api {
-                    status,
-                    code: body
-                        .as_ref()
-                        .map_or_else(|| "unknown".into(), |b| b.error.clone()),
-                    message: body.map_or_else(
-                        || format!("HTTP {status} without a JSON error body"),
-                        |b| b.message,
-                    ),
-                });
-            }
+            refused(&mut response)?;
             response.body_mut().read_json::<T>().map_err(|e| {
                 ClientError::Transport(format!("{method} {url}: unreadable response: {e}"))
             })
@@ -330,6 +336,36 @@ impl Api {
         let auth = Zeroizing::new(format!("Bearer {token}"));
         let body = (method == "POST").then(|| serde_json::json!({}));
         self.call(method, path.into(), Some(auth), body).await
+    }
+
+    /// Operator API: an online copy of the broker's SQLite directory (`GET
+    /// /v1/admin/backup`), written into `to`; its length in bytes.
+    pub async fn admin_backup(
+        &self,
+        token: &str,
+        mut to: std::fs::File,
+    ) -> Result<u64, ClientError> {
+        let auth = Zeroizing::new(format!("Bearer {token}"));
+        let agent = self.agent.clone();
+        let url = format!("{}/v1/admin/backup", self.base);
+        tokio::task::spawn_blocking(move || {
+            let transport = |e: String| ClientError::Transport(format!("GET {url}: {e}"));
+            let mut response = agent
+                .get(&url)
+                .header("Authorization", auth.as_str())
+                .config()
+                .timeout_global(None)
+                .build()
+                .call()
+                .map_err(|e| transport(e.to_string()))?;
+            refused(&mut response)?;
+            let mut body = response.body_mut().with_config().limit(u64::MAX).reader();
+            let copied = std::io::copy(&mut body, &mut to).map_err(|e| transport(e.to_string()))?;
+            to.sync_all().map_err(|e| transport(e.to_string()))?;
+            Ok(copied)
+        })
+        .await
+        .map_err(|e| ClientError::Transport(format!("HTTP task failed: {e}")))?
     }
 
     pub async fn public_key(

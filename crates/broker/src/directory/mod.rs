@@ -385,6 +385,17 @@ impl Directory {
         self.pool.clone()
     }
 
+    /// Writes a consistent copy of the SQLite database to `file` (which must not exist) while
+    /// the broker keeps serving: `VACUUM INTO` reads one snapshot, so writes committed during
+    /// the copy are simply not in it.
+    pub async fn backup_into(&self, file: &std::path::Path) -> Result<(), DirectoryError> {
+        sqlx::query("VACUUM INTO ?")
+            .bind(file.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Whether the database answers a trivial query within `wait` (`/readyz`).
     pub async fn answers(&self, wait: std::time::Duration) -> bool {
         let asked = sqlx::query("SELECT 1").execute(&self.pool);
