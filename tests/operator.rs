@@ -225,6 +225,41 @@ fn a_second_broker_on_the_same_database_refuses_to_start_and_names_the_first() {
         ready,
         serde_json::json!({"status": "ready", "directory": "ok", "cluster": "off"})
     );
+    // What a container's health check runs: the answer, or one line and exit 1.
+    let health = |ready: bool, env: &[(&str, &str)]| {
+        let mut cmd = sealrelay(broker.dir.path());
+        cmd.args(["health", "--config", "broker.toml"])
+            .envs(env.iter().copied());
+        if ready {
+            cmd.arg("--ready");
+        }
+        cmd.output().unwrap()
+    };
+    // The test's config says port 0; the broker's real port goes in the variable.
+    let http = broker.http.to_string();
+    let at = [("SEALRELAY_HTTP_LISTEN", http.as_str())];
+    let unknown = health(false, &[]);
+    assert!(one_line_failure(&unknown).contains("http.listen has port 0"));
+    let alive = health(false, &at);
+    assert!(alive.status.success(), "{alive:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&alive.stdout).trim(),
+        r#"{"status":"ok"}"#
+    );
+    let ready = health(true, &at);
+    assert!(ready.status.success(), "{ready:?}");
+    assert!(String::from_utf8_lossy(&ready.stdout).contains(r#""status":"ready""#));
+    // A port nothing listens on: bound, then let go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let gone = health(false, &[("SEALRELAY_HTTP_LISTEN", &closed)]);
+    assert!(
+        one_line_failure(&gone).contains(&format!("http://{closed}/healthz")),
+        "{gone:?}"
+    );
 }
 
 /// `sealrelay admin backup` copies the SQLite directory while the broker serves; a broker

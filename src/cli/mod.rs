@@ -58,6 +58,18 @@ without starting. SIGHUP reloads the TLS files and log.level; SIGTERM or SIGINT 
     },
     /// Print the documented default config (the broker.toml compiled into this binary).
     DefaultConfig,
+    /// Ask a broker on this machine whether it is alive (GET /healthz on the config's
+    /// http.listen) or, with --ready, ready for clients (GET /readyz: its directory and, in a
+    /// cluster, NATS reachable). Exit status 0 if so, 1 with the reason if not: for container
+    /// health checks and scripts.
+    Health {
+        /// The broker's config file (for http.listen).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Ask for readiness (/readyz) rather than liveness (/healthz).
+        #[arg(long)]
+        ready: bool,
+    },
     /// Manage a user account.
     #[command(subcommand)]
     User(UserCommand),
@@ -335,6 +347,7 @@ async fn client_command(command: Command) -> Result<()> {
         Command::Serve { .. } | Command::CheckConfig { .. } | Command::DefaultConfig => {
             unreachable!("handled before the client runtime starts")
         }
+        Command::Health { config, ready } => serve::health(config, ready).await,
         Command::User(command) => user::run(command).await,
         Command::Instance(command) => instance::run(command).await,
         Command::Admin(command) => admin::run(command).await,

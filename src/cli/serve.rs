@@ -166,6 +166,28 @@ pub(super) fn check(path: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// `sealrelay health [--ready]`: the broker's own answer on its HTTP listener, reached on
+/// loopback when it listens on every address.
+pub(super) async fn health(path: Option<PathBuf>, ready: bool) -> Result<()> {
+    let config = Config::load(path.as_deref())?;
+    let mut at = config.http.listen;
+    if at.port() == 0 {
+        anyhow::bail!("http.listen has port 0 (the broker picked a free port at start): set the port it listens on in the config or SEALRELAY_HTTP_LISTEN");
+    }
+    if at.ip().is_unspecified() {
+        at.set_ip(match at {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let api = sealrelay_client::Api::new(&format!("http://{at}"));
+    let answer = api
+        .probe(if ready { "/readyz" } else { "/healthz" })
+        .await?;
+    println!("{answer}");
+    Ok(())
+}
+
 /// `sealrelay default-config`: the documented defaults, exactly the shipped broker.toml.
 pub(super) fn print_default() {
     print!("{DEFAULT_TOML}");

@@ -338,6 +338,11 @@ impl Api {
         self.call(method, path.into(), Some(auth), body).await
     }
 
+    /// `GET /healthz` or `GET /readyz` (`path`): the broker's JSON answer, or its refusal.
+    pub async fn probe(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        self.call("GET", path.into(), None, None).await
+    }
+
     /// Operator API: an online copy of the broker's SQLite directory (`GET
     /// /v1/admin/backup`), written into `to`; its length in bytes.
     pub async fn admin_backup(
