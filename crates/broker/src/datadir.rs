@@ -1,7 +1,7 @@
 //! The broker's files on disk: the directories it creates (0700), the secrets it creates
 //! (0600: operator token, prelogin key), the database created private before SQLite opens it
 //! (its WAL and shared-memory files take the database's mode), a warning for any of them that
-//! group or others can read, and the single-node lock that keeps a second broker off the same
+//! others or a group not the broker's own can read, and the single-node lock that keeps a second broker off the same
 //! database.
 //!
 //! Uses std, and zeroize for the key files' secrets. Never logs a file's content: paths and modes only.
@@ -112,17 +112,19 @@ fn create_key_file(path: &Path, what: &'static str) -> Result<KeyBytes, DataErro
     Ok(key)
 }
 
-/// Logs one warning per file that group or others may read: the database holds verifiers and
-/// wrapped keys (a stolen copy is an offline guessing attack on every password), the key
-/// files are secrets outright.
+/// Logs one warning per file that others, or a group other than the broker's own, may read:
+/// the database holds verifiers and wrapped keys (a stolen copy is an offline guessing attack
+/// on every password), the key files are secrets outright.
 pub fn warn_if_exposed(paths: &[PathBuf]) {
     #[cfg(unix)]
     for path in paths {
+        use std::os::unix::fs::MetadataExt;
         let Ok(meta) = std::fs::metadata(path) else {
             continue;
         };
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        // SAFETY: getegid only reads this process's effective group id.
+        if exposed(mode, meta.gid(), unsafe { libc::getegid() }) {
             tracing::warn!(
                 file = %path.display(),
                 mode = %format!("{mode:o}"),
@@ -130,6 +132,13 @@ pub fn warn_if_exposed(paths: &[PathBuf]) {
             );
         }
     }
+}
+
+/// Whether a file of `mode` and group `gid` lets anyone but the broker read or write it. Its
+/// own group (`own_gid`) is the broker: a Kubernetes Secret reaches a pod's user only through
+/// the pod's group (fsGroup, mode 0440), and that group holds no one else.
+fn exposed(mode: u32, gid: u32, own_gid: u32) -> bool {
+    mode & 0o007 != 0 || (mode & 0o070 != 0 && gid != own_gid)
 }
 
 /// The database's single-node lock, `<database>.lock`, held for the broker's lifetime (the
@@ -191,6 +200,18 @@ mod tests {
         );
         drop(held);
         DataLock::acquire(&db).unwrap();
+    }
+
+    #[test]
+    fn a_file_is_exposed_to_others_or_to_a_group_that_is_not_the_brokers_own() {
+        assert!(!exposed(0o600, 5, 7));
+        assert!(exposed(0o604, 7, 7), "others may read");
+        assert!(exposed(0o640, 5, 7), "another group may read");
+        assert!(
+            !exposed(0o440, 7, 7),
+            "the broker's own group: a Kubernetes Secret"
+        );
+        assert!(exposed(0o660, 5, 7));
     }
 
     #[cfg(unix)]
