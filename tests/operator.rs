@@ -326,6 +326,7 @@ fn the_broker_files_are_private_and_an_exposed_one_is_reported() {
         "sealrelay-prelogin.key",
         "sealrelay-admin.token",
         "tls-dev-key.pem",
+        "tls-dev-ca-key.pem",
     ] {
         assert_eq!(mode(name), 0o600, "{name}");
     }

@@ -52,7 +52,7 @@ fn every_scenario_runs_and_qos_1_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (addresses, stop) = start_broker(dir.path());
     let pid = std::process::id().to_string();
-    let ca = dir.path().join("tls-dev-cert.pem");
+    let ca = dir.path().join("tls-dev-ca.pem");
     let over = |mqtt: String, args: &[&str]| {
         let base = [
             "sealrelay-load",

@@ -131,7 +131,7 @@ struct Server {
     )]
     server: String,
     /// PEM file of the CA to trust for mqtts, wss and https (a private CA, or the broker's
-    /// development certificate data/tls-dev-cert.pem); the system's roots otherwise.
+    /// development CA data/tls-dev-ca.pem); the system's roots otherwise.
     #[arg(long, value_name = "PEM", env = "SEALRELAY_CA_FILE")]
     ca_file: Option<PathBuf>,
     /// Where to remember the newest keyring version seen per server, user and key, so an

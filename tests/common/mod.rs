@@ -253,9 +253,9 @@ impl Broker {
         self.mqtt.to_string()
     }
 
-    /// The development certificate the broker made for its TLS listeners.
+    /// The development CA that signed the broker's TLS certificate: what a client trusts.
     pub fn dev_cert(&self) -> PathBuf {
-        self.dir.path().join("data").join("tls-dev-cert.pem")
+        self.dir.path().join("data").join("tls-dev-ca.pem")
     }
 
     /// The CLI over the given API and MQTT URLs, trusting the development certificate.

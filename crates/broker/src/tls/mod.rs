@@ -5,7 +5,8 @@
 //! when the files change (checked every `tls.reload_check_secs`) or on SIGHUP, new
 //! handshakes get the new pair and live sessions are untouched; a pair that does not load
 //! is refused with one log line and the old one kept. With no certificate configured, a
-//! self-signed development certificate is generated beside the database on first start.
+//! development CA beside the database signs a short-lived leaf for localhost and renews it
+//! (`dev`).
 //! PEM is read through `rustls-pki-types` (never the unmaintained `rustls-pemfile`). This
 //! module holds the broker's own TLS identity only; it never touches envelope keys.
 
@@ -23,6 +24,9 @@ use rustls::{RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
+
+mod dev;
+use dev::DevFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -53,6 +57,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub struct Certificate {
     cert_file: PathBuf,
     key_file: PathBuf,
+    /// The development CA, when the config names no certificate: its leaf is renewed as the
+    /// files are watched.
+    dev: Option<DevFiles>,
     current: RwLock<Arc<CertifiedKey>>,
     /// Modification times of the files as last loaded: a change triggers a reload.
     loaded: RwLock<(Option<SystemTime>, Option<SystemTime>)>,
@@ -109,45 +116,14 @@ fn load_pair(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError
     })
 }
 
-/// Writes a self-signed certificate for localhost and 127.0.0.1 (key mode 0600).
-fn generate_dev_pair(cert_file: &Path, key_file: &Path) -> Result<(), TlsError> {
-    let fail = |reason: String| TlsError::Generate {
-        path: cert_file.display().to_string(),
-        reason,
-    };
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-            .map_err(|e| fail(e.to_string()))?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    use std::io::Write;
-    options
-        .open(key_file)
-        .and_then(|mut f| f.write_all(signing_key.serialize_pem().as_bytes()))
-        .map_err(|e| fail(e.to_string()))?;
-    std::fs::write(cert_file, cert.pem()).map_err(|e| fail(e.to_string()))
-}
-
 impl Certificate {
     /// Loads the configured pair, or the development pair beside the database (made on
     /// first start). Logs the fingerprint and, for a development certificate, how to trust it.
     /// The certificate and key files the config names, or the development pair beside the
     /// database when it names none; and whether it is the development pair.
     pub fn files(config: &Config) -> (PathBuf, PathBuf, bool) {
-        if config.tls.cert_file.as_os_str().is_empty() {
-            let dir = config
-                .directory
-                .database
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            (
-                dir.join("tls-dev-cert.pem"),
-                dir.join("tls-dev-key.pem"),
-                true,
-            )
+        if let Some(dev) = Certificate::dev_files(config) {
+            (dev.cert, dev.key, true)
         } else {
             (
                 config.tls.cert_file.clone(),
@@ -157,25 +133,44 @@ impl Certificate {
         }
     }
 
+    /// The development CA's files beside the database, when the config names no certificate.
+    fn dev_files(config: &Config) -> Option<DevFiles> {
+        config.tls.cert_file.as_os_str().is_empty().then(|| {
+            let dir = config.directory.database.parent().unwrap_or(Path::new(""));
+            DevFiles::in_dir(dir)
+        })
+    }
+
     pub fn load(config: &Config) -> Result<Arc<Certificate>, TlsError> {
-        let (cert_file, key_file, dev) = Certificate::files(config);
-        if dev && !cert_file.exists() {
-            generate_dev_pair(&cert_file, &key_file)?;
+        let (cert_file, key_file, _) = Certificate::files(config);
+        let dev = Certificate::dev_files(config);
+        if let Some(dev) = &dev {
+            dev.ensure(SystemTime::now())?;
         }
         let pair = load_pair(&cert_file, &key_file)?;
         let print = fingerprint(&pair.cert[0]);
-        if dev {
-            tracing::warn!(
-                cert = %cert_file.display(),
-                sha256 = %print,
-                "TLS listeners use a self-signed development certificate; clients trust it with --ca-file {} (mosquitto_sub --cafile, curl --cacert); set tls.cert_file and tls.key_file in production",
-                cert_file.display()
-            );
-        } else {
-            tracing::info!(cert = %cert_file.display(), sha256 = %print, "TLS certificate loaded");
+        match &dev {
+            Some(dev) => {
+                let ca = CertificateDer::pem_file_iter(&dev.ca_cert)
+                    .ok()
+                    .and_then(|mut certs| certs.next()?.ok())
+                    .map(|ca| fingerprint(&ca))
+                    .unwrap_or_default();
+                tracing::warn!(
+                    ca = %dev.ca_cert.display(),
+                    ca_sha256 = %ca,
+                    leaf_sha256 = %print,
+                    "TLS listeners use a development certificate for localhost, 127.0.0.1 and ::1, signed by a local development CA and renewed by the broker; clients trust that CA with --ca-file {} (mosquitto_sub --cafile, curl --cacert; a browser imports it as an authority); set tls.cert_file and tls.key_file in production",
+                    dev.ca_cert.display()
+                );
+            }
+            None => {
+                tracing::info!(cert = %cert_file.display(), sha256 = %print, "TLS certificate loaded")
+            }
         }
         Ok(Arc::new(Certificate {
             loaded: RwLock::new((modified(&cert_file), modified(&key_file))),
+            dev,
             cert_file,
             key_file,
             current: RwLock::new(Arc::new(pair)),
@@ -235,6 +230,16 @@ impl Certificate {
             tick.tick().await;
             loop {
                 tick.tick().await;
+                if let Some(dev) = &self.dev {
+                    match dev.ensure(SystemTime::now()) {
+                        // The files changed: the reload below serves the new leaf.
+                        Ok(true) => tracing::info!("development certificate renewed"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot renew the development certificate")
+                        }
+                    }
+                }
                 if let Err(e) = self.reload(false) {
                     tracing::error!(error = %e, "new TLS certificate refused; still serving the previous one");
                 }
@@ -287,18 +292,19 @@ mod tests {
     #[test]
     fn the_certificate_vouches_for_its_own_names_only() {
         let dir = tempfile::tempdir().unwrap();
-        let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        generate_dev_pair(&cert_file, &key_file).unwrap();
+        let dev = DevFiles::in_dir(dir.path());
+        dev.ensure(SystemTime::now()).unwrap();
         let certificate = Certificate {
-            current: RwLock::new(Arc::new(load_pair(&cert_file, &key_file).unwrap())),
+            current: RwLock::new(Arc::new(load_pair(&dev.cert, &dev.key).unwrap())),
             loaded: RwLock::new((None, None)),
-            cert_file,
-            key_file,
+            cert_file: dev.cert.clone(),
+            key_file: dev.key.clone(),
+            dev: Some(dev),
         };
-        for host in ["localhost", "127.0.0.1", "LOCALHOST"] {
+        for host in ["localhost", "127.0.0.1", "LOCALHOST", "[::1]", "::1"] {
             assert!(certificate.vouches_for(host), "{host}");
         }
-        for host in ["rebound.example", "127.0.0.2", "[::1]", "", "a b"] {
+        for host in ["rebound.example", "127.0.0.2", "[::2]", "", "a b"] {
             assert!(!certificate.vouches_for(host), "{host}");
         }
     }
