@@ -280,6 +280,14 @@ async fn an_online_backup_restores_into_a_broker_that_logs_the_same_users_in() {
         "{said}"
     );
     assert_eq!(copy.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    // To standard output, as through `kubectl exec` from an image without a shell.
+    let piped = broker.admin(&["backup", "--to", "-"]);
+    assert!(piped.status.success(), "{piped:?}");
+    assert!(piped.stdout.starts_with(b"SQLite format 3\0"));
+    assert_eq!(
+        String::from_utf8_lossy(&piped.stderr).lines().next(),
+        Some(format!("backup - ({} bytes)", piped.stdout.len()).as_str())
+    );
     let again = broker.admin(&["backup", "--to", copy.to_str().unwrap()]);
     assert!(
         one_line_failure(&again).contains("(it must not exist yet)"),

@@ -72,7 +72,8 @@ pub(super) enum AdminCommand {
     /// prelogin key and the operator token files; a PostgreSQL directory is backed up with
     /// PostgreSQL's tools instead.
     Backup {
-        /// The file to write; it must not exist yet.
+        /// The file to write; it must not exist yet. `-` writes to standard output (through
+        /// `kubectl exec` or `docker exec`, from an image without a shell).
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
         #[command(flatten)]
@@ -182,17 +183,26 @@ impl Operator {
         Ok((Api::new(&url), admin::operator_token_text(&token)))
     }
 
-    /// Writes the broker's online backup into the new file `to` (mode 0600); its bytes.
+    /// Writes the broker's online backup into the new file `to` (mode 0600), or to standard
+    /// output for `-`; its bytes.
     async fn backup(&self, to: &std::path::Path) -> Result<u64> {
         use std::os::unix::fs::OpenOptionsExt;
         let (api, token) = self.api()?;
+        if to == std::path::Path::new("-") {
+            return Ok(api.admin_backup(&token, std::io::stdout()).await?);
+        }
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(to)
             .with_context(|| format!("cannot create {} (it must not exist yet)", to.display()))?;
-        let written = api.admin_backup(&token, file).await;
+        let on_disk = file.try_clone()?;
+        let written = api
+            .admin_backup(&token, std::io::BufWriter::new(file))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| Ok(on_disk.sync_all().map(|()| bytes)?));
         if written.is_err() {
             // Half a copy is no backup: leave nothing that looks like one.
             let _ = std::fs::remove_file(to);
@@ -231,7 +241,13 @@ pub(super) async fn run(command: AdminCommand) -> Result<()> {
         }
         AdminCommand::Backup { to, operator } => {
             let bytes = operator.backup(&to).await?;
-            println!("backup {} ({bytes} bytes)", to.display());
+            // On stderr when the copy itself goes to stdout.
+            let said = format!("backup {} ({bytes} bytes)", to.display());
+            if to == std::path::Path::new("-") {
+                eprintln!("{said}");
+            } else {
+                println!("{said}");
+            }
             eprintln!("Keep it with the prelogin key and operator token files (directory.prelogin_key_file, admin.token_file): deploy/README.md, Backups.");
         }
         AdminCommand::Invite { operator } => {

@@ -344,11 +344,11 @@ impl Api {
     }
 
     /// Operator API: an online copy of the broker's SQLite directory (`GET
-    /// /v1/admin/backup`), written into `to`; its length in bytes.
+    /// /v1/admin/backup`), written into `to` and flushed; its length in bytes.
     pub async fn admin_backup(
         &self,
         token: &str,
-        mut to: std::fs::File,
+        mut to: impl std::io::Write + Send + 'static,
     ) -> Result<u64, ClientError> {
         let auth = Zeroizing::new(format!("Bearer {token}"));
         let agent = self.agent.clone();
@@ -366,7 +366,7 @@ impl Api {
             refused(&mut response)?;
             let mut body = response.body_mut().with_config().limit(u64::MAX).reader();
             let copied = std::io::copy(&mut body, &mut to).map_err(|e| transport(e.to_string()))?;
-            to.sync_all().map_err(|e| transport(e.to_string()))?;
+            to.flush().map_err(|e| transport(e.to_string()))?;
             Ok(copied)
         })
         .await
