@@ -262,6 +262,77 @@ fn a_second_broker_on_the_same_database_refuses_to_start_and_names_the_first() {
     );
 }
 
+/// Every config the deploy artifacts ship — the systemd unit's, and the broker.toml of each
+/// Kubernetes ConfigMap — is one `check-config` passes (with a real key pair standing in for
+/// the TLS files the cluster mounts).
+#[test]
+fn every_shipped_deploy_config_passes_check_config() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, pair.cert.pem()).unwrap();
+    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+    let mut configs = vec![(
+        "deploy/sealrelay.toml".to_owned(),
+        std::fs::read_to_string(root.join("deploy/sealrelay.toml")).unwrap(),
+    )];
+    for manifest in [
+        "deploy/k8s/one-node/config.yaml",
+        "deploy/k8s/cluster/config.yaml",
+    ] {
+        let yaml = std::fs::read_to_string(root.join(manifest)).unwrap();
+        // The block scalar under `broker.toml: |`, its four spaces of indentation taken off.
+        let toml: String = yaml
+            .split_once("  broker.toml: |\n")
+            .unwrap_or_else(|| panic!("{manifest}: no broker.toml"))
+            .1
+            .lines()
+            .map(|line| line.strip_prefix("    ").unwrap_or(line))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        configs.push((manifest.to_owned(), toml));
+    }
+    for (name, text) in configs {
+        assert!(text.contains("\n[tls]\n"), "{name}: not the config: {text}");
+        let file = dir.path().join("broker.toml");
+        std::fs::write(&file, &text).unwrap();
+        let out = sealrelay(dir.path())
+            .args(["check-config", "--config", file.to_str().unwrap()])
+            .env("SEALRELAY_TLS_CERT_FILE", &cert)
+            .env("SEALRELAY_TLS_KEY_FILE", &key)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("config OK"),
+            "{name}: {out:?}"
+        );
+    }
+}
+
+/// Paths written in a config file name files beside it: the admin CLI, given the broker's
+/// config from another directory, finds the broker's token there (and the broker its
+/// database), without a `cd`.
+#[test]
+fn the_admin_cli_finds_the_brokers_files_beside_its_config_from_anywhere() {
+    // Goes on with the test config's last section, [admin].
+    let state = "token_file = \"state/admin.token\"\n[directory]\ndatabase = \"state/sealrelay.db\"\nprelogin_key_file = \"state/prelogin.key\"\n";
+    let broker = Broker::start_configured(&[], &[], state);
+    assert!(broker.dir.path().join("state/sealrelay.db").exists());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = broker.dir.path().join("broker.toml");
+    let out = sealrelay(elsewhere.path())
+        .args(["admin", "users", "--config", config.to_str().unwrap()])
+        .args(["--admin-url", &format!("http://{}", broker.admin)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("user "),
+        "{out:?}"
+    );
+}
+
 /// `sealrelay admin backup` copies the SQLite directory while the broker serves; a broker
 /// started on the copy (with the prelogin key beside it) logs the same users in with their
 /// instances. The copy is private, and an existing file is never overwritten.

@@ -174,7 +174,7 @@ impl Operator {
     fn api(&self) -> Result<(Api, zeroize::Zeroizing<String>)> {
         let config = Config::load(self.config.as_deref())?;
         let token = datadir::read_key_file(&config.admin.token_file, "admin token").context(
-            "run this on the broker's machine, in its working directory, with its config",
+            "run this on the broker's machine, with the config it runs on (--config: paths written in it are relative to it)",
         )?;
         let url = self
             .admin_url

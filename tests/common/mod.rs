@@ -58,16 +58,17 @@ fn find_addr(log: &str, key: &str) -> Option<SocketAddr> {
 
 /// Every broker a test starts runs on this configuration (and what the test adds to it):
 /// every listener on port 0, logs at debug, the KDF floor, the rate limits a test would trip
-/// by accident lifted.
+/// by accident lifted. It ends in `[admin]`, so a test's extra TOML may go on with that
+/// section's keys before its own sections.
 const TEST_CONFIG: &str = "[mqtt]\nlisten = \"127.0.0.1:0\"\n\
              connects_per_ip_per_minute = 100000\nconnects_per_principal_per_minute = 100000\n\
              [http]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\
              [mqtts]\nlisten = \"127.0.0.1:0\"\n[ws]\nlisten = \"127.0.0.1:0\"\n\
              [wss]\nlisten = \"127.0.0.1:0\"\n[https]\nlisten = \"127.0.0.1:0\"\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n\
              [kdf]\nmemory_kib = 19456\niterations = 2\n[log]\nlevel = \"debug\"\n\
              [auth]\nregistrations_per_ip_per_hour = 100000\nprelogins_per_ip_per_minute = 100000\n\
-             resets_per_ip_per_hour = 100000\n";
+             resets_per_ip_per_hour = 100000\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n";
 
 /// Runs `sealrelay serve` on the test configuration and `extra` (TOML) with `env`, in a
 /// directory of its own, expecting it to refuse to start; what it said on stderr.
@@ -135,7 +136,7 @@ impl Broker {
     /// Starts a broker with the test configuration and `extra` (TOML) appended to it. With
     /// `SRTEST_POSTGRES` set (the admin URL of a PostgreSQL server, as `.ci/run`'s
     /// second pass sets it), a broker given no directory gets a fresh database there.
-    fn start_configured(launcher: &[&str], env: &[(&str, &str)], extra: &str) -> Broker {
+    pub fn start_configured(launcher: &[&str], env: &[(&str, &str)], extra: &str) -> Broker {
         let extra = match std::env::var("SRTEST_POSTGRES") {
             Ok(server) if extra.is_empty() => {
                 format!(

@@ -348,6 +348,30 @@ impl Default for Config {
     }
 }
 
+/// The keys that name files.
+const PATH_KEYS: [(&str, &str); 7] = [
+    ("directory", "database"),
+    ("directory", "prelogin_key_file"),
+    ("admin", "token_file"),
+    ("tls", "cert_file"),
+    ("tls", "key_file"),
+    ("mqtts", "client_ca"),
+    ("cluster", "nats_ca_file"),
+];
+
+/// A relative file path written in the config file `origin` names a file beside that config,
+/// wherever the broker or the admin CLI runs from: both are given the config, not always the
+/// same working directory. Defaults and variables stay relative to the working directory.
+fn beside_file(origin: &str, section: &str, key: &str, value: &mut toml::Value) {
+    let dir = Path::new(origin).parent().unwrap_or(Path::new(""));
+    if let toml::Value::String(path) = value {
+        if PATH_KEYS.contains(&(section, key)) && !path.is_empty() && Path::new(path).is_relative()
+        {
+            *path = dir.join(&*path).to_string_lossy().into_owned();
+        }
+    }
+}
+
 impl Config {
     /// Defaults, then `path` if given, then the process environment.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -413,12 +437,13 @@ impl Config {
                     invalid(format!("`{section}` must be a [section]"));
                     continue;
                 };
-                for (key, value) in values {
+                for (key, mut value) in values {
                     if !target.contains_key(&key) {
                         invalid(format!("unknown key `{key}` in [{section}]"));
                         continue;
                     }
                     origins.insert(format!("{section}.{key}"), format!("in {origin}"));
+                    beside_file(origin, &section, &key, &mut value);
                     target.insert(key, value);
                 }
             }
@@ -910,6 +935,46 @@ mod tests {
         assert_eq!(IpMode::Truncated.show(v4), "203.0.113.0/24");
         assert_eq!(IpMode::Truncated.show(v6), "2001:db8:abcd::/48");
         assert_eq!(IpMode::None.show(v6), "-");
+    }
+
+    #[test]
+    fn relative_paths_in_a_config_file_name_files_beside_it() {
+        let file = "[directory]\ndatabase = \"state/db.sqlite\"\n[admin]\ntoken_file = \"/abs/token\"\n[tls]\ncert_file = \"tls/chain.pem\"\nkey_file = \"tls/key.pem\"\n[log]\nlevel = \"data/x\"\n";
+        let err = Config::from_layers(Some(("/etc/sealrelay/broker.toml", file)), env(&[]));
+        // log.level is not a path (and "data/x" no level): untouched, and refused as such.
+        assert!(err.unwrap_err().to_string().contains("log.level"));
+        let file = file.replace("level = \"data/x\"", "level = \"info\"");
+        let c = Config::from_layers(
+            Some(("/etc/sealrelay/broker.toml", &file)),
+            env(&[("SEALRELAY_DIRECTORY_PRELOGIN_KEY_FILE", "keys/prelogin.key")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.directory.database,
+            PathBuf::from("/etc/sealrelay/state/db.sqlite")
+        );
+        assert_eq!(
+            c.tls.cert_file,
+            PathBuf::from("/etc/sealrelay/tls/chain.pem")
+        );
+        assert_eq!(
+            c.admin.token_file,
+            PathBuf::from("/abs/token"),
+            "absolute: as written"
+        );
+        assert_eq!(
+            c.directory.prelogin_key_file,
+            PathBuf::from("keys/prelogin.key"),
+            "a variable: the working directory's"
+        );
+        assert_eq!(
+            c.mqtts.client_ca,
+            PathBuf::new(),
+            "empty: off, not a directory"
+        );
+        // A config named by a relative path: relative to the working directory, as before.
+        let c = Config::from_layers(Some(("broker.toml", &file)), env(&[])).unwrap();
+        assert_eq!(c.directory.database, PathBuf::from("state/db.sqlite"));
     }
 
     fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
