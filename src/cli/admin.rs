@@ -207,7 +207,7 @@ impl Operator {
             // Half a copy is no backup: leave nothing that looks like one.
             let _ = std::fs::remove_file(to);
         }
-        Ok(written?)
+        written
     }
 }
 
