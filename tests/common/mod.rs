@@ -1303,16 +1303,99 @@ pub fn basic_auth(login: &str, secret: &str) -> String {
     )
 }
 
-/// The first ```sh block after `## Try it` in README.md.
+/// The fence that marks a shell block of the docs as one a test runs verbatim.
+pub const RUNNABLE: &str = "```sh runnable\n";
+
+/// Every block marked [`RUNNABLE`] in README.md and the other docs a reader follows: where
+/// it is (file and line) and its text.
+pub fn runnable_blocks() -> Vec<(String, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![
+        root.join("README.md"),
+        root.join("deploy/README.md"),
+        root.join("load-tests/README.md"),
+        root.join("dashboards/README.md"),
+    ];
+    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let mut blocks = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(RUNNABLE) {
+            let start = at + RUNNABLE.len();
+            let end = start + rest[start..].find("```").expect("the block ends");
+            let line = text.len() - rest.len() + at;
+            let line = text[..line].lines().count() + 1;
+            let name = file.strip_prefix(root).unwrap().display();
+            blocks.push((format!("{name}:{line}"), rest[start..end].to_owned()));
+            rest = &rest[end..];
+        }
+    }
+    blocks
+}
+
+/// The runnable block after `## Try it` in README.md: the walk.
 fn try_it_block() -> String {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let section = &readme[readme
         .find("## Try it")
         .expect("README has a Try it section")..];
-    let start = section.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let start = section.find(RUNNABLE).expect("a runnable sh block") + RUNNABLE.len();
     let end = start + section[start..].find("```").expect("the block ends");
     section[start..end].to_owned()
+}
+
+/// Runs a shell block of the docs as a reader would beside `broker`, after the README's first
+/// command: in the broker's directory, by bash with errors fatal, `sealrelay` on the PATH.
+/// The reader's broker listens on the default ports; this one on ephemeral ones, so the
+/// block's `localhost:<default>` and `127.0.0.1:<default>` are rewritten to them, and the
+/// CLI is told them through the SEALRELAY_* variables it reads.
+pub fn run_doc_block(broker: &Broker, block: &str) -> std::process::Output {
+    let mut block = block.to_owned();
+    for (default, actual) in [
+        (1883, broker.mqtt),
+        (8883, broker.mqtts),
+        (8083, broker.ws),
+        (8084, broker.wss),
+        (8443, broker.https),
+        (8080, broker.http),
+        (8081, broker.admin),
+    ] {
+        for host in ["localhost", "127.0.0.1"] {
+            block = block.replace(
+                &format!("{host}:{default}"),
+                &format!("{host}:{}", actual.port()),
+            );
+        }
+    }
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut run = Command::new("timeout");
+    // A reader's shell: none of the test's own SEALRELAY_* variables.
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("SEALRELAY_")) {
+        run.env_remove(name);
+    }
+    run.args(["120", "bash", "-euo", "pipefail", "-c", &block])
+        .current_dir(broker.dir.path())
+        .env("PATH", path)
+        .env("SEALRELAY_SERVER", format!("http://{}", broker.http))
+        .env("SEALRELAY_BROKER", format!("mqtt://{}", broker.mqtt))
+        .env("SEALRELAY_HTTP_LISTEN", broker.http.to_string())
+        .env("SEALRELAY_ADMIN_LISTEN", broker.admin.to_string())
+        .env("SEALRELAY_STATE_DIR", broker.dir.path().join("cli-state"))
+        .stdin(Stdio::null());
+    run.output().unwrap()
 }
 
 /// Runs the README's "Try it" walk against `broker`, as a reader would after the README's
@@ -1320,25 +1403,7 @@ fn try_it_block() -> String {
 pub fn readme_walk(broker: &Broker) {
     let block = try_it_block();
     assert!(block.contains("sealrelay admin reset-user") && block.lines().count() > 10);
-    let bin_dir = std::path::Path::new(BIN).parent().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut walk = Command::new("timeout");
-    // A reader's shell: none of the test's own SEALRELAY_* variables.
-    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("SEALRELAY_")) {
-        walk.env_remove(name);
-    }
-    walk.args(["120", "bash", "-euo", "pipefail", "-c", &block])
-        .current_dir(broker.dir.path())
-        .env("PATH", path)
-        .env("SEALRELAY_SERVER", format!("http://{}", broker.http))
-        .env("SEALRELAY_BROKER", format!("mqtt://{}", broker.mqtt))
-        .env("SEALRELAY_ADMIN_LISTEN", broker.admin.to_string())
-        .env("SEALRELAY_STATE_DIR", broker.dir.path().join("cli-state"));
-    let out = walk.output().unwrap();
+    let out = run_doc_block(broker, &block);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
