@@ -264,10 +264,7 @@ async fn a_request_takes_the_reply_that_names_it_and_skips_strays() {
     tokio::spawn(async move {
         let asked = common::next_message(&mut agent).await;
         agent.send(user_id, b"unsolicited status", 1).await.unwrap();
-        agent
-            .reply(asked.from, asked.id.unwrap(), b"the answer")
-            .await
-            .unwrap();
+        agent.reply(&asked, b"the answer").await.unwrap();
     });
     let mut console = broker.client(user, MqttVersion::V5).await;
     let answer = console
@@ -275,6 +272,74 @@ async fn a_request_takes_the_reply_that_names_it_and_skips_strays() {
         .await
         .unwrap();
     assert_eq!(answer.as_slice(), b"the answer");
+}
+
+/// Protocol §4.3 with a version-1 client on the other end: the agent answers a version-1
+/// request in version 1 (no reply field, which such a client could not open), and a console
+/// that has heard an instance only in version 1 seals to it in version 1 and takes its
+/// version-1 answer; once the instance speaks version 2 the console does too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_1_peer_is_answered_and_addressed_in_version_1() {
+    let broker = Broker::start();
+    let mut user = broker.user("dora").await;
+    let (instance, token) = user.add_instance(&broker.api()).await.unwrap();
+    let instance_key = Identity::login_instance(&broker.api(), &token)
+        .await
+        .unwrap()
+        .public_key();
+    let old_client = user.sealer_to(instance, &instance_key);
+    let _agent = common::echo_agent(&broker, &token.reveal());
+    let mut console = broker.client(user, MqttVersion::V5).await;
+    common::echo(&mut console, instance, b"up").await;
+
+    // An old console's request, sealed in version 1: answered in version 1.
+    let (request, _) = old_client.seal_in(1, b"old question", None).unwrap();
+    console.send_envelope(instance, request, 1).await.unwrap();
+    let answer = common::next_message(&mut console).await;
+    assert_eq!(
+        (
+            answer.version,
+            answer.in_reply_to,
+            answer.payload.as_slice()
+        ),
+        (1, None, b"echo:old question".as_slice())
+    );
+
+    // A version-1 instance: heard only in version 1, it is sealed to in version 1.
+    let mut alice = broker.user("alice").await;
+    let old_instance = broker.instance_of(&mut alice).await;
+    let (alice_id, old_id) = (alice.id, old_instance.id);
+    let to_alice = old_instance.sealer_to(alice_id, &alice.public_key());
+    let pushed = to_alice.seal_in(1, b"status: running", None).unwrap().0;
+    let mut old_agent = broker.client(old_instance, MqttVersion::V5).await;
+    let mut console = broker.client(alice, MqttVersion::V5).await;
+    old_agent.send_envelope(alice_id, pushed, 1).await.unwrap();
+    assert_eq!(common::next_message(&mut console).await.version, 1);
+    let asking = tokio::spawn(async move {
+        let answer = console
+            .request(old_id, b"status?", Duration::from_secs(5))
+            .await
+            .unwrap();
+        (console, answer)
+    });
+    let asked = common::next_message(&mut old_agent).await;
+    assert_eq!(
+        asked.version, 1,
+        "a version-1 instance could not open version 2"
+    );
+    old_agent.reply(&asked, b"running").await.unwrap();
+    let (mut console, answer) = asking.await.unwrap();
+    assert_eq!(answer.as_slice(), b"running");
+
+    // The instance, upgraded, speaks version 2: so does the console from then on.
+    let upgraded = to_alice.seal_in(2, b"upgraded", None).unwrap().0;
+    old_agent
+        .send_envelope(alice_id, upgraded, 1)
+        .await
+        .unwrap();
+    assert_eq!(common::next_message(&mut console).await.version, 2);
+    console.send(old_id, b"hello", 1).await.unwrap();
+    assert_eq!(common::next_message(&mut old_agent).await.version, 2);
 }
 
 /// A delivery larger than the recipient's client takes (its MQTT 5 Maximum Packet Size) is

@@ -78,6 +78,31 @@ fn main() {
         crypto::Sealer::new(instance_id, &instance_sk, user_id, &public(&user_sk))
             .seal_message(b"line 3 restarted", Some(request_id))
             .expect("seal");
+    // Version 1 (protocol §4.3), as an older console asks and as it must be answered: no
+    // reply field inside.
+    let (old_request, old_request_id) =
+        crypto::Sealer::new(user_id, &user_sk, instance_id, &public(&instance_sk))
+            .seal_in(1, b"status of line 3", None)
+            .expect("seal");
+    let (old_reply, old_reply_id) =
+        crypto::Sealer::new(instance_id, &instance_sk, user_id, &public(&user_sk))
+            .seal_in(1, b"line 3 running", Some(old_request_id))
+            .expect("seal");
+    // When each kind-2 envelope was sealed: it is inside the box, and long outside the
+    // 5-minute window by the time anyone checks the file.
+    let sent_at = |envelope: &[u8], to: PrincipalId, to_sk: &SecretKey, from_sk: &SecretKey| {
+        let mut as_wide_as_time =
+            crypto::ReplayGuard::new(std::time::Duration::from_secs(u64::MAX / 2_000));
+        crypto::open(
+            to,
+            to_sk,
+            envelope,
+            Some(&from_sk.public_key()),
+            &mut as_wide_as_time,
+        )
+        .expect("the vector opens")
+        .sent_at_ms
+    };
 
     // The client bounds (protocol §2.1), and one case per way past them.
     let kdf = |memory_kib, iterations, parallelism| KdfParams {
@@ -161,6 +186,7 @@ fn main() {
         },
         "envelopes": [
             {
+                "version": 2,
                 "kind": 1,
                 "sender": user_id.to_string(),
                 "recipient": instance_id.to_string(),
@@ -168,22 +194,48 @@ fn main() {
                 "envelope": hex(&kind1),
             },
             {
+                "version": 2,
                 "kind": 2,
                 "sender": user_id.to_string(),
                 "recipient": instance_id.to_string(),
                 "plaintext": hex(b"restart line 3"),
                 "message_id": hex(request_id),
                 "in_reply_to": null,
+                "sent_at_ms": sent_at(&kind2, instance_id, &instance_sk, &user_sk),
                 "envelope": hex(&kind2),
             },
             {
+                "version": 2,
                 "kind": 2,
                 "sender": instance_id.to_string(),
                 "recipient": user_id.to_string(),
                 "plaintext": hex(b"line 3 restarted"),
                 "message_id": hex(reply_id),
                 "in_reply_to": hex(request_id),
+                "sent_at_ms": sent_at(&reply, user_id, &user_sk, &instance_sk),
                 "envelope": hex(&reply),
+            },
+            {
+                "version": 1,
+                "kind": 2,
+                "sender": user_id.to_string(),
+                "recipient": instance_id.to_string(),
+                "plaintext": hex(b"status of line 3"),
+                "message_id": hex(old_request_id),
+                "in_reply_to": null,
+                "sent_at_ms": sent_at(&old_request, instance_id, &instance_sk, &user_sk),
+                "envelope": hex(&old_request),
+            },
+            {
+                "version": 1,
+                "kind": 2,
+                "sender": instance_id.to_string(),
+                "recipient": user_id.to_string(),
+                "plaintext": hex(b"line 3 running"),
+                "message_id": hex(old_reply_id),
+                "in_reply_to": null,
+                "sent_at_ms": sent_at(&old_reply, user_id, &user_sk, &instance_sk),
+                "envelope": hex(&old_reply),
             },
         ],
     });

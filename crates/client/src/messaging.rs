@@ -13,7 +13,7 @@ use crate::crypto::{self, MessageId, ReplayGuard};
 use crate::endpoint::Broker;
 use crate::link::{Link, MqttVersion};
 use crate::{ClientError, Identity};
-use sealrelay_wire::envelope::Kind;
+use sealrelay_wire::envelope::{Kind, VERSION};
 use sealrelay_wire::PrincipalId;
 
 /// An opened envelope and who sent it.
@@ -26,6 +26,10 @@ pub struct Message {
     pub id: Option<MessageId>,
     /// Authenticated messages: the id of the message this one answers, if it is a reply.
     pub in_reply_to: Option<MessageId>,
+    /// The envelope version it came in: [`Client::reply`] answers in it (protocol §4.3).
+    pub version: u8,
+    /// Authenticated messages: when the sender sealed it (Unix milliseconds).
+    pub sent_at_ms: Option<u64>,
 }
 
 /// A broker session kept between connections (protocol §5.6): under this client id, for
@@ -48,6 +52,10 @@ pub struct Client {
     /// Peer keys checked this session: pinned, and the directory agreed.
     verified: HashMap<PrincipalId, PublicKey>,
     replay: ReplayGuard,
+    /// The newest envelope version each peer has sent, sender-authenticated: what it is known
+    /// to open, and so what this client seals to it (protocol §4.3); the current one for a
+    /// peer not heard from yet.
+    peer_versions: HashMap<PrincipalId, u8>,
 }
 
 impl Client {
@@ -106,6 +114,7 @@ impl Client {
             persistence,
             verified: HashMap::new(),
             replay: ReplayGuard::default(),
+            peer_versions: HashMap::new(),
         };
         if let Some(owner) = owner {
             // An instance checks its owner's key at once, so a replaced or substituted one
@@ -184,14 +193,27 @@ impl Client {
         self.send_message(to, payload, qos, None).await
     }
 
-    /// Seals `payload` to `to` as the answer to its message `in_reply_to`, and publishes it.
+    /// Seals `payload` to the sender of `request` as its answer, in the envelope version the
+    /// request came in (protocol §4.3: a version-1 asker cannot open a version-2 reply), and
+    /// publishes it. Only a sender-authenticated message can be answered.
     pub async fn reply(
         &mut self,
-        to: PrincipalId,
-        in_reply_to: MessageId,
+        request: &Message,
         payload: &[u8],
     ) -> Result<MessageId, ClientError> {
-        self.send_message(to, payload, 1, Some(in_reply_to)).await
+        let (Some(id), true) = (request.id, request.authenticated) else {
+            return Err(ClientError::Usage(
+                "only a sender-authenticated message can be answered: its sender is not proven"
+                    .into(),
+            ));
+        };
+        self.send_message(request.from, payload, 1, Some((id, request.version)))
+            .await
+    }
+
+    /// The envelope version sealed to `peer`: the newest it has sent, else the current one.
+    fn version_for(&self, peer: PrincipalId) -> u8 {
+        self.peer_versions.get(&peer).copied().unwrap_or(VERSION)
     }
 
     async fn send_message(
@@ -199,13 +221,15 @@ impl Client {
         to: PrincipalId,
         payload: &[u8],
         qos: u8,
-        in_reply_to: Option<MessageId>,
+        answering: Option<(MessageId, u8)>,
     ) -> Result<MessageId, ClientError> {
         let key = self.key_for(to).await?;
-        let (envelope, id) = self
-            .identity
-            .sealer_to(to, &key)
-            .seal_message(payload, in_reply_to)?;
+        let version = answering.map_or_else(|| self.version_for(to), |(_, v)| v);
+        let (envelope, id) = self.identity.sealer_to(to, &key).seal_in(
+            version,
+            payload,
+            answering.map(|(id, _)| id),
+        )?;
         self.link.publish(to, envelope, qos).await?;
         Ok(id)
     }
@@ -240,12 +264,22 @@ impl Client {
             sender_key.as_ref(),
             &mut self.replay,
         )?;
+        if opened.authenticated {
+            // A peer opens at least the newest version it has sent; one heard only in
+            // version 1 is an older client (or was answering in it), and gets version 1.
+            self.peer_versions
+                .entry(opened.sender)
+                .and_modify(|v| *v = (*v).max(opened.version))
+                .or_insert(opened.version);
+        }
         Ok(Message {
             from: opened.sender,
             authenticated: opened.authenticated,
             payload: opened.payload,
             id: opened.message_id,
             in_reply_to: opened.in_reply_to,
+            version: opened.version,
+            sent_at_ms: opened.sent_at_ms,
         })
     }
 
@@ -259,11 +293,17 @@ impl Client {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        let legacy = self.version_for(to) == 1;
         let id = self.send(to, payload, 1).await?;
         tokio::time::timeout(timeout, async {
             loop {
                 match self.next().await {
                     Ok(m) if m.from == to && m.authenticated && m.in_reply_to == Some(id) => {
+                        return Ok(m.payload)
+                    }
+                    // A version-1 reply cannot name its request: the asker's next message
+                    // from that peer in version 1 is the answer, as version-1 clients took it.
+                    Ok(m) if legacy && m.from == to && m.authenticated && m.version == 1 => {
                         return Ok(m.payload)
                     }
                     Ok(_) => {
@@ -310,8 +350,7 @@ impl Client {
                 continue;
             }
             let reply = handler(&message);
-            let id = message.id.expect("authenticated messages carry an id");
-            match self.reply(message.from, id, &reply).await {
+            match self.reply(&message, &reply).await {
                 // The asker left before the answer: nothing to deliver it to, keep serving.
                 Err(ClientError::Offline(to)) => {
                     tracing::warn!(to = %to, "reply not delivered: the asker is no longer connected")

@@ -163,14 +163,15 @@ fn both_envelope_kinds_and_a_reply_parse_and_open() {
                 header.witness
             ),
             (
-                2,
+                e["version"].as_u64().unwrap() as u8,
                 kind,
                 sender,
                 recipient,
                 Witness::of(recipient_sk.public_key().as_bytes())
             )
         );
-        // The vectors are older than the replay window; a guard as wide as time opens them.
+        // The vectors are older than the replay window (sealed at `sent_at_ms`, when the file
+        // was made); a guard as wide as time opens them, every other check applying.
         let mut guard = ReplayGuard::new(Duration::from_secs(u64::MAX / 2_000));
         let sender_pk = principal_key(sender).public_key();
         let opened = crypto::open(
@@ -192,6 +193,7 @@ fn both_envelope_kinds_and_a_reply_parse_and_open() {
                 opened.in_reply_to.map(hex).as_deref(),
                 e["in_reply_to"].as_str()
             );
+            assert_eq!(opened.sent_at_ms, e["sent_at_ms"].as_u64());
         }
     }
 }

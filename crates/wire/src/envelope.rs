@@ -22,7 +22,7 @@ use crate::id::PrincipalId;
 /// The version sealed now. Version 2 added the reply field inside kind-2 bodies (protocol
 /// §4.2); the header's layout is the same in both.
 pub const VERSION: u8 = 2;
-/// The versions accepted.
+/// The versions accepted and opened (protocol §4.3: version 1 until at least 2027-12-31).
 pub const VERSIONS: [u8; 2] = [1, 2];
 pub const HEADER_LEN: usize = 54;
 

@@ -75,6 +75,12 @@ export class Agent {
     this.guard = new c.ReplayGuard();
     /** @type {import("mqtt").MqttClient | undefined} set by `serve` */
     this.client = undefined;
+    /**
+     * The newest envelope version the owner has sent: what `notify` seals in (protocol §4.3);
+     * the current one until the owner is heard from.
+     * @type {number | undefined}
+     */
+    this.ownerVersion = undefined;
   }
 
   /**
@@ -113,7 +119,10 @@ export class Agent {
       }
       if (!opened.authenticated) return onUnopened({ from, reason: "it is not sender-authenticated (kind 1): its sender is not proven, so it is not answered" });
       if (c.toHex(opened.sender) !== c.toHex(this.owner)) return onUnopened({ from, reason: "it is not from this instance's owner" });
-      const { envelope: reply } = c.sealAuthenticated(this.id, this.secret, this.owner, this.ownerPublic, handler(opened.payload), opened.messageId);
+      // Newest version the owner has shown it opens (an older console of the same user
+      // may be asking), and the answer in the version of its request (protocol §4.3).
+      this.ownerVersion = Math.max(this.ownerVersion ?? 0, opened.version);
+      const { envelope: reply } = c.sealAuthenticated(this.id, this.secret, this.owner, this.ownerPublic, handler(opened.payload), opened.messageId, opened.version);
       client.publish(`sr/v1/inbox/${c.toHex(this.owner)}`, /** @type {any} */ (reply), { qos: 1 });
     });
     try {
@@ -135,7 +144,7 @@ export class Agent {
    */
   async notify(payload) {
     if (!this.client) throw new Error("the agent is not connected: call serve() first");
-    const { envelope } = c.sealAuthenticated(this.id, this.secret, this.owner, this.ownerPublic, payload);
+    const { envelope } = c.sealAuthenticated(this.id, this.secret, this.owner, this.ownerPublic, payload, null, this.ownerVersion ?? c.VERSION);
     await this.client.publishAsync(`sr/v1/inbox/${c.toHex(this.owner)}`, /** @type {any} */ (envelope), { qos: 1 });
   }
 

@@ -87,8 +87,14 @@ export class Console {
     this.identity = identity;
     this.client = client;
     this.guard = new c.ReplayGuard();
-    /** @type {Map<string, { peer: string, resolve: (payload: Uint8Array) => void }>} message id hex → request in flight */
+    /** @type {Map<string, { peer: string, version: number, resolve: (payload: Uint8Array) => void }>} message id hex → request in flight (Maps keep insertion order: the oldest first) */
     this.pending = new Map();
+    /**
+     * Peer (hex id) → the newest envelope version it has sent, sender-authenticated: what it
+     * opens, so what requests to it are sealed in (protocol §4.3).
+     * @type {Map<string, number>}
+     */
+    this.peerVersions = new Map();
     /**
      * MQTT packet id → the reason code of its last PUBACK. MQTT.js settles a publish answered
      * 0x10 as a success without the code; the PUBACK is seen here first, the settled publish
@@ -143,8 +149,16 @@ export class Console {
       // The sender's pinned key, if any: the witness is checked before it is needed.
       const senderKey = this.identity.keyring?.pins.get(c.toHex(header.sender)) ?? null;
       const opened = c.openEnvelope(this.identity.id, this.identity.secret, envelope, senderKey, this.guard);
-      const waiter = opened.authenticated && opened.inReplyTo && this.pending.get(c.toHex(opened.inReplyTo));
-      if (waiter && waiter.peer === c.toHex(opened.sender)) waiter.resolve(opened.payload);
+      if (!opened.authenticated) return;
+      const peer = c.toHex(opened.sender);
+      // A peer opens at least the newest version it has sent (protocol §4.3).
+      this.peerVersions.set(peer, Math.max(this.peerVersions.get(peer) ?? 0, opened.version));
+      const waiter = opened.inReplyTo
+        ? this.pending.get(c.toHex(opened.inReplyTo))
+        : // A version-1 reply cannot name its request: the oldest version-1 request to that
+          // peer takes it, as version-1 consoles did.
+          opened.version === 1 && [...this.pending.values()].find((w) => w.peer === peer && w.version === 1);
+      if (waiter && waiter.peer === peer) waiter.resolve(opened.payload);
     } catch (e) {
       // Sealed to the key this user had before a reset: say so, with both witnesses. Anything
       // else that does not open is not the answer to anything.
@@ -164,14 +178,16 @@ export class Console {
    */
   async request(peer, payload, timeoutMs = 10_000, onSent = () => {}) {
     const to = c.idFromHex(peer);
-    const { envelope, messageId } = c.sealAuthenticated(this.identity.id, this.identity.secret, to, this.keyOf(peer), payload);
+    // The newest version the peer has shown it opens; the current one until it is heard.
+    const version = this.peerVersions.get(peer) ?? c.VERSION;
+    const { envelope, messageId } = c.sealAuthenticated(this.identity.id, this.identity.secret, to, this.keyOf(peer), payload, null, version);
     const key = c.toHex(messageId);
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     let timer;
     /** @type {Promise<Uint8Array>} */
     const answer = new Promise((resolve, reject) => {
       timer = setTimeout(() => reject(new Error(`no reply from ${peer} within ${timeoutMs} ms`)), timeoutMs);
-      this.pending.set(key, { peer, resolve });
+      this.pending.set(key, { peer, version, resolve });
     });
     try {
       const sent = await this.client.publishAsync(`sr/v1/inbox/${peer}`, /** @type {any} */ (envelope), { qos: 1 });

@@ -413,10 +413,11 @@ export function parseHeader(envelope) {
  * @param {Uint8Array} recipient
  * @param {Uint8Array} recipientPublic
  * @param {Uint8Array} body
+ * @param {number} [version]
  */
-function encodeHeader(kind, sender, recipient, recipientPublic, body) {
+function encodeHeader(kind, sender, recipient, recipientPublic, body, version = VERSION) {
   const header = new Uint8Array(HEADER_LEN);
-  header[0] = VERSION;
+  header[0] = version;
   header[1] = kind;
   header.set(sender, 2);
   header.set(recipient, 18);
@@ -448,30 +449,36 @@ export function sealAnonymous(sender, recipient, recipientPublic, plaintext) {
 
 /**
  * Kind 2: `crypto_box_easy` from the sender's static key, ids repeated inside, a fresh
- * message id, the time, and `inReplyTo` (16 bytes) when answering a message.
+ * message id, the time, and `inReplyTo` (16 bytes) when answering a message. In envelope
+ * `version` (protocol §4.3: a reply in its request's; 1 has no reply field, so `inReplyTo`
+ * is left out of it).
  * @param {Uint8Array} sender
  * @param {Uint8Array} senderSecret
  * @param {Uint8Array} recipient
  * @param {Uint8Array} recipientPublic
  * @param {Uint8Array} plaintext
  * @param {Uint8Array | null} [inReplyTo]
+ * @param {number} [version]
  * @returns {{ envelope: Uint8Array, messageId: Uint8Array }}
  */
-export function sealAuthenticated(sender, senderSecret, recipient, recipientPublic, plaintext, inReplyTo = null) {
+export function sealAuthenticated(sender, senderSecret, recipient, recipientPublic, plaintext, inReplyTo = null, version = VERSION) {
+  if (version !== 1 && version !== 2) throw new Error(`envelope version ${version} cannot be sealed: the versions are 1 and 2`);
   const messageId = sodium.randombytes_buf(16);
   const sentAt = new Uint8Array(8);
   new DataView(sentAt.buffer).setBigUint64(0, BigInt(Date.now()));
-  const inner = concat(sender, recipient, messageId, sentAt, inReplyTo ?? new Uint8Array(16), plaintext);
+  const reply = version === 1 ? new Uint8Array(0) : (inReplyTo ?? new Uint8Array(16));
+  const inner = concat(sender, recipient, messageId, sentAt, reply, plaintext);
   const nonce = sodium.randombytes_buf(24);
   const body = concat(nonce, sodium.crypto_box_easy(inner, nonce, recipientPublic, senderSecret));
   wipe(inner);
-  return { envelope: encodeHeader(2, sender, recipient, recipientPublic, body), messageId };
+  return { envelope: encodeHeader(2, sender, recipient, recipientPublic, body, version), messageId };
 }
 
 /**
- * An opened envelope: its sender (proven when `authenticated`), payload, and for kind 2 its
- * message id and the id of the message it answers.
- * @typedef {{ sender: Uint8Array, authenticated: boolean, payload: Uint8Array, messageId: Uint8Array | null, inReplyTo: Uint8Array | null }} Opened
+ * An opened envelope: its sender (proven when `authenticated`), payload, its envelope version
+ * (a reply is sealed in it), and for kind 2 its message id, the id of the message it answers
+ * and when it was sealed (Unix milliseconds).
+ * @typedef {{ sender: Uint8Array, authenticated: boolean, payload: Uint8Array, version: number, messageId: Uint8Array | null, inReplyTo: Uint8Array | null, sentAtMs: number | null }} Opened
  */
 
 /** Refuses an authenticated envelope seen before, or sent outside the window (ms). */
@@ -515,7 +522,7 @@ export function openEnvelope(me, mySecret, envelope, senderPublic, guard) {
     } catch {
       throw new Error("envelope body does not open with this principal's key: forged or corrupted");
     }
-    return { sender: header.sender, authenticated: false, payload, messageId: null, inReplyTo: null };
+    return { sender: header.sender, authenticated: false, payload, version: header.version, messageId: null, inReplyTo: null, sentAtMs: null };
   }
   if (!senderPublic) throw new Error(`no public key is known for sender ${toHex(header.sender)}`);
   let inner;
@@ -533,5 +540,5 @@ export function openEnvelope(me, mySecret, envelope, senderPublic, guard) {
   guard.check(header.sender, messageId, sentMs);
   const reply = header.version === 1 ? null : inner.slice(56, 72);
   const inReplyTo = reply && reply.some((b) => b !== 0) ? reply : null;
-  return { sender: header.sender, authenticated: true, payload: inner.slice(prefix), messageId, inReplyTo };
+  return { sender: header.sender, authenticated: true, payload: inner.slice(prefix), version: header.version, messageId, inReplyTo, sentAtMs: sentMs };
 }

@@ -62,6 +62,40 @@ test("a JS console asks a Rust agent over WebSocket", { skip: cases === null && 
       await sleep(500);
       await serve();
       assert.equal(new TextDecoder().decode(await waiting), "while you were away");
+
+      // Protocol §4.3, with an older console on the same account: the agent answers a
+      // version-1 request in version 1 (no reply field, which that console could not open).
+      /** @type {Uint8Array[]} */
+      const fromAgent = [];
+      /** @param {string} _topic @param {Uint8Array} data */
+      const listen = (_topic, data) => {
+        if (c.toHex(data.subarray(2, 18)) === peer) fromAgent.push(new Uint8Array(data));
+      };
+      console.client.on("message", listen);
+      const { envelope: old } = c.sealAuthenticated(tab.id, tab.secret, jsId, pinned, new TextEncoder().encode("old ping"), null, 1);
+      await console.client.publishAsync(`sr/v1/inbox/${peer}`, /** @type {any} */ (old), { qos: 1 });
+      for (let i = 0; i < 100 && fromAgent.length === 0; i++) await sleep(50);
+      assert.equal(fromAgent[0]?.[0], 1, "a version-1 request is answered in version 1");
+      const answer = c.openEnvelope(tab.id, tab.secret, fromAgent[0], pinned, new c.ReplayGuard());
+      assert.deepEqual([answer.inReplyTo, new TextDecoder().decode(answer.payload)], [null, "old ping"]);
+      console.client.off("message", listen);
+
+      // An instance heard only in version 1 (an older agent: its push is sealed here by hand,
+      // on its connection) is asked in version 1 by a console that has heard nothing newer
+      // from it, and its answer, which cannot name the request, is taken.
+      const later = await Console.connect(tab, cases.ws);
+      try {
+        later.client.on("message", listen);
+        const push = c.sealAuthenticated(jsId, agent.secret, tab.id, c.publicKeyOf(tab.secret), new TextEncoder().encode("status: up"), null, 1);
+        await agent.client?.publishAsync(`sr/v1/inbox/${c.toHex(tab.id)}`, /** @type {any} */ (push.envelope), { qos: 1 });
+        for (let i = 0; i < 100 && later.peerVersions.get(peer) !== 1; i++) await sleep(50);
+        assert.equal(later.peerVersions.get(peer), 1);
+        fromAgent.length = 0;
+        assert.equal(new TextDecoder().decode(await later.request(peer, new TextEncoder().encode("again"))), "again");
+        assert.equal(fromAgent[0]?.[0], 1, "asked in version 1, so answered in it");
+      } finally {
+        await later.close();
+      }
     } finally {
       await agent.close();
     }

@@ -79,12 +79,13 @@ test("both envelope kinds and a reply parse and open; what JS seals, JS opens", 
   const principals = [v.user, v.instance];
   /** @param {string} id */
   const secretOf = (id) => hex(principals.find((p) => p.id === id)?.secret_key);
-  // The vectors are older than the replay window; a guard as wide as time opens them.
+  // The vectors are older than the replay window: opened with a guard as wide as time, and
+  // with the default window and the clock set to each one's sent_at_ms (protocol §4.3).
   const guard = new c.ReplayGuard(Number.MAX_SAFE_INTEGER / 2);
   for (const e of v.envelopes) {
     const bytes = hex(e.envelope);
     const header = c.parseHeader(bytes);
-    assert.equal(header.version, 2);
+    assert.equal(header.version, e.version);
     assert.equal(header.kind, e.kind);
     const opened = c.openEnvelope(c.idFromHex(e.recipient), secretOf(e.recipient), bytes, c.publicKeyOf(secretOf(e.sender)), guard);
     assert.equal(c.toHex(opened.payload), e.plaintext);
@@ -92,6 +93,10 @@ test("both envelope kinds and a reply parse and open; what JS seals, JS opens", 
     if (e.kind === 2) {
       assert.equal(opened.messageId && c.toHex(opened.messageId), e.message_id);
       assert.equal(opened.inReplyTo && c.toHex(opened.inReplyTo), e.in_reply_to);
+      assert.equal(opened.sentAtMs, e.sent_at_ms);
+      assert.equal(opened.version, e.version);
+      const atThatTime = new c.ReplayGuard();
+      assert.doesNotThrow(() => atThatTime.check(opened.sender, /** @type {Uint8Array} */ (opened.messageId), e.sent_at_ms, e.sent_at_ms));
     }
   }
   const [user, instance] = [c.idFromHex(v.user.id), c.idFromHex(v.instance.id)];

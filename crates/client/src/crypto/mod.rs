@@ -38,6 +38,8 @@ pub enum CryptoError {
     TokenFormat,
     #[error("sealing failed")]
     Seal,
+    #[error("envelope version {0} cannot be sealed: the versions are 1 and 2")]
+    Version(u8),
     #[error("the keyring does not open with this principal's key: the server altered it or sent another's")]
     KeyringUnreadable,
     #[error("the keyring is malformed: {0}")]

@@ -11,7 +11,7 @@ use crypto_box::{PublicKey, SalsaBox, SecretKey};
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
-use sealrelay_wire::envelope::{Header, Kind, Witness, HEADER_LEN, VERSION};
+use sealrelay_wire::envelope::{Header, Kind, Witness, HEADER_LEN, VERSION, VERSIONS};
 use sealrelay_wire::PrincipalId;
 
 use super::{CryptoError, OpenError};
@@ -85,13 +85,28 @@ impl Sealer {
             .map(|(envelope, _)| envelope)
     }
 
-    /// Seals `payload`, as the answer to message `in_reply_to` if given; returns the
-    /// envelope and the id of the message it carries.
+    /// Seals `payload` in the current version, as the answer to message `in_reply_to` if
+    /// given; returns the envelope and the id of the message it carries.
     pub fn seal_message(
         &self,
         payload: &[u8],
         in_reply_to: Option<MessageId>,
     ) -> Result<(Bytes, MessageId), CryptoError> {
+        self.seal_in(VERSION, payload, in_reply_to)
+    }
+
+    /// Seals `payload` in envelope `version` (protocol §4.3: a reply in its request's, a
+    /// message to a peer in the newest it is known to open). Version 1 has no reply field:
+    /// `in_reply_to` is left out of it.
+    pub fn seal_in(
+        &self,
+        version: u8,
+        payload: &[u8],
+        in_reply_to: Option<MessageId>,
+    ) -> Result<(Bytes, MessageId), CryptoError> {
+        if !VERSIONS.contains(&version) {
+            return Err(CryptoError::Version(version));
+        }
         let mut inner = Zeroizing::new(Vec::with_capacity(INNER_PREFIX_V2 + payload.len()));
         inner.extend_from_slice(&self.sender.0);
         inner.extend_from_slice(&self.recipient.0);
@@ -99,7 +114,9 @@ impl Sealer {
         OsRng.fill_bytes(&mut message_id);
         inner.extend_from_slice(&message_id);
         inner.extend_from_slice(&now_ms().to_be_bytes());
-        inner.extend_from_slice(&in_reply_to.unwrap_or([0; 16]));
+        if version >= 2 {
+            inner.extend_from_slice(&in_reply_to.unwrap_or([0; 16]));
+        }
         inner.extend_from_slice(payload);
         let nonce = SalsaBox::generate_nonce(&mut OsRng);
         let ct = self
@@ -110,7 +127,7 @@ impl Sealer {
         body.extend_from_slice(&nonce);
         body.extend_from_slice(&ct);
         let envelope = Header {
-            version: VERSION,
+            version,
             kind: Kind::Authenticated,
             sender: self.sender,
             recipient: self.recipient,
@@ -144,6 +161,10 @@ pub struct Opened {
     pub message_id: Option<MessageId>,
     /// Kind 2, version 2: the message this one answers.
     pub in_reply_to: Option<MessageId>,
+    /// The envelope's version: a reply is sealed in it (protocol §4.3).
+    pub version: u8,
+    /// Kind 2: when the sender sealed it, in milliseconds since the Unix epoch.
+    pub sent_at_ms: Option<u64>,
 }
 
 /// The envelope's header, if it is addressed to `me` and sealed to `my_key` (its witness):
@@ -188,6 +209,8 @@ pub fn open(
                 payload: Zeroizing::new(payload),
                 message_id: None,
                 in_reply_to: None,
+                version: header.version,
+                sent_at_ms: None,
             })
         }
         Kind::Authenticated => {
@@ -221,6 +244,8 @@ pub fn open(
                 payload: Zeroizing::new(inner[prefix..].to_vec()),
                 message_id: Some(message_id),
                 in_reply_to,
+                version: header.version,
+                sent_at_ms: Some(sent_ms),
             })
         }
     }
