@@ -17,7 +17,9 @@ use sealrelay_wire::{b64, KdfSpec, PrincipalId};
 
 /// A login for the Basic header: the login name and the derived auth secret.
 pub struct Login<'a> {
+    /// The user's name or the instance's id (hex).
     pub login: &'a str,
+    /// The derived login secret (protocol §2.3), never the password or the token.
     pub secret: &'a str,
 }
 
@@ -49,6 +51,8 @@ fn refused(response: &mut ureq::http::Response<ureq::Body>) -> Result<(), Client
     })
 }
 
+/// The broker's HTTP API (docs/http-api.md): JSON over HTTP or HTTPS, one blocking request
+/// at a time on a worker thread, 30 s at most each.
 #[derive(Clone)]
 pub struct Api {
     base: String,
@@ -141,6 +145,8 @@ impl Api {
         .map_err(|e| ClientError::Transport(format!("HTTP task failed: {e}")))?
     }
 
+    /// `POST /v1/prelogin`: the salt and KDF parameters to derive `name`'s login secret with
+    /// (fakes, stable per name, for names nobody has).
     pub async fn prelogin(&self, name: &str) -> Result<KdfSpec, ClientError> {
         let request = PreloginRequest { name: name.into() };
         self.send("POST", "/v1/prelogin", None, &request).await
@@ -203,10 +209,13 @@ impl Api {
         self.call(method, path.into(), auth, Some(body)).await
     }
 
+    /// `POST /v1/users`: creates the account described by `request` (wrapped key, verifier, public
+    /// key; see [`Identity::register_user`](crate::Identity::register_user)).
     pub async fn register(&self, request: RegisterRequest) -> Result<(), ClientError> {
         self.send_only("POST", "/v1/users", None, &request).await
     }
 
+    /// `GET /v1/me`: the caller's own record (wrapped key, KDF, keyring and its version).
     pub async fn me(&self, login: Login<'_>) -> Result<Me, ClientError> {
         self.call("GET", "/v1/me".into(), Some(login.header()), None)
             .await
@@ -229,6 +238,7 @@ impl Api {
         .await
     }
 
+    /// `POST /v1/me/password`: replaces the caller's wrap and verifier (the same key, re-wrapped).
     pub async fn change_password(
         &self,
         login: Login<'_>,
@@ -238,6 +248,8 @@ impl Api {
             .await
     }
 
+    /// `POST /v1/instances`: records a new instance of the caller (its public key, wrapped key,
+    /// token verifier and owner copy).
     pub async fn add_instance(
         &self,
         login: Login<'_>,
@@ -247,6 +259,8 @@ impl Api {
             .await
     }
 
+    /// `POST /v1/instances/{id}/token`: a new token for instance `id` (the same key, re-wrapped);
+    /// the old token stops logging in.
     pub async fn rotate_token(
         &self,
         login: Login<'_>,
@@ -279,6 +293,7 @@ impl Api {
             .await
     }
 
+    /// `DELETE /v1/instances/{id}`: removes instance `id`; its sessions end and its token dies.
     pub async fn remove_instance(
         &self,
         login: Login<'_>,
@@ -287,6 +302,7 @@ impl Api {
         self.delete(format!("/v1/instances/{id}"), login).await
     }
 
+    /// `GET /v1/instances`: the caller's instances, with when each was last online.
     pub async fn instances(&self, login: Login<'_>) -> Result<Vec<InstanceView>, ClientError> {
         let list: InstanceList = self
             .call("GET", "/v1/instances".into(), Some(login.header()), None)
@@ -304,6 +320,8 @@ impl Api {
             .await
     }
 
+    /// `POST /v1/instances/{id}/reenrol`: replaces instance `id`'s key pair and token (after the
+    /// owner's password reset).
     pub async fn reenrol_instance(
         &self,
         login: Login<'_>,
@@ -373,6 +391,8 @@ impl Api {
         .map_err(|e| ClientError::Transport(format!("HTTP task failed: {e}")))?
     }
 
+    /// `GET /v1/principals/{id}/key`: the directory's public key for a principal paired with the
+    /// caller — checked against the keyring's pin before any use.
     pub async fn public_key(
         &self,
         login: Login<'_>,

@@ -14,11 +14,16 @@ use rustls::{ClientConfig, RootCertStore};
 
 use crate::ClientError;
 
+/// The four transports a broker URL may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// MQTT over TCP (`mqtt://`, or a bare host:port).
     Mqtt,
+    /// MQTT over TLS (`mqtts://`).
     Mqtts,
+    /// MQTT over WebSocket (`ws://`).
     Ws,
+    /// MQTT over WebSocket over TLS (`wss://`).
     Wss,
 }
 
@@ -41,6 +46,7 @@ impl Scheme {
         }
     }
 
+    /// Whether the transport runs over TLS.
     pub fn is_tls(self) -> bool {
         matches!(self, Scheme::Mqtts | Scheme::Wss)
     }
@@ -49,8 +55,11 @@ impl Scheme {
 /// A broker's MQTT address, with the TLS configuration its scheme needs.
 #[derive(Clone)]
 pub struct Broker {
+    /// How to reach it.
     pub scheme: Scheme,
+    /// The host name or address, as given (TLS checks the certificate against it).
     pub host: String,
+    /// The TCP port (the scheme's default when the URL names none).
     pub port: u16,
     /// The WebSocket path (`/mqtt` unless the URL says otherwise); unused for TCP.
     pub path: String,

@@ -18,8 +18,11 @@ use sealrelay_wire::{KdfParams, KdfSpec, PrincipalId, PrincipalKind, ResetCode};
 /// A logged-in principal: its id, its private key (unwrapped locally), the login secret,
 /// and for an instance the owner key pinned inside its token-wrapped bundle.
 pub struct Identity {
+    /// The principal's id.
     pub id: PrincipalId,
+    /// What it logs in as: the user's name, or the instance's id in hex.
     pub login: String,
+    /// User or instance.
     pub kind: PrincipalKind,
     pub(crate) secret: SecretKey,
     pub(crate) auth_secret: Zeroizing<String>,
@@ -72,10 +75,12 @@ async fn derive(password: &str, spec: &KdfSpec) -> Result<DerivedKeys, ClientErr
 }
 
 impl Identity {
+    /// This principal's public key.
     pub fn public_key(&self) -> PublicKey {
         self.secret.public_key()
     }
 
+    /// The fingerprint of this principal's public key (protocol §4), to compare out of band.
     pub fn witness(&self) -> Witness {
         Witness::of(self.public_key().as_bytes())
     }
@@ -526,6 +531,7 @@ impl Identity {
         Ok(())
     }
 
+    /// The caller's instances as the directory lists them (ids, when last online).
     pub async fn instances(&self, api: &Api) -> Result<Vec<InstanceView>, ClientError> {
         api.instances(self.api_login()).await
     }

@@ -111,9 +111,12 @@ pub fn puback_code(reason: p5::PubAckReason) -> u8 {
     }
 }
 
+/// The MQTT protocol version a client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MqttVersion {
+    /// MQTT 3.1.1: refusals close the connection or are dropped with a PUBACK.
     V311,
+    /// MQTT 5: refusals come back as reason codes (CONNACK, PUBACK, DISCONNECT).
     V5,
 }
 
@@ -155,6 +158,8 @@ type Ack = (u8, Option<String>);
 /// (which numbers them in that order); the event loop then files each under its id.
 type AckQueue = Arc<Mutex<VecDeque<oneshot::Sender<Ack>>>>;
 
+/// One MQTT connection as a principal, subscribed to its own inbox: publishes envelopes,
+/// hands over what arrives. [`Client`](crate::Client) builds on it.
 pub struct Link {
     handle: Handle,
     events: mpsc::UnboundedReceiver<Event>,

@@ -19,8 +19,11 @@ use sealrelay_wire::PrincipalId;
 /// An opened envelope and who sent it.
 #[derive(Debug)]
 pub struct Message {
+    /// Its sender: proven when `authenticated`.
     pub from: PrincipalId,
+    /// Whether the sender is proven (kind 2).
     pub authenticated: bool,
+    /// The plaintext, wiped when dropped.
     pub payload: Zeroizing<Vec<u8>>,
     /// Authenticated messages: the sender's id for this message.
     pub id: Option<MessageId>,
@@ -36,7 +39,9 @@ pub struct Message {
 /// up to this many seconds after a connection ends.
 #[derive(Debug, Clone)]
 pub struct Persistence {
+    /// The MQTT client id the broker keeps the session under.
     pub client_id: String,
+    /// Seconds the broker keeps it after a connection ends (capped by the broker).
     pub expiry_secs: u32,
 }
 
@@ -151,6 +156,7 @@ impl Client {
         Ok(())
     }
 
+    /// The principal this client acts as.
     pub fn identity(&self) -> &Identity {
         &self.identity
     }

@@ -14,11 +14,18 @@ const COMMON: &str = include_str!("../data/common-passwords.txt");
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WeakPassword {
     #[error("the new password has {chars} characters; use at least {MIN_PASSWORD_CHARS} (a few unrelated words make a strong one)")]
-    TooShort { chars: usize },
+    /// Fewer characters than the floor.
+    TooShort {
+        /// How many it has.
+        chars: usize,
+    },
+    /// One of the commonest passwords.
     #[error("the new password is one of the commonest passwords, the first a guesser tries; choose another")]
     Common,
+    /// It contains the account name.
     #[error("the new password contains the account name; choose one that does not")]
     ContainsName,
+    /// One character repeated.
     #[error("the new password is one character repeated; choose another")]
     Repeated,
 }

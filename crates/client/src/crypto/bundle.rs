@@ -11,17 +11,25 @@ use super::CryptoError;
 /// What a wrapped blob holds once opened.
 pub enum Bundle {
     /// A user's private key.
-    User { secret: SecretKey },
+    /// A user's bundle: its private key.
+    User {
+        /// The user's private key.
+        secret: SecretKey,
+    },
     /// An instance's private key and the owner it was created by, with the owner's public
     /// key as the owner saw it — authenticated by the wrap, so the server cannot swap it.
     Instance {
+        /// The instance's private key.
         secret: SecretKey,
+        /// The user who added it.
         owner: PrincipalId,
+        /// That user's public key, as the instance pins it (protocol §6).
         owner_public: PublicKey,
     },
 }
 
 impl Bundle {
+    /// The bundle's bytes (protocol §3), wiped when dropped.
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(81));
         match self {
@@ -43,6 +51,7 @@ impl Bundle {
         out
     }
 
+    /// Parses a bundle's bytes; a malformed one is [`CryptoError::Bundle`].
     pub fn decode(bytes: &[u8]) -> Result<Bundle, CryptoError> {
         let secret = |b: &[u8]| -> Result<SecretKey, CryptoError> {
             let raw: Zeroizing<[u8; 32]> =

@@ -16,6 +16,7 @@ use sealrelay_wire::{KdfParams, PrincipalId};
 
 use super::CryptoError;
 
+/// Bytes of a KDF salt.
 pub const SALT_LEN: usize = 16;
 const XNONCE_LEN: usize = 24;
 
@@ -52,6 +53,8 @@ impl DerivedKeys {
         out
     }
 
+    /// Opens `wrapped` (a bundle sealed under these keys' wrap key); wrong keys or an altered
+    /// blob are [`CryptoError::Unwrap`].
     pub fn unwrap(
         &self,
         owner: PrincipalId,
@@ -151,6 +154,7 @@ pub fn key_proof(owner: &SecretKey) -> Zeroizing<String> {
     .auth_secret()
 }
 
+/// A fresh random salt, for a registration or a change of password.
 pub fn random_salt() -> [u8; SALT_LEN] {
     let mut salt = [0u8; SALT_LEN];
     OsRng.fill_bytes(&mut salt);

@@ -18,6 +18,7 @@ use super::CryptoError;
 /// that remembers the last version it saw detects an older one served again.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Keyring {
+    /// Counts every write; the server stores it beside the sealed keyring (protocol §3.1).
     pub version: u64,
     peers: BTreeMap<PrincipalId, Pin>,
 }
@@ -52,6 +53,7 @@ pub fn check_name(name: &str) -> Result<&str, CryptoError> {
 }
 
 impl Keyring {
+    /// The key pinned for `peer`, if any.
     pub fn get(&self, peer: PrincipalId) -> Option<PublicKey> {
         self.peers.get(&peer).map(|p| PublicKey::from(p.key))
     }
@@ -86,14 +88,17 @@ impl Keyring {
         Ok(())
     }
 
+    /// Forgets `peer`'s pin and name; whether it was pinned.
     pub fn unpin(&mut self, peer: PrincipalId) -> bool {
         self.peers.remove(&peer).is_some()
     }
 
+    /// How many peers are pinned.
     pub fn len(&self) -> usize {
         self.peers.len()
     }
 
+    /// Whether no peer is pinned.
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()
     }
@@ -115,6 +120,8 @@ impl Keyring {
         keyring_keys(owner_key).wrap(owner, &plain)
     }
 
+    /// Opens a keyring sealed by `owner` (format 1 or 2); one that does not open or parse is an
+    /// error, never an empty keyring.
     pub fn open(
         owner: PrincipalId,
         owner_key: &SecretKey,

@@ -23,27 +23,37 @@ pub use token::Token;
 use sealrelay_wire::envelope::{HeaderError, Witness};
 use sealrelay_wire::PrincipalId;
 
+/// What went wrong deriving, wrapping, sealing or parsing on this side.
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
+    /// Argon2id refused the parameters it was given.
     #[error("Argon2id rejected the KDF parameters: {0}")]
     Kdf(String),
     /// The server asked for parameters outside the client bounds: nothing was derived.
     #[error(transparent)]
     KdfRefused(#[from] sealrelay_wire::KdfRefused),
+    /// The wrapped key did not open: a wrong password or token, or an altered bundle.
     #[error("the wrapped key does not open with this password or token (wrong secret, or the bundle was altered)")]
     Unwrap,
+    /// The bundle's bytes do not parse.
     #[error("the key bundle is malformed: {0}")]
     Bundle(&'static str),
+    /// The text is not an instance token.
     #[error("an instance token looks like srt1.<32 hex id>.<43 base64url chars>")]
     TokenFormat,
+    /// The box could not be sealed.
     #[error("sealing failed")]
     Seal,
+    /// An envelope version that does not exist was asked for.
     #[error("envelope version {0} cannot be sealed: the versions are 1 and 2")]
     Version(u8),
+    /// The keyring did not open with this principal's key.
     #[error("the keyring does not open with this principal's key: the server altered it or sent another's")]
     KeyringUnreadable,
+    /// The keyring opened but does not parse.
     #[error("the keyring is malformed: {0}")]
     KeyringFormat(&'static str),
+    /// An instance name that cannot be kept (too long, or a control character).
     #[error("that name cannot be used: {0}")]
     Name(&'static str),
 }
@@ -51,25 +61,42 @@ pub enum CryptoError {
 /// Why an envelope could not be opened. Each case is specific so a user can act on it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OpenError {
+    /// The header does not parse (length, version, kind).
     #[error("bad envelope header: {0}")]
     Header(#[from] HeaderError),
+    /// Addressed to someone else.
     #[error("envelope is addressed to {0}, not to this principal")]
     NotForMe(PrincipalId),
+    /// Sealed to a previous key of this principal (after a password reset): unreadable by
+    /// design.
     #[error("envelope was sealed to a previous key of this principal (witness {sealed_to}; current key {current}); it cannot be opened by design — ask the sender to resend")]
     StaleKey {
+        /// The witness of the key it was sealed to.
         sealed_to: Witness,
+        /// The witness of this principal's current key.
         current: Witness,
     },
+    /// A kind-2 envelope from a sender whose key this client does not have.
     #[error("no public key is known for sender {0}")]
     UnknownSender(PrincipalId),
+    /// Does not authenticate as coming from its header's sender.
     #[error("envelope does not authenticate as coming from {0}: forged or corrupted")]
     Forged(PrincipalId),
+    /// A kind-1 body that does not open with this principal's key.
     #[error("envelope body does not open with this principal's key: forged or corrupted")]
     Undecryptable,
+    /// Seen before within the window (hex message id): a replay.
     #[error("envelope {0} was already received: replay refused")]
     Replayed(String),
     #[error("envelope is outside the accepted time window (sent {sent_ms} ms, now {now_ms} ms)")]
-    OutOfWindow { sent_ms: u64, now_ms: u64 },
+    /// Sent outside the window of the replay guard (5 minutes either way): a replay, or a
+    /// clock far off.
+    OutOfWindow {
+        /// When the sender says it sealed it (Unix milliseconds).
+        sent_ms: u64,
+        /// This client's clock then.
+        now_ms: u64,
+    },
 }
 
 #[cfg(test)]

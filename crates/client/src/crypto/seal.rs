@@ -25,6 +25,7 @@ const INNER_PREFIX_V2: usize = INNER_PREFIX_V1 + 16;
 /// The random id every kind-2 envelope carries inside; a reply names its request's.
 pub type MessageId = [u8; 16];
 
+/// Now, in milliseconds since the Unix epoch (what a kind-2 envelope carries as `sent_at`).
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -66,6 +67,7 @@ pub struct Sealer {
 }
 
 impl Sealer {
+    /// A sealer from `sender` (with its private key) to `recipient` (with its public key).
     pub fn new(
         sender: PrincipalId,
         sender_key: &SecretKey,
@@ -80,6 +82,7 @@ impl Sealer {
         }
     }
 
+    /// Seals `payload` in the current version, as a message that answers nothing.
     pub fn seal(&self, payload: &[u8]) -> Result<Bytes, CryptoError> {
         self.seal_message(payload, None)
             .map(|(envelope, _)| envelope)
@@ -155,7 +158,9 @@ pub fn seal_authenticated(
 pub struct Opened {
     /// The header's sender; proven only when `authenticated`.
     pub sender: PrincipalId,
+    /// Whether the sender is proven (kind 2); a kind-1 sender is only the broker's word.
     pub authenticated: bool,
+    /// The plaintext, wiped when dropped.
     pub payload: Zeroizing<Vec<u8>>,
     /// Kind 2: the message's id, for a reply to name.
     pub message_id: Option<MessageId>,
@@ -259,6 +264,8 @@ pub struct ReplayGuard {
 }
 
 impl ReplayGuard {
+    /// A guard refusing envelopes sent more than `window` from now either way (the protocol's is 5
+    /// minutes: [`ReplayGuard::default`]).
     pub fn new(window: Duration) -> Self {
         ReplayGuard {
             window_ms: window.as_millis() as u64,

@@ -16,17 +16,21 @@ use super::CryptoError;
 /// An instance's one-time token: its id and a 256-bit secret. The secret is already
 /// uniformly random, so HKDF alone derives its keys; Argon2 would add nothing.
 pub struct Token {
+    /// The instance the token logs in as.
     pub instance: PrincipalId,
     secret: Zeroizing<[u8; 32]>,
 }
 
 impl Token {
+    /// A fresh token for `instance`: 32 random bytes behind its id.
     pub fn generate(instance: PrincipalId) -> Token {
         let mut secret = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(secret.as_mut());
         Token { instance, secret }
     }
 
+    /// The keys the token derives (HKDF, no Argon2id: it is already random): its wrap key and
+    /// login secret.
     pub fn keys(&self) -> DerivedKeys {
         split(Some(b"sealrelay/v1/token"), self.secret.as_ref())
     }
