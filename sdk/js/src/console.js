@@ -62,6 +62,13 @@ export class Console {
       reconnectPeriod: 2_000,
       ...mqttOptions,
     });
+    // Held from the first byte: a resumed session's waiting envelopes may arrive in the same
+    // read as the CONNACK, before an `await` on the connection would resume.
+    /** @type {Uint8Array[]} */
+    const early = [];
+    /** @param {string} _topic @param {Uint8Array} envelope */
+    const hold = (_topic, envelope) => early.push(new Uint8Array(envelope));
+    client.on("message", hold);
     try {
       await new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`${url}: no answer to the MQTT login within ${connectTimeoutMs} ms (blocked socket, untrusted certificate, or the broker is down)`)), connectTimeoutMs);
@@ -73,6 +80,9 @@ export class Console {
       throw e;
     }
     const console = new Console(identity, client, onState, onStale);
+    // No event can come between these: the console's own listener takes over from here.
+    client.off("message", hold);
+    for (const envelope of early) console.#receive(envelope);
     await client.subscribeAsync(`sr/v1/inbox/${c.toHex(identity.id)}`, { qos: 1 });
     return console;
   }
