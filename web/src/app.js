@@ -554,7 +554,7 @@ function wire() {
   onSubmit(form("login-form"), async () => {
     const [name, password] = take(form("login-form"), "name", "password");
     say($("login-error"), null);
-    link("connecting", "unlocking your key…");
+    link("connecting", LINK_WORDS.unlocking);
     try {
       await enter(await Identity.login(api, name, password));
     } catch (e) {
@@ -571,7 +571,7 @@ function wire() {
     const invite = field(registration, "invite").value;
     if (chosen.refused !== undefined) return say($("register-error"), chosen.refused);
     say($("register-error"), null);
-    link("connecting", "creating your key…");
+    link("connecting", LINK_WORDS.creating);
     try {
       await enter(await Identity.register(api, name, chosen.password, { invite }));
       registration.reset();

@@ -92,6 +92,8 @@ export const PUBACK_WORDS = {
  * @type {Record<string, string>}
  */
 export const LINK_WORDS = {
+  unlocking: "unlocking your key…",
+  creating: "creating your key…",
   connecting: "connecting…",
   connected: "connected",
   reconnecting: "reconnecting…",
