@@ -153,6 +153,55 @@ fn a_second_broker_on_the_same_postgresql_directory_refuses_to_start() {
     assert!(first.running(), "the first one is unharmed");
 }
 
+/// The connection holding the directory's lock, dropped as a PostgreSQL restart drops it
+/// (its backend terminated): the broker takes the lock again within seconds, so a second
+/// broker is still refused; and a broker that finds the lock taken by another when its
+/// connection comes back stops (exit 1, saying why) rather than serve the directory beside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_directory_lock_survives_a_lost_postgresql_connection() {
+    use sqlx::Connection;
+    let postgres = Postgres::start();
+    let url = postgres.database();
+    let mut first = Broker::start_on_postgres(&url);
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    // The lock's backend (pg_advisory_lock's key: classid 0x7365616c, objid 0x72656c61).
+    let holder = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                  AND classid = 1936023916 AND objid = 1919249505";
+    let kill = format!("SELECT pg_terminate_backend(pid) FROM ({holder}) AS h");
+    sqlx::query(&kill).execute(&mut admin).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !first.log_shows("holds its lock again", 1) {
+        assert!(std::time::Instant::now() < deadline, "{}", first.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stderr = common::refused_start(&format!("[directory]\nurl = \"{url}\"\n"), &[]);
+    assert!(
+        stderr.contains("another broker already serves the PostgreSQL directory"),
+        "{stderr}"
+    );
+
+    // Now another takes it the moment it is free: this broker must give way.
+    sqlx::query(&kill).execute(&mut admin).await.unwrap();
+    let taken: bool =
+        sqlx::query_scalar("SELECT pg_advisory_lock(8315159405413100641) IS NOT NULL")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    assert!(taken);
+    let (status, _) = first.wait_for_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{}", first.log());
+    assert!(
+        first
+            .log()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .contains("another broker took the PostgreSQL directory"),
+        "{}",
+        first.log()
+    );
+}
+
 /// A `directory.url` that asks for TLS (`sslmode=verify-full`, the server's CA in
 /// `sslrootcert`) gets it: every connection the broker holds to its database is encrypted,
 /// and the broker works as ever. One whose CA did not sign the server's certificate is

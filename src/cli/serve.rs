@@ -61,15 +61,23 @@ pub(super) fn serve(path: Option<PathBuf>) -> Result<()> {
                 configured.1,
             );
         }
+        let mut failed = false;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
                 _ = hangup.recv() => reload_on_hangup(path.as_deref(), &running, &log_level, &mut config),
+                _ = running.must_stop() => {
+                    failed = true;
+                    break;
+                }
             }
         }
         tracing::info!("shutting down");
         running.shutdown().await;
+        if failed {
+            anyhow::bail!(server::DIRECTORY_TAKEN);
+        }
         Ok(())
     })
 }

@@ -414,18 +414,25 @@ impl Broker {
     /// Sends `signal` (`TERM`, `INT`) and waits for the broker to exit; returns its status
     /// and how long it took, or `None` if it was not running.
     pub fn stop_with(&mut self, signal: &str) -> Option<(std::process::ExitStatus, Duration)> {
-        let mut child = self.child.take()?;
-        let sent = Instant::now();
+        let child = self.child.as_ref()?;
         let _ = Command::new("kill")
             .args([&format!("-{signal}"), &child.id().to_string()])
             .status();
+        Some(self.wait_for_exit(Duration::from_secs(15)))
+    }
+
+    /// Waits (`within` at most, then kills it and fails) for the broker to exit by itself;
+    /// its status and how long that took.
+    pub fn wait_for_exit(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let mut child = self.child.take().expect("the broker is running");
+        let since = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                return Some((status, sent.elapsed()));
+                return (status, since.elapsed());
             }
-            if sent.elapsed() > Duration::from_secs(15) {
+            if since.elapsed() > within {
                 let _ = child.kill();
-                panic!("broker did not stop within 15 s of SIG{signal}");
+                panic!("broker did not stop within {within:?}:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

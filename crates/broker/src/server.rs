@@ -138,7 +138,13 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Keeps a second broker off this database until this one has closed it and is dropped.
     _lock: DataLock,
+    /// Told when the broker must stop on its own (another broker took its PostgreSQL
+    /// directory while the database was away); [`Running::must_stop`] waits for it.
+    must_stop: Arc<tokio::sync::Notify>,
 }
+
+/// Why a broker stops without being asked.
+pub const DIRECTORY_TAKEN: &str = "another broker took the PostgreSQL directory (directory.url) while the database was restarting: this broker stops, so that only one serves it (a cluster's nodes share one through [cluster])";
 
 pub async fn start(config: Config) -> Result<Running, ServerError> {
     let config = Arc::new(config);
@@ -338,6 +344,25 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         }
     }));
     tasks.push(limiter.spawn_purge(Duration::from_secs(60)));
+    let must_stop = Arc::new(tokio::sync::Notify::new());
+    let (claimed, stop) = (directory.clone(), must_stop.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            match claimed.keep_claim().await {
+                crate::directory::Claim::Retaken => tracing::info!(
+                    "the PostgreSQL directory is back: this broker holds its lock again"
+                ),
+                crate::directory::Claim::Lost => {
+                    tracing::error!("{DIRECTORY_TAKEN}");
+                    stop.notify_one();
+                    return;
+                }
+                crate::directory::Claim::Held | crate::directory::Claim::Unreachable => {}
+            }
+        }
+    }));
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
@@ -389,10 +414,16 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         router,
         tasks,
         _lock: lock,
+        must_stop,
     })
 }
 
 impl Running {
+    /// Resolves when the broker must stop on its own; the reason is [`DIRECTORY_TAKEN`].
+    pub async fn must_stop(&self) {
+        self.must_stop.notified().await;
+    }
+
     /// Stops the broker without losing what it accepted: stop accepting, tell every session
     /// the server is going away (MQTT 5: DISCONNECT 0x8B), wait until each has flushed and
     /// written its metadata, stop the APIs, close the database. Whatever is still open when

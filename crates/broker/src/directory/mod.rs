@@ -79,8 +79,9 @@ pub struct Directory {
     writes: tokio::sync::Mutex<()>,
     /// On PostgreSQL, the connection holding the directory's advisory lock for the broker's
     /// life: a second broker on the same database would keep its own cache of credentials
-    /// and pairings, blind to this one's changes, so it is refused at start.
-    _claim: Option<std::sync::Mutex<AnyConnection>>,
+    /// and pairings, blind to this one's changes, so it is refused at start. A restart of the
+    /// database drops the lock with the connection: [`Directory::keep_claim`] takes it again.
+    claim: Option<tokio::sync::Mutex<AnyConnection>>,
     /// In a cluster, told the principals each commit changed (set once at start): the
     /// other nodes re-read them, so their caches follow this node's writes.
     changed: OnceLock<Box<dyn Fn(Vec<PrincipalId>) + Send + Sync>>,
@@ -88,6 +89,29 @@ pub struct Directory {
 
 /// The advisory lock key a broker holds on its PostgreSQL directory ("sealrela").
 const CLAIM_KEY: i64 = 0x7365_616c_7265_6c61;
+
+/// A connection of its own holding the directory's lock, or `None` if another broker holds it.
+async fn take_claim(pool: &AnyPool) -> Result<Option<AnyConnection>, sqlx::Error> {
+    let mut claim = pool.acquire().await?.detach();
+    let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(CLAIM_KEY)
+        .fetch_one(&mut claim)
+        .await?;
+    Ok(held.then_some(claim))
+}
+
+/// Where a single broker stands with its PostgreSQL directory's lock.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Held, as since start (or no lock to hold: SQLite, a cluster).
+    Held,
+    /// The database came back from a restart and the lock is this broker's again.
+    Retaken,
+    /// The database came back and another broker took the lock meanwhile.
+    Lost,
+    /// The database does not answer: tried again at the next check.
+    Unreachable,
+}
 
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -257,15 +281,10 @@ impl Directory {
         let claim = if config.url.is_empty() || shared {
             None
         } else {
-            let mut claim = pool.acquire().await?.detach();
-            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(CLAIM_KEY)
-                .fetch_one(&mut claim)
-                .await?;
-            if !held {
-                return Err(DirectoryError::InUse(config.url.clone()));
-            }
-            Some(std::sync::Mutex::new(claim))
+            let claim = take_claim(&pool)
+                .await?
+                .ok_or_else(|| DirectoryError::InUse(config.url.clone()))?;
+            Some(tokio::sync::Mutex::new(claim))
         };
         // The cache starts as the changes that would rebuild it, applied like any others.
         let mut changes = Vec::new();
@@ -287,7 +306,7 @@ impl Directory {
             pool,
             cache,
             writes: tokio::sync::Mutex::new(()),
-            _claim: claim,
+            claim,
             changed: OnceLock::new(),
         })
     }
@@ -383,6 +402,32 @@ impl Directory {
     /// The database's pool, for the session log that shares it (`accounting::log`).
     pub fn pool(&self) -> sqlx::AnyPool {
         self.pool.clone()
+    }
+
+    /// Checks, on a single broker's PostgreSQL directory, that this broker still holds the
+    /// directory's lock; after the database restarted (which dropped the lock with its
+    /// connection) takes it again on a new connection. Nothing to do on SQLite or in a
+    /// cluster.
+    pub async fn keep_claim(&self) -> Claim {
+        let Some(claim) = &self.claim else {
+            return Claim::Held;
+        };
+        let mut held = claim.lock().await;
+        let alive = sqlx::query("SELECT 1").execute(&mut *held);
+        if matches!(
+            tokio::time::timeout(Duration::from_secs(2), alive).await,
+            Ok(Ok(_))
+        ) {
+            return Claim::Held;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), take_claim(&self.pool)).await {
+            Ok(Ok(Some(fresh))) => {
+                *held = fresh;
+                Claim::Retaken
+            }
+            Ok(Ok(None)) => Claim::Lost,
+            Ok(Err(_)) | Err(_) => Claim::Unreachable,
+        }
     }
 
     /// Writes a consistent copy of the SQLite database to `file` (which must not exist) while
