@@ -338,7 +338,9 @@ fn the_admin_cli_finds_the_brokers_files_beside_its_config_from_anywhere() {
 /// instances. The copy is private, and an existing file is never overwritten.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_online_backup_restores_into_a_broker_that_logs_the_same_users_in() {
-    let broker = Broker::start();
+    // SQLite's: in CI's PostgreSQL pass too (that directory is backed up with pg_dump).
+    const SQLITE: &str = "[directory]\nurl = \"\"\n";
+    let broker = Broker::start_configured(&[], &[], SQLITE);
     let mut alice = broker.user("alice").await;
     alice.add_instance(&broker.api()).await.unwrap();
     let kept = tempfile::tempdir().unwrap();
@@ -373,13 +375,17 @@ async fn an_online_backup_restores_into_a_broker_that_logs_the_same_users_in() {
     assert!(beside.is_empty(), "{beside:?}");
 
     let key = broker.dir.path().join("data/sealrelay-prelogin.key");
-    let restored = Broker::start_with(&[
-        ("SEALRELAY_DIRECTORY_DATABASE", copy.to_str().unwrap()),
-        (
-            "SEALRELAY_DIRECTORY_PRELOGIN_KEY_FILE",
-            key.to_str().unwrap(),
-        ),
-    ]);
+    let restored = Broker::start_configured(
+        &[],
+        &[
+            ("SEALRELAY_DIRECTORY_DATABASE", copy.to_str().unwrap()),
+            (
+                "SEALRELAY_DIRECTORY_PRELOGIN_KEY_FILE",
+                key.to_str().unwrap(),
+            ),
+        ],
+        SQLITE,
+    );
     let alice = Identity::login_user(&restored.api(), "alice", "pw-alice")
         .await
         .expect("alice logs in on the restored copy");
