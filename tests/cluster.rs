@@ -726,6 +726,53 @@ async fn wrong_passwords_spread_over_nodes_lock_as_on_one_node_across_nodes() {
     }
 }
 
+/// alice's login from `client` (its X-Forwarded-For, believed from the test's loopback
+/// proxy) on `node`'s API with `secret`: the HTTP status.
+fn login_from(node: &Broker, client: &str, secret: &str) -> u16 {
+    ureq::get(&format!("http://{}/v1/me", node.http))
+        .header("Authorization", common::basic_auth("alice", secret))
+        .header("X-Forwarded-For", client)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The addresses a login succeeded from are trusted by every node: once wrong passwords from
+/// many addresses lock alice's login everywhere, the address she logged in from on node A
+/// still lets her in on nodes B and C, and a new address does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_trusted_on_one_node_is_trusted_on_every_node_across_nodes() {
+    let env = [
+        ("SEALRELAY_SERVER_TRUSTED_PROXIES", r#"["127.0.0.0/8"]"#),
+        ("SEALRELAY_AUTH_MAX_FAILURES_PER_LOGIN_ALL_ADDRESSES", "5"),
+    ];
+    let fleet = Fleet::start(1, &env);
+    let alice = fleet.alice().await;
+    let secret = alice.auth_secret().to_owned();
+    let nodes = &fleet.nodes;
+    assert_eq!(login_from(&nodes[0], "203.0.113.7", &secret), 200, "home");
+    for i in 0..6 {
+        let guesser = format!("198.51.100.{}", i + 1);
+        login_from(&nodes[i % 3], &guesser, "not the secret");
+    }
+    assert_eq!(
+        login_from(&nodes[2], "198.51.100.50", &secret),
+        429,
+        "locked"
+    );
+    for node in &nodes[1..] {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while login_from(node, "203.0.113.7", &secret) != 200 {
+            assert!(Instant::now() < deadline, "home refused on another node");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// Nodes that do not share their prelogin key would answer prelogin for an unknown name
 /// differently (telling it from a known one) and key failed logins apart: each reports the
 /// other, once, naming the fix.

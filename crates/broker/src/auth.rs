@@ -9,7 +9,9 @@
 //!   addresses*), so failures sent from elsewhere cannot lock the real user out where the
 //!   user actually is. Per-address limits still apply there.
 //!
-//! Trusted addresses are held in memory (a few per login); a restart forgets them.
+//! Trusted addresses are windows of the limiter (`Counted::Trusted`, `auth.trusted_address_days`
+//! from the last login there), so a cluster's nodes share them as they share failures; in
+//! memory, a restart forgets them.
 //!
 //! The login secret a client presents is derived from its password or token (see
 //! `crypto`); the server stores only `SHA-256("sealrelay/v1/verifier" || secret)`. The
@@ -18,16 +20,13 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use subtle::ConstantTimeEq;
 
 use crate::accounting::ledger::Ledger;
 use crate::config;
 use crate::directory::{Credentials, Directory};
 use crate::metrics;
-use crate::peers::AddressBlock;
 use crate::rate::{Counted, Limiter};
 
 /// Longest login (user name or instance id) accepted before any lookup.
@@ -55,34 +54,18 @@ pub struct Authenticator {
     /// Counts failed logins over `auth.failure_window_secs`: per source address, per
     /// (login, address) and per login from every address.
     limiter: Arc<Limiter>,
-    /// Per login, the addresses it last logged in from and when (newest last, at most
-    /// `TRUSTED_PER_LOGIN`), trusted for `trusted_for`.
-    trusted: DashMap<String, Vec<(IpAddr, Instant)>>,
-    trusted_for: Duration,
-    /// Trusted addresses are blocks (`server.ipv6_prefix_bits`).
-    block: AddressBlock,
     /// How a refused login's address is written in its log line (`accounting.ip_mode`).
     ip_mode: config::IpMode,
     /// Where failed logins against existing principals are recorded, per hour.
     ledger: Ledger,
 }
 
-/// Addresses remembered per login: a user's home, office and phone, with room to spare.
-const TRUSTED_PER_LOGIN: usize = 8;
-
 impl Authenticator {
-    pub fn new(
-        cfg: &config::Auth,
-        (block, ip_mode): (AddressBlock, config::IpMode),
-        (limiter, ledger): (Arc<Limiter>, Ledger),
-    ) -> Self {
+    pub fn new(ip_mode: config::IpMode, (limiter, ledger): (Arc<Limiter>, Ledger)) -> Self {
         Authenticator {
             limiter,
             ledger,
             ip_mode,
-            trusted: DashMap::new(),
-            trusted_for: Duration::from_secs(u64::from(cfg.trusted_address_days) * 86_400),
-            block,
         }
     }
 
@@ -129,7 +112,7 @@ impl Authenticator {
         let everywhere = || Counted::FailureOf(login.to_owned());
         let limiter = &self.limiter;
         let limited = (named && limiter.full(pair()))
-            || (!self.is_trusted(login, ip)
+            || (!(named && limiter.full(Counted::Trusted(login.to_owned(), ip)))
                 && (limiter.full(Counted::FailureFrom(ip))
                     || (named && limiter.full(everywhere()))));
         let refused = |reason: &str| {
@@ -150,7 +133,7 @@ impl Authenticator {
         if expected.is_some() && matches {
             if named {
                 limiter.clear(pair());
-                self.trust(login.to_owned(), ip);
+                limiter.renew(Counted::Trusted(login.to_owned(), ip));
             }
             metrics::auth_result("ok");
             return Ok(());
@@ -165,36 +148,10 @@ impl Authenticator {
         Err(AuthError::Denied)
     }
 
-    fn is_trusted(&self, login: &str, ip: IpAddr) -> bool {
-        let ip = self.block.of(ip);
-        self.trusted.get(login).is_some_and(|seen| {
-            seen.iter()
-                .any(|(at, when)| *at == ip && when.elapsed() < self.trusted_for)
-        })
-    }
-
-    fn trust(&self, login: String, ip: IpAddr) {
-        let ip = self.block.of(ip);
-        let mut seen = self.trusted.entry(login).or_default();
-        seen.retain(|(at, _)| *at != ip);
-        if seen.len() == TRUSTED_PER_LOGIN {
-            seen.remove(0);
-        }
-        seen.push((ip, Instant::now()));
-    }
-
     /// Clears `login`'s failure windows, from every address (the operator's `unlock`);
     /// whether any of them had locked it.
     pub fn unlock(&self, login: &str) -> bool {
         self.limiter.clear_login(login)
-    }
-
-    /// Drops expired trusted addresses, so the map stays as small as the recent logins.
-    pub fn forget_stale_trust(&self) {
-        self.trusted.retain(|_, seen| {
-            seen.retain(|(_, when)| when.elapsed() < self.trusted_for);
-            !seen.is_empty()
-        });
     }
 }
 
@@ -202,6 +159,7 @@ impl Authenticator {
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
+    use std::time::Duration;
 
     #[test]
     fn verifier_is_domain_separated_sha256() {
@@ -225,11 +183,7 @@ mod tests {
             ..Config::default()
         };
         let limiter = Arc::new(Limiter::new(&config, b"test prelogin key"));
-        let a = Authenticator::new(
-            &config.auth,
-            (AddressBlock::new(64), config::IpMode::Full),
-            (limiter.clone(), Ledger::nowhere()),
-        );
+        let a = Authenticator::new(config::IpMode::Full, (limiter.clone(), Ledger::nowhere()));
         let right = Some(verifier("right"));
         let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
         assert!(a.check(ip(1), "alice", "right", right).is_ok(), "home");

@@ -58,6 +58,12 @@ impl Window {
         self.events
     }
 
+    /// A fresh window holding one event.
+    fn counted(mut self) -> Window {
+        self.events = 1;
+        self
+    }
+
     /// Counts one event unless the current window already holds `max`; whether it counted.
     pub fn admit(&mut self, length: Duration, max: u32) -> bool {
         self.roll(length);
@@ -88,6 +94,10 @@ pub enum Counted<L = String> {
     FailureFrom(IpAddr),
     /// A failed login of one login from one address (`auth.max_failures_per_login`).
     FailureOfFrom(L, IpAddr),
+    /// A login that succeeded from an address: the address is trusted for that login for
+    /// `auth.trusted_address_days` after the last, and failures from elsewhere do not lock
+    /// the login there. Kept here so that every node of a cluster trusts what one saw.
+    Trusted(L, IpAddr),
     /// A failed login of one login from every address
     /// (`auth.max_failures_per_login_all_addresses`).
     FailureOf(L),
@@ -123,6 +133,7 @@ pub struct Limiter {
     failures_from: (Duration, u32),
     failures_of_from: (Duration, u32),
     failures_of: (Duration, u32),
+    trusted: (Duration, u32),
     block: AddressBlock,
 }
 
@@ -151,6 +162,10 @@ impl Limiter {
             failures_from: (failures, auth.max_failures_per_ip),
             failures_of_from: (failures, auth.max_failures_per_login),
             failures_of: (failures, auth.max_failures_per_login_all_addresses),
+            trusted: (
+                Duration::from_secs(u64::from(auth.trusted_address_days) * 86_400),
+                1,
+            ),
             block: config.server.address_block(),
         }
     }
@@ -182,6 +197,7 @@ impl Limiter {
             Counted::FailureFrom(ip) => Key::FailureFrom(block(ip)),
             Counted::FailureOfFrom(login, ip) => Key::FailureOfFrom(self.login(login), block(ip)),
             Counted::FailureOf(login) => Key::FailureOf(self.login(login)),
+            Counted::Trusted(login, ip) => Key::Trusted(self.login(login), block(ip)),
         }
     }
 
@@ -196,6 +212,7 @@ impl Limiter {
             Key::FailureFrom(_) => self.failures_from,
             Key::FailureOfFrom(..) => self.failures_of_from,
             Key::FailureOf(_) => self.failures_of,
+            Key::Trusted(..) => self.trusted,
         }
     }
 
@@ -224,10 +241,21 @@ impl Limiter {
         self.shared(key, false);
     }
 
-    /// Counts what another node counted.
+    /// Counts what another node counted. A trust is renewed, as where it happened.
     pub fn count_key(&self, key: Key) {
+        if matches!(key, Key::Trusted(..)) {
+            self.windows.insert(key, Window::default().counted());
+            return;
+        }
         let (length, _) = self.limit(&key);
         self.windows.entry(key).or_default().count(length);
+    }
+
+    /// Starts `what`'s window anew with one event in it (a trust, renewed at each login).
+    pub fn renew(&self, what: Counted) {
+        let key = self.key(&what);
+        self.windows.insert(key, Window::default().counted());
+        self.shared(key, false);
     }
 
     /// Whether `what`'s window is at its limit now; counts nothing.

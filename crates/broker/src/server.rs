@@ -176,8 +176,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     // the ledger closes every row a stopped broker left live before it writes a new one.
     let ledger = Ledger::start(log.clone(), &config.accounting, clustered).await;
     let authenticator = Arc::new(Authenticator::new(
-        &config.auth,
-        (config.server.address_block(), config.accounting.ip_mode),
+        config.accounting.ip_mode,
         (limiter.clone(), ledger.clone()),
     ));
     let router = Arc::new(Router::new(&config.mqtt));
@@ -361,13 +360,6 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 }
                 crate::directory::Claim::Held | crate::directory::Claim::Unreachable => {}
             }
-        }
-    }));
-    tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tick.tick().await;
-            authenticator.forget_stale_trust();
         }
     }));
     for server in [http_server, admin_server] {

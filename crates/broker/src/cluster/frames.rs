@@ -151,7 +151,8 @@ pub fn read_revoked(body: &[u8]) -> Option<(Close, Vec<PrincipalId>)> {
 /// every node's windows. Kinds and fields: 1 CONNECT from an address `[ip]`, 2 CONNECT as a
 /// principal `[principal: 16]`, 3 registration `[ip]`, 4 prelogin `[ip]`, 5 reset try `[ip]`,
 /// 6 failed login from an address `[ip]`, 7 failed login of a login from an address
-/// `[login key: 16][ip]`, 8 failed login of a login `[login key: 16]`; `[ip]` is `[4][4
+/// `[login key: 16][ip]`, 8 failed login of a login `[login key: 16]`, 9 a login that
+/// succeeded from an address, which trusts it `[login key: 16][ip]`; `[ip]` is `[4][4
 /// bytes]` or `[6][16 bytes]`, the address's block. A login key is a keyed digest, never
 /// the name.
 pub fn counted(key: Key, cleared: bool) -> Bytes {
@@ -166,6 +167,7 @@ pub fn counted(key: Key, cleared: bool) -> Bytes {
         Key::FailureFrom(a) => (6, None, None, Some(a)),
         Key::FailureOfFrom(l, a) => (7, None, Some(l), Some(a)),
         Key::FailureOf(l) => (8, None, Some(l), None),
+        Key::Trusted(l, a) => (9, None, Some(l), Some(a)),
     };
     b.put_u8(kind);
     if let Some(principal) = principal {
@@ -216,6 +218,10 @@ pub fn read_counted(body: &[u8]) -> Option<(Key, bool)> {
             Key::FailureOfFrom(login(l)?, ip(a)?)
         }
         8 => Key::FailureOf(login(fields)?),
+        9 => {
+            let (l, a) = fields.split_at_checked(16)?;
+            Key::Trusted(login(l)?, ip(a)?)
+        }
         _ => return None,
     };
     Some((key, cleared))
@@ -426,6 +432,7 @@ mod tests {
             Key::FailureFrom(v4),
             Key::FailureOfFrom(LoginKey([3; 16]), v6),
             Key::FailureOf(LoginKey([4; 16])),
+            Key::Trusted(LoginKey([5; 16]), v4),
         ] {
             for cleared in [false, true] {
                 assert_eq!(read_counted(&counted(key, cleared)), Some((key, cleared)));
