@@ -261,7 +261,11 @@ async fn backup(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpRe
     let copy = config
         .database
         .with_file_name(format!(".{name}.backup-{}", hex::encode(nonce)));
-    state.api.directory.backup_into(&copy).await?;
+    if let Err(e) = state.api.directory.backup_into(&copy).await {
+        // A copy cut short (a full disk) is no backup: nothing is left beside the database.
+        let _ = std::fs::remove_file(&copy);
+        return Err(e.into());
+    }
     let opened = std::fs::File::open(&copy);
     // Gone from the directory at once; the open handle keeps its bytes until streamed.
     let _ = std::fs::remove_file(&copy);
