@@ -16,6 +16,7 @@ use crate::kdf::{KdfParams, KdfSpec};
 pub struct SecretText(Zeroizing<String>);
 
 impl SecretText {
+    /// The secret's text, for the one place that must use it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -54,6 +55,7 @@ impl<'de> Deserialize<'de> for SecretText {
 /// `POST /v1/prelogin`; answered with a [`KdfSpec`].
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PreloginRequest {
+    /// The user's name (1–64 of A-Z a-z 0-9 . _ @ -).
     pub name: String,
 }
 
@@ -62,9 +64,12 @@ pub struct PreloginRequest {
 /// change of password, and part of a registration and of a reset.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PasswordWrap {
+    /// The private key wrapped under the password- or token-derived key (protocol §3; base64).
     #[serde(with = "b64")]
     pub wrapped_key: Vec<u8>,
+    /// The login secret derived with the wrapped key (protocol §2.3): the server keeps only its verifier.
     pub auth_secret: SecretText,
+    /// The salt and Argon2id parameters the secret and the wrap key were derived with.
     pub kdf: KdfSpec,
     /// The key proof (protocol §2.4) of the private key inside `wrapped_key`: proves the
     /// sender holds the key, not only a login secret. Recorded at registration and reset;
@@ -83,14 +88,21 @@ pub type ChangePasswordRequest = PasswordWrap;
 /// `POST /v1/users`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RegisterRequest {
+    /// The user's name (1–64 of A-Z a-z 0-9 . _ @ -).
     pub name: String,
+    /// The user's id, chosen by the client (32 hex digits).
     pub user_id: PrincipalId,
+    /// The X25519 public key (32 bytes; base64 in JSON).
     #[serde(with = "b64")]
     pub public_key: Vec<u8>,
+    /// The private key wrapped under the password- or token-derived key (protocol §3; base64).
     #[serde(with = "b64")]
     pub wrapped_key: Vec<u8>,
+    /// The login secret derived with the wrapped key (protocol §2.3): the server keeps only its verifier.
     pub auth_secret: SecretText,
+    /// The salt and Argon2id parameters the secret and the wrap key were derived with.
     pub kdf: KdfSpec,
+    /// The key proof of the private key inside the wrap (protocol §2.4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_proof: Option<SecretText>,
     /// A one-time invite code from the operator, where `auth.registration = "invite"`.
@@ -99,6 +111,7 @@ pub struct RegisterRequest {
 }
 
 impl RegisterRequest {
+    /// A registration of `name` as `user_id` with `public_key`, wrapped and proven by `p`.
     pub fn new(name: String, user_id: PrincipalId, public_key: Vec<u8>, p: PasswordWrap) -> Self {
         RegisterRequest {
             name,
@@ -128,19 +141,26 @@ impl RegisterRequest {
 /// `POST /v1/me/password`, token rotation, re-enrolment).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct IdBody {
+    /// The principal's id.
     pub id: PrincipalId,
 }
 
 /// `GET /v1/me`: the caller's own key material and who it may address.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Me {
+    /// The principal's id.
     pub id: PrincipalId,
+    /// User or instance.
     pub kind: PrincipalKind,
+    /// The X25519 public key (32 bytes; base64 in JSON).
     #[serde(with = "b64")]
     pub public_key: Vec<u8>,
+    /// The private key wrapped under the password- or token-derived key (protocol §3; base64).
     #[serde(with = "b64")]
     pub wrapped_key: Vec<u8>,
+    /// The public key's fingerprint (protocol §4), hex.
     pub witness: String,
+    /// The principals it is paired with (a user's instances; an instance's owner).
     pub peers: Vec<PrincipalId>,
     /// For users: the KDF parameters the server recommends now (upgrade on password change);
     /// `null` for instances.
@@ -149,6 +169,7 @@ pub struct Me {
     /// The sealed keyring (base64), `null` until first written.
     #[serde(default)]
     pub keyring: Option<String>,
+    /// The stored keyring's version (0 before the first write).
     #[serde(default)]
     pub keyring_version: u64,
     /// For users: whether the server holds this account's key proof (§2.4). A client that
@@ -161,6 +182,7 @@ pub struct Me {
 /// proofs existed (once: a recorded proof never changes with the password).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct KeyProofBody {
+    /// The key proof of the private key inside the wrap (protocol §2.4).
     pub key_proof: SecretText,
 }
 
@@ -168,13 +190,16 @@ pub struct KeyProofBody {
 /// holder of the previous password (its login secret in `auth_secret`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PreviousRequest {
+    /// The user's name (1–64 of A-Z a-z 0-9 . _ @ -).
     pub name: String,
+    /// The login secret derived with the wrapped key (protocol §2.3): the server keeps only its verifier.
     pub auth_secret: SecretText,
 }
 
 /// The answer to `POST /v1/users/previous`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PreviousWrap {
+    /// The account's id.
     pub id: PrincipalId,
     /// The account's public key (unchanged by a change of password).
     #[serde(with = "b64")]
@@ -184,6 +209,7 @@ pub struct PreviousWrap {
     pub wrapped_key: Vec<u8>,
     /// Unix seconds: when the password was changed, and until when it can be undone.
     pub changed_at: i64,
+    /// Unix seconds: until when the change can be undone.
     pub expires_at: i64,
 }
 
@@ -192,27 +218,37 @@ pub struct PreviousWrap {
 /// proof of the account's private key.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RollbackRequest {
+    /// The user's name (1–64 of A-Z a-z 0-9 . _ @ -).
     pub name: String,
+    /// The login secret derived with the wrapped key (protocol §2.3): the server keeps only its verifier.
     pub auth_secret: SecretText,
+    /// The key proof of the private key inside the wrap (protocol §2.4).
     pub key_proof: SecretText,
 }
 
 /// `POST /v1/instances`: an [`Enrolment`] plus the id the console chose.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AddInstanceRequest {
+    /// The new instance's id, chosen by the console.
     pub instance_id: PrincipalId,
+    /// The X25519 public key (32 bytes; base64 in JSON).
     #[serde(with = "b64")]
     pub public_key: Vec<u8>,
+    /// The private key wrapped under the password- or token-derived key (protocol §3; base64).
     #[serde(with = "b64")]
     pub wrapped_key: Vec<u8>,
+    /// The login secret derived with the wrapped key (protocol §2.3): the server keeps only its verifier.
     pub auth_secret: SecretText,
+    /// The instance's bundle wrapped under a key only its owner derives (the escrow copy, protocol §3; base64).
     #[serde(with = "b64")]
     pub owner_copy: Vec<u8>,
+    /// The owner's keyring with the new pin, written with the instance (protocol §3.1).
     #[serde(default)]
     pub keyring: Option<KeyringBody>,
 }
 
 impl AddInstanceRequest {
+    /// The request adding instance `instance_id` with enrolment `e`.
     pub fn new(instance_id: PrincipalId, e: Enrolment) -> Self {
         AddInstanceRequest {
             instance_id,
@@ -224,6 +260,7 @@ impl AddInstanceRequest {
         }
     }
 
+    /// The instance's id and its enrolment.
     pub fn into_parts(self) -> (PrincipalId, Enrolment) {
         let e = Enrolment {
             public_key: self.public_key,
@@ -240,11 +277,15 @@ impl AddInstanceRequest {
 /// re-enrolment (`POST /v1/instances/{id}/reenrol`), and of an addition with the id.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Enrolment {
+    /// The X25519 public key (32 bytes; base64 in JSON).
     #[serde(with = "b64")]
     pub public_key: Vec<u8>,
+    /// The private key wrapped under the password- or token-derived key (protocol §3; base64).
     #[serde(with = "b64")]
     pub wrapped_key: Vec<u8>,
+    /// The login secret derived with the wrapped key (protocol §2.3): the server keeps only its verifier.
     pub auth_secret: SecretText,
+    /// The instance's bundle wrapped under a key only its owner derives (the escrow copy, protocol §3; base64).
     #[serde(with = "b64")]
     pub owner_copy: Vec<u8>,
     /// The owner's keyring with the new key pinned, written in the same transaction.
@@ -255,7 +296,9 @@ pub struct Enrolment {
 /// The answer to `POST /v1/instances`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AddedInstance {
+    /// The new instance's id.
     pub id: PrincipalId,
+    /// Its public key's fingerprint, to compare out of band.
     pub witness: String,
 }
 
@@ -263,7 +306,9 @@ pub struct AddedInstance {
 /// the stored one plus one.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct KeyringBody {
+    /// The new version: the stored one plus one, or the write is refused (409 `keyring_conflict`).
     pub version: u64,
+    /// The sealed keyring (protocol §3.1; base64).
     #[serde(with = "b64")]
     pub keyring: Vec<u8>,
 }
@@ -271,25 +316,34 @@ pub struct KeyringBody {
 /// The answer to `PUT /v1/me/keyring`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct KeyringVersion {
+    /// The version now stored.
     pub version: u64,
 }
 
 /// `POST /v1/users/reset`: a new key pair under a new password, authorised by a reset code.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ResetRequest {
+    /// The user's name (1–64 of A-Z a-z 0-9 . _ @ -).
     pub name: String,
+    /// The one-time reset code from the operator.
     pub reset_code: SecretText,
+    /// The X25519 public key (32 bytes; base64 in JSON).
     #[serde(with = "b64")]
     pub public_key: Vec<u8>,
+    /// The private key wrapped under the password- or token-derived key (protocol §3; base64).
     #[serde(with = "b64")]
     pub wrapped_key: Vec<u8>,
+    /// The login secret derived with the wrapped key (protocol §2.3): the server keeps only its verifier.
     pub auth_secret: SecretText,
+    /// The salt and Argon2id parameters the secret and the wrap key were derived with.
     pub kdf: KdfSpec,
+    /// The key proof of the private key inside the wrap (protocol §2.4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_proof: Option<SecretText>,
 }
 
 impl ResetRequest {
+    /// A reset completion for `name` with the operator's `code`, a new `public_key`, wrapped and proven by `p`.
     pub fn new(name: String, code: SecretText, public_key: Vec<u8>, p: PasswordWrap) -> Self {
         ResetRequest {
             name,
@@ -317,40 +371,53 @@ impl ResetRequest {
 /// The answer to a completed reset: the instances whose bundles pin the old key.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ResetDone {
+    /// The user's id.
     pub id: PrincipalId,
+    /// The user's instances, now to be re-enrolled: they pin the replaced key.
     pub stale_instances: Vec<PrincipalId>,
 }
 
 /// `POST /v1/instances/{id}/token`: the same instance key re-wrapped under a new token.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RotateTokenRequest {
+    /// The private key wrapped under the password- or token-derived key (protocol §3; base64).
     #[serde(with = "b64")]
     pub wrapped_key: Vec<u8>,
+    /// The login secret derived with the wrapped key (protocol §2.3): the server keeps only its verifier.
     pub auth_secret: SecretText,
 }
 
 /// The answer to `DELETE /v1/instances/{id}`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Removed {
+    /// The instance's id.
     pub id: PrincipalId,
+    /// Whether it existed and was removed.
     pub removed: bool,
 }
 
 /// The answer to `DELETE /v1/me`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AccountDeleted {
+    /// The deleted user's id.
     pub id: PrincipalId,
+    /// Its instances, deleted with it.
     pub deleted_instances: Vec<PrincipalId>,
 }
 
 /// One entry of `GET /v1/instances`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct InstanceView {
+    /// The instance's id.
     pub id: PrincipalId,
+    /// The X25519 public key (32 bytes; base64 in JSON).
     #[serde(with = "b64")]
     pub public_key: Vec<u8>,
+    /// The public key's fingerprint (protocol §4), hex.
     pub witness: String,
+    /// Unix seconds: when it was added.
     pub created_at: i64,
+    /// Whether it has a live MQTT session now.
     pub online: bool,
     /// The owner's escrow copy of the instance bundle (base64), if it has one.
     pub owner_copy: Option<String>,
@@ -366,88 +433,117 @@ pub struct InstanceView {
 /// `GET /v1/instances`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct InstanceList {
+    /// The caller's instances.
     pub instances: Vec<InstanceView>,
 }
 
 /// `GET /v1/principals/{id}/key`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PublicKeyView {
+    /// The principal's id.
     pub id: PrincipalId,
+    /// User or instance.
     pub kind: PrincipalKind,
+    /// The X25519 public key (32 bytes; base64 in JSON).
     #[serde(with = "b64")]
     pub public_key: Vec<u8>,
+    /// The public key's fingerprint (protocol §4), hex.
     pub witness: String,
 }
 
 /// The answer to the operator's `POST /v1/admin/invites`: a one-time invite code, shown once.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AdminInvite {
+    /// The one-time invite code (shown once).
     pub invite: SecretText,
+    /// Unix seconds: until when it is valid or kept.
     pub expires_at: i64,
 }
 
 /// The answer to the operator's `POST /v1/admin/users/{name}/reset`: the code, shown once.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AdminReset {
+    /// The user's id.
     pub user_id: PrincipalId,
+    /// The one-time reset code (shown once): hand it to the user.
     pub reset_code: SecretText,
+    /// Unix seconds: until when it is valid or kept.
     pub expires_at: i64,
 }
 
 /// One account in the operator's `GET /v1/admin/users`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AdminUser {
+    /// The principal's id.
     pub id: PrincipalId,
+    /// The user's name.
     pub name: String,
+    /// Unix seconds: when it was created.
     pub created_at: i64,
     /// When its last MQTT session ended (unix seconds); `None` if it never connected.
     pub last_seen: Option<i64>,
+    /// How many instances it owns.
     pub instances: u64,
+    /// Whether it has a live MQTT session now.
     pub online: bool,
 }
 
 /// `GET /v1/admin/users`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AdminUsers {
+    /// Every user account, by name.
     pub users: Vec<AdminUser>,
 }
 
 /// One live MQTT session in the operator's `GET /v1/admin/sessions`. Metadata only.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AdminSession {
+    /// The principal the session logged in as.
     pub principal: PrincipalId,
     /// The user's name, or an instance's id (its login).
     pub login: String,
+    /// User or instance.
     pub kind: PrincipalKind,
+    /// The MQTT client id.
     pub client_id: String,
     /// `tcp`, `tls`, `ws` or `wss`.
     pub transport: String,
+    /// The client's address, per the broker's `accounting.ip_mode`.
     pub ip: String,
     /// Unix seconds.
     pub since: i64,
+    /// Envelope bytes from the client.
     pub bytes_in: u64,
+    /// Envelope bytes to the client.
     pub bytes_out: u64,
+    /// Envelopes from the client.
     pub messages_in: u64,
+    /// Envelopes to the client.
     pub messages_out: u64,
 }
 
 /// `GET /v1/admin/sessions`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AdminSessions {
+    /// Every live MQTT session, oldest first.
     pub sessions: Vec<AdminSession>,
 }
 
 /// `POST /v1/admin/principals/{id}/kick`: how many live sessions were told to close.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AdminKicked {
+    /// The principal whose sessions were closed.
     pub principal: PrincipalId,
+    /// How many sessions were closed on the node that answered.
     pub closed: u64,
 }
 
 /// `POST /v1/admin/logins/{name}/unlock`: whether a failed-login lockout was cleared.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AdminUnlocked {
+    /// The login whose windows were cleared.
     pub login: String,
+    /// Whether any of them had locked it.
     pub was_locked: bool,
 }
 
@@ -462,11 +558,14 @@ pub struct AdminSessionRecord {
     /// `3.1.1` or `5.0`; `null` on rows recorded before it was.
     #[serde(default)]
     pub protocol_version: Option<String>,
+    /// The MQTT client id; `null` on rows recorded before it was.
     #[serde(default)]
     pub client_id: Option<String>,
+    /// Unix seconds: when it connected.
     pub connected_at: i64,
     /// When it closed; while `close_reason` is `live`, its last checkpoint.
     pub disconnected_at: i64,
+    /// What it counted, each way.
     #[serde(flatten)]
     pub traffic: Traffic,
     /// `live` while it lasts; `unclean_shutdown` when its node stopped without closing it.
@@ -485,7 +584,9 @@ fn one() -> u64 {
 /// `GET /v1/admin/principals/{id}/session-log?since=<unix seconds>`: newest first.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AdminSessionLog {
+    /// The principal asked about.
     pub principal: PrincipalId,
+    /// Its sessions, live and closed, newest first.
     pub sessions: Vec<AdminSessionRecord>,
 }
 
@@ -494,11 +595,17 @@ pub struct AdminSessionLog {
 /// frames). Counts only grow.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Traffic {
+    /// Envelope bytes from the client.
     pub bytes_in: u64,
+    /// Envelope bytes to the client.
     pub bytes_out: u64,
+    /// Envelopes from the client.
     pub messages_in: u64,
+    /// Envelopes to the client.
     pub messages_out: u64,
+    /// MQTT bytes from the client (after TLS, inside WebSocket frames).
     pub wire_bytes_in: u64,
+    /// MQTT bytes to the client (after TLS, inside WebSocket frames).
     pub wire_bytes_out: u64,
 }
 
@@ -515,6 +622,7 @@ impl Traffic {
         }
     }
 
+    /// Adds what `more` counted.
     pub fn add(&mut self, more: Traffic) {
         self.bytes_in += more.bytes_in;
         self.bytes_out += more.bytes_out;
@@ -532,6 +640,7 @@ pub struct UsageRecord {
     pub hour_start: i64,
     /// Sessions opened in the hour.
     pub sessions: u64,
+    /// What it counted, each way.
     #[serde(flatten)]
     pub traffic: Traffic,
 }
@@ -539,12 +648,15 @@ pub struct UsageRecord {
 /// Failed logins against one principal in one hour from one address.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoginFailureRecord {
+    /// Unix seconds at the start of the hour.
     pub hour_start: i64,
     /// Per the broker's `accounting.ip_mode`.
     pub ip: String,
     /// `denied` (wrong secret) or `rate_limited` (refused before it was checked).
     pub reason: String,
+    /// How many failed in the hour.
     pub failures: u64,
+    /// Unix seconds: the last of them.
     pub last_at: i64,
 }
 
@@ -552,7 +664,9 @@ pub struct LoginFailureRecord {
 /// keyring): shown by its column, size and SHA-256, never its bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredBlob {
+    /// What the value is (the table column it is kept in).
     pub column: String,
+    /// Its size in bytes.
     pub bytes: u64,
     /// Hex SHA-256 of the stored bytes: a client compares it with its own copy.
     pub sha256: String,
@@ -561,17 +675,25 @@ pub struct StoredBlob {
 /// Everything the server holds about one principal.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PrincipalActivity {
+    /// The principal's id.
     pub id: PrincipalId,
+    /// User or instance.
     pub kind: PrincipalKind,
+    /// What it logs in as: the user's name, or the instance's id.
     pub login: String,
+    /// The X25519 public key (32 bytes; base64 in JSON).
     #[serde(with = "b64")]
     pub public_key: Vec<u8>,
+    /// The public key's fingerprint (protocol §4), hex.
     pub witness: String,
     /// Users only: the KDF parameters the wrapped key was made with (salt as a blob).
     #[serde(default)]
     pub kdf: Option<KdfParams>,
+    /// The values the server keeps for it and cannot read, by size and hash.
     pub stored: Vec<StoredBlob>,
+    /// Its keyring's version (users; 0 for none).
     pub keyring_version: u64,
+    /// Unix seconds: when it was created.
     pub created_at: i64,
     /// When the wrapped key and verifier were last replaced; `null`: never.
     pub changed_at: Option<i64>,
@@ -581,14 +703,18 @@ pub struct PrincipalActivity {
     pub sessions: Vec<AdminSessionRecord>,
     /// Counts per hour, newest first.
     pub usage: Vec<UsageRecord>,
+    /// Failed logins against it, per hour and address.
     pub login_failures: Vec<LoginFailureRecord>,
 }
 
 /// One pairing of [`Activity`].
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PairingActivity {
+    /// The owner.
     pub user: PrincipalId,
+    /// The instance.
     pub instance: PrincipalId,
+    /// Unix seconds: when the instance was added.
     pub created_at: i64,
     /// The owner's escrow copy of the instance's bundle, if kept.
     #[serde(default)]
@@ -601,8 +727,11 @@ pub struct PairingActivity {
 /// and a pending reset code, each by what it is and until when.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HeldUntil {
+    /// What it is: `previous_password` (for a rollback) or `reset_code`.
     pub what: String,
+    /// Its values, by size and hash.
     pub stored: Vec<StoredBlob>,
+    /// Unix seconds: when it is deleted.
     pub expires_at: i64,
 }
 
@@ -610,19 +739,24 @@ pub struct HeldUntil {
 /// server holds about a principal and, for a user, the instances it is paired with.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Activity {
+    /// Unix seconds: when the report was made.
     pub generated_at: i64,
     /// Records from this time on (unix seconds; `?since=`, default the retention period).
     pub since: i64,
     /// The principal asked about first, then its paired instances.
     pub principals: Vec<PrincipalActivity>,
+    /// The user–instance pairings among them.
     pub pairings: Vec<PairingActivity>,
+    /// Rows kept for a while: replaced password material, a pending reset code.
     pub held: Vec<HeldUntil>,
 }
 
 /// Every 4xx and 5xx answer: a stable machine-readable code and a sentence for people.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// The stable code (docs/http-api.md, Errors).
     pub error: String,
+    /// A sentence for people, naming what to do.
     pub message: String,
 }
 

@@ -24,6 +24,7 @@ use crate::id::PrincipalId;
 pub const VERSION: u8 = 2;
 /// The versions accepted and opened (protocol §4.3: version 1 until at least 2027-12-31).
 pub const VERSIONS: [u8; 2] = [1, 2];
+/// Bytes of the clear header: version, kind, sender, recipient, witness, body length.
 pub const HEADER_LEN: usize = 54;
 
 /// How the body is sealed; tells the recipient which open to use.
@@ -43,6 +44,7 @@ pub enum Kind {
 pub struct Witness(pub [u8; 16]);
 
 impl Witness {
+    /// The witness of `public_key`.
     pub fn of(public_key: &[u8; 32]) -> Self {
         let digest = Sha256::new()
             .chain_update(b"sealrelay/v1/witness")
@@ -60,6 +62,7 @@ impl std::fmt::Display for Witness {
     }
 }
 
+/// Text that is not a witness (32 hex digits).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("a key witness is 32 hex characters (16 bytes)")]
 pub struct BadWitness;
@@ -79,27 +82,43 @@ impl std::fmt::Debug for Witness {
     }
 }
 
+/// An envelope's clear header (protocol §4): all the broker reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// 1 or 2; says how a kind-2 body's inner plaintext is laid out.
     pub version: u8,
+    /// Anonymous (1) or sender-authenticated (2).
     pub kind: Kind,
+    /// Who sent it: vouched for by the broker, and proven only by a kind-2 body.
     pub sender: PrincipalId,
+    /// Whose inbox it is for.
     pub recipient: PrincipalId,
+    /// The fingerprint of the recipient key it was sealed to.
     pub witness: Witness,
+    /// Bytes of the body that follows.
     pub body_len: u32,
 }
 
+/// Why a header does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HeaderError {
+    /// Fewer bytes than a header.
     #[error("envelope is {0} bytes, shorter than the {HEADER_LEN}-byte header")]
     TooShort(usize),
+    /// A version this side does not know.
     #[error("envelope version {0} is not supported (expected 1 or 2)")]
     Version(u8),
+    /// A kind this side does not know.
     #[error("envelope kind {0} is unknown (1 = anonymous, 2 = authenticated)")]
     Kind(u8),
+    /// The body is not as long as the header says.
     #[error("envelope header says the body is {declared} bytes but {actual} follow")]
-    Length { declared: u32, actual: usize },
+    Length {
+        /// What the header says.
+        declared: u32,
+        /// What follows it.
+        actual: usize,
+    },
 }
 
 impl Header {

@@ -16,8 +16,10 @@ use crate::topic::INBOX_PREFIX;
 pub struct PrincipalId(pub [u8; 16]);
 
 impl PrincipalId {
+    /// Bytes of an id.
     pub const LEN: usize = 16;
 
+    /// A fresh random id.
     pub fn random() -> Self {
         use rand_core::RngCore;
         let mut id = [0u8; 16];
@@ -25,6 +27,7 @@ impl PrincipalId {
         PrincipalId(id)
     }
 
+    /// The id in 16 bytes; `None` for another length.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
         bytes.try_into().ok().map(PrincipalId)
     }
@@ -47,6 +50,7 @@ impl fmt::Debug for PrincipalId {
     }
 }
 
+/// Text that is not an id (32 lowercase hex digits).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("a principal id is 32 lowercase hex characters (16 bytes)")]
 pub struct BadPrincipalId;
@@ -82,11 +86,14 @@ impl<'de> Deserialize<'de> for PrincipalId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PrincipalKind {
+    /// A person, with a password.
     User,
+    /// A factory instance, with a token.
     Instance,
 }
 
 impl PrincipalKind {
+    /// `user` or `instance`, as the API writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             PrincipalKind::User => "user",

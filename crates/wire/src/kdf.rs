@@ -16,8 +16,11 @@ use crate::b64;
 /// stores and checks them against its minimum; clients run the KDF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KdfParams {
+    /// Memory in KiB (Argon2id m).
     pub memory_kib: u32,
+    /// Passes (Argon2id t).
     pub iterations: u32,
+    /// Lanes (Argon2id p).
     pub parallelism: u32,
 }
 
@@ -43,8 +46,10 @@ pub const CLIENT_CEILING: KdfParams = KdfParams {
 /// Parameters a client refuses to derive with; nothing has been derived or sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KdfRefused {
+    /// Below the client floor (too weak).
     #[error("the server asked for weaker key derivation (Argon2id m = {} KiB, t = {}, p = {}) than this client accepts (at least m = {} KiB, t = {}, p = {}): refused, and the password was not used. A server that asks this is misconfigured or hostile; tell its operator", .0.memory_kib, .0.iterations, .0.parallelism, CLIENT_FLOOR.memory_kib, CLIENT_FLOOR.iterations, CLIENT_FLOOR.parallelism)]
     BelowFloor(KdfParams),
+    /// Above the client ceiling (too costly: a denial of service on the client).
     #[error("the server asked for costlier key derivation (Argon2id m = {} KiB, t = {}, p = {}) than this client spends (at most m = {} KiB, t = {}, p = {}): refused, and the password was not used. A server that asks this is misconfigured or hostile; tell its operator", .0.memory_kib, .0.iterations, .0.parallelism, CLIENT_CEILING.memory_kib, CLIENT_CEILING.iterations, CLIENT_CEILING.parallelism)]
     AboveCeiling(KdfParams),
 }
@@ -92,8 +97,10 @@ impl KdfParams {
 /// A salt with its KDF parameters: the prelogin answer and part of a registration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KdfSpec {
+    /// The salt (16 bytes; base64 in JSON).
     #[serde(with = "b64")]
     pub salt: Vec<u8>,
+    /// The Argon2id parameters.
     #[serde(flatten)]
     pub params: KdfParams,
 }

@@ -7,6 +7,8 @@
 //! It depends on no other sealrelay crate and on no cryptography that could open an
 //! envelope or unwrap a key: the witness is a SHA-256 fingerprint, nothing more.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod b64;
 pub mod envelope;

@@ -85,6 +85,7 @@ impl Reason {
         Reason::ConnectionRateExceeded,
     ];
 
+    /// The reason code's byte.
     pub fn code(self) -> u8 {
         self as u8
     }

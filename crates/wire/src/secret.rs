@@ -35,15 +35,18 @@ pub fn split_secret_form<'s>(s: &'s str, prefix: &str) -> Option<(PrincipalId, &
 /// server keeps only a verifier of the secret; the id lets the client bind its new wrapped
 /// key to the account before it can log in.
 pub struct ResetCode {
+    /// The user the code resets.
     pub user: PrincipalId,
     secret: zeroize::Zeroizing<String>,
 }
 
+/// Text that is not a reset code.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("a reset code looks like srr1.<32 hex id>.<43 base64url chars>")]
 pub struct BadResetCode;
 
 impl ResetCode {
+    /// A fresh code for `user`.
     pub fn generate(user: PrincipalId) -> ResetCode {
         use rand_core::RngCore;
         let mut secret = zeroize::Zeroizing::new([0u8; 32]);
