@@ -15,10 +15,9 @@ use sealrelay_client::{ClientError, Identity};
 /// The binary with no `SEALRELAY_*` variable from the test's own environment.
 fn sealrelay(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir).stdin(Stdio::null());
-    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("SEALRELAY_")) {
-        cmd.env_remove(name);
-    }
+    common::without_our_variables(&mut cmd)
+        .current_dir(dir)
+        .stdin(Stdio::null());
     cmd
 }
 

@@ -71,10 +71,7 @@ async fn a_fresh_project_builds_the_readmes_console_and_agent_and_they_talk() {
     );
     let bin = |name: &str| {
         let mut cmd = Command::new(project.join("target/debug").join(name));
-        cmd.stdin(Stdio::null());
-        for (var, _) in std::env::vars().filter(|(n, _)| n.starts_with("SEALRELAY_")) {
-            cmd.env_remove(var);
-        }
+        common::without_our_variables(&mut cmd).stdin(Stdio::null());
         cmd
     };
 

@@ -1310,6 +1310,15 @@ pub fn basic_auth(login: &str, secret: &str) -> String {
     )
 }
 
+/// Leaves none of the test's own `SEALRELAY_*` variables to `cmd`: it runs as a reader's or an
+/// operator's shell would.
+pub fn without_our_variables(cmd: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("SEALRELAY_")) {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
 /// The fence that marks a shell block of the docs as one a test runs verbatim.
 pub const RUNNABLE: &str = "```sh runnable\n";
 
@@ -1389,10 +1398,7 @@ pub fn run_doc_block(broker: &Broker, block: &str) -> std::process::Output {
         std::env::var("PATH").unwrap_or_default()
     );
     let mut run = Command::new("timeout");
-    // A reader's shell: none of the test's own SEALRELAY_* variables.
-    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("SEALRELAY_")) {
-        run.env_remove(name);
-    }
+    without_our_variables(&mut run);
     run.args(["120", "bash", "-euo", "pipefail", "-c", &block])
         .current_dir(broker.dir.path())
         .env("PATH", path)

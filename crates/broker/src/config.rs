@@ -678,11 +678,6 @@ fn key_at(text: &str, at: usize) -> Option<String> {
 /// Where keys were set: `section.key` → `in FILE` / `from VARIABLE`.
 type Origins = std::collections::HashMap<String, String>;
 
-/// `key` with where it was set: `mqtt.max_inflight in broker.toml`,
-/// `mqtt.listen from SEALRELAY_MQTT_LISTEN`, or the bare key for an embedded default.
-/// `directory.url` is empty or a PostgreSQL URL, and names no password: the configuration
-/// is shown by `check-config` and copied around, so the password comes from PGPASSWORD or
-/// ~/.pgpass, as for psql.
 /// Nothing, one problem, or several reported as one error with a line each.
 fn all_at_once(mut problems: Vec<ConfigError>) -> Result<(), ConfigError> {
     match problems.len() {
@@ -692,6 +687,9 @@ fn all_at_once(mut problems: Vec<ConfigError>) -> Result<(), ConfigError> {
     }
 }
 
+/// `directory.url` is empty or a PostgreSQL URL, and names no password: the configuration
+/// is shown by `check-config` and copied around, so the password comes from PGPASSWORD or
+/// ~/.pgpass, as for psql.
 fn check_directory_url(url: &str) -> Result<(), &'static str> {
     if url.is_empty() {
         return Ok(());
@@ -751,6 +749,8 @@ fn check_cluster(
     Ok(())
 }
 
+/// `key` with where it was set: `mqtt.max_inflight in broker.toml`,
+/// `mqtt.listen from SEALRELAY_MQTT_LISTEN`, or the bare key for an embedded default.
 fn placed(key: &str, origins: &Origins) -> String {
     match origins.get(key) {
         Some(origin) => format!("{key} {origin}"),

@@ -1,8 +1,8 @@
 //! The broker's files on disk: the directories it creates (0700), the secrets it creates
 //! (0600: operator token, prelogin key), the database created private before SQLite opens it
 //! (its WAL and shared-memory files take the database's mode), a warning for any of them that
-//! others or a group not the broker's own can read, and the single-node lock that keeps a second broker off the same
-//! database.
+//! others or a group not the broker's own can read, and the single-node lock that keeps a
+//! second broker off the same database.
 //!
 //! Uses std, and zeroize for the key files' secrets. Never logs a file's content: paths and modes only.
 

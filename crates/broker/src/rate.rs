@@ -244,8 +244,7 @@ impl Limiter {
     /// Counts what another node counted. A trust is renewed, as where it happened.
     pub fn count_key(&self, key: Key) {
         if matches!(key, Key::Trusted(..)) {
-            self.windows.insert(key, Window::default().counted());
-            return;
+            return self.renew_key(key);
         }
         let (length, _) = self.limit(&key);
         self.windows.entry(key).or_default().count(length);
@@ -254,8 +253,12 @@ impl Limiter {
     /// Starts `what`'s window anew with one event in it (a trust, renewed at each login).
     pub fn renew(&self, what: Counted) {
         let key = self.key(&what);
-        self.windows.insert(key, Window::default().counted());
+        self.renew_key(key);
         self.shared(key, false);
+    }
+
+    fn renew_key(&self, key: Key) {
+        self.windows.insert(key, Window::default().counted());
     }
 
     /// Whether `what`'s window is at its limit now; counts nothing.

@@ -154,9 +154,9 @@ impl Identity {
 
     /// Completes an operator-issued password reset: a *new* key pair, wrapped under a key
     /// from `new_password`, replaces the old one. What was sealed to the old key can no
-    /// longer be opened (opening it reports [`crate::crypto::OpenError::StaleKey`]); the keyring, sealed
-    /// under the old key, starts empty; the returned instances pin the old key and must be
-    /// re-enrolled ([`Identity::reenrol_instance`]).
+    /// longer be opened (opening it reports [`crate::crypto::OpenError::StaleKey`]); the
+    /// keyring, sealed under the old key, starts empty; the returned instances pin the old key
+    /// and must be re-enrolled ([`Identity::reenrol_instance`]).
     pub async fn complete_reset(
         api: &Api,
         name: &str,

@@ -25,6 +25,8 @@ use super::{provider, TlsError};
 const LEAF_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 const RENEW_BEFORE: Duration = Duration::from_secs(10 * 86_400);
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
+/// How often a running broker asks whether its leaf is due (it is due `RENEW_BEFORE` ahead).
+pub(super) const CHECK_EVERY: Duration = Duration::from_secs(3600);
 /// The names the leaf covers: what a person or a test on the broker's machine connects to.
 const NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 

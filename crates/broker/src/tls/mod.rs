@@ -117,19 +117,19 @@ fn load_pair(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError
 }
 
 impl Certificate {
-    /// Loads the configured pair, or the development pair beside the database (made on
-    /// first start). Logs the fingerprint and, for a development certificate, how to trust it.
     /// The certificate and key files the config names, or the development pair beside the
     /// database when it names none; and whether it is the development pair.
     pub fn files(config: &Config) -> (PathBuf, PathBuf, bool) {
-        if let Some(dev) = Certificate::dev_files(config) {
-            (dev.cert, dev.key, true)
-        } else {
-            (
-                config.tls.cert_file.clone(),
-                config.tls.key_file.clone(),
-                false,
-            )
+        let dev = Certificate::dev_files(config);
+        let (cert, key) = Certificate::pair_files(config, dev.as_ref());
+        (cert, key, dev.is_some())
+    }
+
+    /// The pair served: the development one if `dev`, else the config's.
+    fn pair_files(config: &Config, dev: Option<&DevFiles>) -> (PathBuf, PathBuf) {
+        match dev {
+            Some(dev) => (dev.cert.clone(), dev.key.clone()),
+            None => (config.tls.cert_file.clone(), config.tls.key_file.clone()),
         }
     }
 
@@ -141,12 +141,15 @@ impl Certificate {
         })
     }
 
+    /// Loads the configured pair, or the development pair beside the database (made, or
+    /// renewed, first). Logs the fingerprint and, for a development certificate, how to
+    /// trust its CA.
     pub fn load(config: &Config) -> Result<Arc<Certificate>, TlsError> {
-        let (cert_file, key_file, _) = Certificate::files(config);
         let dev = Certificate::dev_files(config);
         if let Some(dev) = &dev {
             dev.ensure(SystemTime::now())?;
         }
+        let (cert_file, key_file) = Certificate::pair_files(config, dev.as_ref());
         let pair = load_pair(&cert_file, &key_file)?;
         let print = fingerprint(&pair.cert[0]);
         match &dev {
@@ -228,9 +231,16 @@ impl Certificate {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
+            let mut dev_checked = std::time::Instant::now();
             loop {
                 tick.tick().await;
-                if let Some(dev) = &self.dev {
+                // Renewal has days of margin: once an hour is enough, not at every file check.
+                if let Some(dev) = self
+                    .dev
+                    .as_ref()
+                    .filter(|_| dev_checked.elapsed() >= dev::CHECK_EVERY)
+                {
+                    dev_checked = std::time::Instant::now();
                     match dev.ensure(SystemTime::now()) {
                         // The files changed: the reload below serves the new leaf.
                         Ok(true) => tracing::info!("development certificate renewed"),

@@ -11,7 +11,6 @@ use super::CryptoError;
 /// What a wrapped blob holds once opened.
 pub enum Bundle {
     /// A user's private key.
-    /// A user's bundle: its private key.
     User {
         /// The user's private key.
         secret: SecretKey,
